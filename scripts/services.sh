@@ -1,0 +1,170 @@
+# Start/stop the platform's services without systemd. Idempotent. Sourced by ./drc.
+
+PGBIN=/usr/lib/postgresql/15/bin
+pg_psql() { runuser -u postgres -- "$PGBIN/psql" -h /tmp -p "$DRC_PG_PORT" -v ON_ERROR_STOP=1 -qAt "$@"; }
+maria()   { mariadb --socket="$MARIADB_SOCKET" -u root "$@"; }
+MARIADB_SOCKET_FOR() { echo "/tmp/drc-mariadb-$1.sock"; }
+
+wait_for() {  # wait_for <what> <seconds> <command...>
+  local what=$1 secs=$2; shift 2
+  for ((i = 0; i < secs * 2; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  die "$what did not come up within ${secs}s; see $DRC_LOG_DIR"
+}
+
+start_postgres() {
+  local data="$DRC_STATE_DIR/pg"
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    log "initialising PostgreSQL 15 cluster in $data (port $DRC_PG_PORT)"
+    mkdir -p "$data"; chown postgres:postgres "$data"; chmod 700 "$data"
+    runuser -u postgres -- "$PGBIN/initdb" -D "$data" -U postgres -E UTF8 --locale=C.UTF-8 \
+      --auth-local=peer --auth-host=scram-sha-256 >"$DRC_LOG_DIR/initdb.log"
+    cat >>"$data/postgresql.conf" <<CONF
+# --- data resource center settings ---
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '/tmp'
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+shared_buffers = 512MB
+max_connections = 200
+CONF
+    echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
+  fi
+  sed -i "s/^port = .*/port = $DRC_PG_PORT/; t; \$a port = $DRC_PG_PORT" "$data/postgresql.conf"
+  if ! "$PGBIN/pg_isready" -q -h /tmp -p "$DRC_PG_PORT"; then
+    log "starting PostgreSQL on port $DRC_PG_PORT"
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$data" -l "$DRC_LOG_DIR/postgres.log" -w start >/dev/null
+  fi
+  local role db pw
+  for spec in "drc:warehouse:$DRC_PG_PASSWORD" "airflow:airflow:$DRC_AIRFLOW_DB_PASSWORD" \
+              "superset:superset:$DRC_SUPERSET_DB_PASSWORD"; do
+    IFS=: read -r role db pw <<<"$spec"
+    pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='$role') THEN
+                CREATE ROLE $role LOGIN; END IF; END\$\$;" >/dev/null
+    pg_psql -c "ALTER ROLE $role WITH LOGIN PASSWORD '$pw'" >/dev/null
+    [[ "$(pg_psql -c "SELECT 1 FROM pg_database WHERE datname='$db'")" == 1 ]] ||
+      pg_psql -c "CREATE DATABASE $db OWNER $role" >/dev/null
+  done
+  pg_psql -c "ALTER ROLE drc WITH REPLICATION" >/dev/null
+}
+
+start_mariadb() {
+  local data="$DRC_STATE_DIR/mariadb" cnf="$DRC_STATE_DIR/mariadb.cnf"
+  MARIADB_SOCKET=$(MARIADB_SOCKET_FOR "$DRC_MARIADB_PORT")
+  cat >"$cnf" <<CONF
+[mariadbd]
+datadir = $data
+port = $DRC_MARIADB_PORT
+bind-address = 127.0.0.1
+socket = $MARIADB_SOCKET
+pid-file = $DRC_RUN_DIR/mariadb.pid
+log-error = $DRC_LOG_DIR/mariadb.log
+character-set-server = utf8mb4
+collation-server = utf8mb4_general_ci
+# row binlog with full metadata: the source for log-based CDC
+server_id = 1
+log_bin = $data/binlog
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+innodb_buffer_pool_size = 512M
+CONF
+  if [[ ! -d "$data/mysql" ]]; then
+    log "initialising MariaDB in $data (port $DRC_MARIADB_PORT)"
+    mkdir -p "$data"; chown -R mysql:mysql "$data"
+    mariadb-install-db --defaults-file="$cnf" --user=mysql --auth-root-authentication-method=socket \
+      >"$DRC_LOG_DIR/mariadb-install.log" 2>&1
+  fi
+  chown mysql:mysql "$DRC_RUN_DIR"; touch "$DRC_LOG_DIR/mariadb.log"; chown mysql:mysql "$DRC_LOG_DIR/mariadb.log"
+  if ! mariadb-admin --socket="$MARIADB_SOCKET" ping >/dev/null 2>&1; then
+    log "starting MariaDB on port $DRC_MARIADB_PORT"
+    start-stop-daemon --start --oknodo --background --pidfile "$DRC_RUN_DIR/mariadb.pid" \
+      --exec /usr/sbin/mariadbd -- --defaults-file="$cnf" --user=mysql
+    wait_for MariaDB 60 mariadb-admin --socket="$MARIADB_SOCKET" ping
+  fi
+  maria -e "CREATE USER IF NOT EXISTS 'his'@'127.0.0.1' IDENTIFIED BY '$DRC_HIS_DB_PASSWORD';
+            ALTER USER 'his'@'127.0.0.1' IDENTIFIED BY '$DRC_HIS_DB_PASSWORD';
+            GRANT ALL ON *.* TO 'his'@'127.0.0.1' WITH GRANT OPTION;"
+}
+
+# Long-running processes: name, log file, pid file, command.
+spawn() {
+  local name=$1; shift
+  local pidfile="$DRC_RUN_DIR/$name.pid"
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
+  log "starting $name"
+  setsid nohup "$@" >>"$DRC_LOG_DIR/$name.log" 2>&1 < /dev/null &
+  echo $! >"$pidfile"
+}
+
+stop_spawned() {
+  local pidfile name
+  for pidfile in "$DRC_RUN_DIR"/*.pid; do
+    [[ -e "$pidfile" ]] || continue
+    name=$(basename "$pidfile" .pid)
+    [[ "$name" == mariadb ]] && continue
+    if kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      log "stopping $name"; kill -- -"$(cat "$pidfile")" 2>/dev/null || kill "$(cat "$pidfile")" || true
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+migrate_airflow() {
+  local marker; marker="$AIRFLOW_HOME/.migrated-$(basename "$(venv_dir airflow)")"
+  mkdir -p "$AIRFLOW_HOME"
+  printf '{"admin": "%s"}' "$DRC_AIRFLOW_ADMIN_PASSWORD" >"$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
+  [[ -f "$marker" ]] && return 0
+  log "migrating the Airflow metadata database"
+  "$(airflow_bin)" db migrate >"$DRC_LOG_DIR/airflow-migrate.log" 2>&1 || die "airflow db migrate failed: see $DRC_LOG_DIR/airflow-migrate.log"
+  touch "$marker"
+}
+
+start_airflow() {
+  migrate_airflow
+  spawn airflow-api-server "$(airflow_bin)" api-server --port "$DRC_AIRFLOW_PORT"
+  spawn airflow-scheduler "$(airflow_bin)" scheduler
+  spawn airflow-dag-processor "$(airflow_bin)" dag-processor
+  wait_for "Airflow API server" 120 curl -sf "http://127.0.0.1:$DRC_AIRFLOW_PORT/api/v2/monitor/health"
+}
+
+migrate_superset() {
+  local marker; marker="$SUPERSET_HOME/.migrated-$(basename "$(venv_dir superset)")"
+  mkdir -p "$SUPERSET_HOME"
+  [[ -f "$marker" ]] && return 0
+  log "migrating the Superset metadata database"
+  {
+    "$(superset_bin)" db upgrade &&
+    { "$(superset_bin)" fab list-users 2>/dev/null | grep -q 'username:admin' ||
+      "$(superset_bin)" fab create-admin --username admin --firstname 管理员 --lastname 平台 \
+        --email admin@xydrc.local --password "$DRC_SUPERSET_ADMIN_PASSWORD"; } &&
+    "$(superset_bin)" fab reset-password --username admin --password "$DRC_SUPERSET_ADMIN_PASSWORD" &&
+    "$(superset_bin)" init
+  } >"$DRC_LOG_DIR/superset-migrate.log" 2>&1 || die "Superset set-up failed: see $DRC_LOG_DIR/superset-migrate.log"
+  touch "$marker"
+}
+
+start_superset() {
+  migrate_superset
+  spawn superset "$(venv_dir superset)/bin/gunicorn" -w 2 -k gthread --threads 4 --timeout 120 \
+    -b "127.0.0.1:$DRC_SUPERSET_PORT" "superset.app:create_app()"
+  wait_for Superset 120 curl -sf "http://127.0.0.1:$DRC_SUPERSET_PORT/health"
+}
+
+start_api() {
+  spawn api "$(lake_py)" -m uvicorn api.main:app --host 127.0.0.1 --port "$DRC_API_PORT"
+  wait_for "the lookup API" 60 curl -sf "http://127.0.0.1:$DRC_API_PORT/health"
+}
+
+start_databases() { start_postgres; start_mariadb; }
+
+stop_all() {
+  stop_spawned
+  MARIADB_SOCKET=$(MARIADB_SOCKET_FOR "$DRC_MARIADB_PORT")
+  if mariadb-admin --socket="$MARIADB_SOCKET" ping >/dev/null 2>&1; then
+    log "stopping MariaDB"; mariadb-admin --socket="$MARIADB_SOCKET" shutdown
+  fi
+  if [[ -f "$DRC_STATE_DIR/pg/PG_VERSION" ]] && "$PGBIN/pg_isready" -q -h /tmp -p "$DRC_PG_PORT"; then
+    log "stopping PostgreSQL"; runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DRC_STATE_DIR/pg" -m fast -w stop >/dev/null
+  fi
+}
