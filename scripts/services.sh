@@ -33,6 +33,7 @@ CONF
   sed -i "s/^port = .*/port = $DRC_PG_PORT/; t; \$a port = $DRC_PG_PORT" "$data/postgresql.conf"
   if ! "$PGBIN/pg_isready" -q -h /tmp -p "$DRC_PG_PORT"; then
     log "starting PostgreSQL on port $DRC_PG_PORT"
+    touch "$DRC_LOG_DIR/postgres.log"; chown postgres "$DRC_LOG_DIR/postgres.log"
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$data" -l "$DRC_LOG_DIR/postgres.log" -w start >/dev/null
   fi
   local role db pw

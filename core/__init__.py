@@ -1,0 +1,1 @@
+"""Shared plumbing of the data resource center: settings, Spark session, DB connections, CLI."""

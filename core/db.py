@@ -1,0 +1,25 @@
+"""SQLAlchemy engines, created once per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sqlalchemy as sa
+
+from core.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def warehouse_engine() -> sa.Engine:
+    return sa.create_engine(get_settings().warehouse_url, pool_pre_ping=True, hide_parameters=True)
+
+
+@lru_cache(maxsize=8)
+def mariadb_engine(database: str) -> sa.Engine:
+    return sa.create_engine(get_settings().mariadb_url(database), pool_pre_ping=True, hide_parameters=True)
+
+
+def ensure_schemas(*schemas: str) -> None:
+    with warehouse_engine().begin() as conn:
+        for schema in schemas:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))

@@ -1,0 +1,1 @@
+"""Collection from member systems into bronze Delta (append-only, with the bronze contract columns)."""
