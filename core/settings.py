@@ -44,7 +44,8 @@ class Settings:
         return f"mysql+pymysql://his:{self.his_db_password}@127.0.0.1:{self.mariadb_port}/{database}?charset=utf8mb4"
 
     def mariadb_jdbc(self, database: str) -> tuple[str, dict[str, str]]:
-        url = f"jdbc:mariadb://127.0.0.1:{self.mariadb_port}/{database}"
+        # The mysql scheme makes Spark pick its MySQL dialect (backtick quoting); the MariaDB driver allows it.
+        url = f"jdbc:mysql://127.0.0.1:{self.mariadb_port}/{database}?permitMysqlScheme"
         return url, {"user": "his", "password": self.his_db_password, "driver": "org.mariadb.jdbc.Driver"}
 
     @property

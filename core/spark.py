@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from core.settings import PROJECT_ROOT, get_settings
 
@@ -27,6 +27,7 @@ def get_spark() -> SparkSession:
         .config("spark.sql.session.timeZone", "Asia/Shanghai")
         .config("spark.driver.memory", "4g")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.ansi.enabled", "false")
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=Asia/Shanghai")
@@ -34,3 +35,10 @@ def get_spark() -> SparkSession:
     )
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def read_delta(spark: SparkSession, path: str) -> DataFrame | None:
+    """A Delta table, or None when nothing has been written there yet."""
+    from delta.tables import DeltaTable
+
+    return spark.read.format("delta").load(path) if DeltaTable.isDeltaTable(spark, path) else None

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from core.settings import get_settings
@@ -34,7 +33,3 @@ def append_batch(df: DataFrame, path: str, app_id: str, version: int) -> None:
     (df.write.format("delta").mode("append")
        .option("txnAppId", app_id).option("txnVersion", version)
        .option("mergeSchema", "true").save(path))
-
-
-def read_bronze(spark: SparkSession, path: str) -> DataFrame | None:
-    return spark.read.format("delta").load(path) if DeltaTable.isDeltaTable(spark, path) else None

@@ -7,13 +7,16 @@ dies before its Delta commit is simply repeated, and one that dies after it find
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from core.db import mariadb_engine
 from core.settings import get_settings
-from ingestion.bronze import add_bronze_columns, append_batch, bronze_path, read_bronze
+from core.spark import read_delta
+from ingestion.bronze import add_bronze_columns, append_batch, bronze_path
 from ingestion.monitoring import BatchRecord, record_batch
 from ingestion.registry import SourceConfig, TableConfig
 
@@ -25,7 +28,7 @@ class TableResult:
     source: str
     table: str
     rows: int
-    watermark_to: datetime | None
+    watermark_to: str | None
 
 
 def _jdbc_read(spark: SparkSession, source: SourceConfig, query: str):
@@ -34,23 +37,26 @@ def _jdbc_read(spark: SparkSession, source: SourceConfig, query: str):
             .option("fetchsize", FETCH_SIZE).options(**props).load())
 
 
-def _ts_literal(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+WATERMARK_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # to microseconds, so strings order like the timestamps
 
 
 def ingest_table(spark: SparkSession, source: SourceConfig, table: TableConfig) -> TableResult:
     started = datetime.now().astimezone()
     path = bronze_path(source.name, table.name)
-    bronze = read_bronze(spark, path)
-    low = bronze.agg(F.max("_source_ts")).first()[0] if bronze is not None else None
-    high = _jdbc_read(spark, source, f"SELECT MAX({table.watermark}) AS hi FROM {table.name}").first()[0]
+    bronze = read_delta(spark, path)
+    # Watermarks travel as strings in the source's local time: no driver/time-zone conversion in between.
+    low = None if bronze is None else bronze.agg(
+        F.date_format(F.max("_source_ts"), "yyyy-MM-dd HH:mm:ss.SSSSSS")).first()[0]
+    with mariadb_engine(source.database).connect() as conn:
+        newest = conn.execute(sa.text(f"SELECT MAX({table.watermark}) FROM {table.name}")).scalar()
+    high = newest.strftime(WATERMARK_FORMAT) if newest else None
     if high is None or (low is not None and high <= low):
         return TableResult(source.name, table.name, 0, low)
-    window = f"{table.watermark} <= '{_ts_literal(high)}'"
+    window = f"{table.watermark} <= '{high}'"
     if low is not None:
-        window = f"{table.watermark} > '{_ts_literal(low)}' AND {window}"
+        window = f"{table.watermark} > '{low}' AND {window}"
     rows = _jdbc_read(spark, source, f"SELECT * FROM {table.name} WHERE {window}")
-    version = int(high.timestamp() * 1_000_000)
+    version = (newest - datetime(1970, 1, 1)) // timedelta(microseconds=1)  # monotonic per table
     batch_id = f"{source.name}.{table.name.lower()}.{version}"
     key = F.concat_ws("|", *[F.col(k).cast("string") for k in table.keys])
     landed = add_bronze_columns(
@@ -58,7 +64,7 @@ def ingest_table(spark: SparkSession, source: SourceConfig, table: TableConfig) 
         source_pos=F.concat_ws("|", F.date_format(table.watermark, "yyyyMMddHHmmssSSS"), key),
         batch_id=batch_id, source_system=source.name, org_code=source.org_code, ingested_at=started)
     append_batch(landed, path, app_id=f"{source.name}.{table.name.lower()}", version=version)
-    count = read_bronze(spark, path).where(F.col("_batch_id") == batch_id).count()
+    count = read_delta(spark, path).where(F.col("_batch_id") == batch_id).count()
     record_batch(BatchRecord(batch_id, source.name, table.name, source.org_code, source.mode, count,
                              low, high, started, datetime.now().astimezone(), "success"))
     return TableResult(source.name, table.name, count, high)

@@ -90,7 +90,6 @@ class HospitalHis:
     # --- generation ---------------------------------------------------------------------------
     def simulate_until(self, end: date, progress: Callable[[date, int], None] | None = None) -> list[date]:
         """Generate every missing day from the start date up to ``end`` (inclusive); return the new days."""
-        self.create_schema()
         last = self.last_simulated_day()
         day = self.config["start_date"] if last is None else last + timedelta(days=1)
         done = []

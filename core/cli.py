@@ -1,0 +1,227 @@
+"""The project CLI (``./drc <step>``): every pipeline step, runnable without Airflow.
+
+Airflow's DAGs call these same subcommands, so a step behaves identically from a terminal and a DAG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import date, timedelta
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def _step(title: str) -> Callable:
+    """Print a step's start, duration and outcome: long steps show progress, failures say what to do."""
+    def wrap(fn: Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], object]:
+        def run(args: argparse.Namespace) -> object:
+            console.print(f"[bold blue]▶ {title}[/]")
+            started = time.monotonic()
+            result = fn(args)
+            console.print(f"[green]✔ {title}[/] ({time.monotonic() - started:.1f} s)")
+            return result
+        return run
+    return wrap
+
+
+def _day(value: str) -> date:
+    return date.fromisoformat(value)
+
+
+@_step("模拟数据源 simulate")
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from simulator.config import load_simulator_config
+    from simulator.hospital_his import HospitalHis
+
+    config = load_simulator_config()
+    his = HospitalHis(config)
+    his.create_schema(reset=args.reset)
+    last = his.last_simulated_day()
+    if args.until:
+        end = args.until
+    elif args.advance:
+        end = (last or config["start_date"] - timedelta(days=1)) + timedelta(days=args.advance)
+    else:
+        end = config["start_date"] + timedelta(days=args.days - 1)
+    his.simulate_until(end, progress=lambda day, n: console.print(f"  {day}: {n} 门急诊就诊"))
+
+
+@_step("采集 ingest → bronze")
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from core.spark import get_spark
+    from ingestion.jdbc_incremental import ingest_source
+    from ingestion.registry import load_sources
+
+    sources = load_sources()
+    selected = [sources[args.source]] if args.source else list(sources.values())
+    spark = get_spark()
+    for source in selected:
+        for result in ingest_source(spark, source):
+            console.print(f"  {result.source}.{result.table}: {result.rows} rows landed")
+
+
+@_step("标准化 silver")
+def cmd_silver(args: argparse.Namespace) -> None:
+    from core.spark import get_spark
+    from ingestion.registry import load_sources
+    from spark_jobs.standardize import run_standardize
+
+    spark = get_spark()
+    for name in load_sources():
+        for entity, counts in run_standardize(spark, name).items():
+            console.print(f"  {name} → silver.{entity}: {counts['silver_rows']} rows, "
+                          f"{counts['quarantined_rows']} quarantined")
+
+
+@_step("质量校验 quality (Great Expectations)")
+def cmd_quality(args: argparse.Namespace) -> None:
+    from core.spark import get_spark
+    from expectations.runner import run_suites
+
+    failed = False
+    for outcome in run_suites(get_spark()):
+        colour = "green" if outcome.success else "red"
+        console.print(f"  [{colour}]{outcome.suite}: {outcome.passed}/{outcome.evaluated} expectations met[/]")
+        failed |= not outcome.success and outcome.blocking
+    if failed:
+        raise SystemExit("a blocking quality suite failed: see dq.validation_result for the failing rows")
+
+
+@_step("发布 publish silver → ods")
+def cmd_publish(args: argparse.Namespace) -> None:
+    from core.spark import get_spark
+    from spark_jobs.publish import run_publish
+
+    for table, rows in run_publish(get_spark()).items():
+        console.print(f"  {table}: {rows} rows")
+
+
+@_step("建模 transform (dbt build)")
+def cmd_transform(args: argparse.Namespace) -> None:
+    from core.dbt import dbt_build
+
+    dbt_build(args.select)
+
+
+@_step("上报 export")
+def cmd_export(args: argparse.Namespace) -> None:
+    from exports.daily_visits import export_day
+
+    manifest = export_day(args.date)
+    console.print(f"  {manifest['file']}: {manifest['row_count']} rows, sha256 {manifest['sha256'][:12]}…")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    """Every step in order, the same chain the Airflow DAG runs."""
+    cmd_simulate(argparse.Namespace(reset=False, until=args.date, advance=None, days=None))
+    cmd_ingest(argparse.Namespace(source=None))
+    cmd_silver(args)
+    cmd_quality(args)
+    cmd_publish(args)
+    cmd_transform(argparse.Namespace(select=None))
+    cmd_export(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from simulator.config import load_simulator_config
+
+    start = load_simulator_config()["start_date"]
+    cmd_pipeline(argparse.Namespace(date=start + timedelta(days=args.days - 1)))
+    _provision_superset()
+
+
+@_step("看板 Superset provisioning")
+def _provision_superset() -> None:
+    import os
+    import subprocess
+
+    from core.settings import PROJECT_ROOT
+
+    superset_python = os.environ["DRC_SUPERSET_PYTHON"]
+    subprocess.run([superset_python, str(PROJECT_ROOT / "superset" / "provision.py")], check=True)
+
+
+def cmd_api_token(args: argparse.Namespace) -> None:
+    from api.dependencies import issue_token
+
+    print(issue_token(args.subject, hours=args.hours))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    import sqlalchemy as sa
+
+    from core.db import warehouse_engine
+
+    with warehouse_engine().connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT source_system, table_name, max(finished_at) AS last_run, sum(rows_landed) AS total_rows, "
+            "max(watermark_to) AS watermark FROM ingest.batch_log GROUP BY 1, 2 ORDER BY 1, 2")).all()
+    for row in rows:
+        print(json.dumps(row._asdict(), default=str, ensure_ascii=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="./drc", description="荥阳医共体数据资源中心 pipeline steps")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="fill the simulated member systems (idempotent, day by day)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--days", type=int, default=3, help="days from the configured start date")
+    when.add_argument("--until", type=_day, help="simulate every missing day up to this date")
+    when.add_argument("--advance", type=int, help="append this many days after the last simulated one")
+    p.add_argument("--reset", action="store_true", help="drop the simulated systems first")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("ingest", help="collect new source rows into bronze Delta")
+    p.add_argument("--source", help="one source name (default: all in config/sources)")
+    p.set_defaults(func=cmd_ingest)
+
+    for name, func, text in (("silver", cmd_silver, "standardise bronze into silver, quarantine bad rows"),
+                             ("quality", cmd_quality, "run the Great Expectations suites on silver"),
+                             ("publish", cmd_publish, "publish silver to the warehouse ods schema")):
+        sub.add_parser(name, help=text).set_defaults(func=func)
+
+    p = sub.add_parser("transform", help="dbt build: staging, intermediate, marts with tests")
+    p.add_argument("--select", help="dbt selection")
+    p.set_defaults(func=cmd_transform)
+
+    for name, func, text in (("export", cmd_export, "write the upstream daily CSV and manifest"),
+                             ("pipeline", cmd_pipeline, "run every step for a business day")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--date", type=_day, required=True, help="business day YYYY-MM-DD")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("demo", help="simulate some days, run the pipeline, provision dashboards")
+    p.add_argument("--days", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")
+    p.add_argument("--subject", required=True, help="who the token is for (logged with each request)")
+    p.add_argument("--hours", type=int, default=12)
+    p.set_defaults(func=cmd_api_token)
+
+    sub.add_parser("ingest-status", help="collection state per source table").set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SystemExit:
+        raise
+    except Exception as exc:  # one readable line for the user; the traceback goes to the log
+        console.print_exception(max_frames=5)
+        console.print(f"[bold red]✘ {args.command} failed:[/] {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Spark jobs: bronze -> silver standardisation, master patient index, publishing to the warehouse."""
