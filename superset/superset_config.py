@@ -35,12 +35,18 @@ APP_NAME = "荥阳医共体数据资源中心"
 # No examples: nothing here runs `superset load_examples` (it downloads from GitHub); our
 # dashboards are provisioned from superset/assets by superset/provision.py.
 
-# Caching: one host, no Redis. Metadata (dashboards, charts) in a per-process SimpleCache for a
-# few minutes; chart query results are NOT cached (NullCache), so a dashboard shows the mart as it
-# is right after a pipeline run. The filter-state and explore-form caches keep Superset's default
-# (metastore, i.e. PostgreSQL), which is shared by all gunicorn workers.
-CACHE_CONFIG = {"CACHE_TYPE": "SimpleCache", "CACHE_DEFAULT_TIMEOUT": 300,
-                "CACHE_KEY_PREFIX": "superset_meta_"}
+# Caching: one host, no Redis. gunicorn runs several worker processes (and provision.py is yet
+# another), so a per-process SimpleCache would disagree between them; a small file-system cache
+# under SUPERSET_HOME is shared by all. Chart query results are NOT cached (NullCache): the
+# warehouse is local and a dashboard must show the mart as it is right after a pipeline run.
+# Filter state / explore form data keep Superset's default (the metadata DB, also shared).
+CACHE_CONFIG = {
+    "CACHE_TYPE": "FileSystemCache",
+    "CACHE_DIR": os.path.join(os.environ.get("SUPERSET_HOME", os.path.expanduser("~/.superset")),
+                              "cache"),
+    "CACHE_DEFAULT_TIMEOUT": 300,
+    "CACHE_THRESHOLD": 2000,
+}
 DATA_CACHE_CONFIG = {"CACHE_TYPE": "NullCache"}
 
 # CSRF stays on (Superset's default exempt list already covers chart data). Provisioning uses
