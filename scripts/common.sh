@@ -55,6 +55,7 @@ superset_bin(){ echo "$(venv_dir superset)/bin/superset"; }
 export_runtime_env() {
   export PYTHONPATH="$DRC_ROOT${PYTHONPATH:+:$PYTHONPATH}"
   export TZ=Asia/Shanghai  # every naive time in the county's systems is Beijing time
+  export GX_ANALYTICS_ENABLED=False
   export JAVA_HOME="${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}"
   export AIRFLOW_HOME="$DRC_STATE_DIR/airflow"
   export AIRFLOW__CORE__DAGS_FOLDER="$DRC_ROOT/dags"

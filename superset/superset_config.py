@@ -1,9 +1,17 @@
 # Superset 6.1 settings for 荥阳医共体数据资源中心.
 # Loaded via SUPERSET_CONFIG_PATH (scripts/common.sh); everything secret comes from .env,
 # which ./drc exports. Only what differs from Superset's defaults is set here.
+import json
 import os
 import sys
+import time
 from urllib.parse import quote
+
+# Superset stores naive timestamps and its front end reads them as UTC, so every Superset process
+# (gunicorn, CLI, provision.py) must run in UTC even though ./drc exports TZ=Asia/Shanghai for the
+# pipeline; otherwise "modified" shows "8 hours later". Mart dates are DATE columns: unaffected.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 
 def _env(name: str) -> str:
@@ -31,6 +39,37 @@ LANGUAGES = {
     "en": {"flag": "us", "name": "English"},
 }
 APP_NAME = "荥阳医共体数据资源中心"
+
+# Superset 6.1.0's zh front-end pack mistranslates strings our dashboards show, e.g. the table
+# totals row "Summary" as 星期日 (Sunday) and the login button as "Not In". Serve the pack with
+# these fixed; also to the login page (upstream requires a login to fetch the pack, so the login
+# page stayed English). The pack is the public upstream file, so serving it anonymously is safe.
+_ZH_FIXES = {
+    "Summary": "汇总", "Sign in": "登录", "Enter your login and password below:": "请输入用户名和密码：",
+    "entries": "条", "entries per page": "条/页", "%s record": "%s 条记录",
+    "Filters and controls": "筛选与控件", "Users": "用户", "Select all": "全选",
+    "Not in": "不属于", "not containing": "不包含",
+}
+
+
+def FLASK_APP_MUTATOR(app):  # noqa: N802 - name fixed by Superset
+    from flask import Response, request
+
+    pack: list[bytes] = []
+
+    @app.before_request
+    def _zh_language_pack():
+        if request.path.rstrip("/") != "/superset/language_pack/zh":
+            return None
+        if not pack:
+            import superset
+            src = os.path.join(os.path.dirname(superset.__file__),
+                               "translations", "zh", "LC_MESSAGES", "messages.json")
+            with open(src, encoding="utf-8") as f:
+                data = json.load(f)
+            data["locale_data"]["superset"].update({k: [v] for k, v in _ZH_FIXES.items()})
+            pack.append(json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        return Response(pack[0], mimetype="application/json")
 
 # No examples: nothing here runs `superset load_examples` (it downloads from GitHub); our
 # dashboards are provisioned from superset/assets by superset/provision.py.

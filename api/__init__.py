@@ -1,0 +1,1 @@
+"""Clinician lookup API (FastAPI): demographics by master id, personal data masked."""

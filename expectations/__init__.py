@@ -1,0 +1,1 @@
+"""Great Expectations suites (YAML under suites/) run on silver; results stored in PostgreSQL ``dq``."""

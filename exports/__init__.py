@@ -1,0 +1,1 @@
+"""Scheduled exports to the municipal/provincial platforms: deterministic files plus a manifest."""
