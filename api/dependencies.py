@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import jwt
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ def issue_token(subject: str, hours: int = 12) -> str:
     return jwt.encode(claims, get_settings().api_signing_key, algorithm=ALGORITHM)
 
 
-def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
     """The token's subject; 401 with a hint when the token is missing, forged or expired."""
     unauthorized = HTTPException(status.HTTP_401_UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"},
                                  detail="需要有效的访问令牌 (Authorization: Bearer <token>); "

@@ -9,7 +9,7 @@ CHECK_CHARS = "10X98765432"
 def check_char(first17: str) -> str:
     if len(first17) != 17 or not first17.isdigit():
         raise ValueError(f"need 17 digits, got {first17!r}")
-    return CHECK_CHARS[sum(int(d) * w for d, w in zip(first17, WEIGHTS)) % 11]
+    return CHECK_CHARS[sum(int(d) * w for d, w in zip(first17, WEIGHTS, strict=True)) % 11]
 
 
 def is_valid(id_number: str | None) -> bool:

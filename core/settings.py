@@ -23,8 +23,10 @@ class Settings:
     state_dir: Path
     lake_root: str
     spark_master: str
+    pg_host: str
     pg_port: int
     pg_password: str
+    mariadb_host: str
     mariadb_port: int
     his_db_password: str
     api_signing_key: str
@@ -33,19 +35,19 @@ class Settings:
     @property
     def warehouse_url(self) -> str:
         """SQLAlchemy URL of the PostgreSQL warehouse (ods, staging, marts, dq, ingest schemas)."""
-        return f"postgresql+psycopg2://drc:{self.pg_password}@127.0.0.1:{self.pg_port}/warehouse"
+        return f"postgresql+psycopg2://drc:{self.pg_password}@{self.pg_host}:{self.pg_port}/warehouse"
 
     @property
     def warehouse_jdbc(self) -> tuple[str, dict[str, str]]:
-        url = f"jdbc:postgresql://127.0.0.1:{self.pg_port}/warehouse"
+        url = f"jdbc:postgresql://{self.pg_host}:{self.pg_port}/warehouse"
         return url, {"user": "drc", "password": self.pg_password, "driver": "org.postgresql.Driver"}
 
     def mariadb_url(self, database: str) -> str:
-        return f"mysql+pymysql://his:{self.his_db_password}@127.0.0.1:{self.mariadb_port}/{database}?charset=utf8mb4"
+        return f"mysql+pymysql://his:{self.his_db_password}@{self.mariadb_host}:{self.mariadb_port}/{database}?charset=utf8mb4"
 
     def mariadb_jdbc(self, database: str) -> tuple[str, dict[str, str]]:
         # The mysql scheme makes Spark pick its MySQL dialect (backtick quoting); the MariaDB driver allows it.
-        url = f"jdbc:mysql://127.0.0.1:{self.mariadb_port}/{database}?permitMysqlScheme"
+        url = f"jdbc:mysql://{self.mariadb_host}:{self.mariadb_port}/{database}?permitMysqlScheme"
         return url, {"user": "his", "password": self.his_db_password, "driver": "org.mariadb.jdbc.Driver"}
 
     @property
@@ -63,8 +65,10 @@ def get_settings() -> Settings:
         state_dir=state_dir,
         lake_root=os.environ.get("DRC_LAKE_ROOT", str(state_dir / "lake")),
         spark_master=os.environ.get("SPARK_MASTER", "local[2]"),
+        pg_host=os.environ.get("DRC_PG_HOST", "127.0.0.1"),
         pg_port=int(_required("DRC_PG_PORT")),
         pg_password=_required("DRC_PG_PASSWORD"),
+        mariadb_host=os.environ.get("DRC_MARIADB_HOST", "127.0.0.1"),
         mariadb_port=int(_required("DRC_MARIADB_PORT")),
         his_db_password=_required("DRC_HIS_DB_PASSWORD"),
         api_signing_key=_required("DRC_API_SIGNING_KEY"),

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import Param, dag, task
-
 from assets import BRONZE_RMYY_HIS, EXPORT_DAILY_VISITS, MART_DAILY_VISITS, SILVER
 
 DRC = Path(__file__).resolve().parents[1] / "drc"

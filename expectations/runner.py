@@ -17,7 +17,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import sqlalchemy as sa
 import yaml
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from core.db import ensure_schemas, warehouse_engine
 from core.spark import read_delta
@@ -54,10 +54,8 @@ def load_suites() -> list[dict[str, Any]]:
     return [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(SUITES_DIR.glob("*.yaml"))]
 
 
-def run_suite(spark: SparkSession, context: Any, config: dict[str, Any]) -> SuiteOutcome | None:
-    df = read_delta(spark, silver_path(config["entity"]))
-    if df is None:
-        return None
+def validate(context: Any, config: dict[str, Any], df: DataFrame) -> Any:
+    """Run one suite on a DataFrame; the result lists, per expectation, the keys of failing rows."""
     name = config["suite"]
     batch = (context.data_sources.add_spark(name=f"spark_{name}")
              .add_dataframe_asset(name=config["entity"]).add_batch_definition_whole_dataframe("all"))
@@ -65,11 +63,19 @@ def run_suite(spark: SparkSession, context: Any, config: dict[str, Any]) -> Suit
     for spec in config["expectations"]:
         suite.add_expectation(_expectation(spec))
     validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    result = validation.run(batch_parameters={"dataframe": df}, result_format={
+    return validation.run(batch_parameters={"dataframe": df}, result_format={
         "result_format": "COMPLETE", "unexpected_index_column_names": config["key"]})
-    _store(name, config, result, df.count())
+
+
+def run_suite(spark: SparkSession, context: Any, config: dict[str, Any]) -> SuiteOutcome | None:
+    df = read_delta(spark, silver_path(config["entity"]))
+    if df is None:
+        return None
+    result = validate(context, config, df)
+    _store(config["suite"], config, result, df.count())
     passed = sum(r.success for r in result.results)
-    return SuiteOutcome(name, bool(result.success), config.get("blocking", False), len(result.results), passed)
+    return SuiteOutcome(config["suite"], bool(result.success), config.get("blocking", False),
+                        len(result.results), passed)
 
 
 def _store(name: str, config: dict[str, Any], result: Any, row_count: int) -> None:

@@ -71,6 +71,8 @@ export_runtime_env() {
   export AIRFLOW__API_AUTH__JWT_SECRET="$DRC_API_SIGNING_KEY"
   export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$DRC_LOG_DIR/airflow"
   export DRC_LAKE_PYTHON; DRC_LAKE_PYTHON="$(lake_py)"
+  export DRC_SUPERSET_PYTHON; DRC_SUPERSET_PYTHON="$(venv_dir superset)/bin/python"
+  export DRC_AIRFLOW_BIN; DRC_AIRFLOW_BIN="$(airflow_bin)"
   export SUPERSET_CONFIG_PATH="$DRC_ROOT/superset/superset_config.py"
   export SUPERSET_HOME="$DRC_STATE_DIR/superset"
   export FLASK_APP=superset

@@ -52,7 +52,7 @@ def make_id_number(rng: random.Random, area_code: str, birth: date, sex: int) ->
 def generate_residents(seed: int, count: int, area_code: str, townships: list[str],
                        reference: date) -> list[Resident]:
     rng = random.Random(f"population:{seed}")
-    surnames, weights = zip(*SURNAMES.items())
+    surnames, weights = zip(*SURNAMES.items(), strict=True)
     residents = []
     for resident_id in range(1, count + 1):
         sex = rng.choice((1, 2))

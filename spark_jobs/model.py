@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import yaml
@@ -24,7 +24,7 @@ def entity_columns(entity: str) -> list[dict[str, str]]:
     return model["entities"][entity]["columns"] + model["lineage"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def source_mapping(source_system: str) -> dict[str, Any]:
     path = CONFIG_DIR / "mappings" / f"{source_system}.yaml"
     if not path.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, status
@@ -15,8 +16,8 @@ router = APIRouter(prefix="/patients", tags=["patients"], dependencies=[Depends(
 
 
 @router.get("/{master_id}", response_model=PatientPublic, summary="按主索引号查询患者基本信息")
-def get_patient(master_id: str, conn: sa.Connection = Depends(db_connection),
-                subject: str = Depends(require_token)) -> PatientPublic:
+def get_patient(master_id: str, conn: Annotated[sa.Connection, Depends(db_connection)],
+                subject: Annotated[str, Depends(require_token)]) -> PatientPublic:
     row = conn.execute(sa.text(
         "SELECT master_id, name, sex_code, birth_date, id_number, phone, address, source_record_count "
         "FROM marts.dim_patient WHERE master_id = :master_id"), {"master_id": master_id}).first()

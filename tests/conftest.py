@@ -1,0 +1,82 @@
+"""Shared fixtures: one Spark session per test run, and one real pipeline run over a fresh simulated county.
+
+``./drc test`` has already installed everything, started PostgreSQL, MariaDB, Airflow, Superset and the
+API, and exported the settings from .env. The pipeline fixture resets the simulated source, the lake and
+the collection log, so each test run starts from the same seeded data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from core.cli import main as drc_main
+from core.db import warehouse_engine
+from core.settings import PROJECT_ROOT, get_settings
+from core.spark import get_spark
+from simulator.config import load_simulator_config
+from simulator.hospital_his import HospitalHis
+
+PIPELINE_DAYS = 3
+RESULTS_DIR = PROJECT_ROOT / "tests" / "results"
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    first_day: date
+    last_day: date
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first_day + timedelta(days=i) for i in range((self.last_day - self.first_day).days + 1)]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    return get_spark()
+
+
+@pytest.fixture(scope="session")
+def results_dir() -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return RESULTS_DIR
+
+
+def _reset_platform_state() -> None:
+    settings = get_settings()
+    HospitalHis(load_simulator_config()).create_schema(reset=True)
+    shutil.rmtree(settings.lake_root, ignore_errors=True)
+    shutil.rmtree(settings.exports_dir, ignore_errors=True)
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS ingest.batch_log"))
+
+
+@pytest.fixture(scope="session")
+def pipeline_done(spark) -> PipelineRun:
+    """Simulate three days, run every step in-process (sharing the Spark session), provision Superset."""
+    _reset_platform_state()
+    start = load_simulator_config()["start_date"]
+    run = PipelineRun(start, start + timedelta(days=PIPELINE_DAYS - 1))
+    assert drc_main(["simulate", "--until", run.last_day.isoformat()]) == 0
+    for step in (["ingest"], ["silver"], ["quality"], ["publish"], ["transform"]):
+        assert drc_main(step) == 0, f"pipeline step {step} failed"
+    for day in run.days:
+        assert drc_main(["export", "--date", day.isoformat()]) == 0
+    subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], str(PROJECT_ROOT / "superset" / "provision.py")],
+                   check=True)
+    return run
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "runs_last: changes the shared pipeline state; ordered after the rest")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)

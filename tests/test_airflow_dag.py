@@ -1,0 +1,38 @@
+"""The Airflow DAG runs the whole chain for a new business day, through the same CLI steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from core.db import mariadb_engine, warehouse_engine
+from core.settings import get_settings
+
+DAG_ID = "xydrc_daily_pipeline"
+
+
+@pytest.mark.runs_last  # it adds a simulated day, which the other tests' reconciliations must not see
+def test_dag_processes_the_next_business_day_end_to_end(pipeline_done, results_dir):
+    business_day = pipeline_done.last_day + timedelta(days=1)
+    logical_date = business_day + timedelta(days=1)
+    completed = subprocess.run([os.environ["DRC_AIRFLOW_BIN"], "dags", "test", DAG_ID, logical_date.isoformat()],
+                               capture_output=True, text=True, timeout=1200)
+    (results_dir / "airflow_dags_test.log").write_text(completed.stdout + completed.stderr, encoding="utf-8")
+    assert completed.returncode == 0, f"airflow dags test failed; see {results_dir / 'airflow_dags_test.log'}"
+    assert "state=success" in completed.stdout + completed.stderr
+
+    with mariadb_engine("rmyy_his").connect() as conn:
+        source = conn.execute(sa.text("SELECT COUNT(*) FROM MZ_JZJL WHERE DATE(JZSJ) = :d"),
+                              {"d": business_day}).scalar()
+    with warehouse_engine().connect() as conn:
+        mart = conn.execute(sa.text("SELECT SUM(total_visits) FROM marts.fct_daily_outpatient_visits "
+                                    "WHERE visit_date = :d"), {"d": business_day}).scalar()
+    assert source > 0 and mart == source
+    stamp = f"{business_day:%Y%m%d}"
+    manifest = get_settings().exports_dir / stamp / f"MJZRC_410182_{stamp}.manifest.json"
+    assert json.loads(manifest.read_text(encoding="utf-8"))["total_visits"] == source
