@@ -144,7 +144,7 @@ def _provision_superset() -> None:
     from core.settings import PROJECT_ROOT
 
     superset_python = os.environ["DRC_SUPERSET_PYTHON"]
-    subprocess.run([superset_python, str(PROJECT_ROOT / "superset" / "provision.py")], check=True)
+    subprocess.run([superset_python, str(PROJECT_ROOT / "superset" / "provision.py"), "--require-table"], check=True)
 
 
 def cmd_api_token(args: argparse.Namespace) -> None:

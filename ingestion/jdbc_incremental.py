@@ -1,15 +1,19 @@
-"""JDBC collection by watermark: each batch is the half-open window (last landed, source max].
+"""JDBC collection by watermark, exactly once.
 
-The lower bound is read back from bronze itself, so the offset is committed with the data: a run that
-dies before its Delta commit is simply repeated, and one that dies after it finds nothing new.
+Each run reads the window (last landed watermark - late-arrival window, source max] and lands only the
+row versions bronze does not hold yet (matched on ``_source_pos`` = watermark|key), so rows committed
+late with an older watermark are still caught and nothing lands twice. The offset is read back from
+bronze itself, so it commits with the data; each batch is appended with Delta ``txnAppId`` and
+``txnVersion`` = bronze table version + 1, so two concurrent runs cannot both land the same batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -46,24 +50,33 @@ def ingest_table(spark: SparkSession, source: SourceConfig, table: TableConfig) 
     bronze = read_delta(spark, path)
     # Watermarks travel as strings in the source's local time: no driver/time-zone conversion in between.
     low = None if bronze is None else bronze.agg(
-        F.date_format(F.max("_source_ts"), "yyyy-MM-dd HH:mm:ss.SSSSSS")).first()[0]
+        F.date_format(F.max("_source_ts") - F.expr(f"INTERVAL {table.late_arrival_minutes} MINUTES"),
+                      "yyyy-MM-dd HH:mm:ss.SSSSSS")).first()[0]
     with mariadb_engine(source.database).connect() as conn:
         newest = conn.execute(sa.text(f"SELECT MAX({table.watermark}) FROM {table.name}")).scalar()
-    high = newest.strftime(WATERMARK_FORMAT) if newest else None
-    if high is None or (low is not None and high <= low):
-        return TableResult(source.name, table.name, 0, low)
-    window = f"{table.watermark} <= '{high}'"
-    if low is not None:
-        window = f"{table.watermark} > '{low}' AND {window}"
+    if newest is None:
+        return TableResult(source.name, table.name, 0, None)
+    high = newest.strftime(WATERMARK_FORMAT)
+    window = f"{table.watermark} <= '{high}'" if low is None else \
+        f"{table.watermark} > '{low}' AND {table.watermark} <= '{high}'"
     rows = _jdbc_read(spark, source, f"SELECT * FROM {table.name} WHERE {window}")
-    version = (newest - datetime(1970, 1, 1)) // timedelta(microseconds=1)  # monotonic per table
-    batch_id = f"{source.name}.{table.name.lower()}.{version}"
     key = F.concat_ws("|", *[F.col(k).cast("string") for k in table.keys])
-    landed = add_bronze_columns(
-        rows, op="r", source_ts=F.col(table.watermark),
-        source_pos=F.concat_ws("|", F.date_format(table.watermark, "yyyyMMddHHmmssSSS"), key),
-        batch_id=batch_id, source_system=source.name, org_code=source.org_code, ingested_at=started)
-    append_batch(landed, path, app_id=f"{source.name}.{table.name.lower()}", version=version)
+    position = F.concat_ws("|", F.date_format(table.watermark, "yyyyMMddHHmmssSSS"), key)
+    new_rows = rows.withColumn("_pos", position)
+    if bronze is not None:
+        new_rows = new_rows.join(bronze.select(F.col("_source_pos").alias("_pos")), "_pos", "left_anti")
+    new_rows = new_rows.persist()
+    try:
+        if new_rows.isEmpty():
+            return TableResult(source.name, table.name, 0, high)
+        version = 0 if bronze is None else DeltaTable.forPath(spark, path).history(1).first()["version"] + 1
+        batch_id = f"{source.name}.{table.name.lower()}.{version}"
+        landed = add_bronze_columns(
+            new_rows.drop("_pos"), op="r", source_ts=F.col(table.watermark), source_pos=position,
+            batch_id=batch_id, source_system=source.name, org_code=source.org_code, ingested_at=started)
+        append_batch(landed, path, app_id=f"{source.name}.{table.name.lower()}", version=version)
+    finally:
+        new_rows.unpersist()
     count = read_delta(spark, path).where(F.col("_batch_id") == batch_id).count()
     record_batch(BatchRecord(batch_id, source.name, table.name, source.org_code, source.mode, count,
                              low, high, started, datetime.now().astimezone(), "success"))

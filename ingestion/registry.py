@@ -22,6 +22,7 @@ class TableConfig:
     name: str
     keys: tuple[str, ...]
     watermark: str
+    late_arrival_minutes: int = 60
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ def load_source(path: Path) -> SourceConfig:
         for field in ("name", "keys", "watermark"):
             if not table.get(field):
                 raise SourceConfigError(f"{where}: missing required field '{field}'")
-        tables.append(TableConfig(table["name"], tuple(table["keys"]), table["watermark"]))
+        tables.append(TableConfig(table["name"], tuple(table["keys"]), table["watermark"],
+                                  int(table.get("late_arrival_minutes", raw.get("late_arrival_minutes", 60)))))
     return SourceConfig(
         name=_require(raw, "name", path),
         description=raw.get("description", ""),

@@ -53,19 +53,23 @@ def generate_residents(seed: int, count: int, area_code: str, townships: list[st
                        reference: date) -> list[Resident]:
     rng = random.Random(f"population:{seed}")
     surnames, weights = zip(*SURNAMES.items(), strict=True)
-    residents = []
+    residents, issued = [], set()
     for resident_id in range(1, count + 1):
         sex = rng.choice((1, 2))
         given_pool = GIVEN_MALE if sex == 1 else GIVEN_FEMALE
         given = "".join(rng.choice(given_pool) for _ in range(rng.choice((1, 2, 2))))
         birth = _birth_date(rng, reference)
         township = rng.choice(townships)
+        id_number = make_id_number(rng, area_code, birth, sex)
+        while id_number in issued:  # an ID number belongs to one person only
+            id_number = make_id_number(rng, area_code, birth, sex)
+        issued.add(id_number)
         residents.append(Resident(
             resident_id=resident_id,
             name=rng.choices(surnames, weights)[0] + given,
             sex=sex,
             birth_date=birth,
-            id_number=make_id_number(rng, area_code, birth, sex),
+            id_number=id_number,
             phone="1" + rng.choice("3578") + "".join(rng.choice("0123456789") for _ in range(9)),
             township=township,
             address=f"河南省荥阳市{township}{rng.choice(VILLAGES)}{rng.randrange(1, 200)}号",

@@ -10,7 +10,11 @@ metadata DB: no running web server, no login, no CSRF token needed. Objects are 
 overwritten, so running it again is safe and brings Superset back to what the files say.
 
 The warehouse password is never in the files (they carry Superset's mask XXXXXXXXXX); it is passed
-to the import from DRC_PG_PASSWORD, as is the port from DRC_PG_PORT. Nothing secret is printed.
+to the import from DRC_PG_PASSWORD, as is the port from DRC_PG_PORT. Before importing, it logs in
+to the warehouse with them, so a wrong password is reported, not stored. Nothing secret is printed.
+Needs: DRC_PG_PORT, DRC_PG_PASSWORD, DRC_SUPERSET_SECRET_KEY, DRC_SUPERSET_DB_PASSWORD (and
+DRC_SUPERSET_PORT for the printed URL); SUPERSET_CONFIG_PATH defaults to superset_config.py here.
+Prints the dashboard URL last on stdout; exits 1 with "provision: error: ..." on any failure.
 
 Superset imports a dataset whose table does not exist yet (columns come from the YAML); its charts
 show an error until dbt builds the table. So provisioning may run before or after the pipeline;
@@ -48,6 +52,14 @@ def scrub(text: str) -> str:
     return text
 
 
+def causes(exc: BaseException) -> list[BaseException]:
+    """exc and the exceptions it was raised from, outermost first."""
+    chain = [exc]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) and nxt not in chain:
+        chain.append(nxt)
+    return chain
+
+
 def read_bundle(assets: Path, pg_port: str) -> tuple[dict[str, str], dict[str, str]]:
     """Bundle contents as ImportAssetsCommand wants them ({relative path: YAML text}), with the
     warehouse port filled in, plus the passwords for the database files."""
@@ -74,6 +86,28 @@ def read_bundle(assets: Path, pg_port: str) -> tuple[dict[str, str], dict[str, s
     return contents, passwords
 
 
+def check_warehouse(contents: dict[str, str], passwords: dict[str, str]) -> None:
+    """Log in to each bundled database with the given password before touching Superset, so a
+    wrong password or a stopped PostgreSQL fails here instead of being stored in Superset."""
+    import yaml
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    for rel, password in passwords.items():
+        config = yaml.safe_load(contents[rel])
+        url = make_url(config["sqlalchemy_uri"]).set(password=password)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            fail(f"cannot connect to {config['database_name']} as "
+                 f"{url.render_as_string(hide_password=True)}: {type(exc).__name__}: "
+                 f"{str(exc).strip().splitlines()[0]}")
+        finally:
+            engine.dispose()
+
+
 def check_mart(dataset, require_table: bool) -> None:
     """Compare the dataset's columns with the real table, if it exists yet."""
     from sqlalchemy import inspect
@@ -93,7 +127,7 @@ def check_mart(dataset, require_table: bool) -> None:
                                                            schema=dataset.schema)}
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001 - report any connection problem plainly
+    except Exception as exc:
         fail(f"cannot reach the warehouse to check {where}: {type(exc).__name__}: {exc}")
     missing = sorted({c.column_name for c in dataset.columns} - actual)
     if missing:
@@ -113,6 +147,7 @@ def main() -> None:
         fail(f"environment not set: {', '.join(missing)} (run through ./drc, which exports .env)")
     os.environ.setdefault("SUPERSET_CONFIG_PATH", str(HERE / "superset_config.py"))
     contents, passwords = read_bundle(args.assets, os.environ["DRC_PG_PORT"])
+    check_warehouse(contents, passwords)
 
     # Superset logs every blueprint and permission at INFO while it boots; keep the output short.
     logging.basicConfig(level=logging.WARNING)
@@ -122,16 +157,22 @@ def main() -> None:
         from superset.app import create_app
     except ImportError as exc:
         fail(f"run this with the Superset venv's python ({exc})")
-    app = create_app()
+    try:
+        app = create_app()
+    except Exception as exc:  # e.g. metadata DB down or not migrated: report the root cause
+        root = causes(exc)[-1]
+        fail(f"Superset could not start with {os.environ['SUPERSET_CONFIG_PATH']}: "
+             f"{type(root).__name__}: {str(root).strip()}")
     logging.getLogger().setLevel(logging.WARNING)
 
     with app.app_context():
-        from superset import db, security_manager
         from superset.commands.exceptions import CommandInvalidError
         from superset.commands.importers.v1.assets import ImportAssetsCommand
         from superset.connectors.sqla.models import SqlaTable
         from superset.models.dashboard import Dashboard
         from superset.utils.core import override_user
+
+        from superset import db, security_manager
 
         admin = security_manager.find_user(username="admin")
         if admin is None:
@@ -139,11 +180,13 @@ def main() -> None:
         with override_user(admin):
             try:
                 ImportAssetsCommand(contents, passwords=passwords).run()
-            except CommandInvalidError as exc:
-                fail(f"the bundle in {args.assets} is invalid: {exc.normalized_messages()}")
-            except Exception as exc:  # noqa: BLE001
-                cause = exc.__cause__ or exc
-                fail(f"import failed: {type(cause).__name__}: {cause}")
+            except Exception as exc:  # Superset wraps the real cause in ImportFailedError
+                chain = causes(exc)
+                invalid = [e for e in chain if isinstance(e, CommandInvalidError)]
+                if invalid:
+                    fail(f"the bundle in {args.assets} is invalid: "
+                         f"{invalid[0].normalized_messages()}")
+                fail(f"import failed: {type(chain[-1]).__name__}: {chain[-1]}")
 
         dashboard = db.session.query(Dashboard).filter_by(slug=DASHBOARD_SLUG).one_or_none()
         if dashboard is None:

@@ -52,7 +52,7 @@ _ZH_FIXES = {
 }
 
 
-def FLASK_APP_MUTATOR(app):  # noqa: N802 - name fixed by Superset
+def FLASK_APP_MUTATOR(app):
     from flask import Response, request
 
     pack: list[bytes] = []

@@ -69,7 +69,8 @@ def pipeline_done(spark) -> PipelineRun:
         assert drc_main(step) == 0, f"pipeline step {step} failed"
     for day in run.days:
         assert drc_main(["export", "--date", day.isoformat()]) == 0
-    subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], str(PROJECT_ROOT / "superset" / "provision.py")],
+    subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], str(PROJECT_ROOT / "superset" / "provision.py"),
+                    "--require-table"],
                    check=True)
     return run
 

@@ -18,7 +18,8 @@ def test_registered_sources_load():
      "bad.yaml: mode 'ftp' is not one of"),
     ("name: x\norg_code: '1'\nkind: mariadb\nmode: jdbc_incremental\nconnection: {database: d}\n"
      "tables: [{name: T, keys: [ID]}]", "bad.yaml: tables[0]: missing required field 'watermark'"),
-    ("name: x\nkind: mariadb\nmode: jdbc_incremental", "bad.yaml: missing required field 'org_code'"),
+    ("name: x\nkind: mariadb\nmode: jdbc_incremental\nconnection: {database: d}\n"
+     "tables: [{name: T, keys: [ID], watermark: TS}]", "bad.yaml: missing required field 'org_code'"),
 ])
 def test_malformed_source_names_file_and_field(tmp_path, body, message):
     path = tmp_path / "bad.yaml"
