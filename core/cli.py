@@ -133,18 +133,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     start = load_simulator_config()["start_date"]
     cmd_pipeline(argparse.Namespace(date=start + timedelta(days=args.days - 1)))
-    _provision_superset()
+    cmd_provision_dashboards(args)
 
 
 @_step("看板 Superset provisioning")
-def _provision_superset() -> None:
+def cmd_provision_dashboards(args: argparse.Namespace) -> None:
     import os
     import subprocess
 
     from core.settings import PROJECT_ROOT
 
-    superset_python = os.environ["DRC_SUPERSET_PYTHON"]
-    subprocess.run([superset_python, str(PROJECT_ROOT / "superset" / "provision.py"), "--require-table"], check=True)
+    script = str(PROJECT_ROOT / "superset" / "provision.py")
+    subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], script, "--require-table"], check=True)
 
 
 def cmd_api_token(args: argparse.Namespace) -> None:
@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_api_token)
 
     sub.add_parser("ingest-status", help="collection state per source table").set_defaults(func=cmd_status)
+    sub.add_parser("provision-dashboards", help="import superset/assets into Superset (idempotent)"
+                   ).set_defaults(func=cmd_provision_dashboards)
     return parser
 
 

@@ -7,9 +7,7 @@ the collection log, so each test run starts from the same seeded data.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -69,9 +67,7 @@ def pipeline_done(spark) -> PipelineRun:
         assert drc_main(step) == 0, f"pipeline step {step} failed"
     for day in run.days:
         assert drc_main(["export", "--date", day.isoformat()]) == 0
-    subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], str(PROJECT_ROOT / "superset" / "provision.py"),
-                    "--require-table"],
-                   check=True)
+    assert drc_main(["provision-dashboards"]) == 0
     return run
 
 
