@@ -23,3 +23,8 @@ def ensure_schemas(*schemas: str) -> None:
     with warehouse_engine().begin() as conn:
         for schema in schemas:
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+@lru_cache(maxsize=8)
+def source_pg_engine(database: str) -> sa.Engine:
+    return sa.create_engine(get_settings().source_pg_url(database), pool_pre_ping=True, hide_parameters=True)

@@ -42,6 +42,10 @@ class Settings:
         url = f"jdbc:postgresql://{self.pg_host}:{self.pg_port}/warehouse"
         return url, {"user": "drc", "password": self.pg_password, "driver": "org.postgresql.Driver"}
 
+    def source_pg_url(self, database: str) -> str:
+        """A simulated member system's own PostgreSQL database (role ``his``)."""
+        return f"postgresql+psycopg2://his:{self.his_db_password}@{self.pg_host}:{self.pg_port}/{database}"
+
     def mariadb_url(self, database: str) -> str:
         return f"mysql+pymysql://his:{self.his_db_password}@{self.mariadb_host}:{self.mariadb_port}/{database}?charset=utf8mb4"
 

@@ -47,6 +47,14 @@ CONF
       pg_psql -c "CREATE DATABASE $db OWNER $role" >/dev/null
   done
   pg_psql -c "ALTER ROLE drc WITH REPLICATION" >/dev/null
+  # The simulated member systems on PostgreSQL (each its own database) and the simulator's answer key.
+  pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='his') THEN
+              CREATE ROLE his LOGIN CREATEDB REPLICATION; END IF; END\$\$;" >/dev/null
+  pg_psql -c "ALTER ROLE his WITH LOGIN PASSWORD '$DRC_HIS_DB_PASSWORD'" >/dev/null
+  for db in zyy_his cloud_his public_health private_his sim_truth; do
+    [[ "$(pg_psql -c "SELECT 1 FROM pg_database WHERE datname='$db'")" == 1 ]] ||
+      pg_psql -c "CREATE DATABASE $db OWNER his" >/dev/null
+  done
 }
 
 start_mariadb() {
