@@ -6,8 +6,19 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from simulator.events import (Charge, Correction, DayActivity, Diagnosis, Encounter, ExamReport, LabResult,
-                              Prescription, PublicHealthService, Referral, Surgery)
+from simulator.events import (
+    Charge,
+    Correction,
+    DayActivity,
+    Diagnosis,
+    Encounter,
+    ExamReport,
+    LabResult,
+    Prescription,
+    PublicHealthService,
+    Referral,
+    Surgery,
+)
 from simulator.world import World, generate_population
 
 SMALL_CONFIG = {"seed": 11, "start_date": date(2026, 11, 1), "residents": 400}
@@ -44,7 +55,8 @@ def make_day(world: World, day: date, per_institution: int = 3) -> DayActivity:
                 labs=[LabResult("2345-7", "葡萄糖", 7.8, "mmol/L", "3.9-6.1", True)],
                 exams=[ExamReport("DR", "胸部", "双肺纹理清晰", "心肺未见明显异常")],
                 charges=[Charge("310100001", "挂号费", "挂号", 5.0), Charge("DRUG", "依那普利片", "药品", 25.0)],
-                surgeries=[Surgery("47.0901", "阑尾切除术", start + timedelta(hours=4), "II", "甲")] if inpatient else [],
+                surgeries=([Surgery("47.0901", "阑尾切除术", start + timedelta(hours=4), "II", "甲")]
+                           if inpatient else []),
             )
             activity.encounters.append(encounter)
     first = activity.encounters[0]
