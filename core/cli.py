@@ -37,19 +37,21 @@ def _day(value: str) -> date:
 @_step("模拟数据源 simulate")
 def cmd_simulate(args: argparse.Namespace) -> None:
     from simulator.config import load_simulator_config
-    from simulator.hospital_his import HospitalHis
+    from simulator.county import County
 
-    config = load_simulator_config()
-    his = HospitalHis(config)
-    his.create_schema(reset=args.reset)
-    last = his.last_simulated_day()
+    config = load_simulator_config(args.scale)
+    county = County(config, only=args.system)
+    if args.reset:
+        county.reset()
     if args.until:
         end = args.until
     elif args.advance:
-        end = (last or config["start_date"] - timedelta(days=1)) + timedelta(days=args.advance)
+        end = (county.last_day() or config["start_date"] - timedelta(days=1)) + timedelta(days=args.advance)
     else:
         end = config["start_date"] + timedelta(days=args.days - 1)
-    his.simulate_until(end, progress=lambda day, n: console.print(f"  {day}: {n} 门急诊就诊"))
+    console.print(f"  scale {config['scale']}: {config['residents']:,} residents, up to {end}")
+    county.simulate_until(end, progress=lambda r: console.print(
+        f"  {r.day}: {r.encounters:,} 就诊/住院事件, {sum(r.rows.values()):,} 行 ({r.seconds:.1f} s)"))
 
 
 @_step("采集 ingest → bronze")
@@ -119,7 +121,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
     """Every step in order, the same chain the Airflow DAG runs."""
-    cmd_simulate(argparse.Namespace(reset=False, until=args.date, advance=None, days=None))
+    cmd_simulate(argparse.Namespace(reset=False, until=args.date, advance=None, days=None, scale=None,
+                                    system=None))
     cmd_ingest(argparse.Namespace(source=None))
     cmd_silver(args)
     cmd_quality(args)
@@ -175,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--days", type=int, default=3, help="days from the configured start date")
     when.add_argument("--until", type=_day, help="simulate every missing day up to this date")
     when.add_argument("--advance", type=int, help="append this many days after the last simulated one")
-    p.add_argument("--reset", action="store_true", help="drop the simulated systems first")
+    p.add_argument("--reset", action="store_true", help="drop the simulated systems and answer key first")
+    p.add_argument("--scale", help="test | demo | county (default: DRC_SIM_SCALE or config/simulator.yaml)")
+    p.add_argument("--system", action="append", help="only these member systems (repeatable)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("ingest", help="collect new source rows into bronze Delta")

@@ -22,6 +22,7 @@ DRC_MARIADB_PORT=3307
 DRC_AIRFLOW_PORT=8080
 DRC_SUPERSET_PORT=8088
 DRC_API_PORT=8000
+DRC_SIM_API_PORT=8090
 DRC_PG_PASSWORD=$(s)
 DRC_AIRFLOW_DB_PASSWORD=$(s)
 DRC_SUPERSET_DB_PASSWORD=$(s)
@@ -54,6 +55,7 @@ superset_bin(){ echo "$(venv_dir superset)/bin/superset"; }
 # Environment the Python parts read (PYTHONPATH = repo root: each top-level folder is a package).
 export_runtime_env() {
   export PYTHONPATH="$DRC_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  export DRC_SIM_API_PORT="${DRC_SIM_API_PORT:-8090}"  # .env files from before the simulated API lack it
   export TZ=Asia/Shanghai  # every naive time in the county's systems is Beijing time
   export GX_ANALYTICS_ENABLED=False
   export JAVA_HOME="${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}"

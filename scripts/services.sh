@@ -165,6 +165,11 @@ start_api() {
   wait_for "the lookup API" 60 curl -sf "http://127.0.0.1:$DRC_API_PORT/health"
 }
 
+start_sim_api() {
+  spawn sim-api "$(lake_py)" -m uvicorn simulator.api_server:app --host 127.0.0.1 --port "$DRC_SIM_API_PORT"
+  wait_for "the simulated private-hospital API" 60 curl -sf "http://127.0.0.1:$DRC_SIM_API_PORT/health"
+}
+
 start_databases() { start_postgres; start_mariadb; }
 
 stop_all() {

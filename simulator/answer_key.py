@@ -103,11 +103,12 @@ def mark_day_written(source_system: str, day: date) -> None:
 
 
 def local_encounter_ids(source_system: str, encounter_uids: list[str]) -> dict[str, str]:
-    """encounter_uid -> the system's local encounter id, for applying later corrections."""
+    """encounter_uid -> the system's (first) local encounter id, for applying later corrections."""
     if not encounter_uids:
         return {}
     with source_pg_engine(DATABASE).connect() as conn:
-        rows = conn.execute(sa.text("SELECT encounter_uid, local_encounter_id FROM encounter_truth "
-                                    "WHERE source_system = :s AND encounter_uid = ANY(:u)"),
+        rows = conn.execute(sa.text("SELECT encounter_uid, min(local_encounter_id) AS local_encounter_id "
+                                    "FROM encounter_truth WHERE source_system = :s AND encounter_uid = ANY(:u) "
+                                    "GROUP BY encounter_uid"),
                             {"s": source_system, "u": encounter_uids})
         return {r.encounter_uid: r.local_encounter_id for r in rows}

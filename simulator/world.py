@@ -117,7 +117,7 @@ def build_staff(institutions: list[Institution], seed: int) -> dict[str, list[St
     return staff
 
 
-def _id_number(rng: random.Random, area: str, birth: date, sex: int, issued: set[str]) -> str:
+def issue_id_number(rng: random.Random, area: str, birth: date, sex: int, issued: set[str]) -> str:
     while True:
         first17 = f"{area}{birth:%Y%m%d}{rng.randrange(0, 499) * 2 + (1 if sex == 1 else 0):03d}"
         number = first17 + check_char(first17)
@@ -173,7 +173,7 @@ def generate_population(seed: int, count: int, institutions: list[Institution], 
                 name=(surname if member != 1 else rng.choices(list(surnames), list(surnames.values()))[0])
                 + _given(rng, sex, hui),
                 sex=sex, birth_date=birth, ethnicity="回族" if hui else "汉族",
-                id_number=_id_number(rng, area, birth, sex, issued),
+                id_number=issue_id_number(rng, area, birth, sex, issued),
                 phone=phone_base if member == 0 else "1" + rng.choice("3578") + "".join(
                     rng.choice("0123456789") for _ in range(9)),
                 insurance_no=f"YB410182{len(people) + 1:010d}", township=township, village=village,
@@ -181,10 +181,13 @@ def generate_population(seed: int, count: int, institutions: list[Institution], 
             people.append(person)
             if member >= 2 and rng.random() < twin_rate and len(people) < count:
                 twin_sex = rng.choice((1, 2))
+                twin_name = person.name
+                while twin_name == person.name:  # twins share a generation character, never the whole name
+                    twin_name = surname + person.name[len(surname)] + rng.choice(
+                        GIVEN_MALE if twin_sex == 1 else GIVEN_FEMALE)
                 twin = Person(**{**asdict(person), "resident_id": len(people) + 1, "sex": twin_sex,
-                                 "name": surname + person.name[len(surname)] + rng.choice(
-                                     GIVEN_MALE if twin_sex == 1 else GIVEN_FEMALE),
-                                 "id_number": _id_number(rng, area, birth, twin_sex, issued),
+                                 "name": twin_name,
+                                 "id_number": issue_id_number(rng, area, birth, twin_sex, issued),
                                  "twin_of": person.resident_id,
                                  "insurance_no": f"YB410182{len(people) + 1:010d}"})
                 people.append(twin)
@@ -194,7 +197,7 @@ def generate_population(seed: int, count: int, institutions: list[Institution], 
             other.name, other.birth_date, other.namesake_of = person.name, person.birth_date, person.resident_id
             area = other.id_number[:6]
             issued.discard(other.id_number)
-            other.id_number = _id_number(rng, area, other.birth_date, other.sex, issued)
+            other.id_number = issue_id_number(rng, area, other.birth_date, other.sex, issued)
     return people[:count]
 
 
@@ -209,6 +212,7 @@ class World:
         self.by_code = {i.org_code: i for i in self.institutions}
         self.staff = build_staff(self.institutions, self.seed)
         self.people: dict[int, Person] = {}
+        self.appeared: dict[int, date] = {}   # resident id -> day before which the resident did not exist
 
     def load_people(self, reset: bool = False) -> None:
         """Load the population from the answer key; generate and store it on first use."""
@@ -218,11 +222,13 @@ class World:
         if rows:
             self.people = {r["resident_id"]: Person(**{k: v for k, v in r.items() if k != "appeared_on"})
                            for r in rows}
+            self.appeared = {r["resident_id"]: r["appeared_on"] for r in rows}
             return
         people = generate_population(self.seed, self.config["residents"], self.institutions, self.start_date)
-        self.add_people(people, self.start_date)
+        self.add_people(people, self.start_date - timedelta(days=1))
 
     def add_people(self, people: list[Person], day: date) -> None:
+        """Store new residents; they take part in activity from the day after ``day``."""
         rows = [{**asdict(p), "appeared_on": day} for p in people]
         with source_pg_engine(answer_key.DATABASE).begin() as conn:
             if rows:
@@ -230,6 +236,7 @@ class World:
                 conn.execute(sa.text(f"INSERT INTO person ({', '.join(columns)}) VALUES "
                                      f"({', '.join(':' + c for c in columns)}) ON CONFLICT DO NOTHING"), rows)
         self.people.update({p.resident_id: p for p in people})
+        self.appeared.update({p.resident_id: day for p in people})
 
     def doctors(self, org_code: str) -> list[Staff]:
         return [s for s in self.staff[org_code] if s.role == "医师"]

@@ -7,6 +7,7 @@ the collection log, so each test run starts from the same seeded data.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -20,9 +21,11 @@ from core.db import warehouse_engine
 from core.settings import PROJECT_ROOT, get_settings
 from core.spark import get_spark
 from simulator.config import load_simulator_config
-from simulator.hospital_his import HospitalHis
+from simulator.county import County
 
 PIPELINE_DAYS = 3
+# Tests (and the Airflow DAG they run, which inherits this environment) simulate the small county.
+os.environ.setdefault("DRC_SIM_SCALE", "test")
 RESULTS_DIR = PROJECT_ROOT / "tests" / "results"
 
 
@@ -49,7 +52,7 @@ def results_dir() -> Path:
 
 def _reset_platform_state() -> None:
     settings = get_settings()
-    HospitalHis(load_simulator_config()).create_schema(reset=True)
+    County(load_simulator_config()).reset()
     shutil.rmtree(settings.lake_root, ignore_errors=True)
     shutil.rmtree(settings.exports_dir, ignore_errors=True)
     with warehouse_engine().begin() as conn:
