@@ -150,6 +150,12 @@ def cmd_provision_dashboards(args: argparse.Namespace) -> None:
     subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], script, "--require-table"], check=True)
 
 
+def cmd_bench_simulate(args: argparse.Namespace) -> None:
+    from bench.simulate_county import main as bench_main
+
+    bench_main(["--scale", args.scale, "--days", str(args.days)])
+
+
 def cmd_api_token(args: argparse.Namespace) -> None:
     from api.dependencies import issue_token
 
@@ -205,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulate some days, run the pipeline, provision dashboards")
     p.add_argument("--days", type=int, default=7)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench-simulate", help="benchmark: build the county history, then one more day")
+    p.add_argument("--scale", default="county")
+    p.add_argument("--days", type=int, default=365)
+    p.set_defaults(func=cmd_bench_simulate)
 
     p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")
     p.add_argument("--subject", required=True, help="who the token is for (logged with each request)")
