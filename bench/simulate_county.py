@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", default="county")
     parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--workers", type=int, default=2, help="processes writing member systems in parallel")
     args = parser.parse_args(argv)
     config = load_simulator_config(args.scale)
+    config["workers"] = args.workers
     county = County(config)
     started = time.monotonic()
     county.reset()
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     extra = county.simulate_until(config["start_date"] + timedelta(days=args.days))
     next_day_seconds = time.monotonic() - next_day_started
     result = {
-        "scale": args.scale, "residents": config["residents"], "days": args.days,
+        "scale": args.scale, "residents": config["residents"], "days": args.days, "workers": args.workers,
         "history_seconds": round(history_seconds, 1), "goal_history_seconds": 1800,
         "next_day_seconds": round(next_day_seconds, 1), "goal_next_day_seconds": 60,
         "encounters": sum(r.encounters for r in reports + extra),

@@ -153,7 +153,7 @@ def cmd_provision_dashboards(args: argparse.Namespace) -> None:
 def cmd_bench_simulate(args: argparse.Namespace) -> None:
     from bench.simulate_county import main as bench_main
 
-    bench_main(["--scale", args.scale, "--days", str(args.days)])
+    bench_main(["--scale", args.scale, "--days", str(args.days), "--workers", str(args.workers)])
 
 
 def cmd_api_token(args: argparse.Namespace) -> None:
@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-simulate", help="benchmark: build the county history, then one more day")
     p.add_argument("--scale", default="county")
     p.add_argument("--days", type=int, default=365)
+    p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_bench_simulate)
 
     p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")

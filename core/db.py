@@ -8,15 +8,29 @@ import sqlalchemy as sa
 
 from core.settings import get_settings
 
+_ENGINES: list[sa.Engine] = []
+
+
+def _remember(engine: sa.Engine) -> sa.Engine:
+    _ENGINES.append(engine)
+    return engine
+
+
+def forget_connections_after_fork() -> None:
+    """In a forked child: never reuse the parent's pooled connections (they belong to the parent)."""
+    for engine in _ENGINES:
+        engine.dispose(close=False)
+
 
 @lru_cache(maxsize=1)
 def warehouse_engine() -> sa.Engine:
-    return sa.create_engine(get_settings().warehouse_url, pool_pre_ping=True, hide_parameters=True)
+    return _remember(sa.create_engine(get_settings().warehouse_url, pool_pre_ping=True, hide_parameters=True))
 
 
 @lru_cache(maxsize=8)
 def mariadb_engine(database: str) -> sa.Engine:
-    return sa.create_engine(get_settings().mariadb_url(database), pool_pre_ping=True, hide_parameters=True)
+    return _remember(sa.create_engine(get_settings().mariadb_url(database), pool_pre_ping=True,
+                                      hide_parameters=True))
 
 
 def ensure_schemas(*schemas: str) -> None:
@@ -28,5 +42,5 @@ def ensure_schemas(*schemas: str) -> None:
 @lru_cache(maxsize=8)
 def source_pg_engine(database: str) -> sa.Engine:
     # values_plus_batch: executemany becomes multi-row INSERTs (a simulated county day is ~100k rows).
-    return sa.create_engine(get_settings().source_pg_url(database), pool_pre_ping=True, hide_parameters=True,
-                            executemany_mode="values_plus_batch")
+    return _remember(sa.create_engine(get_settings().source_pg_url(database), pool_pre_ping=True,
+                                      hide_parameters=True, executemany_mode="values_plus_batch"))

@@ -47,6 +47,7 @@ VISIT_SHARE = {"村卫生室": 0.25, "乡镇卫生院": 0.27, "社区卫生服�
 EMERGENCY_SHARE = {"综合医院": 0.12, "中医医院": 0.06, "妇幼保健院": 0.08, "民营综合医院": 0.10, "乡镇卫生院": 0.04}
 MEAN_STAY_DAYS = {"综合医院": 8.0, "中医医院": 9.0, "妇幼保健院": 5.0, "民营综合医院": 7.0, "乡镇卫生院": 6.0}
 OCCUPANCY = 0.85
+ANY_SERVICE_TODAY = 0.05   # upper bound of the daily chance of any public-health service for one resident
 PENDING_DDL = """CREATE TABLE IF NOT EXISTS pending_correction (
     target_uid text NOT NULL, kind text NOT NULL, due_day date NOT NULL, at timestamp NOT NULL, reason text,
     PRIMARY KEY (target_uid, kind))"""
@@ -85,6 +86,7 @@ class ActivityEngine:
     def _build_catchments(self, living: list[Person]) -> dict[str, list[int]]:
         by_township: dict[str, list[int]] = {}
         by_village: dict[tuple[str, str], list[int]] = {}
+        everyone = [p.resident_id for p in living]   # county-wide catchment, shared by the hospitals
         for p in living:
             by_township.setdefault(p.township, []).append(p.resident_id)
             by_village.setdefault((p.township, p.village), []).append(p.resident_id)
@@ -96,7 +98,7 @@ class ActivityEngine:
             elif inst.org_type in ("乡镇卫生院", "社区卫生服务中心"):
                 catchments[inst.org_code] = by_township.get(inst.township, [])
             else:
-                catchments[inst.org_code] = [p.resident_id for p in living]
+                catchments[inst.org_code] = everyone
         return catchments
 
     def _daily_visit_mean(self, inst: Institution, catchments: dict[str, list[int]], day: date,
@@ -255,21 +257,26 @@ class ActivityEngine:
     def _public_health(self, rng: random.Random, living: list[Person], day: date, activity: DayActivity) -> None:
         centres = {i.township: i.org_code for i in self.world.institutions
                    if i.org_type in ("乡镇卫生院", "社区卫生服务中心") and "第二" not in i.name}
-        weekday = day.weekday() < 5
+        if day.weekday() >= 5:   # public-health teams work on weekdays
+            return
+        weekday = True
         for n, person in enumerate(living):
+            # One draw decides whether anything happens to this resident today (it rarely does).
+            if rng.random() >= ANY_SERVICE_TODAY:
+                continue
             age = _age(person, day)
             kinds = []
-            if person.hypertension and rng.random() < 4.5 / 250 * weekday:
+            if person.hypertension and rng.random() < 4.5 / 250 * weekday / ANY_SERVICE_TODAY:
                 kinds.append("htn_followup")
-            if person.diabetes and rng.random() < 4.5 / 250 * weekday:
+            if person.diabetes and rng.random() < 4.5 / 250 * weekday / ANY_SERVICE_TODAY:
                 kinds.append("dm_followup")
-            if age >= 65 and rng.random() < 0.75 / 250 * weekday:
+            if age >= 65 and rng.random() < 0.75 / 250 * weekday / ANY_SERVICE_TODAY:
                 kinds.append("elderly_check")
-            if age <= 6 and rng.random() < 2.5 / 250 * weekday:
+            if age <= 6 and rng.random() < 2.5 / 250 * weekday / ANY_SERVICE_TODAY:
                 kinds.append("child_check")
-            if rng.random() < 0.35 / 250 * weekday:
+            if rng.random() < 0.35 / 250 * weekday / ANY_SERVICE_TODAY:
                 kinds.append("contract")
-            if rng.random() < 0.05 / 250 * weekday:
+            if rng.random() < 0.05 / 250 * weekday / ANY_SERVICE_TODAY:
                 kinds.append("filing")
             for k, kind in enumerate(kinds):
                 org = centres[person.township]
@@ -289,7 +296,7 @@ class ActivityEngine:
                            activity: DayActivity) -> None:
         mothers = [p for p in living if p.sex == 2 and 20 <= _age(p, day) <= 40]
         next_id = max(self.world.people) + 1
-        issued = {p.id_number for p in self.world.people.values()}
+        issued = self.world.issued_id_numbers()
         for n in range(_poisson(rng, len(living) * 0.008 / 365)):
             if not mothers:
                 break

@@ -213,6 +213,7 @@ class World:
         self.staff = build_staff(self.institutions, self.seed)
         self.people: dict[int, Person] = {}
         self.appeared: dict[int, date] = {}   # resident id -> day before which the resident did not exist
+        self._issued: set[str] | None = None
 
     def load_people(self, reset: bool = False) -> None:
         """Load the population from the answer key; generate and store it on first use."""
@@ -237,6 +238,14 @@ class World:
                                      f"({', '.join(':' + c for c in columns)}) ON CONFLICT DO NOTHING"), rows)
         self.people.update({p.resident_id: p for p in people})
         self.appeared.update({p.resident_id: day for p in people})
+        if self._issued is not None:
+            self._issued.update(p.id_number for p in people)
+
+    def issued_id_numbers(self) -> set[str]:
+        """Every ID number in use (kept up to date as newborns are added), so new ones never collide."""
+        if self._issued is None:
+            self._issued = {p.id_number for p in self.people.values()}
+        return self._issued
 
     def doctors(self, org_code: str) -> list[Staff]:
         return [s for s in self.staff[org_code] if s.role == "医师"]

@@ -147,11 +147,12 @@ class InsuranceSettlements(FileSource):
             return {}
         day = activity.day
         key = AnswerKey(self.source_system, day)
-        people = {**self.world.people, **{p.resident_id: p for p in activity.new_people}}
+        newborn = {p.resident_id: p for p in activity.new_people}
         entries: list[dict[str, Any]] = []
         deferred: dict[date, list[dict[str, Any]]] = {}
         for settlement in activity.settlements:
-            entry = self._entry(settlement, people[settlement.resident_id])
+            entry = self._entry(settlement, self.world.people.get(settlement.resident_id)
+                                or newborn[settlement.resident_id])
             settled_on = settlement.settled_at.date()
             (deferred.setdefault(settled_on, []) if settled_on > day else entries).append(entry)
         for settled_on, held in deferred.items():
@@ -217,14 +218,19 @@ class InsuranceSettlements(FileSource):
                      **{uid: local_id for local_id, (uid, _) in today.items()}}
         rows: list[dict[str, Any]] = []
         numbered = len(today)
+        earlier_files: dict[str, dict[str, dict[str, Any]]] = {}   # each earlier file parsed once
         for correction in cancels:
             original_id = local_ids.get(correction.target_uid, "")
             if original_id in today:
                 original: dict[str, Any] | None = today[original_id][1]
+            elif original_id:
+                name = f"YBJS_{self.area}_{original_id[len(self.area):len(self.area) + 8]}.txt"
+                if name not in earlier_files:
+                    path = self.find(name)
+                    earlier_files[name] = {r["结算流水号"]: r for r in read_csv(path, "utf-8", "|")} if path else {}
+                original = earlier_files[name].get(original_id)
             else:
-                path = self.find(f"YBJS_{self.area}_{original_id[len(self.area):len(self.area) + 8]}.txt")
-                original = next((r for r in (read_csv(path, "utf-8", "|") if path and original_id else [])
-                                 if r["结算流水号"] == original_id), None)
+                original = None
             if original is None:
                 continue
             numbered += 1
