@@ -101,7 +101,7 @@ class County:
             system.create_schema(reset=True)
 
     def last_complete_day(self, systems: list[MemberSystem]) -> date | None:
-        days = [answer_key.last_written_day(s.source_system) for s in systems]
+        days = [s.last_day() for s in systems]
         return None if any(d is None for d in days) else min(days)
 
     def simulate_until(self, end: date, progress: Callable[[DayReport], None] | None = None) -> list[DayReport]:

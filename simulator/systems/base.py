@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from datetime import date
 from typing import Any
 
+from simulator import answer_key
 from simulator.events import DayActivity, Encounter, Institution
 from simulator.world import World
 
@@ -37,9 +38,13 @@ class MemberSystem(ABC):
     def create_schema(self, reset: bool = False) -> None:
         """Create the system's storage if missing (drop it first when ``reset``)."""
 
-    @abstractmethod
     def last_day(self) -> date | None:
-        """The last day already written, or None."""
+        """The last day already written, or None (the answer key records every written day)."""
+        return answer_key.last_written_day(self.source_system)
+
+    def already_written(self, day: date) -> bool:
+        last = self.last_day()
+        return last is not None and last >= day
 
     @abstractmethod
     def write_day(self, activity: DayActivity) -> dict[str, int]:

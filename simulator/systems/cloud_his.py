@@ -298,14 +298,10 @@ class CloudHis(MemberSystem):
             cursor.execute(f"DROP TABLE {stage}")
         return counts
 
-    def last_day(self) -> date | None:
-        return answer_key.last_written_day(self.source_system)
-
     # --- one day ------------------------------------------------------------------------------------
     def write_day(self, activity: DayActivity) -> dict[str, int]:
         day = activity.day
-        last = self.last_day()
-        if last is not None and last >= day:
+        if self.already_written(day):
             return {}
         key = AnswerKey(self.source_system, day)
         known = self._known_patients(day)

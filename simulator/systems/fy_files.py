@@ -100,13 +100,6 @@ class FileSource(MemberSystem):
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.outbox.mkdir(parents=True, exist_ok=True)
 
-    def last_day(self) -> date | None:
-        return answer_key.last_written_day(self.source_system)
-
-    def already_written(self, day: date) -> bool:
-        last = answer_key.last_written_day(self.source_system)
-        return last is not None and last >= day
-
     def hold(self, name: str, data: bytes, due: date) -> None:
         """Keep a file in the outbox until the day ``due`` is processed."""
         write_atomic(self.outbox / f"{due:%Y%m%d}" / name, data)

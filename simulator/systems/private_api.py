@@ -397,8 +397,7 @@ class PrivateHospitalApi(MemberSystem):
 
     def write_day(self, activity: DayActivity) -> dict[str, int]:
         day = activity.day
-        last = self.last_day()
-        if last is not None and last >= day:
+        if self.already_written(day):
             return {}
         key = answer_key.AnswerKey(self.truth_system, day)
         render = _DayRender(self, day, key)

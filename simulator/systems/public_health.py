@@ -393,9 +393,6 @@ class PublicHealth(MemberSystem):
                      self.org_codes[c][9:] if i.parent_code else "000")}
                 for c, i in self.institutions.items()])
 
-    def last_day(self) -> date | None:
-        return answer_key.last_written_day(self.source_system)
-
     def _archives(self, conn: sa.Connection, day: date) -> _Archives:
         """Archive state before ``day``: carried over from the previous day written, else read back.
 
@@ -425,8 +422,7 @@ class PublicHealth(MemberSystem):
     # --- the day ------------------------------------------------------------------------------------
     def write_day(self, activity: DayActivity) -> dict[str, int]:
         day = activity.day
-        last = self.last_day()
-        if last is not None and last >= day:
+        if self.already_written(day):
             return {}
         key = answer_key.AnswerKey(self.source_system, day)
         people = _people(self.world, activity)
@@ -772,13 +768,9 @@ class ReferralPlatform(MemberSystem):
                      self.world.by_code[org].parent_code))}
                 for org, code in self.org_codes.items()])
 
-    def last_day(self) -> date | None:
-        return answer_key.last_written_day(self.source_system)
-
     def write_day(self, activity: DayActivity) -> dict[str, int]:
         day = activity.day
-        last = self.last_day()
-        if last is not None and last >= day:
+        if self.already_written(day):
             return {}
         key = answer_key.AnswerKey(self.source_system, day)
         people = _people(self.world, activity)

@@ -381,14 +381,10 @@ class RmyyHis(MemberSystem):
         _, base = STAFF_GROUP[member.role]
         return str(base + int(member.staff_id[-3:]))
 
-    def last_day(self) -> date | None:
-        return answer_key.last_written_day(self.source_system)
-
     # --- the day ------------------------------------------------------------------------------------------
     def write_day(self, activity: DayActivity) -> dict[str, int]:
         day = activity.day
-        last = self.last_day()
-        if last is not None and last >= day:
+        if self.already_written(day):
             return {}
         batch = _Day(day, AnswerKey(self.source_system, day))
         drift = self._drift(batch)

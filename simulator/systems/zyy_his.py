@@ -327,13 +327,9 @@ class ZyyHis(MemberSystem):
         if reset:
             self._known = None
 
-    def last_day(self) -> date | None:
-        return answer_key.last_written_day(self.source_system)
-
     def write_day(self, activity: DayActivity) -> dict[str, int]:
         day = activity.day
-        last = answer_key.last_written_day(self.source_system)
-        if last is not None and last >= day:
+        if self.already_written(day):
             return {}
         rendered = self.render_day(activity, self._known_patients(day))
         counts: dict[str, int] = defaultdict(int)
