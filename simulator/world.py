@@ -216,7 +216,9 @@ class World:
         self._issued: set[str] | None = None
 
     def load_people(self, reset: bool = False) -> None:
-        """Load the population from the answer key; generate and store it on first use."""
+        """Load the population from the answer key (once per run); generate and store it on first use."""
+        if self.people and not reset:
+            return
         answer_key.create_schema(reset=reset)
         with source_pg_engine(answer_key.DATABASE).connect() as conn:
             rows = conn.execute(sa.text("SELECT * FROM person ORDER BY resident_id")).mappings().all()
