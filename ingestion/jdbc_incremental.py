@@ -64,7 +64,9 @@ def ingest_table(spark: SparkSession, source: SourceConfig, table: TableConfig) 
     position = F.concat_ws("|", F.date_format(table.watermark, "yyyyMMddHHmmssSSS"), key)
     new_rows = rows.withColumn("_pos", position)
     if bronze is not None:
-        new_rows = new_rows.join(bronze.select(F.col("_source_pos").alias("_pos")), "_pos", "left_anti")
+        # Only bronze rows inside the re-read window can match: compare against those, not all history.
+        landed = bronze.where(F.col("_source_ts") > F.to_timestamp(F.lit(low))) if low else bronze
+        new_rows = new_rows.join(landed.select(F.col("_source_pos").alias("_pos")), "_pos", "left_anti")
     new_rows = new_rows.persist()
     try:
         if new_rows.isEmpty():
