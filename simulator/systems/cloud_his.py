@@ -609,10 +609,9 @@ class CloudHis(MemberSystem):
         s = self.schema
         cancels = [(v, c) for v, c in mine if c.kind == "cancel"]
         updates = [(v, c) for v, c in mine if c.kind == "update"]
+        values = "unnest(CAST(:v AS bigint[]), CAST(:a AS timestamp[]), CAST(:r AS text[])) AS c(v, at, reason)"
         if cancels:
-            params = {"v": [v for v, _ in cancels], "a": [c.at for _, c in cancels],
-                      "r": [c.reason for _, c in cancels]}
-            values = "unnest(CAST(:v AS bigint[]), CAST(:a AS timestamp[]), CAST(:r AS text[])) AS c(v, at, reason)"
+            params = _correction_params(cancels)
             counts["t_visit"] += conn.execute(sa.text(
                 f"UPDATE {s}.t_visit t SET del_flag = '1', remark = c.reason, gmt_modified = c.at FROM {values} "
                 f"WHERE t.id = c.v AND t.del_flag = '0'"), params).rowcount
@@ -624,9 +623,7 @@ class CloudHis(MemberSystem):
                 f"UPDATE {s}.t_recipe_detail t SET del_flag = '1', gmt_modified = c.at FROM {values} "
                 f"WHERE t.recipe_id = c.v * 10 + 1 AND t.del_flag = '0'"), params).rowcount
         if updates:
-            params = {"v": [v for v, _ in updates], "a": [c.at for _, c in updates],
-                      "r": [c.reason for _, c in updates]}
-            values = "unnest(CAST(:v AS bigint[]), CAST(:a AS timestamp[]), CAST(:r AS text[])) AS c(v, at, reason)"
+            params = _correction_params(updates)
             counts["t_visit"] += conn.execute(sa.text(
                 f"UPDATE {s}.t_visit t SET remark = c.reason, gmt_modified = c.at FROM {values} "
                 f"WHERE t.id = c.v AND t.del_flag = '0'"), params).rowcount
@@ -637,3 +634,8 @@ class CloudHis(MemberSystem):
             key.defect("t_visit", str(visit_id), f"correction_{correction.kind}",
                        f"{correction.reason} at {correction.at:%Y-%m-%d %H:%M:%S}")
         return counts
+
+
+def _correction_params(pairs: list) -> dict[str, list]:
+    """(visit id, correction) pairs as the parallel arrays the unnest() in the correction UPDATEs reads."""
+    return {"v": [v for v, _ in pairs], "a": [c.at for _, c in pairs], "r": [c.reason for _, c in pairs]}
