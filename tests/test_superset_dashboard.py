@@ -91,17 +91,28 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def log_in(driver, base: str) -> None:
-    driver.get(f"{base}/login/")
-    wait = WebDriverWait(driver, TIMEOUT)
-    wait.until(EC.visibility_of_element_located((By.ID, "username"))).send_keys("admin")
-    driver.find_element(By.ID, "password").send_keys(env("DRC_SUPERSET_ADMIN_PASSWORD"))
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    try:
-        wait.until(lambda d: "/login" not in d.current_url)
-    except TimeoutException:
-        pytest.fail("Superset login as admin failed (still on the login page): "
-                    "is DRC_SUPERSET_ADMIN_PASSWORD the one migrate_superset set?")
+def log_in(driver, base: str, attempts: int = 3) -> None:
+    """Log in through the form. The React form can drop keystrokes typed before it has hydrated, so each
+    attempt checks the fields hold what was typed before submitting, and a lost attempt is retried."""
+    password = env("DRC_SUPERSET_ADMIN_PASSWORD")
+    for _ in range(attempts):
+        driver.get(f"{base}/login/")
+        wait = WebDriverWait(driver, TIMEOUT)
+        username_field = wait.until(EC.element_to_be_clickable((By.ID, "username")))
+        password_field = driver.find_element(By.ID, "password")
+        for field, value in ((username_field, "admin"), (password_field, password)):
+            field.clear()
+            field.send_keys(value)
+        if username_field.get_attribute("value") != "admin" or password_field.get_attribute("value") != password:
+            continue
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        try:
+            WebDriverWait(driver, TIMEOUT / attempts).until(lambda d: "/login" not in d.current_url)
+            return
+        except TimeoutException:
+            continue
+    pytest.fail("Superset login as admin failed (still on the login page): "
+                "is DRC_SUPERSET_ADMIN_PASSWORD the one migrate_superset set?")
 
 
 def read_table(driver) -> dict | None:
