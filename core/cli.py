@@ -54,28 +54,91 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         f"  {r.day}: {r.encounters:,} 就诊/住院事件, {sum(r.rows.values()):,} 行 ({r.seconds:.1f} s)"))
 
 
-@_step("采集 ingest → bronze")
-def cmd_ingest(args: argparse.Namespace) -> None:
-    from core.spark import get_spark
-    from ingestion.jdbc_incremental import ingest_source
+def _selected_sources(names: list[str] | None):
     from ingestion.registry import load_sources
 
     sources = load_sources()
-    selected = [sources[args.source]] if args.source else list(sources.values())
-    spark = get_spark()
-    for source in selected:
-        for result in ingest_source(spark, source):
-            console.print(f"  {result.source}.{result.table}: {result.rows} rows landed")
+    unknown = sorted(set(names or []) - set(sources))
+    if unknown:
+        raise SystemExit(f"unknown source(s) {unknown}; registered: {sorted(sources)} (config/sources/*.yaml)")
+    return [sources[n] for n in names] if names else list(sources.values())
+
+
+STATUS_COLOURS = {"success": "green", "no_change": "green", "stopped": "yellow", "skipped": "yellow",
+                  "failed": "red", "source_down": "red"}
+
+
+@_step("采集 ingest → bronze")
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from core.spark import get_spark
+    from ingestion.runner import collect_all
+
+    def show(result) -> None:
+        colour = STATUS_COLOURS.get(result.status, "white")
+        detail = f" — {result.error}" if result.error else ""
+        console.print(f"  [{colour}]{result.status:<11}[/] {result.source}.{result.table}: "
+                      f"{result.rows:,} rows{detail}")
+
+    results = collect_all(get_spark(), _selected_sources(args.source), progress=show)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} table(s) failed: see `./drc ingest status` and .state/logs; the other "
+                         "sources were collected")
+
+
+def cmd_ingest_validate(args: argparse.Namespace) -> None:
+    from ingestion.registry import SourceConfigError
+
+    try:
+        sources = _selected_sources(args.source)
+    except SourceConfigError as exc:
+        raise SystemExit(f"✘ {exc}") from None
+    for source in sources:
+        console.print(f"  [green]✔[/] {source.name}: {source.mode}, {source.connection.describe()}, "
+                      f"{len(source.tables)} tables, schedule {source.schedule}")
+
+
+def cmd_ingest_status(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from ingestion.monitoring import source_status
+
+    table = Table("来源 source", "表 table", "方式 mode", "最近运行 last run", "状态 status", "本次行数",
+                  "累计行数 rows", "延迟 lag", "错误 error", title="采集状态 · collection status")
+    for row in source_status():
+        if args.source and row["source_system"] not in args.source:
+            continue
+        colour = STATUS_COLOURS.get(row["last_status"], "white")
+        lag = row["lag_seconds"]
+        table.add_row(row["source_system"], row["table_name"], row["mode"],
+                      f"{row['last_run_at']:%m-%d %H:%M:%S}", f"[{colour}]{row['last_status']}[/]",
+                      f"{row['last_run_rows']:,}", f"{row['rows_total'] or 0:,}",
+                      "" if lag is None else f"{float(lag) / 3600:,.1f} h", (row["last_error"] or "")[:80])
+    console.print(table)
+
+
+def cmd_ingest_accept_drift(args: argparse.Namespace) -> None:
+    from ingestion.monitoring import accept_schema_change
+
+    if not args.source or len(args.source) != 1 or not args.table:
+        raise SystemExit("name one source and its table: ./drc ingest accept-drift --source S --table T")
+    accepted = accept_schema_change(args.source[0], args.table)
+    console.print(f"  accepted {accepted} schema change(s) of {args.source[0]}.{args.table}; "
+                  "the next `./drc ingest` resumes the table")
+
+
+INGEST_ACTIONS = {"run": cmd_ingest, "validate": cmd_ingest_validate, "status": cmd_ingest_status,
+                  "accept-drift": cmd_ingest_accept_drift}
 
 
 @_step("标准化 silver")
 def cmd_silver(args: argparse.Namespace) -> None:
     from core.spark import get_spark
-    from ingestion.registry import load_sources
+    from spark_jobs.model import mapped_sources
     from spark_jobs.standardize import run_standardize
 
     spark = get_spark()
-    for name in load_sources():
+    for name in mapped_sources():
         for entity, counts in run_standardize(spark, name).items():
             console.print(f"  {name} → silver.{entity}: {counts['silver_rows']} rows, "
                           f"{counts['quarantined_rows']} quarantined")
@@ -123,7 +186,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     """Every step in order, the same chain the Airflow DAG runs."""
     cmd_simulate(argparse.Namespace(reset=False, until=args.date, advance=None, days=None, scale=None,
                                     system=None))
-    cmd_ingest(argparse.Namespace(source=None))
+    cmd_ingest(argparse.Namespace(source=None, table=None))
     cmd_silver(args)
     cmd_quality(args)
     cmd_publish(args)
@@ -162,19 +225,6 @@ def cmd_api_token(args: argparse.Namespace) -> None:
     print(issue_token(args.subject, hours=args.hours))
 
 
-def cmd_status(args: argparse.Namespace) -> None:
-    import sqlalchemy as sa
-
-    from core.db import warehouse_engine
-
-    with warehouse_engine().connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT source_system, table_name, max(finished_at) AS last_run, sum(rows_landed) AS total_rows, "
-            "max(watermark_to) AS watermark FROM ingest.batch_log GROUP BY 1, 2 ORDER BY 1, 2")).all()
-    for row in rows:
-        print(json.dumps(row._asdict(), default=str, ensure_ascii=False))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="./drc", description="荥阳医共体数据资源中心 pipeline steps")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,9 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", action="append", help="only these member systems (repeatable)")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("ingest", help="collect new source rows into bronze Delta")
-    p.add_argument("--source", help="one source name (default: all in config/sources)")
-    p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("ingest", help="collect sources into bronze Delta; validate the registry; show status")
+    p.add_argument("action", nargs="?", default="run", choices=sorted(INGEST_ACTIONS),
+                   help="run (default) | validate | status | accept-drift")
+    p.add_argument("--source", action="append", help="a source name (repeatable; default: all in config/sources)")
+    p.add_argument("--table", help="the table, for accept-drift")
+    p.set_defaults(func=lambda args: INGEST_ACTIONS[args.action](args))
 
     for name, func, text in (("silver", cmd_silver, "standardise bronze into silver, quarantine bad rows"),
                              ("quality", cmd_quality, "run the Great Expectations suites on silver"),
@@ -223,7 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=int, default=12)
     p.set_defaults(func=cmd_api_token)
 
-    sub.add_parser("ingest-status", help="collection state per source table").set_defaults(func=cmd_status)
     sub.add_parser("provision-dashboards", help="import superset/assets into Superset (idempotent)"
                    ).set_defaults(func=cmd_provision_dashboards)
     return parser

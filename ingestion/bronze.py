@@ -1,35 +1,200 @@
-"""The bronze contract: every landed row carries where it came from, when, and in which batch."""
+"""The bronze contract and the one way rows land in bronze: exactly once, offsets committed with the data.
+
+Every mode builds a DataFrame of source columns plus ``_op`` (r snapshot/c insert/u update/d delete),
+``_source_ts`` (source commit time) and ``_source_pos`` (a fixed-width string that sorts like the source's
+own order) and hands it to :func:`land`. ``land`` appends it as one Delta commit that carries
+ - ``txnAppId``/``txnVersion`` (Delta skips a version it has already committed: two racing runs cannot
+   both land a batch), and
+ - ``userMetadata`` = the source offset this batch reaches, so the offset commits atomically with the rows.
+A mode resumes from :func:`committed_offset`; a ``kill -9`` before the commit leaves nothing, after it
+leaves rows and offset together.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from core.settings import get_settings
+from ingestion.registry import SourceConfig, TableConfig
 
 BRONZE_COLUMNS = ("_op", "_source_ts", "_source_pos", "_ingested_at", "_batch_id", "_source_system", "_org_code")
+MODE_COLUMNS = ("_op", "_source_ts", "_source_pos")
+
+
+class SchemaDriftError(RuntimeError):
+    """A source column disappeared or changed type: that table stops until someone decides."""
+
+
+@dataclass(frozen=True)
+class TableResult:
+    source: str
+    table: str
+    rows: int
+    status: str = "success"          # success | no_change | stopped | failed | source_down | skipped
+    offset: str | None = None
+    error: str | None = None
 
 
 def bronze_path(source: str, table: str) -> str:
     return get_settings().lake_path("bronze", source, table.lower())
 
 
-def add_bronze_columns(df: DataFrame, *, op: str | Column, source_ts: Column, source_pos: Column,
-                       batch_id: str, source_system: str, org_code: str, ingested_at: datetime) -> DataFrame:
-    """Append the bronze contract columns to rows exactly as the source sent them."""
-    return (df.withColumn("_op", op if isinstance(op, Column) else F.lit(op))
-              .withColumn("_source_ts", source_ts.cast("timestamp"))
-              .withColumn("_source_pos", source_pos.cast("string"))
-              .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
-              .withColumn("_batch_id", F.lit(batch_id))
-              .withColumn("_source_system", F.lit(source_system))
-              .withColumn("_org_code", F.lit(org_code)))
+def delta_exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
 
 
-def append_batch(df: DataFrame, path: str, app_id: str, version: int) -> None:
-    """Append idempotently: Delta skips a (txnAppId, txnVersion) it has already committed."""
-    (df.write.format("delta").mode("append")
-       .option("txnAppId", app_id).option("txnVersion", version)
-       .option("mergeSchema", "true").save(path))
+def committed_offset(spark: SparkSession, source: str, table: str) -> Any:
+    """The offset stored with the newest batch landed in this bronze table (None before the first)."""
+    path = bronze_path(source, table)
+    if not delta_exists(spark, path):
+        return None
+    history = DeltaTable.forPath(spark, path).history().where(F.col("userMetadata").isNotNull())
+    latest = history.orderBy(F.col("version").desc()).select("userMetadata").first()
+    return None if latest is None else json.loads(latest[0])["offset"]
+
+
+def _data_fields(schema: StructType) -> dict[str, str]:
+    return {f.name.lower(): f.dataType.simpleString() for f in schema.fields if not f.name.startswith("_")}
+
+
+def check_schema(spark: SparkSession, source: SourceConfig, table: TableConfig, incoming: StructType
+                 ) -> tuple[list[str], dict[str, str]]:
+    """Compare a batch with the bronze table: returns (added columns, casts for accepted retyped columns).
+
+    Added columns are taken in (schema evolution) and reported; a removed or retyped column raises
+    SchemaDriftError until an operator accepts it (`ingest accept-drift`): then a removed column lands as
+    NULL and a retyped one is cast to the landed type.
+    """
+    from ingestion import monitoring
+
+    path = bronze_path(source.name, table.name)
+    if not delta_exists(spark, path):
+        return [], {}
+    landed = _data_fields(spark.read.format("delta").load(path).schema)
+    now = _data_fields(incoming)
+    accepted = monitoring.accepted_changes(source.name, table.name)
+    removed = sorted(c for c in set(landed) - set(now) if (c, "removed") not in accepted)
+    retyped = sorted(c for c in set(landed) & set(now) if landed[c] != now[c] and now[c] != "void")
+    open_retyped = [c for c in retyped if (c, "retyped") not in accepted]
+    if removed or open_retyped:
+        monitoring.record_schema_change(source.name, table.name, removed, "removed")
+        monitoring.record_schema_change(source.name, table.name, open_retyped, "retyped")
+        details = [f"column {c} is gone" for c in removed]
+        details += [f"column {c} changed type {landed[c]} → {now[c]}" for c in open_retyped]
+        raise SchemaDriftError(
+            f"{source.name}.{table.name}: source schema changed ({'; '.join(details)}). Collection of this table "
+            "is stopped; other tables keep flowing. Confirm the change with the vendor, adjust "
+            f"config/sources/{source.name}.yaml and the mapping, then run `./drc ingest accept-drift "
+            f"--source {source.name} --table {table.name}`.")
+    return sorted(set(now) - set(landed)), {c: landed[c] for c in retyped}
+
+
+def _business_date(table: TableConfig):
+    if not table.business_time:
+        return F.lit(None).cast("date")
+    column = F.col(table.business_time)
+    if table.business_time_format:
+        return F.to_date(F.to_timestamp(column.cast("string"), table.business_time_format))
+    return F.to_date(column)
+
+
+def org_code_column(source: SourceConfig, table: TableConfig) -> Column:
+    """The institution of each row: fixed per source, or from a column (optionally via ``org_map``), or
+    an ``org_expression`` (Spark SQL) for multi-tenant sources whose tenant ids are not org codes."""
+    if "org_expression" in table.options:
+        return F.expr(table.options["org_expression"]).cast("string")
+    if not table.org_column:
+        return F.lit(source.org_code)
+    value = F.col(table.org_column).cast("string")
+    if "org_map" in table.options:
+        pairs = [F.lit(str(x)) for pair in table.options["org_map"].items() for x in pair]
+        value = F.create_map(*pairs)[value]
+    return F.coalesce(value, F.lit(source.org_code))
+
+
+def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: TableConfig, offset: Any,
+         ingested_at: datetime | None = None, offset_from: Any = None) -> int:
+    """Append one batch (source columns + MODE_COLUMNS) to bronze with its offset; returns rows landed.
+
+    Re-landing a batch that already committed is impossible by construction: callers read
+    :func:`committed_offset` and only pass rows beyond it; the Delta txn guards against a racing run.
+    """
+    from ingestion import monitoring
+
+    ingested_at = ingested_at or datetime.now().astimezone()
+    path = bronze_path(source.name, table.name)
+    exists = delta_exists(spark, path)
+    version = DeltaTable.forPath(spark, path).history(1).first()["version"] + 1 if exists else 0
+    batch_id = f"{source.name}.{table.name.lower()}.{version}"
+    org = org_code_column(source, table)
+    landed = (rows.withColumn("_source_ts", F.col("_source_ts").cast("timestamp"))
+                  .withColumn("_source_pos", F.col("_source_pos").cast("string"))
+                  .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
+                  .withColumn("_batch_id", F.lit(batch_id))
+                  .withColumn("_source_system", F.lit(source.name))
+                  .withColumn("_org_code", org))
+    added, casts = check_schema(spark, source, table, landed.schema)
+    for column, landed_type in casts.items():
+        landed = landed.withColumn(column, F.col(column).cast(landed_type))
+    metadata = json.dumps({"batch_id": batch_id, "offset": offset}, ensure_ascii=False, default=str)
+    (landed.write.format("delta").mode("append")
+        .option("txnAppId", f"{source.name}.{table.name.lower()}").option("txnVersion", version)
+        .option("userMetadata", metadata).option("mergeSchema", "true").save(path))
+    commit = DeltaTable.forPath(spark, path).history(1).first()
+    if added:
+        monitoring.record_schema_change(source.name, table.name, added, "added")
+    if commit["userMetadata"] is None or json.loads(commit["userMetadata"])["batch_id"] != batch_id:
+        return 0  # a racing run landed this version first; Delta skipped ours
+    return _record(spark, source, table, commit, ingested_at, offset_from)
+
+
+def _record(spark: SparkSession, source: SourceConfig, table: TableConfig, commit: Any,
+            started_at: datetime | None, offset_from: Any = None) -> int:
+    """Write one landed batch's monitoring rows (count, lag input, arrivals per institution and day)."""
+    from ingestion import monitoring
+
+    meta = json.loads(commit["userMetadata"])
+    batch = spark.read.format("delta").load(bronze_path(source.name, table.name)).where(
+        F.col("_batch_id") == meta["batch_id"])
+    count = int((commit["operationMetrics"] or {}).get("numOutputRows", 0))
+    business_date = _business_date(table)
+    arrivals = (batch.where(F.col("_op") != "d")
+                .groupBy(F.col("_org_code").alias("org_code"), business_date.alias("business_date"))
+                .agg(F.count(F.lit(1)).alias("rows"), F.max("_source_ts").alias("last_source_ts"),
+                     F.sum(F.when(F.col("_source_ts") >= F.date_add(business_date, 2).cast("timestamp"), 1)
+                           .otherwise(0)).alias("late_rows"))
+                .where(F.col("business_date").isNotNull()).collect())
+    finished = commit["timestamp"].astimezone() if commit["timestamp"] else datetime.now().astimezone()
+    monitoring.record_batch(monitoring.BatchRecord(
+        batch_id=meta["batch_id"], source_system=source.name, table_name=table.name, org_code=source.org_code,
+        mode=source.mode, rows_landed=count, offset_from=_text(offset_from), offset_to=_text(meta["offset"]),
+        last_source_ts=batch.agg(F.max("_source_ts")).first()[0], started_at=started_at or finished,
+        finished_at=finished, status="success"), [a.asDict() for a in arrivals])
+    return count
+
+
+def repair_monitoring(spark: SparkSession, source: SourceConfig, table: TableConfig) -> int:
+    """Record batches that committed but whose process died before writing monitoring rows."""
+    from ingestion import monitoring
+
+    path = bronze_path(source.name, table.name)
+    if not delta_exists(spark, path):
+        return 0
+    commits = DeltaTable.forPath(spark, path).history().where(F.col("userMetadata").isNotNull()).collect()
+    known = monitoring.known_batches(source.name, table.name)
+    missing = [c for c in commits if json.loads(c["userMetadata"])["batch_id"] not in known]
+    for commit in missing:
+        _record(spark, source, table, commit, None)
+    return len(missing)
+
+
+def _text(offset: Any) -> str | None:
+    return None if offset is None else offset if isinstance(offset, str) else json.dumps(offset, default=str)

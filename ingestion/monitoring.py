@@ -1,29 +1,102 @@
-"""Collection monitoring in PostgreSQL (schema ``ingest``): one row per batch, idempotent by batch id."""
+"""Collection monitoring (采集进度监控/状态监测) in PostgreSQL schema ``ingest``.
+
+Tables: ``landed_batch`` (one row per bronze commit), ``arrival`` (rows per institution and business day of
+each batch, with the ones committed after the 24:00 next-day deadline), ``table_run`` (every attempt,
+including failures), ``schema_change``, ``source_checkpoint`` (resume point of log-based streams).
+Views: ``v_table_status``, ``v_source_status``, ``v_timeliness``. Every write is idempotent.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import sqlalchemy as sa
 
 from core.db import ensure_schemas, warehouse_engine
 
-DDL = """
-CREATE TABLE IF NOT EXISTS ingest.batch_log (
-    batch_id        text PRIMARY KEY,
-    source_system   text NOT NULL,
-    table_name      text NOT NULL,
-    org_code        text NOT NULL,
-    mode            text NOT NULL,
-    rows_landed     bigint NOT NULL,
-    watermark_from  timestamp,
-    watermark_to    timestamp,
-    started_at      timestamptz NOT NULL,
-    finished_at     timestamptz NOT NULL,
-    status          text NOT NULL,
-    error           text
-)"""
+DDL = [
+    """CREATE TABLE IF NOT EXISTS ingest.landed_batch (
+        batch_id        text PRIMARY KEY,
+        source_system   text NOT NULL,
+        table_name      text NOT NULL,
+        org_code        text NOT NULL,
+        mode            text NOT NULL,
+        rows_landed     bigint NOT NULL,
+        offset_from     text,
+        offset_to       text,
+        last_source_ts  timestamp,
+        started_at      timestamptz NOT NULL,
+        finished_at     timestamptz NOT NULL,
+        status          text NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS ingest.arrival (
+        batch_id        text NOT NULL REFERENCES ingest.landed_batch ON DELETE CASCADE,
+        org_code        text NOT NULL,
+        business_date   date NOT NULL,
+        rows            bigint NOT NULL,
+        late_rows       bigint NOT NULL,
+        last_source_ts  timestamp,
+        PRIMARY KEY (batch_id, org_code, business_date))""",
+    """CREATE TABLE IF NOT EXISTS ingest.table_run (
+        run_id          bigserial PRIMARY KEY,
+        source_system   text NOT NULL,
+        table_name      text NOT NULL,
+        mode            text NOT NULL,
+        started_at      timestamptz NOT NULL,
+        finished_at     timestamptz NOT NULL,
+        status          text NOT NULL,
+        rows_landed     bigint NOT NULL DEFAULT 0,
+        error           text)""",
+    "CREATE INDEX IF NOT EXISTS table_run_latest ON ingest.table_run (source_system, table_name, run_id DESC)",
+    """CREATE TABLE IF NOT EXISTS ingest.schema_change (
+        source_system   text NOT NULL,
+        table_name      text NOT NULL,
+        column_name     text NOT NULL,
+        action          text NOT NULL,
+        detected_at     timestamptz NOT NULL DEFAULT now(),
+        accepted_at     timestamptz,
+        PRIMARY KEY (source_system, table_name, column_name, action))""",
+    """CREATE TABLE IF NOT EXISTS ingest.source_checkpoint (
+        source_system   text PRIMARY KEY,
+        position        text NOT NULL,
+        updated_at      timestamptz NOT NULL DEFAULT now())""",
+    """CREATE OR REPLACE VIEW ingest.v_table_status AS
+    WITH latest AS (
+        SELECT DISTINCT ON (source_system, table_name) * FROM ingest.table_run
+        ORDER BY source_system, table_name, run_id DESC),
+    landed AS (
+        SELECT source_system, table_name, sum(rows_landed) AS rows_total, max(finished_at) AS last_landed_at,
+               max(last_source_ts) AS last_source_ts, count(*) AS batches
+        FROM ingest.landed_batch GROUP BY 1, 2),
+    last_batch AS (
+        SELECT DISTINCT ON (source_system, table_name) source_system, table_name, offset_to,
+               EXTRACT(EPOCH FROM finished_at - (last_source_ts AT TIME ZONE 'Asia/Shanghai')) AS lag_seconds
+        FROM ingest.landed_batch ORDER BY source_system, table_name, finished_at DESC)
+    SELECT l.source_system, l.table_name, l.mode, l.finished_at AS last_run_at, l.status AS last_status,
+           l.rows_landed AS last_run_rows, l.error AS last_error, d.rows_total, d.batches, d.last_landed_at,
+           d.last_source_ts, b.lag_seconds, b.offset_to AS last_offset
+    FROM latest l
+    LEFT JOIN landed d USING (source_system, table_name)
+    LEFT JOIN last_batch b USING (source_system, table_name)""",
+    """CREATE OR REPLACE VIEW ingest.v_source_status AS
+    SELECT source_system, min(mode) AS mode, max(last_run_at) AS last_run_at,
+           CASE WHEN bool_or(last_status IN ('failed', 'source_down')) THEN 'failed'
+                WHEN bool_or(last_status = 'stopped') THEN 'stopped' ELSE 'ok' END AS status,
+           count(*) FILTER (WHERE table_name <> '*') AS tables,
+           coalesce(sum(rows_total), 0) AS rows_total, max(lag_seconds) AS max_lag_seconds,
+           string_agg(table_name || ': ' || last_error, '; ') FILTER (WHERE last_error IS NOT NULL) AS errors
+    FROM ingest.v_table_status GROUP BY source_system""",
+    """CREATE OR REPLACE VIEW ingest.v_timeliness AS
+    SELECT a.org_code, a.business_date, string_agg(DISTINCT b.source_system, ',') AS source_systems,
+           sum(a.rows) AS rows, sum(a.late_rows) AS late_rows, max(a.last_source_ts) AS last_source_ts,
+           (a.business_date + 2)::timestamp AS deadline,
+           sum(a.late_rows) = 0 AS on_time
+    FROM ingest.arrival a JOIN ingest.landed_batch b USING (batch_id)
+    GROUP BY a.org_code, a.business_date""",
+]
 
 
 @dataclass(frozen=True)
@@ -34,19 +107,133 @@ class BatchRecord:
     org_code: str
     mode: str
     rows_landed: int
-    watermark_from: datetime | None
-    watermark_to: datetime | None
+    offset_from: str | None
+    offset_to: str | None
+    last_source_ts: datetime | None
     started_at: datetime
     finished_at: datetime
     status: str
-    error: str | None = None
 
 
-def record_batch(record: BatchRecord) -> None:
+@lru_cache(maxsize=1)
+def ensure_tables() -> None:
     ensure_schemas("ingest")
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(DDL))
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))  # parallel collectors create once
+        for statement in DDL:
+            conn.execute(sa.text(statement))
+
+
+def _secrets() -> list[str]:
+    names = [n for n in os.environ if re.search(r"PASSWORD|SECRET|TOKEN|_KEY$|SALT", n)]
+    return sorted({os.environ[n] for n in names if len(os.environ[n]) >= 4}, key=len, reverse=True)
+
+
+def mask(text: str | None) -> str | None:
+    """Remove every configured credential (and password=... fragments) from a message."""
+    if text is None:
+        return None
+    for secret in _secrets():
+        text = text.replace(secret, "***")
+    return re.sub(r"(?i)(password|passwd|pwd|secret|token)(['\"]?\s*[=:]\s*['\"]?)[^\s&'\",;]+", r"\1\2***", text)
+
+
+def record_batch(record: BatchRecord, arrivals: list[dict]) -> None:
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        inserted = conn.execute(sa.text(
+            "INSERT INTO ingest.landed_batch VALUES (:batch_id, :source_system, :table_name, :org_code, :mode, "
+            ":rows_landed, :offset_from, :offset_to, :last_source_ts, :started_at, :finished_at, :status) "
+            "ON CONFLICT (batch_id) DO NOTHING"), asdict(record)).rowcount
+        if inserted and arrivals:
+            conn.execute(sa.text(
+                "INSERT INTO ingest.arrival VALUES (:batch_id, :org_code, :business_date, :rows, :late_rows, "
+                ":last_source_ts) ON CONFLICT DO NOTHING"),
+                [{**a, "batch_id": record.batch_id} for a in arrivals])
+
+
+def known_batches(source: str, table: str) -> set[str]:
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        return set(conn.execute(sa.text(
+            "SELECT batch_id FROM ingest.landed_batch WHERE source_system = :s AND table_name = :t"),
+            {"s": source, "t": table}).scalars())
+
+
+def record_run(source: str, table: str, mode: str, started_at: datetime, status: str, rows: int = 0,
+               error: str | None = None) -> None:
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
         conn.execute(sa.text(
-            "INSERT INTO ingest.batch_log VALUES (:batch_id, :source_system, :table_name, :org_code, :mode, "
-            ":rows_landed, :watermark_from, :watermark_to, :started_at, :finished_at, :status, :error) "
-            "ON CONFLICT (batch_id) DO NOTHING"), asdict(record))
+            "INSERT INTO ingest.table_run (source_system, table_name, mode, started_at, finished_at, status, "
+            "rows_landed, error) VALUES (:s, :t, :m, :started, now(), :status, :rows, :error)"),
+            {"s": source, "t": table, "m": mode, "started": started_at, "status": status, "rows": rows,
+             "error": mask(error)})
+
+
+def record_schema_change(source: str, table: str, columns: list[str], action: str) -> None:
+    if not columns:
+        return
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO ingest.schema_change (source_system, table_name, column_name, action) "
+            "VALUES (:s, :t, :c, :a) ON CONFLICT DO NOTHING"),
+            [{"s": source, "t": table, "c": c, "a": action} for c in columns])
+
+
+def accept_schema_change(source: str, table: str) -> int:
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        return conn.execute(sa.text(
+            "UPDATE ingest.schema_change SET accepted_at = now() WHERE source_system = :s AND table_name = :t "
+            "AND accepted_at IS NULL"), {"s": source, "t": table}).rowcount
+
+
+def accepted_changes(source: str, table: str) -> set[tuple[str, str]]:
+    """(column, action) pairs an operator has accepted: removed columns land as NULL, retyped ones are cast."""
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        return {(r.column_name.lower(), r.action) for r in conn.execute(sa.text(
+            "SELECT column_name, action FROM ingest.schema_change WHERE source_system = :s AND table_name = :t "
+            "AND accepted_at IS NOT NULL"), {"s": source, "t": table})}
+
+
+def stopped_tables(source: str) -> set[str]:
+    """Tables whose latest run stopped on schema drift: stream modes must not move past their offset."""
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        return set(conn.execute(sa.text(
+            "SELECT table_name FROM ingest.v_table_status WHERE source_system = :s AND last_status = 'stopped'"),
+            {"s": source}).scalars())
+
+
+def load_checkpoint(source: str) -> str | None:
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        return conn.execute(sa.text("SELECT position FROM ingest.source_checkpoint WHERE source_system = :s"),
+                            {"s": source}).scalar()
+
+
+def save_checkpoint(source: str, position: str) -> None:
+    """Only a lower bound for resuming a stream: each bronze table still filters by its own committed offset."""
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO ingest.source_checkpoint VALUES (:s, :p, now()) ON CONFLICT (source_system) "
+            "DO UPDATE SET position = excluded.position, updated_at = now()"), {"s": source, "p": position})
+
+
+def source_status() -> list[dict]:
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.text(
+            "SELECT * FROM ingest.v_table_status ORDER BY source_system, table_name"))]
+
+
+def forget_source(source: str) -> None:
+    """Drop a source's collection history (after its bronze tables were deleted, e.g. a re-onboarding)."""
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        for table in ("landed_batch", "table_run", "schema_change", "source_checkpoint"):
+            conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})

@@ -25,6 +25,11 @@ def entity_columns(entity: str) -> list[dict[str, str]]:
 
 
 @cache
+def mapped_sources() -> list[str]:
+    """Sources with a mapping to the canonical model (the others are collected but not standardised yet)."""
+    return sorted(p.stem for p in (CONFIG_DIR / "mappings").glob("*.yaml"))
+
+
 def source_mapping(source_system: str) -> dict[str, Any]:
     path = CONFIG_DIR / "mappings" / f"{source_system}.yaml"
     if not path.exists():

@@ -20,6 +20,7 @@ from core.cli import main as drc_main
 from core.db import warehouse_engine
 from core.settings import PROJECT_ROOT, get_settings
 from core.spark import get_spark
+from ingestion.monitoring import ensure_tables
 from simulator.config import load_simulator_config
 from simulator.county import County
 
@@ -51,12 +52,18 @@ def results_dir() -> Path:
 
 
 def _reset_platform_state() -> None:
+    """Fresh sources and an empty platform: lake, exports, collection state, file archives, CDC slots."""
     settings = get_settings()
-    County(load_simulator_config()).reset()
-    shutil.rmtree(settings.lake_root, ignore_errors=True)
-    shutil.rmtree(settings.exports_dir, ignore_errors=True)
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS ingest.batch_log"))
+        # A logical replication slot pins its database: drop ours before the simulator drops the databases.
+        conn.execute(sa.text("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                             "WHERE slot_name LIKE 'drc%' AND NOT active"))
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS ingest CASCADE"))
+    ensure_tables.cache_clear()
+    County(load_simulator_config()).reset()
+    for folder in (settings.lake_root, settings.exports_dir, settings.state_dir / "archive",
+                   settings.state_dir / "quarantine"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
