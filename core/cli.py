@@ -6,7 +6,6 @@ Airflow's DAGs call these same subcommands, so a step behaves identically from a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable

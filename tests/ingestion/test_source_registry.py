@@ -9,6 +9,7 @@ import pytest
 from core.cli import main as drc_main
 from ingestion.registry import MODES, SourceConfigError, load_source, load_sources
 
+TABLE = "tables: [{name: T, keys: [ID], watermark: TS}]"
 BASE = ("name: x\norg_code: '410182999'\nmode: jdbc_incremental\n"
         "connection: {kind: mariadb, database: d, user: his, password_env: DRC_HIS_DB_PASSWORD}\n")
 
@@ -31,11 +32,11 @@ def test_validate_command_accepts_the_registry():
 @pytest.mark.parametrize("body, message", [
     (BASE.replace("jdbc_incremental", "ftp") + "tables: [{name: T, keys: [ID]}]", "bad.yaml: mode 'ftp' is not one of"),
     (BASE + "tables: [{name: T, keys: [ID]}]", "bad.yaml: tables[0]: missing required field 'watermark'"),
-    (BASE.replace("org_code: '410182999'\n", "") + "tables: [{name: T, keys: [ID], watermark: TS}]",
+    (BASE.replace("org_code: '410182999'\n", "") + TABLE,
      "bad.yaml: missing required field 'org_code'"),
-    (BASE.replace("password_env: DRC_HIS_DB_PASSWORD", "password: hunter2") + "tables: [{name: T, keys: [ID], watermark: TS}]",
+    (BASE.replace("password_env: DRC_HIS_DB_PASSWORD", "password: hunter2") + TABLE,
      "bad.yaml: connection holds a secret in clear text"),
-    (BASE.replace("kind: mariadb", "kind: files") + "tables: [{name: T, keys: [ID], watermark: TS}]",
+    (BASE.replace("kind: mariadb", "kind: files") + TABLE,
      "bad.yaml: connection.kind 'files' cannot be collected by mode 'jdbc_incremental'"),
     (BASE + "tables: [{name: T, keys: [ID], watermark: TS}]\nstrategy: {window: '8 to 5'}",
      "bad.yaml: strategy.window '8 to 5' is not 'HH:MM-HH:MM'"),
