@@ -78,7 +78,11 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         console.print(f"  [{colour}]{result.status:<11}[/] {result.source}.{result.table}: "
                       f"{result.rows:,} rows{detail}")
 
-    results = collect_all(get_spark(), _selected_sources(args.source), progress=show)
+    spark, sources = get_spark(), _selected_sources(args.source)
+    results = collect_all(spark, sources, progress=show)
+    while args.follow:  # continuous collection: CDC sources land within seconds of the source commit
+        time.sleep(args.follow)
+        results = collect_all(spark, sources, progress=lambda r: r.rows and show(r))
     failed = [r for r in results if r.status == "failed"]
     if failed:
         raise SystemExit(f"{len(failed)} table(s) failed: see `./drc ingest status` and .state/logs; the other "
@@ -185,7 +189,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     """Every step in order, the same chain the Airflow DAG runs."""
     cmd_simulate(argparse.Namespace(reset=False, until=args.date, advance=None, days=None, scale=None,
                                     system=None))
-    cmd_ingest(argparse.Namespace(source=None, table=None))
+    cmd_ingest(argparse.Namespace(source=None, table=None, follow=None))
     cmd_silver(args)
     cmd_quality(args)
     cmd_publish(args)
@@ -210,6 +214,12 @@ def cmd_provision_dashboards(args: argparse.Namespace) -> None:
 
     script = str(PROJECT_ROOT / "superset" / "provision.py")
     subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], script, "--require-table"], check=True)
+
+
+def cmd_bench_ingest(args: argparse.Namespace) -> None:
+    from bench.ingestion import main as bench_main
+
+    bench_main(args.bench_args)
 
 
 def cmd_bench_simulate(args: argparse.Namespace) -> None:
@@ -243,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run (default) | validate | status | accept-drift")
     p.add_argument("--source", action="append", help="a source name (repeatable; default: all in config/sources)")
     p.add_argument("--table", help="the table, for accept-drift")
+    p.add_argument("--follow", type=float, metavar="SECONDS",
+                   help="keep collecting, pausing this long between rounds (continuous CDC; Ctrl-C to stop)")
     p.set_defaults(func=lambda args: INGEST_ACTIONS[args.action](args))
 
     for name, func, text in (("silver", cmd_silver, "standardise bronze into silver, quarantine bad rows"),
@@ -269,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=365)
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_bench_simulate)
+
+    p = sub.add_parser("bench-ingest", help="benchmark collection: bulk load, CDC throughput and latency")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="see bench/ingestion.py --help")
+    p.set_defaults(func=cmd_bench_ingest)
 
     p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")
     p.add_argument("--subject", required=True, help="who the token is for (logged with each request)")

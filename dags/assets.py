@@ -1,8 +1,22 @@
 """Assets the platform's DAGs produce and consume, declared once."""
 
+from pathlib import Path
+
+import yaml
 from airflow.sdk import Asset
 
-BRONZE_RMYY_HIS = Asset("xydrc://bronze/rmyy_his")
+SOURCES_DIR = Path(__file__).resolve().parents[1] / "config" / "sources"
+
+
+def source_names() -> list[str]:
+    """The registered sources (config/sources/*.yaml): one collection task and one bronze asset each."""
+    return sorted(yaml.safe_load(p.read_text(encoding="utf-8"))["name"] for p in SOURCES_DIR.glob("*.yaml"))
+
+
+def bronze(source: str) -> Asset:
+    return Asset(f"xydrc://bronze/{source}")
+
+
 SILVER = Asset("xydrc://silver")
 MART_DAILY_VISITS = Asset("xydrc://marts/fct_daily_outpatient_visits")
 EXPORT_DAILY_VISITS = Asset("xydrc://exports/daily_visits")

@@ -12,16 +12,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import Param, dag, task
-from assets import BRONZE_RMYY_HIS, EXPORT_DAILY_VISITS, MART_DAILY_VISITS, SILVER
+from airflow.sdk import Param, dag, task, task_group
+from assets import EXPORT_DAILY_VISITS, MART_DAILY_VISITS, SILVER, bronze, source_names
 
 DRC = Path(__file__).resolve().parents[1] / "drc"
 BUSINESS_DATE = "{{ params.business_date or macros.ds_add(ds, -1) }}"
 
 
-def drc_step(step: str, outlets: list | None = None, **kwargs):
+def drc_step(step: str, outlets: list | None = None, task_id: str | None = None, **kwargs):
     """A task that runs one CLI step; its exit code decides success."""
-    @task.bash(task_id=step, outlets=outlets or [], **kwargs)
+    @task.bash(task_id=task_id or step, outlets=outlets or [], **kwargs)
     def run() -> str:
         return f"{DRC} {step}"
     return run
@@ -45,8 +45,11 @@ def xydrc_daily_pipeline():
     def simulate() -> str:
         return f"{DRC} simulate --until {BUSINESS_DATE}"
 
-    ingest = drc_step("ingest", [BRONZE_RMYY_HIS])
-    silver = drc_step("silver", [SILVER])
+    @task_group(group_id="ingest", tooltip="采集：每个来源一个任务，一个来源失败不阻塞其他来源")
+    def ingest():
+        for name in source_names():
+            drc_step(f"ingest --source {name}", [bronze(name)], task_id=name)()
+    silver = drc_step("silver", [SILVER], trigger_rule="all_done")  # a failed source must not hold up the rest
     quality = drc_step("quality", retries=0)
     publish = drc_step("publish")
     transform = drc_step("transform", [MART_DAILY_VISITS])

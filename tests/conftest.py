@@ -86,4 +86,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+    def order(item) -> int:
+        marker = item.get_closest_marker("runs_last")
+        return 0 if marker is None else marker.kwargs.get("order", 1)
+    items.sort(key=order)
