@@ -153,31 +153,39 @@ def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: T
         monitoring.record_schema_change(source.name, table.name, added, "added")
     if commit["userMetadata"] is None or json.loads(commit["userMetadata"])["batch_id"] != batch_id:
         return 0  # a racing run landed this version first; Delta skipped ours
-    return _record(spark, source, table, commit, ingested_at, offset_from)
+    return _record(spark, source, table, commit, ingested_at, offset_from, landed)
 
 
 def _record(spark: SparkSession, source: SourceConfig, table: TableConfig, commit: Any,
-            started_at: datetime | None, offset_from: Any = None) -> int:
-    """Write one landed batch's monitoring rows (count, lag input, arrivals per institution and day)."""
+            started_at: datetime | None, offset_from: Any = None, batch: DataFrame | None = None) -> int:
+    """Write one landed batch's monitoring rows (count, lag input, arrivals per institution and day).
+
+    ``batch`` is the landed DataFrame when the caller still holds it (one aggregation pass, no re-read);
+    otherwise the batch is read back from bronze by its id.
+    """
     from ingestion import monitoring
 
     meta = json.loads(commit["userMetadata"])
-    batch = spark.read.format("delta").load(bronze_path(source.name, table.name)).where(
-        F.col("_batch_id") == meta["batch_id"])
+    if batch is None:
+        batch = spark.read.format("delta").load(bronze_path(source.name, table.name)).where(
+            F.col("_batch_id") == meta["batch_id"])
     count = int((commit["operationMetrics"] or {}).get("numOutputRows", 0))
     business_date = _business_date(table)
-    arrivals = (batch.where(F.col("_op") != "d")
-                .groupBy(F.col("_org_code").alias("org_code"), business_date.alias("business_date"))
-                .agg(F.count(F.lit(1)).alias("rows"), F.max("_source_ts").alias("last_source_ts"),
-                     F.sum(F.when(F.col("_source_ts") >= F.date_add(business_date, 2).cast("timestamp"), 1)
-                           .otherwise(0)).alias("late_rows"))
-                .where(F.col("business_date").isNotNull()).collect())
+    live = F.col("_op") != "d"
+    groups = (batch.groupBy(F.col("_org_code").alias("org_code"),
+                            F.when(live, business_date).alias("business_date"))
+              .agg(F.count(F.when(live, 1)).alias("rows"), F.max("_source_ts").alias("last_source_ts"),
+                   F.count(F.when(live & (F.col("_source_ts") >= F.date_add(business_date, 2).cast("timestamp")),
+                                  1)).alias("late_rows"))
+              .collect())
+    arrivals = [g.asDict() for g in groups if g["business_date"] is not None]
+    newest = max((g["last_source_ts"] for g in groups if g["last_source_ts"] is not None), default=None)
     finished = commit["timestamp"].astimezone() if commit["timestamp"] else datetime.now().astimezone()
     monitoring.record_batch(monitoring.BatchRecord(
         batch_id=meta["batch_id"], source_system=source.name, table_name=table.name, org_code=source.org_code,
         mode=source.mode, rows_landed=count, offset_from=_text(offset_from), offset_to=_text(meta["offset"]),
-        last_source_ts=batch.agg(F.max("_source_ts")).first()[0], started_at=started_at or finished,
-        finished_at=finished, status="success"), [a.asDict() for a in arrivals])
+        last_source_ts=newest, started_at=started_at or finished, finished_at=finished, status="success"),
+        arrivals)
     return count
 
 
