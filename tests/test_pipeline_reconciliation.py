@@ -9,7 +9,7 @@ from core.cli import main as drc_main
 from core.db import mariadb_engine, source_pg_engine, warehouse_engine
 from core.spark import read_delta
 from ingestion.bronze import bronze_path
-from spark_jobs.standardize import quarantine_path, silver_path
+from spark_jobs.standardize import current_state, quarantine_path, silver_path
 
 
 def _source_visits_per_day() -> dict:
@@ -20,8 +20,8 @@ def _source_visits_per_day() -> dict:
 def test_visits_reconcile_source_bronze_silver_mart_per_day(spark, pipeline_done):
     source = _source_visits_per_day()
     assert sorted(source) == pipeline_done.days and all(n > 10 for n in source.values())
-    bronze = dict(read_delta(spark, bronze_path("rmyy_his", "MZ_JZJL"))
-                  .groupBy(F.to_date("JZSJ")).agg(F.countDistinct("JZID")).collect())
+    landed = current_state(read_delta(spark, bronze_path("rmyy_his", "MZ_JZJL")), ["JZID"])  # 作废 deletes applied
+    bronze = dict(landed.groupBy(F.to_date("JZSJ")).agg(F.countDistinct("JZID")).collect())
     silver = dict(read_delta(spark, silver_path("encounter")).groupBy("visit_date").count().collect())
     with warehouse_engine().connect() as conn:
         mart = dict(conn.execute(sa.text(
