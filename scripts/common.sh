@@ -56,6 +56,8 @@ superset_bin(){ echo "$(venv_dir superset)/bin/superset"; }
 export_runtime_env() {
   export PYTHONPATH="$DRC_ROOT${PYTHONPATH:+:$PYTHONPATH}"
   export DRC_SIM_API_PORT="${DRC_SIM_API_PORT:-8090}"  # .env files from before the simulated API lack it
+  # The private hospitals' API secret: the simulated vendor derives it from the HIS password (no new secret).
+  export DRC_SIM_API_CLIENT_SECRET="${DRC_SIM_API_CLIENT_SECRET:-$(python3 -c 'import hashlib,hmac,os;print(hmac.new(os.environ["DRC_HIS_DB_PASSWORD"].encode(),b"private_api client secret",hashlib.sha256).hexdigest()[:32])')}"
   export TZ=Asia/Shanghai  # every naive time in the county's systems is Beijing time
   export GX_ANALYTICS_ENABLED=False
   export JAVA_HOME="${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}"
