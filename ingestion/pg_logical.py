@@ -3,11 +3,13 @@
 One logical replication slot per source (``drc_<source>``, or ``connection.slot``) in the source database.
 
 A run:
- 1. Creates the slot when it is missing (its consistent point is where the stream starts), then reads the
-    slot's confirmed position ``F`` and each table's committed bronze offset.
+ 1. Takes a session advisory lock in the source database (one run per source at a time; it dies with the
+    process), creates the slot when it is missing (its consistent point is where the stream starts), then
+    reads the slot's confirmed position ``F`` and each table's committed bronze offset.
  2. Peeks (``pg_logical_slot_peek_changes``, never ``get``) every whole transaction committed from ``F`` up
     to the current WAL position, only the YAML tables (``add-tables``), and spools each table's events to
-    JSON-lines files on local disk (rotated at transaction boundaries every ``strategy.batch_size`` rows),
+    JSON-lines files under ``$DRC_STATE_DIR/spool`` (rotated at transaction boundaries every
+    ``strategy.batch_size`` rows; Spark reads them, so the driver's disk must be visible to the executors),
     skipping events at or before the table's own committed offset: a ``kill -9`` between landing and
     advancing the slot re-reads them and drops what already landed.
  3. Per table (``runner.run_table``): a table without an offset is first snapshotted with a parallel Spark
@@ -41,6 +43,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -65,6 +68,7 @@ log = logging.getLogger(__name__)
 
 PLUGIN = "wal2json"
 FETCH_ROWS = 5000
+SLOT_WAIT_SECONDS = 300
 JDBC_FETCH_SIZE = "10000"
 OK_STATUSES = ("success", "no_change")
 INTEGER_TYPES = ("smallint", "integer", "bigint")
@@ -72,6 +76,9 @@ INTEGER_TYPES = ("smallint", "integer", "bigint")
 SIMPLE_TYPES = {"smallint": "smallint", "integer": "int", "bigint": "bigint", "real": "float",
                 "double precision": "double", "boolean": "boolean", "date": "date", "bytea": "binary"}
 UNSUPPORTED = re.compile(r"\[\]$|^time\b|^time\(|^money$|^bit\b|^bit\(")
+# Numbers stay as PostgreSQL wrote them: numeric precision must not pass through floats.
+DECODER = json.JSONDecoder(parse_float=str, parse_int=str)
+ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 class UnsupportedColumnType(ValueError):
@@ -193,6 +200,36 @@ def slot_position(conn: Any, slot: str) -> int | None:
     return lsn_int(row[2])
 
 
+def lock_source(conn: Any, slot: str, timeout: float = SLOT_WAIT_SECONDS) -> None:
+    """One collection per source at a time (a session lock in the source database, released when the
+    connection or the process ends): a second run would read offsets the first is about to move."""
+    deadline = time.monotonic() + timeout
+    with conn.cursor() as cur:
+        while True:
+            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"drc_pg_logical:{slot}",))
+            if cur.fetchone()[0]:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"another collection holds slot {slot} for more than {timeout:.0f} s")
+            time.sleep(1)
+
+
+def wait_until_free(conn: Any, slot: str, timeout: float = SLOT_WAIT_SECONDS) -> None:
+    """Wait while another backend holds the slot: a killed collector's backend finishes its decoding before it
+    notices the client is gone, and a concurrent run of the same source holds it while it reads."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with conn.cursor() as cur:
+            cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+            row = cur.fetchone()
+        if row is None or row[0] is None:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replication slot {slot} is still in use by backend {row[0]} after {timeout:.0f} s "
+                               "(another collection of this source?)")
+        time.sleep(1)
+
+
 def create_slot(conn: Any, slot: str) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, %s)", (slot, PLUGIN))
@@ -254,7 +291,7 @@ class Spool:
             files.append(SpoolFile(self.directory / f"{self._count:06d}.jsonl"))
             handle = self._open[table] = files[-1].path.open("w", encoding="utf-8")
         current = files[-1]
-        handle.write(json.dumps({"o": op, "p": pos, "t": ts, "r": row}, ensure_ascii=False) + "\n")
+        handle.write(ENCODER.encode({"o": op, "p": pos, "t": ts, "r": row}) + "\n")
         current.rows += 1
         current.last_pos = pos
         current.types.update(types)
@@ -306,8 +343,7 @@ def peek_changes(conn: Any, source: SourceConfig, slot: str) -> Iterator[dict[st
             cur.execute("SELECT data FROM pg_logical_slot_peek_changes(%s, %s::pg_lsn, NULL, VARIADIC %s::text[])",
                         (slot, upto, options))
             for (data,) in cur:
-                # Numbers stay as PostgreSQL wrote them: numeric precision must not pass through floats.
-                yield json.loads(data, parse_float=str, parse_int=str)
+                yield DECODER.decode(data)
         conn.commit()
     finally:
         conn.rollback()
@@ -413,6 +449,10 @@ def _current_state(bronze: DataFrame, keys: list[str]) -> DataFrame:
     return bronze.withColumn("_rank", F.row_number().over(latest)).where(F.col("_rank") == 1).drop("_rank")
 
 
+def snapshot_offset(lsn: int) -> dict[str, Any]:
+    return {"pos": position(lsn), "lsn": lsn_text(lsn), "snapshot": True}
+
+
 def land_snapshot(spark: SparkSession, conn: Any, source: SourceConfig, table: TableConfig, info: SourceTable,
                   lsn: int) -> int:
     """First collection of a table: every row as ``r``. After the slot was lost: only the difference to
@@ -434,8 +474,7 @@ def land_snapshot(spark: SparkSession, conn: Any, source: SourceConfig, table: T
     try:
         if rows.isEmpty():
             return 0
-        return land(spark, rows, source=source, table=table,
-                    offset={"pos": position(lsn), "lsn": lsn_text(lsn), "snapshot": True})
+        return land(spark, rows, source=source, table=table, offset=snapshot_offset(lsn))
     finally:
         rows.unpersist()
 
@@ -469,14 +508,15 @@ def _spool_dir() -> Path:
 
 def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
     slot = slot_name(source)
-    offsets = {t.name: committed_offset(spark, source.name, t.name) for t in source.tables}
-    for name, offset in offsets.items():
-        if offset is not None and not (isinstance(offset, dict) and "pos" in offset):
-            raise ValueError(f"{source.name}.{name}: bronze holds offset {offset!r} from another collection mode")
-    state = _load_state(source)
-    resync = set(state.get("resync") or [])
     with closing(connect(source)) as conn:
         conn.autocommit = True
+        lock_source(conn, slot)
+        wait_until_free(conn, slot)
+        offsets = {t.name: committed_offset(spark, source.name, t.name) for t in source.tables}
+        for name, offset in offsets.items():
+            if offset is not None and not (isinstance(offset, dict) and "pos" in offset):
+                raise ValueError(f"{source.name}.{name}: bronze holds offset {offset!r} from another mode")
+        resync = set(_load_state(source).get("resync") or [])
         start = slot_position(conn, slot)
         if start is None:
             landed = {name for name, offset in offsets.items() if offset is not None}
@@ -497,7 +537,7 @@ def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
             def collect_table(table: TableConfig) -> int:
                 info = check_table(source, table, catalog.get(table.name))
                 rows = land_snapshot(spark, conn, source, table, info, start) if table.name in snapshot else 0
-                offset = committed_offset(spark, source.name, table.name)
+                offset = snapshot_offset(start) if rows else offsets[table.name]
                 return rows + land_stream(spark, source, table, info, spool.files.get(table.name, []), offset)
 
             results = [run_table(spark, source, t, lambda t=t: collect_table(t)) for t in source.tables]
@@ -516,6 +556,7 @@ def advance(conn: Any, source: SourceConfig, results: list[TableResult], start: 
         offset = committed_offset(spark, source.name, result.table)
         target = None if offset is None else min(target, position_lsn(offset["pos"]))
     if target is not None and target > start:
+        wait_until_free(conn, slot_name(source))
         with conn.cursor() as cur:
             cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot_name(source), lsn_text(target)))
         start = target
