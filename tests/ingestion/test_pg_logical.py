@@ -6,6 +6,7 @@ listed) and its own replication slot, which teardown drops (an abandoned slot wo
 
 from __future__ import annotations
 
+import io
 import shutil
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -142,6 +143,9 @@ def test_snapshot_then_inserts_updates_deletes_reconcile_and_rerun_lands_nothing
     _sql("UPDATE his.diag SET diag_id = 'D2B' WHERE diag_id = 'D2'",
          "DELETE FROM his.visit WHERE id = 7",
          "INSERT INTO his.visit VALUES (2, 'again', 1.00, '1', '410182', '2026-11-11 10:00', '2026-11-11 10:00+08')")
+    with closing(_connect(SOURCE)) as conn, conn.cursor() as cur:  # COPY: one WAL record for several rows
+        cur.copy_expert("COPY his.visit FROM STDIN", io.StringIO(
+            "".join(f"{i}\tcopy{i}\t1.5\t1\t\t2026-11-11 11:00\t2026-11-11 11:00+08\n" for i in (20, 21, 22))))
     before = datetime.now()
     second = pg_logical.collect(spark, source)
     assert _statuses(second) == {"visit": "success", "diag": "success"}
@@ -151,7 +155,7 @@ def test_snapshot_then_inserts_updates_deletes_reconcile_and_rerun_lands_nothing
     deletes = visit.where("_op = 'd'").collect()
     assert sorted(r.id for r in deletes) == [2, 7]
     assert all(r.name is None and r._source_ts >= before - timedelta(minutes=1) for r in deletes)
-    assert visit.where("_op = 'c'").count() == 6 and visit.where("_op = 'u'").count() == 2
+    assert visit.where("_op = 'c'").count() == 9 and visit.where("_op = 'u'").count() == 2
     assert visit.where("id = 6 AND _op = 'u'").first()._source_ts == datetime(2026, 11, 11, 9, 0)
     diag = _bronze(spark, "diag")
     assert [r.diag_id for r in diag.where("_op = 'd'").collect()] == ["D2"]  # the old key of the key change
