@@ -235,5 +235,6 @@ def forget_source(source: str) -> None:
     """Drop a source's collection history (after its bronze tables were deleted, e.g. a re-onboarding)."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        for table in ("landed_batch", "table_run", "schema_change", "source_checkpoint"):
-            conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})
+        for table in ("landed_batch", "table_run", "schema_change", "source_checkpoint", "file_ledger"):
+            if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"ingest.{table}"}).scalar():
+                conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})

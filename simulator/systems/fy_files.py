@@ -84,7 +84,9 @@ class FileSource(MemberSystem):
     """A member system whose only transport is files dropped into ``$DRC_STATE_DIR/inbox/<source_system>/``.
 
     Files not yet due wait in the vendor's outbox (``$DRC_STATE_DIR/simulator/<source_system>/outbox/<due>/``),
-    outside the collectors' view. ``inbox_dir`` / ``outbox_dir`` in the config move both (tests use it).
+    outside the collectors' view. The vendor keeps a copy of every delivered file (``.../sent/``, hard links):
+    the platform moves files out of the inbox, and later corrections still need the originals.
+    ``inbox_dir`` / ``outbox_dir`` in the config move them (tests use it).
     """
 
     def __init__(self, world: World, config: dict[str, Any]) -> None:
@@ -92,13 +94,25 @@ class FileSource(MemberSystem):
         state = get_settings().state_dir
         self.inbox = Path(config.get("inbox_dir") or state / "inbox" / self.source_system)
         self.outbox = Path(config.get("outbox_dir") or state / "simulator" / self.source_system / "outbox")
+        self.sent = self.outbox.parent / "sent"
 
     def create_schema(self, reset: bool = False) -> None:
         if reset:
             shutil.rmtree(self.inbox, ignore_errors=True)
             shutil.rmtree(self.outbox, ignore_errors=True)
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        self.outbox.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.sent, ignore_errors=True)
+        for folder in (self.inbox, self.outbox, self.sent):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def _keep_sent(self, delivered: Path) -> None:
+        kept = self.sent / delivered.name
+        kept.unlink(missing_ok=True)
+        os.link(delivered, kept)
+
+    def deliver(self, name: str, data: bytes) -> None:
+        """Drop a file into the inbox now (atomic rename) and keep the vendor's copy."""
+        write_atomic(self.inbox / name, data)
+        self._keep_sent(self.inbox / name)
 
     def hold(self, name: str, data: bytes, due: date) -> None:
         """Keep a file in the outbox until the day ``due`` is processed."""
@@ -111,12 +125,14 @@ class FileSource(MemberSystem):
         for folder in sorted(p for p in self.outbox.iterdir() if p.is_dir() and p.name <= f"{day:%Y%m%d}"):
             for held in sorted(folder.iterdir()):
                 os.replace(held, self.inbox / held.name)
+                self._keep_sent(self.inbox / held.name)
             folder.rmdir()
 
     def find(self, name: str) -> Path | None:
-        """A file already exported, whether delivered or still held."""
-        if (self.inbox / name).is_file():
-            return self.inbox / name
+        """A file already exported, whether delivered (collected or not) or still held."""
+        for folder in (self.inbox, self.sent):
+            if (folder / name).is_file():
+                return folder / name
         return next(iter(sorted(self.outbox.glob(f"*/{name}"))), None) if self.outbox.is_dir() else None
 
 
@@ -372,7 +388,7 @@ class FyFiles(FileSource):
             due = ctx.day + timedelta(days=2)
             ctx.key.defect(table, name, "late_submission", f"delivered when {due} is processed")
         if due == ctx.day:
-            write_atomic(self.inbox / name, data)
+            self.deliver(name, data)
         else:
             self.hold(name, data, due)
         if rng.random() < self.duplicate_file_rate:

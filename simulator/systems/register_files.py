@@ -114,8 +114,8 @@ class PopulationRegister(FileSource):
         summary = [{"乡镇街道": t, "性别": s, "年龄组": band, "常住人口数": resident[(t, s, band)],
                     "户籍人口数": registered[(t, s, band)]}
                    for t in TOWNSHIPS for s in ("男", "女") for band in AGE_BANDS]
-        write_atomic(self.inbox / f"QYRK_{self.area}_{month}.csv", csv_bytes(QYRK_COLUMNS, rows))
-        write_atomic(self.inbox / f"QYRK_{self.area}_{month}_HZ.csv", csv_bytes(QYRK_SUMMARY_COLUMNS, summary))
+        self.deliver(f"QYRK_{self.area}_{month}.csv", csv_bytes(QYRK_COLUMNS, rows))
+        self.deliver(f"QYRK_{self.area}_{month}_HZ.csv", csv_bytes(QYRK_SUMMARY_COLUMNS, summary))
         key.flush()
         return {"QYRK": len(rows), "QYRK_HZ": len(summary)}
 
@@ -140,7 +140,7 @@ class InsuranceSettlements(FileSource):
         super().create_schema(reset)
         rows = [{"医疗机构编码": self.yb_codes[i.org_code], "医疗机构名称": i.name, "医疗机构等级": i.level,
                  "机构类别": i.org_type, "所在乡镇": i.township} for i in self.world.institutions]
-        write_atomic(self.inbox / f"YBDDJG_{self.area}.txt", csv_bytes(YBDDJG_COLUMNS, rows, "utf-8", "|", "\n"))
+        self.deliver(f"YBDDJG_{self.area}.txt", csv_bytes(YBDDJG_COLUMNS, rows, "utf-8", "|", "\n"))
 
     def write_day(self, activity: DayActivity) -> dict[str, int]:
         if self.already_written(activity.day):
@@ -176,7 +176,7 @@ class InsuranceSettlements(FileSource):
             rows.append(row)
         today = {row["结算流水号"]: (entry["truth"], row) for entry, row in zip(entries, rows, strict=True)}
         rows += self._reversals(activity, key, today)
-        write_atomic(self.inbox / f"YBJS_{self.area}_{day:%Y%m%d}.txt",
+        self.deliver(f"YBJS_{self.area}_{day:%Y%m%d}.txt",
                      csv_bytes(YBJS_COLUMNS, rows, "utf-8", "|", "\n"))
         key.flush()
         answer_key.mark_day_written(self.source_system, day)
