@@ -93,7 +93,9 @@ CONF
   fi
   maria -e "CREATE USER IF NOT EXISTS 'his'@'127.0.0.1' IDENTIFIED BY '$DRC_HIS_DB_PASSWORD';
             ALTER USER 'his'@'127.0.0.1' IDENTIFIED BY '$DRC_HIS_DB_PASSWORD';
-            GRANT ALL ON *.* TO 'his'@'127.0.0.1' WITH GRANT OPTION;"
+            GRANT ALL ON *.* TO 'his'@'127.0.0.1' WITH GRANT OPTION;
+            -- binlog CDC (mode mysql_binlog): read the row binlog and its position; explicit so a narrower grant keeps them
+            GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'his'@'127.0.0.1';"
 }
 
 # Long-running processes: name, log file, pid file, command.
