@@ -65,7 +65,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType, Tim
 
 from core.db import ensure_schemas, warehouse_engine
 from core.settings import get_settings
-from ingestion.bronze import TableResult, bronze_path, delta_exists, land
+from ingestion.bronze import TableResult, bronze_path, commit_log, delta_exists, land
 from ingestion.registry import SourceConfig, SourceConfigError, TableConfig
 from ingestion.runner import SourceUnavailable, run_table
 
@@ -561,9 +561,8 @@ def committed_files(spark: SparkSession, source: SourceConfig, table: TableConfi
                     ) -> dict[str, Landed]:
     """Every delivery committed to this bronze table: the truth about what has landed."""
     found = []
-    history = DeltaTable.forPath(spark, bronze_path(source.name, table.name)).history()
-    for row in history.where(F.col("userMetadata").isNotNull()).select("userMetadata").collect():
-        meta = json.loads(row[0])
+    for commit in commit_log(source.name, table.name):
+        meta = json.loads(commit["userMetadata"])
         offset = meta.get("offset")
         if isinstance(offset, dict) and offset.get("sha256"):
             day = date.fromisoformat(offset["business_date"]) if offset.get("business_date") else None

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,7 +34,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from ingestion import bronze
 from ingestion.monitoring import mask
-from ingestion.registry import SourceConfig, SourceConfigError, TableConfig
+from ingestion.registry import SourceConfig, TableConfig, expand_env
 from ingestion.runner import SourceUnavailable, run_table
 
 log = logging.getLogger(__name__)
@@ -49,18 +47,6 @@ KEY_WIDTH = 20              # record keys are left-padded with zeros to this wid
 
 class VendorApiError(RuntimeError):
     """The API refused a request for a reason retrying cannot fix (bad parameter, credentials, unknown tenant)."""
-
-
-def expand_env(text: str) -> str:
-    """``${VAR}`` / ``${VAR:-default}`` from the environment (e.g. the simulator's port in ``base_url``)."""
-    def value(match: re.Match) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is None:
-            raise SourceConfigError(f"environment variable {name} (used in {text}) is not set")
-        return default
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", value, text)
 
 
 class RateLimiter:

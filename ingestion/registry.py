@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from pathlib import Path
@@ -47,6 +48,18 @@ CONNECTION_FIELDS: dict[str, tuple[str, ...]] = {
 
 class SourceConfigError(ValueError):
     """A source YAML file is malformed; the message names the file and the field."""
+
+
+def expand_env(text: str) -> str:
+    """``${VAR}`` / ``${VAR:-default}`` from the environment (inbox folders, API base URLs, ports)."""
+    def value(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise SourceConfigError(f"environment variable {name} (used in {text}) is not set")
+        return default
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", value, text)
 
 
 def sources_dir() -> Path:
@@ -212,18 +225,18 @@ def load_source(path: Path) -> SourceConfig:
     if kind not in MODES[mode][1]:
         raise SourceConfigError(f"{where}: connection.kind '{kind}' cannot be collected by mode '{mode}' "
                                 f"(use one of {list(MODES[mode][1])})")
-    for name in CONNECTION_FIELDS[kind]:
-        _require(raw_conn, name, f"{where}: connection")
     if "password" in raw_conn or "secret" in raw_conn:
         raise SourceConfigError(f"{where}: connection holds a secret in clear text; name an environment "
                                 "variable with password_env/secret_env instead")
+    for name in CONNECTION_FIELDS[kind]:
+        _require(raw_conn, name, f"{where}: connection")
     known = {"kind", "database", "schema", "host", "port", "user", "password_env"}
     connection = Connection(
         kind=kind, database=raw_conn.get("database"), schema=raw_conn.get("schema"),
         host=os.environ.get(raw_conn["host_env"]) if raw_conn.get("host_env") else raw_conn.get("host"),
         port=os.environ.get(raw_conn["port_env"]) if raw_conn.get("port_env") else raw_conn.get("port"),
         user=raw_conn.get("user"), password_env=raw_conn.get("password_env"),
-        options={k: v for k, v in raw_conn.items() if k not in known})
+        options={k: expand_env(v) if isinstance(v, str) else v for k, v in raw_conn.items() if k not in known})
 
     raw_strategy = raw.get("strategy") or {}
     strategy = Strategy(
