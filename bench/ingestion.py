@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--county-day", action="store_true")
     args = parser.parse_args(argv)
     directory = Path(tempfile.mkdtemp(prefix="bench_sources_"))
-    result: dict = {"machine": "2 cores, 24 GiB", "measured_at": datetime.now().astimezone().isoformat(timespec="seconds")}
+    result: dict = {"machine": "2 cores, 24 GiB",
+                    "measured_at": datetime.now().astimezone().isoformat(timespec="seconds")}
     steps = [("bulk_load", lambda: bench_bulk(directory, args.bulk_rows))]
     for kind in ("mysql_binlog", "pg_logical"):
         steps.append((f"cdc_throughput_{kind}",
