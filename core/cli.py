@@ -90,13 +90,21 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_ingest_validate(args: argparse.Namespace) -> None:
-    from ingestion.registry import SourceConfigError
+    import importlib
+
+    from ingestion.registry import MODES, SourceConfigError
 
     try:
         sources = _selected_sources(args.source)
     except SourceConfigError as exc:
         raise SystemExit(f"✘ {exc}") from None
     for source in sources:
+        check = getattr(importlib.import_module(MODES[source.mode][0]), "check_config", None)
+        if check:
+            try:
+                check(source)  # mode-specific table options (e.g. file name patterns and format rules)
+            except SourceConfigError as exc:
+                raise SystemExit(f"✘ {exc}") from None
         console.print(f"  [green]✔[/] {source.name}: {source.mode}, {source.connection.describe()}, "
                       f"{len(source.tables)} tables, schedule {source.schedule}")
 

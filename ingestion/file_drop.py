@@ -796,3 +796,11 @@ def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
             results.append(TableResult(source.name, "*", 0, "no_change",
                                        error="; ".join(n for notes in run.notes.values() for n in notes)))
         return results
+
+
+def check_config(source: SourceConfig) -> None:
+    """``ingest validate``: name patterns, columns, format rules and folders of every file type."""
+    Folders.of(source)
+    for table in source.tables:
+        FileSpec.of(source, table)
+
