@@ -51,7 +51,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +62,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
-from core.db import ensure_schemas, warehouse_engine
+from core.db import warehouse_engine
 from core.settings import get_settings
 from ingestion.bronze import TableResult, bronze_path, commit_log, delta_exists, land
+from ingestion.monitoring import ensure_tables
 from ingestion.registry import SourceConfig, SourceConfigError, TableConfig
 from ingestion.runner import SourceUnavailable, run_table
 
@@ -80,32 +80,6 @@ FORMATS = ("csv", "excel", "json")
 # The columns bronze.land adds to every batch (BRONZE_COLUMNS beyond the mode's), with their types.
 LANDED_COLUMNS = (("_ingested_at", TimestampType()), ("_batch_id", StringType()), ("_source_system", StringType()),
                   ("_org_code", StringType()))
-
-LEDGER_DDL = [
-    """CREATE TABLE IF NOT EXISTS ingest.file_ledger (
-        file_id         bigserial PRIMARY KEY,
-        source_system   text NOT NULL,
-        table_name      text,
-        file_name       text NOT NULL,
-        sha256          text NOT NULL,
-        bytes           bigint NOT NULL,
-        encoding        text,
-        status          text NOT NULL CHECK (status IN ('landed', 'duplicate', 'quarantined')),
-        reason          text,
-        rows            bigint NOT NULL DEFAULT 0,
-        batch_id        text,
-        delta_table_id  text,
-        business_date   date,
-        received_at     timestamptz NOT NULL,
-        processed_at    timestamptz NOT NULL DEFAULT now(),
-        moved_to        text,
-        moved_at        timestamptz)""",
-    # A delivery (bytes for a business day) lands once per source, whatever its name.
-    """CREATE UNIQUE INDEX IF NOT EXISTS file_ledger_landed_once
-       ON ingest.file_ledger (source_system, sha256, business_date) NULLS NOT DISTINCT WHERE status = 'landed'""",
-    "CREATE INDEX IF NOT EXISTS file_ledger_recent ON ingest.file_ledger (source_system, processed_at DESC)",
-]
-
 
 class FileRejected(Exception):
     """A file breaks a rule of its table; it goes to quarantine with the rule and the offending lines."""
@@ -589,18 +563,9 @@ def land_file(spark: SparkSession, source: SourceConfig, spec: FileSpec, file: D
 
 
 # --- the ledger (PostgreSQL) ----------------------------------------------------------------------
-@lru_cache(maxsize=1)
-def ensure_ledger() -> None:
-    ensure_schemas("ingest")
-    with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(4243)"))  # parallel collectors create once
-        for statement in LEDGER_DDL:
-            conn.execute(sa.text(statement))
-
-
 def ledger_landed(source: str, table_ids: dict[str, str]) -> dict[str, Landed]:
     """Files the ledger records as landed in bronze tables that still exist (same Delta id)."""
-    ensure_ledger()
+    ensure_tables()
     with warehouse_engine().connect() as conn:
         rows = conn.execute(sa.text(
             "SELECT sha256, business_date, file_name, table_name, batch_id, rows, delta_table_id, "
@@ -616,7 +581,7 @@ def record_file(source: str, table: str | None, file: Delivered, status: str, *,
                 landed: Landed | None = None, day: date | None = None, encoding: str | None = None,
                 moved_to: Path | None = None) -> None:
     """One ledger row; a content recorded as landed before (a bronze table since rebuilt) is updated."""
-    ensure_ledger()
+    ensure_tables()
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO ingest.file_ledger (source_system, table_name, file_name, sha256, bytes, encoding, status, "
@@ -644,7 +609,7 @@ def record_archived(source: str, landed: Landed, moved_to: Path) -> None:
 @contextmanager
 def exclusive(source: str) -> Iterator[bool]:
     """One collector per inbox at a time (a session lock: released by PostgreSQL if the process dies)."""
-    ensure_ledger()
+    ensure_tables()
     with warehouse_engine().connect() as conn:
         key = {"k": f"file_drop:{source}"}
         mine = conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), key).scalar()

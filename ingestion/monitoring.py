@@ -1,9 +1,10 @@
 """Collection monitoring (采集进度监控/状态监测) in PostgreSQL schema ``ingest``.
 
-Tables: ``landed_batch`` (one row per bronze commit), ``arrival`` (rows per institution and business day of
-each batch, with the ones committed after the 24:00 next-day deadline), ``table_run`` (every attempt,
-including failures), ``schema_change``, ``source_checkpoint`` (resume point of log-based streams).
-Views: ``v_table_status``, ``v_source_status``, ``v_timeliness``. Every write is idempotent.
+Tables: ``landed_batch`` (one row per bronze commit), ``file_ledger`` (every delivered file), ``arrival``
+(rows per institution and business day of each batch, with the ones committed after the 24:00 next-day
+deadline), ``table_run`` (every attempt, including failures), ``schema_change``, ``source_checkpoint``
+(resume point of log-based streams). Views: ``v_table_status``, ``v_source_status``, ``v_timeliness``.
+Every write is idempotent.
 """
 
 from __future__ import annotations
@@ -63,6 +64,29 @@ DDL = [
         source_system   text PRIMARY KEY,
         position        text NOT NULL,
         updated_at      timestamptz NOT NULL DEFAULT now())""",
+    # Every file a 前置机 inbox delivered: landed / duplicate / quarantined (ingestion/file_drop.py).
+    """CREATE TABLE IF NOT EXISTS ingest.file_ledger (
+        file_id         bigserial PRIMARY KEY,
+        source_system   text NOT NULL,
+        table_name      text,
+        file_name       text NOT NULL,
+        sha256          text NOT NULL,
+        bytes           bigint NOT NULL,
+        encoding        text,
+        status          text NOT NULL CHECK (status IN ('landed', 'duplicate', 'quarantined')),
+        reason          text,
+        rows            bigint NOT NULL DEFAULT 0,
+        batch_id        text,
+        delta_table_id  text,
+        business_date   date,
+        received_at     timestamptz NOT NULL,
+        processed_at    timestamptz NOT NULL DEFAULT now(),
+        moved_to        text,
+        moved_at        timestamptz)""",
+    # A delivery (bytes for a business day) lands once per source, whatever its name.
+    """CREATE UNIQUE INDEX IF NOT EXISTS file_ledger_landed_once
+       ON ingest.file_ledger (source_system, sha256, business_date) NULLS NOT DISTINCT WHERE status = 'landed'""",
+    "CREATE INDEX IF NOT EXISTS file_ledger_recent ON ingest.file_ledger (source_system, processed_at DESC)",
     """CREATE OR REPLACE VIEW ingest.v_table_status AS
     WITH latest AS (
         SELECT DISTINCT ON (source_system, table_name) * FROM ingest.table_run
@@ -236,5 +260,4 @@ def forget_source(source: str) -> None:
     ensure_tables()
     with warehouse_engine().begin() as conn:
         for table in ("landed_batch", "table_run", "schema_change", "source_checkpoint", "file_ledger"):
-            if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"ingest.{table}"}).scalar():
-                conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})
+            conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})

@@ -82,7 +82,8 @@ def _source(tmp_path: Path, name: str, base_url: str, tables: list[str], *, secr
 
 
 @pytest.fixture
-def scratch_name(request) -> Iterator[str]:
+def scratch_name(request, pipeline_done) -> Iterator[str]:
+    """A scratch source name; the simulated county (its private_his backend) must exist first."""
     name = f"scratch_privapi_{request.node.name.removeprefix('test_')[:24]}"
     _forget(name)
     yield name

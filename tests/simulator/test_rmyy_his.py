@@ -122,7 +122,7 @@ def test_tables_keep_every_column_the_pipeline_reads(clean_day):
             columns |= set(part["key"]) | ({next(iter(part["join_on"]))} if "join_on" in part else set())
             needed.setdefault(part["bronze_table"], set()).update(columns)
     for table in load_sources()["rmyy_his"].tables:
-        needed.setdefault(table.name, set()).update({*table.keys, table.watermark})
+        needed.setdefault(table.name, set()).update({*table.keys, table.commit_time})
     present = _rows(system, "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
                             "WHERE TABLE_SCHEMA = :db", db=system.database)
     have: dict[str, set[str]] = {}
