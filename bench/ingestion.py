@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cdc-rounds", type=int, default=4)
     parser.add_argument("--latency-seconds", type=int, default=120)
     parser.add_argument("--county-day", action="store_true")
+    parser.add_argument("--only", help="run just this step, e.g. county_day (results merge into the file)")
     args = parser.parse_args(argv)
     directory = Path(tempfile.mkdtemp(prefix="bench_sources_"))
     result: dict = {"machine": "2 cores, 24 GiB",
@@ -215,8 +216,12 @@ def main(argv: list[str] | None = None) -> dict:
         steps.append((f"cdc_throughput_{kind}",
                       lambda k=kind: bench_cdc_throughput(directory, k, args.cdc_rows, args.cdc_rounds)))
         steps.append((f"cdc_latency_{kind}", lambda k=kind: bench_latency(directory, k, args.latency_seconds, 2.0)))
-    if args.county_day:
+    if args.county_day or args.only == "county_day":
         steps.append(("county_day", bench_county_day))
+    if args.only:
+        steps = [(name, step) for name, step in steps if name == args.only]
+        previous = RESULTS / "ingestion.json"
+        result = {**(json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}), **result}
     for name, step in steps:
         print(f"… {name}", flush=True)
         result[name] = step()
