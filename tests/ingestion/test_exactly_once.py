@@ -10,7 +10,7 @@ deletes. After the last kill every copy is run to completion and reconciled:
  - file and API sources: bronze holds exactly the rows an uninterrupted collection of the same deliveries
    holds;
  - nothing landed twice: every source position appears once.
-``DRC_FAULT_KILLS`` sets the number of kills (CI default 8; the benchmark runs 24).
+``DRC_FAULT_KILLS`` sets the number of kills (default 20, the issue's minimum).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ingestion.registry import SourceConfig, load_source, load_sources
 from ingestion.runner import collect_all
 from spark_jobs.standardize import current_state
 
-KILLS = int(os.environ.get("DRC_FAULT_KILLS", "8"))
+KILLS = int(os.environ.get("DRC_FAULT_KILLS", "20"))
 PREFIX = "fi_"
 DATABASE_KINDS = ("mariadb", "mysql", "postgresql")
 

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from core.db import warehouse_engine
 from core.settings import get_settings
 from ingestion.bronze import bronze_path
-from ingestion.file_drop import Delivered, FileSpec, collect, ensure_ledger, land_file, parse_file, record_file
+from ingestion.file_drop import Delivered, FileSpec, collect, land_file, parse_file, record_file
 from ingestion.monitoring import forget_source
 from ingestion.registry import SourceConfigError, load_source
 
@@ -60,10 +60,7 @@ tables:
 
 def _forget() -> None:
     shutil.rmtree(get_settings().lake_path("bronze", SOURCE), ignore_errors=True)
-    forget_source(SOURCE)
-    ensure_ledger()
-    with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("DELETE FROM ingest.file_ledger WHERE source_system = :s"), {"s": SOURCE})
+    forget_source(SOURCE)  # the file ledger too
 
 
 @pytest.fixture
