@@ -227,7 +227,7 @@ def cmd_provision_dashboards(args: argparse.Namespace) -> None:
 def cmd_bench_ingest(args: argparse.Namespace) -> None:
     from bench.ingestion import main as bench_main
 
-    bench_main(args.bench_args)
+    bench_main(["--county-day"] * args.county_day + (["--only", args.only] if args.only else []))
 
 
 def cmd_bench_simulate(args: argparse.Namespace) -> None:
@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_simulate)
 
     p = sub.add_parser("bench-ingest", help="benchmark collection: bulk load, CDC throughput and latency")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="see bench/ingestion.py --help")
+    p.add_argument("--county-day", action="store_true", help="also collect one more simulated county day")
+    p.add_argument("--only", help="just one step, e.g. county_day")
     p.set_defaults(func=cmd_bench_ingest)
 
     p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")
