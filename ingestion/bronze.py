@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -51,6 +51,12 @@ def delta_exists(spark: SparkSession, path: str) -> bool:
     """Whether a Delta table exists at a (local) lake path, without a round trip through Spark."""
     log = Path(path) / "_delta_log"
     return log.is_dir() and any(log.glob("*.json"))
+
+
+def latest_versions(bronze: DataFrame, keys: list[str]) -> DataFrame:
+    """The newest landed version of each key by source position, deletes included (snapshot diffs need them)."""
+    latest = Window.partitionBy(*keys).orderBy(F.col("_source_pos").desc())
+    return bronze.withColumn("_rank", F.row_number().over(latest)).where(F.col("_rank") == 1).drop("_rank")
 
 
 def _log_dir(source: str, table: str) -> Path:

@@ -17,10 +17,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ingestion.bronze import TableResult, bronze_path, delta_exists, land
+from ingestion.bronze import TableResult, bronze_path, delta_exists, land, latest_versions
 from ingestion.registry import SourceConfig, TableConfig
 from ingestion.runner import run_table
 
@@ -115,15 +115,10 @@ def snapshot_diff(snapshot: DataFrame, current: DataFrame | None, keys: list[str
             .withColumn("_source_pos", F.concat_ws("|", F.lit(stamp), *[F.col(k).cast("string") for k in keys])))
 
 
-def _current_state(bronze: DataFrame, keys: list[str]) -> DataFrame:
-    latest = Window.partitionBy(*keys).orderBy(F.col("_source_pos").desc())
-    return bronze.withColumn("_rank", F.row_number().over(latest)).where(F.col("_rank") == 1).drop("_rank")
-
-
 def collect_snapshot_table(spark: SparkSession, source: SourceConfig, table: TableConfig) -> int:
     taken_at = datetime.now()
     bronze = _landed(spark, source, table)
-    current = None if bronze is None else _current_state(bronze, list(table.keys))
+    current = None if bronze is None else latest_versions(bronze, list(table.keys))
     rows = snapshot_diff(read_table(spark, source, table), current, list(table.keys), taken_at).persist()
     try:
         if rows.isEmpty():

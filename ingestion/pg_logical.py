@@ -53,13 +53,13 @@ from typing import IO, Any
 
 import psycopg2
 from psycopg2 import sql
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from core.settings import get_settings
 from ingestion import monitoring
-from ingestion.bronze import TableResult, bronze_path, committed_offset, delta_exists, land
+from ingestion.bronze import TableResult, bronze_path, committed_offset, delta_exists, land, latest_versions
 from ingestion.jdbc import snapshot_diff
 from ingestion.registry import SourceConfig, TableConfig
 from ingestion.runner import run_table
@@ -444,11 +444,6 @@ def snapshot_frame(spark: SparkSession, conn: Any, source: SourceConfig, table: 
     return spark.read.jdbc(url, name, properties=props)
 
 
-def _current_state(bronze: DataFrame, keys: list[str]) -> DataFrame:
-    latest = Window.partitionBy(*keys).orderBy(F.col("_source_pos").desc())
-    return bronze.withColumn("_rank", F.row_number().over(latest)).where(F.col("_rank") == 1).drop("_rank")
-
-
 def snapshot_offset(lsn: int) -> dict[str, Any]:
     return {"pos": position(lsn), "lsn": lsn_text(lsn), "snapshot": True}
 
@@ -463,7 +458,7 @@ def land_snapshot(spark: SparkSession, conn: Any, source: SourceConfig, table: T
     source_ts = F.coalesce(F.col(table.commit_time).cast("timestamp"), stamp) if table.commit_time else stamp
     path = bronze_path(source.name, table.name)
     if delta_exists(spark, path):
-        current = _current_state(spark.read.format("delta").load(path), list(table.keys))
+        current = latest_versions(spark.read.format("delta").load(path), list(table.keys))
         rows = snapshot_diff(frame, current, list(table.keys), taken_at).withColumn(
             "_source_ts", F.when(F.col("_op") == "d", stamp).otherwise(source_ts))
     else:
