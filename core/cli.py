@@ -146,13 +146,88 @@ INGEST_ACTIONS = {"run": cmd_ingest, "validate": cmd_ingest_validate, "status": 
 def cmd_silver(args: argparse.Namespace) -> None:
     from core.spark import get_spark
     from spark_jobs.model import mapped_sources
-    from spark_jobs.standardize import run_standardize
+    from spark_jobs.standardize import reset_outdated_silver, run_standardize
+    from spark_jobs.terminology import refresh_worklist
 
     spark = get_spark()
-    for name in mapped_sources():
-        for entity, counts in run_standardize(spark, name).items():
-            console.print(f"  {name} → silver.{entity}: {counts['silver_rows']} rows, "
-                          f"{counts['quarantined_rows']} quarantined")
+    names = args.source or mapped_sources()
+    unknown = sorted(set(names) - set(mapped_sources()))
+    if unknown:
+        raise SystemExit(f"no mapping for {', '.join(unknown)}: create config/mappings/<source>.yaml "
+                         "(docs/standardisation.md)")
+    if reset_outdated_silver(spark):
+        console.print("  silver predates the current layout: rebuilding it from bronze")
+
+    def show(r) -> None:
+        if r.mode in ("no_change", "no_bronze"):
+            return
+        detail = (f"{r.silver_rows:,} rows" if r.mode == "full" else
+                  f"{r.changed_keys:,} changed keys → {r.silver_rows:,} upserted, {r.removed:,} replaced/deleted")
+        console.print(f"  {r.source_system}.{r.bronze_table} → silver.{r.entity} ({r.mode}): {detail}, "
+                      f"{r.quarantined:,} quarantined")
+
+    changed = False
+    for name in names:
+        reports = run_standardize(spark, name, full=args.full, progress=show)
+        changed |= any(r.mode in ("full", "incremental") for r in reports)
+        idle = sum(r.mode == "no_change" for r in reports)
+        if idle:
+            console.print(f"  {name}: {idle} table(s) unchanged since the last run")
+    if changed:
+        console.print(f"  terminology worklist: {refresh_worklist(spark):,} unmapped local code(s) "
+                      "(./drc terminology worklist)")
+
+
+def cmd_silver_report(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from core.spark import get_spark
+    from spark_jobs.quarantine import quarantine_report
+
+    rows = quarantine_report(get_spark(), args.source)
+    table = Table(title="隔离数据（未通过校验规则）· quarantined rows by source, table and rule")
+    for column in ("来源 source", "表 table", "实体 entity", "规则 rule", "原因 reason", "行数 rows",
+                   "示例主键 examples"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["source_system"], r["source_table"], r["entity"], r["rule_id"], r["reason"],
+                      f"{r['rows']:,}", r["example_keys"])
+    console.print(table if rows else "  nothing in quarantine")
+
+
+def cmd_terminology(args: argparse.Namespace) -> None:
+    from spark_jobs.terminology import add_concept_mapping, read_worklist
+
+    if args.action == "map":
+        if not (args.source and args.map and args.code and args.target):
+            raise SystemExit("./drc terminology map --source S --map M --code LOCAL --target STANDARD [--display D]")
+        added = add_concept_mapping(args.source, args.map, args.code, args.target, args.display or "",
+                                    args.note or "")
+        console.print(f"  added {args.code} → {args.target} to {added.path}; run `./drc silver` to "
+                      "re-standardise the history of every table that uses this map")
+        return
+    from rich.table import Table
+
+    from core.spark import get_spark
+
+    rows = read_worklist(get_spark(), args.source)
+    table = Table(title="术语映射工作清单 · unmapped local codes (rows kept, standard code empty)")
+    for column in ("来源 source", "映射 concept map", "实体.列", "本地代码 code", "行数 rows", "示例主键 examples"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["source_system"], r["concept_map"] or "", f"{r['entity']}.{r['column']}", r["source_code"],
+                      f"{r['rows']:,}", r["example_keys"])
+    console.print(table if rows else "  no unmapped codes")
+
+
+def cmd_dictionary(args: argparse.Namespace) -> None:
+    from spark_jobs.dictionary import DICTIONARY_FILE, render_dictionary, write_dictionary
+
+    if args.check:
+        if DICTIONARY_FILE.read_text(encoding="utf-8") != render_dictionary():
+            raise SystemExit(f"{DICTIONARY_FILE} is out of date: run ./drc dictionary")
+        return
+    console.print(f"  wrote {write_dictionary()}")
 
 
 @_step("质量校验 quality (Great Expectations)")
@@ -265,8 +340,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep collecting, pausing this long between rounds (continuous CDC; Ctrl-C to stop)")
     p.set_defaults(func=lambda args: INGEST_ACTIONS[args.action](args))
 
-    for name, func, text in (("silver", cmd_silver, "standardise bronze into silver, quarantine bad rows"),
-                             ("quality", cmd_quality, "run the Great Expectations suites on silver"),
+    p = sub.add_parser("silver", help="standardise bronze into silver (incremental), quarantine bad rows")
+    p.add_argument("action", nargs="?", default="run", choices=("run", "report"),
+                   help="run (default) | report: quarantined rows by source, table and rule")
+    p.add_argument("--source", action="append", help="a mapped source (repeatable; default: all)")
+    p.add_argument("--full", action="store_true", help="re-standardise the whole history, not just changes")
+    p.set_defaults(func=lambda args: (cmd_silver_report if args.action == "report" else cmd_silver)(args))
+
+    p = sub.add_parser("terminology", help="unmapped local codes worklist; add a concept mapping")
+    p.add_argument("action", nargs="?", default="worklist", choices=("worklist", "map"))
+    p.add_argument("--source", help="source system")
+    p.add_argument("--map", help="concept map name (see the worklist)")
+    p.add_argument("--code", help="the local code")
+    p.add_argument("--target", help="the standard code it means")
+    p.add_argument("--display", help="the local code's display text")
+    p.add_argument("--note", help="why (kept in the concept map file)")
+    p.set_defaults(func=cmd_terminology)
+
+    p = sub.add_parser("dictionary", help="write docs/data-dictionary.md from the canonical model")
+    p.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    p.set_defaults(func=cmd_dictionary)
+
+    for name, func, text in (("quality", cmd_quality, "run the Great Expectations suites on silver"),
                              ("publish", cmd_publish, "publish silver to the warehouse ods schema")):
         sub.add_parser(name, help=text).set_defaults(func=func)
 

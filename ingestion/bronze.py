@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -90,6 +91,29 @@ def commit_log(source: str, table: str, newest_only: bool = False) -> list[dict[
         if commits and newest_only:
             break
     return commits
+
+
+def bronze_version(source: str, table: str) -> int | None:
+    """The newest Delta version of a bronze table (None before its first batch)."""
+    return _latest_version(_log_dir(source, table))
+
+
+def files_added_since(source: str, table: str, version: int, until: int) -> list[str] | None:
+    """Data files appended by versions (version, until] — what changed since a reader's checkpoint.
+
+    Bronze is append-only, so these files hold exactly the new rows. None when a commit file of the range is
+    gone (log retention): the caller then re-reads the whole table.
+    """
+    log, root = _log_dir(source, table), Path(bronze_path(source, table))
+    files = []
+    for v in range(version + 1, until + 1):
+        commit = log / f"{v:020d}.json"
+        if not commit.exists():
+            return None
+        for line in commit.read_text(encoding="utf-8").splitlines():
+            if line.startswith('{"add"'):
+                files.append(str(root / unquote(json.loads(line)["add"]["path"])))
+    return files
 
 
 def committed_offset(spark: SparkSession, source: str, table: str) -> Any:

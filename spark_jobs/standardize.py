@@ -1,26 +1,55 @@
 """Bronze -> silver: current state per business key, mapped to the canonical model, bad rows quarantined.
 
-All functions here except ``run_standardize`` are pure DataFrame -> DataFrame transformations.
+The transformations (``current_state`` ... ``standardize_frame``) are pure DataFrame -> DataFrame functions
+driven by a mapping entry of config/mappings/<source>.yaml. The job (``run_standardize``) applies them
+incrementally: per mapped table it remembers the bronze versions it has read, takes the business keys whose
+rows arrived since, recomputes those keys' current state from their whole bronze history (so late,
+out-of-order and deleted rows come out right) and MERGEs the result into the silver table and the quarantine.
+A changed mapping, concept map or model re-standardises the table's whole history instead.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.settings import get_settings
 from core.spark import read_delta
-from ingestion.bronze import BRONZE_COLUMNS, bronze_path
-from spark_jobs.model import canonical_model, concept_map, entity_columns, source_mapping
+from ingestion.bronze import bronze_path, bronze_version, files_added_since
+from spark_jobs.model import (
+    canonical_model,
+    concept_map,
+    entity_columns,
+    entity_key,
+    known_organizations,
+    source_mapping,
+    table_fingerprint,
+)
 
-QUARANTINE_COLUMNS = ("source_system", "entity", "bronze_table", "record_key", "rule_id", "reason",
-                      "raw_payload", "detected_at")
-TRANSFORMS = {"trim": F.trim, "upper": lambda c: F.upper(F.trim(c))}
+QUARANTINE_COLUMNS = ("source_system", "source_table", "entity", "record_key", "rule_id", "reason", "raw_payload",
+                      "org_code", "source_position", "source_updated_at", "detected_at")
+HALF_WIDTH = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz "
+FULL_WIDTH = "".join(chr(ord(c) + 0xFEE0) for c in HALF_WIDTH[:-1]) + "\u3000"   # ０…９Ａ…ｚ and the ideographic space
+TRANSFORMS = {
+    "trim": lambda c: F.trim(c.cast("string")),
+    "upper": lambda c: F.upper(F.trim(c.cast("string"))),
+    "lower": lambda c: F.lower(F.trim(c.cast("string"))),
+    "digits": lambda c: F.regexp_replace(c.cast("string"), "[^0-9]", ""),
+    "fullwidth_to_halfwidth": lambda c: F.trim(F.translate(c.cast("string"), FULL_WIDTH, HALF_WIDTH)),
+}
+BUILT_IN_RULES = {"STD-KEY": "业务主键缺失", "STD-PARSE": "无法解析的值",
+                  "STD-ORG": "未知机构（不在机构目录 config/organizations.csv）"}
 
 
+# --- current state ---------------------------------------------------------------------------------------
 def current_state(bronze: DataFrame, keys: list[str]) -> DataFrame:
     """Latest version of each business key by source position; deleted keys are dropped."""
     order = Window.partitionBy(*keys).orderBy(F.col("_source_pos").desc(), F.col("_ingested_at").desc())
@@ -28,86 +57,136 @@ def current_state(bronze: DataFrame, keys: list[str]) -> DataFrame:
                   .where((F.col("_rank") == 1) & (F.col("_op") != "d")).drop("_rank"))
 
 
+def source_key(keys: list[str]) -> Column:
+    """The bronze business key as one string (silver's link back to the source row)."""
+    return F.concat_ws("|", *[F.coalesce(F.col(f"`{k}`").cast("string"), F.lit("")) for k in keys])
+
+
+# --- column mapping ---------------------------------------------------------------------------------------
+def _present(column: Column) -> Column:
+    return column.isNotNull() & (F.trim(column.cast("string")) != "")
+
+
 def _typed(column: Column, spec: dict[str, Any]) -> Column:
-    kind = spec.get("type")
-    if kind == "date":
-        return F.to_date(column.cast("string"), spec["format"]) if "format" in spec else column.cast("date")
-    if kind == "timestamp":
-        return F.to_timestamp(column.cast("string"), spec["format"]) if "format" in spec else column.cast("timestamp")
-    return column.cast(kind or "string")
+    kind = spec["type"]
+    formats = spec.get("formats") or ([spec["format"]] if "format" in spec else [])
+    if kind in ("date", "timestamp") and formats:
+        text = F.trim(column.cast("string"))
+        parse = F.to_date if kind == "date" else F.to_timestamp
+        return F.coalesce(*[parse(text, f) for f in formats])
+    if kind == "boolean":
+        return column.cast("boolean")
+    return F.when(_present(column), column.cast(kind))
 
 
-def mapped_columns(columns: dict[str, dict[str, Any]], source_system: str) -> tuple[list[Column], list[Column]]:
-    """Canonical column expressions, and flag expressions for unmapped codes and unparseable values."""
-    projections, flags = [], []
-    for target, spec in columns.items():
-        if "constant" in spec:
-            projections.append(F.lit(spec["constant"]).alias(target))
-            continue
-        source = F.col(spec["from"])
-        value = TRANSFORMS[spec["transform"]](source) if "transform" in spec else source
-        if "concept_map" in spec:
-            codes = concept_map(source_system, spec["concept_map"])
-            lookup = F.create_map(*[F.lit(x) for pair in codes.items() for x in pair])
-            value = lookup[value.cast("string")]
-            flags.append(F.when(source.isNotNull() & value.isNull(),
-                                F.concat(F.lit(f"UNMAPPED:{target}:"), source.cast("string"))))
-        elif "type" in spec:
-            value = _typed(value, spec)
-            flags.append(F.when(source.isNotNull() & value.isNull(), F.lit(f"UNPARSEABLE:{target}")))
-        projections.append(value.alias(target))
-    return projections, flags
+def _lookup_map(codes: dict[Any, Any]) -> Column:
+    return F.create_map(*[F.lit(x) for code, target in codes.items() for x in (str(code), target)])
 
 
-def _flag_array(flags: list[Column]) -> Column:
-    if not flags:
+def column_expression(target: str, spec: dict[str, Any], source_system: str) -> tuple[Column, Column, Column]:
+    """(value, quality flag or NULL, parse error or NULL) for one canonical column."""
+    if "constant" in spec:
+        source = F.lit(spec["constant"])
+    elif "expr" in spec:
+        source = F.expr(spec["expr"])
+    else:
+        source = F.col(f"`{spec['from']}`")
+    value = TRANSFORMS[spec["transform"]](source) if "transform" in spec else source
+    no_flag = F.lit(None).cast("string")
+    flag, error = no_flag, no_flag
+    codes = spec.get("values")
+    if "concept_map" in spec:
+        codes = concept_map(source_system, spec["concept_map"])
+    if codes is not None:
+        key = F.trim(value.cast("string"))
+        value = _lookup_map(codes)[key] if codes else F.lit(None)
+        flag = F.when(_present(key) & value.isNull(), F.concat(F.lit(f"UNMAPPED:{target}:"), key))
+    if "type" in spec:
+        typed = _typed(value, spec)
+        failed = _present(value) & typed.isNull()
+        if spec.get("on_error") == "flag":
+            flag = F.coalesce(flag, F.when(failed, F.lit(f"UNPARSEABLE:{target}")))
+        else:
+            error = F.when(failed, F.concat(F.lit(f"{target}="), value.cast("string")))
+        value = typed
+    elif codes is None:
+        value = F.when(_present(value), value) if "constant" not in spec else value
+    return value.alias(target), flag, error
+
+
+def _non_null(items: list[Column]) -> Column:
+    if not items:
         return F.array().cast("array<string>")
-    return F.filter(F.array(*flags), lambda flag: flag.isNotNull())
+    return F.filter(F.array(*items), lambda item: item.isNotNull())
 
 
 def map_columns(df: DataFrame, columns: dict[str, dict[str, Any]], source_system: str) -> DataFrame:
-    """Project source columns onto canonical ones, keeping bronze lineage and the raw row as JSON."""
-    projections, flags = mapped_columns(columns, source_system)
-    raw = F.to_json(F.struct(*[F.col(c) for c in df.columns if not c.startswith("_")]))
-    return df.select(*projections, _flag_array(flags).alias("dq_flags"),
-                     *[F.col(c) for c in BRONZE_COLUMNS], raw.alias("_raw"))
+    """Canonical columns from source columns, plus dq_flags, _parse_errors and the raw row as JSON."""
+    values, flags, errors = [], [], []
+    for target, spec in columns.items():
+        value, flag, error = column_expression(target, spec, source_system)
+        values.append(value)
+        flags.append(flag)
+        errors.append(error)
+    raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns if not c.startswith("_")]))
+    bronze = [F.col(c) for c in df.columns if c.startswith("_")]
+    return df.select(*values, _non_null(flags).alias("dq_flags"), _non_null(errors).alias("_parse_errors"),
+                     *bronze, raw.alias("_raw"))
 
 
-def apply_rules(df: DataFrame, rules: list[dict[str, Any]], key: list[str]) -> tuple[DataFrame, DataFrame]:
-    """Split rows into (valid, violations); a row failing several rules gets one violation per rule."""
-    violations = []
-    failed_any = F.lit(False)
+def with_lookup(df: DataFrame, lookup_rows: DataFrame | None, spec: dict[str, Any],
+                source_system: str) -> DataFrame:
+    """Left-join columns of a related table (e.g. the discharge of an admission): its newest matching row."""
+    if lookup_rows is None:   # the related table has not landed yet: its columns stay empty
+        return df.select("*", *[F.lit(None).alias(c) for c in spec["columns"]])
+    (join_column, target), = spec["join_on"].items()
+    rows = current_state(lookup_rows, spec["key"])
+    if "where" in spec:
+        rows = rows.where(spec["where"])
+    rows = rows.withColumn("_join_key", F.col(f"`{join_column}`").cast("string"))
+    newest = Window.partitionBy("_join_key").orderBy(F.col("_source_pos").desc())
+    looked_up = (map_columns(rows, spec["columns"], source_system)
+                 .withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
+                 .select("_join_key", *spec["columns"], F.col("dq_flags").alias("_lookup_flags"),
+                         F.col("_parse_errors").alias("_lookup_errors")))
+    return (df.join(looked_up, F.col(target).cast("string") == looked_up["_join_key"], "left")
+              .withColumn("dq_flags", F.concat("dq_flags", F.coalesce("_lookup_flags", F.array())))
+              .withColumn("_parse_errors", F.concat("_parse_errors", F.coalesce("_lookup_errors", F.array())))
+              .drop("_join_key", "_lookup_flags", "_lookup_errors"))
+
+
+# --- validation -------------------------------------------------------------------------------------------
+def rule_checks(entity: str, rules: list[dict[str, Any]]) -> list[tuple[str, Column, Column]]:
+    """(rule id, failed?, reason) for the built-in rules and the mapping's own rules."""
+    key_missing = F.lit(False)
+    for column in entity_key(entity):
+        key_missing = key_missing | ~_present(F.col(column))
+    known = sorted(known_organizations())
+    checks = [
+        ("STD-KEY", key_missing, F.lit(BUILT_IN_RULES["STD-KEY"])),
+        ("STD-PARSE", F.size("_parse_errors") > 0,
+         F.concat(F.lit(BUILT_IN_RULES["STD-PARSE"] + "："), F.array_join("_parse_errors", "，"))),
+        ("STD-ORG", F.col("org_code").isNull() | ~F.col("org_code").isin(known),
+         F.concat(F.lit(BUILT_IN_RULES["STD-ORG"] + "："), F.coalesce(F.col("org_code"), F.lit("空")))),
+    ]
     for rule in rules:
         failed = F.lit(False)
         for column in rule.get("required", []):
-            failed = failed | F.col(column).isNull() | (F.trim(F.col(column).cast("string")) == "")
+            failed = failed | ~_present(F.col(column))
         if "expression" in rule:
             failed = failed | ~F.coalesce(F.expr(rule["expression"]), F.lit(False))
-        failed_any = failed_any | failed
-        violations.append(df.where(failed).select(
-            F.concat_ws("|", *[F.col(k).cast("string") for k in key]).alias("record_key"),
-            F.lit(rule["id"]).alias("rule_id"), F.lit(rule["reason"]).alias("reason"),
-            F.col("_raw").alias("raw_payload")))
-    valid = df.where(~failed_any)
-    quarantined = violations[0]
-    for more in violations[1:]:
-        quarantined = quarantined.unionByName(more)
-    return valid, quarantined
+        checks.append((rule["id"], failed, F.lit(rule["reason"])))
+    return checks
 
 
-def with_lookup(df: DataFrame, lookup_rows: DataFrame, spec: dict[str, Any], source_system: str) -> DataFrame:
-    """Left-join columns from a related source table (e.g. the main diagnosis of a visit)."""
-    rows = lookup_rows.where(spec["where"]) if "where" in spec else lookup_rows
-    (source_col, target_col), = spec["join_on"].items()
-    projections, flags = mapped_columns(spec["columns"], source_system)
-    looked_up = rows.select(F.col(source_col).alias("_join_key"), *projections,
-                            _flag_array(flags).alias("_lookup_flags")).dropDuplicates(["_join_key"])
-    return (df.join(looked_up, df[target_col] == looked_up["_join_key"], "left")
-              .withColumn("dq_flags", F.concat("dq_flags", F.coalesce("_lookup_flags", F.array())))
-              .drop("_join_key", "_lookup_flags"))
+def with_violations(df: DataFrame, entity: str, rules: list[dict[str, Any]]) -> DataFrame:
+    """Adds ``_violations``: array of (rule_id, reason) the row fails; empty for a valid row."""
+    failures = [F.when(failed, F.struct(F.lit(rule_id).alias("rule_id"), reason.alias("reason")))
+                for rule_id, failed, reason in rule_checks(entity, rules)]
+    return df.withColumn("_violations", F.filter(F.array(*failures), lambda v: v.isNotNull()))
 
 
-# --- entity enrichment ----------------------------------------------------------------------------
+# --- entity enrichment ------------------------------------------------------------------------------------
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
@@ -140,16 +219,52 @@ def enrich(entity: str, df: DataFrame) -> DataFrame:
     if entity == "person":
         return assign_master_id(df, get_settings().empi_salt)
     if entity == "encounter":
-        return df.withColumn("visit_date", F.to_date("visit_at"))
+        return df.withColumn("visit_date", F.coalesce(F.col("visit_date"), F.to_date("visit_at")))
     return df
 
 
 def to_canonical(df: DataFrame, entity: str) -> DataFrame:
-    columns = entity_columns(entity)
-    return df.select(*[F.col(c["name"]).cast(c["type"]).alias(c["name"]) for c in columns])
+    return df.select(*[F.col(c["name"]).cast(c["type"]).alias(c["name"]) for c in entity_columns(entity)])
 
 
-# --- job -------------------------------------------------------------------------------------------
+def _standardized(bronze: DataFrame, spec: dict[str, Any], source_system: str,
+                  lookups: dict[str, DataFrame | None]) -> DataFrame:
+    """Mapped, enriched rows of the current state with their ``_violations`` (not yet split)."""
+    entity = spec["entity"]
+    state = current_state(bronze, spec["key"]).withColumn("_source_key", source_key(spec["key"]))
+    mapped = map_columns(state, spec["columns"], source_system)
+    for name, lookup in (spec.get("lookups") or {}).items():
+        mapped = with_lookup(mapped, lookups.get(name), lookup, source_system)
+    mapped = (mapped.withColumn("source_system", F.lit(source_system))
+                    .withColumn("source_table", F.lit(spec["bronze_table"]))
+                    .withColumn("source_key", F.col("_source_key"))
+                    .withColumn("org_code", F.col("_org_code"))
+                    .withColumn("source_updated_at", F.col("_source_ts"))
+                    .withColumn("source_position", F.col("_source_pos")))
+    for column in [c["name"] for c in entity_columns(entity)]:
+        if column not in mapped.columns:
+            mapped = mapped.withColumn(column, F.lit(None))
+    checked = with_violations(mapped, entity, spec.get("rules") or [])
+    return enrich(entity, checked)
+
+
+def _split(checked: DataFrame, entity: str, detected_at: datetime) -> tuple[DataFrame, DataFrame]:
+    valid = to_canonical(checked.where(F.size("_violations") == 0), entity)
+    violations = checked.select(F.explode("_violations").alias("_v"), "*").select(
+        "source_system", "source_table", F.lit(entity).alias("entity"), F.col("source_key").alias("record_key"),
+        "_v.rule_id", "_v.reason", F.col("_raw").alias("raw_payload"), "org_code", "source_position",
+        "source_updated_at", F.lit(detected_at).cast("timestamp").alias("detected_at"))
+    return valid, violations
+
+
+def standardize_frame(bronze: DataFrame, spec: dict[str, Any], source_system: str,
+                      lookups: dict[str, DataFrame] | None = None) -> tuple[DataFrame, DataFrame]:
+    """Raw bronze rows of one mapped table -> (silver rows, quarantine rows)."""
+    checked = _standardized(bronze, spec, source_system, lookups or {})
+    return _split(checked, spec["entity"], datetime.now().astimezone())
+
+
+# --- job --------------------------------------------------------------------------------------------------
 def silver_path(entity: str) -> str:
     return get_settings().lake_path("silver", entity)
 
@@ -158,52 +273,201 @@ def quarantine_path() -> str:
     return get_settings().lake_path("silver", "_quarantine")
 
 
-def standardize_entity(spark: SparkSession, source_system: str, entity: str,
-                       spec: dict[str, Any]) -> tuple[DataFrame, DataFrame] | None:
-    bronze = read_delta(spark, bronze_path(source_system, spec["bronze_table"]))
-    if bronze is None:
-        return None
-    mapped = map_columns(current_state(bronze, spec["key"]), spec["columns"], source_system)
-    for lookup in spec.get("lookups", {}).values():
-        rows = read_delta(spark, bronze_path(source_system, lookup["bronze_table"]))
-        if rows is not None:
-            mapped = with_lookup(mapped, current_state(rows, lookup["key"]), lookup, source_system)
-    mapped = (mapped.withColumn("source_system", F.lit(source_system))
-                    .withColumn("org_code", F.col("_org_code"))
-                    .withColumn("source_updated_at", F.col("_source_ts")))
-    for column in {c["name"] for c in entity_columns(entity)} - set(mapped.columns):
-        mapped = mapped.withColumn(column, F.lit(None))
-    key = [k for k in canonical_model()["entities"][entity]["key"] if k != "source_system"]
-    valid, violations = apply_rules(mapped, spec.get("rules", []), key)
-    detected = datetime.now().astimezone()
-    quarantine = violations.select(F.lit(source_system).alias("source_system"), F.lit(entity).alias("entity"),
-                                   F.lit(spec["bronze_table"]).alias("bronze_table"), "record_key", "rule_id",
-                                   "reason", "raw_payload", F.lit(detected).cast("timestamp").alias("detected_at"))
-    return to_canonical(enrich(entity, valid), entity), quarantine
+def _state_file(source_system: str) -> Path:
+    return Path(get_settings().lake_path("silver", "_state", f"{source_system}.json"))
 
 
-def _replace_source(df: DataFrame, path: str, predicate: str) -> None:
-    """Overwrite one source's slice of a silver table: re-running gives the same table."""
+def _load_state(source_system: str) -> dict[str, Any]:
+    path = _state_file(source_system)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _save_state(source_system: str, state: dict[str, Any]) -> None:
+    path = _state_file(source_system)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class TableReport:
+    source_system: str
+    entity: str
+    bronze_table: str
+    mode: str                 # full | incremental | no_change | no_bronze
+    changed_keys: int = 0
+    silver_rows: int = 0      # rows written (full) or inserted by the MERGE (incremental)
+    removed: int = 0          # silver rows replaced or deleted by the MERGE
+    quarantined: int = 0      # violations written
+
+
+def _commit_metrics(path: str) -> dict[str, int]:
+    log = Path(path) / "_delta_log"
+    newest = max((p for p in log.glob("*.json") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    for line in newest.read_text(encoding="utf-8").splitlines():
+        if line.startswith('{"commitInfo"'):
+            metrics = json.loads(line)["commitInfo"].get("operationMetrics") or {}
+            return {k: int(v) for k, v in metrics.items() if str(v).isdigit()}
+    return {}
+
+
+def _exists(path: str) -> bool:
+    return (Path(path) / "_delta_log").is_dir()
+
+
+def _replace_slice(df: DataFrame, path: str, source_system: str, table: str, entity: str | None = None) -> int:
+    predicate = f"source_system = '{source_system}' AND source_table = '{table}'"
+    if entity:
+        predicate += f" AND entity = '{entity}'"
     (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
        .option("mergeSchema", "true").save(path))
+    return _commit_metrics(path).get("numOutputRows", 0)
 
 
-def run_standardize(spark: SparkSession, source_system: str) -> dict[str, dict[str, int]]:
-    mapping = source_mapping(source_system)
-    report = {}
-    for entity, spec in mapping["entities"].items():
-        result = standardize_entity(spark, source_system, entity, spec)
-        if result is None:
+def _merge_keys(spark: SparkSession, df: DataFrame, touched: DataFrame, path: str, key_column: str,
+                source_system: str, table: str, entity: str | None = None) -> tuple[int, int]:
+    """Replace the rows of the touched keys by ``df`` in one atomic MERGE: (inserted, deleted)."""
+    if not _exists(path):
+        df.limit(0).write.format("delta").save(path)
+    scope = f"t.source_system = '{source_system}' AND t.source_table = '{table}'"
+    if entity:
+        scope += f" AND t.entity = '{entity}'"
+    changes = (touched.select(F.col("source_key").alias("_key"), F.lit("touched").alias("_kind"))
+               .unionByName(df.select(F.col(key_column).alias("_key"), F.lit("row").alias("_kind"), "*"),
+                            allowMissingColumns=True))
+    (DeltaTable.forPath(spark, path).alias("t")
+        .merge(changes.alias("s"), f"{scope} AND t.{key_column} = s._key AND s._kind = 'touched'")
+        .whenMatchedDelete()
+        .whenNotMatchedInsert(condition="s._kind = 'row'", values={c: f"s.`{c}`" for c in df.columns})
+        .execute())
+    metrics = _commit_metrics(path)
+    return metrics.get("numTargetRowsInserted", 0), metrics.get("numTargetRowsDeleted", 0)
+
+
+def _read_bronze(spark: SparkSession, source_system: str, table: str) -> DataFrame | None:
+    return read_delta(spark, bronze_path(source_system, table))
+
+
+def _rows_added(spark: SparkSession, source_system: str, table: str, since: int, until: int,
+                schema: Any) -> DataFrame | None:
+    files = files_added_since(source_system, table, since, until)
+    if files is None:
+        return None
+    if not files:
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).parquet(*files)
+
+
+def _touched_keys(spark: SparkSession, source_system: str, spec: dict[str, Any], main: DataFrame,
+                  since: dict[str, int], until: dict[str, int]) -> DataFrame | None:
+    """Business keys (as ``source_key``) whose silver row may have changed since the checkpoint."""
+    main_table = spec["bronze_table"]
+    added = _rows_added(spark, source_system, main_table, since[main_table], until[main_table], main.schema)
+    if added is None:
+        return None
+    touched = added.select(source_key(spec["key"]).alias("source_key"))
+    for lookup in (spec.get("lookups") or {}).values():
+        table = lookup["bronze_table"]
+        if until.get(table) is None or since.get(table) == until[table]:
             continue
-        silver, quarantine = result
-        _replace_source(silver, silver_path(entity), f"source_system = '{source_system}'")
-        _replace_source(quarantine, quarantine_path(),
-                        f"source_system = '{source_system}' AND entity = '{entity}'")
-        report[entity] = {
-            "silver_rows": spark.read.format("delta").load(silver_path(entity))
-                               .where(F.col("source_system") == source_system).count(),
-            "quarantined_rows": spark.read.format("delta").load(quarantine_path())
-                                     .where((F.col("source_system") == source_system)
-                                            & (F.col("entity") == entity)).count(),
-        }
+        rows = _read_bronze(spark, source_system, table)
+        start = since.get(table)
+        added = rows if start is None else _rows_added(spark, source_system, table, start, until[table],
+                                                       rows.schema)
+        if added is None:
+            return None
+        (join_column, target), = lookup["join_on"].items()
+        main_column = spec["columns"][target]["from"]
+        joined = added.select(F.col(f"`{join_column}`").cast("string").alias("_v")).distinct()
+        touched = touched.unionByName(
+            main.join(joined, F.col(f"`{main_column}`").cast("string") == joined["_v"], "left_semi")
+                .select(source_key(spec["key"]).alias("source_key")))
+    return touched.distinct()
+
+
+def _lookup_rows(spark: SparkSession, source_system: str, spec: dict[str, Any],
+                 main_rows: DataFrame | None) -> dict[str, DataFrame | None]:
+    """Bronze rows of each lookup table; only those joining the given main rows when there are any."""
+    result = {}
+    for name, lookup in (spec.get("lookups") or {}).items():
+        rows = _read_bronze(spark, source_system, lookup["bronze_table"])
+        if rows is not None and main_rows is not None:
+            (join_column, target), = lookup["join_on"].items()
+            values = main_rows.select(F.col(f"`{spec['columns'][target]['from']}`").cast("string").alias("_v"))
+            rows = rows.join(values.distinct(), F.col(f"`{join_column}`").cast("string") == F.col("_v"),
+                             "left_semi")
+        result[name] = rows
+    return result
+
+
+def standardize_table(spark: SparkSession, source_system: str, spec: dict[str, Any], state: dict[str, Any],
+                      full: bool = False) -> TableReport:
+    """Bring one mapped table's silver rows and quarantine up to date with bronze; updates ``state``."""
+    entity, table = spec["entity"], spec["bronze_table"]
+    tag = f"{entity}/{table}"
+    tables = [table] + [lookup["bronze_table"] for lookup in (spec.get("lookups") or {}).values()]
+    until = {t: bronze_version(source_system, t) for t in tables}
+    if until[table] is None:
+        return TableReport(source_system, entity, table, "no_bronze")
+    fingerprint = table_fingerprint(source_system, spec)
+    checkpoint = state.get(tag)
+    incremental = (not full and checkpoint is not None and checkpoint["fingerprint"] == fingerprint
+                   and _exists(silver_path(entity)))
+    if incremental and checkpoint["versions"] == until:
+        return TableReport(source_system, entity, table, "no_change")
+    main = _read_bronze(spark, source_system, table)
+    detected_at = datetime.now().astimezone()
+    touched = (_touched_keys(spark, source_system, spec, main, checkpoint["versions"], until)
+               if incremental else None)
+    if touched is None:
+        checked = _standardized(main, spec, source_system, _lookup_rows(spark, source_system, spec, None))
+        checked = checked.persist()
+        silver, quarantine = _split(checked, entity, detected_at)
+        written = _replace_slice(silver, silver_path(entity), source_system, table)
+        quarantined = _replace_slice(quarantine, quarantine_path(), source_system, table, entity)
+        checked.unpersist()
+        report = TableReport(source_system, entity, table, "full", silver_rows=written, quarantined=quarantined)
+    else:
+        touched = touched.persist()
+        keys = touched.count()
+        rows = main.join(touched, source_key(spec["key"]) == touched["source_key"], "left_semi")
+        checked = _standardized(rows, spec, source_system, _lookup_rows(spark, source_system, spec, rows))
+        checked = checked.persist()
+        silver, quarantine = _split(checked, entity, detected_at)
+        inserted, deleted = _merge_keys(spark, silver, touched, silver_path(entity), "source_key",
+                                        source_system, table)
+        quarantined, _ = _merge_keys(spark, quarantine, touched, quarantine_path(), "record_key",
+                                     source_system, table, entity)
+        checked.unpersist()
+        touched.unpersist()
+        report = TableReport(source_system, entity, table, "incremental", keys, inserted, deleted, quarantined)
+    state[tag] = {"versions": until, "fingerprint": fingerprint}
     return report
+
+
+def reset_outdated_silver(spark: SparkSession) -> bool:
+    """Silver written before the source_key lineage existed cannot be merged into: rebuild it from bronze."""
+    outdated = [e for e in canonical_model()["entities"] if _exists(silver_path(e))
+                and "source_key" not in read_delta(spark, silver_path(e)).columns]
+    if not outdated:
+        return False
+    for path in [silver_path(e) for e in canonical_model()["entities"]] + [quarantine_path()]:
+        shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(Path(get_settings().lake_path("silver", "_state")), ignore_errors=True)
+    return True
+
+
+def run_standardize(spark: SparkSession, source_system: str, full: bool = False,
+                    progress: Any = None) -> list[TableReport]:
+    """Standardise every mapped table of one source; ``progress(report)`` is called after each table."""
+    mapping = source_mapping(source_system)
+    state = _load_state(source_system)
+    reports = []
+    for spec in mapping["tables"]:
+        report = standardize_table(spark, source_system, spec, state, full)
+        _save_state(source_system, state)
+        reports.append(report)
+        if progress:
+            progress(report)
+    return reports

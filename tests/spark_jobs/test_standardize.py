@@ -1,56 +1,107 @@
-"""Standardisation transforms on tiny frames: current state, code mapping, quarantine, master ids."""
+"""The standardisation engine on small frames: current state, mapping, flags, quarantine, incremental MERGE."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
+from pathlib import Path
 
+import pytest
 from pyspark.sql import functions as F
 
-from spark_jobs.standardize import apply_rules, assign_master_id, current_state, map_columns
+from core.spark import read_delta
+from ingestion.bronze import bronze_path
+from spark_jobs.model import mapping_problems
+from spark_jobs.standardize import (
+    assign_master_id,
+    current_state,
+    quarantine_path,
+    silver_path,
+    standardize_frame,
+    standardize_table,
+)
+from tests.spark_jobs.bronze_rows import T0, bronze_frame
 
-BRONZE = ("_op string, _source_ts timestamp, _source_pos string, _ingested_at timestamp, _batch_id string, "
-          "_source_system string, _org_code string")
-T0 = datetime(2026, 11, 1, 8)
+ADMISSIONS = {
+    "entity": "encounter", "bronze_table": "ADM", "key": ["ID"],
+    "columns": {
+        "encounter_id": {"expr": "concat('ZY', ID)"},
+        "local_patient_id": {"from": "PID", "transform": "fullwidth_to_halfwidth"},
+        "encounter_class_code": {"constant": "300"},
+        "encounter_class_source_value": {"from": "KIND"},
+        "visit_at": {"from": "IN_AT", "type": "timestamp", "formats": ["yyyy-MM-dd HH:mm:ss", "yyyyMMddHHmmss"]},
+        "admitted_at": {"from": "IN_AT", "type": "timestamp", "formats": ["yyyy-MM-dd HH:mm:ss", "yyyyMMddHHmmss"]},
+        "is_first_visit": {"from": "FIRST", "values": {"1": True, "2": False}},
+        "length_of_stay_days": {"from": "DAYS", "type": "int", "on_error": "flag"},
+    },
+    "lookups": {"discharge": {
+        "bronze_table": "DIS", "key": ["ADM_ID"], "join_on": {"ADM_ID": "local_patient_id"}, "where": "VOID = '0'",
+        "columns": {"discharged_at": {"from": "OUT_AT", "type": "timestamp"}}}},
+    "rules": [{"id": "ENC900", "expression": "discharged_at IS NULL OR discharged_at >= admitted_at",
+               "reason": "出院时间早于入院时间"}],
+}
+# In the spec above the lookup joins on local_patient_id only to keep the fixture small: ADM_ID = PID.
 
 
-def _bronze(spark, rows, columns):
-    return spark.createDataFrame(rows, f"{columns}, {BRONZE}")
+def _admissions(spark, rows):
+    return bronze_frame(spark, "unit_src", [dict(zip(("ID", "PID", "KIND", "IN_AT", "FIRST", "DAYS"), r))
+                                            for r in rows])
 
 
 def test_current_state_keeps_latest_version_and_drops_deleted_keys(spark):
-    rows = [("A", "张三", "r", T0, "001|A", T0, "b1", "his", "o"),
-            ("A", "张叁", "u", T0, "002|A", T0, "b2", "his", "o"),
-            ("B", "李四", "r", T0, "001|B", T0, "b1", "his", "o"),
-            ("B", "李四", "d", T0, "003|B", T0, "b3", "his", "o")]
-    state = current_state(_bronze(spark, rows, "BRID string, XM string"), ["BRID"])
+    rows = [{"BRID": "A", "XM": "张三", "_source_pos": "001"}, {"BRID": "A", "XM": "张叁", "_source_pos": "002"},
+            {"BRID": "B", "XM": "李四", "_source_pos": "001"}, {"BRID": "B", "XM": "李四", "_op": "d",
+                                                              "_source_pos": "003"}]
+    state = current_state(bronze_frame(spark, "his", rows), ["BRID"])
     assert [(r.BRID, r.XM) for r in state.collect()] == [("A", "张叁")]
 
 
-def test_local_codes_are_mapped_and_unknown_codes_flagged_not_dropped(spark):
-    rows = [("1", "男", "1980-01-02", "r", T0, "1", T0, "b", "rmyy_his", "o"),
-            ("2", "W", "not a date", "r", T0, "2", T0, "b", "rmyy_his", "o")]
-    df = _bronze(spark, rows, "BRID string, XB string, CSRQ string")
-    mapped = map_columns(df, {"local_patient_id": {"from": "BRID"},
-                              "sex_code": {"from": "XB", "concept_map": "sex"},
-                              "birth_date": {"from": "CSRQ", "type": "date"}}, "rmyy_his")
-    result = {r.local_patient_id: r for r in mapped.collect()}
-    assert result["1"].sex_code == "1" and result["1"].dq_flags == []
-    assert result["2"].sex_code is None and result["2"].birth_date is None
-    assert result["2"].dq_flags == ["UNMAPPED:sex_code:W", "UNPARSEABLE:birth_date"]
-    assert json.loads(result["2"]._raw) == {"BRID": "2", "XB": "W", "CSRQ": "not a date"}
+def test_mapping_types_values_lookups_and_rules(spark):
+    admissions = _admissions(spark, [
+        ("1", "Ｐ１", "住院", "2026-11-01 08:00:00", "1", "3"),
+        ("2", "P2", "住院", "20261101090000", "9", "x"),           # compact time; unknown value; bad number
+        ("3", "P3", "住院", "2026-11-01 10:00:00", "2", "1"),      # discharged before admission
+        ("4", "P4", "住院", "2026-13-45", "1", "1"),               # unparseable admission time
+        ("5", "P5", "住院", "2026-11-01 11:00:00", "1", "1"),
+    ])
+    discharges = bronze_frame(spark, "unit_src", [
+        {"ADM_ID": "P1", "OUT_AT": "2026-11-04 09:00:00", "VOID": "0"},
+        {"ADM_ID": "P3", "OUT_AT": "2026-10-30 09:00:00", "VOID": "0"},
+        {"ADM_ID": "P5", "OUT_AT": "2026-10-30 09:00:00", "VOID": "1"}])      # voided: not a discharge
+    silver, quarantine = standardize_frame(admissions, ADMISSIONS, "unit_src", {"discharge": discharges})
+    rows = {r.encounter_id: r for r in silver.collect()}
+    assert sorted(rows) == ["ZY1", "ZY2", "ZY5"]
+    assert rows["ZY1"].local_patient_id == "P1" and rows["ZY1"].is_first_visit is True
+    assert rows["ZY1"].discharged_at == datetime(2026, 11, 4, 9) and rows["ZY1"].dq_flags == []
+    assert rows["ZY2"].admitted_at == datetime(2026, 11, 1, 9) and rows["ZY2"].is_first_visit is None
+    assert rows["ZY2"].dq_flags == ["UNMAPPED:is_first_visit:9", "UNPARSEABLE:length_of_stay_days"]
+    assert rows["ZY5"].discharged_at is None
+    assert (rows["ZY1"].source_system, rows["ZY1"].source_table, rows["ZY1"].source_key) == ("unit_src", "ADM", "1")
+    problems = {(r.record_key, r.rule_id): r for r in quarantine.collect()}
+    assert sorted(problems) == [("3", "ENC900"), ("4", "STD-PARSE")]
+    assert problems[("4", "STD-PARSE")].reason == "无法解析的值：visit_at=2026-13-45，admitted_at=2026-13-45"
+    assert json.loads(problems[("3", "ENC900")].raw_payload)["IN_AT"] == "2026-11-01 10:00:00"
 
 
-def test_rule_violations_go_to_quarantine_with_rule_id_reason_and_raw_row(spark):
-    df = spark.createDataFrame([("E1", "P1", T0, "{}"), ("E2", None, T0, '{"JZID": "E2"}'),
-                                ("E3", "P3", None, '{"JZID": "E3"}')],
-                               "encounter_id string, local_patient_id string, visit_at timestamp, _raw string")
-    rules = [{"id": "ENC001", "required": ["encounter_id", "local_patient_id"], "reason": "缺少患者标识"},
-             {"id": "ENC002", "required": ["visit_at"], "reason": "就诊时间缺失"}]
-    valid, quarantined = apply_rules(df, rules, ["encounter_id"])
-    assert [r.encounter_id for r in valid.collect()] == ["E1"]
-    assert sorted((r.record_key, r.rule_id, r.reason, r.raw_payload) for r in quarantined.collect()) == [
-        ("E2", "ENC001", "缺少患者标识", '{"JZID": "E2"}'), ("E3", "ENC002", "就诊时间缺失", '{"JZID": "E3"}')]
+def test_missing_key_and_unknown_institution_are_quarantined(spark):
+    rows = _admissions(spark, [(None, "P1", "住院", "2026-11-01 08:00:00", "1", "1")])
+    stranger = bronze_frame(spark, "unit_src", [dict(zip(("ID", "PID", "KIND", "IN_AT", "FIRST", "DAYS"),
+                                                         ("7", "P7", "住院", "2026-11-01 08:00:00", "1", "1")))],
+                            org_code="999999999")
+    _, quarantine = standardize_frame(rows.unionByName(stranger), {**ADMISSIONS, "lookups": {}}, "unit_src")
+    assert sorted(r.rule_id for r in quarantine.collect()) == ["STD-KEY", "STD-ORG"]
+
+
+def test_mapping_file_problems_are_named(spark):
+    problems = mapping_problems("unit_src", {"source_system": "unit_src", "tables": [
+        {"entity": "encounter", "bronze_table": "X", "key": ["ID"],
+         "columns": {"encounter_id": {"from": "ID"}, "no_such_column": {"from": "Y"},
+                     "visit_at": {"from": "A", "expr": "B"}}},
+        {"entity": "nonsense", "bronze_table": "Y", "key": ["ID"]}]})
+    assert any("no_such_column: not a column of the entity" in p for p in problems)
+    assert any("visit_at: needs exactly one of from / expr / constant" in p for p in problems)
+    assert any("unknown entity" in p for p in problems)
 
 
 def test_master_id_links_same_valid_id_number_and_never_guesses_otherwise(spark):
@@ -66,8 +117,57 @@ def test_master_id_links_same_valid_id_number_and_never_guesses_otherwise(spark)
     assert ids[("his", "1")].master_id == ids[("phis", "9")].master_id
     assert len({r.master_id for r in ids.values()}) == 5
     assert [ids[("his", k)].id_number_valid for k in "12345"] == [True, False, False, False, True]
-    assert all(r.master_id.startswith("M") and len(r.master_id) == 17 for r in ids.values())
-    again = assign_master_id(people, "salt").select("master_id").collect()
-    assert sorted(r.master_id for r in again) == sorted(r.master_id for r in ids.values())
     salted = assign_master_id(people, "other salt").where(F.col("local_patient_id") == "1").first()
     assert salted.master_id != ids[("his", "1")].master_id
+
+
+def _append_bronze(df, table):
+    df.write.format("delta").mode("append").option("mergeSchema", "true").save(bronze_path("unit_src", table))
+
+
+@pytest.fixture()
+def unit_source(spark, pipeline_done):
+    """A throw-away source in the real lake (its own bronze tables and silver slice), removed afterwards."""
+    yield
+    shutil.rmtree(Path(bronze_path("unit_src", "x")).parent, ignore_errors=True)
+    for path in (silver_path("encounter"), quarantine_path()):
+        spark.sql(f"DELETE FROM delta.`{path}` WHERE source_system = 'unit_src'")
+
+
+def _other_sources_rows(spark) -> int:
+    silver = read_delta(spark, silver_path("encounter"))
+    return 0 if silver is None else silver.where("source_system <> 'unit_src'").count()
+
+
+def test_incremental_merge_applies_updates_deletes_late_events_and_corrections(spark, unit_source):
+    state: dict = {}
+    spec = {**ADMISSIONS, "lookups": {}, "rules": [
+        {"id": "ENC901", "expression": "length_of_stay_days >= 0", "reason": "住院天数为负"}]}
+    others_before = _other_sources_rows(spark)
+    _append_bronze(_admissions(spark, [("1", "P1", "住院", "2026-11-01 08:00:00", "1", "1"),
+                                       ("2", "P2", "住院", "2026-11-01 08:00:00", "1", "1"),
+                                       ("3", "P3", "住院", "2026-11-01 08:00:00", "1", "-1")]), "ADM")
+    first = standardize_table(spark, "unit_src", spec, state)
+    assert (first.mode, first.silver_rows, first.quarantined) == ("full", 2, 1)
+
+    later = T0.replace(hour=12)
+    _append_bronze(bronze_frame(spark, "unit_src", [
+        {"ID": "1", "PID": "P1", "KIND": "住院", "IN_AT": "2026-11-01 09:30:00", "FIRST": "1", "DAYS": "4",
+         "_op": "u", "_source_pos": "000000000010", "_source_ts": later},              # corrected admission
+        {"ID": "2", "PID": "P2", "KIND": "住院", "IN_AT": "2026-11-01 08:00:00", "FIRST": "1", "DAYS": "1",
+         "_op": "d", "_source_pos": "000000000011", "_source_ts": later},              # 作废
+        {"ID": "3", "PID": "P3", "KIND": "住院", "IN_AT": "2026-11-01 08:00:00", "FIRST": "1", "DAYS": "2",
+         "_op": "u", "_source_pos": "000000000012", "_source_ts": later},              # source fixed the row
+        {"ID": "1", "PID": "P1", "KIND": "住院", "IN_AT": "2026-10-31 23:00:00", "FIRST": "1", "DAYS": "9",
+         "_op": "u", "_source_pos": "000000000005", "_source_ts": later},              # late, older event
+        {"ID": "4", "PID": "P4", "KIND": "住院", "IN_AT": "2026-11-02 08:00:00", "FIRST": "2", "DAYS": "1",
+         "_op": "c", "_source_pos": "000000000013", "_source_ts": later}]), "ADM")
+    second = standardize_table(spark, "unit_src", spec, state)
+    assert (second.mode, second.changed_keys, second.silver_rows, second.removed) == ("incremental", 4, 3, 2)
+    silver = {r.encounter_id: r for r in read_delta(spark, silver_path("encounter"))
+              .where("source_system = 'unit_src'").collect()}
+    assert sorted(silver) == ["ZY1", "ZY3", "ZY4"]
+    assert silver["ZY1"].admitted_at == datetime(2026, 11, 1, 9, 30) and silver["ZY1"].length_of_stay_days == 4
+    assert read_delta(spark, quarantine_path()).where("source_system = 'unit_src'").count() == 0
+    assert standardize_table(spark, "unit_src", spec, state).mode == "no_change"
+    assert _other_sources_rows(spark) == others_before
