@@ -305,6 +305,13 @@ def cmd_bench_ingest(args: argparse.Namespace) -> None:
     bench_main(["--county-day"] * args.county_day + (["--only", args.only] if args.only else []))
 
 
+def cmd_bench_silver(args: argparse.Namespace) -> None:
+    from bench.silver import main as bench_main
+
+    bench_main((["--lake", args.lake] if args.lake else [])
+               + (["--day-since", args.day_since] if args.day_since else []))
+
+
 def cmd_bench_simulate(args: argparse.Namespace) -> None:
     from bench.simulate_county import main as bench_main
 
@@ -389,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--county-day", action="store_true", help="also collect one more simulated county day")
     p.add_argument("--only", help="just one step, e.g. county_day")
     p.set_defaults(func=cmd_bench_ingest)
+
+    p = sub.add_parser("bench-silver", help="benchmark standardisation: history and one incremental day")
+    p.add_argument("--lake", help="lake root to measure on (default: the platform's)")
+    p.add_argument("--day-since", help="ISO time the measured day's collection started (default: detected)")
+    p.set_defaults(func=cmd_bench_silver)
 
     p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")
     p.add_argument("--subject", required=True, help="who the token is for (logged with each request)")
