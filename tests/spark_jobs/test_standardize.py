@@ -44,9 +44,12 @@ ADMISSIONS = {
 # In the spec above the lookup joins on local_patient_id only to keep the fixture small: ADM_ID = PID.
 
 
-def _admissions(spark, rows):
-    return bronze_frame(spark, "unit_src", [dict(zip(("ID", "PID", "KIND", "IN_AT", "FIRST", "DAYS"), r))
-                                            for r in rows])
+ADMISSION_COLUMNS = ("ID", "PID", "KIND", "IN_AT", "FIRST", "DAYS")
+
+
+def _admissions(spark, rows, org_code="410182001"):
+    return bronze_frame(spark, "unit_src", [dict(zip(ADMISSION_COLUMNS, r, strict=True)) for r in rows],
+                        org_code=org_code)
 
 
 def test_current_state_keeps_latest_version_and_drops_deleted_keys(spark):
@@ -86,9 +89,7 @@ def test_mapping_types_values_lookups_and_rules(spark):
 
 def test_missing_key_and_unknown_institution_are_quarantined(spark):
     rows = _admissions(spark, [(None, "P1", "住院", "2026-11-01 08:00:00", "1", "1")])
-    stranger = bronze_frame(spark, "unit_src", [dict(zip(("ID", "PID", "KIND", "IN_AT", "FIRST", "DAYS"),
-                                                         ("7", "P7", "住院", "2026-11-01 08:00:00", "1", "1")))],
-                            org_code="999999999")
+    stranger = _admissions(spark, [("7", "P7", "住院", "2026-11-01 08:00:00", "1", "1")], org_code="999999999")
     _, quarantine = standardize_frame(rows.unionByName(stranger), {**ADMISSIONS, "lookups": {}}, "unit_src")
     assert sorted(r.rule_id for r in quarantine.collect()) == ["STD-KEY", "STD-ORG"]
 
