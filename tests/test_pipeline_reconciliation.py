@@ -22,7 +22,9 @@ def test_visits_reconcile_source_bronze_silver_mart_per_day(spark, pipeline_done
     assert sorted(source) == pipeline_done.days and all(n > 10 for n in source.values())
     landed = current_state(read_delta(spark, bronze_path("rmyy_his", "MZ_JZJL")), ["JZID"])  # 作废 deletes applied
     bronze = dict(landed.groupBy(F.to_date("JZSJ")).agg(F.countDistinct("JZID")).collect())
-    silver = dict(read_delta(spark, silver_path("encounter")).groupBy("visit_date").count().collect())
+    visits = read_delta(spark, silver_path("encounter")).where(
+        (F.col("source_system") == "rmyy_his") & F.col("encounter_class_code").isin("100", "200"))
+    silver = dict(visits.groupBy("visit_date").count().collect())
     with warehouse_engine().connect() as conn:
         mart = dict(conn.execute(sa.text(
             "SELECT visit_date, SUM(total_visits) FROM marts.fct_daily_outpatient_visits GROUP BY 1")).all())
@@ -34,8 +36,9 @@ def test_visits_reconcile_source_bronze_silver_mart_per_day(spark, pipeline_done
 def test_every_source_patient_is_in_silver_or_quarantine(spark, pipeline_done):
     with mariadb_engine("rmyy_his").connect() as conn:
         source_ids = {r[0] for r in conn.execute(sa.text("SELECT BRID FROM GH_BRJBXX"))}
-    silver_ids = {r.local_patient_id for r in read_delta(spark, silver_path("person")).collect()}
-    quarantined = read_delta(spark, quarantine_path()).where(F.col("entity") == "person")
+    his = F.col("source_system") == "rmyy_his"
+    silver_ids = {r.local_patient_id for r in read_delta(spark, silver_path("person")).where(his).collect()}
+    quarantined = read_delta(spark, quarantine_path()).where((F.col("entity") == "person") & his)
     quarantined_ids = {r.record_key for r in quarantined.collect()}
     assert silver_ids | quarantined_ids == source_ids
     assert not silver_ids & quarantined_ids
@@ -50,7 +53,7 @@ def test_re_registered_resident_shares_one_master_id_and_bad_ids_stay_apart(pipe
             "SELECT record_id, defect FROM defect_log WHERE source_system = 'rmyy_his'"))}
     with warehouse_engine().connect() as conn:
         persons = {r.local_patient_id: r for r in conn.execute(sa.text(
-            "SELECT local_patient_id, master_id, id_number_valid FROM ods.person"))}
+            "SELECT local_patient_id, master_id, id_number_valid FROM ods.person WHERE source_system = 'rmyy_his'"))}
     by_master: dict[str, set[int]] = {}
     for local_id, person in persons.items():
         by_master.setdefault(person.master_id, set()).add(truth[local_id])

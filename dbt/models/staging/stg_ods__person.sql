@@ -10,18 +10,26 @@ renamed as (
         local_patient_id,
         master_id,
         org_code,
-        -- demographics
+        -- attributes
         name,
         sex_code,
-        birth_date,
+        sex_source_value,
         id_type_code,
         id_number,
         id_number_valid,
         phone,
         address,
+        ethnicity_code,
+        insurance_card_no,
         -- dates
+        birth_date,
         registered_at,
-        source_updated_at
+        source_updated_at,
+        -- lineage
+        source_table,
+        source_key,
+        source_position,
+        dq_flags
     from source
 ),
 

@@ -1,5 +1,7 @@
 -- 门急诊人次（日）= 门诊人次 + 急诊人次, per institution and visit date.
 -- 门诊人次 = visits with 就诊类型 100; 急诊人次 = visits with 就诊类型 200. Each visit counts once.
+-- int_encounters__joined_to_persons holds every encounter, inpatient stays (就诊类型 300) included, so the
+-- 门急诊 filter belongs here, in the measure's definition, not in the shared intermediate model.
 with encounters as (
     select * from {{ ref('int_encounters__joined_to_persons') }}
     where encounter_class_code in ('100', '200')
