@@ -12,6 +12,7 @@ leaves rows and offset together.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from core.settings import get_settings
+from core.settings import PROJECT_ROOT, get_settings
 from ingestion.registry import SourceConfig, TableConfig
 
 BRONZE_COLUMNS = ("_op", "_source_ts", "_source_pos", "_ingested_at", "_batch_id", "_source_system", "_org_code")
@@ -175,10 +176,24 @@ def org_code_column(source: SourceConfig, table: TableConfig) -> Column:
     if not table.org_column:
         return F.lit(source.org_code)
     value = F.col(table.org_column).cast("string")
-    if "org_map" in table.options:
-        pairs = [F.lit(str(x)) for pair in table.options["org_map"].items() for x in pair]
+    codes = dict(table.options.get("org_map") or {})
+    crosswalk = table.options.get("org_map_file") or source.options.get("org_map_file")
+    if crosswalk:
+        codes.update(_org_crosswalk(crosswalk, source.name))
+    if codes:
+        pairs = [F.lit(str(x)) for pair in codes.items() for x in pair]
         value = F.create_map(*pairs)[value]
     return F.coalesce(value, F.lit(source.org_code))
+
+
+def _org_crosswalk(relative_path: str, source: str) -> dict[str, str]:
+    """The source's institution codes -> the platform's (CSV with source_code,target_code)."""
+    path = PROJECT_ROOT / relative_path
+    if not path.exists():
+        raise FileNotFoundError(f"source {source}: org_map_file {path} does not exist; create it with columns "
+                                "source_code,target_code (the source's institution code -> config/organizations.csv)")
+    with path.open(encoding="utf-8") as f:
+        return {row["source_code"]: row["target_code"] for row in csv.DictReader(f) if row.get("target_code")}
 
 
 def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: TableConfig, offset: Any,

@@ -25,6 +25,7 @@ ORGANIZATIONS_FILE = CONFIG_DIR / "organizations.csv"
 
 TRANSFORMS = ("trim", "upper", "lower", "digits", "fullwidth_to_halfwidth")
 SOURCE_KINDS = ("from", "expr", "constant")
+TABLE_OPTIONS = {"entity", "bronze_table", "key", "where", "columns", "lookups", "rules"}
 COLUMN_OPTIONS = {*SOURCE_KINDS, "transform", "values", "concept_map", "type", "format", "formats", "on_error"}
 
 
@@ -83,6 +84,7 @@ def mapping_problems(source_system: str, mapping: dict[str, Any]) -> list[str]:
             continue
         if not table.get("bronze_table") or not table.get("key"):
             problems.append(f"{where}: needs bronze_table and key")
+        problems += [f"{where}: unknown option {k}" for k in sorted(set(table) - TABLE_OPTIONS)]
         own = {c["name"] for c in entities[table["entity"]]["columns"]}
         columns = dict(table.get("columns") or {})
         for name, spec in (table.get("lookups") or {}).items():

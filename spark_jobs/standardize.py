@@ -232,6 +232,8 @@ def _standardized(bronze: DataFrame, spec: dict[str, Any], source_system: str,
     """Mapped, enriched rows of the current state with their ``_violations`` (not yet split)."""
     entity = spec["entity"]
     state = current_state(bronze, spec["key"]).withColumn("_source_key", source_key(spec["key"]))
+    if "where" in spec:   # a table feeding several entities: only its rows of this entity (e.g. by order type)
+        state = state.where(spec["where"])
     mapped = map_columns(state, spec["columns"], source_system)
     for name, lookup in (spec.get("lookups") or {}).items():
         mapped = with_lookup(mapped, lookups.get(name), lookup, source_system)

@@ -57,7 +57,10 @@ def test_every_source_row_is_in_silver_or_quarantine(spark, silver_state):
         bronze = read_delta(spark, bronze_path(source, spec["bronze_table"]))
         if bronze is None:
             continue
-        keys = {r.k for r in current_state(bronze, spec["key"]).select(source_key(spec["key"]).alias("k")).collect()}
+        state = current_state(bronze, spec["key"])
+        if "where" in spec:
+            state = state.where(spec["where"])
+        keys = {r.k for r in state.select(source_key(spec["key"]).alias("k")).collect()}
         slot = (source, spec["bronze_table"], spec["entity"])
         assert silver_keys[slot] | quarantined[slot] == keys, f"{slot}: rows lost or invented"
         assert not silver_keys[slot] & quarantined[slot], f"{slot}: a row is both in silver and quarantine"
