@@ -318,13 +318,12 @@ def _exists(path: str) -> bool:
     return (Path(path) / "_delta_log").is_dir()
 
 
-def _replace_slice(df: DataFrame, path: str, source_system: str, table: str, entity: str | None = None) -> int:
+def _replace_slice(df: DataFrame, path: str, source_system: str, table: str, entity: str | None = None) -> None:
     predicate = f"source_system = '{source_system}' AND source_table = '{table}'"
     if entity:
         predicate += f" AND entity = '{entity}'"
     (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
        .option("mergeSchema", "true").save(path))
-    return _commit_metrics(path).get("numOutputRows", 0)
 
 
 def _merge_keys(spark: SparkSession, df: DataFrame, touched: DataFrame, path: str, key_column: str,
@@ -426,8 +425,11 @@ def standardize_table(spark: SparkSession, source_system: str, spec: dict[str, A
         checked = _standardized(main, spec, source_system, _lookup_rows(spark, source_system, spec, None))
         checked = checked.persist()
         silver, quarantine = _split(checked, entity, detected_at)
-        written = _replace_slice(silver, silver_path(entity), source_system, table)
-        quarantined = _replace_slice(quarantine, quarantine_path(), source_system, table, entity)
+        _replace_slice(silver, silver_path(entity), source_system, table)
+        _replace_slice(quarantine, quarantine_path(), source_system, table, entity)
+        written, quarantined = checked.agg(F.sum((F.size("_violations") == 0).cast("int")),
+                                           F.sum(F.size("_violations"))).first()
+        written, quarantined = written or 0, quarantined or 0
         checked.unpersist()
         report = TableReport(source_system, entity, table, "full", silver_rows=written, quarantined=quarantined)
     else:
