@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> dict:
     from core.settings import get_settings
     from core.spark import get_spark
     from spark_jobs.model import mapped_sources
-    from spark_jobs.standardize import reset_outdated_silver, run_standardize
+    from spark_jobs.standardize import prepare_silver, standardize_sources
 
     get_settings.cache_clear()
     lake = Path(get_settings().lake_root)
     spark = get_spark()
-    reset_outdated_silver(spark)
+    prepare_silver(spark)
     commits = _commits(lake)
     since = (datetime.fromisoformat(args.day_since).timestamp() if args.day_since
              else _newest_round_start(commits))
@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "measured_at": datetime.now().astimezone().isoformat(timespec="seconds")}
 
     def run_all(full: bool) -> dict:
-        started, reports = time.monotonic(), []
-        for source in mapped_sources():
-            reports += run_standardize(spark, source, full=full)
+        started = time.monotonic()
+        reports = standardize_sources(spark, mapped_sources(), full=full)
         return {"seconds": round(time.monotonic() - started, 1),
                 "tables": sum(r.mode in ("full", "incremental") for r in reports),
                 "silver_rows_written": sum(r.silver_rows for r in reports),

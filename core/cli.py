@@ -146,7 +146,7 @@ INGEST_ACTIONS = {"run": cmd_ingest, "validate": cmd_ingest_validate, "status": 
 def cmd_silver(args: argparse.Namespace) -> None:
     from core.spark import get_spark
     from spark_jobs.model import mapped_sources
-    from spark_jobs.standardize import reset_outdated_silver, run_standardize
+    from spark_jobs.standardize import prepare_silver, standardize_sources
     from spark_jobs.terminology import refresh_worklist
 
     spark = get_spark()
@@ -155,7 +155,7 @@ def cmd_silver(args: argparse.Namespace) -> None:
     if unknown:
         raise SystemExit(f"no mapping for {', '.join(unknown)}: create config/mappings/<source>.yaml "
                          "(docs/standardisation.md)")
-    if reset_outdated_silver(spark):
+    if prepare_silver(spark):
         console.print("  silver predates the current layout: rebuilding it from bronze")
 
     def show(r) -> None:
@@ -166,13 +166,11 @@ def cmd_silver(args: argparse.Namespace) -> None:
         console.print(f"  {r.source_system}.{r.bronze_table} → silver.{r.entity} ({r.mode}): {detail}, "
                       f"{r.quarantined:,} quarantined")
 
-    changed = False
-    for name in names:
-        reports = run_standardize(spark, name, full=args.full, progress=show)
-        changed |= any(r.mode in ("full", "incremental") for r in reports)
-        idle = sum(r.mode == "no_change" for r in reports)
-        if idle:
-            console.print(f"  {name}: {idle} table(s) unchanged since the last run")
+    reports = standardize_sources(spark, names, full=args.full, progress=show)
+    changed = any(r.mode in ("full", "incremental") for r in reports)
+    idle = sum(r.mode == "no_change" for r in reports)
+    if idle:
+        console.print(f"  {idle} table(s) unchanged since the last run")
     if changed:
         console.print(f"  terminology worklist: {refresh_worklist(spark):,} unmapped local code(s) "
                       "(./drc terminology worklist)")
@@ -228,6 +226,40 @@ def cmd_dictionary(args: argparse.Namespace) -> None:
             raise SystemExit(f"{DICTIONARY_FILE} is out of date: run ./drc dictionary")
         return
     console.print(f"  wrote {write_dictionary()}")
+
+
+@_step("主索引 EMPI")
+def cmd_empi(args: argparse.Namespace) -> None:
+    from core.spark import get_spark
+    from spark_jobs.empi import identity
+
+    spark = get_spark()
+    actor = args.actor or "cli"
+    if args.action == "run":
+        r = identity.run_empi(spark, full=args.full)
+        console.print(f"  {r.records:,} person records → {r.masters:,} residents; {r.matched:,} (re)matched, "
+                      f"{r.linked:,} linked, {r.review:,} in the review queue ({r.seconds} s)")
+        return
+    if args.action == "match":
+        from spark_jobs.empi.batch import match_file
+
+        if not (args.input and args.output):
+            raise SystemExit("./drc empi match --input FILE(.csv|.parquet) --output FILE")
+        written = match_file(spark, args.input, args.output)
+        console.print(f"  {written:,} records matched → {args.output}")
+        return
+    if not args.reason:
+        raise SystemExit("manual EMPI decisions need --reason (kept in the event log with --actor)")
+    if args.action == "link":
+        event = identity.link(spark, args.record, args.master, actor, args.reason)
+    elif args.action == "unlink":
+        event = identity.unlink(spark, args.record, actor, args.reason)
+    elif args.action == "merge":
+        event = identity.merge(spark, args.master, args.other, actor, args.reason)
+    else:
+        event = identity.unmerge(spark, args.master, args.record_list, actor, args.reason)
+    r = identity.apply_manual_decisions(spark)
+    console.print(f"  event {event} recorded; {r.masters:,} residents after re-matching")
 
 
 @_step("质量校验 quality (Great Expectations)")
@@ -363,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--display", help="the local code's display text")
     p.add_argument("--note", help="why (kept in the concept map file)")
     p.set_defaults(func=cmd_terminology)
+
+    p = sub.add_parser("empi", help="master patient index: match, batch match, manual link/unlink/merge/unmerge")
+    p.add_argument("action", nargs="?", default="run", choices=("run", "match", "link", "unlink", "merge", "unmerge"))
+    p.add_argument("--full", action="store_true", help="re-match every record (default: new and changed only)")
+    p.add_argument("--input", help="match: Parquet or UTF-8 CSV with record_id, source, name, sex, birth_date, "
+                   "id_number, phone, address")
+    p.add_argument("--output", help="match: where to write record_id, master_id, decision, score")
+    p.add_argument("--record", help="link/unlink: record id (source_system|local_patient_id)")
+    p.add_argument("--record-list", nargs="+", help="unmerge: the record ids to split out")
+    p.add_argument("--master", help="link: target master id; merge: the surviving one; unmerge: the one to split")
+    p.add_argument("--other", help="merge: the master id merged into --master")
+    p.add_argument("--actor", help="who decides (event log)")
+    p.add_argument("--reason", help="why (event log)")
+    p.set_defaults(func=cmd_empi)
 
     p = sub.add_parser("dictionary", help="write docs/data-dictionary.md from the canonical model")
     p.add_argument("--check", action="store_true", help="fail if the file is out of date")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import lru_cache
 
 from pyspark.sql import DataFrame, SparkSession
@@ -17,6 +19,8 @@ def get_spark() -> SparkSession:
     if not jars:
         raise RuntimeError(f"no jars in {JARS_DIR}: run ./drc setup to fetch Delta and JDBC jars")
     settings = get_settings()
+    # Python workers (pandas UDFs) run the driver's interpreter, i.e. the lake venv, not whatever python3 is.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (
         SparkSession.builder.master(settings.spark_master)
         .appName("xydrc")

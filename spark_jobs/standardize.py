@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -322,15 +323,12 @@ def _replace_slice(df: DataFrame, path: str, source_system: str, table: str, ent
     predicate = f"source_system = '{source_system}' AND source_table = '{table}'"
     if entity:
         predicate += f" AND entity = '{entity}'"
-    (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-       .option("mergeSchema", "true").save(path))
+    df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path)
 
 
 def _merge_keys(spark: SparkSession, df: DataFrame, touched: DataFrame, path: str, key_column: str,
                 source_system: str, table: str, entity: str | None = None) -> tuple[int, int]:
     """Replace the rows of the touched keys by ``df`` in one atomic MERGE: (inserted, deleted)."""
-    if not _exists(path):
-        df.limit(0).write.format("delta").save(path)
     scope = f"t.source_system = '{source_system}' AND t.source_table = '{table}'"
     if entity:
         scope += f" AND t.entity = '{entity}'"
@@ -432,6 +430,7 @@ def standardize_table(spark: SparkSession, source_system: str, spec: dict[str, A
         written, quarantined = written or 0, quarantined or 0
         checked.unpersist()
         report = TableReport(source_system, entity, table, "full", silver_rows=written, quarantined=quarantined)
+        open_quarantine = quarantined
     else:
         touched = touched.persist()
         keys = touched.count()
@@ -441,25 +440,74 @@ def standardize_table(spark: SparkSession, source_system: str, spec: dict[str, A
         silver, quarantine = _split(checked, entity, detected_at)
         inserted, deleted = _merge_keys(spark, silver, touched, silver_path(entity), "source_key",
                                         source_system, table)
-        quarantined, _ = _merge_keys(spark, quarantine, touched, quarantine_path(), "record_key",
-                                     source_system, table, entity)
+        violations = checked.agg(F.sum(F.size("_violations"))).first()[0] or 0
+        open_before = checkpoint.get("quarantine_open")
+        quarantined, resolved = 0, 0
+        if violations or open_before != 0:   # nothing in quarantine before nor now: no MERGE needed
+            quarantined, resolved = _merge_keys(spark, quarantine, touched, quarantine_path(), "record_key",
+                                                source_system, table, entity)
+        open_quarantine = None if open_before is None else open_before + quarantined - resolved
         checked.unpersist()
         touched.unpersist()
         report = TableReport(source_system, entity, table, "incremental", keys, inserted, deleted, quarantined)
-    state[tag] = {"versions": until, "fingerprint": fingerprint}
+    state[tag] = {"versions": until, "fingerprint": fingerprint, "quarantine_open": open_quarantine}
     return report
 
 
-def reset_outdated_silver(spark: SparkSession) -> bool:
-    """Silver written before the source_key lineage existed cannot be merged into: rebuild it from bronze."""
-    outdated = [e for e in canonical_model()["entities"] if _exists(silver_path(e))
-                and "source_key" not in read_delta(spark, silver_path(e)).columns]
-    if not outdated:
-        return False
-    for path in [silver_path(e) for e in canonical_model()["entities"]] + [quarantine_path()]:
-        shutil.rmtree(path, ignore_errors=True)
-    shutil.rmtree(Path(get_settings().lake_path("silver", "_state")), ignore_errors=True)
-    return True
+SILVER_LAYOUT = "2"   # silver partitioned by source_system, lineage with source_table/source_key
+
+
+def _layout_file() -> Path:
+    return Path(get_settings().lake_path("silver", "_state", "layout"))
+
+
+def _canonical_schema(entity: str) -> str:
+    return ", ".join(f"`{c['name']}` {c['type']}" for c in entity_columns(entity))
+
+
+def prepare_silver(spark: SparkSession) -> bool:
+    """Create every silver table (and the quarantine) partitioned by source system, before any writer runs.
+
+    Sources are then standardised in parallel without Delta conflicts (each writes its own partition). A lake
+    from an older layout is rebuilt from bronze; a column the model gained is added. True when rebuilt.
+    """
+    rebuilt = False
+    layout = _layout_file()
+    if not layout.exists() or layout.read_text(encoding="utf-8").strip() != SILVER_LAYOUT:
+        for path in [silver_path(e) for e in canonical_model()["entities"]] + [quarantine_path()]:
+            rebuilt |= _exists(path)
+            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(layout.parent, ignore_errors=True)
+    tables = [(silver_path(e), _canonical_schema(e)) for e in canonical_model()["entities"]]
+    tables.append((quarantine_path(), ", ".join(f"`{c}` {'timestamp' if c.endswith('_at') else 'string'}"
+                                                 for c in QUARANTINE_COLUMNS)))
+    for path, schema in tables:
+        empty = spark.createDataFrame([], schema)
+        if not _exists(path):
+            empty.write.format("delta").partitionBy("source_system").save(path)
+        elif set(empty.columns) - set(read_delta(spark, path).columns):
+            empty.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
+    layout.parent.mkdir(parents=True, exist_ok=True)
+    layout.write_text(SILVER_LAYOUT, encoding="utf-8")
+    return rebuilt
+
+
+def standardize_sources(spark: SparkSession, sources: list[str], full: bool = False, progress: Any = None,
+                        workers: int = 3) -> list[TableReport]:
+    """Every mapped table of these sources; sources run side by side (Spark fills the cores meanwhile)."""
+    prepare_silver(spark)
+    reports: list[TableReport] = []
+    failed: list[str] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="silver") as pool:
+        futures = {pool.submit(run_standardize, spark, source, full, progress): source for source in sources}
+        for future in as_completed(futures):
+            try:
+                reports += future.result()
+            except Exception:   # e.g. a Delta conflict: retried alone below, where it cannot recur
+                failed.append(futures[future])
+    for source in failed:
+        reports += run_standardize(spark, source, full, progress)
+    return reports
 
 
 def run_standardize(spark: SparkSession, source_system: str, full: bool = False,

@@ -30,9 +30,10 @@ def test_dag_processes_the_next_business_day_end_to_end(pipeline_done, results_d
         source = conn.execute(sa.text("SELECT COUNT(*) FROM MZ_JZJL WHERE DATE(JZSJ) = :d"),
                               {"d": business_day}).scalar()
     with warehouse_engine().connect() as conn:
-        mart = conn.execute(sa.text("SELECT SUM(total_visits) FROM marts.fct_daily_outpatient_visits "
-                                    "WHERE visit_date = :d"), {"d": business_day}).scalar()
-    assert source > 0 and mart == source
+        per_org = dict(conn.execute(sa.text("SELECT org_code, SUM(total_visits) FROM marts.fct_daily_outpatient_visits "
+                                            "WHERE visit_date = :d GROUP BY 1"), {"d": business_day}).all())
+    assert source > 0 and per_org["410182001"] == source       # the 人民医院's visits, every one
+    assert len(per_org) > 5, "the township clinics' and other hospitals' visits of the day are counted too"
     stamp = f"{business_day:%Y%m%d}"
     manifest = get_settings().exports_dir / stamp / f"MJZRC_410182_{stamp}.manifest.json"
-    assert json.loads(manifest.read_text(encoding="utf-8"))["total_visits"] == source
+    assert json.loads(manifest.read_text(encoding="utf-8"))["total_visits"] == sum(per_org.values())

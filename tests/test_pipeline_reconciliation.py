@@ -27,7 +27,8 @@ def test_visits_reconcile_source_bronze_silver_mart_per_day(spark, pipeline_done
     silver = dict(visits.groupBy("visit_date").count().collect())
     with warehouse_engine().connect() as conn:
         mart = dict(conn.execute(sa.text(
-            "SELECT visit_date, SUM(total_visits) FROM marts.fct_daily_outpatient_visits GROUP BY 1")).all())
+            "SELECT visit_date, SUM(total_visits) FROM marts.fct_daily_outpatient_visits "
+            "WHERE org_code = '410182001' GROUP BY 1")).all())
     assert bronze == source
     assert silver == source
     assert mart == source

@@ -16,6 +16,7 @@ from spark_jobs.model import mapping_problems
 from spark_jobs.standardize import (
     assign_master_id,
     current_state,
+    prepare_silver,
     quarantine_path,
     silver_path,
     standardize_frame,
@@ -129,6 +130,7 @@ def _append_bronze(df, table):
 @pytest.fixture()
 def unit_source(spark, pipeline_done):
     """A throw-away source in the real lake (its own bronze tables and silver slice), removed afterwards."""
+    prepare_silver(spark)
     yield
     shutil.rmtree(Path(bronze_path("unit_src", "x")).parent, ignore_errors=True)
     for path in (silver_path("encounter"), quarantine_path()):

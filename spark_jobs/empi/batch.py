@@ -1,0 +1,132 @@
+"""Batch matching for bulk imports: a file of person records in, each one's master id and decision out.
+
+    ./drc empi match --input people.csv --output matched.parquet
+
+Input: Parquet or UTF-8 CSV with columns record_id, source, name, sex, birth_date, id_number, phone, address
+(every value may be empty except record_id and source; sex as GB/T 2261.1 code or 男/女; birth_date
+YYYY-MM-DD). Output: record_id, master_id, decision (match | possible_match | new), score. The registry is
+not changed: this answers "who are these people", it does not register them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from core.spark import read_delta
+from spark_jobs.empi.identity import empi_path, match_records
+from spark_jobs.empi.normalize import normalize_records
+
+COLUMNS = ("record_id", "source", "name", "sex", "birth_date", "id_number", "phone", "address")
+SEX_CODES = {"0": "0", "1": "1", "2": "2", "9": "9", "男": "1", "女": "2"}
+
+
+class BatchFileError(ValueError):
+    """The input file cannot be matched as it is; the message says what to fix."""
+
+
+def _check_utf8(path: Path) -> None:
+    with path.open("rb") as f:
+        offset = 0
+        tail = b""
+        while chunk := f.read(1 << 20):
+            data = tail + chunk
+            try:
+                data.decode("utf-8")
+                tail = b""
+            except UnicodeDecodeError as exc:
+                if exc.start >= len(data) - 3:      # a character cut at the chunk boundary
+                    tail = data[exc.start:]
+                    continue
+                raise BatchFileError(f"{path}: not UTF-8 text at byte {offset + exc.start - len(tail)}; "
+                                     "save the file as UTF-8 (GBK exports: iconv -f GBK -t UTF-8)") from exc
+            offset += len(chunk)
+
+
+def read_batch(spark: SparkSession, path: str) -> DataFrame:
+    """The input file as strings, validated: raises BatchFileError naming the rows and the rule broken."""
+    file = Path(path)
+    if not file.exists():
+        raise BatchFileError(f"{path}: no such file")
+    if file.suffix.lower() == ".parquet":
+        df = spark.read.parquet(path)
+        df = df.select(*[F.col(c).cast("string").alias(c) for c in df.columns])
+        df = df.withColumn("_line", F.monotonically_increasing_id() + 1)
+    elif file.suffix.lower() == ".csv":
+        _check_utf8(file)
+        df = spark.read.option("header", True).option("encoding", "UTF-8").csv(path)   # every column as text
+        df = df.withColumn("_line", F.monotonically_increasing_id() + 2)   # header is line 1
+    else:
+        raise BatchFileError(f"{path}: use a .csv (UTF-8) or .parquet file")
+    missing = [c for c in ("record_id", "source") if c not in df.columns]
+    unknown = [c for c in df.columns if c not in (*COLUMNS, "_line")]
+    if missing or unknown:
+        raise BatchFileError(f"{path}: columns must be {', '.join(COLUMNS)}"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+    for column in COLUMNS:
+        if column not in df.columns:
+            df = df.withColumn(column, F.lit(None).cast("string"))
+    sex_ok = F.col("sex").isNull() | (F.trim("sex") == "") | F.trim("sex").isin(*SEX_CODES)
+    date_ok = (F.col("birth_date").isNull() | (F.trim("birth_date") == "")
+               | (F.trim("birth_date").rlike(r"^\d{4}-\d{2}-\d{2}$")
+                  & F.to_date(F.trim("birth_date"), "yyyy-MM-dd").isNotNull()))
+    key_ok = (F.trim(F.coalesce("record_id", F.lit(""))) != "") & (F.trim(F.coalesce("source", F.lit(""))) != "")
+    duplicate = F.count("*").over(Window.partitionBy("record_id")) > 1
+    checked = df.withColumn("_problem", F.when(~key_ok, "record_id and source are required")
+                            .when(~sex_ok, F.concat(F.lit("sex must be 0/1/2/9 or 男/女, not "), F.col("sex")))
+                            .when(~date_ok, F.concat(F.lit("birth_date must be YYYY-MM-DD, not "),
+                                                     F.col("birth_date")))
+                            .when(duplicate, F.concat(F.lit("record_id repeated: "), F.col("record_id"))))
+    problems = checked.where(F.col("_problem").isNotNull()).orderBy("_line").limit(5).collect()
+    if problems:
+        total = checked.where(F.col("_problem").isNotNull()).count()
+        listed = "; ".join(f"line {r._line}: {r._problem}" for r in problems)
+        raise BatchFileError(f"{path}: {total} invalid row(s), nothing matched. {listed}")
+    sex_map = F.create_map(*[F.lit(x) for pair in SEX_CODES.items() for x in pair])
+    return df.select(F.concat(F.lit("BATCH|"), F.trim("record_id")).alias("record_id"),
+                     F.trim("source").alias("source_system"), "name", sex_map[F.trim("sex")].alias("sex_code"),
+                     F.to_date(F.trim("birth_date"), "yyyy-MM-dd").alias("birth_date"), "id_number", "phone",
+                     "address")
+
+
+def match_file(spark: SparkSession, input_path: str, output_path: str) -> int:
+    batch = normalize_records(read_batch(spark, input_path)).localCheckpoint()
+    registry = read_delta(spark, empi_path("records"))
+    anchored = None
+    if registry is not None:
+        anchored = registry.select(*batch.columns, "master_id")
+    assignments, review, _ = match_records(spark, batch, anchored)
+    known = (registry.select("master_id").distinct().withColumn("_known", F.lit(True)) if registry is not None
+             else spark.createDataFrame([], "master_id string, _known boolean"))
+    candidates = review.select("record_id", F.col("candidate").alias("_candidate"))
+    result = (assignments.join(known, "master_id", "left").join(candidates, "record_id", "left")
+              .select(F.substring("record_id", len("BATCH|") + 1, 10_000).alias("record_id"),
+                      F.when(F.col("decision") == "review", F.coalesce("_candidate", "master_id"))
+                       .otherwise(F.col("master_id")).alias("master_id"),
+                      F.when(F.col("decision") == "review", "possible_match")
+                       .when(F.col("_known"), "match").otherwise("new").alias("decision"),
+                      F.round("score", 2).alias("score")))
+    _write_single(result.orderBy("record_id"), output_path)
+    return result.count()
+
+
+def _write_single(df: DataFrame, path: str) -> None:
+    """One output file (CSV with header, or Parquet, by extension), replaced atomically."""
+    target = Path(path)
+    scratch = Path(tempfile.mkdtemp(prefix="empi_match_", dir=target.parent if target.parent.exists() else None))
+    try:
+        writer = df.coalesce(1).write.mode("overwrite")
+        if target.suffix.lower() == ".parquet":
+            writer.parquet(str(scratch / "out"))
+            part = next((scratch / "out").glob("part-*.parquet"))
+        else:
+            writer.option("header", True).option("encoding", "UTF-8").csv(str(scratch / "out"))
+            part = next((scratch / "out").glob("part-*.csv"))
+        part.replace(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,36 @@
+"""Pairwise precision / recall / F1 of a clustering against the simulator's answer key (evaluation only)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from core.db import source_pg_engine
+
+
+def truth_frame(spark: SparkSession) -> DataFrame:
+    """record_id -> resident_id from the answer key (sim_truth), never read by the pipeline itself."""
+    with source_pg_engine("sim_truth").connect() as conn:
+        rows = conn.execute(sa.text("SELECT source_system || '|' || local_patient_id, resident_id::text "
+                                    "FROM patient_truth")).all()
+    return spark.createDataFrame([tuple(r) for r in rows], "record_id string, resident_id string")
+
+
+def _pairs(counts: DataFrame) -> int:
+    return int(counts.select(F.sum(F.col("count") * (F.col("count") - 1) / 2)).first()[0] or 0)
+
+
+def pairwise_quality(assignments: DataFrame, truth: DataFrame) -> dict[str, float]:
+    """Over the records present in both: pairs put together vs pairs truly together."""
+    joined = assignments.select("record_id", "master_id").join(truth, "record_id").persist()
+    predicted = _pairs(joined.groupBy("master_id").count())
+    actual = _pairs(joined.groupBy("resident_id").count())
+    correct = _pairs(joined.groupBy("master_id", "resident_id").count())
+    records = joined.count()
+    joined.unpersist()
+    precision = correct / predicted if predicted else 1.0
+    recall = correct / actual if actual else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"records": records, "true_pairs": actual, "predicted_pairs": predicted, "correct_pairs": correct,
+            "precision": round(precision, 5), "recall": round(recall, 5), "f1": round(f1, 5)}

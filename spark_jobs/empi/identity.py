@@ -1,0 +1,336 @@
+"""Identity management: master ids, the cross-reference (PIX) table, review queue, golden records, manual
+link/unlink/merge/unmerge with an append-only event log.
+
+A run matches only new and changed person records against the registry (``full`` re-matches everything):
+ 1. a record with a valid ID number joins the resident of that ID (deterministic);
+ 2. a record without one is scored against its candidates (match.py); the best resident wins when it clears
+    the link threshold by the ambiguity margin, a possible match goes to the review queue, else a new person;
+ 3. records linked to records link transitively (each record has at most one outgoing link, so one
+    component holds at most one ID number and twins with their own IDs can never end up together).
+Master ids are salted hashes of the resident's ID number (or of its first record), so they are stable across
+runs; records whose identity did not change keep theirs. Manual decisions are constraints every later run
+obeys: an assignment pins a record to a master, a separation forbids a record/master pair.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from core.settings import get_settings
+from core.spark import read_delta
+from spark_jobs.empi.match import (
+    candidate_pairs,
+    comparison_levels,
+    empi_config,
+    estimate_weights,
+    level_weights,
+    name_frequencies,
+    score,
+)
+from spark_jobs.empi.normalize import normalize_records
+from spark_jobs.standardize import silver_path
+
+IDENTITY_COLUMNS = ("name", "sex_code", "birth_date", "id_number", "phone", "address")
+
+
+def empi_path(table: str) -> str:
+    return get_settings().lake_path("empi", table)
+
+
+def master_id_of(key: Any) -> Any:
+    """M + 16 hex of a salted hash: stable, and does not reveal the ID number it may be derived from."""
+    return F.concat(F.lit("M"), F.substring(F.sha2(F.concat(F.lit(get_settings().empi_salt), key), 256), 1, 16))
+
+
+def person_records(spark: SparkSession) -> DataFrame | None:
+    """Every silver person record as an EMPI record (record_id = source_system|local_patient_id)."""
+    person = read_delta(spark, silver_path("person"))
+    if person is None:
+        return None
+    return person.select(
+        F.concat_ws("|", "source_system", "local_patient_id").alias("record_id"), "source_system",
+        "local_patient_id", *IDENTITY_COLUMNS, "source_updated_at",
+        F.sha2(F.concat_ws("\u0001", *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in IDENTITY_COLUMNS]),
+               256).alias("fingerprint"))
+
+
+@dataclass(frozen=True)
+class EmpiReport:
+    records: int
+    matched: int            # records (re)matched in this run
+    linked: int             # of those, joined to an existing/other resident
+    review: int             # of those, sent to the review queue
+    masters: int            # residents (distinct master ids) after the run
+    seconds: float
+
+
+def _union_find(edges: list[tuple[str, str]]) -> dict[str, str]:
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            # a master id (an anchored resident) always wins as the root: records join residents
+            if rb.startswith("M") and not ra.startswith("M"):
+                parent[ra] = rb
+            elif ra.startswith("M") and not rb.startswith("M"):
+                parent[rb] = ra
+            else:
+                parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
+
+
+def _constraints(spark: SparkSession) -> DataFrame:
+    found = read_delta(spark, empi_path("constraints"))
+    if found is None:
+        return spark.createDataFrame([], "record_id string, kind string, master_id string, event_id string")
+    return found
+
+
+def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | None,
+                  weights: dict[str, list[float]] | None = None) -> tuple[DataFrame, DataFrame, dict]:
+    """Assign master ids to ``fresh`` records (normalised features), given ``anchored`` ones with master ids.
+
+    Returns (assignments: record_id, master_id, decision, score; review items; weights used).
+    """
+    config = empi_config()
+    thresholds = config["thresholds"]
+    constraints = _constraints(spark)
+    everyone = fresh if anchored is None else fresh.unionByName(anchored.drop("master_id"))
+    pairs = candidate_pairs(fresh, everyone, config["blocking"], config["max_block_size"], same_side=False)
+    levels = comparison_levels(pairs, everyone).persist()
+    if weights is None:
+        weights = (estimate_weights(levels) if config.get("estimate_with_ecm") and anchored is None
+                   else level_weights(config["comparisons"]))
+    scored = score(levels, weights, F.broadcast(name_frequencies(everyone)), thresholds["tf_adjust_floor"])
+    # The resident each candidate belongs to: its master id if anchored, its ID number if it has a valid one,
+    # else the candidate record itself (linked through union-find below).
+    anchors = (anchored.select(F.col("record_id").alias("id_r"), F.col("master_id").alias("group"))
+               if anchored is not None else spark.createDataFrame([], "id_r string, group string"))
+    fresh_groups = fresh.select(F.col("record_id").alias("id_r"),
+                                F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18"))
+                                .otherwise(F.concat(F.lit("R|"), "record_id")).alias("group"))
+    groups = anchors.unionByName(fresh_groups)
+    forbidden = constraints.where(F.col("kind") == "forbid").select(
+        F.col("record_id").alias("id_l"), F.col("master_id").alias("group"), F.lit(True).alias("_forbidden"))
+    candidates = (scored.where(F.col("score") >= thresholds["review"]).join(groups, "id_r")
+                  .join(forbidden, ["id_l", "group"], "left").where(F.col("_forbidden").isNull())
+                  .groupBy("id_l", "group").agg(F.max("score").alias("score")))
+    ranked = candidates.withColumn("_rank", F.row_number().over(
+        Window.partitionBy("id_l").orderBy(F.col("score").desc(), "group")))
+    best = ranked.where("_rank = 1").drop("_rank")
+    second = ranked.where("_rank = 2").select("id_l", F.col("score").alias("second"))
+    without_id = fresh.where(~F.col("id_valid")).select(F.col("record_id").alias("id_l"))
+    decided = (without_id.join(best, "id_l", "left").join(second, "id_l", "left")
+               .withColumn("decision", F.when(
+                   (F.col("score") >= thresholds["link"])
+                   & (F.col("second").isNull() | (F.col("score") - F.col("second") >= thresholds["ambiguity_margin"])),
+                   "link").when(F.col("score").isNotNull(), "review").otherwise("new")))
+    decided = decided.persist()
+    # Edges: ID-number records to their ID group; records without one to the resident they matched.
+    edges = [(f"R|{r.record_id}", f"ID|{r.id18}") for r in fresh.where("id_valid").select("record_id", "id18")
+             .collect()]
+    edges += [(f"R|{r.id_l}", r.group) for r in decided.where("decision = 'link'").collect()]
+    anchored_ids = {}
+    if anchored is not None:   # residents already known by their ID number (manual pins excluded: they may split one)
+        pinned = constraints.where("kind = 'assign'").select("record_id")
+        anchored_ids = {f"ID|{r.id18}": r.master_id for r in anchored.where("id_valid")
+                        .join(pinned, "record_id", "left_anti").select("id18", "master_id").distinct().collect()}
+    roots = _union_find(edges + list(anchored_ids.items()))
+    rows = []
+    for r in fresh.select("record_id").collect():
+        rows.append((r.record_id, roots.get(f"R|{r.record_id}", f"R|{r.record_id}")))
+    spark_roots = spark.createDataFrame(rows, "record_id string, root string")
+    assignments = (spark_roots.join(decided.select(F.col("id_l").alias("record_id"), "decision", "score"),
+                                    "record_id", "left")
+                   .select("record_id",
+                           F.when(F.col("root").startswith("M"), F.col("root"))
+                            .when(F.col("root").startswith("ID|"), master_id_of(F.col("root")))
+                            .otherwise(master_id_of(F.concat(F.lit("LOCAL|"), F.substring("root", 3, 1000))))
+                            .alias("master_id"),
+                           F.coalesce("decision", F.lit("id_number")).alias("decision"), "score"))
+    review = (decided.where("decision = 'review'")
+              .select(F.col("id_l").alias("record_id"), F.col("group").alias("candidate"), "score", "second"))
+    levels.unpersist()
+    return assignments, review, weights
+
+
+def run_empi(spark: SparkSession, full: bool = False) -> EmpiReport:
+    """Match new and changed silver person records; keep everything else; write registry and results."""
+    started = datetime.now()
+    records = person_records(spark)
+    if records is None:
+        raise RuntimeError("silver.person is empty: run `./drc silver` first")
+    registry = read_delta(spark, empi_path("records"))
+    features = normalize_records(records).join(records.select("record_id", "fingerprint", "source_updated_at",
+                                                              "local_patient_id"), "record_id")
+    features = features.localCheckpoint()   # cut the long normalisation plan: every later step re-reads it
+    constraints = _constraints(spark)
+    pinned = constraints.where("kind = 'assign'").select("record_id", F.col("master_id").alias("pinned"))
+    if registry is None or full:
+        fresh, anchored = features, None
+    else:
+        known = registry.select("record_id", F.col("fingerprint").alias("_old"), "master_id")
+        joined = features.join(known, "record_id", "left")
+        changed = F.col("_old").isNull() | (F.col("_old") != F.col("fingerprint"))
+        fresh = joined.where(changed).drop("_old", "master_id")
+        anchored = joined.where(~changed).drop("_old")
+    fresh = fresh.join(pinned, "record_id", "left_anti")
+    pinned_rows = features.join(pinned, "record_id").withColumnRenamed("pinned", "master_id")
+    anchored = pinned_rows if anchored is None else anchored.join(pinned, "record_id", "left_anti").unionByName(
+        pinned_rows)
+    matched = fresh.count()
+    assignments, review, _ = match_records(spark, fresh, anchored if anchored.count() else None)
+    manual = pinned_rows.select("record_id", "master_id", F.lit("manual").alias("decision"),
+                                F.lit(None).cast("double").alias("score"))
+    kept = (registry.join(features.select("record_id", "fingerprint"), ["record_id", "fingerprint"], "left_semi")
+            .join(fresh.select("record_id"), "record_id", "left_anti").join(pinned, "record_id", "left_anti")
+            .select("record_id", "master_id", "decision", "score")
+            if registry is not None and not full else None)
+    decisions = assignments.unionByName(manual)
+    if kept is not None:
+        decisions = decisions.unionByName(kept)
+    now = F.lit(datetime.now().astimezone()).cast("timestamp")
+    result = (features.join(decisions, "record_id")
+              .withColumn("matched_at", now).persist())
+    result.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("records"))
+    (review.withColumn("queued_at", now).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+     .save(empi_path("review_queue")))
+    write_golden(spark, result, records)
+    update_silver_master_ids(spark, result)
+    registry = read_delta(spark, empi_path("records"))
+    counts = (registry.agg(F.count("*"), F.countDistinct("master_id")).first())
+    linked = assignments.where(F.col("decision").isin("link", "id_number")).count()
+    result.unpersist()
+    return EmpiReport(counts[0], matched, linked, read_delta(spark, empi_path("review_queue")).count(), counts[1],
+                      round((datetime.now() - started).total_seconds(), 1))
+
+
+def write_golden(spark: SparkSession, registry: DataFrame, records: DataFrame) -> None:
+    """One golden record per master id: each attribute from the best record that has it (survivorship)."""
+    trust = empi_config()["survivorship"]["source_trust"]
+    rank_of = F.create_map(*[F.lit(x) for i, s in enumerate(trust) for x in (s, i)])
+    joined = registry.select("record_id", "master_id", "id_valid").join(
+        records.select("record_id", "source_system", *IDENTITY_COLUMNS, "source_updated_at"), "record_id")
+    order = [F.col("id_valid").desc(), F.coalesce(rank_of[F.col("source_system")], F.lit(99)),
+             F.col("source_updated_at").desc(), F.col("record_id")]
+    window = Window.partitionBy("master_id").orderBy(*order).rowsBetween(Window.unboundedPreceding,
+                                                                         Window.unboundedFollowing)
+    golden = joined.select("master_id", *[F.first(c, ignorenulls=True).over(window).alias(c)
+                                          for c in IDENTITY_COLUMNS],
+                           F.count("*").over(Window.partitionBy("master_id")).alias("record_count"),
+                           F.max(F.col("id_valid").cast("int")).over(Window.partitionBy("master_id"))
+                           .cast("boolean").alias("id_number_valid")).dropDuplicates(["master_id"])
+    golden.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("golden"))
+
+
+def update_silver_master_ids(spark: SparkSession, registry: DataFrame) -> None:
+    """Write each record's master id into silver person (the PIX cross-reference in the canonical table)."""
+    updates = registry.select(F.split("record_id", r"\|", 2).getItem(0).alias("source_system"),
+                              "local_patient_id", "master_id")
+    (DeltaTable.forPath(spark, silver_path("person")).alias("t")
+        .merge(updates.alias("s"), "t.source_system = s.source_system AND t.local_patient_id = s.local_patient_id")
+        .whenMatchedUpdate(condition="t.master_id IS DISTINCT FROM s.master_id", set={"master_id": "s.master_id"})
+        .execute())
+
+
+# --- manual decisions (CLI now, the API later) ----------------------------------------------------------
+def _log_event(spark: SparkSession, action: str, actor: str, reason: str, records: list[str],
+               masters: list[str]) -> str:
+    event_id = uuid.uuid4().hex
+    row = [(event_id, datetime.now().astimezone(), actor, action, reason, records, masters)]
+    (spark.createDataFrame(row, "event_id string, at timestamp, actor string, action string, reason string, "
+                                "record_ids array<string>, master_ids array<string>")
+     .write.format("delta").mode("append").save(empi_path("events")))
+    return event_id
+
+
+def _add_constraints(spark: SparkSession, rows: list[tuple[str, str, str, str]]) -> None:
+    """Constraints are replaced per (record, kind): the newest decision about a record wins."""
+    new = spark.createDataFrame(rows, "record_id string, kind string, master_id string, event_id string")
+    path = empi_path("constraints")
+    if read_delta(spark, path) is None:
+        new.write.format("delta").save(path)
+        return
+    assigns = [r for r in rows if r[1] == "assign"]
+    table = DeltaTable.forPath(spark, path)
+    if assigns:   # a new assignment supersedes the record's previous one
+        old = spark.createDataFrame([(r[0],) for r in assigns], "record_id string")
+        table.alias("t").merge(old.alias("s"), "t.record_id = s.record_id AND t.kind = 'assign'") \
+            .whenMatchedDelete().execute()
+    new.write.format("delta").mode("append").save(path)
+
+
+def _records_of(spark: SparkSession, master_id: str) -> list[str]:
+    registry = read_delta(spark, empi_path("records"))
+    return [r.record_id for r in registry.where(F.col("master_id") == master_id).select("record_id").collect()]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def link(spark: SparkSession, record_id: str, master_id: str, actor: str, reason: str) -> str:
+    """Pin a record to a resident (e.g. a reviewed possible match confirmed)."""
+    _require(bool(_records_of(spark, master_id)), f"no resident {master_id} in the EMPI registry")
+    event = _log_event(spark, "link", actor, reason, [record_id], [master_id])
+    _add_constraints(spark, [(record_id, "assign", master_id, event)])
+    return event
+
+
+def unlink(spark: SparkSession, record_id: str, actor: str, reason: str) -> str:
+    """Take a record out of its resident: it becomes its own person and never rejoins that resident."""
+    registry = read_delta(spark, empi_path("records"))
+    current = registry.where(F.col("record_id") == record_id).select("master_id").first()
+    _require(current is not None, f"no record {record_id} in the EMPI registry")
+    new_master = _new_master_id(spark, record_id)
+    event = _log_event(spark, "unlink", actor, reason, [record_id], [current.master_id, new_master])
+    _add_constraints(spark, [(record_id, "forbid", current.master_id, event), (record_id, "assign", new_master, event)])
+    return event
+
+
+def merge(spark: SparkSession, survivor: str, merged: str, actor: str, reason: str) -> str:
+    """Two master ids are one resident: every record of ``merged`` moves to ``survivor``."""
+    moving = _records_of(spark, merged)
+    _require(bool(moving) and bool(_records_of(spark, survivor)), "both master ids must exist in the registry")
+    event = _log_event(spark, "merge", actor, reason, moving, [survivor, merged])
+    _add_constraints(spark, [(r, "assign", survivor, event) for r in moving])
+    return event
+
+
+def unmerge(spark: SparkSession, master_id: str, record_ids: list[str], actor: str, reason: str) -> str:
+    """Split records out of a resident into a new one; automatic runs never put them back together."""
+    members = set(_records_of(spark, master_id))
+    _require(set(record_ids) <= members and set(record_ids) != members,
+             f"records to split must be some (not all) records of {master_id}")
+    new_master = _new_master_id(spark, sorted(record_ids)[0])
+    event = _log_event(spark, "unmerge", actor, reason, record_ids, [master_id, new_master])
+    rows = [(r, "assign", new_master, event) for r in record_ids]
+    rows += [(r, "forbid", master_id, event) for r in record_ids]
+    rows += [(r, "assign", master_id, event) for r in members - set(record_ids)]
+    _add_constraints(spark, rows)
+    return event
+
+
+def _new_master_id(spark: SparkSession, record_id: str) -> str:
+    return spark.range(1).select(master_id_of(F.lit(f"MANUAL|{record_id}|{uuid.uuid4().hex}"))).first()[0]
+
+
+def apply_manual_decisions(spark: SparkSession) -> EmpiReport:
+    """Manual decisions take effect at once: re-run matching for the records they touch."""
+    return run_empi(spark)
