@@ -92,10 +92,13 @@ def score(levels: DataFrame, weights: dict[str, list[float]], name_frequency: Da
         terms.append(F.coalesce(term, F.lit(0.0)))
     scored = levels
     if name_frequency is not None:
-        m_exact = empi_config()["comparisons"]["name"]["m"][0]
+        name = empi_config()["comparisons"]["name"]
         scored = scored.join(F.broadcast(name_frequency), scored["name_n_l"] == name_frequency["name_n"],
                              "left").drop("name_n")
-        exact = F.log2(F.lit(m_exact) / F.greatest(F.coalesce("frequency", F.lit(tf_floor)), F.lit(tf_floor)))
+        # u of agreeing on this very name: its frequency, between the floor and the configured u (which
+        # already bounds chance agreement inside a block)
+        u_name = F.least(F.greatest(F.coalesce("frequency", F.lit(tf_floor)), F.lit(tf_floor)), F.lit(name["u"][0]))
+        exact = F.log2(F.lit(name["m"][0]) / u_name)
         terms[0] = F.when(F.col("name") == 0, exact).otherwise(terms[0])
     total = reduce(lambda a, b: a + b, terms)
     # Two different valid ID numbers are two residents (twins, namesakes): never a match, whatever else agrees.
