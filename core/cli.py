@@ -305,7 +305,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     cmd_simulate(argparse.Namespace(reset=False, until=args.date, advance=None, days=None, scale=None,
                                     system=None))
     cmd_ingest(argparse.Namespace(source=None, table=None, follow=None))
-    cmd_silver(args)
+    cmd_silver(argparse.Namespace(source=None, full=False))
     cmd_quality(args)
     cmd_publish(args)
     cmd_transform(argparse.Namespace(select=None))

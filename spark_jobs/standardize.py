@@ -217,7 +217,7 @@ def assign_master_id(person: DataFrame, salt: str) -> DataFrame:
 
 
 def enrich(entity: str, df: DataFrame) -> DataFrame:
-    if entity == "person":
+    if entity == "person":   # provisional master id by ID number; the EMPI step (spark_jobs/empi) refines it
         return assign_master_id(df, get_settings().empi_salt)
     if entity == "encounter":
         return df.withColumn("visit_date", F.coalesce(F.col("visit_date"), F.to_date("visit_at")))
