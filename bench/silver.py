@@ -42,8 +42,10 @@ def _commits(lake: Path) -> list[tuple[float, str, str, int, int]]:
 
 
 def _newest_round_start(commits: list[tuple[float, str, str, int, int]]) -> float:
-    """The start of the newest collection round: after the longest pause between two bronze commits."""
-    gaps = [(later[0] - earlier[0], later[0]) for earlier, later in itertools.pairwise(commits)]
+    """The start of the newest collection round: after the longest pause between two bronze commits of the
+    last hour (older history in the lake, e.g. an earlier run's, does not count)."""
+    recent = [c for c in commits if c[0] >= commits[-1][0] - 3600]
+    gaps = [(later[0] - earlier[0], later[0]) for earlier, later in itertools.pairwise(recent)]
     return max(gaps)[1]
 
 
