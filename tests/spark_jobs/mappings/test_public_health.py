@@ -176,7 +176,8 @@ def test_archives_feed_person_and_health_record_with_standard_codes(results):
     assert (p1.sex_code, p1.ethnicity_code, p1.id_type_code, p1.id_number_valid) == ("1", "01", "01", True)
     assert (p3.sex_code, p3.ethnicity_code, p3.id_type_code, p3.id_number) == ("2", "03", None, None)
     assert (p1.registered_at, p1.birth_date, p1.dq_flags) == (T, date(1966, 10, 26), [])
-    assert sorted((q.record_key, q.rule_id) for q in person_errors) == [(A2, "PER003"), (A4, "PER002")]
+    assert A2 not in persons                                              # 作废 archive: withdrawn
+    assert sorted((q.record_key, q.rule_id) for q in person_errors) == [(A4, "PER002")]
     records, record_errors = results["health_record"]
     r1, r2, r3 = records[A1], records[A2], records[A3]
     assert (r1.township, r1.village, r1.filed_at, r1.status) == ("乔楼镇", "宋楼村", D, "在档")
@@ -193,7 +194,7 @@ def test_registry_cards_carry_disease_icd10_and_status(results):
     assert (gdm.diagnosis_code, gdm.status) == ("O24.400", "作废")
 
 
-def test_followups_map_method_control_and_card_and_quarantine_voided_and_impossible_bp(results):
+def test_followups_map_method_control_and_card_withdraw_voided_and_quarantine_impossible_bp(results):
     followups, quarantine = results["chronic_followup"]
     f1, f2 = followups[F1], followups[F2]
     assert (f1.followup_method, f1.is_controlled, f1.registry_id, f1.disease) == (
@@ -205,7 +206,8 @@ def test_followups_map_method_control_and_card_and_quarantine_voided_and_impossi
     assert (followups[F6].systolic_bp, followups[F6].is_controlled) == (138, True)   # the re-edited version
     t1 = followups[T1]
     assert (t1.fasting_glucose, t1.is_controlled, t1.registry_id, t1.followup_method) == (6.4, True, TNB_CARD, "电话")
-    assert sorted((q.record_key, q.rule_id) for q in quarantine) == [(F3, "FUP001"), (F4, "FUP002")]
+    assert F3 not in followups                                            # 作废 follow-up: withdrawn
+    assert sorted((q.record_key, q.rule_id) for q in quarantine) == [(F4, "FUP002")]
 
 
 def test_services_keep_their_kind_and_flag_unknown_assessments(results):
