@@ -170,6 +170,14 @@ def known_organizations() -> frozenset[str]:
         return frozenset(row["org_code"] for row in csv.DictReader(f))
 
 
+def table_column_specs(table: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(canonical column, spec) of a mapped table: its own columns, then its lookups' columns."""
+    specs = list((table.get("columns") or {}).items())
+    for lookup in (table.get("lookups") or {}).values():
+        specs += list((lookup.get("columns") or {}).items())
+    return specs
+
+
 def table_fingerprint(source_system: str, table: dict[str, Any]) -> str:
     """Changes when anything that shapes this table's silver rows changes: mapping, concept maps, model.
 
@@ -181,10 +189,7 @@ def table_fingerprint(source_system: str, table: dict[str, Any]) -> str:
     digest.update(yaml.safe_dump(canonical_model()["entities"][table["entity"]], sort_keys=True).encode())
     digest.update(yaml.safe_dump(canonical_model()["lineage"], sort_keys=True).encode())
     digest.update(ORGANIZATIONS_FILE.read_bytes())
-    specs = list((table.get("columns") or {}).values())
-    for lookup in (table.get("lookups") or {}).values():
-        specs += list((lookup.get("columns") or {}).values())
-    for spec in specs:
+    for _, spec in table_column_specs(table):
         if "concept_map" in spec:
             digest.update(concept_map_path(source_system, spec["concept_map"]).read_bytes())
     return digest.hexdigest()[:16]

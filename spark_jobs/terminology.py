@@ -24,6 +24,7 @@ from spark_jobs.model import (
     concept_map_path,
     mapped_sources,
     source_mapping,
+    table_column_specs,
 )
 from spark_jobs.standardize import silver_path
 
@@ -36,10 +37,7 @@ def concept_map_columns(source_system: str) -> dict[tuple[str, str], str]:
     """(entity, canonical column) -> concept map name, from the source's mapping."""
     result = {}
     for table in source_mapping(source_system)["tables"]:
-        specs = dict(table.get("columns") or {})
-        for lookup in (table.get("lookups") or {}).values():
-            specs.update(lookup.get("columns") or {})
-        for column, spec in specs.items():
+        for column, spec in dict(table_column_specs(table)).items():
             if "concept_map" in spec:
                 result[(table["entity"], column)] = spec["concept_map"]
     return result
