@@ -110,7 +110,9 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     config = empi_config()
     thresholds = config["thresholds"]
     constraints = _constraints(spark)
-    everyone = fresh if anchored is None else fresh.unionByName(anchored.drop("master_id"))
+    # cut the plans: both sides are read by every blocking rule and both comparison joins
+    fresh = fresh.localCheckpoint()
+    everyone = fresh if anchored is None else fresh.unionByName(anchored.drop("master_id")).localCheckpoint()
     pairs = candidate_pairs(fresh, everyone, config["blocking"], config["max_block_size"], same_side=False)
     levels = comparison_levels(pairs, everyone).persist()
     if weights is None:
