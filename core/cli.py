@@ -306,6 +306,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
                                     system=None))
     cmd_ingest(argparse.Namespace(source=None, table=None, follow=None))
     cmd_silver(argparse.Namespace(source=None, full=False))
+    cmd_empi(argparse.Namespace(action="run", full=False, actor=None))
     cmd_quality(args)
     cmd_publish(args)
     cmd_transform(argparse.Namespace(select=None))
@@ -342,6 +343,12 @@ def cmd_bench_silver(args: argparse.Namespace) -> None:
 
     bench_main((["--lake", args.lake] if args.lake else [])
                + (["--day-since", args.day_since] if args.day_since else []))
+
+
+def cmd_bench_empi(args: argparse.Namespace) -> None:
+    from bench.empi import main as bench_main
+
+    bench_main(["--residents", str(args.residents)] + (["--skip-splink"] if args.skip_splink else []))
 
 
 def cmd_bench_simulate(args: argparse.Namespace) -> None:
@@ -447,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", help="lake root to measure on (default: the platform's)")
     p.add_argument("--day-since", help="ISO time the measured day's collection started (default: detected)")
     p.set_defaults(func=cmd_bench_silver)
+
+    p = sub.add_parser("bench-empi", help="benchmark EMPI quality and speed, side by side with Splink")
+    p.add_argument("--residents", type=int, default=650_000)
+    p.add_argument("--skip-splink", action="store_true")
+    p.set_defaults(func=cmd_bench_empi)
 
     p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")
     p.add_argument("--subject", required=True, help="who the token is for (logged with each request)")

@@ -18,5 +18,6 @@ def bronze(source: str) -> Asset:
 
 
 SILVER = Asset("xydrc://silver")
+MASTER_INDEX = Asset("xydrc://empi")
 MART_DAILY_VISITS = Asset("xydrc://marts/fct_daily_outpatient_visits")
 EXPORT_DAILY_VISITS = Asset("xydrc://exports/daily_visits")

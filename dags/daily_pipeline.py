@@ -2,9 +2,9 @@
 ### 每日数据处理流水线 (daily pipeline)
 
 For business day D (the day before the run's logical date, or the `business_date` param): fill the
-simulated member systems up to D, collect into bronze, standardise to silver, gate on quality, publish to
-the warehouse, build the dbt models and write the upstream export. Every task is one `./drc` step,
-so a data engineer can repeat any of them from a terminal with the same result.
+simulated member systems up to D, collect into bronze, standardise to silver, give every person record its
+master id (EMPI), gate on quality, publish to the warehouse, build the dbt models and write the upstream
+export. Every task is one `./drc` step, so a data engineer can repeat any of them from a terminal with the same result.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import Param, dag, task, task_group
-from assets import EXPORT_DAILY_VISITS, MART_DAILY_VISITS, SILVER, bronze, source_names
+from assets import EXPORT_DAILY_VISITS, MART_DAILY_VISITS, MASTER_INDEX, SILVER, bronze, source_names
 
 DRC = Path(__file__).resolve().parents[1] / "drc"
 BUSINESS_DATE = "{{ params.business_date or macros.ds_add(ds, -1) }}"
@@ -29,7 +29,7 @@ def drc_step(step: str, outlets: list | None = None, task_id: str | None = None,
 
 @dag(
     dag_id="xydrc_daily_pipeline",
-    description="医共体数据资源中心每日流水线：采集→标准化→质控→发布→建模→上报",
+    description="医共体数据资源中心每日流水线：采集→标准化→主索引→质控→发布→建模→上报",
     schedule="0 1 * * *",
     start_date=datetime(2026, 11, 1),
     catchup=False,
@@ -50,6 +50,7 @@ def xydrc_daily_pipeline():
         for name in source_names():
             drc_step(f"ingest --source {name}", [bronze(name)], task_id=name)()
     silver = drc_step("silver", [SILVER], trigger_rule="all_done")  # a failed source must not hold up the rest
+    empi = drc_step("empi", [MASTER_INDEX])
     quality = drc_step("quality", retries=0)
     publish = drc_step("publish")
     transform = drc_step("transform", [MART_DAILY_VISITS])
@@ -58,7 +59,7 @@ def xydrc_daily_pipeline():
     def export() -> str:
         return f"{DRC} export --date {BUSINESS_DATE}"
 
-    simulate() >> ingest() >> silver() >> quality() >> publish() >> transform() >> export()
+    simulate() >> ingest() >> silver() >> empi() >> quality() >> publish() >> transform() >> export()
 
 
 xydrc_daily_pipeline()

@@ -1,8 +1,9 @@
 """Publish silver Delta tables to the warehouse's ``ods`` schema, where dbt takes over.
 
 Every ods table exists from the first publish on: one per entity of the canonical model (config/model/, lineage
-columns included), ``ods.quarantine`` and ``ods.terminology_worklist``. A table whose silver side has no data yet
-is created empty from its columns, so the dbt staging views over it always build. Tables are truncated and
+columns included), ``ods.quarantine``, ``ods.terminology_worklist`` and the master patient index
+(``ods.empi_*``). A table whose silver side has no data yet is created empty from its columns, so the dbt staging
+views over it always build. Tables are truncated and
 reloaded in place (not dropped), so dbt views on them survive a publish; a column the model gains is added to the
 existing table first, and a column the model drops stays in ods (nullable) until no view reads it.
 """
@@ -16,6 +17,7 @@ from pyspark.sql import functions as F
 from core.db import ensure_schemas, warehouse_engine
 from core.settings import get_settings
 from core.spark import read_delta
+from spark_jobs.empi.identity import empi_path
 from spark_jobs.model import canonical_model, entity_columns
 from spark_jobs.standardize import quarantine_path, silver_path
 from spark_jobs.terminology import worklist_path
@@ -48,6 +50,22 @@ WORKLIST_COLUMNS = {  # as spark_jobs.terminology.refresh_worklist writes silver
     "source_system": "string", "entity": "string", "source_table": "string", "column": "string",
     "source_code": "string", "rows": "bigint", "example_keys": "string", "concept_map": "string",
 }
+# The master patient index (spark_jobs/empi): cross-reference, golden records, review queue, event log.
+EMPI_TABLES = {
+    "pix": ("records", {
+        "record_id": "string", "source_system": "string", "local_patient_id": "string", "master_id": "string",
+        "decision": "string", "score": "double", "id_valid": "boolean", "matched_at": "timestamp"}),
+    "golden": ("golden", {
+        "master_id": "string", "name": "string", "sex_code": "string", "birth_date": "date", "id_number": "string",
+        "id_number_valid": "boolean", "phone": "string", "address": "string", "record_count": "bigint",
+        "last_updated_at": "timestamp"}),
+    "review_queue": ("review_queue", {
+        "record_id": "string", "candidate": "string", "score": "double", "second": "double",
+        "queued_at": "timestamp"}),
+    "events": ("events", {
+        "event_id": "string", "at": "timestamp", "actor": "string", "action": "string", "reason": "string",
+        "record_ids": "array<string>", "master_ids": "array<string>"}),
+}
 
 
 def pg_type(spark_type: str) -> str:
@@ -68,6 +86,7 @@ def ods_tables() -> list[tuple[str, str, dict[str, str]]]:
               for entity in canonical_model()["entities"]]
     tables.append((quarantine_path(), "ods.quarantine", QUARANTINE_COLUMNS))
     tables.append((worklist_path(), "ods.terminology_worklist", WORKLIST_COLUMNS))
+    tables += [(empi_path(delta), f"ods.empi_{name}", columns) for name, (delta, columns) in EMPI_TABLES.items()]
     return tables
 
 
@@ -105,11 +124,11 @@ def publish_table(spark: SparkSession, path: str, target: str, columns: dict[str
     """
     df = read_delta(spark, path)
     if df is not None:
+        df = df.select(*[c for c in columns if c in df.columns])   # the declared columns only (e.g. no features)
         # PostgreSQL gets arrays as text[]; keep flags readable for analysts as a comma list instead.
         for field in df.schema.fields:
             if field.dataType.typeName() == "array":
                 df = df.withColumn(field.name, F.array_join(field.name, ","))
-        columns = {**columns, **{f.name: f.dataType.simpleString() for f in df.schema.fields if f.name not in columns}}
     created = ensure_table(target, columns)
     if df is None:
         return 0 if created else None

@@ -202,23 +202,12 @@ def id_number_is_valid(id_number: Column) -> Column:
         F.lit(False))
 
 
-def assign_master_id(person: DataFrame, salt: str) -> DataFrame:
-    """First master patient index rule: the same valid 18-digit ID number is the same person.
-
-    Records without a valid ID number each get their own master id (never guessed into a merge).
-    The id is a salted hash, so it is stable across runs and does not reveal the ID number.
-    """
-    valid = id_number_is_valid(F.col("id_number"))
-    identity = F.when(valid, F.concat(F.lit("ID|"), F.upper(F.col("id_number")))).otherwise(
-        F.concat_ws("|", F.lit("LOCAL"), F.col("source_system"), F.col("local_patient_id")))
-    return (person.withColumn("id_number_valid", valid)
-                  .withColumn("master_id", F.concat(F.lit("M"),
-                              F.substring(F.sha2(F.concat(F.lit(salt), identity), 256), 1, 16))))
 
 
 def enrich(entity: str, df: DataFrame) -> DataFrame:
-    if entity == "person":   # provisional master id by ID number; the EMPI step (spark_jobs/empi) refines it
-        return assign_master_id(df, get_settings().empi_salt)
+    if entity == "person":   # the master id is the EMPI step's (spark_jobs/empi), written after matching
+        return (df.withColumn("id_number_valid", id_number_is_valid(F.col("id_number")))
+                  .withColumn("master_id", F.lit(None).cast("string")))
     if entity == "encounter":
         return df.withColumn("visit_date", F.coalesce(F.col("visit_date"), F.to_date("visit_at")))
     return df

@@ -73,7 +73,7 @@ def pipeline_done(spark) -> PipelineRun:
     start = load_simulator_config()["start_date"]
     run = PipelineRun(start, start + timedelta(days=PIPELINE_DAYS - 1))
     assert drc_main(["simulate", "--until", run.last_day.isoformat()]) == 0
-    for step in (["ingest"], ["silver"], ["quality"], ["publish"], ["transform"]):
+    for step in (["ingest"], ["silver"], ["empi"], ["quality"], ["publish"], ["transform"]):
         assert drc_main(step) == 0, f"pipeline step {step} failed"
     for day in run.days:
         assert drc_main(["export", "--date", day.isoformat()]) == 0

@@ -12,13 +12,16 @@ import sqlalchemy as sa
 
 from core.db import mariadb_engine, warehouse_engine
 from core.settings import get_settings
+from core.spark import read_delta
+from spark_jobs.empi.identity import empi_path
 
 DAG_ID = "xydrc_daily_pipeline"
 
 
 @pytest.mark.runs_last  # it adds a simulated day, which the other tests' reconciliations must not see
-def test_dag_processes_the_next_business_day_end_to_end(pipeline_done, results_dir):
+def test_dag_processes_the_next_business_day_end_to_end(spark, pipeline_done, results_dir):
     business_day = pipeline_done.last_day + timedelta(days=1)
+    identities_before = _master_ids(spark)
     logical_date = business_day + timedelta(days=1)
     completed = subprocess.run([os.environ["DRC_AIRFLOW_BIN"], "dags", "test", DAG_ID, logical_date.isoformat()],
                                capture_output=True, text=True, timeout=1200)
@@ -37,3 +40,17 @@ def test_dag_processes_the_next_business_day_end_to_end(pipeline_done, results_d
     stamp = f"{business_day:%Y%m%d}"
     manifest = get_settings().exports_dir / stamp / f"MJZRC_410182_{stamp}.manifest.json"
     assert json.loads(manifest.read_text(encoding="utf-8"))["total_visits"] == sum(per_org.values())
+
+    # the new day's patients were matched incrementally; every unchanged person record kept its master id
+    identities_after = _master_ids(spark)
+    assert len(identities_after) > len(identities_before)
+    kept = {k: v for k, v in identities_before.items() if k in identities_after}
+    assert len(kept) >= 0.99 * len(identities_before)
+    assert all(identities_after[k] == v for k, v in kept.items())
+
+
+def _master_ids(spark) -> dict[tuple[str, str], str]:
+    """(record, identity fingerprint) -> master id, from the EMPI registry."""
+    registry = read_delta(spark, empi_path("records"))
+    return {(r.record_id, r.fingerprint): r.master_id for r in registry.select("record_id", "fingerprint",
+                                                                                "master_id").collect()}

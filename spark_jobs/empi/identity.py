@@ -143,24 +143,27 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
                    & (F.col("second").isNull() | (F.col("score") - F.col("second") >= thresholds["ambiguity_margin"])),
                    "link").when(F.col("score").isNotNull(), "review").otherwise("new")))
     decided = decided.persist()
-    # Edges: ID-number records to their ID group; records without one to the resident they matched.
-    edges = [(f"R|{r.record_id}", f"ID|{r.id18}") for r in fresh.where("id_valid").select("record_id", "id18")
-             .collect()]
-    edges += [(f"R|{r.id_l}", r.group) for r in decided.where("decision = 'link'").collect()]
-    anchored_ids = {}
-    if anchored is not None:   # residents already known by their ID number (manual pins excluded: they may split one)
+    # A record with a valid ID number belongs to the resident of that number. A record without one follows its
+    # link (to a resident, an ID group or another such record): only these few edges go through union-find.
+    links = [(f"R|{r.id_l}", r.group) for r in decided.where("decision = 'link'").select("id_l", "group").collect()]
+    roots = _union_find(links)
+    unlinked = [(r.removeprefix("R|"), root) for r, root in roots.items() if r.startswith("R|")]
+    linked_roots = spark.createDataFrame(unlinked or [("", "")], "record_id string, _linked string")
+    id_roots = fresh.select("record_id", F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18")).alias("_id"))
+    roots_df = (id_roots.join(F.broadcast(linked_roots), "record_id", "left")
+                .select("record_id", F.coalesce("_linked", "_id", F.concat(F.lit("R|"), "record_id")).alias("root")))
+    if anchored is not None:   # ID numbers whose resident is known (manual pins excluded: they may split one)
         pinned = constraints.where("kind = 'assign'").select("record_id")
-        anchored_ids = {f"ID|{r.id18}": r.master_id for r in anchored.where("id_valid")
-                        .join(pinned, "record_id", "left_anti").select("id18", "master_id").distinct().collect()}
-    roots = _union_find(edges + list(anchored_ids.items()))
-    rows = []
-    for r in fresh.select("record_id").collect():
-        rows.append((r.record_id, roots.get(f"R|{r.record_id}", f"R|{r.record_id}")))
-    spark_roots = spark.createDataFrame(rows, "record_id string, root string")
-    assignments = (spark_roots.join(decided.select(F.col("id_l").alias("record_id"), "decision", "score"),
-                                    "record_id", "left")
+        known_ids = (anchored.where("id_valid").join(pinned, "record_id", "left_anti")
+                     .groupBy(F.concat(F.lit("ID|"), "id18").alias("root")).agg(F.min("master_id").alias("_known")))
+        roots_df = roots_df.join(known_ids, "root", "left")
+    else:
+        roots_df = roots_df.withColumn("_known", F.lit(None).cast("string"))
+    assignments = (roots_df.join(decided.select(F.col("id_l").alias("record_id"), "decision", "score"),
+                                 "record_id", "left")
                    .select("record_id",
                            F.when(F.col("root").startswith("M"), F.col("root"))
+                            .when(F.col("_known").isNotNull(), F.col("_known"))
                             .when(F.col("root").startswith("ID|"), master_id_of(F.col("root")))
                             .otherwise(master_id_of(F.concat(F.lit("LOCAL|"), F.substring("root", 3, 1000))))
                             .alias("master_id"),
@@ -232,11 +235,13 @@ def write_golden(spark: SparkSession, registry: DataFrame, records: DataFrame) -
              F.col("source_updated_at").desc(), F.col("record_id")]
     window = Window.partitionBy("master_id").orderBy(*order).rowsBetween(Window.unboundedPreceding,
                                                                          Window.unboundedFollowing)
-    golden = joined.select("master_id", *[F.first(c, ignorenulls=True).over(window).alias(c)
+    golden = (joined.select("master_id", *[F.first(c, ignorenulls=True).over(window).alias(c)
                                           for c in IDENTITY_COLUMNS],
                            F.count("*").over(Window.partitionBy("master_id")).alias("record_count"),
                            F.max(F.col("id_valid").cast("int")).over(Window.partitionBy("master_id"))
-                           .cast("boolean").alias("id_number_valid")).dropDuplicates(["master_id"])
+                           .cast("boolean").alias("id_number_valid"),
+                           F.max("source_updated_at").over(Window.partitionBy("master_id")).alias("last_updated_at"))
+              .dropDuplicates(["master_id"]))
     golden.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("golden"))
 
 

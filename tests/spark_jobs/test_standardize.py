@@ -8,13 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
 
 from core.spark import read_delta
 from ingestion.bronze import bronze_path
 from spark_jobs.model import mapping_problems
 from spark_jobs.standardize import (
-    assign_master_id,
     current_state,
     prepare_silver,
     quarantine_path,
@@ -104,23 +102,6 @@ def test_mapping_file_problems_are_named(spark):
     assert any("no_such_column: not a column of the entity" in p for p in problems)
     assert any("visit_at: needs exactly one of from / expr / constant" in p for p in problems)
     assert any("unknown entity" in p for p in problems)
-
-
-def test_master_id_links_same_valid_id_number_and_never_guesses_otherwise(spark):
-    people = spark.createDataFrame([
-        ("his", "1", "41018219800101001X"),   # same person at two institutions
-        ("phis", "9", "41018219800101001x"),  #   (lower-case check character)
-        ("his", "2", "410182198001010016"),   # wrong check character: must not link to the above
-        ("his", "3", None),                   # no ID number
-        ("his", "4", None),                   # no ID number either: still a different person
-        ("his", "5", "410182199212310025"),   # twin sibling: own valid ID, own master id
-    ], "source_system string, local_patient_id string, id_number string")
-    ids = {(r.source_system, r.local_patient_id): r for r in assign_master_id(people, "salt").collect()}
-    assert ids[("his", "1")].master_id == ids[("phis", "9")].master_id
-    assert len({r.master_id for r in ids.values()}) == 5
-    assert [ids[("his", k)].id_number_valid for k in "12345"] == [True, False, False, False, True]
-    salted = assign_master_id(people, "other salt").where(F.col("local_patient_id") == "1").first()
-    assert salted.master_id != ids[("his", "1")].master_id
 
 
 def _append_bronze(df, table):

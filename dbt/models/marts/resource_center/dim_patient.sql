@@ -1,18 +1,7 @@
--- 患者主索引（黄金记录）: one row per master id. Survivorship for now: the most recently updated
--- source record with a valid ID number wins, then the most recent record.
-with persons as (
-    select * from {{ ref('stg_ods__person') }}
-),
-
-ranked as (
-    select
-        persons.*,
-        row_number() over (
-            partition by master_id
-            order by id_number_valid desc, source_updated_at desc, person_key
-        ) as survivorship_rank,
-        count(*) over (partition by master_id) as source_record_count
-    from persons
+-- 患者主索引（黄金记录）: one row per master id, as the EMPI's survivorship rules chose it
+-- (config/empi.yaml: a validated ID number first, then the most trusted source, then the most recent record).
+with golden as (
+    select * from {{ ref('stg_ods__empi_golden') }}
 ),
 
 final as (
@@ -26,9 +15,8 @@ final as (
         phone::text as phone,
         address::text as address,
         source_record_count::integer as source_record_count,
-        source_updated_at::timestamptz as last_updated_at
-    from ranked
-    where survivorship_rank = 1
+        last_updated_at::timestamptz as last_updated_at
+    from golden
 )
 
 select * from final
