@@ -100,14 +100,13 @@ def match_file(spark: SparkSession, input_path: str, output_path: str) -> int:
     anchored = None
     if registry is not None:
         anchored = registry.select(*batch.columns, "master_id")
-    assignments, review, _ = match_records(spark, batch, anchored)
+    assignments, _ = match_records(spark, batch, anchored)
     known = (registry.select("master_id").distinct().withColumn("_known", F.lit(True)) if registry is not None
              else spark.createDataFrame([], "master_id string, _known boolean"))
-    candidates = review.select("record_id", F.col("candidate").alias("_candidate"))
-    result = (assignments.join(known, "master_id", "left").join(candidates, "record_id", "left")
+    possible = (F.col("decision") == "review") & F.col("candidate").startswith("M")   # a registered resident
+    result = (assignments.join(known, "master_id", "left")
               .select(F.substring("record_id", len("BATCH|") + 1, 10_000).alias("record_id"),
-                      F.when(F.col("decision") == "review", F.coalesce("_candidate", "master_id"))
-                       .otherwise(F.col("master_id")).alias("master_id"),
+                      F.when(possible, F.col("candidate")).otherwise(F.col("master_id")).alias("master_id"),
                       F.when(F.col("decision") == "review", "possible_match")
                        .when(F.col("_known"), "match").otherwise("new").alias("decision"),
                       F.round("score", 2).alias("score")))

@@ -14,9 +14,11 @@ obeys: an assignment pins a record to a master, a separation forbids a record/ma
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -26,18 +28,21 @@ from pyspark.sql import functions as F
 from core.settings import get_settings
 from core.spark import read_delta
 from spark_jobs.empi.match import (
+    Params,
     candidate_pairs,
     comparison_levels,
     empi_config,
-    estimate_weights,
-    level_weights,
+    estimate_params,
     name_frequencies,
+    prior_params,
     score,
 )
 from spark_jobs.empi.normalize import normalize_records
 from spark_jobs.standardize import silver_path
 
 IDENTITY_COLUMNS = ("name", "sex_code", "birth_date", "id_number", "phone", "address")
+# What a decision carries besides the master id: its weight, the best candidate resident, the runner-up's weight.
+DECISION_DETAIL = {"score": "double", "candidate": "string", "second": "double"}
 
 
 def empi_path(table: str) -> str:
@@ -66,7 +71,7 @@ class EmpiReport:
     records: int
     matched: int            # records (re)matched in this run
     linked: int             # of those, joined to an existing/other resident
-    review: int             # of those, sent to the review queue
+    review: int             # records in the review queue (possible matches awaiting a decision)
     masters: int            # residents (distinct master ids) after the run
     seconds: float
 
@@ -101,11 +106,19 @@ def _constraints(spark: SparkSession) -> DataFrame:
     return found
 
 
-def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | None,
-                  weights: dict[str, list[float]] | None = None) -> tuple[DataFrame, DataFrame, dict]:
+def model_params(spark: SparkSession) -> Params:
+    """m/u of the last full run (estimated on the county's records), else the configured priors."""
+    stored = Path(empi_path("model.json"))
+    return json.loads(stored.read_text(encoding="utf-8")) if stored.exists() else prior_params()
+
+
+def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | None, params: Params | None = None,
+                  estimate: bool = False) -> tuple[DataFrame, Params]:
     """Assign master ids to ``fresh`` records (normalised features), given ``anchored`` ones with master ids.
 
-    Returns (assignments: record_id, master_id, decision, score; review items; weights used).
+    ``estimate``: first estimate m/u on these records (a full run over enough of them). Returns (assignments:
+    record_id, master_id, decision, score, candidate, second; the m/u used). A possible match (decision
+    ``review``) keeps its own master id until someone decides; ``candidate`` is the resident it may be.
     """
     config = empi_config()
     thresholds = config["thresholds"]
@@ -115,10 +128,10 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     everyone = fresh if anchored is None else fresh.unionByName(anchored.drop("master_id")).localCheckpoint()
     pairs = candidate_pairs(fresh, everyone, config["blocking"], config["max_block_size"], same_side=False)
     levels = comparison_levels(pairs, everyone).persist()
-    if weights is None:
-        weights = (estimate_weights(levels) if config.get("estimate_with_ecm") and anchored is None
-                   else level_weights(config["comparisons"]))
-    scored = score(levels, weights, F.broadcast(name_frequencies(everyone)), thresholds["tf_adjust_floor"])
+    if estimate:
+        params = estimate_params(everyone, levels)
+    params = params or model_params(spark)
+    scored = score(levels, params, name_frequencies(everyone), thresholds["tf_adjust_floor"], thresholds["link"])
     # The resident each candidate belongs to: its master id if anchored, its ID number if it has a valid one,
     # else the candidate record itself (linked through union-find below).
     anchors = (anchored.select(F.col("record_id").alias("id_r"), F.col("master_id").alias("group"))
@@ -159,7 +172,8 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
         roots_df = roots_df.join(known_ids, "root", "left")
     else:
         roots_df = roots_df.withColumn("_known", F.lit(None).cast("string"))
-    assignments = (roots_df.join(decided.select(F.col("id_l").alias("record_id"), "decision", "score"),
+    assignments = (roots_df.join(decided.select(F.col("id_l").alias("record_id"), "decision", "score", "group",
+                                                "second"),
                                  "record_id", "left")
                    .select("record_id",
                            F.when(F.col("root").startswith("M"), F.col("root"))
@@ -167,61 +181,66 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
                             .when(F.col("root").startswith("ID|"), master_id_of(F.col("root")))
                             .otherwise(master_id_of(F.concat(F.lit("LOCAL|"), F.substring("root", 3, 1000))))
                             .alias("master_id"),
-                           F.coalesce("decision", F.lit("id_number")).alias("decision"), "score"))
-    review = (decided.where("decision = 'review'")
-              .select(F.col("id_l").alias("record_id"), F.col("group").alias("candidate"), "score", "second"))
-    levels.unpersist()
-    return assignments, review, weights
+                           F.coalesce("decision", F.lit("id_number")).alias("decision"), "score",
+                           F.col("group").alias("candidate"), "second"))
+    return assignments, params
 
 
 def run_empi(spark: SparkSession, full: bool = False) -> EmpiReport:
-    """Match new and changed silver person records; keep everything else; write registry and results."""
+    """Match new and changed silver person records against the registry; keep everything else as it is.
+
+    Only the new and changed records are normalised and scored (the registry keeps every record's features),
+    so a day costs what the day brings, not what the county holds.
+    """
     started = datetime.now()
     records = person_records(spark)
     if records is None:
         raise RuntimeError("silver.person is empty: run `./drc silver` first")
     registry = read_delta(spark, empi_path("records"))
-    features = normalize_records(records).join(records.select("record_id", "fingerprint", "source_updated_at",
-                                                              "local_patient_id"), "record_id")
-    features = features.localCheckpoint()   # cut the long normalisation plan: every later step re-reads it
+    registry = None if registry is None or full else registry.localCheckpoint()   # this run overwrites it
+    lineage = records.select("record_id", "fingerprint", "source_updated_at", "local_patient_id")
+    if registry is None:
+        changed_records, unchanged = records, None
+    else:
+        known = registry.select("record_id", F.col("fingerprint").alias("_old"))
+        changed_records = (records.join(known, "record_id", "left")
+                           .where(F.col("_old").isNull() | (F.col("_old") != F.col("fingerprint"))).drop("_old"))
+        unchanged = registry.join(lineage, ["record_id", "fingerprint"], "left_semi")   # deleted records drop out
+    changed = normalize_records(changed_records).join(lineage, "record_id").localCheckpoint()
+    feature_columns = changed.columns
     constraints = _constraints(spark)
     pinned = constraints.where("kind = 'assign'").select("record_id", F.col("master_id").alias("pinned"))
-    if registry is None or full:
-        fresh, anchored = features, None
-    else:
-        known = registry.select("record_id", F.col("fingerprint").alias("_old"), "master_id")
-        joined = features.join(known, "record_id", "left")
-        changed = F.col("_old").isNull() | (F.col("_old") != F.col("fingerprint"))
-        fresh = joined.where(changed).drop("_old", "master_id")
-        anchored = joined.where(~changed).drop("_old")
-    fresh = fresh.join(pinned, "record_id", "left_anti")
-    pinned_rows = features.join(pinned, "record_id").withColumnRenamed("pinned", "master_id")
-    anchored = pinned_rows if anchored is None else anchored.join(pinned, "record_id", "left_anti").unionByName(
-        pinned_rows)
+    everyone = changed if unchanged is None else changed.unionByName(unchanged.select(*feature_columns))
+    pinned_rows = everyone.join(pinned, "record_id").withColumnRenamed("pinned", "master_id")
+    fresh = changed.join(pinned, "record_id", "left_anti")
+    kept = (unchanged.join(pinned, "record_id", "left_anti") if unchanged is not None else None)
+    anchored = pinned_rows if kept is None else kept.select(*feature_columns, "master_id").unionByName(pinned_rows)
     matched = fresh.count()
-    assignments, review, _ = match_records(spark, fresh, anchored if anchored.count() else None)
-    manual = pinned_rows.select("record_id", "master_id", F.lit("manual").alias("decision"),
-                                F.lit(None).cast("double").alias("score"))
-    kept = (registry.join(features.select("record_id", "fingerprint"), ["record_id", "fingerprint"], "left_semi")
-            .join(fresh.select("record_id"), "record_id", "left_anti").join(pinned, "record_id", "left_anti")
-            .select("record_id", "master_id", "decision", "score")
-            if registry is not None and not full else None)
-    decisions = assignments.unionByName(manual)
-    if kept is not None:
-        decisions = decisions.unionByName(kept)
+    config = empi_config()
+    estimate = registry is None and matched >= config["estimate_min_records"]
+    assignments, params = match_records(spark, fresh, anchored if anchored.count() else None, estimate=estimate)
+    if estimate:
+        Path(empi_path("model.json")).parent.mkdir(parents=True, exist_ok=True)
+        Path(empi_path("model.json")).write_text(json.dumps(params, indent=1), encoding="utf-8")
     now = F.lit(datetime.now().astimezone()).cast("timestamp")
-    result = (features.join(decisions, "record_id")
-              .withColumn("matched_at", now).persist())
+    manual = pinned_rows.select(*feature_columns, "master_id", F.lit("manual").alias("decision"),
+                                *[F.lit(None).cast(t).alias(c) for c, t in DECISION_DETAIL.items()])
+    result = fresh.join(assignments, "record_id").withColumn("matched_at", now).unionByName(
+        manual.withColumn("matched_at", now))
+    if kept is not None:
+        result = result.unionByName(kept.select(*result.columns))
+    result = result.localCheckpoint()
     result.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("records"))
-    (review.withColumn("queued_at", now).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .save(empi_path("review_queue")))
+    review_queue = (result.where("decision = 'review'")
+                    .select("record_id", "candidate", "score", "second", F.col("matched_at").alias("queued_at")))
+    review_queue.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+        empi_path("review_queue"))
     write_golden(spark, result, records)
     update_silver_master_ids(spark, result)
-    registry = read_delta(spark, empi_path("records"))
-    counts = (registry.agg(F.count("*"), F.countDistinct("master_id")).first())
+    counts = result.agg(F.count("*"), F.countDistinct("master_id"),
+                        F.sum((F.col("decision") == "review").cast("int"))).first()
     linked = assignments.where(F.col("decision").isin("link", "id_number")).count()
-    result.unpersist()
-    return EmpiReport(counts[0], matched, linked, read_delta(spark, empi_path("review_queue")).count(), counts[1],
+    return EmpiReport(counts[0], matched, linked, counts[2] or 0, counts[1],
                       round((datetime.now() - started).total_seconds(), 1))
 
 
@@ -247,8 +266,13 @@ def write_golden(spark: SparkSession, registry: DataFrame, records: DataFrame) -
 
 def update_silver_master_ids(spark: SparkSession, registry: DataFrame) -> None:
     """Write each record's master id into silver person (the PIX cross-reference in the canonical table)."""
-    updates = registry.select(F.split("record_id", r"\|", 2).getItem(0).alias("source_system"),
-                              "local_patient_id", "master_id")
+    silver = read_delta(spark, silver_path("person")).select("source_system", "local_patient_id",
+                                                            F.col("master_id").alias("_current"))
+    # only rows whose master id differs: a MERGE rewrites every file it touches
+    updates = (registry.select(F.split("record_id", r"\|", 2).getItem(0).alias("source_system"),
+                               "local_patient_id", "master_id")
+               .join(silver, ["source_system", "local_patient_id"])
+               .where(F.col("_current").isNull() | (F.col("_current") != F.col("master_id"))).drop("_current"))
     (DeltaTable.forPath(spark, silver_path("person")).alias("t")
         .merge(updates.alias("s"), "t.source_system = s.source_system AND t.local_patient_id = s.local_patient_id")
         .whenMatchedUpdate(condition="t.master_id IS DISTINCT FROM s.master_id", set={"master_id": "s.master_id"})

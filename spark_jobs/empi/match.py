@@ -3,7 +3,8 @@
 Blocking joins records that agree on the columns of a rule (config/empi.yaml); a pair is compared column by
 column into levels (exact / sound-alike / similar / different ...); each level carries the weight
 log2(m/u). The exact-name weight is frequency-aware: two 王伟 agreeing says less than two 欧阳娜 agreeing.
-m and u start from the configuration and are re-estimated by recordlinkage's ECM on a sample of pairs.
+m and u start from the configuration; each full run estimates them on the county's own records (u from random
+pairs, m by expectation-maximisation over the candidate pairs) and later runs reuse that estimate.
 """
 
 from __future__ import annotations
@@ -76,31 +77,39 @@ def comparison_levels(pairs: DataFrame, features: DataFrame) -> DataFrame:
                 .when(eq("township") & eq("village"), 1).otherwise(2)).alias("address"))
 
 
-def level_weights(comparisons: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
+Params = dict[str, dict[str, list[float]]]   # comparison -> {"m": [P(level | same)], "u": [P(level | different)]}
+
+
+def prior_params() -> Params:
+    """m and u as configured (used until a full run has estimated them on the county's own records)."""
+    return {c: {"m": list(spec["m"]), "u": list(spec["u"])} for c, spec in empi_config()["comparisons"].items()}
+
+
+def level_weights(params: Params) -> dict[str, list[float]]:
     return {name: [math.log2(m / u) for m, u in zip(spec["m"], spec["u"], strict=True)]
-            for name, spec in comparisons.items()}
+            for name, spec in params.items()}
 
 
-def score(levels: DataFrame, weights: dict[str, list[float]], name_frequency: DataFrame | None,
-          tf_floor: float) -> DataFrame:
+def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor: float,
+          link_threshold: float) -> DataFrame:
     """Total match weight per pair; exact names weigh log2(m / frequency of that name) instead of log2(m/u)."""
     terms = []
-    for comparison, values in weights.items():
+    for comparison, values in level_weights(params).items():
         term = F.lit(0.0)
         for level, weight in enumerate(values):
             term = F.when(F.col(comparison) == level, F.lit(weight)).otherwise(term)
         terms.append(F.coalesce(term, F.lit(0.0)))
-    scored = levels
-    if name_frequency is not None:
-        name = empi_config()["comparisons"]["name"]
-        scored = scored.join(F.broadcast(name_frequency), scored["name_n_l"] == name_frequency["name_n"],
-                             "left").drop("name_n")
-        # u of agreeing on this very name: its frequency, between the floor and the configured u (which
-        # already bounds chance agreement inside a block)
-        u_name = F.least(F.greatest(F.coalesce("frequency", F.lit(tf_floor)), F.lit(tf_floor)), F.lit(name["u"][0]))
-        exact = F.log2(F.lit(name["m"][0]) / u_name)
-        terms[0] = F.when(F.col("name") == 0, exact).otherwise(terms[0])
+    scored = levels.join(F.broadcast(name_frequency), levels["name_n_l"] == name_frequency["name_n"], "left") \
+        .drop("name_n")
+    # u of agreeing on this very name is the chance a random record carries it: its frequency (floored)
+    u_name = F.greatest(F.coalesce("frequency", F.lit(tf_floor)), F.lit(tf_floor))
+    exact = F.log2(F.lit(params["name"]["m"][0]) / u_name)
+    terms[0] = F.when(F.col("name") == 0, exact).otherwise(terms[0])
     total = reduce(lambda a, b: a + b, terms)
+    # Household members share birth day (twins), phone and address: agreement there says "same household", so
+    # names that neither agree nor sound alike are never linked automatically (at most a possible match).
+    unlike_names = F.col("name").isNull() | (F.col("name") >= 2)
+    total = F.when(unlike_names, F.least(total, F.lit(link_threshold - 0.01))).otherwise(total)
     # Two different valid ID numbers are two residents (twins, namesakes): never a match, whatever else agrees.
     distinct_ids = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") != F.col("id18_r"))
     return scored.withColumn("score", F.when(distinct_ids, F.lit(-99.0)).otherwise(total))
@@ -113,34 +122,52 @@ def name_frequencies(features: DataFrame) -> DataFrame:
             .select("name_n", (F.col("count") / F.lit(max(total, 1))).alias("frequency")))
 
 
-def estimate_weights(levels: DataFrame, sample_size: int = 200_000, seed: int = 7) -> dict[str, list[float]]:
-    """m/u by expectation-maximisation (recordlinkage ECM) on a sample of the pairs' levels.
+def random_pairs(features: DataFrame, pairs: int, seed: int) -> DataFrame:
+    """About ``pairs`` record pairs drawn at random (two independent samples crossed)."""
+    total = features.count()
+    fraction = min(1.0, math.sqrt(pairs) / max(total, 1))
+    left = features.sample(fraction=fraction, seed=seed).select(F.col("record_id").alias("id_l"))
+    right = features.sample(fraction=fraction, seed=seed + 1).select(F.col("record_id").alias("id_r"))
+    return left.crossJoin(right).where(F.col("id_l") != F.col("id_r"))
 
-    One indicator per comparison level (missing = no indicator set); falls back to the configured m/u for a
-    comparison whose estimate is degenerate. Only the sample (not the population) is brought to the driver.
+
+def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_count: int = 1_000_000,
+                    iterations: int = 30, seed: int = 7) -> Params:
+    """m and u from the county's own records, the Fellegi–Sunter way.
+
+    u: how often each level occurs between random pairs of records (almost all of them different residents).
+    m: expectation-maximisation over the candidate pairs with u fixed, each comparison conditionally
+    independent and a missing value simply not counted. Only level-pattern counts (a few hundred rows) leave
+    Spark; the pairs stay distributed.
     """
-    import pandas as pd
-    from recordlinkage import ECMClassifier
-
-    config = empi_config()["comparisons"]
-    total = levels.count()
-    sample = levels.sample(fraction=min(1.0, sample_size / max(total, 1)), seed=seed)
-    frame = sample.select(*config).toPandas()
-    indicators = pd.DataFrame({f"{c}_{i}": (frame[c] == i).astype(int)
-                               for c, spec in config.items() for i in range(len(spec["levels"]))})
-    weights = level_weights(config)
-    if len(indicators) < 100:
-        return weights
-    ecm = ECMClassifier(binarize=None)
-    ecm.fit(indicators)
-    for comparison, spec in config.items():
-        estimated = []
-        for i in range(len(spec["levels"])):
-            m, u = ecm.m_probs.get(f"{comparison}_{i}", {}).get(1), ecm.u_probs.get(f"{comparison}_{i}", {}).get(1)
-            if not m or not u or m <= 0 or u <= 0:
-                estimated = None
-                break
-            estimated.append(math.log2(m / u))
-        if estimated and estimated[0] > estimated[-1]:   # agreement must weigh more than disagreement
-            weights[comparison] = estimated
-    return weights
+    priors = prior_params()
+    names = list(priors)
+    sizes = {c: len(priors[c]["m"]) for c in names}
+    at_random = comparison_levels(random_pairs(features, random_pair_count, seed), features)
+    counts = at_random.agg(*[F.sum((F.col(c) == lv).cast("int")).alias(f"{c}_{lv}")
+                             for c in names for lv in range(sizes[c])]).first().asDict()
+    u = {}
+    for c in names:
+        seen = [counts[f"{c}_{lv}"] or 0 for lv in range(sizes[c])]
+        u[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]     # smoothed: no level is impossible
+    patterns = [(tuple(r[c] for c in names), r["count"]) for r in blocked_levels.groupBy(*names).count().collect()]
+    total = sum(n for _, n in patterns) or 1
+    m = {c: list(priors[c]["m"]) for c in names}
+    share = 0.1
+    for _ in range(iterations):
+        matched = 0.0
+        numerator = {c: [0.0] * sizes[c] for c in names}
+        for pattern, n in patterns:
+            pm, pu = share, 1.0 - share
+            for c, level in zip(names, pattern, strict=True):
+                if level is not None:
+                    pm *= m[c][level]
+                    pu *= u[c][level]
+            weight = n * pm / (pm + pu)
+            matched += weight
+            for c, level in zip(names, pattern, strict=True):
+                if level is not None:
+                    numerator[c][level] += weight
+        share = min(max(matched / total, 1e-6), 1 - 1e-6)
+        m = {c: [(x + 0.5) / (sum(numerator[c]) + 0.5 * sizes[c]) for x in numerator[c]] for c in names}
+    return {c: {"m": m[c], "u": u[c]} for c in names}

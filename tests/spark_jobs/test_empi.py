@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.empi.batch import BatchFileError, read_batch
 from spark_jobs.empi.identity import match_records
-from spark_jobs.empi.match import empi_config, level_weights
+from spark_jobs.empi.match import prior_params
 from spark_jobs.empi.normalize import normalize_records
 
 SCHEMA = ("record_id string, source_system string, name string, sex_code string, birth_date date, "
@@ -35,8 +35,9 @@ PEOPLE = [
 @pytest.fixture(scope="module")
 def assigned(spark):
     records = normalize_records(spark.createDataFrame(PEOPLE, SCHEMA)).localCheckpoint()
-    assignments, review, _ = match_records(spark, records, None, level_weights(empi_config()["comparisons"]))
-    return {r.record_id: r for r in assignments.collect()}, {r.record_id for r in review.collect()}
+    assignments, _ = match_records(spark, records, None, prior_params())
+    rows = assignments.collect()
+    return {r.record_id: r for r in rows}, {r.record_id for r in rows if r.decision == "review"}
 
 
 def test_one_resident_recorded_four_ways_gets_one_master_id(assigned):
@@ -60,7 +61,7 @@ def test_same_name_same_birthday_different_people_stay_apart(assigned):
 def test_master_ids_are_stable_and_reveal_no_id_number(spark, assigned):
     ids, _ = assigned
     records = normalize_records(spark.createDataFrame(PEOPLE, SCHEMA)).localCheckpoint()
-    again, _, _ = match_records(spark, records, None, level_weights(empi_config()["comparisons"]))
+    again, _ = match_records(spark, records, None, prior_params())
     assert {r.record_id: r.master_id for r in again.collect()} == {k: v.master_id for k, v in ids.items()}
     assert all(v.master_id.startswith("M") and "410182" not in v.master_id for v in ids.values())
 
@@ -73,7 +74,7 @@ def test_a_new_record_matches_incrementally_against_known_residents(spark, assig
     newcomer = spark.createDataFrame([("fy|9", "fy", "欧阳 娜", "女", date(1980, 5, 6), None, "138-0371-1234",
                                        ADDRESS)], SCHEMA.replace("sex_code string", "sex_code string"))
     newcomer = normalize_records(newcomer.withColumn("sex_code", F.lit("2")))
-    result, _, _ = match_records(spark, newcomer, known, level_weights(empi_config()["comparisons"]))
+    result, _ = match_records(spark, newcomer, known, prior_params())
     assert result.first().master_id == ids["his|1"].master_id
 
 
