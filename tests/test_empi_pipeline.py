@@ -3,12 +3,15 @@ agrees with the answer key, re-runs keep ids, and a manual unmerge survives auto
 
 from __future__ import annotations
 
+import csv
+
 import sqlalchemy as sa
 from pyspark.sql import functions as F
 
 from core.db import warehouse_engine
 from core.spark import read_delta
 from spark_jobs.empi import identity
+from spark_jobs.empi.batch import match_file
 from spark_jobs.empi.evaluate import pairwise_quality, truth_frame
 from spark_jobs.standardize import silver_path
 
@@ -73,3 +76,20 @@ def test_a_manual_unmerge_is_remembered_by_later_runs_and_logged(spark, pipeline
     assert all(_registry(spark)[r] == master for r in records)
     actions = [e.action for e in read_delta(spark, identity.empi_path("events")).orderBy("at").collect()]
     assert actions[-2:] == ["unmerge", "merge"]
+
+
+def test_batch_file_matches_known_residents_without_registering_anyone(spark, pipeline_done, tmp_path):
+    known = (read_delta(spark, silver_path("person")).where(F.col("id_number_valid"))
+             .orderBy("source_system", "local_patient_id").first())
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "record_id,source,name,sex,birth_date,id_number,phone,address\n"
+        f"a1,import,{known.name},{known.sex_code},{known.birth_date},{known.id_number.lower()},,\n"
+        "a2,import,尉迟新人,女,1931-02-03,,,\n", encoding="utf-8")
+    before = read_delta(spark, identity.empi_path("records")).count()
+    matched = tmp_path / "matched.csv"
+    assert match_file(spark, str(people), str(matched)) == 2
+    rows = {r["record_id"]: r for r in csv.DictReader(matched.open(encoding="utf-8"))}
+    assert rows["a1"]["decision"] == "match" and rows["a1"]["master_id"] == known.master_id
+    assert rows["a2"]["decision"] == "new"
+    assert read_delta(spark, identity.empi_path("records")).count() == before

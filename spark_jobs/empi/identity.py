@@ -41,6 +41,8 @@ from spark_jobs.empi.normalize import normalize_records
 from spark_jobs.standardize import silver_path
 
 IDENTITY_COLUMNS = ("name", "sex_code", "birth_date", "id_number", "phone", "address")
+# Up to this many records matched against known residents, their blocks are broadcast (a day's records).
+INCREMENTAL_BROADCAST_LIMIT = 200_000
 # What a decision carries besides the master id: its weight, the best candidate resident, the runner-up's weight.
 DECISION_DETAIL = {"score": "double", "candidate": "string", "second": "double"}
 
@@ -126,8 +128,12 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     # cut the plans: both sides are read by every blocking rule and both comparison joins
     fresh = fresh.localCheckpoint()
     everyone = fresh if anchored is None else fresh.unionByName(anchored.drop("master_id")).localCheckpoint()
-    pairs = candidate_pairs(fresh, everyone, config["blocking"], config["max_block_size"], same_side=False)
-    levels = comparison_levels(pairs, everyone).persist()
+    incremental = anchored is not None and fresh.count() <= INCREMENTAL_BROADCAST_LIMIT
+    pairs = candidate_pairs(fresh, everyone, config["blocking"], config["max_block_size"], same_side=False,
+                            few_left=incremental)
+    if incremental:
+        pairs = pairs.localCheckpoint()
+    levels = comparison_levels(pairs, everyone, few_pairs=incremental).persist()
     if estimate:
         params = estimate_params(everyone, levels)
     params = params or model_params(spark)

@@ -29,26 +29,40 @@ def empi_config() -> dict[str, Any]:
 
 
 def candidate_pairs(left: DataFrame, right: DataFrame, rules: list[list[str]], max_block: int,
-                    same_side: bool) -> DataFrame:
-    """(id_l, id_r) pairs agreeing on all columns of at least one rule; id_l < id_r when both sides match."""
+                    same_side: bool, few_left: bool = False) -> DataFrame:
+    """(id_l, id_r) pairs agreeing on all columns of at least one rule; id_l < id_r when both sides match.
+
+    ``few_left``: ``left`` is a day's records against the whole registry; the registry is first narrowed to
+    the blocks those records fall in (a broadcast filter, no shuffle of the county).
+    """
     pairs = []
     for rule in rules:
         present = reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in rule])
-        sized = Window.partitionBy(*rule)
-        r = right.where(present).select("record_id", *rule).withColumn("_n", F.count("*").over(sized))
-        r = r.where(F.col("_n") <= max_block).drop("_n")
         lhs = left.where(present).select(F.col("record_id").alias("id_l"), *rule)
+        r = right.where(present).select("record_id", *rule)
+        if few_left:
+            r = r.join(F.broadcast(lhs.select(*rule).distinct()), rule, "left_semi")
+        r = r.withColumn("_n", F.count("*").over(Window.partitionBy(*rule)))
+        r = r.where(F.col("_n") <= max_block).drop("_n")
         joined = lhs.join(r.withColumnRenamed("record_id", "id_r"), rule)
         keep = (F.col("id_l") < F.col("id_r")) if same_side else (F.col("id_l") != F.col("id_r"))
         pairs.append(joined.where(keep).select("id_l", "id_r"))
     return reduce(DataFrame.unionByName, pairs).distinct()
 
 
-def comparison_levels(pairs: DataFrame, features: DataFrame) -> DataFrame:
-    """Each pair with both records' features and one level column per comparison (NULL = not comparable)."""
+def comparison_levels(pairs: DataFrame, features: DataFrame, few_pairs: bool = False) -> DataFrame:
+    """Each pair with both records' features and one level column per comparison (NULL = not comparable).
+
+    ``few_pairs``: a day's pairs, broadcast to the features instead of shuffling every record to them.
+    """
     left = features.select(*[F.col(c).alias(f"{c}_l") for c in FEATURES])
     right = features.select(*[F.col(c).alias(f"{c}_r") for c in FEATURES])
-    df = pairs.join(left, F.col("id_l") == F.col("record_id_l")).join(right, F.col("id_r") == F.col("record_id_r"))
+    if few_pairs:
+        df = left.join(F.broadcast(pairs), F.col("id_l") == F.col("record_id_l"))
+        df = right.join(F.broadcast(df), F.col("id_r") == F.col("record_id_r"))
+    else:
+        df = pairs.join(left, F.col("id_l") == F.col("record_id_l")).join(right,
+                                                                          F.col("id_r") == F.col("record_id_r"))
 
     def both(column: str) -> Column:
         return F.col(f"{column}_l").isNotNull() & F.col(f"{column}_r").isNotNull()
