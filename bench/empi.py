@@ -94,7 +94,10 @@ def run_ours(records: list[dict], day: list[dict], truth: dict[str, int], lake: 
     _write_silver_person(spark, records, "overwrite")
     full = identity.run_empi(spark, full=True)
     print(f"  ours, full link: {full.records:,} records → {full.masters:,} residents in {full.seconds} s", flush=True)
-    truth_df = spark.createDataFrame(list(truth.items()), "record_id string, resident_id string")
+    import pandas as pd
+
+    truth_df = spark.createDataFrame(pd.DataFrame({"record_id": list(truth),       # via Arrow: 1M+ rows
+                                                   "resident_id": [str(v) for v in truth.values()]}))
     registry = read_delta(spark, identity.empi_path("records"))
     quality_full = pairwise_quality(registry, truth_df)      # the history's records only, before the day
     _write_silver_person(spark, day, "append")

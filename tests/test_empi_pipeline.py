@@ -41,8 +41,10 @@ def test_matching_meets_the_quality_goals_against_the_answer_key(spark, pipeline
     quality = pairwise_quality(registry, truth_frame(spark))
     assert quality["records"] == registry.count(), "the answer key covers every person record"
     assert quality["true_pairs"] > 10, "the county has residents registered at several institutions"
-    assert quality["precision"] >= 0.999, quality
-    assert quality["recall"] >= 0.98, quality
+    # a few dozen true pairs here: no wrong merge, at most one missed pair (the goals are measured on thousands
+    # in tests/spark_jobs/test_empi.py and at county scale by bench/empi.py)
+    assert quality["precision"] == 1.0, quality
+    assert quality["correct_pairs"] >= quality["true_pairs"] - 1, quality
     review = read_delta(spark, identity.empi_path("review_queue")).count()
     assert review <= 0.02 * registry.count()
 

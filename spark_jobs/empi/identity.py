@@ -220,6 +220,10 @@ def run_empi(spark: SparkSession, full: bool = False) -> EmpiReport:
     pinned_rows = everyone.join(pinned, "record_id").withColumnRenamed("pinned", "master_id")
     fresh = changed.join(pinned, "record_id", "left_anti")
     kept = (unchanged.join(pinned, "record_id", "left_anti") if unchanged is not None else None)
+    if kept is not None:   # records still on their own may belong to a resident who only arrived now
+        loose = _loose_records_near(kept, fresh)
+        fresh = fresh.unionByName(loose.select(*feature_columns)).localCheckpoint()
+        kept = kept.join(loose.select("record_id"), "record_id", "left_anti")
     anchored = pinned_rows if kept is None else kept.select(*feature_columns, "master_id").unionByName(pinned_rows)
     matched = fresh.count()
     config = empi_config()
@@ -248,6 +252,17 @@ def run_empi(spark: SparkSession, full: bool = False) -> EmpiReport:
     linked = assignments.where(F.col("decision").isin("link", "id_number")).count()
     return EmpiReport(counts[0], matched, linked, counts[2] or 0, counts[1],
                       round((datetime.now() - started).total_seconds(), 1))
+
+
+def _loose_records_near(kept: DataFrame, fresh: DataFrame) -> DataFrame:
+    """Registry records without a valid ID that no resident took (new, or awaiting review) and that share a
+    block with this run's records: they are matched again, now that their resident may have turned up."""
+    config = empi_config()
+    loose = kept.where(F.col("decision").isin("new", "review") & ~F.col("id_valid"))
+    near = candidate_pairs(fresh, loose, config["blocking"], config["max_block_size"], same_side=False,
+                           few_left=fresh.count() <= INCREMENTAL_BROADCAST_LIMIT)
+    near = near.select(F.col("id_r").alias("record_id")).distinct()
+    return loose.join(near, "record_id", "left_semi").localCheckpoint()
 
 
 def write_golden(spark: SparkSession, registry: DataFrame, records: DataFrame) -> None:

@@ -81,6 +81,8 @@ def comparison_levels(pairs: DataFrame, features: DataFrame, few_pairs: bool = F
         "id_l", "id_r", "name_n_l", "name_n_r", "id_valid_l", "id_valid_r", "id18_l", "id18_r",
         F.when(both("name_n"), F.when(eq("name_n"), 0).when(eq("pinyin"), 1).when(similar, 2).otherwise(3))
         .alias("name"),
+        # the same characters in another order: a clerk's slip, never how twins' names differ
+        (both("name_n") & ~eq("name_n") & chars).alias("name_swapped"),
         F.when(both("birth"), F.when(eq("birth"), 0).when(swapped | one_field, 1).otherwise(2)).alias("birth"),
         F.when(both("sex"), F.when(eq("sex"), 0).otherwise(1)).alias("sex"),
         F.when(both("id17"), F.when(eq("id17"), 0).when(F.levenshtein("id17_l", "id17_r") <= 1, 1).otherwise(2))
@@ -121,8 +123,9 @@ def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor
     terms[0] = F.when(F.col("name") == 0, exact).otherwise(terms[0])
     total = reduce(lambda a, b: a + b, terms)
     # Household members share birth day (twins), phone and address: agreement there says "same household", so
-    # names that neither agree nor sound alike are never linked automatically (at most a possible match).
-    unlike_names = F.col("name").isNull() | (F.col("name") >= 2)
+    # names that neither agree, sound alike nor are the same characters swapped are never linked
+    # automatically (at most a possible match).
+    unlike_names = (F.col("name").isNull() | (F.col("name") >= 2)) & ~F.coalesce("name_swapped", F.lit(False))
     total = F.when(unlike_names, F.least(total, F.lit(link_threshold - 0.01))).otherwise(total)
     # Two different valid ID numbers are two residents (twins, namesakes): never a match, whatever else agrees.
     distinct_ids = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") != F.col("id18_r"))
