@@ -107,7 +107,7 @@ def log_in(driver, base: str, attempts: int = 3) -> None:
             continue
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         try:
-            WebDriverWait(driver, TIMEOUT / attempts).until(lambda d: "/login" not in d.current_url)
+            WebDriverWait(driver, TIMEOUT).until(lambda d: "/login" not in d.current_url)   # slow when busy
             return
         except TimeoutException:
             continue
