@@ -167,12 +167,24 @@ def main(argv: list[str] | None = None) -> dict:
           f"({time.perf_counter() - started:.0f} s to generate); one day = {len(day):,} records", flush=True)
     result = {"measured_at": datetime.now().isoformat(timespec="seconds"), "machine": f"{os.cpu_count()} cores",
               "residents": args.residents, "records": len(records),
-              "ours": run_ours(history, day, truth, work / "lake"),
-              "splink": {"skipped": "--skip-splink"} if args.skip_splink else run_splink(records, truth, work)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "empi.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+              "ours": run_ours(history, day, truth, work / "lake"), "splink": {"skipped": "--skip-splink"}}
+    _save(result)                                   # ours is kept even if the peer fails
+    if not args.skip_splink:
+        from core.spark import get_spark
+
+        get_spark().stop()                          # the peer gets the machine to itself
+        try:
+            result["splink"] = run_splink(records, truth, work)
+        except subprocess.CalledProcessError as exc:
+            result["splink"] = {"failed": f"exit {exc.returncode} (a negative code is the signal, -9: out of memory)"}
+        _save(result)
     print(_table(result))
     return result
+
+
+def _save(result: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "empi.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _table(r: dict) -> str:
