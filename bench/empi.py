@@ -134,6 +134,8 @@ def _pairwise(assigned: dict[str, str], truth: dict[str, int]) -> dict:
     """Pairwise precision / recall / F1 of a clustering (pure Python: Splink's result, no Spark needed)."""
     from collections import Counter
 
+    from spark_jobs.empi.evaluate import pair_scores
+
     def pairs(counter: Counter) -> int:
         return sum(n * (n - 1) // 2 for n in counter.values())
 
@@ -141,11 +143,7 @@ def _pairwise(assigned: dict[str, str], truth: dict[str, int]) -> dict:
     predicted = pairs(Counter(assigned[k] for k in common))
     actual = pairs(Counter(truth[k] for k in common))
     correct = pairs(Counter((assigned[k], truth[k]) for k in common))
-    precision = correct / predicted if predicted else 1.0
-    recall = correct / actual if actual else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"records": len(common), "true_pairs": actual, "predicted_pairs": predicted, "correct_pairs": correct,
-            "precision": round(precision, 5), "recall": round(recall, 5), "f1": round(f1, 5)}
+    return pair_scores(len(common), actual, predicted, correct)
 
 
 def main(argv: list[str] | None = None) -> dict:

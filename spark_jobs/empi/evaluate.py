@@ -29,6 +29,11 @@ def pairwise_quality(assignments: DataFrame, truth: DataFrame) -> dict[str, floa
     correct = _pairs(joined.groupBy("master_id", "resident_id").count())
     records = joined.count()
     joined.unpersist()
+    return pair_scores(records, actual, predicted, correct)
+
+
+def pair_scores(records: int, actual: int, predicted: int, correct: int) -> dict[str, float]:
+    """Precision, recall and F1 from pair counts (shared with the benchmark's scoring of Splink)."""
     precision = correct / predicted if predicted else 1.0
     recall = correct / actual if actual else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
