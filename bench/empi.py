@@ -92,7 +92,7 @@ def run_ours(records: list[dict], day: list[dict], truth: dict[str, int], lake: 
     spark = get_spark()
     shutil.rmtree(lake, ignore_errors=True)
     _write_silver_person(spark, records, "overwrite")
-    full = identity.run_empi(spark, full=True)
+    full = identity.run_empi(spark, full=True, progress=_step)
     print(f"  ours, full link: {full.records:,} records → {full.masters:,} residents in {full.seconds} s", flush=True)
     import pandas as pd
 
@@ -101,7 +101,7 @@ def run_ours(records: list[dict], day: list[dict], truth: dict[str, int], lake: 
     registry = read_delta(spark, identity.empi_path("records"))
     quality_full = pairwise_quality(registry, truth_df)      # the history's records only, before the day
     _write_silver_person(spark, day, "append")
-    incremental = identity.run_empi(spark)
+    incremental = identity.run_empi(spark, progress=_step)
     print(f"  ours, one day: {incremental.matched:,} new records matched in {incremental.seconds} s", flush=True)
     registry = read_delta(spark, identity.empi_path("records"))
     quality = pairwise_quality(registry, truth_df)
@@ -109,6 +109,10 @@ def run_ours(records: list[dict], day: list[dict], truth: dict[str, int], lake: 
     return {"full_link_seconds": full.seconds, "day_seconds": incremental.seconds, "day_records": incremental.matched,
             "residents_found": incremental.masters, "review_queue": review,
             "review_share": round(review / max(quality["records"], 1), 5), "after_full_link": quality_full, **quality}
+
+
+def _step(done: str) -> None:
+    print(f"    {done}", flush=True)
 
 
 def run_splink(records: list[dict], truth: dict[str, int], work: Path) -> dict:

@@ -236,7 +236,7 @@ def cmd_empi(args: argparse.Namespace) -> None:
     spark = get_spark()
     actor = args.actor or "cli"
     if args.action == "run":
-        r = identity.run_empi(spark, full=args.full)
+        r = identity.run_empi(spark, full=args.full, progress=lambda step: console.print(f"  {step}"))
         console.print(f"  {r.records:,} person records → {r.masters:,} residents; {r.matched:,} (re)matched, "
                       f"{r.linked:,} linked, {r.review:,} in the review queue ({r.seconds} s)")
         return

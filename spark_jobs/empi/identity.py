@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -127,8 +128,10 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     constraints = _constraints(spark)
     # cut the plans: both sides are read by every blocking rule and both comparison joins
     fresh = fresh.localCheckpoint()
-    everyone = fresh if anchored is None else fresh.unionByName(anchored.drop("master_id")).localCheckpoint()
     incremental = anchored is not None and fresh.count() <= INCREMENTAL_BROADCAST_LIMIT
+    everyone = fresh if anchored is None else fresh.unionByName(anchored.drop("master_id"))
+    if not incremental:   # every blocking rule and both comparison joins read it whole
+        everyone = everyone.localCheckpoint()
     pairs = candidate_pairs(fresh, everyone, config["blocking"], config["max_block_size"], same_side=False,
                             few_left=incremental)
     if incremental:
@@ -137,7 +140,8 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     if estimate:
         params = estimate_params(everyone, levels)
     params = params or model_params(spark)
-    scored = score(levels, params, name_frequencies(everyone), thresholds["tf_adjust_floor"], thresholds["link"])
+    frequencies = name_frequencies(everyone, only=fresh if incremental else None)
+    scored = score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"])
     # The resident each candidate belongs to: its master id if anchored, its ID number if it has a valid one,
     # else the candidate record itself (linked through union-find below).
     anchors = (anchored.select(F.col("record_id").alias("id_r"), F.col("master_id").alias("group"))
@@ -173,8 +177,12 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
                 .select("record_id", F.coalesce("_linked", "_id", F.concat(F.lit("R|"), "record_id")).alias("root")))
     if anchored is not None:   # ID numbers whose resident is known (manual pins excluded: they may split one)
         pinned = constraints.where("kind = 'assign'").select("record_id")
-        known_ids = (anchored.where("id_valid").join(pinned, "record_id", "left_anti")
-                     .groupBy(F.concat(F.lit("ID|"), "id18").alias("root")).agg(F.min("master_id").alias("_known")))
+        known_ids = anchored.where("id_valid").join(pinned, "record_id", "left_anti")
+        if incremental:
+            known_ids = known_ids.join(F.broadcast(fresh.where("id_valid").select("id18").distinct()), "id18",
+                                       "left_semi")
+        known_ids = known_ids.groupBy(F.concat(F.lit("ID|"), "id18").alias("root")).agg(
+            F.min("master_id").alias("_known"))
         roots_df = roots_df.join(known_ids, "root", "left")
     else:
         roots_df = roots_df.withColumn("_known", F.lit(None).cast("string"))
@@ -188,70 +196,112 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
                             .otherwise(master_id_of(F.concat(F.lit("LOCAL|"), F.substring("root", 3, 1000))))
                             .alias("master_id"),
                            F.coalesce("decision", F.lit("id_number")).alias("decision"), "score",
-                           F.col("group").alias("candidate"), "second"))
+                           F.col("group").alias("candidate"), "second")).localCheckpoint()
+    levels.unpersist()
+    decided.unpersist()
     return assignments, params
 
 
-def run_empi(spark: SparkSession, full: bool = False) -> EmpiReport:
+def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], None] | None = None) -> EmpiReport:
     """Match new and changed silver person records against the registry; keep everything else as it is.
 
     Only the new and changed records are normalised and scored (the registry keeps every record's features),
-    so a day costs what the day brings, not what the county holds.
+    and only the residents they touch get a new golden record, so a day costs what the day brings plus a few
+    scans of the county, not a re-match of it. The registry is written last: a run that stops half-way is
+    simply repeated by the next one. ``progress`` hears each step's end.
     """
     started = datetime.now()
+
+    def step(done: str) -> None:
+        if progress:
+            progress(f"{done} ({(datetime.now() - started).total_seconds():.1f} s)")
+
     records = person_records(spark)
     if records is None:
         raise RuntimeError("silver.person is empty: run `./drc silver` first")
-    registry = read_delta(spark, empi_path("records"))
-    registry = None if registry is None or full else registry.localCheckpoint()   # this run overwrites it
-    lineage = records.select("record_id", "fingerprint", "source_updated_at", "local_patient_id")
+    lineage = ("fingerprint", "source_updated_at", "local_patient_id")
+    registry = None if full else _pinned(spark, empi_path("records"))   # this run overwrites it
     if registry is None:
-        changed_records, unchanged = records, None
+        changed_records, unchanged, gone = records, None, None
     else:
-        known = registry.select("record_id", F.col("fingerprint").alias("_old"))
-        changed_records = (records.join(known, "record_id", "left")
-                           .where(F.col("_old").isNull() | (F.col("_old") != F.col("fingerprint"))).drop("_old"))
-        unchanged = registry.join(lineage, ["record_id", "fingerprint"], "left_semi")   # deleted records drop out
-    changed = normalize_records(changed_records).join(lineage, "record_id").localCheckpoint()
+        # (record, fingerprint) pairs on both sides: new, changed and deleted records, by one narrow join
+        gone = (records.select("record_id", "fingerprint")
+                .join(registry.select("record_id", F.col("fingerprint").alias("_old")), "record_id", "full")
+                .where(~F.col("fingerprint").eqNullSafe(F.col("_old")))
+                .select("record_id", F.col("fingerprint").isNull().alias("deleted")).localCheckpoint())
+        changed_records = records.join(_small(gone.where("NOT deleted").select("record_id")), "record_id",
+                                       "left_semi")
+        unchanged = registry.join(_small(gone.select("record_id")), "record_id", "left_anti")
+    changed = normalize_records(changed_records, keep=lineage).localCheckpoint()
+    step(f"{changed.count():,} new or changed records normalised")
     feature_columns = changed.columns
-    constraints = _constraints(spark)
-    pinned = constraints.where("kind = 'assign'").select("record_id", F.col("master_id").alias("pinned"))
+    pinned = _constraints(spark).where("kind = 'assign'").select("record_id", F.col("master_id").alias("pinned"))
     everyone = changed if unchanged is None else changed.unionByName(unchanged.select(*feature_columns))
-    pinned_rows = everyone.join(pinned, "record_id").withColumnRenamed("pinned", "master_id")
-    fresh = changed.join(pinned, "record_id", "left_anti")
-    kept = (unchanged.join(pinned, "record_id", "left_anti") if unchanged is not None else None)
+    pinned_rows = (everyone.join(F.broadcast(pinned), "record_id").withColumnRenamed("pinned", "master_id")
+                   .localCheckpoint())
+    fresh = changed.join(F.broadcast(pinned), "record_id", "left_anti")
+    kept = unchanged.join(F.broadcast(pinned), "record_id", "left_anti") if unchanged is not None else None
     if kept is not None:   # records still on their own may belong to a resident who only arrived now
         loose = _loose_records_near(kept, fresh)
         fresh = fresh.unionByName(loose.select(*feature_columns)).localCheckpoint()
-        kept = kept.join(loose.select("record_id"), "record_id", "left_anti")
+        kept = kept.join(_small(loose.select("record_id")), "record_id", "left_anti")
+        step(f"{loose.count():,} unclaimed records near them gathered")
     anchored = pinned_rows if kept is None else kept.select(*feature_columns, "master_id").unionByName(pinned_rows)
     matched = fresh.count()
-    config = empi_config()
-    estimate = registry is None and matched >= config["estimate_min_records"]
-    assignments, params = match_records(spark, fresh, anchored if anchored.count() else None, estimate=estimate)
+    estimate = registry is None and matched >= empi_config()["estimate_min_records"]
+    assignments, params = match_records(spark, fresh, anchored if kept is not None or pinned_rows.count() else None,
+                                        estimate=estimate)
     if estimate:
         Path(empi_path("model.json")).parent.mkdir(parents=True, exist_ok=True)
         Path(empi_path("model.json")).write_text(json.dumps(params, indent=1), encoding="utf-8")
     now = F.lit(datetime.now().astimezone()).cast("timestamp")
     manual = pinned_rows.select(*feature_columns, "master_id", F.lit("manual").alias("decision"),
                                 *[F.lit(None).cast(t).alias(c) for c, t in DECISION_DETAIL.items()])
-    result = fresh.join(assignments, "record_id").withColumn("matched_at", now).unionByName(
-        manual.withColumn("matched_at", now))
-    if kept is not None:
-        result = result.unionByName(kept.select(*result.columns))
-    result = result.localCheckpoint()
-    result.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("records"))
-    review_queue = (result.where("decision = 'review'")
+    decided = (fresh.join(assignments, "record_id").unionByName(manual).withColumn("matched_at", now)
+               .localCheckpoint())
+    step(f"{matched:,} records matched")
+    new_registry = decided if kept is None else decided.unionByName(kept.select(*decided.columns))
+    update_silver_master_ids(spark, decided, None if kept is None else kept)
+    step("master ids written to silver person")
+    if registry is None or _pinned(spark, empi_path("golden")) is None:
+        golden = golden_records(new_registry, records)
+    else:
+        touched = decided.select("record_id")
+        if gone is not None:
+            touched = touched.unionByName(gone.select("record_id"))
+        affected = (decided.select("master_id")
+                    .unionByName(registry.join(_small(touched), "record_id", "left_semi").select("master_id"))
+                    .distinct().localCheckpoint())
+        members = new_registry.join(_small(affected), "master_id", "left_semi").localCheckpoint()
+        their_records = records.join(_small(members.select("record_id")), "record_id", "left_semi")
+        golden = (_pinned(spark, empi_path("golden")).join(_small(affected), "master_id", "left_anti")
+                  .unionByName(golden_records(members, their_records)))
+    golden.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("golden"))
+    step("golden records written")
+    review_queue = (new_registry.where("decision = 'review'")
                     .select("record_id", "candidate", "score", "second", F.col("matched_at").alias("queued_at")))
     review_queue.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
         empi_path("review_queue"))
-    write_golden(spark, result, records)
-    update_silver_master_ids(spark, result)
-    counts = result.agg(F.count("*"), F.countDistinct("master_id"),
-                        F.sum((F.col("decision") == "review").cast("int"))).first()
-    linked = assignments.where(F.col("decision").isin("link", "id_number")).count()
-    return EmpiReport(counts[0], matched, linked, counts[2] or 0, counts[1],
+    new_registry.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("records"))
+    step("review queue and registry written")
+    linked = decided.where(F.col("decision").isin("link", "id_number")).count()
+    return EmpiReport(read_delta(spark, empi_path("records")).count(), matched, linked,
+                      read_delta(spark, empi_path("review_queue")).count(),
+                      read_delta(spark, empi_path("golden")).count(),
                       round((datetime.now() - started).total_seconds(), 1))
+
+
+def _pinned(spark: SparkSession, path: str) -> DataFrame | None:
+    """A Delta table as of its current version: it stays readable while this run overwrites it."""
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    version = DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
+
+
+def _small(ids: DataFrame) -> DataFrame:
+    """A day's worth of keys is broadcast to the county's rows; a rebuild's worth is joined the usual way."""
+    return F.broadcast(ids) if ids.count() <= INCREMENTAL_BROADCAST_LIMIT else ids
 
 
 def _loose_records_near(kept: DataFrame, fresh: DataFrame) -> DataFrame:
@@ -265,8 +315,8 @@ def _loose_records_near(kept: DataFrame, fresh: DataFrame) -> DataFrame:
     return loose.join(near, "record_id", "left_semi").localCheckpoint()
 
 
-def write_golden(spark: SparkSession, registry: DataFrame, records: DataFrame) -> None:
-    """One golden record per master id: each attribute from the best record that has it (survivorship)."""
+def golden_records(registry: DataFrame, records: DataFrame) -> DataFrame:
+    """One golden record per master id of ``registry``: each attribute from the best record that has it."""
     trust = empi_config()["survivorship"]["source_trust"]
     rank_of = F.create_map(*[F.lit(x) for i, s in enumerate(trust) for x in (s, i)])
     joined = registry.select("record_id", "master_id", "id_valid").join(
@@ -275,24 +325,33 @@ def write_golden(spark: SparkSession, registry: DataFrame, records: DataFrame) -
              F.col("source_updated_at").desc(), F.col("record_id")]
     window = Window.partitionBy("master_id").orderBy(*order).rowsBetween(Window.unboundedPreceding,
                                                                          Window.unboundedFollowing)
-    golden = (joined.select("master_id", *[F.first(c, ignorenulls=True).over(window).alias(c)
-                                          for c in IDENTITY_COLUMNS],
-                           F.count("*").over(Window.partitionBy("master_id")).alias("record_count"),
-                           F.max(F.col("id_valid").cast("int")).over(Window.partitionBy("master_id"))
-                           .cast("boolean").alias("id_number_valid"),
-                           F.max("source_updated_at").over(Window.partitionBy("master_id")).alias("last_updated_at"))
-              .dropDuplicates(["master_id"]))
-    golden.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("golden"))
+    return (joined.select("master_id", *[F.first(c, ignorenulls=True).over(window).alias(c)
+                                         for c in IDENTITY_COLUMNS],
+                          F.count("*").over(Window.partitionBy("master_id")).alias("record_count"),
+                          F.max(F.col("id_valid").cast("int")).over(Window.partitionBy("master_id"))
+                          .cast("boolean").alias("id_number_valid"),
+                          F.max("source_updated_at").over(Window.partitionBy("master_id")).alias("last_updated_at"))
+            .dropDuplicates(["master_id"]))
 
 
-def update_silver_master_ids(spark: SparkSession, registry: DataFrame) -> None:
-    """Write each record's master id into silver person (the PIX cross-reference in the canonical table)."""
+def update_silver_master_ids(spark: SparkSession, decided: DataFrame, kept: DataFrame | None) -> None:
+    """Write each record's master id into silver person (the PIX cross-reference in the canonical table).
+
+    ``decided``: this run's assignments; ``kept``: everyone else's, needed only for silver rows that have no
+    master id although their record was not matched now (silver was rebuilt).
+    """
     silver = read_delta(spark, silver_path("person")).select("source_system", "local_patient_id",
                                                             F.col("master_id").alias("_current"))
+    rows = decided.select("record_id", "local_patient_id", "master_id")
+    if kept is not None:
+        unset = (silver.where(F.col("_current").isNull())
+                 .select(F.concat_ws("|", "source_system", "local_patient_id").alias("record_id")))
+        rows = rows.unionByName(kept.join(_small(unset), "record_id", "left_semi")
+                                .select("record_id", "local_patient_id", "master_id"))
+    rows = rows.select(F.split("record_id", r"\|", 2).getItem(0).alias("source_system"), "local_patient_id",
+                       "master_id")
     # only rows whose master id differs: a MERGE rewrites every file it touches
-    updates = (registry.select(F.split("record_id", r"\|", 2).getItem(0).alias("source_system"),
-                               "local_patient_id", "master_id")
-               .join(silver, ["source_system", "local_patient_id"])
+    updates = (silver.join(_small(rows), ["source_system", "local_patient_id"])
                .where(F.col("_current").isNull() | (F.col("_current") != F.col("master_id"))).drop("_current"))
     (DeltaTable.forPath(spark, silver_path("person")).alias("t")
         .merge(updates.alias("s"), "t.source_system = s.source_system AND t.local_patient_id = s.local_patient_id")

@@ -132,10 +132,17 @@ def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor
     return scored.withColumn("score", F.when(distinct_ids, F.lit(-99.0)).otherwise(total))
 
 
-def name_frequencies(features: DataFrame) -> DataFrame:
-    """Share of records carrying each normalised name (the u of an exact-name agreement on that name)."""
+def name_frequencies(features: DataFrame, only: DataFrame | None = None) -> DataFrame:
+    """Share of records carrying each normalised name (the u of an exact-name agreement on that name).
+
+    ``only``: just the names in this frame's ``name_n`` (a day's names: a broadcast filter, not the county's
+    whole name list).
+    """
     total = features.count()
-    return (features.where(F.col("name_n").isNotNull()).groupBy("name_n").count()
+    named = features.where(F.col("name_n").isNotNull()).select("name_n")
+    if only is not None:
+        named = named.join(F.broadcast(only.select("name_n").distinct()), "name_n", "left_semi")
+    return (named.groupBy("name_n").count()
             .select("name_n", (F.col("count") / F.lit(max(total, 1))).alias("frequency")))
 
 

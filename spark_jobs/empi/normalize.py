@@ -9,7 +9,7 @@ spaces and dots in minority names, phone formatting, and the many ways one è¥é˜
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import pandas as pd
@@ -91,16 +91,18 @@ def _fuzzy(syllable: str) -> str:
     return syllable
 
 
+@lru_cache(maxsize=300_000)
+def _fuzzy_pinyin_of(name: str) -> str:
+    """Cached per worker: a county's names repeat (surnames by the hundred thousand), pypinyin is slow."""
+    from pypinyin import Style, lazy_pinyin
+
+    return " ".join(_fuzzy(s) for s in lazy_pinyin(name, style=Style.NORMAL, errors="ignore"))
+
+
 @pandas_udf(StringType())
 def fuzzy_pinyin(names: pd.Series) -> pd.Series:
     """Space-separated fuzzy pinyin of each character (homophones and near-homophones get one key)."""
-    from pypinyin import Style, lazy_pinyin
-
-    def convert(name: str | None) -> str | None:
-        if not name:
-            return None
-        return " ".join(_fuzzy(s) for s in lazy_pinyin(name, style=Style.NORMAL, errors="ignore"))
-    return names.map(convert)
+    return names.map(lambda name: _fuzzy_pinyin_of(name) if name else None)
 
 
 def phone_key(raw: Column) -> Column:
@@ -122,10 +124,11 @@ def address_parts(raw: Column) -> tuple[Column, Column, Column]:
     return township, village, number
 
 
-def normalize_records(people: DataFrame) -> DataFrame:
+def normalize_records(people: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
     """Silver person rows (or a batch file's rows) -> one comparable identity per record.
 
-    Input columns: record_id, source_system, name, sex_code, birth_date, id_number, phone, address.
+    Input columns: record_id, source_system, name, sex_code, birth_date, id_number, phone, address; ``keep``
+    names further input columns passed through unchanged.
     """
     ident = id18(F.col("id_number"))
     valid = id_number_is_valid(ident)
@@ -145,7 +148,7 @@ def normalize_records(people: DataFrame) -> DataFrame:
         # the ID and the recorded birth date / sex disagree: one of them is wrong (kept as evidence)
         (valid & F.col("birth_date").isNotNull() & (F.col("birth_date") != id_birth)).alias("id_birth_conflict"),
         phone_key(F.col("phone")).alias("phone_n"),
-        township.alias("township"), village.alias("village"), number.alias("house_no"))
+        township.alias("township"), village.alias("village"), number.alias("house_no"), *keep)
         .withColumn("surname", surname(F.col("name_n")))
         .withColumn("pinyin", fuzzy_pinyin(F.col("name_n")))
         .withColumn("surname_py", fuzzy_pinyin(F.col("surname")))
