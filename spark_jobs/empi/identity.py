@@ -222,16 +222,16 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     lineage = ("fingerprint", "source_updated_at", "local_patient_id")
     registry = None if full else _pinned(spark, empi_path("records"))   # this run overwrites it
     if registry is None:
-        changed_records, unchanged, gone = records, None, None
+        changed_records, unchanged, differing = records, None, None
     else:
         # (record, fingerprint) pairs on both sides: new, changed and deleted records, by one narrow join
-        gone = (records.select("record_id", "fingerprint")
-                .join(registry.select("record_id", F.col("fingerprint").alias("_old")), "record_id", "full")
-                .where(~F.col("fingerprint").eqNullSafe(F.col("_old")))
-                .select("record_id", F.col("fingerprint").isNull().alias("deleted")).localCheckpoint())
-        changed_records = records.join(_small(gone.where("NOT deleted").select("record_id")), "record_id",
+        differing = (records.select("record_id", "fingerprint")
+                     .join(registry.select("record_id", F.col("fingerprint").alias("_old")), "record_id", "full")
+                     .where(~F.col("fingerprint").eqNullSafe(F.col("_old")))
+                     .select("record_id", F.col("fingerprint").isNull().alias("deleted")).localCheckpoint())
+        changed_records = records.join(_small(differing.where("NOT deleted").select("record_id")), "record_id",
                                        "left_semi")
-        unchanged = registry.join(_small(gone.select("record_id")), "record_id", "left_anti")
+        unchanged = registry.join(_small(differing.select("record_id")), "record_id", "left_anti")
     changed = normalize_records(changed_records, keep=lineage).localCheckpoint()
     step(f"{changed.count():,} new or changed records normalised")
     feature_columns = changed.columns
@@ -261,20 +261,19 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
                .localCheckpoint())
     step(f"{matched:,} records matched")
     new_registry = decided if kept is None else decided.unionByName(kept.select(*decided.columns))
-    update_silver_master_ids(spark, decided, None if kept is None else kept)
+    update_silver_master_ids(spark, decided, kept)
     step("master ids written to silver person")
-    if registry is None or _pinned(spark, empi_path("golden")) is None:
+    old_golden = None if registry is None else _pinned(spark, empi_path("golden"))
+    if old_golden is None:
         golden = golden_records(new_registry, records)
     else:
-        touched = decided.select("record_id")
-        if gone is not None:
-            touched = touched.unionByName(gone.select("record_id"))
+        touched = decided.select("record_id").unionByName(differing.select("record_id"))
         affected = (decided.select("master_id")
                     .unionByName(registry.join(_small(touched), "record_id", "left_semi").select("master_id"))
                     .distinct().localCheckpoint())
         members = new_registry.join(_small(affected), "master_id", "left_semi").localCheckpoint()
         their_records = records.join(_small(members.select("record_id")), "record_id", "left_semi")
-        golden = (_pinned(spark, empi_path("golden")).join(_small(affected), "master_id", "left_anti")
+        golden = (old_golden.join(_small(affected), "master_id", "left_anti")
                   .unionByName(golden_records(members, their_records)))
     golden.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("golden"))
     step("golden records written")
@@ -342,16 +341,13 @@ def update_silver_master_ids(spark: SparkSession, decided: DataFrame, kept: Data
     """
     silver = read_delta(spark, silver_path("person")).select("source_system", "local_patient_id",
                                                             F.col("master_id").alias("_current"))
-    rows = decided.select("record_id", "local_patient_id", "master_id")
+    key = ["source_system", "local_patient_id"]
+    rows = decided.select(*key, "master_id")
     if kept is not None:
-        unset = (silver.where(F.col("_current").isNull())
-                 .select(F.concat_ws("|", "source_system", "local_patient_id").alias("record_id")))
-        rows = rows.unionByName(kept.join(_small(unset), "record_id", "left_semi")
-                                .select("record_id", "local_patient_id", "master_id"))
-    rows = rows.select(F.split("record_id", r"\|", 2).getItem(0).alias("source_system"), "local_patient_id",
-                       "master_id")
+        unset = silver.where(F.col("_current").isNull()).select(*key)
+        rows = rows.unionByName(kept.join(_small(unset), key, "left_semi").select(*key, "master_id"))
     # only rows whose master id differs: a MERGE rewrites every file it touches
-    updates = (silver.join(_small(rows), ["source_system", "local_patient_id"])
+    updates = (silver.join(_small(rows), key)
                .where(F.col("_current").isNull() | (F.col("_current") != F.col("master_id"))).drop("_current"))
     (DeltaTable.forPath(spark, silver_path("person")).alias("t")
         .merge(updates.alias("s"), "t.source_system = s.source_system AND t.local_patient_id = s.local_patient_id")
