@@ -342,7 +342,8 @@ def cmd_bench_silver(args: argparse.Namespace) -> None:
     from bench.silver import main as bench_main
 
     bench_main((["--lake", args.lake] if args.lake else [])
-               + (["--day-since", args.day_since] if args.day_since else []))
+               + (["--day-since", args.day_since] if args.day_since else [])
+               + (["--history-only"] if args.history_only else []))
 
 
 def cmd_bench_empi(args: argparse.Namespace) -> None:
@@ -453,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-silver", help="benchmark standardisation: history and one incremental day")
     p.add_argument("--lake", help="lake root to measure on (default: the platform's)")
     p.add_argument("--day-since", help="ISO time the measured day's collection started (default: detected)")
+    p.add_argument("--history-only", action="store_true", help="only the history measure; keeps the last day's")
     p.set_defaults(func=cmd_bench_silver)
 
     p = sub.add_parser("bench-empi", help="benchmark EMPI quality and speed, side by side with Splink")

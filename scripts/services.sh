@@ -27,6 +27,9 @@ max_replication_slots = 10
 max_wal_senders = 10
 shared_buffers = 512MB
 max_connections = 200
+# bulk days (simulator, publish) write GBs of WAL: fewer checkpoints, fewer full-page images
+max_wal_size = 4GB
+checkpoint_timeout = 15min
 CONF
     echo "host replication all 127.0.0.1/32 scram-sha-256" >>"$data/pg_hba.conf"
   fi

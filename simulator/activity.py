@@ -384,6 +384,16 @@ def apply_population_changes(world: World, activity: DayActivity) -> None:
         with source_pg_engine(answer_key.DATABASE).begin() as conn:
             conn.execute(sa.text("UPDATE person SET death_date = :d WHERE resident_id = :r"),
                          [{"d": death.at.date(), "r": death.resident_id} for death in activity.deaths])
-        for death in activity.deaths:
-            world.people[death.resident_id].death_date = death.at.date()
+    _mark_deaths(world, activity)
 
+
+def remember_population_changes(world: World, activity: DayActivity) -> None:
+    """Today's births and deaths in this process's copy of the world only (a writer process: the orchestrator
+    has stored them)."""
+    world.remember_people(activity.new_people, activity.day)
+    _mark_deaths(world, activity)
+
+
+def _mark_deaths(world: World, activity: DayActivity) -> None:
+    for death in activity.deaths:
+        world.people[death.resident_id].death_date = death.at.date()

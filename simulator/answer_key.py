@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from core.db import source_pg_engine
+from simulator.pg_copy import copy_insert
 
 DATABASE = "sim_truth"
 DDL = [
@@ -38,6 +40,28 @@ DDL = [
 ]
 
 
+class PatientEntry(NamedTuple):
+    source_system: str
+    local_patient_id: str
+    resident_id: int
+    org_code: str
+
+
+class DefectEntry(NamedTuple):
+    source_system: str
+    table_name: str
+    record_id: str
+    defect: str
+    detail: str
+    day: date
+
+
+class EncounterEntry(NamedTuple):
+    source_system: str
+    local_encounter_id: str
+    encounter_uid: str
+
+
 def create_schema(reset: bool = False) -> None:
     with source_pg_engine(DATABASE).begin() as conn:
         if reset:
@@ -53,32 +77,28 @@ class AnswerKey:
 
     source_system: str
     day: date
-    patients: list[dict] = field(default_factory=list)
-    defects: list[dict] = field(default_factory=list)
-    encounters: list[dict] = field(default_factory=list)
+    patients: list[PatientEntry] = field(default_factory=list)
+    defects: list[DefectEntry] = field(default_factory=list)
+    encounters: list[EncounterEntry] = field(default_factory=list)
 
     def patient(self, local_patient_id: str, resident_id: int, org_code: str) -> None:
-        self.patients.append({"s": self.source_system, "l": local_patient_id, "r": resident_id, "o": org_code})
+        self.patients.append(PatientEntry(self.source_system, local_patient_id, resident_id, org_code))
 
     def defect(self, table: str, record_id: str, defect: str, detail: str = "") -> None:
-        self.defects.append({"s": self.source_system, "t": table, "r": record_id, "d": defect,
-                             "x": detail, "day": self.day})
+        self.defects.append(DefectEntry(self.source_system, table, record_id, defect, detail, self.day))
 
     def encounter(self, local_encounter_id: str, encounter_uid: str) -> None:
-        self.encounters.append({"s": self.source_system, "l": local_encounter_id, "u": encounter_uid})
+        self.encounters.append(EncounterEntry(self.source_system, local_encounter_id, encounter_uid))
 
     def flush(self) -> None:
         """Write and clear the buffer (idempotent: re-flushing the same entries changes nothing)."""
-        with source_pg_engine(DATABASE).begin() as conn:
+        with source_pg_engine(DATABASE).begin() as conn, conn.connection.dbapi_connection.cursor() as cursor:
             if self.patients:
-                conn.execute(sa.text("INSERT INTO patient_truth VALUES (:s, :l, :r, :o) ON CONFLICT DO NOTHING"),
-                             self.patients)
+                copy_insert(cursor, "patient_truth", PatientEntry._fields, self.patients)
             if self.defects:
-                conn.execute(sa.text("INSERT INTO defect_log VALUES (:s, :t, :r, :d, :x, :day) "
-                                     "ON CONFLICT DO NOTHING"), self.defects)
+                copy_insert(cursor, "defect_log", DefectEntry._fields, self.defects)
             if self.encounters:
-                conn.execute(sa.text("INSERT INTO encounter_truth VALUES (:s, :l, :u) ON CONFLICT DO NOTHING"),
-                             self.encounters)
+                copy_insert(cursor, "encounter_truth", EncounterEntry._fields, self.encounters)
         self.patients, self.defects, self.encounters = [], [], []
 
 

@@ -238,6 +238,10 @@ class World:
                 columns = list(rows[0])
                 conn.execute(sa.text(f"INSERT INTO person ({', '.join(columns)}) VALUES "
                                      f"({', '.join(':' + c for c in columns)}) ON CONFLICT DO NOTHING"), rows)
+        self.remember_people(people, day)
+
+    def remember_people(self, people: list[Person], day: date) -> None:
+        """New residents in memory only (stored already by another process)."""
         self.people.update({p.resident_id: p for p in people})
         self.appeared.update({p.resident_id: day for p in people})
         if self._issued is not None:

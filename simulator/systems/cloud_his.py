@@ -15,7 +15,6 @@ point followed by a re-run converges to the same rows (deterministic keys, ``ON 
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import zlib
@@ -31,6 +30,7 @@ from simulator import answer_key, clinical
 from simulator.answer_key import AnswerKey
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import Correction, DayActivity, Encounter, Institution, Person
+from simulator.pg_copy import copy_insert
 from simulator.systems.base import MemberSystem
 from simulator.world import World
 
@@ -151,18 +151,6 @@ def _audit(at: datetime) -> dict[str, Any]:
     return {"del_flag": "0", "gmt_create": at, "gmt_modified": at}
 
 
-COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: Any) -> str:
-    """One value in COPY text format."""
-    if value is None:
-        return r"\N"
-    if isinstance(value, str):
-        return value.translate(COPY_ESCAPES)
-    return value.isoformat(sep=" ") if isinstance(value, datetime) else str(value)
-
-
 def _json_default(value: Any) -> str:
     if isinstance(value, date | datetime):
         return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
@@ -277,25 +265,14 @@ class CloudHis(MemberSystem):
                 "drug_spec": spec, "ybbm": national, "retail_price": price, **_audit(at)}
 
     def _store(self, conn: sa.Connection, rows: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
-        """COPY each table's rows into a staging table, then insert what is not there yet (re-runs add nothing)."""
+        """COPY each table's rows in, keeping what is there already (re-runs add nothing)."""
         cursor = conn.connection.dbapi_connection.cursor()
         counts = {}
         for table, table_rows in rows.items():
-            if not table_rows:
-                continue
-            columns = list(table_rows[0])
-            buffer = io.StringIO()
-            for row in table_rows:
-                buffer.write("\t".join(_copy_text(row[c]) for c in columns) + "\n")
-            buffer.seek(0)
-            stage = f"stage_{table}"
-            column_list = ", ".join(columns)
-            cursor.execute(f"CREATE TEMP TABLE {stage} (LIKE {self.schema}.{table})")
-            cursor.copy_expert(f"COPY {stage} ({column_list}) FROM STDIN", buffer)
-            cursor.execute(f"INSERT INTO {self.schema}.{table} ({column_list}) SELECT {column_list} FROM {stage} "
-                           f"ON CONFLICT DO NOTHING")
-            counts[table] = cursor.rowcount
-            cursor.execute(f"DROP TABLE {stage}")
+            if table_rows:
+                columns = list(table_rows[0])
+                counts[table] = copy_insert(cursor, f"{self.schema}.{table}", columns,
+                                            ([row[c] for c in columns] for row in table_rows))
         return counts
 
     # --- one day ------------------------------------------------------------------------------------

@@ -17,17 +17,18 @@ from __future__ import annotations
 import json
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg2.extras import execute_values
 
 from core.db import source_pg_engine
 from simulator import answer_key
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import DayActivity, Encounter
+from simulator.pg_copy import copy_insert
 from simulator.systems.base import MemberSystem
 from simulator.world import World
 
@@ -468,10 +469,10 @@ class PrivateHospitalApi(MemberSystem):
         return {k: v for k, v in counts.items() if v}
 
     def _queue(self, conn: sa.Connection, entries: list[tuple[str, dict[str, Any]]]) -> None:
-        _insert_values(conn, f"INSERT INTO {self._table('sim_pending')} ({', '.join(PENDING_COLUMNS)}) VALUES %s "
-                             "ON CONFLICT DO NOTHING",
-                       [(t, r["id"], r["updated_at"], r["updated_at"].date(),
-                         json.dumps(r, default=_encode, ensure_ascii=False)) for t, r in entries])
+        if entries:
+            _copy_insert(conn, self._table("sim_pending"), PENDING_COLUMNS,
+                         [(t, r["id"], r["updated_at"], r["updated_at"].date(),
+                           json.dumps(r, default=_encode, ensure_ascii=False)) for t, r in entries])
 
     def _upsert(self, conn: sa.Connection, table: str, day: date, rows: list[dict[str, Any]]) -> int:
         """Insert rows or newer versions of them; never resurrect a tombstone nor overwrite a newer version."""
@@ -480,9 +481,8 @@ class PrivateHospitalApi(MemberSystem):
         for row in sorted(rows, key=lambda r: r["updated_at"]):
             latest[row["id"]] = tuple(row.get(c) for c in columns)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "id")
-        _insert_values(conn, f"INSERT INTO {self._table(table)} AS t ({', '.join(columns)}) VALUES %s "
-                             f"ON CONFLICT (id) DO UPDATE SET {updates} "
-                             "WHERE NOT t.deleted AND t.updated_at <= EXCLUDED.updated_at", list(latest.values()))
+        newer = f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE NOT t.deleted AND t.updated_at <= EXCLUDED.updated_at"
+        _copy_insert(conn, self._table(table), columns, latest.values(), newer)
         return len(latest)
 
     def _correct(self, conn: sa.Connection, day: date, op: dict[str, Any], key: answer_key.AnswerKey) -> int:
@@ -524,12 +524,10 @@ class PrivateHospitalApi(MemberSystem):
         return 1
 
 
-def _insert_values(conn: sa.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """Multi-row INSERT in pages (psycopg2's execute_values): a county day is ~10k rows, one round trip per row
-    would take seconds."""
-    if rows:
-        with conn.connection.cursor() as cursor:
-            execute_values(cursor, sql, rows, page_size=1000)
+def _copy_insert(conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                 on_conflict: str = "ON CONFLICT DO NOTHING") -> None:
+    with conn.connection.cursor() as cursor:
+        copy_insert(cursor, table, columns, rows, on_conflict)
 
 
 def _encode(value: Any) -> str:

@@ -26,7 +26,6 @@ from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg2.extras import execute_values
 
 from core.db import source_pg_engine
 from simulator import answer_key
@@ -39,6 +38,7 @@ from simulator.events import (
     PublicHealthService,
     Referral,
 )
+from simulator.pg_copy import copy_insert
 from simulator.systems.base import MemberSystem
 from simulator.world import EXTRA_CENTRE, World, villages_of
 
@@ -244,13 +244,12 @@ def _table_ddl(schema: str, name: str, spec: tuple[str, list[Column], str]) -> l
 
 
 def _insert(conn: sa.Connection, schema: str, table: str, rows: list[dict[str, Any]]) -> int:
-    """Multi-row INSERT .. ON CONFLICT DO NOTHING (a repeated day cannot duplicate rows), in the day's transaction."""
+    """Bulk insert keeping what is there (a repeated day cannot duplicate rows), in the day's transaction."""
     if not rows:
         return 0
     columns = list(rows[0])
     with conn.connection.dbapi_connection.cursor() as cursor:
-        execute_values(cursor, f"INSERT INTO {schema}.{table} ({', '.join(columns)}) VALUES %s ON CONFLICT DO NOTHING",
-                       [tuple(row[c] for c in columns) for row in rows], page_size=1000)
+        copy_insert(cursor, f"{schema}.{table}", columns, ([row[c] for c in columns] for row in rows))
     return len(rows)
 
 

@@ -15,7 +15,6 @@ source never holds a row from its future. Reference: docs/simulator/zyy_his.md.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import zlib
@@ -32,6 +31,7 @@ from simulator import answer_key
 from simulator.answer_key import AnswerKey
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import Charge, Correction, DayActivity, Diagnosis, Encounter, Prescription
+from simulator.pg_copy import copy_insert
 from simulator.systems.base import MemberSystem
 from simulator.world import World
 
@@ -223,31 +223,6 @@ def _commit(rng: random.Random, at: datetime, low: int = 20, high: int = 600) ->
     return _aware(at + timedelta(seconds=rng.randrange(low, high)))
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: Any) -> str:
-    """One value in COPY's text format."""
-    if value is None:
-        return r"\N"
-    if value.__class__ is str:
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    return str(value)
-
-
-def _copy(cursor: Any, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-    """Bulk insert that keeps ON CONFLICT DO NOTHING: COPY into a transaction-scoped temp table, then INSERT."""
-    scratch = "tmp_" + table.replace(".", "_")
-    names = ", ".join(columns)
-    cursor.execute(f"CREATE TEMP TABLE {scratch} (LIKE {table})")
-    cursor.copy_expert(f"COPY {scratch} ({names}) FROM STDIN",
-                       io.StringIO("".join("\t".join(map(_copy_text, row)) + "\n" for row in rows)))
-    cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {scratch} ON CONFLICT DO NOTHING")
-    cursor.execute(f"DROP TABLE {scratch}")
-
-
 def _json_default(value: Any) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -342,10 +317,10 @@ class ZyyHis(MemberSystem):
                     rows = rendered.rows.get(table)
                     if rows:
                         columns = list(rows[0])
-                        _copy(cursor, f"{SCHEMA}.{table}", columns, [tuple(r[c] for c in columns) for r in rows])
+                        copy_insert(cursor, f"{SCHEMA}.{table}", columns, [tuple(r[c] for c in columns) for r in rows])
                         counts[table] += len(rows)
                 if rendered.pending:
-                    _copy(cursor, "sim.pending", ["tbl", "pk", "due_day", "visit_no", "row", "defects"],
+                    copy_insert(cursor, "sim.pending", ["tbl", "pk", "due_day", "visit_no", "row", "defects"],
                           rendered.pending)
             conn.execute(sa.text(
                 f"UPDATE {SCHEMA}.ip_adm a SET adm_status = '2', updated_at = d.updated_at FROM {SCHEMA}.ip_disch d "

@@ -348,7 +348,7 @@ def test_defect_rates_follow_the_config(small_world):
         replace(_encounter(rng, small_world, DAY1, n), resident_id=rng.choice(people)) for n in range(1, 1501)])
     known = {(rid, ZYY): f"26010100{i:03d}" for i, rid in enumerate(people)}
     rendered = _system(small_world).render_day(activity, known)
-    logged = [(d["t"], d["d"]) for d in rendered.key.defects]
+    logged = [(d.table_name, d.defect) for d in rendered.key.defects]
     western = [r for t in ("op_diag", "ip_diag") for r in rendered.rows[t] if r["diag_class"] == "W"]
     assert _near(logged.count(("op_diag", "unknown_local_code")) + logged.count(("ip_diag", "unknown_local_code")),
                  len(western), CONFIG["unknown_local_code"])
