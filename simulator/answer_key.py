@@ -37,6 +37,8 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS encounter_truth (
         source_system text NOT NULL, local_encounter_id text NOT NULL, encounter_uid text NOT NULL,
         PRIMARY KEY (source_system, local_encounter_id))""",
+    # corrections find the local visit of an event: without it, every system's day scans the whole key
+    "CREATE INDEX IF NOT EXISTS ix_encounter_truth_uid ON encounter_truth (source_system, encounter_uid)",
 ]
 
 

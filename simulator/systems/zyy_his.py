@@ -187,6 +187,8 @@ DDL = {
 }
 PRIMARY_KEYS = {"rx_item": ("rx_no", "item_no")}
 VISIT_INDEXED = ("rx_order", "lis_result", "pacs_report", "fee_detail")
+# Foreign keys looked up by 作废/退费 and 诊断更正 (and by the cascade): without an index every one scans the table.
+PARENT_INDEXED = (("op_diag", "reg_id"), ("ip_diag", "adm_no"), ("ip_oper", "adm_no"), ("fee_detail", "ref_fee_id"))
 Defect = tuple[str, str, str, str]              # (table, record id, defect name, detail) for the answer key
 TcmDiagnosis = tuple[str, str, str, str]        # (病名 code, 病名, 证候 code, 证候)
 PENDING_DDL = """CREATE TABLE IF NOT EXISTS sim.pending (
@@ -296,6 +298,8 @@ class ZyyHis(MemberSystem):
                 conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_{table}_upd ON {SCHEMA}.{table} (updated_at)"))
             for table in VISIT_INDEXED:
                 conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_{table}_visit ON {SCHEMA}.{table} (visit_no)"))
+            for table, column in PARENT_INDEXED:
+                conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_{table}_{column} ON {SCHEMA}.{table} ({column})"))
             conn.execute(sa.text(PENDING_DDL))
             conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_pending_due ON sim.pending (due_day)"))
             conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_pending_visit ON sim.pending (visit_no)"))
