@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import date, datetime, time, timedelta
+from itertools import accumulate
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,6 +65,14 @@ def _poisson(rng: random.Random, mean: float) -> int:
         if p <= limit:
             return k
         k += 1
+
+
+# Cumulative weights of the common diagnoses outside and in winter (respiratory ones doubled), computed once:
+# the same draws as passing the weights, without summing them for every visit.
+COMMON_DIAGNOSIS_CUM_WEIGHTS = {
+    winter: list(accumulate(w * (2.0 if winter and season == "winter" else 1.0)
+                            for _, _, w, season in clinical.COMMON_DIAGNOSES))
+    for winter in (False, True)}
 
 
 def _age(person: Person, day: date) -> int:
@@ -177,9 +186,8 @@ class ActivityEngine:
         if person.diabetes and rng.random() < 0.5:
             chosen.append(clinical.DIABETES)
         if not chosen or rng.random() < 0.3:
-            winter = day.month in (12, 1, 2)
-            weights = [w * (2.0 if winter and s == "winter" else 1.0) for _, _, w, s in clinical.COMMON_DIAGNOSES]
-            code, name, _, _ = rng.choices(clinical.COMMON_DIAGNOSES, weights)[0]
+            cumulative = COMMON_DIAGNOSIS_CUM_WEIGHTS[day.month in (12, 1, 2)]
+            code, name, _, _ = rng.choices(clinical.COMMON_DIAGNOSES, cum_weights=cumulative)[0]
             chosen.append((code, name))
         return [Diagnosis(code, name, i == 0) for i, (code, name) in enumerate(dict.fromkeys(chosen))]
 
@@ -375,6 +383,12 @@ class ActivityEngine:
             due = conn.execute(sa.text("SELECT * FROM pending_correction WHERE due_day = :d ORDER BY at, target_uid"),
                                {"d": day}).all()
         activity.corrections = [Correction(r.target_uid, r.kind, r.at, r.reason) for r in due]
+
+
+def forget_scheduled_corrections() -> None:
+    """Drop the corrections scheduled for later days (part of a reset: a new run schedules its own)."""
+    with source_pg_engine(answer_key.DATABASE).begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS pending_correction"))
 
 
 def apply_population_changes(world: World, activity: DayActivity) -> None:

@@ -19,7 +19,12 @@ from typing import Any
 
 from core.db import forget_connections_after_fork
 from simulator import answer_key
-from simulator.activity import ActivityEngine, apply_population_changes, remember_population_changes
+from simulator.activity import (
+    ActivityEngine,
+    apply_population_changes,
+    forget_scheduled_corrections,
+    remember_population_changes,
+)
 from simulator.events import DayActivity
 from simulator.systems.base import MemberSystem
 from simulator.world import World
@@ -164,6 +169,7 @@ class County:
 
     def reset(self) -> None:
         answer_key.create_schema(reset=True)
+        forget_scheduled_corrections()
         for system in load_systems(self.world, self.config, self.only):
             system.create_schema(reset=True)
 

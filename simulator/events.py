@@ -56,7 +56,10 @@ class Person:
     namesake_of: int | None = None   # a different person with the same name and birth date
 
 
-@dataclass(frozen=True, slots=True)
+# A day's events (below) are plain dataclasses, without slots: they are pickled to the writer processes every
+# day, and slotted dataclasses pickle field by field in Python, several times slower. The world's long-lived
+# objects above keep their slots (650,000 residents at county scale).
+@dataclass(frozen=True)
 class Diagnosis:
     icd_code: str         # ICD-10 国家临床版 2.0
     name: str
@@ -64,7 +67,7 @@ class Diagnosis:
     tcm_code: str = ""    # TCM disease/syndrome code (中医院 only)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Prescription:
     drug_code: str        # national drug code (our truth code)
     atc: str
@@ -74,7 +77,7 @@ class Prescription:
     unit_price: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LabResult:
     loinc: str
     item_name: str
@@ -84,7 +87,7 @@ class LabResult:
     abnormal: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ExamReport:
     modality: str         # DR / CT / 超声 / 心电图
     body_part: str
@@ -92,7 +95,7 @@ class ExamReport:
     conclusion: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Charge:
     item_code: str
     item_name: str
@@ -100,7 +103,7 @@ class Charge:
     amount_yuan: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Surgery:
     procedure_code: str   # 手术操作分类代码国家临床版 3.0
     name: str
@@ -109,7 +112,7 @@ class Surgery:
     healing_grade: str    # 甲 / 乙 / 丙
 
 
-@dataclass(slots=True)
+@dataclass
 class Encounter:
     encounter_uid: str    # truth id, unique in the county
     resident_id: int
@@ -135,7 +138,7 @@ class Encounter:
         return round(sum(c.amount_yuan for c in self.charges), 2)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Referral:
     referral_uid: str
     resident_id: int
@@ -147,7 +150,7 @@ class Referral:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PublicHealthService:
     service_uid: str
     resident_id: int
@@ -159,7 +162,7 @@ class PublicHealthService:
     values: dict[str, float | str] = field(default_factory=dict)  # sbp, dbp, fbg, weight_kg, ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Birth:
     birth_uid: str
     mother_id: int
@@ -170,7 +173,7 @@ class Birth:
     sex: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Death:
     resident_id: int
     at: datetime
@@ -178,7 +181,7 @@ class Death:
     place: str            # 医院 / 家中
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class InsuranceSettlement:
     settlement_uid: str
     resident_id: int
@@ -193,7 +196,7 @@ class InsuranceSettlement:
     encounter_uid: str    # the in-county encounter settled ("" out of county)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Correction:
     """A later change to an earlier event: an update (e.g. corrected diagnosis) or a cancellation (退费/作废)."""
     target_uid: str       # encounter_uid (or service/referral uid)
@@ -202,7 +205,7 @@ class Correction:
     reason: str
 
 
-@dataclass(slots=True)
+@dataclass
 class DayActivity:
     day: date
     encounters: list[Encounter] = field(default_factory=list)

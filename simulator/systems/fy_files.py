@@ -18,7 +18,8 @@ import os
 import random
 import shutil
 import zlib
-from collections.abc import Iterable
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -165,7 +166,7 @@ class _Day:
 
     day: date
     key: AnswerKey
-    people: dict[int, Person]
+    people: Mapping[int, Person]
     known: dict[tuple[int, str], str]
     rereg: random.Random
     issued: dict[tuple[int, str], str] = field(default_factory=dict)
@@ -185,6 +186,7 @@ class FyFiles(FileSource):
         self.duplicate_row_rate = float(config.get("duplicate_row", 0.002))
         self.unknown_code_rate = float(config.get("unknown_local_code", 0.01))
         self.re_registration_rate = float(config.get("re_registration", 0.03))
+        self._known: dict[tuple[int, str], str] | None = None   # the answer key's, kept up to date day by day
 
     @cached_property
     def staff(self) -> dict[str, Staff]:
@@ -195,9 +197,12 @@ class FyFiles(FileSource):
         if self.already_written(activity.day):
             return {}
         day = activity.day
+        if self._known is None:
+            self._known = answer_key.known_patients(self.source_system)
+        known, self._known = self._known, None      # dropped if this day fails
         ctx = _Day(day, AnswerKey(self.source_system, day),
-                   {**self.world.people, **{p.resident_id: p for p in activity.new_people}},
-                   answer_key.known_patients(self.source_system), self.rng(day, "re_registration"))
+                   ChainMap({p.resident_id: p for p in activity.new_people}, self.world.people),
+                   known, self.rng(day, "re_registration"))
         visits = [e for e in activity.encounters if e.org_code in self.institutions and e.kind != "inpatient"]
         visit_ids = {e.encounter_uid: f"MZ{day:%Y%m%d}{n:05d}" for n, e in enumerate(visits, 1)}
         files = {"MZJZ": (MZJZ_COLUMNS, self._visit_rows(ctx, visits, visit_ids)),
@@ -209,8 +214,12 @@ class FyFiles(FileSource):
             self._export(ctx, kind, columns, rows)
             counts[f"{PREFIX}_{kind}"] = len(rows)
         self.release_due(day)
+        issued = list(ctx.key.patients)
         ctx.key.flush()
         answer_key.mark_day_written(self.source_system, day)
+        # ids carry their day and sequence, so the newest is also the one the answer key would return
+        known.update({(p.resident_id, p.org_code): p.local_patient_id for p in issued})
+        self._known = known
         return counts
 
     # --- patients ---------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ class _DayRender:
         self.system, self.day, self.key = system, day, key
         self.rng = system.rng(day, "render")
         self.identity_rng = system.rng(day, "identity")
-        self.known = answer_key.known_patients(system.truth_system)
+        self.known = system.known_patients()
         self.sequence: Counter[tuple[str, str]] = Counter()
         self.rows: list[tuple[str, dict[str, Any]]] = []
         self.encounter_ids: dict[str, str] = {}
@@ -373,6 +373,7 @@ class PrivateHospitalApi(MemberSystem):
         drift = config.get("schema_drift_day")
         self.drift_day = date.fromisoformat(str(drift)) if drift else None
         self.staff = {s.staff_id: s for code in self.institutions for s in world.staff[code]}
+        self._known: dict[tuple[int, str], str] | None = None
 
     def _table(self, name: str) -> str:
         return f'"{self.schema}".{name}'
@@ -402,6 +403,7 @@ class PrivateHospitalApi(MemberSystem):
             return {}
         key = answer_key.AnswerKey(self.truth_system, day)
         render = _DayRender(self, day, key)
+        self._known = None            # the render updates it as it issues ids: kept only if the day is written
         for encounter in self.own_encounters(activity):
             render.encounter(encounter)
         entries = render.rows + self._corrections(activity, render.encounter_ids)
@@ -409,7 +411,13 @@ class PrivateHospitalApi(MemberSystem):
             counts = self._store(conn, day, entries, key)
         key.flush()
         answer_key.mark_day_written(self.truth_system, day)
+        self._known = render.known
         return counts
+
+    def known_patients(self) -> dict[tuple[int, str], str]:
+        """The answer key's patient ids, read once, then carried from day to day (ids carry their day and
+        sequence, so the one issued last is the one the answer key returns)."""
+        return answer_key.known_patients(self.truth_system) if self._known is None else self._known
 
     def _corrections(self, activity: DayActivity, today: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
         """Corrections of our encounters, as queue entries applied when they commit."""
