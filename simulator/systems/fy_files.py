@@ -188,6 +188,10 @@ class FyFiles(FileSource):
         self.re_registration_rate = float(config.get("re_registration", 0.03))
         self._known: dict[tuple[int, str], str] | None = None   # the answer key's, kept up to date day by day
 
+    def create_schema(self, reset: bool = False) -> None:
+        super().create_schema(reset)
+        self._known = None     # read again from the answer key (a reset empties it)
+
     @cached_property
     def staff(self) -> dict[str, Staff]:
         """The hospital's staff by id, for the 工号 and names the vendor prints."""

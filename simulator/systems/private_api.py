@@ -379,6 +379,7 @@ class PrivateHospitalApi(MemberSystem):
         return f'"{self.schema}".{name}'
 
     def create_schema(self, reset: bool = False) -> None:
+        self._known = None     # read again from the answer key (a reset empties it)
         with source_pg_engine(DATABASE).begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             if reset:
