@@ -82,6 +82,8 @@ def _write_silver_person(spark, rows: list[dict], mode: str) -> None:
 
 def run_ours(records: list[dict], day: list[dict], truth: dict[str, int], lake: Path) -> dict:
     os.environ["DRC_LAKE_ROOT"] = str(lake)
+    # the same memory bound as the peer's DuckDB (SPLINK_MEMORY_LIMIT in splink_runner.py, 8GB by default)
+    os.environ.setdefault("DRC_SPARK_DRIVER_MEMORY", "8g")
     from core.settings import get_settings
 
     get_settings.cache_clear()

@@ -44,6 +44,8 @@ from spark_jobs.standardize import silver_path
 IDENTITY_COLUMNS = ("name", "sex_code", "birth_date", "id_number", "phone", "address")
 # Up to this many records matched against known residents, their blocks are broadcast (a day's records).
 INCREMENTAL_BROADCAST_LIMIT = 200_000
+# Up to this many candidate pairs, the pairs go to the records' features (broadcast) rather than the reverse.
+PAIR_BROADCAST_LIMIT = 100_000
 # What a decision carries besides the master id: its weight, the best candidate resident, the runner-up's weight.
 DECISION_DETAIL = {"score": "double", "candidate": "string", "second": "double"}
 
@@ -116,31 +118,48 @@ def model_params(spark: SparkSession) -> Params:
 
 
 def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | None, params: Params | None = None,
-                  estimate: bool = False) -> tuple[DataFrame, Params]:
+                  estimate: bool = False, step: Callable[[str], None] = lambda done: None
+                  ) -> tuple[DataFrame, Params]:
     """Assign master ids to ``fresh`` records (normalised features), given ``anchored`` ones with master ids.
 
     ``estimate``: first estimate m/u on these records (a full run over enough of them). Returns (assignments:
     record_id, master_id, decision, score, candidate, second; the m/u used). A possible match (decision
     ``review``) keeps its own master id until someone decides; ``candidate`` is the resident it may be.
+    ``step`` hears each stage's end.
     """
     config = empi_config()
     thresholds = config["thresholds"]
     constraints = _constraints(spark)
     # cut the plans: both sides are read by every blocking rule and both comparison joins
     fresh = fresh.localCheckpoint()
-    incremental = anchored is not None and fresh.count() <= INCREMENTAL_BROADCAST_LIMIT
-    everyone = fresh if anchored is None else fresh.unionByName(anchored.drop("master_id"))
-    if not incremental:   # every blocking rule and both comparison joins read it whole
-        everyone = everyone.localCheckpoint()
-    pairs = candidate_pairs(fresh, everyone, config["blocking"], config["max_block_size"], same_side=False,
-                            few_left=incremental)
-    if incremental:
-        pairs = pairs.localCheckpoint()
-    levels = comparison_levels(pairs, everyone, few_pairs=incremental).persist()
+    total = fresh.count()
+    incremental = anchored is not None and total <= INCREMENTAL_BROADCAST_LIMIT
+    everyone = fresh
+    if anchored is not None:
+        everyone = fresh.unionByName(anchored.drop("master_id"))
+        if not incremental:   # every blocking rule and both comparison joins read it whole
+            everyone = everyone.localCheckpoint()
+    # Only records without a valid ID number are scored: one with a valid number belongs to that number's
+    # resident whatever its pairs say (a county has a few such records in a hundred). An estimate adds a random
+    # sample of all records, m being estimated on the sample's pairs (the level-pattern shares EM works on
+    # barely move with the sample's size); one blocking and comparison pass serves both.
+    sample_share = min(1.0, config["estimate_sample_records"] / max(total, 1)) if estimate else 0.0
+    compared = (fresh.withColumn("_sampled", F.rand(seed=11) < sample_share)
+                .where(~F.col("id_valid") | F.col("_sampled")).localCheckpoint())
+    few = compared.count() <= INCREMENTAL_BROADCAST_LIMIT
+    pairs = candidate_pairs(compared, everyone, config["blocking"], config["max_block_size"], same_side=False,
+                            few_left=few).localCheckpoint()
+    pair_count = pairs.count()
+    all_levels = comparison_levels(pairs, everyone, few_pairs=pair_count <= PAIR_BROADCAST_LIMIT).persist()
     if estimate:
-        params = estimate_params(everyone, levels)
+        sampled = compared.where("_sampled").select(F.col("record_id").alias("id_l"))
+        params = estimate_params(everyone, all_levels.join(_small(sampled), "id_l", "left_semi"))
+        step("m and u estimated on the records' own pairs")
+    unidentified = compared.where(~F.col("id_valid"))
+    without_id = unidentified.select(F.col("record_id").alias("id_l"))
+    levels = all_levels.join(_small(without_id), "id_l", "left_semi")
     params = params or model_params(spark)
-    frequencies = name_frequencies(everyone, only=fresh if incremental else None)
+    frequencies = name_frequencies(everyone, only=unidentified if few else None)
     scored = score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"])
     # The resident each candidate belongs to: its master id if anchored, its ID number if it has a valid one,
     # else the candidate record itself (linked through union-find below).
@@ -159,13 +178,14 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
         Window.partitionBy("id_l").orderBy(F.col("score").desc(), "group")))
     best = ranked.where("_rank = 1").drop("_rank")
     second = ranked.where("_rank = 2").select("id_l", F.col("score").alias("second"))
-    without_id = fresh.where(~F.col("id_valid")).select(F.col("record_id").alias("id_l"))
     decided = (without_id.join(best, "id_l", "left").join(second, "id_l", "left")
                .withColumn("decision", F.when(
                    (F.col("score") >= thresholds["link"])
                    & (F.col("second").isNull() | (F.col("score") - F.col("second") >= thresholds["ambiguity_margin"])),
                    "link").when(F.col("score").isNotNull(), "review").otherwise("new")))
     decided = decided.persist()
+    step(f"{decided.count():,} records without a valid ID number scored ({pair_count:,} candidate pairs compared, "
+         f"{decided.where('score IS NOT NULL').count():,} records with a candidate resident)")
     # A record with a valid ID number belongs to the resident of that number. A record without one follows its
     # link (to a resident, an ID group or another such record): only these few edges go through union-find.
     links = [(f"R|{r.id_l}", r.group) for r in decided.where("decision = 'link'").select("id_l", "group").collect()]
@@ -197,7 +217,7 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
                             .alias("master_id"),
                            F.coalesce("decision", F.lit("id_number")).alias("decision"), "score",
                            F.col("group").alias("candidate"), "second")).localCheckpoint()
-    levels.unpersist()
+    all_levels.unpersist()
     decided.unpersist()
     return assignments, params
 
@@ -250,7 +270,7 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     matched = fresh.count()
     estimate = registry is None and matched >= empi_config()["estimate_min_records"]
     assignments, params = match_records(spark, fresh, anchored if kept is not None or pinned_rows.count() else None,
-                                        estimate=estimate)
+                                        estimate=estimate, step=step)
     if estimate:
         Path(empi_path("model.json")).parent.mkdir(parents=True, exist_ok=True)
         Path(empi_path("model.json")).write_text(json.dumps(params, indent=1), encoding="utf-8")
@@ -320,17 +340,15 @@ def golden_records(registry: DataFrame, records: DataFrame) -> DataFrame:
     rank_of = F.create_map(*[F.lit(x) for i, s in enumerate(trust) for x in (s, i)])
     joined = registry.select("record_id", "master_id", "id_valid").join(
         records.select("record_id", "source_system", *IDENTITY_COLUMNS, "source_updated_at"), "record_id")
-    order = [F.col("id_valid").desc(), F.coalesce(rank_of[F.col("source_system")], F.lit(99)),
-             F.col("source_updated_at").desc(), F.col("record_id")]
-    window = Window.partitionBy("master_id").orderBy(*order).rowsBetween(Window.unboundedPreceding,
-                                                                         Window.unboundedFollowing)
-    return (joined.select("master_id", *[F.first(c, ignorenulls=True).over(window).alias(c)
-                                         for c in IDENTITY_COLUMNS],
-                          F.count("*").over(Window.partitionBy("master_id")).alias("record_count"),
-                          F.max(F.col("id_valid").cast("int")).over(Window.partitionBy("master_id"))
-                          .cast("boolean").alias("id_number_valid"),
-                          F.max("source_updated_at").over(Window.partitionBy("master_id")).alias("last_updated_at"))
-            .dropDuplicates(["master_id"]))
+    # best first: a valid ID, then the most trusted source, then the most recently updated (one aggregation,
+    # no sort: each attribute is the value whose record has the smallest such key among records that have it)
+    best_first = F.struct(~F.col("id_valid"), F.coalesce(rank_of[F.col("source_system")], F.lit(99)),
+                          F.coalesce(-F.unix_micros("source_updated_at"), F.lit(2**62)), F.col("record_id"))
+    return joined.groupBy("master_id").agg(
+        *[F.min_by(c, F.when(F.col(c).isNotNull(), best_first)).alias(c) for c in IDENTITY_COLUMNS],
+        F.count("*").alias("record_count"),
+        F.max(F.col("id_valid").cast("int")).cast("boolean").alias("id_number_valid"),
+        F.max("source_updated_at").alias("last_updated_at"))
 
 
 def update_silver_master_ids(spark: SparkSession, decided: DataFrame, kept: DataFrame | None) -> None:

@@ -55,14 +55,22 @@ def comparison_levels(pairs: DataFrame, features: DataFrame, few_pairs: bool = F
 
     ``few_pairs``: a day's pairs, broadcast to the features instead of shuffling every record to them.
     """
-    left = features.select(*[F.col(c).alias(f"{c}_l") for c in FEATURES])
-    right = features.select(*[F.col(c).alias(f"{c}_r") for c in FEATURES])
+    left, right = _side(features, "l"), _side(features, "r")
     if few_pairs:
         df = left.join(F.broadcast(pairs), F.col("id_l") == F.col("record_id_l"))
         df = right.join(F.broadcast(df), F.col("id_r") == F.col("record_id_r"))
     else:
         df = pairs.join(left, F.col("id_l") == F.col("record_id_l")).join(right,
                                                                           F.col("id_r") == F.col("record_id_r"))
+    return _compared(df)
+
+
+def _side(features: DataFrame, side: str) -> DataFrame:
+    return features.select(*[F.col(c).alias(f"{c}_{side}") for c in FEATURES])
+
+
+def _compared(df: DataFrame) -> DataFrame:
+    """Level columns of pairs given as id_l, id_r and both records' features (suffixed _l and _r)."""
 
     def both(column: str) -> Column:
         return F.col(f"{column}_l").isNotNull() & F.col(f"{column}_r").isNotNull()
@@ -146,13 +154,15 @@ def name_frequencies(features: DataFrame, only: DataFrame | None = None) -> Data
             .select("name_n", (F.col("count") / F.lit(max(total, 1))).alias("frequency")))
 
 
-def random_pairs(features: DataFrame, pairs: int, seed: int) -> DataFrame:
-    """About ``pairs`` record pairs drawn at random (two independent samples crossed)."""
+def random_pair_levels(features: DataFrame, pairs: int, seed: int) -> DataFrame:
+    """Levels of about ``pairs`` record pairs drawn at random: two independent samples of records crossed (the
+    samples carry their features, so the county's records are scanned once, not joined to the pairs)."""
     total = features.count()
     fraction = min(1.0, math.sqrt(pairs) / max(total, 1))
-    left = features.sample(fraction=fraction, seed=seed).select(F.col("record_id").alias("id_l"))
-    right = features.sample(fraction=fraction, seed=seed + 1).select(F.col("record_id").alias("id_r"))
-    return left.crossJoin(right).where(F.col("id_l") != F.col("id_r"))
+    left = _side(features.sample(fraction=fraction, seed=seed), "l")
+    right = _side(features.sample(fraction=fraction, seed=seed + 1), "r")
+    crossed = left.crossJoin(right).where(F.col("record_id_l") != F.col("record_id_r"))
+    return _compared(crossed.withColumn("id_l", F.col("record_id_l")).withColumn("id_r", F.col("record_id_r")))
 
 
 def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_count: int = 1_000_000,
@@ -167,7 +177,7 @@ def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_
     priors = prior_params()
     names = list(priors)
     sizes = {c: len(priors[c]["m"]) for c in names}
-    at_random = comparison_levels(random_pairs(features, random_pair_count, seed), features)
+    at_random = random_pair_levels(features, random_pair_count, seed)
     counts = at_random.agg(*[F.sum((F.col(c) == lv).cast("int")).alias(f"{c}_{lv}")
                              for c in names for lv in range(sizes[c])]).first().asDict()
     u = {}
