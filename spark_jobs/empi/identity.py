@@ -123,7 +123,7 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     """Assign master ids to ``fresh`` records (normalised features), given ``anchored`` ones with master ids.
 
     ``estimate``: first estimate m/u on these records (a full run over enough of them). Returns (assignments:
-    record_id, master_id, decision, score, candidate, second; the m/u used). A possible match (decision
+    the records with master_id, decision, score, candidate, second; the m/u used). A possible match (decision
     ``review``) keeps its own master id until someone decides; ``candidate`` is the resident it may be.
     ``step`` hears each stage's end.
     """
@@ -192,9 +192,11 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     roots = _union_find(links)
     unlinked = [(r.removeprefix("R|"), root) for r, root in roots.items() if r.startswith("R|")]
     linked_roots = spark.createDataFrame(unlinked or [("", "")], "record_id string, _linked string")
-    id_roots = fresh.select("record_id", F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18")).alias("_id"))
+    # the records carry their features through (callers keep them: no second join of the county's records)
+    id_roots = fresh.withColumn("_id", F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18")))
     roots_df = (id_roots.join(F.broadcast(linked_roots), "record_id", "left")
-                .select("record_id", F.coalesce("_linked", "_id", F.concat(F.lit("R|"), "record_id")).alias("root")))
+                .withColumn("root", F.coalesce("_linked", "_id", F.concat(F.lit("R|"), "record_id")))
+                .drop("_linked", "_id"))
     if anchored is not None:   # ID numbers whose resident is known (manual pins excluded: they may split one)
         pinned = constraints.where("kind = 'assign'").select("record_id")
         known_ids = anchored.where("id_valid").join(pinned, "record_id", "left_anti")
@@ -209,7 +211,7 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     assignments = (roots_df.join(decided.select(F.col("id_l").alias("record_id"), "decision", "score", "group",
                                                 "second"),
                                  "record_id", "left")
-                   .select("record_id",
+                   .select(*fresh.columns,
                            F.when(F.col("root").startswith("M"), F.col("root"))
                             .when(F.col("_known").isNotNull(), F.col("_known"))
                             .when(F.col("root").startswith("ID|"), master_id_of(F.col("root")))
@@ -277,8 +279,7 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     now = F.lit(datetime.now().astimezone()).cast("timestamp")
     manual = pinned_rows.select(*feature_columns, "master_id", F.lit("manual").alias("decision"),
                                 *[F.lit(None).cast(t).alias(c) for c, t in DECISION_DETAIL.items()])
-    decided = (fresh.join(assignments, "record_id").unionByName(manual).withColumn("matched_at", now)
-               .localCheckpoint())
+    decided = assignments.unionByName(manual).withColumn("matched_at", now)   # assignments are checkpointed
     step(f"{matched:,} records matched")
     new_registry = decided if kept is None else decided.unionByName(kept.select(*decided.columns))
     update_silver_master_ids(spark, decided, kept)
