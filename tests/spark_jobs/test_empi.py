@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs.empi.batch import BatchFileError, read_batch
 from spark_jobs.empi.identity import match_records
-from spark_jobs.empi.match import prior_params
+from spark_jobs.empi.match import empi_config, prior_params
 from spark_jobs.empi.normalize import normalize_records
 
 SCHEMA = ("record_id string, source_system string, name string, sex_code string, birth_date date, "
@@ -95,8 +95,10 @@ def test_malformed_batch_files_are_refused_with_the_line_and_rule(spark, tmp_pat
         read_batch(spark, str(missing))
 
 
-def test_matching_meets_the_quality_goals_on_a_dirty_synthetic_county(spark):
-    """3,000 residents registered like the member systems do, with the simulator's default front-desk dirt."""
+@pytest.mark.parametrize("weights", ["configured priors", "estimated on a sample"])
+def test_matching_meets_the_quality_goals_on_a_dirty_synthetic_county(spark, monkeypatch, weights):
+    """3,000 residents registered like the member systems do, with the simulator's default front-desk dirt;
+    weighed by the configured priors, or by m/u a full run estimates (here on a quarter of the records)."""
     import pandas as pd
 
     from bench.empi import _pairwise, build_records
@@ -105,7 +107,11 @@ def test_matching_meets_the_quality_goals_on_a_dirty_synthetic_county(spark):
     frame = pd.DataFrame(records)[["record_id", "source_system", "name", "sex_code", "birth_date", "id_number",
                                    "phone", "address"]]
     people = normalize_records(spark.createDataFrame(frame, SCHEMA)).localCheckpoint()
-    assignments, _ = match_records(spark, people, None, prior_params())
+    if weights == "configured priors":
+        assignments, _ = match_records(spark, people, None, prior_params())
+    else:
+        monkeypatch.setitem(empi_config(), "estimate_sample_records", len(records) // 4)
+        assignments, _ = match_records(spark, people, None, estimate=True)
     rows = assignments.collect()
     quality = _pairwise({r.record_id: r.master_id for r in rows}, truth)
     assert quality["true_pairs"] > 2_000
