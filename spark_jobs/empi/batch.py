@@ -4,8 +4,11 @@
 
 Input: Parquet or UTF-8 CSV with columns record_id, source, name, sex, birth_date, id_number, phone, address
 (every value may be empty except record_id and source; sex as GB/T 2261.1 code or 男/女; birth_date
-YYYY-MM-DD). Output: record_id, master_id, decision (match | possible_match | new), score. The registry is
-not changed: this answers "who are these people", it does not register them.
+YYYY-MM-DD). Output: record_id, master_id, decision (match | possible_match | new), score, and for a possible
+match the candidate (candidate_master_id, candidate_record_id: a registry record or a line of this file) and
+the comparison levels that decided it (evidence). Records of the file link to each other as well as to the
+registry: ``new`` records of one person share a master id. The registry is not changed: this answers "who
+are these people", it does not register them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.spark import read_delta
@@ -103,15 +106,22 @@ def match_file(spark: SparkSession, input_path: str, output_path: str) -> int:
     assignments, _ = match_records(spark, batch, anchored)
     known = (registry.select("master_id").distinct().withColumn("_known", F.lit(True)) if registry is not None
              else spark.createDataFrame([], "master_id string, _known boolean"))
-    possible = (F.col("decision") == "review") & F.col("candidate").startswith("M")   # a registered resident
     result = (assignments.join(known, "master_id", "left")
-              .select(F.substring("record_id", len("BATCH|") + 1, 10_000).alias("record_id"),
-                      F.when(possible, F.col("candidate")).otherwise(F.col("master_id")).alias("master_id"),
+              .select(_without_prefix("record_id").alias("record_id"), "master_id",
                       F.when(F.col("decision") == "review", "possible_match")
                        .when(F.col("_known"), "match").otherwise("new").alias("decision"),
-                      F.round("score", 2).alias("score")))
+                      F.round("score", 2).alias("score"),
+                      F.when(F.col("decision") == "review", F.col("candidate")).alias("candidate_master_id"),
+                      F.when(F.col("decision") == "review", _without_prefix("candidate_record"))
+                       .alias("candidate_record_id"),
+                      F.when(F.col("decision") == "review", F.col("evidence")).alias("evidence")))
     _write_single(result.orderBy("record_id"), output_path)
     return result.count()
+
+
+def _without_prefix(column: str) -> Column:
+    """A record id as the file gave it (its registry form carries ``BATCH|``); registry records unchanged."""
+    return F.regexp_replace(F.col(column), r"^BATCH\|", "")
 
 
 def _write_single(df: DataFrame, path: str) -> None:

@@ -3,10 +3,11 @@ link/unlink/merge/unmerge with an append-only event log.
 
 A run matches only new and changed person records against the registry (``full`` re-matches everything):
  1. a record with a valid ID number joins the resident of that ID (deterministic);
- 2. a record without one is scored against its candidates (match.py); the best resident wins when it clears
-    the link threshold by the ambiguity margin, a possible match goes to the review queue, else a new person;
- 3. records linked to records link transitively (each record has at most one outgoing link, so one
-    component holds at most one ID number and twins with their own IDs can never end up together).
+ 2. a record without one is scored against its candidates (match.py); records without an ID that agree
+    strongly are one person (clustered transitively), and that person weighs only residents: the best wins
+    when it clears the link threshold by the ambiguity margin over the next *different* resident, a possible
+    match goes to the review queue, else a new person (decide.py). Two different valid ID numbers never
+    score as a match, so twins with their own IDs can never end up together.
 Master ids are salted hashes of the resident's ID number (or of its first record), so they are stable across
 runs; records whose identity did not change keep theirs. Manual decisions are constraints every later run
 obeys: an assignment pins a record to a master, a separation forbids a record/master pair.
@@ -23,17 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core.settings import get_settings
 from core.spark import read_delta
+from spark_jobs.empi.decide import RECORD_GROUP, candidate_edges, decide_people, unidentified_people
 from spark_jobs.empi.match import (
     Params,
     candidate_pairs,
     comparison_levels,
     empi_config,
     estimate_params,
+    evidence,
     name_frequencies,
     prior_params,
     score,
@@ -46,8 +49,10 @@ IDENTITY_COLUMNS = ("name", "sex_code", "birth_date", "id_number", "phone", "add
 INCREMENTAL_BROADCAST_LIMIT = 200_000
 # Up to this many candidate pairs, the pairs go to the records' features (broadcast) rather than the reverse.
 PAIR_BROADCAST_LIMIT = 100_000
-# What a decision carries besides the master id: its weight, the best candidate resident, the runner-up's weight.
-DECISION_DETAIL = {"score": "double", "candidate": "string", "second": "double"}
+# What a decision carries besides the master id: its weight, the best candidate's master id and record, the
+# comparison levels of that pair, the runner-up resident's weight.
+DECISION_DETAIL = {"score": "double", "candidate": "string", "candidate_record": "string", "evidence": "string",
+                   "second": "double"}
 
 
 def empi_path(table: str) -> str:
@@ -57,6 +62,15 @@ def empi_path(table: str) -> str:
 def master_id_of(key: Any) -> Any:
     """M + 16 hex of a salted hash: stable, and does not reveal the ID number it may be derived from."""
     return F.concat(F.lit("M"), F.substring(F.sha2(F.concat(F.lit(get_settings().empi_salt), key), 256), 1, 16))
+
+
+def _resolved_master(group: str, known: str) -> Column:
+    """Master id of a group: an anchored master id as it is, a known ID number's resident, else the salted
+    hash of the ID number (``ID|``) or of the person's first record (``R|`` -> ``LOCAL|``)."""
+    col = F.col(group)
+    return (F.when(col.startswith("M"), col).when(F.col(known).isNotNull(), F.col(known))
+            .when(col.startswith("ID|"), master_id_of(col))
+            .when(col.startswith(RECORD_GROUP), master_id_of(F.concat(F.lit("LOCAL|"), F.substring(col, 3, 10_000)))))
 
 
 def person_records(spark: SparkSession) -> DataFrame | None:
@@ -81,29 +95,6 @@ class EmpiReport:
     seconds: float
 
 
-def _union_find(edges: list[tuple[str, str]]) -> dict[str, str]:
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            # a master id (an anchored resident) always wins as the root: records join residents
-            if rb.startswith("M") and not ra.startswith("M"):
-                parent[ra] = rb
-            elif ra.startswith("M") and not rb.startswith("M"):
-                parent[rb] = ra
-            else:
-                parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
-
-
 def _constraints(spark: SparkSession) -> DataFrame:
     found = read_delta(spark, empi_path("constraints"))
     if found is None:
@@ -123,8 +114,9 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     """Assign master ids to ``fresh`` records (normalised features), given ``anchored`` ones with master ids.
 
     ``estimate``: first estimate m/u on these records (a full run over enough of them). Returns (assignments:
-    the records with master_id, decision, score, candidate, second; the m/u used). A possible match (decision
-    ``review``) keeps its own master id until someone decides; ``candidate`` is the resident it may be.
+    the records with master_id, decision and DECISION_DETAIL; the m/u used). A possible match (decision
+    ``review``) keeps its own master id until someone decides; ``candidate`` is the master id of the resident
+    it may be, ``candidate_record`` that resident's best-matching record, ``evidence`` their comparison levels.
     ``step`` hears each stage's end.
     """
     config = empi_config()
@@ -160,43 +152,7 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     levels = all_levels.join(_small(without_id), "id_l", "left_semi")
     params = params or model_params(spark)
     frequencies = name_frequencies(everyone, only=unidentified if few else None)
-    scored = score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"])
-    # The resident each candidate belongs to: its master id if anchored, its ID number if it has a valid one,
-    # else the candidate record itself (linked through union-find below).
-    anchors = (anchored.select(F.col("record_id").alias("id_r"), F.col("master_id").alias("group"))
-               if anchored is not None else spark.createDataFrame([], "id_r string, group string"))
-    fresh_groups = fresh.select(F.col("record_id").alias("id_r"),
-                                F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18"))
-                                .otherwise(F.concat(F.lit("R|"), "record_id")).alias("group"))
-    groups = anchors.unionByName(fresh_groups)
-    forbidden = constraints.where(F.col("kind") == "forbid").select(
-        F.col("record_id").alias("id_l"), F.col("master_id").alias("group"), F.lit(True).alias("_forbidden"))
-    candidates = (scored.where(F.col("score") >= thresholds["review"]).join(groups, "id_r")
-                  .join(forbidden, ["id_l", "group"], "left").where(F.col("_forbidden").isNull())
-                  .groupBy("id_l", "group").agg(F.max("score").alias("score")))
-    ranked = candidates.withColumn("_rank", F.row_number().over(
-        Window.partitionBy("id_l").orderBy(F.col("score").desc(), "group")))
-    best = ranked.where("_rank = 1").drop("_rank")
-    second = ranked.where("_rank = 2").select("id_l", F.col("score").alias("second"))
-    decided = (without_id.join(best, "id_l", "left").join(second, "id_l", "left")
-               .withColumn("decision", F.when(
-                   (F.col("score") >= thresholds["link"])
-                   & (F.col("second").isNull() | (F.col("score") - F.col("second") >= thresholds["ambiguity_margin"])),
-                   "link").when(F.col("score").isNotNull(), "review").otherwise("new")))
-    decided = decided.persist()
-    step(f"{decided.count():,} records without a valid ID number scored ({pair_count:,} candidate pairs compared, "
-         f"{decided.where('score IS NOT NULL').count():,} records with a candidate resident)")
-    # A record with a valid ID number belongs to the resident of that number. A record without one follows its
-    # link (to a resident, an ID group or another such record): only these few edges go through union-find.
-    links = [(f"R|{r.id_l}", r.group) for r in decided.where("decision = 'link'").select("id_l", "group").collect()]
-    roots = _union_find(links)
-    unlinked = [(r.removeprefix("R|"), root) for r, root in roots.items() if r.startswith("R|")]
-    linked_roots = spark.createDataFrame(unlinked or [("", "")], "record_id string, _linked string")
-    # the records carry their features through (callers keep them: no second join of the county's records)
-    id_roots = fresh.withColumn("_id", F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18")))
-    roots_df = (id_roots.join(F.broadcast(linked_roots), "record_id", "left")
-                .withColumn("root", F.coalesce("_linked", "_id", F.concat(F.lit("R|"), "record_id")))
-                .drop("_linked", "_id"))
+    scored = evidence(score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"]))
     if anchored is not None:   # ID numbers whose resident is known (manual pins excluded: they may split one)
         pinned = constraints.where("kind = 'assign'").select("record_id")
         known_ids = anchored.where("id_valid").join(pinned, "record_id", "left_anti")
@@ -204,21 +160,40 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
             known_ids = known_ids.join(F.broadcast(fresh.where("id_valid").select("id18").distinct()), "id18",
                                        "left_semi")
         known_ids = known_ids.groupBy(F.concat(F.lit("ID|"), "id18").alias("root")).agg(
-            F.min("master_id").alias("_known"))
-        roots_df = roots_df.join(known_ids, "root", "left")
+            F.min("master_id").alias("_known")).localCheckpoint()
     else:
-        roots_df = roots_df.withColumn("_known", F.lit(None).cast("string"))
-    assignments = (roots_df.join(decided.select(F.col("id_l").alias("record_id"), "decision", "score", "group",
-                                                "second"),
-                                 "record_id", "left")
-                   .select(*fresh.columns,
-                           F.when(F.col("root").startswith("M"), F.col("root"))
-                            .when(F.col("_known").isNotNull(), F.col("_known"))
-                            .when(F.col("root").startswith("ID|"), master_id_of(F.col("root")))
-                            .otherwise(master_id_of(F.concat(F.lit("LOCAL|"), F.substring("root", 3, 1000))))
-                            .alias("master_id"),
+        known_ids = spark.createDataFrame([], "root string, _known string")
+    # The resident each candidate belongs to: its master id if anchored or its ID number's resident is known,
+    # else its ID number if valid, else it is a record without one (R|: clustered with its like, never a
+    # competing resident).
+    anchors = (anchored.select(F.col("record_id").alias("id_r"), F.col("master_id").alias("group"))
+               if anchored is not None else spark.createDataFrame([], "id_r string, group string"))
+    fresh_groups = (fresh.withColumn("root", F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18")))
+                    .join(known_ids, "root", "left")
+                    .select(F.col("record_id").alias("id_r"),
+                            F.coalesce("_known", "root", F.concat(F.lit(RECORD_GROUP), "record_id")).alias("group")))
+    forbids = constraints.where(F.col("kind") == "forbid")
+    forbidden = forbids.select(F.col("record_id").alias("id_l"), F.col("master_id").alias("group"),
+                               F.lit(True).alias("_forbidden"))
+    edges = candidate_edges(scored, anchors.unionByName(fresh_groups), forbidden, thresholds["review"]).persist()
+    people = unidentified_people(spark, edges, unidentified, thresholds["link"])
+    decided = decide_people(edges, people, thresholds["link"], thresholds["ambiguity_margin"]).persist()
+    step(f"{decided.count():,} records without a valid ID number scored ({pair_count:,} candidate pairs compared, "
+         f"{decided.where('score IS NOT NULL').count():,} records with a candidate)")
+    # the records carry their features through (callers keep them: no second join of the county's records)
+    roots_df = (fresh.join(decided.select(F.col("record_id"), F.col("root").alias("_decided")), "record_id", "left")
+                .withColumn("root", F.coalesce("_decided", F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18"))))
+                .drop("_decided"))
+    known_candidates = known_ids.select(F.col("root").alias("candidate"), F.col("_known").alias("_known_candidate"))
+    assignments = (roots_df.join(known_ids, "root", "left")
+                   .join(decided.drop("root"), "record_id", "left")
+                   .join(known_candidates, "candidate", "left")
+                   .select(*fresh.columns, _resolved_master("root", "_known").alias("master_id"),
                            F.coalesce("decision", F.lit("id_number")).alias("decision"), "score",
-                           F.col("group").alias("candidate"), "second")).localCheckpoint()
+                           _resolved_master("candidate", "_known_candidate").alias("candidate"),
+                           "candidate_record",
+                           "evidence", "second")).localCheckpoint()
+    edges.unpersist()
     all_levels.unpersist()
     decided.unpersist()
     return assignments, params
@@ -299,7 +274,8 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     golden.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("golden"))
     step("golden records written")
     review_queue = (new_registry.where("decision = 'review'")
-                    .select("record_id", "candidate", "score", "second", F.col("matched_at").alias("queued_at")))
+                    .select("record_id", "candidate", "candidate_record", "evidence", "score", "second",
+                            F.col("matched_at").alias("queued_at")))
     review_queue.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
         empi_path("review_queue"))
     new_registry.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("records"))
@@ -373,6 +349,27 @@ def update_silver_master_ids(spark: SparkSession, decided: DataFrame, kept: Data
         .merge(updates.alias("s"), "t.source_system = s.source_system AND t.local_patient_id = s.local_patient_id")
         .whenMatchedUpdate(condition="t.master_id IS DISTINCT FROM s.master_id", set={"master_id": "s.master_id"})
         .execute())
+
+
+def review_entries(spark: SparkSession, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
+    """(queue length, the ``limit`` strongest possible matches): each the record and its candidate record side
+    by side, identity fields masked (a steward decides from the comparison levels, not the digits)."""
+    queue = read_delta(spark, empi_path("review_queue"))
+    if queue is None:
+        return 0, []
+    masked = {"id_number": _masked_tail(4), "phone": _masked_tail(4)}
+    people = person_records(spark).select("record_id", "source_system", *[
+        masked[c](F.col(c)).alias(c) if c in masked else F.col(c) for c in IDENTITY_COLUMNS])
+    side = {s: people.select(*[F.col(c).alias(f"{s}_{c}") for c in people.columns]) for s in ("record", "candidate")}
+    top = (queue.orderBy(F.col("score").desc(), "record_id").limit(limit)
+           .join(side["record"], F.col("record_id") == F.col("record_record_id"), "left")
+           .join(side["candidate"], F.col("candidate_record") == F.col("candidate_record_id"), "left"))
+    return queue.count(), [r.asDict() for r in top.orderBy(F.col("score").desc(), "record_id").collect()]
+
+
+def _masked_tail(keep: int) -> Callable[[Column], Column]:
+    return lambda c: F.when(c.isNotNull(), F.concat(F.repeat(F.lit("*"), F.greatest(F.length(c) - keep, F.lit(0))),
+                                                    F.substring(c, -keep, keep)))
 
 
 # --- manual decisions (CLI now, the API later) ----------------------------------------------------------

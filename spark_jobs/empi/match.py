@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from core.settings import CONFIG_DIR
 
 FEATURES = ("record_id", "name_n", "pinyin", "surname", "id18", "id17", "id_valid", "birth", "sex", "phone_n",
-            "township", "village", "house_no")
+            "township", "village", "house_no", "address_n")
 
 
 @cache
@@ -79,8 +79,12 @@ def _compared(df: DataFrame) -> DataFrame:
         return F.col(f"{column}_l") == F.col(f"{column}_r")
 
     chars = F.array_sort(F.split(F.col("name_n_l"), "")) == F.array_sort(F.split(F.col("name_n_r"), ""))
-    similar = (F.length("name_n_l") == F.length("name_n_r")) & (
-        (F.levenshtein("name_n_l", "name_n_r") <= 1) | chars)
+    # one character off (a longer, alphabetic name: also one inserted or dropped; two in a long one)
+    name_edits = F.levenshtein("name_n_l", "name_n_r")
+    shorter = F.least(F.length("name_n_l"), F.length("name_n_r"))
+    similar = (chars | ((name_edits <= 1) & ((F.length("name_n_l") == F.length("name_n_r")) | (shorter >= 5)))
+               | ((name_edits <= 2) & (shorter >= 9)))
+    address_edits = F.levenshtein("address_n_l", "address_n_r")
     swapped = ((F.month("birth_l") == F.dayofmonth("birth_r")) & (F.dayofmonth("birth_l") == F.month("birth_r"))
                & (F.year("birth_l") == F.year("birth_r")))
     one_field = ((F.year("birth_l") == F.year("birth_r")).cast("int") + (F.month("birth_l") == F.month("birth_r"))
@@ -98,7 +102,12 @@ def _compared(df: DataFrame) -> DataFrame:
         F.when(both("phone_n"), F.when(eq("phone_n"), 0).otherwise(1)).alias("phone"),
         F.when(both("township") & both("village"),
                F.when(eq("township") & eq("village") & eq("house_no"), 0)
-                .when(eq("township") & eq("village"), 1).otherwise(2)).alias("address"))
+                .when(eq("township") & eq("village"), 1).otherwise(2))
+         # an address that does not parse (another county's, an abbreviation): compared as text
+         .when(F.col("township_l").isNull() & F.col("township_r").isNull() & both("address_n"),
+               F.when(eq("address_n"), 0)
+                .when(address_edits <= F.greatest(F.lit(2), F.length("address_n_l") / 5), 1).otherwise(2))
+        .alias("address"))
 
 
 Params = dict[str, dict[str, list[float]]]   # comparison -> {"m": [P(level | same)], "u": [P(level | different)]}
@@ -133,11 +142,26 @@ def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor
     # Household members share birth day (twins), phone and address: agreement there says "same household", so
     # names that neither agree, sound alike nor are the same characters swapped are never linked
     # automatically (at most a possible match).
-    unlike_names = (F.col("name").isNull() | (F.col("name") >= 2)) & ~F.coalesce("name_swapped", F.lit(False))
+    # The same identifier (an ID number whose check character is wrong, another system's number) vouches
+    # for a name with a typo (twins carry different numbers); not for a different name (a mother's number
+    # written on her child's record).
+    typo_vouched = (F.col("name") == 2) & (F.col("id") == 0)
+    unlike_names = ((F.col("name").isNull() | (F.col("name") >= 2)) & ~F.coalesce("name_swapped", F.lit(False))
+                    & ~F.coalesce(typo_vouched, F.lit(False)))
     total = F.when(unlike_names, F.least(total, F.lit(link_threshold - 0.01))).otherwise(total)
     # Two different valid ID numbers are two residents (twins, namesakes): never a match, whatever else agrees.
     distinct_ids = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") != F.col("id18_r"))
     return scored.withColumn("score", F.when(distinct_ids, F.lit(-99.0)).otherwise(total))
+
+
+def evidence(levels: DataFrame) -> DataFrame:
+    """Adds ``evidence``: each comparison's level by name (``name=sound birth=near phone=- ...``; ``-`` = a
+    side is missing), what a reviewer reads to see which fields agree and which do not."""
+    parts = []
+    for comparison, spec in empi_config()["comparisons"].items():
+        level_name = F.element_at(F.array(*[F.lit(n) for n in spec["levels"]]), F.col(comparison) + 1)
+        parts.append(F.concat(F.lit(f"{comparison}="), F.coalesce(level_name, F.lit("-"))))
+    return levels.withColumn("evidence", F.concat_ws(" ", *parts))
 
 
 def name_frequencies(features: DataFrame, only: DataFrame | None = None) -> DataFrame:

@@ -65,6 +65,16 @@ def id18(raw: Column) -> Column:
              .when(cleaned.rlike("^[0-9]{17}[0-9X]$"), cleaned))
 
 
+def id_key(raw: Column) -> Column:
+    """What ID numbers are compared and blocked on: the first 17 characters of an 18-character number (so a
+    wrong check character still agrees), else the cleaned identifier as given (a 17-digit number missing its
+    check character, a passport or another system's identifier)."""
+    cleaned = F.upper(F.regexp_replace(F.translate(raw, FULL_WIDTH, HALF_WIDTH), r"[\s-]", ""))
+    ident = id18(raw)
+    return (F.when(F.length(ident) == 18, F.substring(ident, 1, 17))
+             .when(F.length(cleaned) >= 5, F.substring(cleaned, 1, 17)))
+
+
 def name_key(raw: Column) -> Column:
     """Name as comparable text: half-width, simplified characters, no spaces, one kind of middle dot."""
     source, target = _traditional_to_simplified()
@@ -91,12 +101,33 @@ def _fuzzy(syllable: str) -> str:
     return syllable
 
 
+_SOUNDEX = str.maketrans("bfpvcgjkqsxzdtlmnr", "111122222222334556")
+
+
+def _soundex(word: str) -> str:
+    """American Soundex of a Latin-script word (names of foreign residents, other-country data sets)."""
+    letters = [c for c in word.lower() if "a" <= c <= "z"]
+    if not letters:
+        return ""
+    codes = [c.translate(_SOUNDEX) if c in "bfpvcgjkqsxzdtlmnr" else ("" if c in "hw" else "0") for c in letters]
+    out, last = [letters[0].upper()], codes[0]
+    for code in codes[1:]:
+        if code and code != "0" and code != last:
+            out.append(code)
+        if code != "":
+            last = code
+    return ("".join(out) + "000")[:4]
+
+
 @lru_cache(maxsize=300_000)
-def _fuzzy_pinyin_of(name: str) -> str:
-    """Cached per worker: a county's names repeat (surnames by the hundred thousand), pypinyin is slow."""
+def _fuzzy_pinyin_of(name: str) -> str | None:
+    """Cached per worker: a county's names repeat (surnames by the hundred thousand), pypinyin is slow.
+    A name without Chinese characters gets the Soundex of each word instead; a name with neither, none."""
     from pypinyin import Style, lazy_pinyin
 
-    return " ".join(_fuzzy(s) for s in lazy_pinyin(name, style=Style.NORMAL, errors="ignore"))
+    if not re.search(r"[\u3400-\u9fff]", name):
+        return " ".join(code for code in map(_soundex, re.split(r"[\s·]+", name)) if code) or None
+    return " ".join(_fuzzy(s) for s in lazy_pinyin(name, style=Style.NORMAL, errors="ignore")) or None
 
 
 @pandas_udf(StringType())
@@ -110,6 +141,14 @@ def phone_key(raw: Column) -> Column:
     digits = F.regexp_replace(F.translate(raw, FULL_WIDTH, HALF_WIDTH), "[^0-9]", "")
     return (F.when(digits.rlike("1[3-9][0-9]{9}$"), F.regexp_extract(digits, "(1[3-9][0-9]{9})$", 1))
              .when(F.length(digits) >= 7, digits))
+
+
+def address_text(raw: Column) -> Column:
+    """The address as comparable text (half-width, lower case, no spaces or punctuation, province/city
+    prefixes dropped): compared when it cannot be parsed into township, village and house number."""
+    text = F.lower(F.translate(raw, FULL_WIDTH, HALF_WIDTH))
+    text = F.regexp_replace(text, r"河南省|郑州市|荥阳市|[\s,.，。、#()（）-]", "")
+    return F.nullif(F.regexp_replace(text, "办事处", "街道"), F.lit(""))
 
 
 def address_parts(raw: Column) -> tuple[Column, Column, Column]:
@@ -141,14 +180,15 @@ def normalize_records(people: DataFrame, keep: tuple[str, ...] = ()) -> DataFram
         "record_id", "source_system",
         name.alias("name_n"),
         F.when(valid, ident).alias("id18"),
-        F.when(F.length(ident) == 18, F.substring(ident, 1, 17)).alias("id17"),
+        id_key(F.col("id_number")).alias("id17"),
         valid.alias("id_valid"),
         F.coalesce(F.col("birth_date"), id_birth).alias("birth"),
         F.coalesce(sex, F.when(valid, id_sex)).alias("sex"),
         # the ID and the recorded birth date / sex disagree: one of them is wrong (kept as evidence)
         (valid & F.col("birth_date").isNotNull() & (F.col("birth_date") != id_birth)).alias("id_birth_conflict"),
         phone_key(F.col("phone")).alias("phone_n"),
-        township.alias("township"), village.alias("village"), number.alias("house_no"), *keep)
+        township.alias("township"), village.alias("village"), number.alias("house_no"),
+        address_text(F.col("address")).alias("address_n"), *keep)
         .withColumn("surname", surname(F.col("name_n")))
         .withColumn("pinyin", fuzzy_pinyin(F.col("name_n")))
         .withColumn("surname_py", fuzzy_pinyin(F.col("surname")))

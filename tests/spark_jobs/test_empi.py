@@ -7,7 +7,8 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from spark_jobs.empi.batch import BatchFileError, read_batch
+from core.gb11643 import check_char
+from spark_jobs.empi.batch import BatchFileError, match_file, read_batch
 from spark_jobs.empi.identity import match_records
 from spark_jobs.empi.match import empi_config, prior_params
 from spark_jobs.empi.normalize import normalize_records
@@ -32,9 +33,21 @@ PEOPLE = [
 ]
 
 
+# one resident registered five times with her ID number and three times without it (village clinic, 妇幼 file,
+# an old registration): two agree with her on everything; one has a new phone and a one-digit birth-date typo
+SUN_ID = "41018219670203004" + check_char("41018219670203004")
+SUN = ("孙秀英", "2", date(1967, 2, 3), "13598761234", "河南省荥阳市高村乡刘沟村12号")
+RESIDENT_WITH_ID_LESS_RECORDS = [
+    *[(f"{src}|S{i}", src, *SUN[:3], SUN_ID, *SUN[3:]) for i, src in enumerate(("his", "zyy", "cloud", "ph", "pr"))],
+    ("vc|S1", "vc", *SUN[:3], None, *SUN[3:]),
+    ("fy|S1", "fy", *SUN[:3], None, *SUN[3:]),
+    ("old|S1", "old", SUN[0], SUN[1], date(1967, 2, 8), None, "13700001111", SUN[4]),
+]
+
+
 @pytest.fixture(scope="module")
 def assigned(spark):
-    records = normalize_records(spark.createDataFrame(PEOPLE, SCHEMA)).localCheckpoint()
+    records = normalize_records(spark.createDataFrame(PEOPLE + RESIDENT_WITH_ID_LESS_RECORDS, SCHEMA)).localCheckpoint()
     assignments, _ = match_records(spark, records, None, prior_params())
     rows = assignments.collect()
     return {r.record_id: r for r in rows}, {r.record_id for r in rows if r.decision == "review"}
@@ -58,9 +71,32 @@ def test_same_name_same_birthday_different_people_stay_apart(assigned):
     assert ids["his|4"].master_id != ids["cloud|4"].master_id
 
 
+def test_id_less_records_agreeing_with_a_resident_join_her_not_the_review_queue(assigned):
+    """Two records without an ID number that agree with each other are one person, not two competing
+    residents: both join the resident whose ID-holding records they agree with."""
+    ids, review = assigned
+    resident = ids["his|S0"].master_id
+    assert {ids[r].master_id for r in ("zyy|S1", "cloud|S2", "ph|S3", "pr|S4")} == {resident}
+    assert ids["vc|S1"].master_id == ids["fy|S1"].master_id == resident
+    assert ids["vc|S1"].decision == ids["fy|S1"].decision == "link"
+    assert not {"vc|S1", "fy|S1"} & review
+
+
+def test_a_changed_phone_and_a_birth_date_typo_are_linked_or_reviewed_never_silently_new(assigned):
+    ids, _ = assigned
+    old = ids["old|S1"]
+    assert old.decision in ("link", "review")
+    if old.decision == "link":
+        assert old.master_id == ids["his|S0"].master_id
+    else:   # a reviewer gets the resident, her closest record and what agreed
+        assert old.candidate == ids["his|S0"].master_id
+        assert old.candidate_record is not None
+        assert "phone=different" in old.evidence and "birth=near" in old.evidence
+
+
 def test_master_ids_are_stable_and_reveal_no_id_number(spark, assigned):
     ids, _ = assigned
-    records = normalize_records(spark.createDataFrame(PEOPLE, SCHEMA)).localCheckpoint()
+    records = normalize_records(spark.createDataFrame(PEOPLE + RESIDENT_WITH_ID_LESS_RECORDS, SCHEMA)).localCheckpoint()
     again, _ = match_records(spark, records, None, prior_params())
     assert {r.record_id: r.master_id for r in again.collect()} == {k: v.master_id for k, v in ids.items()}
     assert all(v.master_id.startswith("M") and "410182" not in v.master_id for v in ids.values())
@@ -76,6 +112,30 @@ def test_a_new_record_matches_incrementally_against_known_residents(spark, assig
     newcomer = normalize_records(newcomer.withColumn("sex_code", F.lit("2")))
     result, _ = match_records(spark, newcomer, known, prior_params())
     assert result.first().master_id == ids["his|1"].master_id
+
+
+def test_a_batch_file_links_its_records_to_each_other_and_explains_possible_matches(spark, tmp_path):
+    """``empi match`` on an empty registry: the file's records of one person share a master id; a possible
+    match names its candidate and the comparison levels that decided it."""
+    people = tmp_path / "people.csv"
+    lines = ["record_id,source,name,sex,birth_date,id_number,phone,address"]
+    for record_id, source, name, sex, birth, id_number, phone, address in RESIDENT_WITH_ID_LESS_RECORDS + PEOPLE:
+        lines.append(",".join([record_id, source, name, sex, birth.isoformat(), id_number or "", phone or "",
+                               address]))
+    people.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "matched.csv"
+    assert match_file(spark, str(people), str(out)) == len(lines) - 1
+    import csv
+
+    rows = {r["record_id"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert rows["vc|S1"]["master_id"] == rows["fy|S1"]["master_id"] == rows["his|S0"]["master_id"]
+    assert {r["decision"] for r in rows.values()} <= {"new", "possible_match"}   # nobody is registered yet
+    for r in rows.values():
+        if r["decision"] == "possible_match":
+            assert r["candidate_master_id"].startswith("M") and r["candidate_record_id"] in rows, r
+            assert "name=" in r["evidence"] and "address=" in r["evidence"], r
+        else:
+            assert not r["candidate_master_id"] and not r["evidence"], r
 
 
 def test_malformed_batch_files_are_refused_with_the_line_and_rule(spark, tmp_path):

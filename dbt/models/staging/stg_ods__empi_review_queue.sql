@@ -6,8 +6,10 @@ renamed as (
     select
         -- ids
         record_id as review_key,
-        candidate as candidate_identity,
+        candidate as candidate_master_id,
+        candidate_record as candidate_record_key,
         -- attributes
+        evidence as comparison_levels,
         score as best_score,
         second as second_score,
         -- dates
