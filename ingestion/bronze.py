@@ -3,11 +3,12 @@
 Every mode builds a DataFrame of source columns plus ``_op`` (r snapshot/c insert/u update/d delete),
 ``_source_ts`` (source commit time) and ``_source_pos`` (a fixed-width string that sorts like the source's
 own order) and hands it to :func:`land`. ``land`` appends it as one Delta commit that carries
- - ``txnAppId``/``txnVersion`` (Delta skips a version it has already committed: two racing runs cannot
-   both land a batch), and
+ - ``txnAppId``/``txnVersion`` (Delta skips a version it has already committed), and
  - ``userMetadata`` = the source offset this batch reaches, so the offset commits atomically with the rows.
 A mode resumes from :func:`committed_offset`; a ``kill -9`` before the commit leaves nothing, after it
-leaves rows and offset together.
+leaves rows and offset together. The txn version is the table's next version at write time, so it cannot
+tell two runs that read the same offset apart (they would land the same rows as versions n and n+1): the
+runner's per-source lock (``monitoring.source_lock``) keeps runs of one source from overlapping.
 """
 
 from __future__ import annotations
@@ -31,8 +32,16 @@ BRONZE_COLUMNS = ("_op", "_source_ts", "_source_pos", "_ingested_at", "_batch_id
 MODE_COLUMNS = ("_op", "_source_ts", "_source_pos")
 
 
-class SchemaDriftError(RuntimeError):
+class TableStopped(RuntimeError):
+    """Collection of one table must stop until an operator decides (status ``stopped``); others keep flowing."""
+
+
+class SchemaDriftError(TableStopped):
     """A source column disappeared or changed type: that table stops until someone decides."""
+
+
+class TooManyDeletes(TableStopped):
+    """A snapshot would delete more than the configured share of a table: nothing lands until accepted."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,32 @@ class TableResult:
     status: str = "success"          # success | no_change | stopped | failed | source_down | skipped
     offset: str | None = None
     error: str | None = None
+    counts: dict[str, int] | None = None   # what else the run saw, e.g. null_watermark, reordered, deleted
+
+
+def guard_deletes(source: SourceConfig, table: TableConfig, *, deletes: int, current: int, read: int) -> bool:
+    """Stop a snapshot that would delete more than ``max_delete_share`` of the keys bronze holds.
+
+    An empty or shrunken read (a wrong query, an emptied view, a permissions change) looks exactly like a
+    mass delete; landing it would withdraw every record downstream. Returns True when the deletes were
+    accepted by an operator (``ingest accept-deletes``; the acceptance is used up by this run), False when
+    they are within the share; raises TooManyDeletes (nothing lands, the table is ``stopped``) otherwise.
+    """
+    from ingestion import monitoring
+
+    share = float(table.options.get("max_delete_share", source.strategy.max_delete_share))
+    if not current or deletes <= share * current:
+        return False
+    if monitoring.take_accepted_deletes(source.name, table.name):
+        return True
+    monitoring.record_pending_deletes(source.name, table.name, deletes=deletes, current=current, read=read)
+    raise TooManyDeletes(
+        f"{source.name}.{table.name}: the snapshot read {read:,} rows where bronze holds {current:,} live keys; "
+        f"landing it would delete {deletes:,} keys ({deletes / current:.0%}, more than max_delete_share "
+        f"{share:.0%}). Nothing landed and collection of this table is stopped; other tables keep flowing. "
+        "Check the source (the table or view, its query, the collector's permissions). If the rows really "
+        f"are gone, run `./drc ingest accept-deletes --source {source.name} --table {table.name}` and the "
+        "next run lands the deletes.")
 
 
 def bronze_path(source: str, table: str) -> str:
@@ -201,7 +236,7 @@ def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: T
     """Append one batch (source columns + MODE_COLUMNS) to bronze with its offset; returns rows landed.
 
     Re-landing a batch that already committed is impossible by construction: callers read
-    :func:`committed_offset` and only pass rows beyond it; the Delta txn guards against a racing run.
+    :func:`committed_offset` and only pass rows beyond it, one run per source at a time (the runner's lock).
     """
     from ingestion import monitoring
 

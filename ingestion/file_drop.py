@@ -27,6 +27,12 @@ Table options in the source YAML (besides name/keys/business_time/commit_time):
                 ``integer``, ``decimal``, ``decimal(N)`` (exactly N decimals), ``regex:<RE2>`` or ``enum:a|b``;
                 blank values are not checked (see ``required``)
   allow_empty   a header-only file is valid (default false)
+  snapshot_file true: every file is the table's whole state (e.g. the monthly population register). A key
+                live in bronze but missing from the newest file has left (moved away, died): a delete
+                (``_op`` d) for it lands in the same commit as the file. When the deletes exceed
+                ``max_delete_share`` of the live keys (table option, else ``strategy.max_delete_share``) the
+                table stops, nothing lands and the file stays in the inbox until an operator runs
+                ``./drc ingest accept-deletes --source S --table T``
   correction    {operation_column, extra_columns, ops: {修改: u, 作废: d}}: correction files carry these
                 columns too; ``ops`` maps the operation to ``_op`` (normal rows are ``r``)
   sheet         excel only: the sheet to read (default the first)
@@ -47,8 +53,6 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -64,7 +68,16 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType, Tim
 
 from core.db import warehouse_engine
 from core.settings import get_settings
-from ingestion.bronze import TableResult, bronze_path, commit_log, delta_exists, land
+from ingestion.bronze import (
+    TableResult,
+    TooManyDeletes,
+    bronze_path,
+    commit_log,
+    delta_exists,
+    guard_deletes,
+    land,
+    latest_versions,
+)
 from ingestion.monitoring import ensure_tables
 from ingestion.registry import SourceConfig, SourceConfigError, TableConfig
 from ingestion.runner import SourceUnavailable, run_table
@@ -115,6 +128,7 @@ class FileSpec:
     allow_empty: bool = False
     correction: Correction | None = None
     sheet: str | None = None
+    snapshot: bool = False          # snapshot_file: each file is the whole table; missing keys are deleted
 
     @classmethod
     def of(cls, source: SourceConfig, table: TableConfig) -> FileSpec:
@@ -140,7 +154,8 @@ class FileSpec:
                    delimiter=str(opts.get("delimiter", ",")), quote=opts.get("quoting", "minimal") != "none",
                    encoding=opts.get("encoding", "auto"), columns=tuple(opts["columns"]),
                    required=tuple(opts.get("required") or ()), formats=dict(opts.get("formats") or {}),
-                   allow_empty=bool(opts.get("allow_empty", False)), correction=correction, sheet=opts.get("sheet"))
+                   allow_empty=bool(opts.get("allow_empty", False)), correction=correction, sheet=opts.get("sheet"),
+                   snapshot=bool(opts.get("snapshot_file", False)))
         unknown = (set(spec.required) | set(spec.formats) | set(table.keys)) - set(spec.bronze_columns)
         if unknown:
             raise SourceConfigError(f"{at}: {sorted(unknown)} not among the table's columns")
@@ -519,6 +534,7 @@ class Landed:
     table_id: str
     in_ledger: bool = False
     moved: bool = False
+    withdrawn: int = 0              # deletes a snapshot file landed for keys it no longer lists
 
     @property
     def key(self) -> str:
@@ -545,11 +561,57 @@ def committed_files(spark: SparkSession, source: SourceConfig, table: TableConfi
     return {landed.key: landed for landed in found}
 
 
+def with_withdrawals(spark: SparkSession, source: SourceConfig, spec: FileSpec, file: Delivered,
+                     frame: DataFrame) -> tuple[DataFrame, int]:
+    """A snapshot file's rows plus a delete (``_op`` d) for every key live in bronze that the newest snapshot
+    no longer lists (a resident who moved away or died), and how many deletes that is.
+
+    The deletes sort after every older row of their key and before the newest file's lines (its position
+    prefix, line 0). A late older file is measured against the newest one too, so it cannot bring back a
+    key that has left. Raises TooManyDeletes (via ``guard_deletes``) when they exceed the table's share and
+    no operator accepted them: a truncated or wrong file must not withdraw half the county.
+    """
+    table = spec.table
+    path = bronze_path(source.name, table.name)
+    if not delta_exists(spark, path):
+        return frame, 0
+    present = spark.read.format("delta").load(path)
+    landed = present.select(*[F.col(f"`{c}`") if c in present.columns
+                              else F.lit(None).cast(frame.schema[c].dataType).alias(c) for c in frame.columns])
+    keys = list(table.keys)
+    newest = landed.where(F.col("_op") == "r").agg(F.max("_source_pos")).first()[0]
+    prefix = max(position_prefix(spec, file), newest[:-LINE_WIDTH] if newest else "")
+    live = latest_versions(landed, keys).where(F.col("_op") != "d").count()
+    leavers = (latest_versions(landed.unionByName(frame), keys)
+               .where((F.col("_op") != "d") & (F.col("_source_pos") < F.lit(prefix))))
+    count = leavers.count()
+    if not count:
+        return frame, 0
+    try:
+        guard_deletes(source, table, deletes=count, current=live, read=frame.count())
+    except TooManyDeletes as exc:
+        raise TooManyDeletes(f"{exc} (snapshot file {file.name}: it stays in the inbox and lands with its "
+                             "deletes once they are accepted; if the file is wrong, replace it with the "
+                             "sender's corrected one)") from None
+    deletes = (leavers.withColumn("_op", F.lit("d"))
+               .withColumn("_source_pos", F.lit(prefix + "0" * LINE_WIDTH))
+               .withColumn("_source_ts", F.lit(file.received_at).cast("timestamp"))
+               .withColumn("_source_file", F.lit(file.name))
+               .withColumn("_source_line", F.lit(None).cast("long")))
+    log.info("%s.%s: %s withdraws %d key(s) it no longer lists", source.name, table.name, file.name, count)
+    return frame.unionByName(deletes.select(*frame.columns)), count
+
+
 def land_file(spark: SparkSession, source: SourceConfig, spec: FileSpec, file: Delivered, rows: pa.Table
               ) -> Landed:
-    """One Delta commit holding the file's rows and ``{"file", "sha256", "rows", "business_date"}`` as offset."""
+    """One Delta commit holding the file's rows and ``{"file", "sha256", "rows", "business_date"}`` as offset
+    (and, for a snapshot file, the deletes of the keys it no longer lists: one commit, so never one without
+    the other)."""
     table, day = spec.table, business_date(spec, file.name)
     frame = to_frame(spark, spec, file, rows, source.strategy.parallelism)
+    withdrawn = 0
+    if spec.snapshot:
+        frame, withdrawn = with_withdrawals(spark, source, spec, file, frame)
     ensure_bronze_table(spark, source, table, frame.schema)
     offset = {"file": file.name, "sha256": file.sha256, "rows": rows.num_rows,
               "business_date": day.isoformat() if day else None}
@@ -559,7 +621,7 @@ def land_file(spark: SparkSession, source: SourceConfig, spec: FileSpec, file: D
     if (meta.get("offset") or {}).get("sha256") != file.sha256:
         raise RuntimeError(f"{source.name}.{table.name}: another collector committed while {file.name} was landing")
     return Landed(file.name, table.name, file.sha256, day, meta["batch_id"], rows.num_rows,
-                  table_id(spark, source, table))
+                  table_id(spark, source, table), withdrawn=withdrawn)
 
 
 # --- the ledger (PostgreSQL) ----------------------------------------------------------------------
@@ -606,22 +668,6 @@ def record_archived(source: str, landed: Landed, moved_to: Path) -> None:
             {"s": source, "sha": landed.sha256, "day": landed.day, "p": str(moved_to)})
 
 
-@contextmanager
-def exclusive(source: str) -> Iterator[bool]:
-    """One collector per inbox at a time (a session lock: released by PostgreSQL if the process dies)."""
-    ensure_tables()
-    with warehouse_engine().connect() as conn:
-        key = {"k": f"file_drop:{source}"}
-        mine = conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), key).scalar()
-        conn.commit()
-        try:
-            yield bool(mine)
-        finally:
-            if mine:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
-                conn.commit()
-
-
 # --- moving files -------------------------------------------------------------------------------
 def archive(folders: Folders, file: Delivered, day: date | None) -> Path:
     """Move out of the inbox into ``archive/<yyyymmdd>/``; an older different file of that name is kept."""
@@ -658,6 +704,7 @@ class Run:
     folders: Folders
     landed: dict[str, Landed]
     notes: dict[str, list[str]] = field(default_factory=dict)
+    withdrawn: dict[str, int] = field(default_factory=dict)   # per table: deletes landed by snapshot files
 
     def note(self, table: str, text: str) -> None:
         self.notes.setdefault(table, []).append(text)
@@ -700,6 +747,7 @@ class Run:
             return 0
         landed = land_file(self.spark, self.source, spec, file, rows)
         self.landed[landed.key] = landed
+        self.withdrawn[table] = self.withdrawn.get(table, 0) + landed.withdrawn
         record_file(self.source.name, table, file, "landed", landed=landed, day=day, encoding=codec)
         landed.in_ledger = True
         record_archived(self.source.name, landed, archive(self.folders, file, day))
@@ -716,8 +764,10 @@ class Run:
         rows = sum(self.take(spec, path) for path in paths)
         name = spec.table.name
         notes = self.notes.pop(name, [])
-        status = "success" if rows else "no_change"
-        return TableResult(self.source.name, name, rows, status, error="; ".join(notes) or None)
+        deleted = self.withdrawn.pop(name, 0)
+        status = "success" if rows or deleted else "no_change"
+        return TableResult(self.source.name, name, rows, status, error="; ".join(notes) or None,
+                           counts={"deleted": deleted} if deleted else None)
 
 
 def match_table(specs: list[FileSpec], name: str) -> FileSpec | None:
@@ -737,30 +787,30 @@ def known_files(spark: SparkSession, source: SourceConfig) -> dict[str, Landed]:
 
 
 def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
-    """Collect every visible file of the inbox, table by table, each file in name order."""
+    """Collect every visible file of the inbox, table by table, each file in name order.
+
+    One collector per inbox at a time: the runner holds the source's lock (monitoring.source_lock).
+    """
     specs = [FileSpec.of(source, t) for t in source.tables]
     folders = Folders.of(source)
-    with exclusive(source.name) as mine:
-        if not mine:
-            return [TableResult(source.name, "*", 0, "skipped", error="another collector is working on this inbox")]
-        paths = pending_files(folders.inbox)
-        run = Run(spark, source, folders, known_files(spark, source))
-        groups: dict[str, list[Path]] = {s.table.name: [] for s in specs}
-        unmatched = []
-        for path in paths:
-            spec = match_table(specs, path.name)
-            (groups[spec.table.name] if spec else unmatched).append(path)
-        results = [run_table(spark, source, s.table, lambda s=s: run.collect_table(s, groups[s.table.name]))
-                   for s in specs]
-        for path in unmatched:
-            file = Delivered.read(path)
-            if not run.already_landed(None, file, None):
-                patterns = ", ".join(s.pattern.pattern for s in specs)
-                run.reject(None, file, FileRejected("file name", [f"matches no table's pattern ({patterns})"]))
-        if run.notes:
-            results.append(TableResult(source.name, "*", 0, "no_change",
-                                       error="; ".join(n for notes in run.notes.values() for n in notes)))
-        return results
+    paths = pending_files(folders.inbox)
+    run = Run(spark, source, folders, known_files(spark, source))
+    groups: dict[str, list[Path]] = {s.table.name: [] for s in specs}
+    unmatched = []
+    for path in paths:
+        spec = match_table(specs, path.name)
+        (groups[spec.table.name] if spec else unmatched).append(path)
+    results = [run_table(spark, source, s.table, lambda s=s: run.collect_table(s, groups[s.table.name]))
+               for s in specs]
+    for path in unmatched:
+        file = Delivered.read(path)
+        if not run.already_landed(None, file, None):
+            patterns = ", ".join(s.pattern.pattern for s in specs)
+            run.reject(None, file, FileRejected("file name", [f"matches no table's pattern ({patterns})"]))
+    if run.notes:
+        results.append(TableResult(source.name, "*", 0, "no_change",
+                                   error="; ".join(n for notes in run.notes.values() for n in notes)))
+    return results
 
 
 def check_config(source: SourceConfig) -> None:

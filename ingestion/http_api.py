@@ -1,10 +1,16 @@
 """HTTP JSON API collection (vendor 数据开放接口): token auth, keyset paging, retries, exactly once.
 
-Per resource (table) and hospital the offset is the last landed ``(updatedAt, id)``. A run asks for
-``updated_since = <that updatedAt>`` (inclusive), follows ``nextCursor`` to the end and drops every record at
-or before the offset, so boundary records and any repeat are skipped. Every ``strategy.batch_size`` records
-land as one bronze commit whose offset is the position of its last record: a ``kill -9`` resumes after the
-last commit and lands nothing twice; a run with nothing new lands nothing.
+Per resource (table) and hospital the offset is the highest landed ``(updatedAt, id)``. A run asks for
+``updated_since = <that updatedAt> - strategy.late_arrival_minutes`` (inclusive) and follows ``nextCursor``
+to the end. A record is one version of one key (its position: updatedAt millis + id); a version bronze
+already holds, or one repeated within the run, is skipped, every other is kept, even when it arrives out of
+the vendor's (updatedAt, id) order: a vendor transaction that commits after a later-stamped one, or clock
+skew between the vendor's servers. Those are counted as ``reordered`` in the run's monitoring
+(``table_run.counts``, with ``read`` and ``already_landed``: read = landed + already_landed). A record
+stamped more than the late-arrival window before the offset is outside the vendor's answer and cannot be
+seen. Every ``strategy.batch_size`` records land as one bronze commit whose offset is each hospital's highest
+position so far: a ``kill -9`` resumes after the last commit and lands nothing twice; a run with nothing new
+lands nothing.
 
 The client renews the bearer token once on 401 ``40102``/``40103`` (expired/invalid), waits ``Retry-After``
 on 429, retries 500/502/503/504 and transport errors with capped exponential backoff, then raises
@@ -24,7 +30,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -207,42 +213,79 @@ def records_frame(spark: SparkSession, records: list[dict[str, Any]], table: Tab
     return spark.createDataFrame(rows, schema).withColumn("_source_ts", F.col(commit_time).cast("timestamp"))
 
 
-def _collect_table(spark: SparkSession, source: SourceConfig, table: TableConfig, client: VendorClient) -> int:
-    """Pull one resource for every hospital from its committed offset; returns records landed.
+def _since(stamp: str, window_minutes: int) -> str:
+    """The ``updated_since`` of a run: the offset's updatedAt minus the late-arrival window, same spelling."""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")) - timedelta(minutes=window_minutes)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _landed_positions(spark: SparkSession, source: SourceConfig, table: TableConfig, floor: str) -> set[str]:
+    """Positions (key + version) bronze already holds from ``floor`` on: the re-read window's records."""
+    path = bronze.bronze_path(source.name, table.name)
+    if not floor or not bronze.delta_exists(spark, path):
+        return set()
+    rows = spark.read.format("delta").load(path).where(F.col("_source_pos") >= floor).select("_source_pos")
+    return {r[0] for r in rows.collect()}
+
+
+def _collect_table(spark: SparkSession, source: SourceConfig, table: TableConfig,
+                   client: VendorClient) -> bronze.TableResult:
+    """Pull one resource for every hospital from its committed offset; returns records landed and counts.
 
     Hospitals share batches (one commit can carry the tail of one and the head of the next): fewer, larger
     commits, and the offset holds each hospital's own position.
     """
     commit_time = table.commit_time or "updatedAt"
+    window = source.strategy.late_arrival_minutes
     offset: dict[str, dict[str, Any]] = bronze.committed_offset(spark, source.name, table.name) or {}
-    pending: list[tuple[str, dict[str, Any]]] = []
+    hospitals = [str(h or "*") for h in source.options.get("hospitals") or [None]]
+    since = {part: _since(offset[part][commit_time], window) for part in hospitals if part in offset}
+    floor = min((position(stamp, []) for stamp in since.values()), default="")
+    known = _landed_positions(spark, source, table, floor)
+    pending: list[tuple[str, dict[str, Any], str]] = []
     landed = 0
-    for hospital in source.options.get("hospitals") or [None]:
-        part = str(hospital or "*")
+    counts = Counter(read=0, reordered=0, already_landed=0)
+    for hospital, part in zip(source.options.get("hospitals") or [None], hospitals, strict=True):
         last = offset.get(part)
-        after = position(last[commit_time], last["keys"]) if last else ""
+        high = position(last[commit_time], last["keys"]) if last else ""
         endpoint = table.options["endpoint"].format(hospitalCode=hospital)
-        for page in client.pages(endpoint, last[commit_time] if last else None):
+        for page in client.pages(endpoint, since.get(part)):
             for record in page:
+                counts["read"] += 1
                 here = position(record[commit_time], [record[k] for k in table.keys])
-                if here > after:  # at or before the offset: landed already (or a repeat within this run)
-                    pending.append((part, record))
-                    after = here
+                if here in known:  # this version landed already (or came twice in this run)
+                    counts["already_landed"] += 1
+                    continue
+                known.add(here)
+                if here <= high:  # out of the vendor's order: kept, and counted
+                    counts["reordered"] += 1
+                    log.info("%s.%s: record %s (%s %s) arrived after a later one; kept", source.name, table.name,
+                             [record[k] for k in table.keys], commit_time, record[commit_time])
+                high = max(high, here)
+                pending.append((part, record, here))
             while len(pending) >= source.strategy.batch_size:
                 batch, pending = pending[:source.strategy.batch_size], pending[source.strategy.batch_size:]
                 landed, offset = _land(spark, source, table, batch, offset, landed)
     if pending:
         landed, offset = _land(spark, source, table, pending, offset, landed)
-    return landed
+    if counts["reordered"]:
+        log.warning("%s.%s: %d record(s) arrived out of the vendor's order and were kept", source.name, table.name,
+                    counts["reordered"])
+    return bronze.TableResult(source.name, table.name, landed, "success" if landed else "no_change",
+                              counts=dict(counts))
 
 
-def _land(spark: SparkSession, source: SourceConfig, table: TableConfig, batch: list[tuple[str, dict[str, Any]]],
-          offset: dict[str, Any], landed: int) -> tuple[int, dict[str, Any]]:
-    """Land one batch with each hospital's offset moved to its last record; returns (landed so far, new offset)."""
+def _land(spark: SparkSession, source: SourceConfig, table: TableConfig,
+          batch: list[tuple[str, dict[str, Any], str]], offset: dict[str, Any], landed: int
+          ) -> tuple[int, dict[str, Any]]:
+    """Land one batch with each hospital's offset moved to its highest position; returns (landed so far, offset)."""
     commit_time = table.commit_time or "updatedAt"
-    moved = {**offset, **{part: {commit_time: record[commit_time], "keys": [record[k] for k in table.keys]}
-                          for part, record in batch}}
-    frame = records_frame(spark, [record for _, record in batch], table,
+    moved = dict(offset)
+    for part, record, here in batch:
+        last = moved.get(part)
+        if last is None or here > position(last[commit_time], last["keys"]):
+            moved[part] = {commit_time: record[commit_time], "keys": [record[k] for k in table.keys]}
+    frame = records_frame(spark, [record for _, record, _ in batch], table,
                           source.options.get("tombstone_field", "deleted"))
     rows = bronze.land(spark, frame, source=source, table=table, offset=moved, offset_from=offset or None)
     log.info("%s.%s: landed %d records, offset %s", source.name, table.name, rows, moved)

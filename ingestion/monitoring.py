@@ -3,14 +3,22 @@
 Tables: ``landed_batch`` (one row per bronze commit), ``file_ledger`` (every delivered file), ``arrival``
 (rows per institution and business day of each batch, with the ones committed after the 24:00 next-day
 deadline), ``table_run`` (every attempt, including failures), ``schema_change``, ``source_checkpoint``
-(resume point of log-based streams). Views: ``v_table_status``, ``v_source_status``, ``v_timeliness``.
-Every write is idempotent.
+(resume point of log-based streams), ``replication_slot`` (WAL a CDC slot retains), ``delete_guard``
+(snapshots stopped for deleting too much, and their acceptance). ``table_run.counts`` holds what a run saw
+besides the rows it landed (NULL-watermark rows, re-ordered records, deletes). Views: ``v_table_status``,
+``v_source_status``, ``v_timeliness``. Every write is idempotent. :func:`source_lock` is the one lock that
+keeps two runs of a source apart.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -51,6 +59,7 @@ DDL = [
         status          text NOT NULL,
         rows_landed     bigint NOT NULL DEFAULT 0,
         error           text)""",
+    "ALTER TABLE ingest.table_run ADD COLUMN IF NOT EXISTS counts jsonb",
     "CREATE INDEX IF NOT EXISTS table_run_latest ON ingest.table_run (source_system, table_name, run_id DESC)",
     """CREATE TABLE IF NOT EXISTS ingest.schema_change (
         source_system   text NOT NULL,
@@ -64,6 +73,25 @@ DDL = [
         source_system   text PRIMARY KEY,
         position        text NOT NULL,
         updated_at      timestamptz NOT NULL DEFAULT now())""",
+    # A snapshot that would delete more than max_delete_share of a table: stopped until an operator accepts.
+    """CREATE TABLE IF NOT EXISTS ingest.delete_guard (
+        guard_id        bigserial PRIMARY KEY,
+        source_system   text NOT NULL,
+        table_name      text NOT NULL,
+        deletes         bigint NOT NULL,
+        current_rows    bigint NOT NULL,
+        read_rows       bigint NOT NULL,
+        detected_at     timestamptz NOT NULL DEFAULT now(),
+        accepted_at     timestamptz,
+        used_at         timestamptz)""",
+    # The WAL a logical replication slot makes its source keep (pg_logical), and who holds it.
+    """CREATE TABLE IF NOT EXISTS ingest.replication_slot (
+        source_system   text PRIMARY KEY,
+        slot_name       text NOT NULL,
+        retained_bytes  bigint NOT NULL,
+        held_by         text,
+        released        text,
+        checked_at      timestamptz NOT NULL DEFAULT now())""",
     # Every file a 前置机 inbox delivered: landed / duplicate / quarantined (ingestion/file_drop.py).
     """CREATE TABLE IF NOT EXISTS ingest.file_ledger (
         file_id         bigserial PRIMARY KEY,
@@ -101,7 +129,7 @@ DDL = [
         FROM ingest.landed_batch ORDER BY source_system, table_name, finished_at DESC)
     SELECT l.source_system, l.table_name, l.mode, l.finished_at AS last_run_at, l.status AS last_status,
            l.rows_landed AS last_run_rows, l.error AS last_error, d.rows_total, d.batches, d.last_landed_at,
-           d.last_source_ts, b.lag_seconds, b.offset_to AS last_offset
+           d.last_source_ts, b.lag_seconds, b.offset_to AS last_offset, l.counts AS last_counts
     FROM latest l
     LEFT JOIN landed d USING (source_system, table_name)
     LEFT JOIN last_batch b USING (source_system, table_name)""",
@@ -111,8 +139,11 @@ DDL = [
                 WHEN bool_or(last_status = 'stopped') THEN 'stopped' ELSE 'ok' END AS status,
            count(*) FILTER (WHERE table_name <> '*') AS tables,
            coalesce(sum(rows_total), 0) AS rows_total, max(lag_seconds) AS max_lag_seconds,
-           string_agg(table_name || ': ' || last_error, '; ') FILTER (WHERE last_error IS NOT NULL) AS errors
-    FROM ingest.v_table_status GROUP BY source_system""",
+           string_agg(table_name || ': ' || last_error, '; ') FILTER (WHERE last_error IS NOT NULL) AS errors,
+           (SELECT r.retained_bytes FROM ingest.replication_slot r WHERE r.source_system = t.source_system)
+               AS slot_retained_bytes,
+           (SELECT r.held_by FROM ingest.replication_slot r WHERE r.source_system = t.source_system) AS slot_held_by
+    FROM ingest.v_table_status t GROUP BY source_system""",
     """CREATE OR REPLACE VIEW ingest.v_timeliness AS
     SELECT a.org_code, a.business_date, string_agg(DISTINCT b.source_system, ',') AS source_systems,
            sum(a.rows) AS rows, sum(a.late_rows) AS late_rows, max(a.last_source_ts) AS last_source_ts,
@@ -185,14 +216,129 @@ def known_batches(source: str, table: str) -> set[str]:
 
 
 def record_run(source: str, table: str, mode: str, started_at: datetime, status: str, rows: int = 0,
-               error: str | None = None) -> None:
+               error: str | None = None, counts: dict[str, int] | None = None) -> None:
+    """One attempt; ``counts`` are what the run saw besides the rows it landed (e.g. null_watermark)."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO ingest.table_run (source_system, table_name, mode, started_at, finished_at, status, "
-            "rows_landed, error) VALUES (:s, :t, :m, :started, now(), :status, :rows, :error)"),
+            "rows_landed, error, counts) VALUES (:s, :t, :m, :started, now(), :status, :rows, :error, "
+            "CAST(:counts AS jsonb))"),
             {"s": source, "t": table, "m": mode, "started": started_at, "status": status, "rows": rows,
-             "error": mask(error)})
+             "error": mask(error), "counts": json.dumps(counts) if counts else None})
+
+
+def last_counts(source: str, table: str) -> dict[str, int]:
+    """The counts of the latest run of a table ({} when it saw nothing besides what it landed)."""
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT counts FROM ingest.table_run WHERE source_system = :s AND table_name = :t "
+            "ORDER BY run_id DESC LIMIT 1"), {"s": source, "t": table}).scalar() or {}
+
+
+def record_slot(source: str, slot: str, retained_bytes: int, held_by: list[str], released: list[str]) -> None:
+    """The WAL a source's replication slot retains after a run, and the tables holding or released from it."""
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO ingest.replication_slot VALUES (:s, :slot, :b, :held, :released, now()) "
+            "ON CONFLICT (source_system) DO UPDATE SET slot_name = excluded.slot_name, "
+            "retained_bytes = excluded.retained_bytes, held_by = excluded.held_by, released = excluded.released, "
+            "checked_at = now()"),
+            {"s": source, "slot": slot, "b": retained_bytes, "held": ", ".join(held_by) or None,
+             "released": ", ".join(released) or None})
+
+
+def slot_status(source: str) -> dict | None:
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM ingest.replication_slot WHERE source_system = :s"),
+                           {"s": source}).first()
+    return None if row is None else dict(row._mapping)
+
+
+# --- the delete guard of snapshots --------------------------------------------------------------------
+def record_pending_deletes(source: str, table: str, *, deletes: int, current: int, read: int) -> None:
+    """A snapshot was stopped for deleting too much: one open entry per table, refreshed by every run."""
+    ensure_tables()
+    params = {"s": source, "t": table, "d": deletes, "c": current, "r": read}
+    with warehouse_engine().begin() as conn:
+        updated = conn.execute(sa.text(
+            "UPDATE ingest.delete_guard SET deletes = :d, current_rows = :c, read_rows = :r, detected_at = now() "
+            "WHERE source_system = :s AND table_name = :t AND accepted_at IS NULL AND used_at IS NULL"),
+            params).rowcount
+        if not updated:
+            conn.execute(sa.text(
+                "INSERT INTO ingest.delete_guard (source_system, table_name, deletes, current_rows, read_rows) "
+                "VALUES (:s, :t, :d, :c, :r)"), params)
+
+
+def accept_deletes(source: str, table: str) -> list[dict]:
+    """An operator confirms the deletes a stopped snapshot found; the next run of the table lands them."""
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.text(
+            "UPDATE ingest.delete_guard SET accepted_at = now() WHERE source_system = :s "
+            "AND lower(table_name) = lower(:t) AND accepted_at IS NULL AND used_at IS NULL "
+            "RETURNING table_name, deletes, current_rows, read_rows, detected_at"), {"s": source, "t": table})]
+
+
+def take_accepted_deletes(source: str, table: str) -> bool:
+    """Use up an operator's acceptance (once): True when the deletes of this run may land."""
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        return bool(conn.execute(sa.text(
+            "UPDATE ingest.delete_guard SET used_at = now() WHERE source_system = :s AND table_name = :t "
+            "AND accepted_at IS NOT NULL AND used_at IS NULL"), {"s": source, "t": table}).rowcount)
+
+
+# --- one run per source -------------------------------------------------------------------------------
+def _lock_key(source: str) -> str:
+    return f"drc_collect:{source}"
+
+
+@contextmanager
+def source_lock(source: str, wait_seconds: float = 0.0) -> Iterator[bool]:
+    """One collection run per source at a time, whatever its mode; yields whether this run holds it.
+
+    Two overlapping runs would both read the same committed offset and land the same batch twice. The lock
+    is a PostgreSQL session advisory lock in the warehouse, so it dies with the process that holds it
+    (``kill -9`` leaves no stale lock). A busy lock is retried for ``wait_seconds``.
+    """
+    ensure_tables()
+    key = {"k": _lock_key(source), "n": f"drc collect {source} pid {os.getpid()} on {socket.gethostname()}"[:63]}
+    deadline = time.monotonic() + wait_seconds
+    with warehouse_engine().connect() as conn:
+        while True:
+            mine = conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), key).scalar()
+            if mine or time.monotonic() >= deadline:
+                break
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        if mine:
+            conn.execute(sa.text("SELECT set_config('application_name', :n, false)"), key)
+        conn.commit()
+        try:
+            yield bool(mine)
+        finally:
+            if mine:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
+                conn.execute(sa.text("RESET application_name"))
+                conn.commit()
+
+
+def lock_holder(source: str) -> str:
+    """Who holds a source's collection lock (for the message of the run that found it busy)."""
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        (key,) = conn.execute(sa.text("SELECT hashtext(:k)"), {"k": _lock_key(source)}).one()
+        row = conn.execute(sa.text(
+            "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid::text::bigint = :c "
+            "AND l.objid::text::bigint = :o"), {"c": (key >> 32) & 0xFFFFFFFF, "o": key & 0xFFFFFFFF}).first()
+    if row is None:
+        return "another run (it has just finished)"
+    return f"'{row.application_name or 'another run'}', connected since {row.backend_start:%Y-%m-%d %H:%M:%S}"
 
 
 def record_schema_change(source: str, table: str, columns: list[str], action: str) -> None:
@@ -255,9 +401,18 @@ def source_status() -> list[dict]:
             "SELECT * FROM ingest.v_table_status ORDER BY source_system, table_name"))]
 
 
+def source_rollup() -> list[dict]:
+    """``v_source_status``: per source, its worst table status, rows, lag, errors and the WAL its CDC slot keeps."""
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.text(
+            "SELECT * FROM ingest.v_source_status ORDER BY source_system"))]
+
+
 def forget_source(source: str) -> None:
     """Drop a source's collection history (after its bronze tables were deleted, e.g. a re-onboarding)."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        for table in ("landed_batch", "table_run", "schema_change", "source_checkpoint", "file_ledger"):
+        for table in ("landed_batch", "table_run", "schema_change", "source_checkpoint", "file_ledger",
+                      "delete_guard", "replication_slot"):
             conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})

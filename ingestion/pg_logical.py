@@ -19,7 +19,11 @@ A run:
  4. Advances the slot (``pg_replication_slot_advance``) to the end of the last transaction read only when
     every table landed everything; a table that stopped (schema drift) or failed holds the slot at its own
     committed offset, so nothing it has not landed is released (the WAL is retained meanwhile, and each run
-    re-reads from there while the other tables keep flowing past their offsets).
+    re-reads from there while the other tables keep flowing past their offsets). The hold is capped: when it
+    would make the source keep more than ``strategy.max_slot_wal_mb`` of WAL, the holding tables are
+    released and re-synchronised by snapshot difference on their next successful run; the retained WAL is
+    recorded every run (``ingest.replication_slot``, ``v_source_status.slot_retained_bytes``) and reported
+    above ``strategy.alert_slot_wal_mb``.
 
 ``_source_pos`` = ``<commit LSN>/<change LSN>/<n>`` (16 hex digits, 16 hex digits, 4 digits; ``n`` numbers the
 rows of one multi-insert WAL record): string order is commit order, then order within the transaction.
@@ -59,7 +63,15 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from core.settings import get_settings
 from ingestion import monitoring
-from ingestion.bronze import TableResult, bronze_path, committed_offset, delta_exists, land, latest_versions
+from ingestion.bronze import (
+    TableResult,
+    bronze_path,
+    committed_offset,
+    delta_exists,
+    guard_deletes,
+    land,
+    latest_versions,
+)
 from ingestion.jdbc import snapshot_diff
 from ingestion.registry import SourceConfig, TableConfig
 from ingestion.runner import run_table
@@ -457,6 +469,7 @@ def land_snapshot(spark: SparkSession, conn: Any, source: SourceConfig, table: T
     stamp = F.lit(taken_at).cast("timestamp")
     source_ts = F.coalesce(F.col(table.commit_time).cast("timestamp"), stamp) if table.commit_time else stamp
     path = bronze_path(source.name, table.name)
+    current = None
     if delta_exists(spark, path):
         current = latest_versions(spark.read.format("delta").load(path), list(table.keys))
         rows = snapshot_diff(frame, current, list(table.keys), taken_at).withColumn(
@@ -469,6 +482,11 @@ def land_snapshot(spark: SparkSession, conn: Any, source: SourceConfig, table: T
     try:
         if rows.isEmpty():
             return 0
+        if current is not None:  # a re-synchronisation: an empty or shrunken read must not delete everything
+            ops = {r["_op"]: r["count"] for r in rows.groupBy("_op").count().collect()}
+            if ops.get("d"):
+                live = current.where(F.col("_op") != "d").count()
+                guard_deletes(source, table, deletes=ops["d"], current=live, read=live - ops["d"] + ops.get("c", 0))
         return land(spark, rows, source=source, table=table, offset=snapshot_offset(lsn))
     finally:
         rows.unpersist()
@@ -537,25 +555,73 @@ def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
 
             results = [run_table(spark, source, t, lambda t=t: collect_table(t)) for t in source.tables]
         resync -= {r.table for r in results if r.status in OK_STATUSES}
-        advance(conn, source, results, start, end, resync, spark)
+        note = advance(conn, source, results, start, end, resync, spark)
+    if note:
+        results.append(TableResult(source.name, "*", 0, "no_change", error=note))
     return results
 
 
+def _wal_bytes(conn: Any, sql_text: str, params: tuple = ()) -> int | None:
+    with conn.cursor() as cur:
+        cur.execute(sql_text, params)
+        row = cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def advance(conn: Any, source: SourceConfig, results: list[TableResult], start: int, end: int | None,
-            resync: set[str], spark: SparkSession) -> None:
-    """Move the slot to ``end`` unless a table that did not land everything holds it at its own offset."""
-    target = end
+            resync: set[str], spark: SparkSession) -> str | None:
+    """Move the slot to ``end`` unless a table that did not land everything holds it at its own offset.
+
+    A held slot makes the member's database keep its WAL: a platform problem (a table stopped by drift) must
+    not become the hospital's full disk. When holding would retain more than ``strategy.max_slot_wal_mb``,
+    the holding tables are released: the slot moves on and they are re-synchronised by snapshot difference
+    on their next successful run (like after a lost slot). Returns an alert for the run's output when the
+    slot retains more than ``strategy.alert_slot_wal_mb`` or tables were released; every run records the
+    slot's retained WAL in ``ingest.replication_slot``.
+    """
+    slot = slot_name(source)
+    target, holders = end, []
     for result in results:
-        if result.status in OK_STATUSES or target is None:
-            continue
+        if result.status in OK_STATUSES or target is None or result.table in resync:
+            continue  # a table due for re-synchronisation is re-read by snapshot: it need not hold the slot
         offset = committed_offset(spark, source.name, result.table)
         target = None if offset is None else min(target, position_lsn(offset["pos"]))
+        holders.append(result.table)
+    released: list[str] = []
+    if end is not None and holders:
+        held_at = start if target is None else max(start, target)
+        would_retain = _wal_bytes(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint",
+                                  (lsn_text(held_at),)) or 0
+        if would_retain > source.strategy.max_slot_wal_mb * 2**20:
+            released, target = holders, end
+            resync |= set(holders)
+            _save_state(source, start, resync)  # the intent first: a kill after the advance still resyncs them
+            log.error("%s: slot %s would retain %.1f MB of WAL for %s, more than max_slot_wal_mb %s: released; "
+                      "they re-synchronise by snapshot difference on their next successful run", source.name, slot,
+                      would_retain / 2**20, ", ".join(holders), source.strategy.max_slot_wal_mb)
     if target is not None and target > start:
-        wait_until_free(conn, slot_name(source))
+        wait_until_free(conn, slot)
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot_name(source), lsn_text(target)))
+            cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn_text(target)))
         start = target
     if end is not None and end > start:
-        log.warning("%s: slot %s held at %s by %s", source.name, slot_name(source), lsn_text(start),
+        log.warning("%s: slot %s held at %s by %s", source.name, slot, lsn_text(start),
                     ", ".join(f"{r.table} ({r.status})" for r in results if r.status not in OK_STATUSES))
     _save_state(source, start, resync)
+    retained = _wal_bytes(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+                                "FROM pg_replication_slots WHERE slot_name = %s", (slot,)) or 0
+    held_by = [] if released else holders
+    monitoring.record_slot(source.name, slot, retained, held_by, released)
+    if not released and retained <= source.strategy.alert_slot_wal_mb * 2**20:
+        return None
+    note = (f"replication slot {slot} retains {retained / 2**20:,.1f} MB of WAL in {source.connection.describe()}"
+            + (f", held by {', '.join(held_by)}" if held_by else ""))
+    if released:
+        note += (f"; {', '.join(released)} would have held more than max_slot_wal_mb "
+                 f"{source.strategy.max_slot_wal_mb:g}: released, they re-synchronise by snapshot difference on "
+                 "their next successful run (fix the cause: see their errors in `./drc ingest status`)")
+    else:
+        note += (f", more than alert_slot_wal_mb {source.strategy.alert_slot_wal_mb:g}; at max_slot_wal_mb "
+                 f"{source.strategy.max_slot_wal_mb:g} the holding tables are released and re-synchronised")
+    log.warning(note)
+    return note

@@ -145,6 +145,10 @@ class Strategy:
     late_arrival_minutes: int = 60
     retries: int = 3
     retry_backoff_seconds: float = 2.0
+    max_delete_share: float = 0.2         # snapshots: deleting more of a table than this needs confirmation
+    lock_wait_seconds: float = 10.0       # a run finding another run of the source waits this long, then skips
+    alert_slot_wal_mb: float = 1024       # pg_logical: report when the replication slot retains more WAL
+    max_slot_wal_mb: float = 5120         # pg_logical: stop holding the slot for failed tables beyond this
 
     def allows(self, moment: datetime) -> bool:
         if self.window is None:
@@ -203,6 +207,16 @@ def _window(text: str | None, where: str) -> tuple[time, time] | None:
     return start, end
 
 
+def _share(value: Any, where: str) -> float:
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise SourceConfigError(f"{where}: '{value}' is not a share between 0 and 1 (e.g. 0.2 = 20 %)")
+    return share
+
+
 TABLE_FIELDS = {"name", "keys", "org_column", "business_time", "business_time_format", "commit_time"}
 SOURCE_FIELDS = {"name", "description", "org_code", "institutions", "mode", "connection", "tables",
                  "strategy", "schedule", "options", "late_arrival_minutes"}
@@ -246,7 +260,11 @@ def load_source(path: Path) -> SourceConfig:
         parallelism=int(raw_strategy.get("parallelism", 2)),
         late_arrival_minutes=int(raw_strategy.get("late_arrival_minutes", raw.get("late_arrival_minutes", 60))),
         retries=int(raw_strategy.get("retries", 3)),
-        retry_backoff_seconds=float(raw_strategy.get("retry_backoff_seconds", 2.0)))
+        retry_backoff_seconds=float(raw_strategy.get("retry_backoff_seconds", 2.0)),
+        max_delete_share=_share(raw_strategy.get("max_delete_share", 0.2), f"{where}: strategy.max_delete_share"),
+        lock_wait_seconds=float(raw_strategy.get("lock_wait_seconds", 10)),
+        alert_slot_wal_mb=float(raw_strategy.get("alert_slot_wal_mb", 1024)),
+        max_slot_wal_mb=float(raw_strategy.get("max_slot_wal_mb", 5120)))
 
     tables = []
     for i, table in enumerate(_require(raw, "tables", where)):
@@ -256,6 +274,8 @@ def load_source(path: Path) -> SourceConfig:
             _require(table, name, at)
         if not isinstance(table["keys"], list):
             raise SourceConfigError(f"{at}: 'keys' must be a list of column names")
+        if "max_delete_share" in table:
+            _share(table["max_delete_share"], f"{at}: max_delete_share")
         tables.append(TableConfig(
             name=table["name"], keys=tuple(table["keys"]), org_column=table.get("org_column"),
             business_time=table.get("business_time"), business_time_format=table.get("business_time_format"),

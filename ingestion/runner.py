@@ -1,8 +1,11 @@
 """Run collection: every selected source by its mode, each table guarded so one failure stops only itself.
 
 A source that is down or refuses connections is retried with backoff, reported as ``source_down`` and
-caught up on the next run (offsets only move with landed data). A table whose schema drifted is
-``stopped``; every other table and source keeps flowing.
+caught up on the next run (offsets only move with landed data). A table whose schema drifted, or whose
+snapshot would delete too much, is ``stopped``; every other table and source keeps flowing. Every mode runs
+under one lock per source (:func:`monitoring.source_lock`): a second, overlapping run of the same source
+waits ``strategy.lock_wait_seconds`` and then skips with a message naming the source, so two runs never read
+the same offset and land the same batch twice.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import datetime
 from pyspark.sql import SparkSession
 
 from ingestion import monitoring
-from ingestion.bronze import SchemaDriftError, TableResult, repair_monitoring
+from ingestion.bronze import TableResult, TableStopped, repair_monitoring
 from ingestion.registry import SourceConfig, TableConfig
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ def run_table(spark: SparkSession, source: SourceConfig, table: TableConfig,
     repair_monitoring(spark, source, table)
     try:
         outcome = collect()
-    except SchemaDriftError as exc:
+    except TableStopped as exc:
         monitoring.record_run(source.name, table.name, source.mode, started, "stopped", error=str(exc))
         log.error(monitoring.mask(str(exc)))
         return TableResult(source.name, table.name, 0, "stopped", error=monitoring.mask(str(exc)))
@@ -67,18 +70,34 @@ def run_table(spark: SparkSession, source: SourceConfig, table: TableConfig,
         return TableResult(source.name, table.name, 0, "failed", error=message)
     result = outcome if isinstance(outcome, TableResult) else TableResult(
         source.name, table.name, outcome, "success" if outcome else "no_change")
-    monitoring.record_run(source.name, table.name, source.mode, started, result.status, result.rows, result.error)
+    monitoring.record_run(source.name, table.name, source.mode, started, result.status, result.rows, result.error,
+                          result.counts)
     return result
 
 
 def collect_source(spark: SparkSession, source: SourceConfig, *, now: datetime | None = None,
                    sleep: Callable[[float], None] = time.sleep) -> list[TableResult]:
-    """One source, retried with exponential backoff while it is unreachable."""
+    """One source under its collection lock, retried with exponential backoff while it is unreachable."""
     started = datetime.now().astimezone()
     if not source.strategy.allows(now or started):
         monitoring.record_run(source.name, "*", source.mode, started, "skipped",
                               error="outside the allowed collection window")
         return [TableResult(source.name, "*", 0, "skipped", error="outside the allowed collection window")]
+    with monitoring.source_lock(source.name, source.strategy.lock_wait_seconds) as mine:
+        if not mine:
+            message = (f"source {source.name}: another collection of this source is running "
+                       f"({monitoring.lock_holder(source.name)}); this run collected nothing so as not to land a "
+                       "batch twice. That run (or the next one) collects everything from the committed offsets; "
+                       "to wait instead, set strategy.lock_wait_seconds in "
+                       f"config/sources/{source.name}.yaml.")
+            log.warning(message)
+            monitoring.record_run(source.name, "*", source.mode, started, "skipped", error=message)
+            return [TableResult(source.name, "*", 0, "skipped", error=message)]
+        return _collect_locked(spark, source, started, sleep)
+
+
+def _collect_locked(spark: SparkSession, source: SourceConfig, started: datetime,
+                    sleep: Callable[[float], None]) -> list[TableResult]:
     attempts = source.strategy.retries + 1
     for attempt in range(1, attempts + 1):
         try:

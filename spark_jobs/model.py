@@ -25,7 +25,7 @@ ORGANIZATIONS_FILE = CONFIG_DIR / "organizations.csv"
 
 TRANSFORMS = ("trim", "upper", "lower", "digits", "fullwidth_to_halfwidth")
 SOURCE_KINDS = ("from", "expr", "constant")
-TABLE_OPTIONS = {"entity", "bronze_table", "key", "where", "columns", "lookups", "rules"}
+TABLE_OPTIONS = {"entity", "bronze_table", "key", "where", "void", "columns", "lookups", "rules"}
 COLUMN_OPTIONS = {*SOURCE_KINDS, "transform", "values", "concept_map", "type", "format", "formats", "on_error"}
 
 
@@ -86,6 +86,12 @@ def mapping_problems(source_system: str, mapping: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: needs bronze_table and key")
         problems += [f"{where}: unknown option {k}" for k in sorted(set(table) - TABLE_OPTIONS)]
         own = {c["name"] for c in entities[table["entity"]]["columns"]}
+        for owner, spec in [("", table), *[(f" lookup {n}", s) for n, s in (table.get("lookups") or {}).items()]]:
+            void = spec.get("void") if isinstance(spec, dict) else None
+            if void is not None and (not isinstance(void, dict) or not void
+                                     or any(v in (None, "", []) for v in void.values())):
+                problems.append(f"{where}{owner}: void must map flag columns to the value(s) that mean void, "
+                                "e.g. void: {del_flag: '1'}")
         columns = dict(table.get("columns") or {})
         for name, spec in (table.get("lookups") or {}).items():
             if not spec.get("bronze_table") or not spec.get("key") or len(spec.get("join_on") or {}) != 1:

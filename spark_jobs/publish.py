@@ -3,9 +3,16 @@
 Every ods table exists from the first publish on: one per entity of the canonical model (config/model/, lineage
 columns included), ``ods.quarantine``, ``ods.terminology_worklist`` and the master patient index
 (``ods.empi_*``). A table whose silver side has no data yet is created empty from its columns, so the dbt staging
-views over it always build. Tables are truncated and
-reloaded in place (not dropped), so dbt views on them survive a publish; a column the model gains is added to the
-existing table first, and a column the model drops stays in ods (nullable) until no view reads it.
+views over it always build. A column the model gains is added to the existing table first, and a column the
+model drops stays in ods (nullable) until no view reads it.
+
+A reload is atomic for readers (Superset, the API, dbt): Spark loads the rows into a staging table of the
+``ods_load`` schema, then one PostgreSQL transaction truncates the ods table, copies the staging rows in and
+drops the staging table. A reader (READ COMMITTED, PostgreSQL's default) sees the old rows or the new ones,
+never an empty or half-loaded table (it waits for the few seconds of the copy), and a load that fails leaves
+the old rows in place. The ods table itself is never dropped or renamed: dbt's staging models are views over
+it, and a PostgreSQL view is bound to the table it was created on, so a swap by rename would leave them
+reading the old table (and block dropping it); copying within one transaction keeps every view as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from spark_jobs.empi.identity import empi_path
 from spark_jobs.model import canonical_model, entity_columns
 from spark_jobs.standardize import quarantine_path, silver_path
 from spark_jobs.terminology import worklist_path
+
+STAGE_SCHEMA = "ods_load"   # where a reload lands before it is swapped into ods in one transaction
 
 # Spark type (config/model's `type`, or a DataFrame field's simpleString) -> the PostgreSQL type Spark's JDBC
 # writer creates for it. Arrays are published as comma-joined text (see publish_table).
@@ -60,8 +69,8 @@ EMPI_TABLES = {
         "id_number_valid": "boolean", "phone": "string", "address": "string", "record_count": "bigint",
         "last_updated_at": "timestamp"}),
     "review_queue": ("review_queue", {
-        "record_id": "string", "candidate": "string", "score": "double", "second": "double",
-        "queued_at": "timestamp"}),
+        "record_id": "string", "candidate": "string", "candidate_record": "string", "evidence": "string",
+        "score": "double", "second": "double", "queued_at": "timestamp"}),
     "events": ("events", {
         "event_id": "string", "at": "timestamp", "actor": "string", "action": "string", "reason": "string",
         "record_ids": "array<string>", "master_ids": "array<string>"}),
@@ -116,11 +125,44 @@ def ensure_table(target: str, columns: dict[str, str]) -> bool:
     return False
 
 
+def _qualified(name: str) -> str:
+    quote = warehouse_engine().dialect.identifier_preparer.quote
+    return ".".join(quote(part) for part in name.split("."))
+
+
+def stage_table(target: str) -> str:
+    """A fresh, empty staging table shaped exactly like ``target`` (same columns and types, so values convert
+    as they would into ``target``); a leftover of an interrupted publish is replaced."""
+    schema, table = target.split(".")
+    stage = f"{STAGE_SCHEMA}.{schema}__{table}"
+    ensure_schemas(STAGE_SCHEMA)
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {_qualified(stage)}"))
+        conn.execute(sa.text(f"CREATE TABLE {_qualified(stage)} (LIKE {_qualified(target)} INCLUDING DEFAULTS)"))
+    return stage
+
+
+def swap_in(target: str, stage: str, names: list[str]) -> int:
+    """Replace ``target``'s rows by ``stage``'s in one transaction and drop ``stage``; rows now in ``target``.
+
+    TRUNCATE takes an exclusive lock until the commit, so a reader waits for the copy instead of seeing an
+    empty table; a failure rolls back to the old rows.
+    """
+    columns = ", ".join(warehouse_engine().dialect.identifier_preparer.quote(n) for n in names)
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {_qualified(target)}"))
+        rows = conn.execute(sa.text(
+            f"INSERT INTO {_qualified(target)} ({columns}) SELECT {columns} FROM {_qualified(stage)}")).rowcount
+        conn.execute(sa.text(f"DROP TABLE {_qualified(stage)}"))
+    return rows
+
+
 def publish_table(spark: SparkSession, path: str, target: str, columns: dict[str, str]) -> int | None:
     """Reload ``target`` from the Delta table at ``path``; rows published, or None when ``path`` has no data yet.
 
     The table is created from ``columns`` first if need be, so it exists even while its silver table does not
-    (then it is left as it is: 0 rows when just created).
+    (then it is left as it is: 0 rows when just created). The rows are loaded into a staging table first and
+    swapped in atomically (:func:`swap_in`).
     """
     df = read_delta(spark, path)
     if df is not None:
@@ -132,10 +174,11 @@ def publish_table(spark: SparkSession, path: str, target: str, columns: dict[str
     created = ensure_table(target, columns)
     if df is None:
         return 0 if created else None
+    stage = stage_table(target)
     url, props = get_settings().warehouse_jdbc
-    (df.write.format("jdbc").mode("overwrite").option("truncate", "true").option("url", url)
-       .option("dbtable", target).option("batchsize", "5000").options(**props).save())
-    return df.count()
+    (df.write.format("jdbc").mode("append").option("url", url)
+       .option("dbtable", stage).option("batchsize", "5000").options(**props).save())
+    return swap_in(target, stage, df.columns)
 
 
 def run_publish(spark: SparkSession) -> dict[str, int]:

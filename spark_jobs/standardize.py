@@ -11,6 +11,7 @@ A changed mapping, concept map or model re-standardises the table's whole histor
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ TRANSFORMS = {
     "digits": lambda c: F.regexp_replace(c.cast("string"), "[^0-9]", ""),
     "fullwidth_to_halfwidth": lambda c: F.trim(F.translate(c.cast("string"), FULL_WIDTH, HALF_WIDTH)),
 }
+log = logging.getLogger(__name__)
+
 BUILT_IN_RULES = {"STD-KEY": "业务主键缺失", "STD-PARSE": "无法解析的值",
                   "STD-ORG": "未知机构（不在机构目录 config/organizations.csv）"}
 
@@ -61,6 +64,37 @@ def current_state(bronze: DataFrame, keys: list[str]) -> DataFrame:
 def source_key(keys: list[str]) -> Column:
     """The bronze business key as one string (silver's link back to the source row)."""
     return F.concat_ws("|", *[F.coalesce(F.col(f"`{k}`").cast("string"), F.lit("")) for k in keys])
+
+
+# --- void flags -------------------------------------------------------------------------------------------
+def void_values(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """The mapping's ``void: {column: value or [values]}`` as column -> the values that mean 作废/删除."""
+    return {column: [str(v) for v in (values if isinstance(values, list) else [values])]
+            for column, values in (spec.get("void") or {}).items()}
+
+
+def is_void(df: DataFrame, spec: dict[str, Any], where: str) -> Column:
+    """True only where a void flag holds one of its void values; NULL, empty or any other value is not void.
+
+    A condition like ``del_flag <> '1'`` is NULL (so false) for a row without a flag, and such rows vanished
+    from silver without a trace. A flag column missing from bronze (a source that never had it, or a removed
+    column whose drift was accepted) withdraws nothing: it is logged, and every row stays.
+    """
+    present = {c.lower() for c in df.columns}
+    voided = F.lit(False)
+    for column, values in void_values(spec).items():
+        if column.lower() not in present:
+            log.warning("%s: void flag column %s is not in bronze, so no row is withdrawn by it; check the "
+                        "source's schema changes (./drc ingest status) and the mapping's `void`", where, column)
+            continue
+        flag = F.trim(F.col(f"`{column}`").cast("string"))
+        voided = voided | F.coalesce(flag.isin(values), F.lit(False))
+    return voided
+
+
+def without_void(df: DataFrame, spec: dict[str, Any], where: str) -> DataFrame:
+    """The rows a void flag does not withdraw (see :func:`is_void`)."""
+    return df.where(~is_void(df, spec, where)) if spec.get("void") else df
 
 
 # --- column mapping ---------------------------------------------------------------------------------------
@@ -136,12 +170,12 @@ def map_columns(df: DataFrame, columns: dict[str, dict[str, Any]], source_system
 
 
 def with_lookup(df: DataFrame, lookup_rows: DataFrame | None, spec: dict[str, Any],
-                source_system: str) -> DataFrame:
+                source_system: str, where: str = "lookup") -> DataFrame:
     """Left-join columns of a related table (e.g. the discharge of an admission): its newest matching row."""
     if lookup_rows is None:   # the related table has not landed yet: its columns stay empty
         return df.select("*", *[F.lit(None).alias(c) for c in spec["columns"]])
     (join_column, target), = spec["join_on"].items()
-    rows = current_state(lookup_rows, spec["key"])
+    rows = without_void(current_state(lookup_rows, spec["key"]), spec, f"{where} ({spec['bronze_table']})")
     if "where" in spec:
         rows = rows.where(spec["where"])
     rows = rows.withColumn("_join_key", F.col(f"`{join_column}`").cast("string"))
@@ -221,12 +255,14 @@ def _standardized(bronze: DataFrame, spec: dict[str, Any], source_system: str,
                   lookups: dict[str, DataFrame | None]) -> DataFrame:
     """Mapped, enriched rows of the current state with their ``_violations`` (not yet split)."""
     entity = spec["entity"]
+    tag = f"{source_system}.{spec['bronze_table']} → {entity}"
     state = current_state(bronze, spec["key"]).withColumn("_source_key", source_key(spec["key"]))
+    state = without_void(state, spec, tag)   # 作废: withdrawn only where the flag says so
     if "where" in spec:   # a table feeding several entities: only its rows of this entity (e.g. by order type)
         state = state.where(spec["where"])
     mapped = map_columns(state, spec["columns"], source_system)
     for name, lookup in (spec.get("lookups") or {}).items():
-        mapped = with_lookup(mapped, lookups.get(name), lookup, source_system)
+        mapped = with_lookup(mapped, lookups.get(name), lookup, source_system, f"{tag}, lookup {name}")
     mapped = (mapped.withColumn("source_system", F.lit(source_system))
                     .withColumn("source_table", F.lit(spec["bronze_table"]))
                     .withColumn("source_key", F.col("_source_key"))
@@ -481,34 +517,104 @@ def prepare_silver(spark: SparkSession) -> bool:
     return rebuilt
 
 
+@dataclass(frozen=True)
+class TableFailure:
+    source_system: str
+    entity: str            # "*" when the source failed before any table (e.g. its mapping does not load)
+    bronze_table: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.source_system}.{self.bronze_table} → silver.{self.entity}: {self.error}"
+
+
+class StandardizeError(RuntimeError):
+    """Mapped tables that could not be standardised, each named with its source and table.
+
+    Every other table was still brought up to date (``reports``); a failed table keeps its silver rows and
+    checkpoint from its last good run, so the next ``./drc silver`` retries exactly what failed.
+    """
+
+    def __init__(self, failures: list[TableFailure], reports: list[TableReport]) -> None:
+        self.failures, self.reports = failures, reports
+        sources = sorted({f.source_system for f in failures})
+        super().__init__(
+            f"{len(failures)} table(s) could not be standardised: " + "; ".join(map(str, failures))
+            + f". The other tables are up to date. Fix the cause (the log has each traceback), then run "
+            f"`./drc silver --source {' --source '.join(sources)}`.")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 def standardize_sources(spark: SparkSession, sources: list[str], full: bool = False, progress: Any = None,
                         workers: int = 3) -> list[TableReport]:
-    """Every mapped table of these sources; sources run side by side (Spark fills the cores meanwhile)."""
+    """Every mapped table of these sources; sources run side by side (Spark fills the cores meanwhile).
+
+    A table that fails in the parallel pass (e.g. a Delta conflict) is retried alone, where such a conflict
+    cannot recur. Every failure is logged with its source and table; those still failing after the retry are
+    raised together as one StandardizeError, after every other table has run.
+    """
     prepare_silver(spark)
     reports: list[TableReport] = []
-    failed: list[str] = []
+    retry: dict[str, set[tuple[str, str]] | None] = {}   # source -> failed (entity, table); None = whole source
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="silver") as pool:
         futures = {pool.submit(run_standardize, spark, source, full, progress): source for source in sources}
         for future in as_completed(futures):
+            source = futures[future]
             try:
                 reports += future.result()
-            except Exception:   # e.g. a Delta conflict: retried alone below, where it cannot recur
-                failed.append(futures[future])
-    for source in failed:
-        reports += run_standardize(spark, source, full, progress)
+            except StandardizeError as exc:
+                reports += exc.reports
+                for failure in exc.failures:
+                    log.warning("silver %s failed in the parallel pass, retrying it alone", failure)
+                retry[source] = {(f.entity, f.bronze_table) for f in exc.failures}
+            except Exception as exc:
+                log.warning("silver %s failed in the parallel pass (%s), retrying it alone", source,
+                            _describe(exc), exc_info=exc)
+                retry[source] = None
+    failures: list[TableFailure] = []
+    for source, tables in retry.items():
+        try:
+            reports += run_standardize(spark, source, full, progress, tables)
+        except StandardizeError as exc:
+            reports += exc.reports
+            failures += exc.failures
+        except Exception as exc:
+            log.error("silver %s failed: %s", source, _describe(exc), exc_info=exc)
+            failures.append(TableFailure(source, "*", "*", _describe(exc)))
+    if failures:
+        raise StandardizeError(failures, reports)
     return reports
 
 
-def run_standardize(spark: SparkSession, source_system: str, full: bool = False,
-                    progress: Any = None) -> list[TableReport]:
-    """Standardise every mapped table of one source; ``progress(report)`` is called after each table."""
+def run_standardize(spark: SparkSession, source_system: str, full: bool = False, progress: Any = None,
+                    tables: set[tuple[str, str]] | None = None) -> list[TableReport]:
+    """Standardise every mapped table of one source (or only ``tables``: (entity, bronze table) pairs).
+
+    ``progress(report)`` is called after each table. A failing table does not stop the others: each failure
+    is logged with its source and table, and all of them are raised together as a StandardizeError.
+    """
     mapping = source_mapping(source_system)
     state = _load_state(source_system)
-    reports = []
+    reports: list[TableReport] = []
+    failures: list[TableFailure] = []
     for spec in mapping["tables"]:
-        report = standardize_table(spark, source_system, spec, state, full)
+        if tables is not None and (spec["entity"], spec["bronze_table"]) not in tables:
+            continue
+        try:
+            report = standardize_table(spark, source_system, spec, state, full)
+        except Exception as exc:
+            failure = TableFailure(source_system, spec["entity"], spec["bronze_table"], _describe(exc))
+            log.error("silver %s", failure, exc_info=exc)
+            failures.append(failure)
+            continue
         _save_state(source_system, state)
         reports.append(report)
         if progress:
             progress(report)
+    if failures:
+        raise StandardizeError(failures, reports)
     return reports

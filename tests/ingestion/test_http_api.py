@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +340,95 @@ def test_bulk_pull_throughput(spark, scratch_name, scratch_backend, tmp_path, ca
     with capsys.disabled():
         print(f"\nhttp_api bulk pull: {result.rows} records in {seconds:.1f} s = {result.rows / seconds:.0f} "
               f"records/s (page 1000, batch {source.strategy.batch_size})")
+
+
+# --- a scripted vendor (no simulated county needed) ------------------------------------------------------
+class ScriptedVendor:
+    """The vendor API as a list of records in the order the vendor serves them (not necessarily by
+    (updatedAt, id)): ``updated_since`` inclusive, two records a page, an opaque cursor."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.asked_since: list[str | None] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/auth/token":
+            return httpx.Response(200, json={"access_token": "t", "token_type": "Bearer", "expires_in": 1800})
+        since = request.url.params.get("updated_since")
+        if request.url.params.get("cursor") is None:
+            self.asked_since.append(since)
+        start = int(request.url.params.get("cursor") or 0)
+        matching = [r for r in self.records if since is None or datetime.fromisoformat(r["updatedAt"])
+                    >= datetime.fromisoformat(since)]
+        page = matching[start:start + 2]
+        cursor = str(start + 2) if start + 2 < len(matching) else None
+        return httpx.Response(200, json={"code": 0, "msg": "ok", "data": {
+            "total": len(matching), "page": 1, "pageSize": 2, "nextCursor": cursor, "list": page}})
+
+    def add(self, id_: str, minute: int, name: str) -> None:
+        self.records.append({"id": id_, "hospitalCode": "HZ001", "name": name, "deleted": False,
+                             "updatedAt": f"2026-11-10T10:{minute:02d}:00.000+08:00"})
+
+
+@pytest.fixture
+def scripted(tmp_path, monkeypatch) -> Iterator[tuple[SourceConfig, ScriptedVendor]]:
+    name = "scratch_privapi_scripted"
+    vendor = ScriptedVendor()
+    real_client = http_api.VendorClient
+
+    class ScriptedClient(real_client):
+        def __init__(self, source: SourceConfig, sleep: Any = time.sleep) -> None:
+            super().__init__(source, sleep)
+            self.http.close()
+            self.http = httpx.Client(base_url="http://vendor.test", transport=httpx.MockTransport(vendor.handle))
+
+    monkeypatch.setattr(http_api, "VendorClient", ScriptedClient)
+    monkeypatch.setenv(SCRATCH_SECRET_ENV, SCRATCH_SECRET)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""
+name: {name}
+org_code: "410182004"
+mode: http_api
+connection: {{kind: http, base_url: "http://vendor.test", client_id: xydrc-collector, secret_env: {SCRATCH_SECRET_ENV}}}
+strategy: {{batch_size: 2, late_arrival_minutes: 60, retries: 0}}
+options: {{hospitals: [HZ001], page_size: 2, tombstone_field: deleted}}
+tables:
+  - {{name: visits, endpoint: "/api/v1/hospitals/{{hospitalCode}}/visits", keys: [id], org_column: hospitalCode,
+      org_map: {{HZ001: "410182004"}}, commit_time: updatedAt}}
+""", encoding="utf-8")
+    _forget(name)
+    yield load_source(path), vendor
+    _forget(name)
+
+
+def test_records_out_of_the_vendors_order_are_kept_deduplicated_and_counted(spark, scripted) -> None:
+    source, vendor = scripted
+    vendor.add("101", 0, "a")
+    vendor.add("102", 5, "b")
+    vendor.add("103", 2, "c")   # served after a later record: a vendor transaction that committed late
+    vendor.add("102", 5, "b")   # the same version again
+    [result] = http_api.collect(spark, source)
+    assert (result.status, result.rows) == ("success", 3)
+    assert monitoring.last_counts(source.name, "visits") == {"read": 4, "reordered": 1, "already_landed": 1}
+
+    # Committed after the last run but stamped before its offset (10:05): inside the late-arrival window.
+    vendor.add("104", 3, "d")
+    vendor.add("101", 8, "a2")  # a new version of 101
+    vendor.add("105", 10, "e")
+    [result] = http_api.collect(spark, source)
+    assert vendor.asked_since[-1] == "2026-11-10T09:05:00.000+08:00"
+    assert (result.status, result.rows) == ("success", 3)
+    counts = monitoring.last_counts(source.name, "visits")
+    assert counts == {"read": 7, "reordered": 1, "already_landed": 4}     # the vendor still serves the repeat
+    assert counts["read"] == result.rows + counts["already_landed"]          # every record read is accounted for
+
+    [result] = http_api.collect(spark, source)
+    assert (result.status, result.rows) == ("no_change", 0)
+    rows = _bronze(spark, source.name, "visits")
+    assert sorted((r.id, r.name) for r in rows.collect()) == [
+        ("101", "a"), ("101", "a2"), ("102", "b"), ("103", "c"), ("104", "d"), ("105", "e")]
+    assert rows.select("_source_pos").distinct().count() == rows.count() == 6
+    latest = {r.id: r.name for r in bronze.latest_versions(rows, ["id"]).collect()}
+    assert latest == {"101": "a2", "102": "b", "103": "c", "104": "d", "105": "e"}
+    status = {r["table_name"]: r for r in monitoring.source_status() if r["source_system"] == source.name}
+    assert status["visits"]["rows_total"] == 6

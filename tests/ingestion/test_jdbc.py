@@ -1,5 +1,6 @@
 """JDBC collection: watermark and snapshot modes land every change once; onboarding is configuration only;
-an unreachable source is reported and caught up; schema drift stops only the drifted table."""
+an unreachable source is reported and caught up; schema drift stops only the drifted table; rows with a NULL
+watermark are collected and counted; a snapshot that would delete too much stops until accepted."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pyspark.sql import functions as F
 from core.cli import main as drc_main
 from core.settings import get_settings
 from core.spark import read_delta
-from ingestion.bronze import bronze_path
+from ingestion.bronze import bronze_path, latest_versions
 from ingestion.jdbc import collect_incremental_table, collect_snapshot_table
-from ingestion.monitoring import forget_source, source_status
+from ingestion.monitoring import forget_source, last_counts, source_status
 from ingestion.registry import load_source
 from ingestion.runner import collect_source
 
@@ -77,14 +78,14 @@ def test_late_rows_and_updates_land_once_and_reruns_are_no_ops(spark, scratch_ma
     table = scratch_mariadb.table("ZZ_VISIT")
     for i in range(3):
         _visit(i, "a", T0 + timedelta(minutes=i))
-    assert collect_incremental_table(spark, scratch_mariadb, table) == 3
-    assert collect_incremental_table(spark, scratch_mariadb, table) == 0
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 3
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 0
 
     # A row committed now but stamped before the newest landed one, and a new version of row 0.
     _visit(9, "late", T0 + timedelta(seconds=90))
     _run(_mariadb(SOURCE), "UPDATE ZZ_VISIT SET V = 'b', XGSJ = :t WHERE ID = 0", t=T0 + timedelta(minutes=5))
-    assert collect_incremental_table(spark, scratch_mariadb, table) == 2
-    assert collect_incremental_table(spark, scratch_mariadb, table) == 0
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 2
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 0
 
     bronze = read_delta(spark, bronze_path(SOURCE, "ZZ_VISIT"))
     assert sorted((r.ID, r.V) for r in bronze.collect()) == [(0, "a"), (0, "b"), (1, "a"), (2, "a"), (9, "late")]
@@ -132,6 +133,7 @@ name: {SOURCE}_pg
 org_code: "410182102"
 mode: jdbc_snapshot
 connection: {{kind: postgresql, database: {SOURCE}, schema: dict, user: his, password_env: DRC_HIS_DB_PASSWORD}}
+strategy: {{max_delete_share: {{share}}, retries: 0}}
 tables:
   - {{name: dept, keys: [code]}}
 """
@@ -142,16 +144,17 @@ def test_snapshot_mode_lands_only_the_difference_including_deletes(spark, tmp_pa
     try:
         _run(_pg(SOURCE), "CREATE SCHEMA dict", "CREATE TABLE dict.dept (code text PRIMARY KEY, name text)",
              "INSERT INTO dict.dept VALUES ('01', '内科'), ('02', '外科'), ('03', '儿科')")
-        source = load_source(_yaml(tmp_path, SNAPSHOT_YAML, f"{SOURCE}_pg"))
+        # One delete of three keys is a third of this tiny dictionary: allow it (the default is 0.2).
+        source = load_source(_yaml(tmp_path, SNAPSHOT_YAML.replace("{share}", "0.5"), f"{SOURCE}_pg"))
         table = source.tables[0]
         shutil.rmtree(get_settings().lake_path("bronze", source.name), ignore_errors=True)
         forget_source(source.name)
-        assert collect_snapshot_table(spark, source, table) == 3
-        assert collect_snapshot_table(spark, source, table) == 0
+        assert collect_snapshot_table(spark, source, table).rows == 3
+        assert collect_snapshot_table(spark, source, table).rows == 0
         _run(_pg(SOURCE), "UPDATE dict.dept SET name = '普外科' WHERE code = '02'",
              "DELETE FROM dict.dept WHERE code = '03'", "INSERT INTO dict.dept VALUES ('04', '中医科')")
-        assert collect_snapshot_table(spark, source, table) == 3
-        assert collect_snapshot_table(spark, source, table) == 0
+        assert collect_snapshot_table(spark, source, table).rows == 3
+        assert collect_snapshot_table(spark, source, table).rows == 0
         changes = read_delta(spark, bronze_path(source.name, "dept")).where(F.col("_batch_id").endswith(".1"))
         assert sorted((r.code, r._op, r.name) for r in changes.collect()) == [
             ("02", "u", "普外科"), ("03", "d", "儿科"), ("04", "c", "中医科")]
@@ -175,3 +178,75 @@ def test_a_new_database_is_onboarded_by_a_yaml_file_alone(spark, scratch_mariadb
     assert bronze.count() == 25 and bronze.select("ID").distinct().count() == 25
     status = {r["table_name"]: r for r in source_status() if r["source_system"] == SOURCE}
     assert status["ZZ_VISIT"]["rows_total"] == 25 and status["ZZ_VISIT"]["last_status"] == "success"
+
+
+def test_rows_with_a_null_watermark_are_collected_counted_and_land_once(spark, scratch_mariadb):
+    """A NULL watermark is false for every comparison: without a read of its own such a row is never seen."""
+    _visit(1, "a", T0)
+    _run(_mariadb(SOURCE), "INSERT INTO ZZ_VISIT VALUES (7, 'n7', :t, NULL), (8, 'n8', :t, NULL)", t=T0)
+    results = {r.table: r for r in collect_source(spark, scratch_mariadb)}
+    assert results["ZZ_VISIT"].rows == 3 and results["ZZ_VISIT"].status == "success"
+    assert "ZZ_VISIT" in results["ZZ_VISIT"].error and "XGSJ" in results["ZZ_VISIT"].error
+    assert "7" in results["ZZ_VISIT"].error                                 # names a row key
+    assert last_counts(SOURCE, "ZZ_VISIT") == {"null_watermark": 2, "null_watermark_landed": 2}
+    status = {r["table_name"]: r for r in source_status() if r["source_system"] == SOURCE}
+    assert status["ZZ_VISIT"]["last_counts"]["null_watermark"] == 2 and status["ZZ_VISIT"]["rows_total"] == 3
+    bronze = read_delta(spark, bronze_path(SOURCE, "ZZ_VISIT"))
+    assert sorted((r.ID, r.V) for r in bronze.collect()) == [(1, "a"), (7, "n7"), (8, "n8")]
+
+    # Re-runs land nothing twice but keep reporting them; the NULL rows do not move the watermark window.
+    assert {r.table: r.rows for r in collect_source(spark, scratch_mariadb)} == {"ZZ_VISIT": 0, "ZZ_DIAG": 0}
+    assert last_counts(SOURCE, "ZZ_VISIT") == {"null_watermark": 2, "null_watermark_landed": 0}
+    _visit(2, "b", T0 + timedelta(minutes=1))
+    _run(_mariadb(SOURCE), "UPDATE ZZ_VISIT SET V = 'n7b' WHERE ID = 7")     # changed, still NULL
+    _run(_mariadb(SOURCE), "UPDATE ZZ_VISIT SET XGSJ = :t WHERE ID = 8", t=T0 + timedelta(minutes=2))  # filled
+    assert {r.table: r.rows for r in collect_source(spark, scratch_mariadb)} == {"ZZ_VISIT": 3, "ZZ_DIAG": 0}
+    assert last_counts(SOURCE, "ZZ_VISIT") == {"null_watermark": 1, "null_watermark_landed": 1}
+
+    bronze = read_delta(spark, bronze_path(SOURCE, "ZZ_VISIT"))
+    assert bronze.count() == 6 and bronze.select("_source_pos").distinct().count() == 6
+    current = {r.ID: (r.V, r.XGSJ is not None) for r in latest_versions(bronze, ["ID"]).collect()}
+    assert current == {1: ("a", True), 2: ("b", True), 7: ("n7b", False), 8: ("n8", True)}
+
+
+def test_snapshot_that_would_delete_too_much_stops_until_accepted(spark, tmp_path):
+    """An emptied view reads like 'every key deleted': it stops the table, names it, and waits for a person."""
+    name = f"{SOURCE}_pg"
+    _run(_pg("postgres"), f"DROP DATABASE IF EXISTS {SOURCE}", f"CREATE DATABASE {SOURCE}")
+    try:
+        _run(_pg(SOURCE), "CREATE SCHEMA dict", "CREATE TABLE dict.dept (code text PRIMARY KEY, name text)",
+             "INSERT INTO dict.dept SELECT lpad(n::text, 2, '0'), '科室' || n FROM generate_series(1, 10) n")
+        source = load_source(_yaml(tmp_path, SNAPSHOT_YAML.replace("{share}", "0.2"), name))
+        shutil.rmtree(get_settings().lake_path("bronze", name), ignore_errors=True)
+        forget_source(name)
+        assert [r.rows for r in collect_source(spark, source)] == [10]
+        _run(_pg(SOURCE), "DELETE FROM dict.dept WHERE code = '10'")           # 10 %: within the share
+        assert [r.rows for r in collect_source(spark, source)] == [1]
+
+        _run(_pg(SOURCE), "DELETE FROM dict.dept WHERE code > '02'")           # 7 of 9 live keys
+        for _ in range(2):                                                      # stays stopped until accepted
+            [result] = collect_source(spark, source)
+            assert result.status == "stopped" and result.rows == 0
+            for part in (f"{name}.dept", "read 2 rows", "holds 9 live keys", "delete 7 keys", "max_delete_share",
+                         f"./drc ingest accept-deletes --source {name} --table dept"):
+                assert part in result.error, part
+        bronze = read_delta(spark, bronze_path(name, "dept"))
+        assert bronze.where(F.col("_op") == "d").count() == 1                  # nothing more withdrawn
+        status = {r["table_name"]: r for r in source_status() if r["source_system"] == name}
+        assert status["dept"]["last_status"] == "stopped" and "accept-deletes" in status["dept"]["last_error"]
+
+        assert drc_main(["ingest", "accept-deletes", "--source", name, "--table", "dept"]) == 0
+        [result] = collect_source(spark, source)
+        assert (result.status, result.rows) == ("success", 7)
+        assert last_counts(name, "dept") == {"inserted": 0, "updated": 0, "deleted": 7, "deletes_accepted": 7}
+        current = latest_versions(read_delta(spark, bronze_path(name, "dept")), ["code"])
+        assert sorted(r.code for r in current.where(F.col("_op") != "d").collect()) == ["01", "02"]
+
+        _run(_pg(SOURCE), "DELETE FROM dict.dept")                             # the acceptance was used up
+        assert collect_source(spark, source)[0].status == "stopped"
+        with pytest.raises(SystemExit, match="nothing to accept"):
+            drc_main(["ingest", "accept-deletes", "--source", name, "--table", "other"])
+    finally:
+        shutil.rmtree(get_settings().lake_path("bronze", name), ignore_errors=True)
+        forget_source(name)
+        _run(_pg("postgres"), f"DROP DATABASE IF EXISTS {SOURCE} WITH (FORCE)")

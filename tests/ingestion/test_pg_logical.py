@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame
 
 from core.settings import get_settings
 from core.spark import read_delta
-from ingestion import pg_logical
+from ingestion import monitoring, pg_logical
 from ingestion.bronze import bronze_path
 from ingestion.monitoring import accept_schema_change, forget_source, load_checkpoint
 from ingestion.registry import SourceConfig, load_source
@@ -233,7 +233,10 @@ def test_a_retyped_column_stops_only_its_table_and_holds_the_slot_until_accepted
     assert _slot_lsn(source) > held
 
 
-def test_a_lost_slot_is_recreated_and_bronze_resynchronised_with_deletes(spark, source):
+def test_a_lost_slot_is_recreated_and_bronze_resynchronised_with_deletes(spark, source, tmp_path):
+    path = tmp_path / "tiny.yaml"  # one delete of four keys is 25 %: above the default max_delete_share (0.2)
+    path.write_text(YAML.replace("retries: 0}", "retries: 0, max_delete_share: 0.5}"), encoding="utf-8")
+    source = load_source(path)
     _visits(range(1, 5), "v")
     pg_logical.collect(spark, source)
     assert pg_logical.drop_slot(source)
@@ -261,3 +264,44 @@ def test_postgres_types_map_like_the_jdbc_reader(spark, source):
         {f.name: f.dataType.simpleString() for f in jdbc.schema.fields}
     with pytest.raises(pg_logical.UnsupportedColumnType):
         pg_logical.spark_type("integer[]")
+
+
+def test_a_stopped_table_holds_the_slot_only_up_to_the_configured_wal_size(spark, source, tmp_path):
+    """The member's database keeps every WAL byte a held slot needs: past max_slot_wal_mb the stopped table
+    lets go of the slot (alerted, recorded) and is re-synchronised by snapshot difference once it runs again."""
+    path = tmp_path / "capped.yaml"
+    path.write_text(YAML.replace("retries: 0}", "retries: 0, max_slot_wal_mb: 0.01, alert_slot_wal_mb: 0.005}"),
+                    encoding="utf-8")
+    capped = load_source(path)
+    _visits(range(1, 3), "v")
+    _sql("INSERT INTO his.diag VALUES ('D1', 1, 'I10', 1, '2026-11-10 08:01:00')")
+    pg_logical.collect(spark, capped)
+    held = _slot_lsn(capped)
+    _sql("ALTER TABLE his.diag ALTER COLUMN seq TYPE integer",
+         "INSERT INTO his.diag VALUES ('D2', 2, 'R51', 2, '2026-11-11 08:00:00')")
+    _visits(range(3, 5), "w", day=1)
+    _sql("INSERT INTO his.not_listed SELECT generate_series(1, 2000)")  # the hospital keeps writing: WAL grows
+
+    results = {r.table: r for r in pg_logical.collect(spark, capped)}
+    assert results["diag"].status == "stopped" and results["visit"].status == "success"
+    slot = pg_logical.slot_name(capped)
+    alert = results["*"].error
+    assert slot in alert and "diag" in alert and "max_slot_wal_mb" in alert and "re-synchronise" in alert
+    assert _slot_lsn(capped) > held                                    # released, not held for ever
+    assert monitoring.slot_status(SOURCE)["released"] == "diag"
+    status = {r["source_system"]: r for r in monitoring.source_rollup()}
+    assert status[SOURCE]["slot_retained_bytes"] is not None
+
+    _visits(range(5, 6), "x", day=2)                                    # still drifted: stopped, holds nothing
+    results = {r.table: r for r in pg_logical.collect(spark, capped)}
+    assert (results["visit"].status, results["diag"].status) == ("success", "stopped")
+    assert monitoring.slot_status(SOURCE)["held_by"] is None
+    assert _bronze(spark, "visit").count() == 5
+
+    accept_schema_change(SOURCE, "diag")                               # fixed: diag resumes from a snapshot
+    results = {r.table: r for r in pg_logical.collect(spark, capped)}
+    assert results["diag"].status == "success"
+    diag = _bronze(spark, "diag")
+    assert sorted((r.diag_id, r.seq) for r in diag.collect()) == [("D1", 1), ("D2", 2)]
+    assert pg_logical._load_state(capped).get("resync") == []
+    _assert_reconciles(spark, capped, "visit")

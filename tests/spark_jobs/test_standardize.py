@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +13,8 @@ import pytest
 
 from core.spark import read_delta
 from ingestion.bronze import bronze_path
-from spark_jobs.model import mapping_problems
+from spark_jobs import standardize
+from spark_jobs.model import mapped_sources, mapping_problems, source_mapping
 from spark_jobs.standardize import (
     current_state,
     prepare_silver,
@@ -155,3 +158,92 @@ def test_incremental_merge_applies_updates_deletes_late_events_and_corrections(s
     assert read_delta(spark, quarantine_path()).where("source_system = 'unit_src'").count() == 0
     assert standardize_table(spark, "unit_src", spec, state).mode == "no_change"
     assert _other_sources_rows(spark) == others_before
+
+
+# --- void flags: only a flag that says void withdraws a row (issue 24) -------------------------------------
+def _mapped(source: str, entity: str, table: str) -> dict:
+    return next(t for t in source_mapping(source)["tables"] if (t["entity"], t["bronze_table"]) == (entity, table))
+
+
+def _cloud_rows(spark, rows: list[dict], flags: list[str | None] | None):
+    """云HIS rows; ``flags`` None = a bronze table without a del_flag column at all."""
+    with_flag = [{**row, **({} if flags is None else {"del_flag": flag})}
+                 for row, flag in zip(rows, flags or [None] * len(rows), strict=True)]
+    return bronze_frame(spark, "cloud_his", with_flag, org_code="410182103",
+                        types={"id": "bigint", "patient_id": "bigint", "visit_id": "bigint",
+                               "visit_time": "timestamp", "gmt_create": "timestamp"})
+
+
+def _cloud_visits(spark, flags: list[str | None] | None, count: int | None = None):
+    n = len(flags) if flags is not None else count
+    return _cloud_rows(spark, [
+        {"id": 261103103000000 + i, "patient_id": 1032611030001, "visit_type": "1", "dept_code": "1001",
+         "dept_name": "全科门诊", "doctor_name": "王兰磊", "visit_time": T0.replace(minute=i)}
+        for i in range(1, n + 1)], flags)
+
+
+def test_rows_without_a_void_flag_stay_in_silver_and_only_voided_rows_leave(spark):
+    visits = _mapped("cloud_his", "encounter", "t_visit")
+    diagnoses = _cloud_rows(spark, [{"id": 26110310300000101, "visit_id": 261103103000002, "main_flag": "1",
+                                     "diag_code": "J06.9", "diag_name": "急性上呼吸道感染", "gmt_create": T0}], [None])
+    silver, quarantine = standardize_frame(_cloud_visits(spark, ["0", None, "", " ", "1"]), visits, "cloud_his",
+                                           {"primary_diagnosis": diagnoses})
+    rows = {r.encounter_id: r for r in silver.collect()}
+    assert sorted(rows) == [str(261103103000000 + i) for i in (1, 2, 3, 4)]     # NULL, '' and ' ' are not 作废
+    assert rows["261103103000002"].primary_diagnosis_name == "急性上呼吸道感染"   # a lookup row without a flag too
+    assert quarantine.count() == 0
+
+    person = _mapped("public_health", "person", "jkda_grjbxx")
+    archives = bronze_frame(spark, "public_health", [
+        {"grdabh": f"4101821000100000{i}", "xm": "陈德勇", "xb": "1", "csrq": "1966-10-26", "sfzh": None,
+         "lxdh": None, "xzz": None, "cjsj": "2026-11-01 08:00:00", "mz": "01", "zfbz": flag}
+        for i, flag in enumerate(["0", None, "1"], 1)], org_code="410182103")
+    kept = sorted(r.local_patient_id for r in standardize_frame(archives, person, "public_health")[0].collect())
+    assert kept == ["41018210001000001", "41018210001000002"]
+
+
+def test_a_void_flag_column_the_source_dropped_withdraws_nothing(spark):
+    visits = _mapped("cloud_his", "encounter", "t_visit")
+    # drift accepted: the column is gone from the source, so new rows land with del_flag NULL
+    assert standardize_frame(_cloud_visits(spark, [None, None, None]), visits, "cloud_his")[0].count() == 3
+    # a bronze table that never had the column (e.g. rebuilt after the vendor removed it)
+    assert standardize_frame(_cloud_visits(spark, None, count=3), visits, "cloud_his")[0].count() == 3
+
+
+def test_no_mapping_filters_out_rows_by_an_inequality_that_drops_null_rows():
+    """`where: "flag <> '1'"` is false for a NULL flag: such conditions must be written as `void`."""
+    offending = []
+    for source in mapped_sources():
+        for table in source_mapping(source)["tables"]:
+            specs = [("", table), *[(f" lookup {n}", s) for n, s in (table.get("lookups") or {}).items()]]
+            for owner, spec in specs:
+                if re.search(r"<>|!=|\bNOT\s+IN\b", spec.get("where", ""), re.IGNORECASE):
+                    offending.append(f"{source}.{table['bronze_table']}{owner}: where {spec['where']!r}")
+    assert not offending, "use `void: {column: value}` instead: " + "; ".join(offending)
+
+
+def test_every_failing_table_is_logged_and_reported_with_its_source(spark, monkeypatch, caplog):
+    """Two sources fail in the parallel pass and again alone: both are named, not just the first."""
+    failing = {("cloud_his", "t_visit"), ("public_health", "gxy_sf")}
+
+    def fake_table(spark, source, spec, state, full=False):
+        if (source, spec["bronze_table"]) in failing:
+            raise RuntimeError(f"disk full while writing {spec['bronze_table']}")
+        return standardize.TableReport(source, spec["entity"], spec["bronze_table"], "no_change")
+
+    monkeypatch.setattr(standardize, "prepare_silver", lambda spark: False)
+    monkeypatch.setattr(standardize, "standardize_table", fake_table)
+    monkeypatch.setattr(standardize, "_load_state", lambda source: {})
+    monkeypatch.setattr(standardize, "_save_state", lambda source, state: None)
+    sources = ["cloud_his", "public_health", "rmyy_his"]
+    with caplog.at_level(logging.WARNING, logger="spark_jobs.standardize"), \
+            pytest.raises(RuntimeError) as raised:
+        standardize.standardize_sources(spark, sources)
+    message = str(raised.value)
+    assert "cloud_his.t_visit" in message and "public_health.gxy_sf" in message
+    assert "disk full while writing t_visit" in message and "disk full while writing gxy_sf" in message
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert "cloud_his.t_visit" in logged and "public_health.gxy_sf" in logged
+    reports = getattr(raised.value, "reports", [])
+    assert {(r.source_system, r.bronze_table) for r in reports} >= {("rmyy_his", "MZ_JZJL"),
+                                                                    ("cloud_his", "t_patient")}
