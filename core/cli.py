@@ -138,8 +138,23 @@ def cmd_ingest_accept_drift(args: argparse.Namespace) -> None:
                   "the next `./drc ingest` resumes the table")
 
 
+def cmd_ingest_accept_deletes(args: argparse.Namespace) -> None:
+    from ingestion.monitoring import accept_deletes
+
+    if not args.source or len(args.source) != 1 or not args.table:
+        raise SystemExit("name one source and its table: ./drc ingest accept-deletes --source S --table T")
+    accepted = accept_deletes(args.source[0], args.table)
+    if not accepted:
+        raise SystemExit(f"{args.source[0]}.{args.table} has no snapshot stopped for too many deletes: nothing to "
+                         "accept (see `./drc ingest status`)")
+    for guard in accepted:
+        console.print(f"  accepted {guard['deletes']:,} deletes of {args.source[0]}.{guard['table_name']} "
+                      f"(read {guard['read_rows']:,} rows, bronze held {guard['current_rows']:,}); "
+                      "the next `./drc ingest` lands them")
+
+
 INGEST_ACTIONS = {"run": cmd_ingest, "validate": cmd_ingest_validate, "status": cmd_ingest_status,
-                  "accept-drift": cmd_ingest_accept_drift}
+                  "accept-drift": cmd_ingest_accept_drift, "accept-deletes": cmd_ingest_accept_deletes}
 
 
 @_step("标准化 silver")
@@ -245,8 +260,11 @@ def cmd_empi(args: argparse.Namespace) -> None:
 
         if not (args.input and args.output):
             raise SystemExit("./drc empi match --input FILE(.csv|.parquet) --output FILE")
-        written = match_file(spark, args.input, args.output)
+        written = match_file(spark, args.input, args.output, progress=lambda step: console.print(f"  {step}"))
         console.print(f"  {written:,} records matched → {args.output}")
+        return
+    if args.action == "review":
+        _print_review_queue(*identity.review_entries(spark, args.limit))
         return
     if not args.reason:
         raise SystemExit("manual EMPI decisions need --reason (kept in the event log with --actor)")
@@ -260,6 +278,28 @@ def cmd_empi(args: argparse.Namespace) -> None:
         event = identity.unmerge(spark, args.master, args.record_list, actor, args.reason)
     r = identity.apply_manual_decisions(spark)
     console.print(f"  event {event} recorded; {r.masters:,} residents after re-matching")
+
+
+def _print_review_queue(total: int, entries: list[dict]) -> None:
+    """Each possible match as the record and its candidate side by side, with the level of every field."""
+    from rich.table import Table
+
+    console.print(f"  {total:,} possible matches await a decision; the {len(entries)} strongest:")
+    for e in entries:
+        levels = dict(part.split("=", 1) for part in (e["evidence"] or "").split())
+        table = Table(title=f"{e['record_id']} → {e['candidate']} (score {e['score']:.1f}"
+                            + (f", next resident {e['second']:.1f})" if e["second"] is not None else ")"))
+        for column in ("field", "record", "candidate", "level"):
+            table.add_column(column)
+        table.add_row("source", e["record_source_system"], e["candidate_source_system"], "")
+        for field, level in (("name", "name"), ("sex_code", "sex"), ("birth_date", "birth"), ("id_number", "id"),
+                             ("phone", "phone"), ("address", "address")):
+            table.add_row(field, str(e[f"record_{field}"] or ""), str(e[f"candidate_{field}"] or ""),
+                          levels.get(level, ""))
+        console.print(table)
+    if entries:
+        console.print("  decide: ./drc empi link --record R --master M --reason …  (or leave it a resident of its "
+                      "own: ./drc empi unlink --record R --reason …)")
 
 
 @_step("质量校验 quality (Great Expectations)")
@@ -352,6 +392,14 @@ def cmd_bench_empi(args: argparse.Namespace) -> None:
     bench_main(["--residents", str(args.residents)] + (["--skip-splink"] if args.skip_splink else []))
 
 
+def cmd_bench_empi_independent(args: argparse.Namespace) -> None:
+    from bench.empi_independent import main as bench_main
+
+    bench_main(["--residents", str(args.residents), "--seed", str(args.seed)]
+               + (["--datasets", args.datasets] if args.datasets else [])
+               + (["--skip-splink"] if args.skip_splink else []))
+
+
 def cmd_bench_simulate(args: argparse.Namespace) -> None:
     from bench.simulate_county import main as bench_main
 
@@ -380,9 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="collect sources into bronze Delta; validate the registry; show status")
     p.add_argument("action", nargs="?", default="run", choices=sorted(INGEST_ACTIONS),
-                   help="run (default) | validate | status | accept-drift")
+                   help="run (default) | validate | status | accept-drift | accept-deletes")
     p.add_argument("--source", action="append", help="a source name (repeatable; default: all in config/sources)")
-    p.add_argument("--table", help="the table, for accept-drift")
+    p.add_argument("--table", help="the table, for accept-drift and accept-deletes")
     p.add_argument("--follow", type=float, metavar="SECONDS",
                    help="keep collecting, pausing this long between rounds (continuous CDC; Ctrl-C to stop)")
     p.set_defaults(func=lambda args: INGEST_ACTIONS[args.action](args))
@@ -405,11 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_terminology)
 
     p = sub.add_parser("empi", help="master patient index: match, batch match, manual link/unlink/merge/unmerge")
-    p.add_argument("action", nargs="?", default="run", choices=("run", "match", "link", "unlink", "merge", "unmerge"))
+    p.add_argument("action", nargs="?", default="run", choices=("run", "match", "review", "link", "unlink", "merge",
+                                                                 "unmerge"))
     p.add_argument("--full", action="store_true", help="re-match every record (default: new and changed only)")
     p.add_argument("--input", help="match: Parquet or UTF-8 CSV with record_id, source, name, sex, birth_date, "
                    "id_number, phone, address")
-    p.add_argument("--output", help="match: where to write record_id, master_id, decision, score")
+    p.add_argument("--output", help="match: where to write record_id, master_id, decision, score, candidate_master_id, "
+                   "candidate_record_id, evidence")
+    p.add_argument("--limit", type=int, default=20, help="review: how many possible matches to show")
     p.add_argument("--record", help="link/unlink: record id (source_system|local_patient_id)")
     p.add_argument("--record-list", nargs="+", help="unmerge: the record ids to split out")
     p.add_argument("--master", help="link: target master id; merge: the surviving one; unmerge: the one to split")
@@ -461,6 +512,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--residents", type=int, default=650_000)
     p.add_argument("--skip-splink", action="store_true")
     p.set_defaults(func=cmd_bench_empi)
+
+    p = sub.add_parser("bench-empi-independent", help="benchmark `empi match` on records it was not tuned on "
+                       "(a second error model, FEBRL) beside Splink and recordlinkage")
+    p.add_argument("--residents", type=int, default=30_000, help="residents per generated record set")
+    p.add_argument("--seed", type=int, default=20261101)
+    p.add_argument("--datasets", help="comma-separated: error_model, simulator, febrl4, febrl3 (default: all)")
+    p.add_argument("--skip-splink", action="store_true")
+    p.set_defaults(func=cmd_bench_empi_independent)
 
     p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")
     p.add_argument("--subject", required=True, help="who the token is for (logged with each request)")

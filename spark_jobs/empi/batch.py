@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -22,6 +24,7 @@ from pyspark.sql import functions as F
 
 from core.spark import read_delta
 from spark_jobs.empi.identity import empi_path, match_records
+from spark_jobs.empi.match import empi_config
 from spark_jobs.empi.normalize import normalize_records
 
 COLUMNS = ("record_id", "source", "name", "sex", "birth_date", "id_number", "phone", "address")
@@ -97,13 +100,25 @@ def read_batch(spark: SparkSession, path: str) -> DataFrame:
                      "address")
 
 
-def match_file(spark: SparkSession, input_path: str, output_path: str) -> int:
+def match_file(spark: SparkSession, input_path: str, output_path: str,
+               progress: Callable[[str], None] = lambda done: None) -> int:
+    """Match the file's records against the registry (and each other); returns the number of records written.
+    ``progress`` hears each stage's end with the seconds since the start."""
+    started = time.perf_counter()
+
+    def step(done: str) -> None:
+        progress(f"{done} ({time.perf_counter() - started:.1f} s)")
+
     batch = normalize_records(read_batch(spark, input_path)).localCheckpoint()
+    step(f"{batch.count():,} records read and normalised")
     registry = read_delta(spark, empi_path("records"))
     anchored = None
     if registry is not None:
         anchored = registry.select(*batch.columns, "master_id")
-    assignments, _ = match_records(spark, batch, anchored)
+    # m/u come from the data being linked: the county's (stored by its last full run), or, with no registry
+    # yet, the file's own records when there are enough of them
+    estimate = registry is None and batch.count() >= empi_config()["estimate_min_records"]
+    assignments, _ = match_records(spark, batch, anchored, estimate=estimate, step=step)
     known = (registry.select("master_id").distinct().withColumn("_known", F.lit(True)) if registry is not None
              else spark.createDataFrame([], "master_id string, _known boolean"))
     result = (assignments.join(known, "master_id", "left")

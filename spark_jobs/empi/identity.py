@@ -31,6 +31,7 @@ from core.settings import get_settings
 from core.spark import read_delta
 from spark_jobs.empi.decide import RECORD_GROUP, candidate_edges, decide_people, unidentified_people
 from spark_jobs.empi.match import (
+    FEATURES,
     Params,
     candidate_pairs,
     comparison_levels,
@@ -103,9 +104,15 @@ def _constraints(spark: SparkSession) -> DataFrame:
 
 
 def model_params(spark: SparkSession) -> Params:
-    """m/u of the last full run (estimated on the county's records), else the configured priors."""
+    """m/u of the last full run (estimated on the county's records), else the configured priors — also when
+    the comparisons have changed since (another level added): the next full run estimates them again."""
     stored = Path(empi_path("model.json"))
-    return json.loads(stored.read_text(encoding="utf-8")) if stored.exists() else prior_params()
+    priors = prior_params()
+    if not stored.exists():
+        return priors
+    params = json.loads(stored.read_text(encoding="utf-8"))
+    shape = {c: len(p["m"]) for c, p in params.items()}
+    return params if shape == {c: len(p["m"]) for c, p in priors.items()} else priors
 
 
 def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | None, params: Params | None = None,
@@ -152,7 +159,8 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     levels = all_levels.join(_small(without_id), "id_l", "left_semi")
     params = params or model_params(spark)
     frequencies = name_frequencies(everyone, only=unidentified if few else None)
-    scored = evidence(score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"]))
+    scored = evidence(score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"],
+                            thresholds["review"]))
     if anchored is not None:   # ID numbers whose resident is known (manual pins excluded: they may split one)
         pinned = constraints.where("kind = 'assign'").select("record_id")
         known_ids = anchored.where("id_valid").join(pinned, "record_id", "left_anti")
@@ -218,6 +226,9 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
         raise RuntimeError("silver.person is empty: run `./drc silver` first")
     lineage = ("fingerprint", "source_updated_at", "local_patient_id")
     registry = None if full else _pinned(spark, empi_path("records"))   # this run overwrites it
+    if registry is not None and not set(FEATURES) <= set(registry.columns):
+        step("the registry predates today's comparison features: every record is matched again")
+        registry = None
     if registry is None:
         changed_records, unchanged, differing = records, None, None
     else:

@@ -19,8 +19,8 @@ from pyspark.sql import functions as F
 
 from core.settings import CONFIG_DIR
 
-FEATURES = ("record_id", "name_n", "pinyin", "surname", "id18", "id17", "id_valid", "birth", "sex", "phone_n",
-            "township", "village", "house_no", "address_n")
+FEATURES = ("record_id", "name_n", "pinyin", "id18", "id17", "id_valid", "birth", "sex", "phone_n",
+            "township", "village", "house_no", "address_n", "birth_stated")
 
 
 @cache
@@ -79,35 +79,55 @@ def _compared(df: DataFrame) -> DataFrame:
         return F.col(f"{column}_l") == F.col(f"{column}_r")
 
     chars = F.array_sort(F.split(F.col("name_n_l"), "")) == F.array_sort(F.split(F.col("name_n_r"), ""))
-    # one character off (a longer, alphabetic name: also one inserted or dropped; two in a long one)
+    # one character off, dropped or added (two in a long alphabetic name), or the same characters reordered
     name_edits = F.levenshtein("name_n_l", "name_n_r")
     shorter = F.least(F.length("name_n_l"), F.length("name_n_r"))
-    similar = (chars | ((name_edits <= 1) & ((F.length("name_n_l") == F.length("name_n_r")) | (shorter >= 5)))
-               | ((name_edits <= 2) & (shorter >= 9)))
-    address_edits = F.levenshtein("address_n_l", "address_n_r")
+    # ... or one name inside the other (a given name or a surname left out: livia / liviaswetnam)
+    within = (shorter >= 2) & (F.col("name_n_l").contains(F.col("name_n_r"))
+                               | F.col("name_n_r").contains(F.col("name_n_l")))
+    similar = chars | (name_edits <= 1) | ((name_edits <= 2) & (shorter >= 9)) | within
+    # share of the two addresses' character pairs they have in common (typos, a word split or left out)
+    address_overlap = F.size(F.array_intersect(_bigrams("address_n_l"), _bigrams("address_n_r"))) / F.size(
+        F.array_union(_bigrams("address_n_l"), _bigrams("address_n_r")))
     swapped = ((F.month("birth_l") == F.dayofmonth("birth_r")) & (F.dayofmonth("birth_l") == F.month("birth_r"))
                & (F.year("birth_l") == F.year("birth_r")))
     one_field = ((F.year("birth_l") == F.year("birth_r")).cast("int") + (F.month("birth_l") == F.month("birth_r"))
                  .cast("int") + (F.dayofmonth("birth_l") == F.dayofmonth("birth_r")).cast("int")) == 2
+    # only the year known: the desk wrote 1 January of it
+    year_only = (F.year("birth_l") == F.year("birth_r")) & (
+        (F.date_format("birth_l", "MMdd") == "0101") | (F.date_format("birth_r", "MMdd") == "0101"))
+    # one pair of neighbouring digits swapped (19 81 for 19 18) is one slip, as one digit off is
+    id_slip = (F.levenshtein("id17_l", "id17_r") <= 1) | (
+        (F.levenshtein("id17_l", "id17_r") == 2) & (F.length("id17_l") == F.length("id17_r"))
+        & (F.array_sort(F.split("id17_l", "")) == F.array_sort(F.split("id17_r", ""))))
     return df.select(
         "id_l", "id_r", "name_n_l", "name_n_r", "id_valid_l", "id_valid_r", "id18_l", "id18_r",
+        (F.col("birth_stated_l") & F.col("birth_stated_r")).alias("births_stated"),
         F.when(both("name_n"), F.when(eq("name_n"), 0).when(eq("pinyin"), 1).when(similar, 2).otherwise(3))
         .alias("name"),
-        # the same characters in another order: a clerk's slip, never how twins' names differ
-        (both("name_n") & ~eq("name_n") & chars).alias("name_swapped"),
-        F.when(both("birth"), F.when(eq("birth"), 0).when(swapped | one_field, 1).otherwise(2)).alias("birth"),
+        # the same characters in another order, or one dropped or added (白明 for 白永明): a clerk's slip,
+        # never how twins' names differ (same length, one character apart)
+        (both("name_n") & ~eq("name_n") & (chars | (name_edits == 1) & (F.length("name_n_l") != F.length("name_n_r"))))
+        .alias("name_slip"),
+        F.when(both("birth"), F.when(eq("birth"), 0).when(swapped | one_field | year_only, 1).otherwise(2))
+        .alias("birth"),
         F.when(both("sex"), F.when(eq("sex"), 0).otherwise(1)).alias("sex"),
-        F.when(both("id17"), F.when(eq("id17"), 0).when(F.levenshtein("id17_l", "id17_r") <= 1, 1).otherwise(2))
-        .alias("id"),
-        F.when(both("phone_n"), F.when(eq("phone_n"), 0).otherwise(1)).alias("phone"),
+        F.when(both("id17"), F.when(eq("id17"), 0).when(id_slip, 1).otherwise(2)).alias("id"),
+        F.when(both("phone_n"), F.when(eq("phone_n"), 0)
+               .when(F.levenshtein("phone_n_l", "phone_n_r") <= 1, 1).otherwise(2)).alias("phone"),
         F.when(both("township") & both("village"),
                F.when(eq("township") & eq("village") & eq("house_no"), 0)
                 .when(eq("township") & eq("village"), 1).otherwise(2))
          # an address that does not parse (another county's, an abbreviation): compared as text
          .when(F.col("township_l").isNull() & F.col("township_r").isNull() & both("address_n"),
                F.when(eq("address_n"), 0)
-                .when(address_edits <= F.greatest(F.lit(2), F.length("address_n_l") / 5), 1).otherwise(2))
+                .when(address_overlap >= 0.6, 1).otherwise(2))
         .alias("address"))
+
+
+def _bigrams(column: str) -> Column:
+    return F.expr(f"array_distinct(transform(sequence(1, greatest(length({column}) - 1, 1)), "
+                  f"i -> substring({column}, i, 2)))")
 
 
 Params = dict[str, dict[str, list[float]]]   # comparison -> {"m": [P(level | same)], "u": [P(level | different)]}
@@ -124,7 +144,7 @@ def level_weights(params: Params) -> dict[str, list[float]]:
 
 
 def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor: float,
-          link_threshold: float) -> DataFrame:
+          link_threshold: float, review_threshold: float) -> DataFrame:
     """Total match weight per pair; exact names weigh log2(m / frequency of that name) instead of log2(m/u)."""
     terms = []
     for comparison, values in level_weights(params).items():
@@ -145,10 +165,20 @@ def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor
     # The same identifier (an ID number whose check character is wrong, another system's number) vouches
     # for a name with a typo (twins carry different numbers); not for a different name (a mother's number
     # written on her child's record).
-    typo_vouched = (F.col("name") == 2) & (F.col("id") == 0)
-    unlike_names = ((F.col("name").isNull() | (F.col("name") >= 2)) & ~F.coalesce("name_swapped", F.lit(False))
+    # Nor for a different name with the same birth date, when both records state it (a renamed or
+    # misspelt resident; a child on a parent's number has its own birth date, or none but the number's).
+    typo_vouched = (F.col("id") == 0) & ((F.col("name") == 2) | ((F.col("birth") == 0) & F.col("births_stated")))
+    unlike_names = ((F.col("name").isNull() | (F.col("name") >= 2)) & ~F.coalesce("name_slip", F.lit(False))
                     & ~F.coalesce(typo_vouched, F.lit(False)))
-    total = F.when(unlike_names, F.least(total, F.lit(link_threshold - 0.01))).otherwise(total)
+    # The rule holds where names are reliable: where records of one resident rarely carry another name (m of
+    # "different", estimated on the data being linked). Where they often do (names typed from handwriting,
+    # heavily corrupted files), a name says little either way and the other fields decide.
+    if params["name"]["m"][-1] <= empi_config()["thresholds"]["reliable_names_below"]:
+        total = F.when(unlike_names, F.least(total, F.lit(link_threshold - 0.01))).otherwise(total)
+    # Another name *and* another birth date, agreeing only on phone and address: another member of the
+    # household, not a possible match for a reviewer to look at.
+    household = (F.col("name") == 3) & (F.col("birth") == 2) & ~F.coalesce(F.col("id") == 0, F.lit(False))
+    total = F.when(household, F.least(total, F.lit(review_threshold - 0.01))).otherwise(total)
     # Two different valid ID numbers are two residents (twins, namesakes): never a match, whatever else agrees.
     distinct_ids = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") != F.col("id18_r"))
     return scored.withColumn("score", F.when(distinct_ids, F.lit(-99.0)).otherwise(total))
@@ -190,13 +220,17 @@ def random_pair_levels(features: DataFrame, pairs: int, seed: int) -> DataFrame:
 
 
 def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_count: int = 1_000_000,
-                    iterations: int = 30, seed: int = 7) -> Params:
+                    iterations: int = 30, seed: int = 7, min_labelled_pairs: int = 500) -> Params:
     """m and u from the county's own records, the Fellegi–Sunter way.
 
     u: how often each level occurs between random pairs of records (almost all of them different residents).
-    m: expectation-maximisation over the candidate pairs with u fixed, each comparison conditionally
-    independent and a missing value simply not counted. Only level-pattern counts (a few hundred rows) leave
-    Spark; the pairs stay distributed.
+    m: the records' own labels where they have them — two records carrying the same valid ID number are one
+    resident, so how their names, birth dates, phones and addresses differ *is* m, whatever error model made
+    them; expectation-maximisation over the candidate pairs (u fixed, each comparison conditionally
+    independent, a missing value not counted) only for what such pairs cannot show (the ID comparison), or
+    for everything when too few records carry an ID. EM alone takes household members (same phone, address,
+    surname) for one resident and underrates every disagreement. Only level-pattern counts (a few hundred
+    rows) leave Spark; the pairs stay distributed.
     """
     priors = prior_params()
     names = list(priors)
@@ -208,9 +242,19 @@ def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_
     for c in names:
         seen = [counts[f"{c}_{lv}"] or 0 for lv in range(sizes[c])]
         u[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]     # smoothed: no level is impossible
+    same_id = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") == F.col("id18_r"))
+    labelled = {}
+    label_counts = blocked_levels.where(same_id).agg(
+        F.count("*").alias("pairs"), *[F.sum((F.col(c) == lv).cast("int")).alias(f"{c}_{lv}")
+                                       for c in names if c != "id" for lv in range(sizes[c])]).first().asDict()
+    if (label_counts["pairs"] or 0) >= min_labelled_pairs:
+        for c in names:
+            if c != "id":
+                seen = [label_counts[f"{c}_{lv}"] or 0 for lv in range(sizes[c])]
+                labelled[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]
     patterns = [(tuple(r[c] for c in names), r["count"]) for r in blocked_levels.groupBy(*names).count().collect()]
     total = sum(n for _, n in patterns) or 1
-    m = {c: list(priors[c]["m"]) for c in names}
+    m = {c: list(labelled.get(c, priors[c]["m"])) for c in names}
     share = 0.1
     for _ in range(iterations):
         matched = 0.0
@@ -227,5 +271,6 @@ def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_
                 if level is not None:
                     numerator[c][level] += weight
         share = min(max(matched / total, 1e-6), 1 - 1e-6)
-        m = {c: [(x + 0.5) / (sum(numerator[c]) + 0.5 * sizes[c]) for x in numerator[c]] for c in names}
+        m = {c: labelled.get(c) or [(x + 0.5) / (sum(numerator[c]) + 0.5 * sizes[c]) for x in numerator[c]]
+             for c in names}
     return {c: {"m": m[c], "u": u[c]} for c in names}

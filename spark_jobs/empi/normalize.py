@@ -21,8 +21,6 @@ from pyspark.sql.types import StringType
 from spark_jobs.model import ORGANIZATIONS_FILE
 from spark_jobs.standardize import FULL_WIDTH, HALF_WIDTH, ID_WEIGHTS, id_number_is_valid
 
-COMPOUND_SURNAMES = ("司马", "欧阳", "上官", "诸葛", "东方", "皇甫", "慕容", "夏侯", "尉迟", "公孙", "令狐", "宇文",
-                     "长孙", "端木", "西门", "南宫", "司徒", "申屠", "轩辕", "呼延")
 DOTS = "•・.．"                       # written for the middle dot of minority names
 # Fuzzy pinyin: sounds a clerk (or a patient's accent) confuses are folded onto one spelling.
 FUZZY_INITIALS = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"), ("f", "h"), ("r", "l"))
@@ -52,6 +50,13 @@ def townships() -> tuple[str, ...]:
     return tuple(sorted(names, key=len, reverse=True))
 
 
+@cache
+def township_stems() -> dict[str, str]:
+    """A township as people shorten it (崔庙 for 崔庙镇, 索河 for 索河街道, 金寨(乡) for 金寨回族乡) -> its name."""
+    stems = {re.sub("(街道|回族乡|镇|乡)$", "", name): name for name in townships()}
+    return {stem: name for stem, name in stems.items() if len(stem) >= 2 and stem != name}
+
+
 def _check_char(first17: Column) -> Column:
     weighted = sum(F.substring(first17, i + 1, 1).cast("int") * w for i, w in enumerate(ID_WEIGHTS))
     return F.substring(F.lit("10X98765432"), (weighted % 11 + 1).cast("int"), 1)
@@ -75,19 +80,12 @@ def id_key(raw: Column) -> Column:
              .when(F.length(cleaned) >= 5, F.substring(cleaned, 1, 17)))
 
 
-def name_key(raw: Column) -> Column:
-    """Name as comparable text: half-width, simplified characters, no spaces, one kind of middle dot."""
+def name_words(raw: Column) -> Column:
+    """Name as written words: half-width, simplified characters, lower case, one kind of middle dot, single
+    spaces (what a name sounds like is read from these: a Latin-script name's words)."""
     source, target = _traditional_to_simplified()
     text = F.translate(F.translate(raw, FULL_WIDTH, HALF_WIDTH), DOTS, "····")
-    return F.nullif(F.translate(F.regexp_replace(text, r"\s", ""), source, target), F.lit(""))
-
-
-def surname(name: Column) -> Column:
-    """Compound surnames whole; a minority name's part before '·'; otherwise the first character."""
-    compound = F.substring(name, 1, 2).isin(*COMPOUND_SURNAMES)
-    return (F.when(name.contains("·"), F.substring_index(name, "·", 1))
-             .when(compound & (F.length(name) > 2), F.substring(name, 1, 2))
-             .otherwise(F.substring(name, 1, 1)))
+    return F.nullif(F.trim(F.regexp_replace(F.lower(F.translate(text, source, target)), r"\s+", " ")), F.lit(""))
 
 
 def _fuzzy(syllable: str) -> str:
@@ -122,11 +120,12 @@ def _soundex(word: str) -> str:
 @lru_cache(maxsize=300_000)
 def _fuzzy_pinyin_of(name: str) -> str | None:
     """Cached per worker: a county's names repeat (surnames by the hundred thousand), pypinyin is slow.
-    A name without Chinese characters gets the Soundex of each word instead; a name with neither, none."""
+    A name without Chinese characters gets the Soundex of each word instead, in sorted order (given name and
+    surname come in either order); a name with neither, none."""
     from pypinyin import Style, lazy_pinyin
 
     if not re.search(r"[\u3400-\u9fff]", name):
-        return " ".join(code for code in map(_soundex, re.split(r"[\s·]+", name)) if code) or None
+        return " ".join(sorted(code for code in map(_soundex, re.split(r"[\s·,]+", name)) if code)) or None
     return " ".join(_fuzzy(s) for s in lazy_pinyin(name, style=Style.NORMAL, errors="ignore")) or None
 
 
@@ -147,18 +146,29 @@ def address_text(raw: Column) -> Column:
     """The address as comparable text (half-width, lower case, no spaces or punctuation, province/city
     prefixes dropped): compared when it cannot be parsed into township, village and house number."""
     text = F.lower(F.translate(raw, FULL_WIDTH, HALF_WIDTH))
-    text = F.regexp_replace(text, r"河南省|郑州市|荥阳市|[\s,.，。、#()（）-]", "")
+    text = F.regexp_replace(text, r"河南省?|郑州市?|荥阳市?|[\s,.，。、#()（）-]", "")
     return F.nullif(F.regexp_replace(text, "办事处", "街道"), F.lit(""))
 
 
 def address_parts(raw: Column) -> tuple[Column, Column, Column]:
-    """(township, village key, house number) of a 荥阳 address; NULL where the address does not say."""
-    text = F.regexp_replace(F.translate(raw, FULL_WIDTH, HALF_WIDTH), r"\s|河南省|荥阳市|郑州市", "")
-    text = F.regexp_replace(text, "办事处", "街道")
-    pattern = "(" + "|".join(re.escape(t) for t in townships()) + ")"
-    township = F.nullif(F.regexp_extract(text, pattern, 1), F.lit(""))
-    rest = F.regexp_replace(text, "^.*?" + pattern, "")
-    village = F.nullif(F.substring(F.regexp_replace(rest, r"[0-9#号组村]", ""), 1, 2), F.lit(""))
+    """(township, village key, house number) of a 荥阳 address; NULL where the address does not say.
+
+    A township is found by its name anywhere, or by its short form at the start of the address (崔庙后贾庄:
+    a short form later on may be part of a road's or a village's name, 索河路)."""
+    text = F.regexp_replace(F.translate(raw, FULL_WIDTH, HALF_WIDTH), r"\s|河南省?|荥阳市?|郑州市?", "")
+    # 京城路办事处, 京城路办 and 京城路街道 are one 街道
+    text = F.regexp_replace(text, "办事处|(?<=路|河)办(?!公)", "街道")
+    full = "(" + "|".join(re.escape(t) for t in townships()) + ")"
+    stems = township_stems()
+    short = ("^(" + "|".join(re.escape(t) for t in sorted(stems, key=len, reverse=True))
+             + ")(?:回族乡|街道|镇|乡)?(?![路街])")   # 金寨乡 for 金寨回族乡
+    named = F.nullif(F.regexp_extract(text, full, 1), F.lit(""))
+    shortened = F.nullif(F.regexp_extract(text, short, 1), F.lit(""))
+    township = F.coalesce(named, F.create_map(*[F.lit(x) for pair in stems.items() for x in pair])[shortened])
+    rest = F.when(named.isNotNull(), F.regexp_replace(text, "^.*?" + full, "")).otherwise(
+        F.regexp_replace(text, short, ""))
+    # the village's first two characters, before 村 / 组 / 第 / a number (贾村10村民组 and 贾村10组 alike)
+    village = F.nullif(F.substring(F.regexp_extract(rest, r"^([^0-9#号组村第]+)", 1), 1, 2), F.lit(""))
     number = F.nullif(F.regexp_extract(rest, r"([0-9]+)(号|#)?$", 1), F.lit(""))
     return township, village, number
 
@@ -171,25 +181,25 @@ def normalize_records(people: DataFrame, keep: tuple[str, ...] = ()) -> DataFram
     """
     ident = id18(F.col("id_number"))
     valid = id_number_is_valid(ident)
-    name = name_key(F.col("name"))
     township, village, number = address_parts(F.col("address"))
     sex = F.when(F.col("sex_code").isin("1", "2"), F.col("sex_code"))
     id_birth = F.to_date(F.substring(ident, 7, 8), "yyyyMMdd")    # also right when only the check char is wrong
     id_sex = F.when(F.substring(ident, 17, 1).cast("int") % 2 == 1, "1").otherwise("2")
     return (people.select(
         "record_id", "source_system",
-        name.alias("name_n"),
+        name_words(F.col("name")).alias("_words"),
         F.when(valid, ident).alias("id18"),
         id_key(F.col("id_number")).alias("id17"),
         valid.alias("id_valid"),
         F.coalesce(F.col("birth_date"), id_birth).alias("birth"),
+        F.col("birth_date").isNotNull().alias("birth_stated"),      # not taken from the ID number
         F.coalesce(sex, F.when(valid, id_sex)).alias("sex"),
         # the ID and the recorded birth date / sex disagree: one of them is wrong (kept as evidence)
         (valid & F.col("birth_date").isNotNull() & (F.col("birth_date") != id_birth)).alias("id_birth_conflict"),
         phone_key(F.col("phone")).alias("phone_n"),
         township.alias("township"), village.alias("village"), number.alias("house_no"),
         address_text(F.col("address")).alias("address_n"), *keep)
-        .withColumn("surname", surname(F.col("name_n")))
-        .withColumn("pinyin", fuzzy_pinyin(F.col("name_n")))
-        .withColumn("surname_py", fuzzy_pinyin(F.col("surname")))
-        .withColumn("birth_year", F.year("birth")))
+        .withColumn("name_n", F.nullif(F.regexp_replace("_words", " ", ""), F.lit("")))
+        .withColumn("pinyin", fuzzy_pinyin(F.col("_words"))).drop("_words")
+        .withColumn("birth_year", F.year("birth"))
+        .withColumn("birth_md", F.date_format("birth", "MMdd")))
