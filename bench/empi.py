@@ -88,8 +88,8 @@ def run_ours(records: list[dict], day: list[dict], truth: dict[str, int], lake: 
 
     get_settings.cache_clear()
     from core.spark import get_spark, read_delta
+    from evaluation.empi import pairwise_quality
     from spark_jobs.empi import identity
-    from spark_jobs.empi.evaluate import pairwise_quality
 
     spark = get_spark()
     shutil.rmtree(lake, ignore_errors=True)
@@ -133,23 +133,9 @@ def run_splink(records: list[dict], truth: dict[str, int], work: Path) -> dict:
     subprocess.run([python, str(runner), str(source), str(clusters)], check=True)
     seconds = round(time.perf_counter() - started, 1)
     assigned = pq.read_table(clusters).to_pylist()
-    return {"seconds": seconds, **_pairwise({r["record_id"]: r["cluster_id"] for r in assigned}, truth)}
+    from evaluation.empi import pairwise
 
-
-def _pairwise(assigned: dict[str, str], truth: dict[str, int]) -> dict:
-    """Pairwise precision / recall / F1 of a clustering (pure Python: Splink's result, no Spark needed)."""
-    from collections import Counter
-
-    from spark_jobs.empi.evaluate import pair_scores
-
-    def pairs(counter: Counter) -> int:
-        return sum(n * (n - 1) // 2 for n in counter.values())
-
-    common = [k for k in assigned if k in truth]
-    predicted = pairs(Counter(assigned[k] for k in common))
-    actual = pairs(Counter(truth[k] for k in common))
-    correct = pairs(Counter((assigned[k], truth[k]) for k in common))
-    return pair_scores(len(common), actual, predicted, correct)
+    return {"seconds": seconds, **pairwise({r["record_id"]: r["cluster_id"] for r in assigned}, truth)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -14,7 +14,7 @@ suburb, state, postcode joined, soc_sec_id as id_number, date_of_birth YYYYMMDD 
 dates empty), no sex or phone.
 
 Each set goes, as one file, through:
- * **ours**: ``python -m core.cli empi match`` as a child process on an empty bench lake (no registry: the
+ * **ours**: ``python -m cli.main empi match`` as a child process on an empty bench lake (no registry: the
    file's records link to each other), timed from process start to exit, JVM start-up included;
  * **Splink** (DuckDB, bench virtualenv, bench/splink_runner.py) on the same file ("raw": only the generic
    cleaning any user does: empty -> NULL, 男/女 -> 1/2), and for the Chinese sets also on the EMPI's own
@@ -24,7 +24,7 @@ Each set goes, as one file, through:
    folds by the true entity of the left record, each pair scored by the model fitted on the other fold) on
    the same candidate pairs and features, set up as the package documents it.
 Every result is scored the same way: pairwise precision / recall / F1 of the clustering
-(spark_jobs/empi/evaluate.py ``pair_scores``; a record a tool did not return counts as a singleton; pair
+(evaluation/empi.py ``pair_scores``; a record a tool did not return counts as a singleton; pair
 links of recordlinkage are closed transitively first), plus the share of records ours sends to review.
 Writes bench/results/empi_independent.json and .md.
 """
@@ -149,7 +149,7 @@ def write_set(rows: list[dict], truth: dict[str, str], folder: Path) -> Path:
 
 def score(assigned: dict[str, str], truth: dict[str, str]) -> dict:
     """Pairwise quality of a clustering over every record of the truth (a missing record is a singleton)."""
-    from spark_jobs.empi.evaluate import pair_scores
+    from evaluation.empi import pair_scores
 
     def pairs(counter: Counter) -> int:
         return sum(n * (n - 1) // 2 for n in counter.values())
@@ -205,7 +205,7 @@ def run_ours(records: Path, truth: dict[str, str], work: Path) -> dict:
     env = {**os.environ, "DRC_LAKE_ROOT": str(lake)}    # the driver memory the user's CLI would have
     code = code_state()
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "core.cli", "empi", "match", "--input", str(records),
+    done = subprocess.run([sys.executable, "-m", "cli.main", "empi", "match", "--input", str(records),
                            "--output", str(output)], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = round(time.perf_counter() - started, 1)
     (work / "ours.log").write_text(done.stdout + done.stderr, encoding="utf-8")
@@ -467,7 +467,7 @@ def _save(result: dict) -> None:
     (RESULTS / "empi_independent.md").write_text(
         table(result) + "\n\nCommand: `./drc bench-empi-independent " + " ".join(result["argv"]) + "`. "
         "Ours: `empi match` as a child process on an empty lake, JVM start included. Pairwise scores "
-        "(spark_jobs/empi/evaluate.py `pair_scores`); review = records ours marks possible_match. "
+        "(evaluation/empi.py `pair_scores`); review = records ours marks possible_match. "
         "Details: bench/empi_independent.py docstring; every figure in empi_independent.json.\n", encoding="utf-8")
 
 

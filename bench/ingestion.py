@@ -149,7 +149,7 @@ def bench_latency(directory: Path, kind: str, seconds: int, interval: float) -> 
         conn.execute(sa.text("INSERT INTO t_visit VALUES (0, 'seed', 0, '2026-11-01 08:00:00')"))
     collect_source(spark, source)
     follower = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "ingest", "--source", source.name, "--follow", str(interval)],
+        [sys.executable, "-m", "cli.main", "ingest", "--source", source.name, "--follow", str(interval)],
         env={**os.environ, "DRC_SOURCES_DIR": str(directory)}, cwd=PROJECT_ROOT, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(20)  # the follower's JVM start-up is not latency
@@ -183,7 +183,7 @@ def bench_latency(directory: Path, kind: str, seconds: int, interval: float) -> 
 
 def bench_county_day() -> dict:
     """One more simulated county day in every member system, then one collection of every source."""
-    from core.cli import main as drc_main
+    from cli.main import main as drc_main
     from ingestion.registry import load_sources
 
     spark = get_spark()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+
 from dbt.cli.main import dbtRunner
 
-from core.settings import PROJECT_ROOT
+from core.settings import CONFIG_DIR, PROJECT_ROOT
 
 DBT_DIR = PROJECT_ROOT / "dbt"
+# Reference files the warehouse loads as dbt seeds, kept once in config/ (the pipeline reads them there too).
+SEEDS_FROM_CONFIG = ("organizations.csv",)
 
 
 def dbt_build(select: str | None = None) -> None:
+    for name in SEEDS_FROM_CONFIG:
+        shutil.copyfile(CONFIG_DIR / name, DBT_DIR / "seeds" / name)
     args = ["build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
     if select:
         args += ["--select", select]

@@ -49,11 +49,6 @@ class Settings:
     def mariadb_url(self, database: str) -> str:
         return f"mysql+pymysql://his:{self.his_db_password}@{self.mariadb_host}:{self.mariadb_port}/{database}?charset=utf8mb4"
 
-    def mariadb_jdbc(self, database: str) -> tuple[str, dict[str, str]]:
-        # The mysql scheme makes Spark pick its MySQL dialect (backtick quoting); the MariaDB driver allows it.
-        url = f"jdbc:mysql://{self.mariadb_host}:{self.mariadb_port}/{database}?permitMysqlScheme"
-        return url, {"user": "his", "password": self.his_db_password, "driver": "org.mariadb.jdbc.Driver"}
-
     @property
     def exports_dir(self) -> Path:
         return self.state_dir / "exports"

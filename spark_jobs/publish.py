@@ -26,7 +26,7 @@ from core.settings import get_settings
 from core.spark import read_delta
 from spark_jobs.empi.identity import empi_path
 from spark_jobs.model import canonical_model, entity_columns
-from spark_jobs.standardize import quarantine_path, silver_path
+from spark_jobs.standardize import QUARANTINE_COLUMNS, quarantine_path, silver_path
 from spark_jobs.terminology import worklist_path
 
 STAGE_SCHEMA = "ods_load"   # where a reload lands before it is swapped into ods in one transaction
@@ -50,11 +50,6 @@ PG_TYPES = {
 }
 
 # Columns of the two tables that are not entities of the canonical model (name -> Spark type).
-QUARANTINE_COLUMNS = {  # as spark_jobs.standardize._split writes silver/_quarantine
-    "source_system": "string", "source_table": "string", "entity": "string", "record_key": "string",
-    "rule_id": "string", "reason": "string", "raw_payload": "string", "org_code": "string",
-    "source_position": "string", "source_updated_at": "timestamp", "detected_at": "timestamp",
-}
 WORKLIST_COLUMNS = {  # as spark_jobs.terminology.refresh_worklist writes silver/_terminology_worklist
     "source_system": "string", "entity": "string", "source_table": "string", "column": "string",
     "source_code": "string", "rows": "bigint", "example_keys": "string", "concept_map": "string",

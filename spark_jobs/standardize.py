@@ -23,6 +23,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from core import gb11643
 from core.settings import get_settings
 from core.spark import read_delta
 from ingestion.bronze import bronze_path, bronze_version, files_added_since
@@ -36,8 +37,11 @@ from spark_jobs.model import (
     table_fingerprint,
 )
 
-QUARANTINE_COLUMNS = ("source_system", "source_table", "entity", "record_key", "rule_id", "reason", "raw_payload",
-                      "org_code", "source_position", "source_updated_at", "detected_at")
+QUARANTINE_COLUMNS = {  # silver/_quarantine (and ods.quarantine): column -> Spark type
+    "source_system": "string", "source_table": "string", "entity": "string", "record_key": "string",
+    "rule_id": "string", "reason": "string", "raw_payload": "string", "org_code": "string",
+    "source_position": "string", "source_updated_at": "timestamp", "detected_at": "timestamp",
+}
 HALF_WIDTH = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz "
 FULL_WIDTH = "".join(chr(ord(c) + 0xFEE0) for c in HALF_WIDTH[:-1]) + "\u3000"   # ０…９Ａ…ｚ and the ideographic space
 TRANSFORMS = {
@@ -222,13 +226,15 @@ def with_violations(df: DataFrame, entity: str, rules: list[dict[str, Any]]) -> 
 
 
 # --- entity enrichment ------------------------------------------------------------------------------------
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+def id_check_char(first17: Column) -> Column:
+    """The GB 11643 (ISO 7064 MOD 11-2) check character of 17 digits, as a column (core/gb11643.py's rule)."""
+    weighted = sum(F.substring(first17, i + 1, 1).cast("int") * w for i, w in enumerate(gb11643.WEIGHTS))
+    return F.substring(F.lit(gb11643.CHECK_CHARS), (weighted % 11 + 1).cast("int"), 1)
 
 
 def id_number_is_valid(id_number: Column) -> Column:
     """GB 11643: 18 characters, 17 digits, a real birth date, and the ISO 7064 MOD 11-2 check char."""
-    weighted = sum(F.substring(id_number, i + 1, 1).cast("int") * w for i, w in enumerate(ID_WEIGHTS))
-    check = F.substring(F.lit("10X98765432"), (weighted % 11 + 1).cast("int"), 1)
+    check = id_check_char(F.substring(id_number, 1, 17))
     return F.coalesce(
         (F.length(id_number) == 18) & F.substring(id_number, 1, 17).rlike("^[0-9]{17}$")
         & F.to_date(F.substring(id_number, 7, 8), "yyyyMMdd").isNotNull()
@@ -504,8 +510,7 @@ def prepare_silver(spark: SparkSession) -> bool:
             shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(layout.parent, ignore_errors=True)
     tables = [(silver_path(e), _canonical_schema(e)) for e in canonical_model()["entities"]]
-    tables.append((quarantine_path(), ", ".join(f"`{c}` {'timestamp' if c.endswith('_at') else 'string'}"
-                                                 for c in QUARANTINE_COLUMNS)))
+    tables.append((quarantine_path(), ", ".join(f"`{c}` {t}" for c, t in QUARANTINE_COLUMNS.items())))
     for path, schema in tables:
         empty = spark.createDataFrame([], schema)
         if not _exists(path):

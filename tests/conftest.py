@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from core.cli import main as drc_main
+from cli.main import main as drc_main
 from core.db import warehouse_engine
 from core.settings import PROJECT_ROOT, get_settings
 from core.spark import get_spark

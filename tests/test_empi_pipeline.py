@@ -10,9 +10,9 @@ from pyspark.sql import functions as F
 
 from core.db import warehouse_engine
 from core.spark import read_delta
+from evaluation.empi import pairwise_quality, truth_frame
 from spark_jobs.empi import identity
 from spark_jobs.empi.batch import match_file
-from spark_jobs.empi.evaluate import pairwise_quality, truth_frame
 from spark_jobs.standardize import silver_path
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from pyspark.sql import functions as F
 
-from core.cli import main as drc_main
+from cli.main import main as drc_main
 from core.db import mariadb_engine, source_pg_engine, warehouse_engine
 from core.spark import read_delta
 from ingestion.bronze import bronze_path

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from pyspark.sql import functions as F
 
-from core.cli import main as drc_main
+from cli.main import main as drc_main
 from core.db import source_pg_engine
 from core.spark import read_delta
 from ingestion.bronze import bronze_path

@@ -19,7 +19,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import StringType
 
 from spark_jobs.model import ORGANIZATIONS_FILE
-from spark_jobs.standardize import FULL_WIDTH, HALF_WIDTH, ID_WEIGHTS, id_number_is_valid
+from spark_jobs.standardize import FULL_WIDTH, HALF_WIDTH, id_check_char, id_number_is_valid
 
 DOTS = "•・.．"                       # written for the middle dot of minority names
 # Fuzzy pinyin: sounds a clerk (or a patient's accent) confuses are folded onto one spelling.
@@ -57,16 +57,11 @@ def township_stems() -> dict[str, str]:
     return {stem: name for stem, name in stems.items() if len(stem) >= 2 and stem != name}
 
 
-def _check_char(first17: Column) -> Column:
-    weighted = sum(F.substring(first17, i + 1, 1).cast("int") * w for i, w in enumerate(ID_WEIGHTS))
-    return F.substring(F.lit("10X98765432"), (weighted % 11 + 1).cast("int"), 1)
-
-
 def id18(raw: Column) -> Column:
     """18-character ID: cleaned, upper-cased; a legacy 15-digit number converted (19 inserted, check added)."""
     cleaned = F.upper(F.regexp_replace(F.translate(raw, FULL_WIDTH, HALF_WIDTH), r"\s", ""))
     first17 = F.concat(F.substring(cleaned, 1, 6), F.lit("19"), F.substring(cleaned, 7, 9))
-    return (F.when(cleaned.rlike("^[0-9]{15}$"), F.concat(first17, _check_char(first17)))
+    return (F.when(cleaned.rlike("^[0-9]{15}$"), F.concat(first17, id_check_char(first17)))
              .when(cleaned.rlike("^[0-9]{17}[0-9X]$"), cleaned))
 
 

@@ -29,7 +29,7 @@ import yaml
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from core.cli import main as drc_main
+from cli.main import main as drc_main
 from core.db import warehouse_engine
 from core.settings import PROJECT_ROOT, get_settings
 from core.spark import read_delta
@@ -97,7 +97,7 @@ def _cleanup(copies: list[SourceConfig]) -> None:
 def _collect_and_kill(source: SourceConfig, sources_dir: Path, delay: float) -> bool:
     """Run one collection of a source copy as its own process; SIGKILL it after ``delay`` seconds."""
     env = {**os.environ, "DRC_SOURCES_DIR": str(sources_dir)}
-    process = subprocess.Popen([sys.executable, "-m", "core.cli", "ingest", "--source", source.name],
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "ingest", "--source", source.name],
                                env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     try:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from pyspark.sql import functions as F
 
-from core.cli import main as drc_main
+from cli.main import main as drc_main
 from core.settings import get_settings
 from core.spark import read_delta
 from ingestion.bronze import bronze_path, latest_versions

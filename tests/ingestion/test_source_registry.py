@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from core.cli import main as drc_main
+from cli.main import main as drc_main
 from ingestion.registry import MODES, SourceConfigError, load_source, load_sources
 
 TABLE = "tables: [{name: T, keys: [ID], watermark: TS}]"

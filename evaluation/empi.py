@@ -1,6 +1,9 @@
-"""Pairwise precision / recall / F1 of a clustering against the simulator's answer key (evaluation only)."""
+"""Pairwise precision / recall / F1 of an EMPI clustering against an answer key (the simulator's, or a
+benchmark set's): in Spark for the pipeline's registry, in pure Python for another tool's result."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import sqlalchemy as sa
 from pyspark.sql import DataFrame, SparkSession
@@ -39,3 +42,16 @@ def pair_scores(records: int, actual: int, predicted: int, correct: int) -> dict
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"records": records, "true_pairs": actual, "predicted_pairs": predicted, "correct_pairs": correct,
             "precision": round(precision, 5), "recall": round(recall, 5), "f1": round(f1, 5)}
+
+
+def pairwise(assigned: dict[str, str], truth: dict[str, str] | dict[str, int]) -> dict[str, float]:
+    """The same scores for a clustering given as record -> cluster (pure Python: Splink's or a test's)."""
+
+    def pairs(counter: Counter) -> int:
+        return sum(n * (n - 1) // 2 for n in counter.values())
+
+    common = [k for k in assigned if k in truth]
+    predicted = pairs(Counter(assigned[k] for k in common))
+    actual = pairs(Counter(truth[k] for k in common))
+    correct = pairs(Counter((assigned[k], truth[k]) for k in common))
+    return pair_scores(len(common), actual, predicted, correct)

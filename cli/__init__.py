@@ -1,0 +1,1 @@
+"""The project CLI (`./drc`): one command per pipeline step; it may use every layer, no layer uses it."""

@@ -1,0 +1,1 @@
+"""Evaluation against answer keys (the simulator's truth, benchmark sets): never imported by the platform."""
