@@ -21,7 +21,7 @@ from spark_jobs.model import (
     mapped_sources,
     source_mapping,
 )
-from spark_jobs.standardize import current_state, quarantine_path, silver_path, source_key
+from spark_jobs.standardize import current_state, quarantine_path, silver_path, source_key, without_void
 from spark_jobs.terminology import add_concept_mapping, read_worklist
 
 CODE_DEFECTS = ("unknown_local_code", "unknown_sex_code")
@@ -60,6 +60,7 @@ def test_every_source_row_is_in_silver_or_quarantine(spark, silver_state):
         state = current_state(bronze, spec["key"])
         if "where" in spec:
             state = state.where(spec["where"])
+        state = without_void(state, spec, f"{source}.{spec['bronze_table']}")   # 作废 rows are withdrawn
         keys = {r.k for r in state.select(source_key(spec["key"]).alias("k")).collect()}
         slot = (source, spec["bronze_table"], spec["entity"])
         assert silver_keys[slot] | quarantined[slot] == keys, f"{slot}: rows lost or invented"
