@@ -149,33 +149,19 @@ def write_set(rows: list[dict], truth: dict[str, str], folder: Path) -> Path:
 
 def score(assigned: dict[str, str], truth: dict[str, str]) -> dict:
     """Pairwise quality of a clustering over every record of the truth (a missing record is a singleton)."""
-    from evaluation.empi import pair_scores
+    from evaluation.empi import pairwise
 
-    def pairs(counter: Counter) -> int:
-        return sum(n * (n - 1) // 2 for n in counter.values())
-
-    clusters = {k: assigned.get(k, f"singleton|{k}") for k in truth}
-    result = pair_scores(len(truth), pairs(Counter(truth.values())), pairs(Counter(clusters.values())),
-                         pairs(Counter((clusters[k], truth[k]) for k in truth)))
+    result = pairwise({k: assigned.get(k, f"singleton|{k}") for k in truth}, truth)
     result["records_returned"] = sum(k in assigned for k in truth)
     return result
 
 
 def components(records: list[str], links: list[tuple[str, str]]) -> dict[str, str]:
-    """Connected components of pair links (union-find): a pair classifier's links as clusters."""
-    parent = {r: r for r in records}
+    """Connected components of pair links: a pair classifier's links as clusters (the EMPI's union-find)."""
+    from spark_jobs.empi.decide import union_find
 
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in links:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[ra] = rb
-    return {r: find(r) for r in records}
+    roots = union_find(links)
+    return {r: roots.get(r, r) for r in records}
 
 
 # ------------------------------------------------------------------------------------------ ours
