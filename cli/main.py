@@ -327,9 +327,25 @@ def cmd_publish(args: argparse.Namespace) -> None:
 
 @_step("建模 transform (dbt build)")
 def cmd_transform(args: argparse.Namespace) -> None:
-    from core.dbt import dbt_build
+    from core.dbt import dbt_build, dbt_docs_generate
 
     dbt_build(args.select)
+    if not args.select:
+        dbt_docs_generate()
+
+
+def cmd_indicators(args: argparse.Namespace) -> None:
+    """Regenerate what the indicator catalog drives: the dbt measures model, the catalog seed, docs/indicators.md."""
+    from core.indicators import load_catalog, write_generated_files
+
+    for path in write_generated_files():
+        console.print(f"  wrote {path}")
+    catalog = load_catalog()
+    for family, zh in catalog.families.items():
+        own = [i for i in catalog.indicators.values() if i.family == family]
+        included = sum(family in i.also_in for i in catalog.indicators.values())
+        console.print(f"  {zh} ({family}): {len(own)} indicators, {sum(i.supported for i in own)} computable"
+                      + (f", {included} included from other families" if included else ""))
 
 
 @_step("上报 export")
@@ -477,7 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
                              ("publish", cmd_publish, "publish silver to the warehouse ods schema")):
         sub.add_parser(name, help=text).set_defaults(func=func)
 
-    p = sub.add_parser("transform", help="dbt build: staging, intermediate, marts with tests")
+    sub.add_parser("indicators", help="regenerate the dbt measures model, catalog seed and docs/indicators.md "
+                   "from config/indicators/").set_defaults(func=cmd_indicators)
+
+    p = sub.add_parser("transform", help="dbt build: staging, intermediate, marts with tests, then dbt docs")
     p.add_argument("--select", help="dbt selection")
     p.set_defaults(func=cmd_transform)
 

@@ -6,20 +6,36 @@ import shutil
 
 from dbt.cli.main import dbtRunner
 
+from core.indicators import write_generated_files
 from core.settings import CONFIG_DIR, PROJECT_ROOT
 
 DBT_DIR = PROJECT_ROOT / "dbt"
+DOCS_DIR = DBT_DIR / "target"     # `dbt docs generate` writes index.html, manifest.json, catalog.json here
 # Reference files the warehouse loads as dbt seeds, kept once in config/ (the pipeline reads them there too).
 SEEDS_FROM_CONFIG = ("organizations.csv",)
 
 
-def dbt_build(select: str | None = None) -> None:
+def _invoke(args: list[str]) -> None:
+    result = dbtRunner().invoke([*args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)])
+    if not result.success:
+        raise RuntimeError(f"dbt {args[0]} failed ({result.exception or 'see the failing models and tests above'}); "
+                           f"details in {DBT_DIR / 'logs' / 'dbt.log'}")
+
+
+def prepare_project() -> None:
+    """Seeds copied from config/ and the files generated from the indicator catalog, so dbt sees the catalog
+    as it is now (an indicator added in config/indicators/ needs no dbt edit)."""
     for name in SEEDS_FROM_CONFIG:
         shutil.copyfile(CONFIG_DIR / name, DBT_DIR / "seeds" / name)
-    args = ["build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
-    if select:
-        args += ["--select", select]
-    result = dbtRunner().invoke(args)
-    if not result.success:
-        raise RuntimeError(f"dbt build failed ({result.exception or 'see the failing models and tests above'}); "
-                           f"details in {DBT_DIR / 'logs' / 'dbt.log'}")
+    write_generated_files()
+
+
+def dbt_build(select: str | None = None) -> None:
+    prepare_project()
+    _invoke(["build", *(["--select", select] if select else [])])
+
+
+def dbt_docs_generate() -> None:
+    """The engineers' model documentation (lineage, columns, tests), served from DOCS_DIR by `./drc start`."""
+    prepare_project()
+    _invoke(["docs", "generate"])

@@ -23,6 +23,7 @@ DRC_AIRFLOW_PORT=8080
 DRC_SUPERSET_PORT=8088
 DRC_API_PORT=8000
 DRC_SIM_API_PORT=8090
+DRC_DBT_DOCS_PORT=8081
 DRC_PG_PASSWORD=$(s)
 DRC_AIRFLOW_DB_PASSWORD=$(s)
 DRC_SUPERSET_DB_PASSWORD=$(s)
@@ -56,6 +57,7 @@ superset_bin(){ echo "$(venv_dir superset)/bin/superset"; }
 export_runtime_env() {
   export PYTHONPATH="$DRC_ROOT${PYTHONPATH:+:$PYTHONPATH}"
   export DRC_SIM_API_PORT="${DRC_SIM_API_PORT:-8090}"  # .env files from before the simulated API lack it
+  export DRC_DBT_DOCS_PORT="${DRC_DBT_DOCS_PORT:-8081}"  # .env files from before the dbt docs site lack it
   # The private hospitals' API secret: the simulated vendor derives it from the HIS password (no new secret).
   export DRC_SIM_API_CLIENT_SECRET="${DRC_SIM_API_CLIENT_SECRET:-$(python3 -c 'import hashlib,hmac,os;print(hmac.new(os.environ["DRC_HIS_DB_PASSWORD"].encode(),b"private_api client secret",hashlib.sha256).hexdigest()[:32])')}"
   export TZ=Asia/Shanghai  # every naive time in the county's systems is Beijing time

@@ -175,6 +175,14 @@ start_sim_api() {
   wait_for "the simulated private-hospital API" 60 curl -sf "http://127.0.0.1:$DRC_SIM_API_PORT/health"
 }
 
+# The engineers' dbt documentation (models, columns, tests, lineage): the static site `dbt docs generate` writes
+# at the end of every `./drc transform`, served read-only.
+start_dbt_docs() {
+  mkdir -p "$DRC_ROOT/dbt/target"
+  spawn dbt-docs "$(lake_py)" -m http.server "$DRC_DBT_DOCS_PORT" --bind 127.0.0.1 --directory "$DRC_ROOT/dbt/target"
+  wait_for "the dbt docs site" 30 curl -sf -o /dev/null "http://127.0.0.1:$DRC_DBT_DOCS_PORT/"
+}
+
 start_databases() { start_postgres; start_mariadb; }
 
 stop_all() {

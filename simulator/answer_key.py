@@ -14,6 +14,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from core.db import source_pg_engine
+from simulator.events import DayActivity
 from simulator.pg_copy import copy_insert
 
 DATABASE = "sim_truth"
@@ -39,7 +40,36 @@ DDL = [
         PRIMARY KEY (source_system, local_encounter_id))""",
     # corrections find the local visit of an event: without it, every system's day scans the whole key
     "CREATE INDEX IF NOT EXISTS ix_encounter_truth_uid ON encounter_truth (source_system, encounter_uid)",
+    # What really happened, event by event (before any member system renders or dirties it): the ground truth
+    # the indicator tests recompute every supervision indicator from. ``day`` is the simulated day that
+    # produced the row (a re-run of a day replaces its rows).
+    """CREATE TABLE IF NOT EXISTS event_encounter (
+        encounter_uid text PRIMARY KEY, day date NOT NULL, resident_id integer NOT NULL, org_code text NOT NULL,
+        kind text NOT NULL, department_code text NOT NULL, doctor_id text NOT NULL, start_at timestamp NOT NULL,
+        end_at timestamp, discharge_status text NOT NULL, main_icd text, tcm_diagnosis boolean NOT NULL,
+        total_yuan numeric(14, 2) NOT NULL, drug_yuan numeric(14, 2) NOT NULL, insured boolean NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS event_surgery (
+        encounter_uid text NOT NULL, day date NOT NULL, procedure_code text NOT NULL, at timestamp NOT NULL,
+        incision_class text NOT NULL, healing_grade text NOT NULL, PRIMARY KEY (encounter_uid, procedure_code))""",
+    """CREATE TABLE IF NOT EXISTS event_referral (
+        referral_uid text PRIMARY KEY, day date NOT NULL, resident_id integer NOT NULL, from_org text NOT NULL,
+        to_org text NOT NULL, direction text NOT NULL, at timestamp NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS event_service (
+        service_uid text PRIMARY KEY, day date NOT NULL, resident_id integer NOT NULL, org_code text NOT NULL,
+        kind text NOT NULL, at timestamp NOT NULL, sbp numeric, dbp numeric, fbg numeric)""",
+    """CREATE TABLE IF NOT EXISTS event_settlement (
+        settlement_uid text PRIMARY KEY, day date NOT NULL, resident_id integer NOT NULL, org_code text NOT NULL,
+        out_of_county_hospital text NOT NULL, kind text NOT NULL, settled_at timestamp NOT NULL,
+        total_yuan numeric(14, 2) NOT NULL, fund_paid_yuan numeric(14, 2) NOT NULL, encounter_uid text NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS event_birth (
+        birth_uid text PRIMARY KEY, day date NOT NULL, mother_id integer NOT NULL, child_id integer NOT NULL,
+        org_code text NOT NULL, at timestamp NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS event_correction (
+        target_uid text NOT NULL, day date NOT NULL, kind text NOT NULL, at timestamp NOT NULL,
+        PRIMARY KEY (target_uid, kind))""",
 ]
+EVENT_TABLES = ("event_encounter", "event_surgery", "event_referral", "event_service", "event_settlement",
+                "event_birth", "event_correction")
 
 
 class PatientEntry(NamedTuple):
@@ -67,7 +97,7 @@ class EncounterEntry(NamedTuple):
 def create_schema(reset: bool = False) -> None:
     with source_pg_engine(DATABASE).begin() as conn:
         if reset:
-            for table in ("person", "patient_truth", "defect_log", "encounter_truth", "system_day"):
+            for table in ("person", "patient_truth", "defect_log", "encounter_truth", "system_day", *EVENT_TABLES):
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         for ddl in DDL:
             conn.execute(sa.text(ddl))
@@ -102,6 +132,50 @@ class AnswerKey:
             if self.encounters:
                 copy_insert(cursor, "encounter_truth", EncounterEntry._fields, self.encounters)
         self.patients, self.defects, self.encounters = [], [], []
+
+
+def record_events(activity: DayActivity) -> None:
+    """Store the day's true events (replacing an earlier run of the same day): the indicators' ground truth."""
+    day = activity.day
+    drug = "药品"
+    tables: dict[str, tuple[tuple[str, ...], list[tuple]]] = {
+        "event_encounter": (
+            ("encounter_uid", "day", "resident_id", "org_code", "kind", "department_code", "doctor_id", "start_at",
+             "end_at", "discharge_status", "main_icd", "tcm_diagnosis", "total_yuan", "drug_yuan", "insured"),
+            [(e.encounter_uid, day, e.resident_id, e.org_code, e.kind, e.department_code, e.doctor_id, e.start_at,
+              e.end_at, e.discharge_status, next((d.icd_code for d in e.diagnoses if d.is_main), None),
+              any(d.tcm_code for d in e.diagnoses), e.total_yuan,
+              round(sum(c.amount_yuan for c in e.charges if c.category == drug), 2), e.insured)
+             for e in activity.encounters]),
+        "event_surgery": (
+            ("encounter_uid", "day", "procedure_code", "at", "incision_class", "healing_grade"),
+            [(e.encounter_uid, day, s.procedure_code, s.at, s.incision_class, s.healing_grade)
+             for e in activity.encounters for s in e.surgeries]),
+        "event_referral": (
+            ("referral_uid", "day", "resident_id", "from_org", "to_org", "direction", "at"),
+            [(r.referral_uid, day, r.resident_id, r.from_org, r.to_org, r.direction, r.at)
+             for r in activity.referrals]),
+        "event_service": (
+            ("service_uid", "day", "resident_id", "org_code", "kind", "at", "sbp", "dbp", "fbg"),
+            [(s.service_uid, day, s.resident_id, s.org_code, s.kind, s.at, s.values.get("sbp"),
+              s.values.get("dbp"), s.values.get("fbg")) for s in activity.services]),
+        "event_settlement": (
+            ("settlement_uid", "day", "resident_id", "org_code", "out_of_county_hospital", "kind", "settled_at",
+             "total_yuan", "fund_paid_yuan", "encounter_uid"),
+            [(s.settlement_uid, day, s.resident_id, s.org_code, s.out_of_county_hospital, s.kind, s.settled_at,
+              s.total_yuan, s.fund_paid_yuan, s.encounter_uid) for s in activity.settlements]),
+        "event_birth": (
+            ("birth_uid", "day", "mother_id", "child_id", "org_code", "at"),
+            [(b.birth_uid, day, b.mother_id, b.child_id, b.org_code, b.at) for b in activity.births]),
+        "event_correction": (
+            ("target_uid", "day", "kind", "at"),
+            [(c.target_uid, day, c.kind, c.at) for c in activity.corrections]),
+    }
+    with source_pg_engine(DATABASE).begin() as conn, conn.connection.dbapi_connection.cursor() as cursor:
+        for table, (columns, rows) in tables.items():
+            cursor.execute(f"DELETE FROM {table} WHERE day = %s", (day,))
+            if rows:
+                copy_insert(cursor, table, columns, rows)
 
 
 def known_patients(source_system: str) -> dict[tuple[int, str], str]:

@@ -199,6 +199,7 @@ class County:
             while day <= end:
                 started = time.monotonic()
                 activity = engine.day(day)
+                answer_key.record_events(activity)
                 if writers:
                     finished = writers.write(activity)    # the writers apply the population changes after writing
                     apply_population_changes(self.world, activity)
