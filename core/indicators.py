@@ -189,7 +189,8 @@ def _measure_sql(measure: Measure) -> str:
     grains, _ = _grain_columns(measure)
     period = "p.period_type, p.period_start"
     sets = [f"({period}, {column})" for column in grains.values()] + [f"({period})"]
-    grain_type = "".join(f"when grouping({column}) = 0 then '{grain}' " for grain, column in grains.items())
+    whens = "".join(f"when grouping({column}) = 0 then '{grain}' " for grain, column in grains.items())
+    grain_type = f"case {whens}else 'county' end" if whens else "'county'"
     grain_code = ", ".join([*grains.values(), f"'{COUNTY_CODE}'"])
     if measure.attribution == "institution":
         source = (f"select f.*, i.inst_type, i.inst_township, i.inst_is_primary_care, i.inst_is_hospital\n"
@@ -209,7 +210,7 @@ def _measure_sql(measure: Measure) -> str:
             f"    '{measure.code}'::text as measure_code,\n"
             f"    p.period_type,\n"
             f"    p.period_start,\n"
-            f"    (case {grain_type}else 'county' end)::text as grain_type,\n"
+            f"    ({grain_type})::text as grain_type,\n"
             f"    (coalesce({grain_code}))::text as grain_code,\n"
             f"    ({measure.value})::numeric as value\n"
             f"from (\n        {source}\n    ) as f\n"

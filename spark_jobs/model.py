@@ -150,16 +150,55 @@ def code_system_index() -> dict[str, dict[str, str]]:
     return yaml.safe_load((CODE_SYSTEMS_DIR / "_index.yaml").read_text(encoding="utf-8"))
 
 
-def code_system(label: str) -> dict[str, str]:
-    """Code -> display of a standard code system, by its label in the model (e.g. 'GB/T 2261.1')."""
+def code_system_entry(label: str) -> dict[str, Any]:
+    """A code system's entry in _index.yaml (file, name, version, content, base, rules, source ...)."""
     entry = code_system_index().get(label)
     if entry is None:
         raise KeyError(f"code system '{label}' is not registered in {CODE_SYSTEMS_DIR / '_index.yaml'}")
-    path = CODE_SYSTEMS_DIR / f"{entry['file']}.csv"
-    if not path.exists():
-        return {}
-    with path.open(encoding="utf-8") as f:
-        return {row["code"]: row.get("display", "") for row in csv.DictReader(f)}
+    return entry
+
+
+def code_system_path(label: str) -> Path:
+    return CODE_SYSTEMS_DIR / f"{code_system_entry(label)['file']}.csv"
+
+
+def code_system_stamp(label: str) -> tuple[str, int, int]:
+    """Changes when the code system's file does (a loader rewrote it): keys the caches of its content."""
+    path = code_system_path(label)
+    stat = path.stat() if path.exists() else None
+    return (str(path), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
+
+
+def code_system_rows(label: str) -> list[dict[str, str]]:
+    """Every row of a code system's file (all its columns), in file order; [] when it has no file."""
+    return list(_read_rows(*code_system_stamp(label)))
+
+
+@cache
+def _read_rows(path: str, _mtime: int, _size: int) -> tuple[dict[str, str], ...]:
+    if not Path(path).exists():
+        return ()
+    with open(path, encoding="utf-8", newline="") as f:
+        return tuple(csv.DictReader(f))
+
+
+NOT_CODABLE = ("chapter", "block")   # hierarchy rows of a classification: no record carries them as its code
+
+
+def code_system(label: str) -> dict[str, str]:
+    """Code -> display of a standard code system, by its label in the model (e.g. 'GB/T 2261.1').
+
+    The codes a column may hold: the file's own codes, then those of its ``base`` code system (ICD-10
+    国家临床版2.0 lists its own codes, then the whole WHO classification); chapters and blocks are left out.
+    ICD-10 also accepts 国临版 extension codes of WHO codes that no list names: spark_jobs.codes.in_code_system.
+    """
+    entry = code_system_entry(label)
+    codes = {row["code"]: row.get("display", "") for row in code_system_rows(label)
+             if row.get("level") not in NOT_CODABLE}
+    if entry.get("base"):
+        for code, display in code_system(entry["base"]).items():
+            codes.setdefault(code, display)
+    return codes
 
 
 def column_code_system(entity: str, column: str) -> str | None:
@@ -184,6 +223,11 @@ def table_column_specs(table: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
     return specs
 
 
+# How a local code meets its concept map (spark_jobs/standardize.py: concept_lookup): change it with that logic,
+# so every table's history is standardised again with the new matching.
+CODE_MATCHING = "exact, normalised, code-system rules (2)"
+
+
 def table_fingerprint(source_system: str, table: dict[str, Any]) -> str:
     """Changes when anything that shapes this table's silver rows changes: mapping, concept maps, model.
 
@@ -195,7 +239,14 @@ def table_fingerprint(source_system: str, table: dict[str, Any]) -> str:
     digest.update(yaml.safe_dump(canonical_model()["entities"][table["entity"]], sort_keys=True).encode())
     digest.update(yaml.safe_dump(canonical_model()["lineage"], sort_keys=True).encode())
     digest.update(ORGANIZATIONS_FILE.read_bytes())
-    for _, spec in table_column_specs(table):
+    digest.update(CODE_MATCHING.encode())
+    for column, spec in table_column_specs(table):
         if "concept_map" in spec:
             digest.update(concept_map_path(source_system, spec["concept_map"]).read_bytes())
+            label = column_code_system(table["entity"], column)
+            if label and code_system_entry(label).get("rules"):   # codes accepted as they are: the lists count
+                while label:
+                    path = code_system_path(label)
+                    digest.update(path.read_bytes() if path.exists() else b"")
+                    label = code_system_entry(label).get("base")
     return digest.hexdigest()[:16]

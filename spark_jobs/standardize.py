@@ -27,8 +27,18 @@ from core import gb11643
 from core.settings import get_settings
 from core.spark import read_delta
 from ingestion.bronze import bronze_path, bronze_version, files_added_since
+from spark_jobs.codes import (
+    CANONICAL,
+    CANONICAL_COL,
+    VALID_COL,
+    bind,
+    code_rules,
+    normalize_code,
+    normalize_code_col,
+)
 from spark_jobs.model import (
     canonical_model,
+    column_code_system,
     concept_map,
     entity_columns,
     entity_key,
@@ -122,8 +132,57 @@ def _lookup_map(codes: dict[Any, Any]) -> Column:
     return F.create_map(*[F.lit(x) for code, target in codes.items() for x in (str(code), target)])
 
 
-def column_expression(target: str, spec: dict[str, Any], source_system: str) -> tuple[Column, Column, Column]:
-    """(value, quality flag or NULL, parse error or NULL) for one canonical column."""
+def _keyed_by(codes: dict[str, str], key: Any) -> dict[str, str]:
+    """The concept map keyed by another form of its local codes; a form two codes with different targets
+    share is left out (it would be a guess)."""
+    keyed: dict[str, str] = {}
+    clashes = set()
+    for code, target in codes.items():
+        form = key(code)
+        if form is None:
+            continue
+        if keyed.setdefault(form, target) != target:
+            clashes.add(form)
+    return {form: target for form, target in keyed.items() if form not in clashes}
+
+
+def concept_lookup(key: Column, codes: dict[str, str], code_system: str | None = None) -> Column:
+    """The standard code for a local code: the first of
+
+    1. the concept map entry for the code as sent;
+    2. the entry for its normalised form (full-width, blanks, case: ``ｉ１０`` finds ``I10``), any source;
+    3. if the column's code system has code rules (ICD-10): the entry for its canonical form (``j189`` finds
+       ``J18.9``), else the canonical code itself when it is in the code system (a WHO code, or a 国临版
+       extension code of one: ``J18.900x001`` is kept exact).
+
+    NULL when none applies: the caller flags the code ``UNMAPPED`` (the terminology worklist).
+    """
+    normalized = _keyed_by(codes, normalize_code)
+    # every local code already in its normalised form: the normalised lookup finds the exact ones too
+    candidates = [_lookup_map(codes)[key]] if codes and normalized != codes else []
+    if normalized:
+        candidates.append(_lookup_map(normalized)[normalize_code_col(key)])
+    rules = code_rules(code_system)
+    if rules:   # the canonical form is computed once (bind), and only for codes the lookups above missed
+        by_canonical = _keyed_by(codes, CANONICAL[rules])
+
+        def standard(canonical: Column) -> Column:
+            accepted = F.when(VALID_COL[rules](canonical), canonical)
+            return F.coalesce(_lookup_map(by_canonical)[canonical], accepted) if by_canonical else accepted
+
+        candidates.append(bind(CANONICAL_COL[rules](key), standard))
+    if not candidates:
+        return F.lit(None).cast("string")
+    return F.coalesce(*candidates) if len(candidates) > 1 else candidates[0]
+
+
+def column_expression(target: str, spec: dict[str, Any], source_system: str,
+                      code_system: str | None = None) -> tuple[Column, Column, Column]:
+    """(value, quality flag or NULL, parse error or NULL) for one canonical column.
+
+    ``code_system``: the label of the canonical column's code system (config/model), which a concept map
+    lookup may use (:func:`concept_lookup`).
+    """
     if "constant" in spec:
         source = F.lit(spec["constant"])
     elif "expr" in spec:
@@ -138,7 +197,10 @@ def column_expression(target: str, spec: dict[str, Any], source_system: str) -> 
         codes = concept_map(source_system, spec["concept_map"])
     if codes is not None:
         key = F.trim(value.cast("string"))
-        value = _lookup_map(codes)[key] if codes else F.lit(None)
+        if "concept_map" in spec:
+            value = concept_lookup(key, codes, code_system)
+        else:
+            value = _lookup_map(codes)[key] if codes else F.lit(None)
         flag = F.when(_present(key) & value.isNull(), F.concat(F.lit(f"UNMAPPED:{target}:"), key))
     if "type" in spec:
         typed = _typed(value, spec)
@@ -159,11 +221,13 @@ def _non_null(items: list[Column]) -> Column:
     return F.filter(F.array(*items), lambda item: item.isNotNull())
 
 
-def map_columns(df: DataFrame, columns: dict[str, dict[str, Any]], source_system: str) -> DataFrame:
+def map_columns(df: DataFrame, columns: dict[str, dict[str, Any]], source_system: str,
+                entity: str | None = None) -> DataFrame:
     """Canonical columns from source columns, plus dq_flags, _parse_errors and the raw row as JSON."""
     values, flags, errors = [], [], []
     for target, spec in columns.items():
-        value, flag, error = column_expression(target, spec, source_system)
+        label = column_code_system(entity, target) if entity else None
+        value, flag, error = column_expression(target, spec, source_system, label)
         values.append(value)
         flags.append(flag)
         errors.append(error)
@@ -174,7 +238,7 @@ def map_columns(df: DataFrame, columns: dict[str, dict[str, Any]], source_system
 
 
 def with_lookup(df: DataFrame, lookup_rows: DataFrame | None, spec: dict[str, Any],
-                source_system: str, where: str = "lookup") -> DataFrame:
+                source_system: str, where: str = "lookup", entity: str | None = None) -> DataFrame:
     """Left-join columns of a related table (e.g. the discharge of an admission): its newest matching row."""
     if lookup_rows is None:   # the related table has not landed yet: its columns stay empty
         return df.select("*", *[F.lit(None).alias(c) for c in spec["columns"]])
@@ -184,7 +248,7 @@ def with_lookup(df: DataFrame, lookup_rows: DataFrame | None, spec: dict[str, An
         rows = rows.where(spec["where"])
     rows = rows.withColumn("_join_key", F.col(f"`{join_column}`").cast("string"))
     newest = Window.partitionBy("_join_key").orderBy(F.col("_source_pos").desc())
-    looked_up = (map_columns(rows, spec["columns"], source_system)
+    looked_up = (map_columns(rows, spec["columns"], source_system, entity)
                  .withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
                  .select("_join_key", *spec["columns"], F.col("dq_flags").alias("_lookup_flags"),
                          F.col("_parse_errors").alias("_lookup_errors")))
@@ -266,9 +330,9 @@ def _standardized(bronze: DataFrame, spec: dict[str, Any], source_system: str,
     state = without_void(state, spec, tag)   # 作废: withdrawn only where the flag says so
     if "where" in spec:   # a table feeding several entities: only its rows of this entity (e.g. by order type)
         state = state.where(spec["where"])
-    mapped = map_columns(state, spec["columns"], source_system)
+    mapped = map_columns(state, spec["columns"], source_system, entity)
     for name, lookup in (spec.get("lookups") or {}).items():
-        mapped = with_lookup(mapped, lookups.get(name), lookup, source_system, f"{tag}, lookup {name}")
+        mapped = with_lookup(mapped, lookups.get(name), lookup, source_system, f"{tag}, lookup {name}", entity)
     mapped = (mapped.withColumn("source_system", F.lit(source_system))
                     .withColumn("source_table", F.lit(spec["bronze_table"]))
                     .withColumn("source_key", F.col("_source_key"))

@@ -1,4 +1,4 @@
-"""Terminology service: the worklist of unmapped local codes, and adding a concept mapping.
+"""Terminology service: the loaded code systems, the worklist of unmapped local codes, adding a concept mapping.
 
 Rows with an unmapped code stay in silver with the standard code empty and an ``UNMAPPED:<column>:<code>``
 flag. The worklist groups those flags per source, concept map and code with a count and example rows; a
@@ -9,6 +9,7 @@ so the next ``./drc silver`` re-standardises the affected tables' whole history.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -16,9 +17,14 @@ from pyspark.sql import functions as F
 
 from core.settings import get_settings
 from core.spark import read_delta
+from spark_jobs.codes import code_rules, in_code_system
 from spark_jobs.model import (
+    NOT_CODABLE,
     canonical_model,
     code_system,
+    code_system_index,
+    code_system_path,
+    code_system_rows,
     column_code_system,
     concept_map,
     concept_map_path,
@@ -27,6 +33,45 @@ from spark_jobs.model import (
     table_column_specs,
 )
 from spark_jobs.standardize import silver_path
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@dataclass(frozen=True)
+class CodeSystemSummary:
+    label: str
+    name: str
+    version: str
+    content: str            # complete | subset
+    codes: int              # codes a record may carry (chapters and blocks of a classification left out)
+    rows: int               # rows of its file
+    chinese: int            # rows with a Chinese title (display_language, or Chinese characters in display)
+    file: str
+    source: str             # where it came from: a registry package, an official file (and checksum), curated
+    base: str | None        # the code system whose codes it also accepts (ICD-10 → ICD-10 WHO)
+    rules: str | None       # code rules (icd10: canonical form, 国临版 extension codes, roll-up)
+    used_by: list[str]      # entity.column of the canonical model coded in it
+
+
+def code_systems() -> list[CodeSystemSummary]:
+    """Every code system of config/terminology/code_systems/_index.yaml, with its version and size."""
+    used: dict[str, list[str]] = {}
+    for entity, spec in canonical_model()["entities"].items():
+        for column in spec["columns"]:
+            if column.get("code_system"):
+                used.setdefault(column["code_system"], []).append(f"{entity}.{column['name']}")
+    result = []
+    for label, entry in code_system_index().items():
+        rows = code_system_rows(label)
+        languages = [r.get("display_language") or ("zh" if _CJK.search(r.get("display") or "") else "")
+                     for r in rows]
+        result.append(CodeSystemSummary(
+            label, entry.get("name", ""), str(entry.get("version", "")), entry.get("content", "?"),
+            sum(r.get("level") not in NOT_CODABLE for r in rows), len(rows),
+            sum(x == "zh" for x in languages),
+            f"config/terminology/code_systems/{code_system_path(label).name}",
+            entry.get("source") or "curated", entry.get("base"), code_rules(label), used.get(label, [])))
+    return result
 
 
 def worklist_path() -> str:
@@ -106,10 +151,10 @@ def add_concept_mapping(source_system: str, map_name: str, source_code: str, tar
                          f"{concept_map_path(source_system, map_name)}; edit that file to change it")
     labels = {column_code_system(entity, column) for entity, column in users} - {None}
     for label in labels:
-        codes = code_system(label)
-        if codes and target_code not in codes:
-            raise ValueError(f"{target_code} is not a code of {label}; valid examples: "
-                             f"{', '.join(list(codes)[:8])} (full list: config/terminology/code_systems/)")
+        if not in_code_system(label, target_code):
+            examples = ", ".join(list(code_system(label))[:8])
+            raise ValueError(f"{target_code} is not a code of {label}; valid examples: {examples} "
+                             "(full list: config/terminology/code_systems/; `./drc terminology` lists them)")
     path = concept_map_path(source_system, map_name)
     with path.open("a", encoding="utf-8", newline="") as f:
         csv.writer(f, lineterminator="\n").writerow([source_code, target_code, source_display, note])

@@ -493,9 +493,10 @@ class RmyyHis(MemberSystem):
         if rng.random() < self.rates["unknown_local_code"]:
             if rng.random() < 0.5:
                 code, name = f"ZDY{rng.randrange(1, 10_000):04d}", f"{name}{rng.choice(UNKNOWN_SUFFIXES)}"
-            else:
-                code = code.replace(".", "").lower()    # the retired dictionary version's format
-            defects = [(table, zdid, "unknown_local_code", f"{code} {name} (ICD {dx.icd_code})")]
+                defect = "unknown_local_code"
+            else:   # the retired dictionary version's format: a dialect of a dictionary code the platform normalises
+                code, defect = code.replace(".", "").lower(), "local_code_dialect"
+            defects = [(table, zdid, defect, f"{code} {name} (ICD {dx.icd_code})")]
             return {"ZDDM": code, "ZDMC": name, "ZZDBZ": int(dx.is_main)}, defects
         if dx.icd_code not in DIAGNOSES:
             batch.insert("ZD_JBZD", code, at, "", {"JBBM": code, "JBMC": name, "GBBM": dx.icd_code[:3], "YXBZ": 1})

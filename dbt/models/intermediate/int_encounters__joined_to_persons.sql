@@ -1,4 +1,5 @@
--- Each visit with the resident's master id and the institution it happened at.
+-- Each visit with the resident's master id and the institution it happened at (from dim_organization, the
+-- county registry: see its description for why not ods.organization).
 with encounters as (
     select * from {{ ref('stg_ods__encounter') }}
 ),
@@ -7,20 +8,24 @@ persons as (
     select person_key, master_id from {{ ref('stg_ods__person') }}
 ),
 
-organizations as (
-    select org_code, org_name, org_level, org_type from {{ ref('organizations') }}
+institutions as (
+    select org_code, org_name, org_level, org_type, township, is_primary_care, is_hospital
+    from {{ ref('dim_organization') }}
 ),
 
 joined as (
     select
         encounters.*,
         persons.master_id,
-        organizations.org_name,
-        organizations.org_level,
-        organizations.org_type
+        institutions.org_name,
+        institutions.org_level,
+        institutions.org_type,
+        institutions.township,
+        institutions.is_primary_care,
+        institutions.is_hospital
     from encounters
-    left join persons using (person_key)
-    left join organizations using (org_code)
+    left join persons on persons.person_key = encounters.person_key
+    left join institutions on institutions.org_code = encounters.org_code
 ),
 
 final as (

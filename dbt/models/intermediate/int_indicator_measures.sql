@@ -408,7 +408,7 @@ from (
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
     inner join periods as p on (request_date) between p.period_start and p.period_end
-    where not is_rejected and direction = 'down'
+    where not is_rejected and not is_withdrawn and direction = 'down'
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -490,7 +490,7 @@ select
     'fund_paid'::text as measure_code,
     p.period_type,
     p.period_start,
-    (case else 'county' end)::text as grain_type,
+    ('county')::text as grain_type,
     (coalesce('410182'))::text as grain_code,
     (coalesce(sum(fund_paid), 0))::numeric as value
 from (
@@ -574,7 +574,7 @@ select
     'in_county_fund_paid'::text as measure_code,
     p.period_type,
     p.period_start,
-    (case else 'county' end)::text as grain_type,
+    ('county')::text as grain_type,
     (coalesce('410182'))::text as grain_code,
     (coalesce(sum(fund_paid), 0))::numeric as value
 from (
@@ -591,14 +591,14 @@ select
     'in_county_inpatient_settlements'::text as measure_code,
     p.period_type,
     p.period_start,
-    (case else 'county' end)::text as grain_type,
+    ('county')::text as grain_type,
     (coalesce('410182'))::text as grain_code,
     (count(*))::numeric as value
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
     inner join periods as p on (settled_date) between p.period_start and p.period_end
-    where encounter_kind = 'inpatient' and not is_out_of_county
+    where is_counted and encounter_kind = 'inpatient' and not is_out_of_county
 group by grouping sets ((p.period_type, p.period_start))
 
 union all
@@ -646,14 +646,14 @@ select
     'inpatient_settlements'::text as measure_code,
     p.period_type,
     p.period_start,
-    (case else 'county' end)::text as grain_type,
+    ('county')::text as grain_type,
     (coalesce('410182'))::text as grain_code,
     (count(*))::numeric as value
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
     inner join periods as p on (settled_date) between p.period_start and p.period_end
-    where encounter_kind = 'inpatient'
+    where is_counted and encounter_kind = 'inpatient'
 group by grouping sets ((p.period_type, p.period_start))
 
 union all
@@ -908,7 +908,7 @@ from (
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
     inner join periods as p on (request_date) between p.period_start and p.period_end
-    where not is_rejected
+    where not is_rejected and not is_withdrawn
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -964,7 +964,7 @@ from (
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
     inner join periods as p on (request_date) between p.period_start and p.period_end
-    where not is_rejected and direction = 'up'
+    where not is_rejected and not is_withdrawn and direction = 'up'
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 )

@@ -21,6 +21,8 @@ renamed as (
         fasting_glucose,
         is_controlled,
         doctor_name,
+        medication_adherence_code,
+        hypoglycaemia_code,
         -- dates
         followup_date,
         source_updated_at,

@@ -24,6 +24,8 @@ renamed as (
         gestational_weeks,
         result,
         doctor_name,
+        self_assessment_code,
+        self_care_code,
         -- dates
         service_date,
         source_updated_at,

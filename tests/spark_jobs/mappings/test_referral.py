@@ -43,7 +43,7 @@ FORMS = [
           xgsj=datetime(2026, 11, 3, 12, 37)),                                          # 完成
     _form(R2, zzlx="02", zcjgbm="XYYGT01002", zrjgbm="XYYGT02008", hzxb="男", hzsfzh=None, zdbm="I63.9",
           zdmc="脑梗死", zzyy="康复期转基层管理"),
-    _form(R3, zdbm="C34.9", zdmc=None),                                                 # outside the platform list
+    _form(R3, zdbm="C34.9", zdmc=None),                            # outside the concept map, but a WHO code
     _form(R4, zt="5", cxsj=datetime(2026, 11, 2, 15), bz="患者要求撤销"),
     _form(R5, jssj=datetime(2026, 11, 1, 9), zt="2"),                                   # received before applied
 ]
@@ -102,8 +102,9 @@ def test_referral_forms_take_their_latest_status_and_standard_codes(results):
     assert forms[R4].status == "已撤销"                                   # a withdrawal is kept, not deleted
 
 
-def test_unknown_diagnosis_is_flagged_and_a_receipt_before_application_quarantined(results):
+def test_a_who_code_outside_the_map_is_kept_and_a_receipt_before_application_quarantined(results):
     forms, quarantine = results["referral"]
-    assert forms[R3].diagnosis_code is None and forms[R3].dq_flags == ["UNMAPPED:diagnosis_code:C34.9"]
+    # not in the concept map, but a WHO ICD-10 subcategory: kept as sent (issue 26), not on the worklist
+    assert forms[R3].diagnosis_code == "C34.9" and forms[R3].dq_flags == []
     assert R5 not in forms
     assert [(q.record_key, q.rule_id, q.reason) for q in quarantine] == [(R5, "REF002", "接收时间早于申请时间")]

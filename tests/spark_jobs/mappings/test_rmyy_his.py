@@ -220,9 +220,10 @@ def test_outpatient_visits_keep_jzid_map_codes_and_drop_voided_visits(results):
     assert (v1.payment_category_code, v4.payment_category_code, v2.payment_category_code) == ("07", "01", "02")
     assert (v1.primary_diagnosis_code, v1.primary_diagnosis_name, v1.is_first_visit) == ("I10.x00", "高血压病", True)
     assert (v2.encounter_class_code, v2.encounter_class_source_value, v4.is_first_visit) == ("200", "急诊", False)
-    # outside 本院疾病字典 (自定义 ZDY code, retired format): standard code empty, flagged, visit kept
+    # outside 本院疾病字典 (自定义 ZDY code): standard code empty, flagged, visit kept
     assert v2.primary_diagnosis_code is None and v2.dq_flags == ["UNMAPPED:primary_diagnosis_code:ZDY0042"]
-    assert v4.primary_diagnosis_code is None and v4.dq_flags == ["UNMAPPED:primary_diagnosis_code:i10x01"]
+    # the retired dictionary's format (lower case, no dot) is a dialect of I10.X01: normalised, then mapped
+    assert v4.primary_diagnosis_code == "I10.x00" and v4.dq_flags == []
 
 
 def test_inpatient_stays_take_discharge_and_front_page_and_quarantine_discharge_before_admission(results):

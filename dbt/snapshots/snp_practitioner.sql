@@ -1,0 +1,11 @@
+{#- 人员历史 (SCD2): a version per change of a practitioner, valid from the source's update time (business time),
+    so fct_resource_month counts the staff a month really had. captured_at = when this version was captured. -#}
+{% snapshot snp_practitioner %}
+{{ config(unique_key='practitioner_key', strategy='timestamp', updated_at='updated_at') }}
+select
+    *,
+    -- Beijing wall-clock time, the same kind of timestamp dbt stamps invalidations with
+    coalesce(source_updated_at, '2000-01-01 00:00:00+08'::timestamptz) at time zone 'Asia/Shanghai' as updated_at,
+    current_timestamp as captured_at
+from {{ ref('dim_practitioner') }}
+{% endsnapshot %}
