@@ -77,8 +77,9 @@ def test_every_catalog_indicator_has_values_and_rates_follow_their_formula(pipel
     with warehouse_engine().connect() as conn:
         present = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT indicator_code FROM marts.fct_indicator_value"))}
         wrong = conn.execute(sa.text(
-            "SELECT v.indicator_code, v.grain_code, v.numerator, v.denominator, v.value FROM marts.fct_indicator_value v "
-            "JOIN reference.indicator_catalog c USING (indicator_code) WHERE c.denominator_measure <> '' AND ("
+            "SELECT v.indicator_code, v.grain_code, v.numerator, v.denominator, v.value "
+            "FROM marts.fct_indicator_value v JOIN reference.indicator_catalog c USING (indicator_code) "
+            "WHERE c.denominator_measure IS NOT NULL AND ("
             "(v.denominator = 0 AND v.value IS NOT NULL) OR "
             "(v.denominator > 0 AND abs(v.value - round(v.numerator * c.scale / v.denominator, 4)) > 0.0001))"
         )).all()
