@@ -342,18 +342,60 @@ def _print_review_queue(total: int, entries: list[dict]) -> None:
                       "own: ./drc empi unlink --record R --reason …)")
 
 
-@_step("质量校验 quality (Great Expectations)")
 def cmd_quality(args: argparse.Namespace) -> None:
-    from core.spark import get_spark
-    from expectations.runner import run_suites
+    """质量管理: run the rule library (default), list the rules, or write the institutions' reports."""
+    action = getattr(args, "action", None) or "run"
+    if action == "rules":
+        _list_quality_rules()
+    elif action == "report":
+        _quality_reports(args)
+    else:
+        _run_quality(args)
 
-    failed = False
-    for outcome in run_suites(get_spark()):
-        colour = "green" if outcome.success else "red"
-        console.print(f"  [{colour}]{outcome.suite}: {outcome.passed}/{outcome.evaluated} expectations met[/]")
-        failed |= not outcome.success and outcome.blocking
-    if failed:
-        raise SystemExit("a blocking quality suite failed: see dq.validation_result for the failing rows")
+
+@_step("质量校验 quality (rule library → dq.*)")
+def _run_quality(args: argparse.Namespace) -> None:
+    from core.spark import get_spark
+    from expectations.rules import dimensions
+    from expectations.store import run_quality
+
+    run = run_quality(get_spark(), progress=lambda text: console.print(f"  {text}"))
+    zh = dimensions()
+    console.print(f"  {run.rules_run} rules (" + ", ".join(f"{zh[d]} {n}" for d, n in run.by_dimension.items())
+                  + f"), {run.rows_checked} rows, {run.audit_items} 稽核条目")
+    console.print(f"  problems: {run.opened} new or reopened, {run.closed} closed, {run.open_problems} open "
+                  "(dq.problem; reports: ./drc quality report)")
+    for source, dataset, rule in run.blocked:
+        console.print(f"  [red]blocking rule {rule} failed: {source}/{dataset} is not published this run; "
+                      f"the last published rows stay. Fix at the source, re-collect, re-run.[/]")
+
+
+def _list_quality_rules() -> None:
+    from rich.table import Table
+
+    from expectations.rules import dimensions, load_library
+
+    zh = dimensions()
+    table = Table(title="数据质量规则库 quality rules")
+    for column in ("rule", "dataset", "维度", "severity", "origin", "说明"):
+        table.add_column(column)
+    library = load_library()
+    for rule in sorted(library.rules, key=lambda r: (list(zh).index(r.dimension), r.dataset, r.rule_id)):
+        table.add_row(rule.rule_id, rule.dataset, zh[rule.dimension], rule.severity, rule.origin,
+                      rule.description_zh)
+    console.print(table)
+    console.print(f"{len(library.rules)} rules; add one: a YAML entry in config/quality/rules/ (format in person.yaml)")
+
+
+@_step("质量报告 quality reports")
+def _quality_reports(args: argparse.Namespace) -> None:
+    from core.settings import get_settings
+    from expectations.reports import write_reports
+    from expectations.scoring import period_start
+
+    out_dir = get_settings().exports_dir / "quality_reports"
+    files = write_reports(args.period, period_start(args.period, args.date or date.today()), out_dir)
+    console.print(f"  {len(files)} files under {out_dir}")
 
 
 @_step("发布 publish silver → ods")
@@ -403,7 +445,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     cmd_ingest(argparse.Namespace(source=None, table=None, follow=None))
     cmd_silver(argparse.Namespace(source=None, full=False))
     cmd_empi(argparse.Namespace(action="run", full=False, actor=None))
-    cmd_quality(args)
+    cmd_quality(argparse.Namespace(action="run"))
     cmd_publish(args)
     cmd_transform(argparse.Namespace(select=None))
     cmd_export(args)
@@ -538,9 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="fail if the file is out of date")
     p.set_defaults(func=cmd_dictionary)
 
-    for name, func, text in (("quality", cmd_quality, "run the Great Expectations suites on silver"),
-                             ("publish", cmd_publish, "publish silver to the warehouse ods schema")):
-        sub.add_parser(name, help=text).set_defaults(func=func)
+    p = sub.add_parser("quality", help="data quality: run the rule library (default), list rules, write reports")
+    p.add_argument("action", nargs="?", choices=["run", "rules", "report"], default="run")
+    p.add_argument("--period", choices=["day", "week", "month", "quarter", "year"], default="month",
+                   help="report: the period type")
+    p.add_argument("--date", type=_day, help="report: a day inside the period (default today)")
+    p.set_defaults(func=cmd_quality)
+    sub.add_parser("publish", help="publish silver to the warehouse ods schema").set_defaults(func=cmd_publish)
 
     sub.add_parser("indicators", help="regenerate the dbt measures model, catalog seed and docs/indicators.md "
                    "from config/indicators/").set_defaults(func=cmd_indicators)

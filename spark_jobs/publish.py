@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from core.db import ensure_schemas, warehouse_engine
 from core.settings import get_settings
 from core.spark import read_delta
+from expectations.store import blocked_sources
 from spark_jobs.empi.identity import empi_path
 from spark_jobs.model import canonical_model, entity_columns
 from spark_jobs.standardize import QUARANTINE_COLUMNS, quarantine_path, silver_path
@@ -137,14 +138,19 @@ def stage_table(target: str) -> str:
     return stage
 
 
-def swap_in(target: str, stage: str, names: list[str]) -> int:
+def swap_in(target: str, stage: str, names: list[str], keep_sources: list[str] | None = None) -> int:
     """Replace ``target``'s rows by ``stage``'s in one transaction and drop ``stage``; rows now in ``target``.
 
     TRUNCATE takes an exclusive lock until the commit, so a reader waits for the copy instead of seeing an
-    empty table; a failure rolls back to the old rows.
+    empty table; a failure rolls back to the old rows. ``keep_sources``: sources a blocking quality rule holds
+    back, whose rows stay as last published.
     """
     columns = ", ".join(warehouse_engine().dialect.identifier_preparer.quote(n) for n in names)
     with warehouse_engine().begin() as conn:
+        if keep_sources:
+            conn.execute(sa.text(f"INSERT INTO {_qualified(stage)} ({columns}) SELECT {columns} "
+                                 f"FROM {_qualified(target)} WHERE source_system = ANY(:keep)"),
+                         {"keep": keep_sources})
         conn.execute(sa.text(f"TRUNCATE {_qualified(target)}"))
         rows = conn.execute(sa.text(
             f"INSERT INTO {_qualified(target)} ({columns}) SELECT {columns} FROM {_qualified(stage)}")).rowcount
@@ -169,11 +175,14 @@ def publish_table(spark: SparkSession, path: str, target: str, columns: dict[str
     created = ensure_table(target, columns)
     if df is None:
         return 0 if created else None
+    held_back = blocked_sources(target.split(".")[1]) if "source_system" in df.columns else []
+    if held_back:
+        df = df.where(~F.col("source_system").isin(held_back))
     stage = stage_table(target)
     url, props = get_settings().warehouse_jdbc
     (df.write.format("jdbc").mode("append").option("url", url)
        .option("dbtable", stage).option("batchsize", "5000").options(**props).save())
-    return swap_in(target, stage, df.columns)
+    return swap_in(target, stage, df.columns, held_back)
 
 
 def run_publish(spark: SparkSession) -> dict[str, int]:

@@ -1,0 +1,112 @@
+"""How well the quality rules find the defects the simulator injected (its answer key, ``sim_truth.defect_log``).
+
+Recall per defect type: a logged defect is found when a problem of one of the rules meant to catch it names the
+same source system and source record (or, for late delivery, the same source, table and day). Defect types no
+row rule can see are listed with the reason and measured elsewhere (identity variants: the EMPI's F1;
+corrections: legitimate source edits; schema drift: the collection's schema monitor). Problems whose record
+carries no logged defect are reported as unexplained: on a county without dirt they are false alarms.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from core.db import source_pg_engine, warehouse_engine
+from simulator.answer_key import DATABASE
+
+DETECTING_RULES: dict[str, tuple[str, ...]] = {   # defect type -> rule ids (prefix match) that catch it
+    "missing_id_number": ("PER-C01", "HRD-C01", "INS-C01", "REF-C01"),
+    "legacy_15_digit": ("PER-F01", "HRD-F01"),
+    "wrong_check_digit": ("PER-F02",),
+    "day_month_swap": ("PER-S01",),
+    "unknown_sex_code": ("G-person-sex_code", "G-health_record-sex_code"),
+    "unknown_local_code": ("G-",),
+    "discharge_before_admission": ("ENC003", "ENC-L02", "INS001"),
+    "duplicate_submission": ("ENC004", "ENC-U01"),
+    "re_registration": ("PER-U01", "HRD-U01"),
+    "late_submission": ("TIM-001",),
+}
+NOT_ROW_DETECTABLE = {
+    "homophone": "identity variant: the EMPI links it (EMPI F1)",
+    "name_typo": "identity variant: the EMPI links it (EMPI F1)",
+    "swapped_chars": "identity variant: the EMPI links it (EMPI F1)",
+    "traditional_chars": "identity variant: the EMPI links it (EMPI F1)",
+    "changed_phone": "a resident's new number is not an error",
+    "address_variant": "the same address written differently is not an error",
+    "correction_update": "a legitimate correction at the source",
+    "correction_cancel": "a legitimate cancellation at the source",
+    "schema_drift": "a table change: the collection's schema monitor (ingest.schema_change)",
+    "local_code_dialect": "a vendor spelling of a standard code: normalised by the terminology service",
+}
+
+
+@dataclass(frozen=True)
+class Detection:
+    defect: str
+    logged: int
+    found: int
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.logged if self.logged else 1.0
+
+
+def _table(name: str | None) -> str:
+    return (name or "").split(".")[-1].lower()
+
+
+def _keys(business_key: str) -> set[str]:
+    return {business_key, *business_key.split("|")}
+
+
+def detection(present_only: bool = True) -> tuple[list[Detection], list[dict]]:
+    """Recall per detectable defect type, and the problems no logged defect explains.
+
+    ``present_only``: count only defects whose record is still current in silver or quarantine (a visit later
+    cancelled at the source takes its defect with it).
+    """
+    with source_pg_engine(DATABASE).connect() as conn:
+        defects = conn.execute(sa.text("SELECT source_system, table_name, record_id, defect, day FROM defect_log"
+                                       )).all()
+    with warehouse_engine().connect() as conn:
+        problems = conn.execute(sa.text(
+            "SELECT rule_id, source_system, source_table, business_key, business_date FROM dq.problem "
+            "WHERE status = 'open'")).all()
+        current = {(s, k) for s, k in conn.execute(sa.text(
+            "SELECT source_system, source_key FROM ods.person UNION ALL "
+            "SELECT source_system, record_key FROM ods.quarantine"))} if present_only else set()
+    by_record: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    late: set[tuple[str, str]] = set()
+    for rule_id, source, table, key, day in problems:
+        if rule_id == "TIM-001":
+            late.add((source, str(day)))
+            continue
+        for k in _keys(key):
+            by_record[(source, _table(table), k)].append(rule_id)
+            by_record[(source, "*", k)].append(rule_id)
+    logged: dict[str, int] = defaultdict(int)
+    found: dict[str, int] = defaultdict(int)
+    explained: set[tuple[str, str]] = set()
+    for source, table, record, defect, day in defects:
+        rules = DETECTING_RULES.get(defect)
+        if rules is None:
+            continue
+        if present_only and defect in ("missing_id_number", "legacy_15_digit", "wrong_check_digit",
+                                       "day_month_swap", "unknown_sex_code", "re_registration") \
+                and (source, record) not in current:
+            continue
+        logged[defect] += 1
+        if defect == "late_submission":
+            hit = (source, str(day)) in late
+        else:
+            hits = by_record.get((source, _table(table), record)) or by_record.get((source, "*", record)) or []
+            hit = any(r.startswith(rules) for r in hits)
+            explained.update((source, record) for _ in hits)
+        found[defect] += hit
+    unexplained = [{"rule_id": r, "source_system": s, "source_table": t, "business_key": k}
+                   for r, s, t, k, _ in problems
+                   if r != "TIM-001" and not any((s, k2) in explained for k2 in _keys(k))]
+    return [Detection(d, logged[d], found[d]) for d in sorted(logged)], unexplained

@@ -1,0 +1,84 @@
+"""Quality rules and scores on small hand-made inputs: compiled rules mean what they say, a silent day is
+caught, schemes weigh dimensions as configured."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from expectations.engine import audit_counts, dataset_checks
+from expectations.rules import Library, Rule, RuleError, expectation_sql, load_library
+from expectations.scoring import ALL, load_schemes, score_rows
+from expectations.store import volume_items
+
+D = date(2026, 11, 3)
+
+
+def _rule(rule_id: str, kind: str, **definition) -> Rule:
+    return Rule(rule_id, "person", "conformity", "error", rule_id, kind, "library", definition)
+
+
+def test_expectations_compile_to_the_conditions_gx_means(spark):
+    df = spark.createDataFrame([("1", "110101199003070012", "a"), ("2", "1101011990030700", None),
+                                ("3", None, "b")], "k string, id_number string, phone string")
+    df.createOrReplaceTempView("compiled")
+    length = expectation_sql({"type": "expect_column_value_lengths_to_equal", "column": "id_number", "value": 18})
+    present = expectation_sql({"type": "expect_column_values_to_not_be_null", "column": "phone"})
+    failed = {r.k for r in spark.sql(f"SELECT k FROM compiled WHERE NOT ({length})").collect()}
+    missing = {r.k for r in spark.sql(f"SELECT k FROM compiled WHERE NOT ({present})").collect()}
+    assert failed == {"2"}          # a null is not the rule's business (GX ignores nulls too)
+    assert missing == {"2"}
+    with pytest.raises(RuleError):
+        expectation_sql({"type": "expect_table_row_count_to_equal", "value": 3})
+
+
+def test_one_pass_counts_checked_and_failed_rows_per_institution_and_day(spark):
+    rows = [("s", "t", "1", "410182001", None, [], "110101199003070012"),
+            ("s", "t", "2", "410182001", None, ["UNMAPPED:sex_code:9"], None),
+            ("s", "t", "3", "410182101", None, [], None)]
+    df = spark.createDataFrame(rows, "source_system string, source_table string, source_key string, org_code string, "
+                                     "source_updated_at timestamp, dq_flags array<string>, id_number string")
+    library = Library((_rule("ID", "expect", expect={"type": "expect_column_values_to_not_be_null",
+                                                     "column": "id_number"}),
+                       _rule("SEX", "flag", flag_prefix="UNMAPPED:sex_code:")), {"person": "date'2026-11-03'"})
+    counts = {(r.rule_id, r.org_code): (r.checked_rows, r.failed_rows)
+              for r in audit_counts(dataset_checks(spark, "person", df, library, {})).collect()}
+    assert counts[("ID", "410182001")] == (2, 1)
+    assert counts[("ID", "410182101")] == (1, 1)
+    assert counts[("SEX", "410182001")] == (2, 1)
+    assert counts[("__rows__", "410182001")] == (2, 0)
+
+
+def test_a_silent_day_is_a_volume_problem():
+    rule = _rule("VOL", "volume", history_days=28, min_days=7, min_share=0.3)
+    history = {("encounter", "410182001", "s"): {D - timedelta(days=i): 100 for i in range(1, 15)}}
+    rows = {("encounter", "410182001", "s", D): 20, ("encounter", "410182001", "s", D + timedelta(days=2)): 95}
+    items = {i["business_date"]: i["failed_rows"] for i in volume_items(rule, rows, history)}
+    assert items[D] == 1                                 # 20 < 30 % of the usual 100
+    assert items[D + timedelta(days=1)] == 1             # no rows at all that day
+    assert items[D + timedelta(days=2)] == 0
+
+
+def test_schemes_weigh_dimensions_as_configured():
+    schemes, _ = load_schemes()
+    items = [{"org_code": "410182001", "dataset": "encounter", "dimension": "conformity", "business_date": D,
+              "checked_rows": 100, "failed_rows": 10, "coefficient": 1},
+             {"org_code": "410182001", "dataset": "encounter", "dimension": "timeliness", "business_date": D,
+              "checked_rows": 100, "failed_rows": 0, "coefficient": 1}]
+    hospital = {(s["dimension"], s["dataset"], s["period_type"]): s["score"]
+                for s in score_rows(items, {"410182001": "综合医院"})}
+    w = schemes["hospital"].weights
+    assert hospital[("conformity", "encounter", "day")] == 90.0
+    assert hospital[(ALL, ALL, "month")] == round((90 * w["conformity"] + 100 * w["timeliness"])
+                                                  / (w["conformity"] + w["timeliness"]), 2)
+    village = {(s["dimension"], s["period_type"]): s["score"] for s in score_rows(
+        [{**i, "org_code": "410182101"} for i in items], {"410182101": "村卫生室"}) if s["dataset"] == ALL}
+    assert village[(ALL, "day")] == 95.0                # arithmetic mean
+
+
+def test_rule_library_ids_are_unique_and_blocking_rules_say_how_much_they_tolerate():
+    library = load_library()
+    ids = [r.rule_id for r in library.rules]
+    assert len(ids) == len(set(ids))
+    assert all("max_failed_share" in r.definition for r in library.rules if r.blocking)
