@@ -344,11 +344,8 @@ def _print_review_queue(total: int, entries: list[dict]) -> None:
 
 def cmd_quality(args: argparse.Namespace) -> None:
     """质量管理: run the rule library (default), list the rules, or write the institutions' reports."""
-    action = getattr(args, "action", None) or "run"
-    if action == "rules":
+    if (getattr(args, "action", None) or "run") == "rules":
         _list_quality_rules()
-    elif action == "report":
-        _quality_reports(args)
     else:
         _run_quality(args)
 
@@ -364,7 +361,7 @@ def _run_quality(args: argparse.Namespace) -> None:
     console.print(f"  {run.rules_run} rules (" + ", ".join(f"{zh[d]} {n}" for d, n in run.by_dimension.items())
                   + f"), {run.rows_checked} rows, {run.audit_items} 稽核条目")
     console.print(f"  problems: {run.opened} new or reopened, {run.closed} closed, {run.open_problems} open "
-                  "(dq.problem; reports: ./drc quality report)")
+                  "(dq.problem, marts.fct_dq_problem)")
     for source, dataset, rule in run.blocked:
         console.print(f"  [red]blocking rule {rule} failed: {source}/{dataset} is not published this run; "
                       f"the last published rows stay. Fix at the source, re-collect, re-run.[/]")
@@ -385,17 +382,6 @@ def _list_quality_rules() -> None:
                       rule.description_zh)
     console.print(table)
     console.print(f"{len(library.rules)} rules; add one: a YAML entry in config/quality/rules/ (format in person.yaml)")
-
-
-@_step("质量报告 quality reports")
-def _quality_reports(args: argparse.Namespace) -> None:
-    from core.settings import get_settings
-    from expectations.reports import write_reports
-    from expectations.scoring import period_start
-
-    out_dir = get_settings().exports_dir / "quality_reports"
-    files = write_reports(args.period, period_start(args.period, args.date or date.today()), out_dir)
-    console.print(f"  {len(files)} files under {out_dir}")
 
 
 @_step("发布 publish silver → ods")
@@ -580,11 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="fail if the file is out of date")
     p.set_defaults(func=cmd_dictionary)
 
-    p = sub.add_parser("quality", help="data quality: run the rule library (default), list rules, write reports")
-    p.add_argument("action", nargs="?", choices=["run", "rules", "report"], default="run")
-    p.add_argument("--period", choices=["day", "week", "month", "quarter", "year"], default="month",
-                   help="report: the period type")
-    p.add_argument("--date", type=_day, help="report: a day inside the period (default today)")
+    p = sub.add_parser("quality", help="data quality: run the rule library (default) or list its rules")
+    p.add_argument("action", nargs="?", choices=["run", "rules"], default="run")
     p.set_defaults(func=cmd_quality)
     sub.add_parser("publish", help="publish silver to the warehouse ods schema").set_defaults(func=cmd_publish)
 

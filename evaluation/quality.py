@@ -1,7 +1,8 @@
 """How well the quality rules find the defects the simulator injected (its answer key, ``sim_truth.defect_log``).
 
 Recall per defect type: a logged defect is found when a problem of one of the rules meant to catch it names the
-same source system and source record (or, for late delivery, the same source, table and day). Defect types no
+same source system and source record (or, for late delivery, a late business day of the same source table on or
+before the day it was delivered). Defect types no
 row rule can see are listed with the reason and measured elsewhere (identity variants: the EMPI's F1;
 corrections: legitimate source edits; schema drift: the collection's schema monitor). Problems whose record
 carries no logged defect are reported as unexplained: on a county without dirt they are false alarms.
@@ -22,7 +23,7 @@ DETECTING_RULES: dict[str, tuple[str, ...]] = {   # defect type -> rule ids (pre
     "legacy_15_digit": ("PER-F01", "HRD-F01"),
     "wrong_check_digit": ("PER-F02",),
     "day_month_swap": ("PER-S01",),
-    "unknown_sex_code": ("G-person-sex_code", "G-health_record-sex_code"),
+    "unknown_sex_code": ("G-person-sex_code", "G-health_record-sex_code", "PER-S02"),
     "unknown_local_code": ("G-",),
     "discharge_before_admission": ("ENC003", "ENC-L02", "INS001"),
     "duplicate_submission": ("ENC004", "ENC-U01"),
@@ -79,10 +80,10 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict]]:
             "SELECT source_system, source_key FROM ods.person UNION ALL "
             "SELECT source_system, record_key FROM ods.quarantine"))} if present_only else set()
     by_record: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    late: set[tuple[str, str]] = set()
+    late: dict[tuple[str, str], list] = defaultdict(list)
     for rule_id, source, table, key, day in problems:
         if rule_id == "TIM-001":
-            late.add((source, str(day)))
+            late[(source, _table(table))].append(day)
             continue
         for k in _keys(key):
             by_record[(source, _table(table), k)].append(rule_id)
@@ -100,7 +101,7 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict]]:
             continue
         logged[defect] += 1
         if defect == "late_submission":
-            hit = (source, str(day)) in late
+            hit = any(d <= day for d in late.get((source, _table(table)), []))   # business day before delivery
         else:
             hits = by_record.get((source, _table(table), record)) or by_record.get((source, "*", record)) or []
             hit = any(r.startswith(rules) for r in hits)

@@ -157,6 +157,7 @@ def _library(datasets: dict[str, dict[str, Any]]) -> tuple[list[Rule], dict[str,
 def _generated(datasets: dict[str, dict[str, Any]]) -> list[Rule]:
     """Rules every dataset gets from the canonical model, checked through the flags standardisation sets."""
     templates = _settings()["generated"]
+    where = _settings().get("generated_where") or {}
     rules = []
     for dataset, spec in datasets.items():
         for column in spec["columns"]:
@@ -167,9 +168,17 @@ def _generated(datasets: dict[str, dict[str, Any]]) -> list[Rule]:
                 f"G-{dataset}-{column['name']}", dataset, t["dimension"], t["severity"],
                 t["zh"].format(column_zh=column["zh"].split("（")[0], code_system=column["code_system"]),
                 "flag", "generated", {"flag_prefix": f"UNMAPPED:{column['name']}:"},
+                where=where.get(f"{dataset}.{column['name']}"),
                 value=f"{column['name'].removesuffix('_code')}_source_value"
                 if any(c["name"] == column["name"].removesuffix("_code") + "_source_value" for c in spec["columns"])
                 else None))
+        coded = [c["name"] for c in spec["columns"] if "code_system" in c]
+        t = templates["local_codes_mapped"]
+        rules.append(Rule(
+            f"G-{dataset}-LOCAL", dataset, t["dimension"], t["severity"],
+            t["zh"].format(dataset_zh=spec["zh"].split("（")[0]), "condition", "generated",
+            {"condition": "NOT exists(dq_flags, f -> substr(f, 1, 9) = 'UNMAPPED:' AND split(f, ':')[1] NOT IN ("
+                          + ", ".join(_quote(c) for c in coded or ["-"]) + "))"}))
         t = templates["value_parseable"]
         rules.append(Rule(f"G-{dataset}-PARSE", dataset, t["dimension"], t["severity"],
                           t["zh"].format(dataset_zh=spec["zh"].split("（")[0]), "flag", "generated",

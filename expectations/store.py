@@ -202,10 +202,10 @@ PROBLEM_SQL = [
             closed_at = NULL, org_code = excluded.org_code, business_date = excluded.business_date,
             times_reopened = p.times_reopened + (p.status = 'closed')::int""",
     "INSERT INTO dq.problem_event SELECT problem_id, :run_id, :now, status FROM changed",
-    # checked again and not failing: closed (only for rules this run evaluated)
+    # checked again and not failing (or its rule retired): closed
     """WITH closing AS (
           UPDATE dq.problem p SET status = 'closed', closed_at = :now
-          WHERE p.status = 'open' AND p.rule_id = ANY(:rules)
+          WHERE p.status = 'open'
             AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.problem_id = p.problem_id)
           RETURNING p.problem_id)
        INSERT INTO dq.problem_event SELECT problem_id, :run_id, :now, 'closed' FROM closing""",
@@ -391,7 +391,7 @@ def _store_results(run_id: str, library: Library, items: list[dict[str, Any]], s
             "ON CONFLICT (dataset, org_code, source_system, business_date) DO UPDATE SET rows = excluded.rows"),
             [{"dataset": k[0], "org": k[1] or "", "source": k[2], "day": k[3], "rows": v}
              for k, v in rows.items() if k[3] is not None]) if rows else None
-        params = {"run_id": run_id, "now": now, "rules": [r.rule_id for r in library.rules]}
+        params = {"run_id": run_id, "now": now}
         for sql in PROBLEM_SQL:
             conn.execute(sa.text(sql), params)
         counts = dict(conn.execute(sa.text(
