@@ -470,6 +470,12 @@ def cmd_bench_silver(args: argparse.Namespace) -> None:
                + (["--history-only"] if args.history_only else []))
 
 
+def cmd_bench_quality(args: argparse.Namespace) -> None:
+    from bench.quality import main as bench_main
+
+    bench_main(["--skip-gx"] if args.skip_gx else [])
+
+
 def cmd_bench_empi(args: argparse.Namespace) -> None:
     from bench.empi import main as bench_main
 
@@ -604,6 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--day-since", help="ISO time the measured day's collection started (default: detected)")
     p.add_argument("--history-only", action="store_true", help="only the history measure; keeps the last day's")
     p.set_defaults(func=cmd_bench_silver)
+
+    p = sub.add_parser("bench-quality", help="benchmark the whole quality run on the lake, GX on Spark as the peer")
+    p.add_argument("--skip-gx", action="store_true")
+    p.set_defaults(func=cmd_bench_quality)
 
     p = sub.add_parser("bench-empi", help="benchmark EMPI quality and speed, side by side with Splink")
     p.add_argument("--residents", type=int, default=650_000)

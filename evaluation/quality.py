@@ -78,6 +78,7 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict]]:
             "WHERE status = 'open'")).all()
         current = {(s, k) for s, k in conn.execute(sa.text(
             "SELECT source_system, source_key FROM ods.person UNION ALL "
+            "SELECT source_system, source_key FROM ods.health_record UNION ALL "
             "SELECT source_system, record_key FROM ods.quarantine"))} if present_only else set()
     by_record: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     late: dict[tuple[str, str], list] = defaultdict(list)
@@ -95,17 +96,16 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict]]:
         rules = DETECTING_RULES.get(defect)
         if rules is None:
             continue
-        if present_only and defect in ("missing_id_number", "legacy_15_digit", "wrong_check_digit",
-                                       "day_month_swap", "unknown_sex_code", "re_registration") \
-                and (source, record) not in current:
-            continue
-        logged[defect] += 1
         if defect == "late_submission":
             hit = any(d <= day for d in late.get((source, _table(table)), []))   # business day before delivery
         else:
             hits = by_record.get((source, _table(table), record)) or by_record.get((source, "*", record)) or []
             hit = any(r.startswith(rules) for r in hits)
             explained.update((source, record) for _ in hits)
+        if not hit and present_only and (source, record) not in current \
+                and defect not in ("late_submission", "unknown_local_code", "duplicate_submission"):
+            continue    # the record left the source (a cancelled visit, a merged patient): nothing to find
+        logged[defect] += 1
         found[defect] += hit
     unexplained = [{"rule_id": r, "source_system": s, "source_table": t, "business_key": k}
                    for r, s, t, k, _ in problems
