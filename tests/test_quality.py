@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import datetime, time, timedelta
 
+import pytest
 import sqlalchemy as sa
 
+from cli.main import main as drc_main
 from core.db import warehouse_engine
+from core.spark import read_delta
 from evaluation.quality import NOT_ROW_DETECTABLE, detection
 from expectations.engine import load_datasets
 from expectations.gx_check import data_docs_index, run_gx
 from expectations.rules import dimensions, load_library
 from expectations.scoring import score_rows
+from spark_jobs.standardize import silver_path
 
 MIN_RECALL = 0.95
 
@@ -101,3 +106,72 @@ def test_marts_serve_scores_problems_and_audit_items(pipeline_done):
     totals = _rows("SELECT org_code, score, rank_in_type FROM marts.fct_dq_score WHERE dataset = '*' "
                    "AND dimension = '*' AND period_type = 'month'")
     assert totals and all(0 <= float(score) <= 100 and rank >= 1 for _, score, rank in totals)
+
+
+@pytest.mark.runs_last(order=1)   # republishes ods: after the tests that read it
+def test_a_blocking_rule_holds_back_only_its_source_and_dataset(pipeline_done, spark):
+    """While a blocking rule fails for 人民医院's encounters, publishing keeps their last published rows and
+    publishes everything else; once it passes, they are published again."""
+    marker = "【上次发布】"
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text("UPDATE ods.encounter SET doctor_name = :m WHERE source_system = 'rmyy_his'"),
+                     {"m": marker})
+        conn.execute(sa.text("UPDATE ods.person SET name = :m WHERE source_system = 'rmyy_his'"), {"m": marker})
+        conn.execute(sa.text("INSERT INTO dq.blocked_publish VALUES ('rmyy_his', 'encounter', 'ENC-B01', 1, 1, "
+                             "'pytest')"))
+    silver = {r.source_system: r["count"] for r in
+              read_delta(spark, silver_path("encounter")).groupBy("source_system").count().collect()}
+    try:
+        assert drc_main(["publish"]) == 0
+        published = {s: (n, held) for s, n, held in _rows(
+            "SELECT source_system, count(*), count(*) FILTER (WHERE doctor_name = :m) FROM ods.encounter "
+            "GROUP BY 1", m=marker)}
+        assert published["rmyy_his"][0] == published["rmyy_his"][1] > 0        # held back as last published
+        assert all(published[s] == (n, 0) for s, n in silver.items() if s != "rmyy_his")
+        assert not _rows("SELECT 1 FROM ods.person WHERE name = :m", m=marker)  # other datasets publish
+    finally:
+        with warehouse_engine().begin() as conn:
+            conn.execute(sa.text("DELETE FROM dq.blocked_publish WHERE run_id = 'pytest'"))
+    assert drc_main(["publish"]) == 0
+    assert not _rows("SELECT 1 FROM ods.encounter WHERE doctor_name = :m", m=marker)
+    assert _rows("SELECT count(*) FROM ods.encounter WHERE source_system = 'rmyy_his'")[0][0] == silver["rmyy_his"]
+
+
+@pytest.mark.runs_last(order=3)   # changes the sources: after every test, including those adding days
+def test_problems_fixed_at_the_source_close_and_the_score_rises(pipeline_done):
+    """The 整改 loop: institutions fix half of their reported problems in their own systems; the next collection
+    brings the corrected rows, the next quality run closes exactly those problems and their scores rise."""
+    from simulator.config import load_simulator_config
+    from simulator.county import County
+    from simulator.source_fixes import ProblemRef, fix_reported_problems
+
+    config = load_simulator_config()
+    day_after = County(config).last_day() + timedelta(days=1)
+    assert drc_main(["quality"]) == 0       # the baseline: the lake as the tests before this one left it
+
+    reported = [ProblemRef(s, t, k) for s, t, k in _rows(
+        "SELECT source_system, source_table, business_key FROM dq.problem WHERE status = 'open' "
+        "AND source_system = 'cloud_his' AND source_table IS NOT NULL")]
+    report = fix_reported_problems(config, reported, share=0.5, seed=20261204,
+                                   fixed_at=datetime.combine(day_after, time(10, 0)))
+    fixed = {f.problem for f in report.fixed}
+    assert fixed, f"nothing fixable among {len(reported)} reported problems: {report.not_fixable[:3]}"
+    problem_of = {(s, t, k): (pid, org) for pid, s, t, k, org in _rows(
+        "SELECT problem_id, source_system, source_table, business_key, org_code FROM dq.problem "
+        "WHERE status = 'open'")}
+    fixed_ids = {problem_of[(p.source_system, p.source_table, p.business_key)][0] for p in fixed}
+    orgs = {problem_of[(p.source_system, p.source_table, p.business_key)][1] for p in fixed}
+    score = ("SELECT org_code, avg(score) FROM dq.score WHERE dataset = '*' AND dimension = '*' "
+             "AND period_type = 'month' AND org_code = ANY(:orgs) GROUP BY 1")
+    before = dict(_rows(score, orgs=list(orgs)))
+    sources = sorted({p.source_system for p in fixed})
+    for step in (["ingest", *[a for s in sources for a in ("--source", s)]],
+                 ["silver", *[a for s in sources for a in ("--source", s)]], ["empi"], ["quality"]):
+        assert drc_main(step) == 0, step
+    status = dict(_rows("SELECT problem_id, status FROM dq.problem WHERE problem_id = ANY(:ids)", ids=list(fixed_ids)))
+    assert set(status.values()) == {"closed"}, f"{sum(v == 'open' for v in status.values())} fixed problems still open"
+    after = dict(_rows(score, orgs=list(orgs)))
+    assert all(after[org] > before[org] for org in orgs), {o: (before[o], after[o]) for o in orgs}
+    unfixed_open = _rows("SELECT count(*) FROM dq.problem WHERE status = 'open' AND NOT (problem_id = ANY(:ids))",
+                         ids=list(fixed_ids))[0][0]
+    assert unfixed_open > 0          # the other half stays open until it is fixed
