@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from core.db import source_pg_engine, warehouse_engine
 from simulator.answer_key import DATABASE
+from simulator.config import load_simulator_config
 
 DETECTING_RULES: dict[str, tuple[str, ...]] = {   # defect type -> rule ids (prefix match) that catch it
     "missing_id_number": ("PER-C01", "HRD-C01", "INS-C01", "REF-C01"),
@@ -69,9 +70,10 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict]]:
     ``present_only``: count only defects whose record is still current in silver or quarantine (a visit later
     cancelled at the source takes its defect with it).
     """
+    systems = list(load_simulator_config()["systems"])   # not the test-only systems other tests log
     with source_pg_engine(DATABASE).connect() as conn:
-        defects = conn.execute(sa.text("SELECT source_system, table_name, record_id, defect, day FROM defect_log"
-                                       )).all()
+        defects = conn.execute(sa.text("SELECT source_system, table_name, record_id, defect, day FROM defect_log "
+                                       "WHERE source_system = ANY(:systems)"), {"systems": systems}).all()
     with warehouse_engine().connect() as conn:
         problems = conn.execute(sa.text(
             "SELECT rule_id, source_system, source_table, business_key, business_date FROM dq.problem "

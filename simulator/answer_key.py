@@ -8,7 +8,7 @@ flush them in the same run that writes the day to their source, so key and sourc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -67,6 +67,11 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS event_correction (
         target_uid text NOT NULL, day date NOT NULL, kind text NOT NULL, at timestamp NOT NULL,
         PRIMARY KEY (target_uid, kind))""",
+    # A defect its institution has corrected at the source (simulator/source_fixes.py), keyed like defect_log:
+    # evaluation tells fixed defects from open ones.
+    """CREATE TABLE IF NOT EXISTS source_fix (
+        source_system text NOT NULL, table_name text NOT NULL, record_id text NOT NULL, defect text NOT NULL,
+        fixed_at timestamp NOT NULL, PRIMARY KEY (source_system, table_name, record_id, defect))""",
 ]
 EVENT_TABLES = ("event_encounter", "event_surgery", "event_referral", "event_service", "event_settlement",
                 "event_birth", "event_correction")
@@ -94,10 +99,19 @@ class EncounterEntry(NamedTuple):
     encounter_uid: str
 
 
+class FixEntry(NamedTuple):
+    source_system: str
+    table_name: str
+    record_id: str
+    defect: str
+    fixed_at: datetime
+
+
 def create_schema(reset: bool = False) -> None:
     with source_pg_engine(DATABASE).begin() as conn:
         if reset:
-            for table in ("person", "patient_truth", "defect_log", "encounter_truth", "system_day", *EVENT_TABLES):
+            for table in ("person", "patient_truth", "defect_log", "encounter_truth", "system_day", "source_fix",
+                          *EVENT_TABLES):
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         for ddl in DDL:
             conn.execute(sa.text(ddl))
@@ -132,6 +146,22 @@ class AnswerKey:
             if self.encounters:
                 copy_insert(cursor, "encounter_truth", EncounterEntry._fields, self.encounters)
         self.patients, self.defects, self.encounters = [], [], []
+
+
+def record_fixes(fixes: list[FixEntry]) -> None:
+    """Store defects corrected at their source (a defect already recorded keeps its first fix)."""
+    if fixes:
+        with source_pg_engine(DATABASE).begin() as conn:
+            conn.execute(sa.text("INSERT INTO source_fix (source_system, table_name, record_id, defect, fixed_at) "
+                                 "VALUES (:source_system, :table_name, :record_id, :defect, :fixed_at) "
+                                 "ON CONFLICT DO NOTHING"), [f._asdict() for f in fixes])
+
+
+def fixed_defects(source_system: str) -> set[tuple[str, str, str]]:
+    """(table_name, record_id, defect) of every defect of a system already fixed at its source."""
+    with source_pg_engine(DATABASE).connect() as conn:
+        return {tuple(r) for r in conn.execute(sa.text(
+            "SELECT table_name, record_id, defect FROM source_fix WHERE source_system = :s"), {"s": source_system})}
 
 
 def record_events(activity: DayActivity) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from cli.main import main as drc_main
 from core.db import warehouse_engine
 from core.spark import read_delta
-from evaluation.quality import NOT_ROW_DETECTABLE, detection
+from evaluation.quality import DETECTING_RULES, NOT_ROW_DETECTABLE, detection
 from expectations.engine import load_datasets
 from expectations.gx_check import data_docs_index, run_gx
 from expectations.rules import dimensions, load_library
@@ -149,29 +149,31 @@ def test_problems_fixed_at_the_source_close_and_the_score_rises(pipeline_done):
     day_after = County(config).last_day() + timedelta(days=1)
     assert drc_main(["quality"]) == 0       # the baseline: the lake as the tests before this one left it
 
-    reported = [ProblemRef(s, t, k) for s, t, k in _rows(
-        "SELECT source_system, source_table, business_key FROM dq.problem WHERE status = 'open' "
-        "AND source_system = 'cloud_his' AND source_table IS NOT NULL")]
+    open_problems = _rows("SELECT problem_id, rule_id, source_system, source_table, business_key, org_code "
+                          "FROM dq.problem WHERE status = 'open' AND source_system = 'cloud_his' "
+                          "AND source_table IS NOT NULL")
+    reported = sorted({ProblemRef(s, t, k) for _, _, s, t, k, _ in open_problems})
     report = fix_reported_problems(config, reported, share=0.5, seed=20261204,
                                    fixed_at=datetime.combine(day_after, time(10, 0)))
-    fixed = {f.problem for f in report.fixed}
-    assert fixed, f"nothing fixable among {len(reported)} reported problems: {report.not_fixable[:3]}"
-    problem_of = {(s, t, k): (pid, org) for pid, s, t, k, org in _rows(
-        "SELECT problem_id, source_system, source_table, business_key, org_code FROM dq.problem "
-        "WHERE status = 'open'")}
-    fixed_ids = {problem_of[(p.source_system, p.source_table, p.business_key)][0] for p in fixed}
-    orgs = {problem_of[(p.source_system, p.source_table, p.business_key)][1] for p in fixed}
+    assert report.fixed, f"nothing fixable among {len(reported)} reported problems: {report.not_fixable[:3]}"
+    fixed = {(f.problem, f.defect) for f in report.fixed}
+    # the problems the fixed defects caused (a record may have other, unfixed ones)
+    fixed_problems = {(pid, org) for pid, rule, s, t, k, org in open_problems
+                      if any(p == ProblemRef(s, t, k) and rule.startswith(DETECTING_RULES[d]) for p, d in fixed)}
+    assert fixed_problems
+    fixed_ids = [pid for pid, _ in fixed_problems]
+    orgs = {org for _, org in fixed_problems}
     score = ("SELECT org_code, avg(score) FROM dq.score WHERE dataset = '*' AND dimension = '*' "
              "AND period_type = 'month' AND org_code = ANY(:orgs) GROUP BY 1")
     before = dict(_rows(score, orgs=list(orgs)))
-    sources = sorted({p.source_system for p in fixed})
+    sources = sorted({p.source_system for p, _ in fixed})
     for step in (["ingest", *[a for s in sources for a in ("--source", s)]],
                  ["silver", *[a for s in sources for a in ("--source", s)]], ["empi"], ["quality"]):
         assert drc_main(step) == 0, step
-    status = dict(_rows("SELECT problem_id, status FROM dq.problem WHERE problem_id = ANY(:ids)", ids=list(fixed_ids)))
+    status = dict(_rows("SELECT problem_id, status FROM dq.problem WHERE problem_id = ANY(:ids)", ids=fixed_ids))
     assert set(status.values()) == {"closed"}, f"{sum(v == 'open' for v in status.values())} fixed problems still open"
     after = dict(_rows(score, orgs=list(orgs)))
     assert all(after[org] > before[org] for org in orgs), {o: (before[o], after[o]) for o in orgs}
     unfixed_open = _rows("SELECT count(*) FROM dq.problem WHERE status = 'open' AND NOT (problem_id = ANY(:ids))",
-                         ids=list(fixed_ids))[0][0]
+                         ids=fixed_ids)[0][0]
     assert unfixed_open > 0          # the other half stays open until it is fixed

@@ -221,7 +221,8 @@ class CloudHis(MemberSystem):
         with source_pg_engine(answer_key.DATABASE).begin() as conn:
             conn.execute(sa.text(PENDING_DDL))
             if reset:   # a reset source with a stale key would make write_day skip the days it no longer holds
-                for table in ("patient_truth", "defect_log", "encounter_truth", "system_day", PENDING_TABLE):
+                for table in ("patient_truth", "defect_log", "encounter_truth", "system_day", "source_fix",
+                              PENDING_TABLE):
                     conn.execute(sa.text(f"DELETE FROM {table} WHERE source_system = :s"), {"s": self.source_system})
         self._known = None
         self._depts, self._drugs = set(), set()
