@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
+from pathlib import Path
 
 from rich.console import Console
 
@@ -344,8 +345,11 @@ def _print_review_queue(total: int, entries: list[dict]) -> None:
 
 def cmd_quality(args: argparse.Namespace) -> None:
     """质量管理: run the rule library (default), list the rules, or write the institutions' reports."""
-    if (getattr(args, "action", None) or "run") == "rules":
+    action = getattr(args, "action", None) or "run"
+    if action == "rules":
         _list_quality_rules()
+    elif action == "report":
+        _quality_reports(args)
     else:
         _run_quality(args)
 
@@ -361,7 +365,7 @@ def _run_quality(args: argparse.Namespace) -> None:
     console.print(f"  {run.rules_run} rules (" + ", ".join(f"{zh[d]} {n}" for d, n in run.by_dimension.items())
                   + f"), {run.rows_checked} rows, {run.audit_items} 稽核条目")
     console.print(f"  problems: {run.opened} new or reopened, {run.closed} closed, {run.open_problems} open "
-                  "(dq.problem, marts.fct_dq_problem)")
+                  "(dq.problem; per-institution reports: ./drc quality report --period month --date D)")
     for source, dataset, rule in run.blocked:
         console.print(f"  [red]blocking rule {rule} failed: {source}/{dataset} is not published this run; "
                       f"the last published rows stay. Fix at the source, re-collect, re-run.[/]")
@@ -384,6 +388,20 @@ def _list_quality_rules() -> None:
     console.print(f"{len(library.rules)} rules; add one: a YAML entry in config/quality/rules/ (format in person.yaml)")
 
 
+@_step("质量报告 quality reports")
+def _quality_reports(args: argparse.Namespace) -> None:
+    """综合/明细/问题数据/日校验 reports per institution (Excel + HTML) and an index, for one period."""
+    from core.settings import get_settings
+    from expectations.reports import write_reports
+    from expectations.scoring import period_start
+
+    day = args.date or date.today()
+    out_dir = args.out or get_settings().exports_dir / "quality_reports"
+    files = write_reports(args.period, period_start(args.period, day), out_dir)
+    console.print(f"  {sum(f.suffix == '.xlsx' for f in files)} institutions' reports under {out_dir} "
+                  f"(index: {next((f for f in files if f.name == 'index.html'), '-')})")
+
+
 @_step("发布 publish silver → ods")
 def cmd_publish(args: argparse.Namespace) -> None:
     from core.spark import get_spark
@@ -396,7 +414,9 @@ def cmd_publish(args: argparse.Namespace) -> None:
 @_step("建模 transform (dbt build)")
 def cmd_transform(args: argparse.Namespace) -> None:
     from core.dbt import dbt_build, dbt_docs_generate
+    from expectations.store import ensure_tables
 
+    ensure_tables()     # the dq.* sources exist even before the first quality run
     dbt_build(args.select)
     if not args.select:
         dbt_docs_generate()
@@ -572,8 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="fail if the file is out of date")
     p.set_defaults(func=cmd_dictionary)
 
-    p = sub.add_parser("quality", help="data quality: run the rule library (default) or list its rules")
-    p.add_argument("action", nargs="?", choices=["run", "rules"], default="run")
+    p = sub.add_parser("quality", help="data quality: run the rule library (default), list rules, write reports")
+    p.add_argument("action", nargs="?", choices=["run", "rules", "report"], default="run")
+    p.add_argument("--period", choices=["day", "week", "month", "quarter", "year"], default="month",
+                   help="report: the period type")
+    p.add_argument("--date", type=_day, help="report: a day inside the period (default today)")
+    p.add_argument("--out", type=Path, help="report: the folder (default: the exports folder's quality_reports/)")
     p.set_defaults(func=cmd_quality)
     sub.add_parser("publish", help="publish silver to the warehouse ods schema").set_defaults(func=cmd_publish)
 

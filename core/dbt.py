@@ -24,11 +24,7 @@ def _invoke(args: list[str]) -> None:
 
 def prepare_project() -> None:
     """Seeds copied from config/ and the files generated from the indicator catalog, so dbt sees the catalog
-    as it is now (an indicator added in config/indicators/ needs no dbt edit); the dq.* source tables exist even
-    before the first quality run."""
-    from expectations.store import ensure_tables
-
-    ensure_tables()
+    as it is now (an indicator added in config/indicators/ needs no dbt edit)."""
     for name in SEEDS_FROM_CONFIG:
         shutil.copyfile(CONFIG_DIR / name, DBT_DIR / "seeds" / name)
     write_generated_files()

@@ -177,3 +177,16 @@ def test_problems_fixed_at_the_source_close_and_the_score_rises(pipeline_done):
     unfixed_open = _rows("SELECT count(*) FROM dq.problem WHERE status = 'open' AND NOT (problem_id = ANY(:ids))",
                          ids=fixed_ids)[0][0]
     assert unfixed_open > 0          # the other half stays open until it is fixed
+
+
+def test_quality_reports_reach_every_institution(pipeline_done, tmp_path):
+    """`./drc quality report`: every institution checked in the month gets its workbook and HTML report."""
+    month = pipeline_done.first_day.replace(day=1)
+    assert drc_main(["quality", "report", "--period", "month", "--date", month.isoformat(),
+                     "--out", str(tmp_path)]) == 0
+    checked = {o for (o,) in _rows("SELECT DISTINCT org_code FROM dq.audit_item WHERE org_code <> '' "
+                                   "AND date_trunc('month', business_date) = :m", m=month)}
+    workbooks = {p.name.split("_")[0] for p in tmp_path.rglob("*.xlsx")}
+    pages = {p.name.split("_")[0] for p in tmp_path.rglob("*.html") if p.name != "index.html"}
+    assert checked and workbooks == pages == checked
+    assert (next(tmp_path.rglob("index.html"))).read_text(encoding="utf-8").count("<a ") >= len(checked)
