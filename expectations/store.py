@@ -9,6 +9,7 @@ keeps its first sighting, and every status change is an event in ``dq.problem_ev
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import time
 import uuid
@@ -19,7 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core.db import ensure_schemas, warehouse_engine
@@ -278,9 +279,8 @@ def run_quality(spark: SparkSession, progress: Callable[[str], None] = lambda _:
                            for i in volume if i["failed_rows"]]
     lap("collection rules (timeliness, volume)")
     failed = engine.failures(evaluation) if evaluation.checks is not None else None
-    ensure_tables()
     if failed is not None:
-        _write_failures(spark, failed.withColumn("rule_id", _library_rule_id(library, failed)))
+        _write_failures(spark, failed.withColumn("rule_id", _library_rule_id(library)))
     else:
         with warehouse_engine().begin() as conn:
             conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {LOAD_SCHEMA}.failure (dataset text, rule_id text, "
@@ -312,12 +312,10 @@ def run_quality(spark: SparkSession, progress: Callable[[str], None] = lambda _:
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)
 
 
-def _library_rule_id(library: Library, failed: DataFrame):
+def _library_rule_id(library: Library) -> Column:
     """Quarantine rows carry the mapping's own rule id (ENC001): the library's id may add the dataset."""
     renamed = {(r.definition["source_rule_id"], r.dataset): r.rule_id for r in library.rules
                if r.kind == "mapping" and r.rule_id != r.definition["source_rule_id"]}
@@ -386,11 +384,11 @@ def _store_results(run_id: str, library: Library, items: list[dict[str, Any]], s
         _insert(conn, "dq.audit_item", item_rows)
         _insert(conn, "dq.score", [{**s, "run_id": run_id} for s in scores])
         _insert(conn, "dq.blocked_publish", blocked_rows)
-        conn.execute(sa.text(
-            "INSERT INTO dq.dataset_volume VALUES (:dataset, :org, :source, :day, :rows) "
-            "ON CONFLICT (dataset, org_code, source_system, business_date) DO UPDATE SET rows = excluded.rows"),
-            [{"dataset": k[0], "org": k[1] or "", "source": k[2], "day": k[3], "rows": v}
-             for k, v in rows.items() if k[3] is not None]) if rows else None
+        if rows:
+            conn.execute(sa.text(
+                "INSERT INTO dq.dataset_volume VALUES (:dataset, :org, :source, :day, :rows) ON CONFLICT "
+                "(dataset, org_code, source_system, business_date) DO UPDATE SET rows = excluded.rows"),
+                [{"dataset": k[0], "org": k[1] or "", "source": k[2], "day": k[3], "rows": v} for k, v in rows.items()])
         params = {"run_id": run_id, "now": now}
         for sql in PROBLEM_SQL:
             conn.execute(sa.text(sql), params)
