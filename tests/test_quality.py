@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from cli.main import main as drc_main
 from core.db import warehouse_engine
 from core.spark import read_delta
-from evaluation.quality import DETECTING_RULES, NOT_ROW_DETECTABLE, detection
+from evaluation.quality import DETECTING_RULES, NOT_ROW_DETECTABLE, NOT_ROW_DETECTABLE_AT, detection
 from expectations.engine import load_datasets
 from expectations.gx_check import data_docs_index, run_gx
 from expectations.rules import dimensions, load_library
@@ -49,7 +49,8 @@ def test_injected_defects_are_found_and_nothing_else(pipeline_done, results_dir)
     found, unexplained = detection()
     report = {"recall": {d.defect: {"logged": d.logged, "found": d.found, "recall": round(d.recall, 4)}
                          for d in found},
-              "not_row_detectable": NOT_ROW_DETECTABLE,
+              "not_row_detectable": {**NOT_ROW_DETECTABLE,
+                                     **{f"{s} {d}": why for (s, d), why in NOT_ROW_DETECTABLE_AT.items()}},
               "unexplained_problems": len(unexplained),
               "unexplained_by_rule": _count(unexplained)}
     (results_dir / "quality_detection.json").write_text(json.dumps(report, ensure_ascii=False, indent=2))
