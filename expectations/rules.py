@@ -2,8 +2,8 @@
 
 Three origins, one shape (:class:`Rule`): the library (``config/quality/rules/*.yaml``, written by people; a
 user-defined rule is one YAML entry), rules generated from the canonical model (every coded column's 值域, every
-typed value's format, the institution code), and the silver mapping rules that quarantine rows
-(``config/mappings/*.yaml``). A row rule becomes one SQL condition a row must meet, so the engine checks every
+other local code, every typed value's format), and the silver mapping rules that quarantine rows
+(``config/mappings/*.yaml``, with standardisation's built-in key, format and institution checks). A row rule becomes one SQL condition a row must meet, so the engine checks every
 rule of a dataset in a single pass over it (:mod:`expectations.engine`); Great Expectations expectations are
 written in GX's own vocabulary and compiled here to the same SQL (and can be run by GX itself, see
 :mod:`expectations.gx_check`).
