@@ -3,10 +3,10 @@
 Three origins, one shape (:class:`Rule`): the library (``config/quality/rules/*.yaml``, written by people; a
 user-defined rule is one YAML entry), rules generated from the canonical model (every coded column's 值域, every
 other local code, every typed value's format), and the silver mapping rules that quarantine rows
-(``config/mappings/*.yaml``, with standardisation's built-in key, format and institution checks). A row rule becomes one SQL condition a row must meet, so the engine checks every
-rule of a dataset in a single pass over it (:mod:`expectations.engine`); Great Expectations expectations are
-written in GX's own vocabulary and compiled here to the same SQL (and can be run by GX itself, see
-:mod:`expectations.gx_check`).
+(``config/mappings/*.yaml``, with standardisation's built-in key, format and institution checks). A row rule
+becomes one SQL condition a row must meet, so the engine checks every rule of a dataset in a single pass over
+it (:mod:`expectations.engine`); Great Expectations expectations are written in GX's own vocabulary and
+compiled here to the same SQL (and can be run by GX itself, see :mod:`expectations.gx_check`).
 """
 
 from __future__ import annotations
@@ -158,10 +158,11 @@ def _generated(datasets: dict[str, dict[str, Any]]) -> list[Rule]:
     """Rules every dataset gets from the canonical model, checked through the flags standardisation sets."""
     templates = _settings()["generated"]
     where = _settings().get("generated_where") or {}
+    skip = set(_settings().get("generated_skip") or [])
     rules = []
     for dataset, spec in datasets.items():
         for column in spec["columns"]:
-            if "code_system" not in column:
+            if "code_system" not in column or f"{dataset}.{column['name']}" in skip:
                 continue
             t = templates["code_mapped"]
             rules.append(Rule(
