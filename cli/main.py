@@ -350,6 +350,8 @@ def cmd_quality(args: argparse.Namespace) -> None:
         _list_quality_rules()
     elif action == "report":
         _quality_reports(args)
+    elif action == "docs":
+        _quality_data_docs()
     else:
         _run_quality(args)
 
@@ -386,6 +388,23 @@ def _list_quality_rules() -> None:
                       rule.description_zh)
     console.print(table)
     console.print(f"{len(library.rules)} rules; add one: a YAML entry in config/quality/rules/ (format in person.yaml)")
+
+
+@_step("GX Data Docs")
+def _quality_data_docs() -> None:
+    """The library's GX expectations validated by GX itself on silver, published as Data Docs for engineers."""
+    import os
+
+    from core.spark import get_spark
+    from expectations.engine import load_datasets
+    from expectations.gx_check import DATA_DOCS_DIR, run_gx
+    from expectations.rules import load_library
+
+    spark = get_spark()
+    outcomes = run_gx(spark, load_library(), load_datasets(spark))
+    failed = [o for o in outcomes if not o.success]
+    console.print(f"  {len(outcomes)} expectations, {len(failed)} with failing rows; Data Docs in {DATA_DOCS_DIR}, "
+                  f"served at http://127.0.0.1:{os.environ.get('DRC_DBT_DOCS_PORT', '8081')}/gx/index.html")
 
 
 @_step("质量报告 quality reports")
@@ -592,8 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="fail if the file is out of date")
     p.set_defaults(func=cmd_dictionary)
 
-    p = sub.add_parser("quality", help="data quality: run the rule library (default), list rules, write reports")
-    p.add_argument("action", nargs="?", choices=["run", "rules", "report"], default="run")
+    p = sub.add_parser("quality", help="data quality: run the rule library (default), list rules, write reports, "
+                       "build GX Data Docs")
+    p.add_argument("action", nargs="?", choices=["run", "rules", "report", "docs"], default="run")
     p.add_argument("--period", choices=["day", "week", "month", "quarter", "year"], default="month",
                    help="report: the period type")
     p.add_argument("--date", type=_day, help="report: a day inside the period (default today)")
