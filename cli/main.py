@@ -492,7 +492,7 @@ def cmd_provision_dashboards(args: argparse.Namespace) -> None:
     from core.settings import PROJECT_ROOT
 
     script = str(PROJECT_ROOT / "superset" / "provision.py")
-    subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], script, "--require-table"], check=True)
+    subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], script], check=True)
 
 
 def cmd_bench_ingest(args: argparse.Namespace) -> None:

@@ -29,9 +29,9 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from core.db import warehouse_engine
+from core.organizations import organizations
 from expectations.rules import dimensions
 from expectations.scoring import load_schemes as scoring_schemes
-from expectations.store import organizations
 
 ALL = "*"
 PERIOD_TYPES = ("day", "week", "month", "quarter", "year")

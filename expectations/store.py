@@ -8,7 +8,6 @@ keeps its first sighting, and every status change is an event in ``dq.problem_ev
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 import time
@@ -24,7 +23,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core.db import ensure_schemas, warehouse_engine
-from core.settings import CONFIG_DIR, get_settings
+from core.organizations import organizations
+from core.settings import get_settings
 from expectations import engine
 from expectations.rules import Library, Rule, dimensions, load_library
 from expectations.scoring import score_rows
@@ -91,11 +91,6 @@ def ensure_tables() -> None:
     with warehouse_engine().begin() as conn:
         for ddl in DDL:
             conn.execute(sa.text(ddl))
-
-
-def organizations() -> dict[str, dict[str, str]]:
-    with (CONFIG_DIR / "organizations.csv").open(encoding="utf-8") as f:
-        return {row["org_code"]: row for row in csv.DictReader(f)}
 
 
 # --- audit items ----------------------------------------------------------------------------------------------

@@ -50,6 +50,11 @@ CONF
       pg_psql -c "CREATE DATABASE $db OWNER $role" >/dev/null
   done
   pg_psql -c "ALTER ROLE drc WITH REPLICATION" >/dev/null
+  # drc_bi: what Superset reads the warehouse as. superset/provision.py grants it the marts, dq and ingest schemas
+  # (no 身份证号, phone or address there); nothing else, so no dashboard or SQL can reach personal data.
+  pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='drc_bi') THEN
+              CREATE ROLE drc_bi LOGIN; END IF; END\$\$;" >/dev/null
+  pg_psql -c "ALTER ROLE drc_bi WITH LOGIN PASSWORD '$DRC_BI_DB_PASSWORD'" >/dev/null
   # The simulated member systems on PostgreSQL (each its own database) and the simulator's answer key.
   pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='his') THEN
               CREATE ROLE his LOGIN CREATEDB REPLICATION; END IF; END\$\$;" >/dev/null

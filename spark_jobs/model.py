@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from core.organizations import ORGANIZATIONS_FILE, organizations
 from core.settings import CONFIG_DIR
 
 MODEL_DIR = CONFIG_DIR / "model"
@@ -21,7 +22,6 @@ MAPPINGS_DIR = CONFIG_DIR / "mappings"
 TERMINOLOGY_DIR = CONFIG_DIR / "terminology"
 CODE_SYSTEMS_DIR = TERMINOLOGY_DIR / "code_systems"
 CONCEPT_MAPS_DIR = TERMINOLOGY_DIR / "concept_maps"
-ORGANIZATIONS_FILE = CONFIG_DIR / "organizations.csv"
 
 TRANSFORMS = ("trim", "upper", "lower", "digits", "fullwidth_to_halfwidth")
 SOURCE_KINDS = ("from", "expr", "constant")
@@ -211,8 +211,7 @@ def column_code_system(entity: str, column: str) -> str | None:
 @cache
 def known_organizations() -> frozenset[str]:
     """Institution codes of the county's register (config/organizations.csv): the STD-ORG rule's reference."""
-    with ORGANIZATIONS_FILE.open(encoding="utf-8") as f:
-        return frozenset(row["org_code"] for row in csv.DictReader(f))
+    return frozenset(organizations())
 
 
 def table_column_specs(table: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -1,40 +1,49 @@
-"""Provision Superset from the dashboards-as-code bundle in superset/assets/.
+"""Provision Superset from the catalogs: dashboards as code, roles, users and row-level security.
 
-Run with the Superset venv's python, with .env exported (./drc does both):
+Run with the Superset venv's python, with .env exported (./drc provision-dashboards does both):
 
-    "$(venv_dir superset)/bin/python" superset/provision.py [--require-table]
+    "$(venv_dir superset)/bin/python" superset/provision.py
 
-It imports every database, dataset, chart and dashboard under superset/assets/ with Superset's own
-ImportAssetsCommand (the command behind POST /api/v1/assets/import/), in-process against the
-metadata DB: no running web server, no login, no CSRF token needed. Objects are matched by uuid and
-overwritten, so running it again is safe and brings Superset back to what the files say.
+1. Grants the read-only warehouse role drc_bi the schemas the dashboards read (marts, reference, ingest).
+2. Probes every dataset's SQL (config/dashboards/_datasets.yaml) as drc_bi: a mart that lacks a column, or a
+   table the role may not read, fails here with the dataset's name, not later as a broken chart.
+3. Builds the bundle (superset/bundle.py) and imports it with Superset's own ImportAssetsCommand, in-process
+   against the metadata DB (no web server, no login). Objects are matched by uuid and overwritten, so running
+   it again is safe and brings Superset back to what the catalogs say.
+4. Creates the roles and users of config/access/roles.yaml, dashboard access (DASHBOARD_RBAC) and one
+   row-level-security filter per institution user (org_code = its institution).
 
-The warehouse password is never in the files (they carry Superset's mask XXXXXXXXXX); it is passed
-to the import from DRC_PG_PASSWORD, as is the port from DRC_PG_PORT. Before importing, it logs in
-to the warehouse with them, so a wrong password is reported, not stored. Nothing secret is printed.
-Needs: DRC_PG_PORT, DRC_PG_PASSWORD, DRC_SUPERSET_SECRET_KEY, DRC_SUPERSET_DB_PASSWORD (and
-DRC_SUPERSET_PORT for the printed URL); SUPERSET_CONFIG_PATH defaults to superset_config.py here.
-Prints the dashboard URL last on stdout; exits 1 with "provision: error: ..." on any failure.
-
-Superset imports a dataset whose table does not exist yet (columns come from the YAML); its charts
-show an error until dbt builds the table. So provisioning may run before or after the pipeline;
-it warns when the mart is missing, or fails with --require-table. If the table exists but lacks a
-column the dashboard uses, it always fails (the dbt model and the dashboard disagree).
+Passwords are never in files: the warehouse one is passed to the import from DRC_BI_DB_PASSWORD, users' ones are
+derived by core.access.password. Nothing secret is printed. Exits 1 with "provision: error: ..." on any failure.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ASSETS = HERE / "assets"
-DASHBOARD_SLUG = "outpatient-visits"
-REQUIRED_ENV = ("DRC_PG_PORT", "DRC_PG_PASSWORD", "DRC_SUPERSET_SECRET_KEY",
-                "DRC_SUPERSET_DB_PASSWORD")
+# bundle.py beside this file, and core/ from the repo root (appended: the installed Superset package must win
+# over this folder, which shares its name)
+sys.path.insert(0, str(HERE))
+sys.path.append(str(HERE.parent))
+REQUIRED_ENV = ("DRC_PG_PORT", "DRC_PG_PASSWORD", "DRC_BI_DB_PASSWORD", "DRC_SUPERSET_SECRET_KEY",
+                "DRC_SUPERSET_DB_PASSWORD", "DRC_SUPERSET_ADMIN_PASSWORD")
+BI_SCHEMAS = ("marts", "reference", "ingest")
+# The first dashboard (医共体门急诊服务量监测, four charts over fct_daily_outpatient_visits), replaced by the
+# catalog-built ones: removed on provisioning so no analyst lands on it.
+RETIRED = {"dashboards": ["4fbfaf3d-0019-4f9a-8af7-34d9f3e81bef"],
+           "charts": ["55e978a5-89f9-4783-a574-db710aba283f", "f4369d53-9d98-4215-badf-574950cedbcd",
+                      "9c86be1d-32b0-415f-b125-8ef2d71c5515", "35859cc8-3a77-483f-a51e-db27b66fd23c"],
+           "datasets": ["50575f0d-b42d-4240-bb4c-d5751b799fef"]}
+DARK_THEME = {"algorithm": "dark", "token": {"colorBgBase": "#07162e", "colorPrimary": "#3aa0ff",
+                                             "fontFamily": "'Microsoft YaHei', 'WenQuanYi Micro Hei', sans-serif"}}
+THEME_UUID = "0b7e9b1e-5a55-4d5e-9a54-2c5f1c1b3d01"
 
 
 def fail(msg: str) -> None:
@@ -44,7 +53,7 @@ def fail(msg: str) -> None:
 
 def scrub(text: str) -> str:
     """Remove every secret we know of from a message before it is shown."""
-    for name in ("DRC_PG_PASSWORD", "DRC_SUPERSET_DB_PASSWORD", "DRC_SUPERSET_SECRET_KEY",
+    for name in ("DRC_PG_PASSWORD", "DRC_BI_DB_PASSWORD", "DRC_SUPERSET_DB_PASSWORD", "DRC_SUPERSET_SECRET_KEY",
                  "DRC_SUPERSET_ADMIN_PASSWORD"):
         secret = os.environ.get(name)
         if secret:
@@ -60,94 +69,200 @@ def causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def read_bundle(assets: Path, pg_port: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Bundle contents as ImportAssetsCommand wants them ({relative path: YAML text}), with the
-    warehouse port filled in, plus the passwords for the database files."""
-    import yaml
-    from sqlalchemy.engine import make_url
-
-    contents: dict[str, str] = {}
-    passwords: dict[str, str] = {}
-    for path in sorted(assets.rglob("*.yaml")):
-        rel = path.relative_to(assets).as_posix()
-        text = path.read_text(encoding="utf-8")
-        if rel.startswith("databases/"):
-            config = yaml.safe_load(text)
-            url = make_url(config["sqlalchemy_uri"])
-            if url.password != "XXXXXXXXXX":
-                fail(f"{rel}: sqlalchemy_uri must carry the mask XXXXXXXXXX, not a password")
-            config["sqlalchemy_uri"] = url.set(port=int(pg_port)).render_as_string(
-                hide_password=False)  # still the mask, never the real password
-            text = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
-            passwords[rel] = os.environ["DRC_PG_PASSWORD"]
-        contents[rel] = text
-    if "metadata.yaml" not in contents:
-        fail(f"{assets}/metadata.yaml is missing")
-    return contents, passwords
+def warehouse_url(user: str, password: str):
+    from sqlalchemy.engine import URL
+    return URL.create("postgresql+psycopg2", username=user, password=password, host="127.0.0.1",
+                      port=int(os.environ["DRC_PG_PORT"]), database="warehouse")
 
 
-def check_warehouse(contents: dict[str, str], passwords: dict[str, str]) -> None:
-    """Log in to each bundled database with the given password before touching Superset, so a
-    wrong password or a stopped PostgreSQL fails here instead of being stored in Superset."""
-    import yaml
+def grant_bi_role() -> None:
+    """drc_bi may read the marts, the catalog seeds and the collection monitoring, now and after dbt rebuilds
+    them (default privileges). The three EMPI staging views it reads are granted by dbt (their model config)."""
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
-    for rel, password in passwords.items():
-        config = yaml.safe_load(contents[rel])
-        url = make_url(config["sqlalchemy_uri"]).set(password=password)
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            fail(f"cannot connect to {config['database_name']} as "
-                 f"{url.render_as_string(hide_password=True)}: {type(exc).__name__}: "
-                 f"{str(exc).strip().splitlines()[0]}")
-        finally:
-            engine.dispose()
-
-
-def check_mart(dataset, require_table: bool) -> None:
-    """Compare the dataset's columns with the real table, if it exists yet."""
-    from sqlalchemy import inspect
-
-    where = f"{dataset.schema}.{dataset.table_name}"
+    engine = create_engine(warehouse_url("drc", os.environ["DRC_PG_PASSWORD"]))
     try:
-        with dataset.database.get_sqla_engine() as engine:
-            insp = inspect(engine)
-            if not insp.has_table(dataset.table_name, schema=dataset.schema):
-                msg = (f"table {where} does not exist yet: the dashboard is imported, its charts "
-                       "show data once dbt has built the mart (no need to provision again)")
-                if require_table:
-                    fail(msg)
-                print(f"provision: warning: {msg}", file=sys.stderr)
-                return
-            actual = {c["name"] for c in insp.get_columns(dataset.table_name,
-                                                           schema=dataset.schema)}
+        with engine.begin() as conn:
+            for schema in BI_SCHEMAS:
+                conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+                conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO drc_bi"))
+                conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO drc_bi"))
+                conn.execute(text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO drc_bi"))
+            conn.execute(text("GRANT USAGE ON SCHEMA staging TO drc_bi"))
+    except Exception as exc:
+        fail(f"cannot grant the warehouse to drc_bi as drc: {type(exc).__name__}: "
+             f"{str(exc).strip().splitlines()[0]} (is PostgreSQL up? ./drc setup)")
+    finally:
+        engine.dispose()
+
+
+def probe_datasets(datasets) -> dict[str, dict[str, str]]:
+    """Each dataset's columns and PostgreSQL types, read by running its SQL as drc_bi (LIMIT 0)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(warehouse_url("drc_bi", os.environ["DRC_BI_DB_PASSWORD"]), future=True)
+    types: dict[str, dict[str, str]] = {}
+    try:
+        with engine.connect() as conn:
+            for ds in datasets.values():
+                try:
+                    conn.execute(text("DROP VIEW IF EXISTS pg_temp.drc_probe"))
+                    conn.execute(text(f"CREATE TEMP VIEW drc_probe AS {ds.sql}"))
+                    rows = conn.execute(text(
+                        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                        "WHERE attrelid = 'pg_temp.drc_probe'::regclass AND attnum > 0 AND NOT attisdropped"))
+                    types[ds.name] = {name: re.sub(r"\(.*\)", "", t) for name, t in rows}
+                    conn.commit()
+                except Exception as exc:
+                    conn.rollback()
+                    fail(f"dataset {ds.name} (config/dashboards/_datasets.yaml) cannot be read as drc_bi: "
+                         f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]} -- has the pipeline built "
+                         "the marts (./drc transform)?")
     except SystemExit:
         raise
     except Exception as exc:
-        fail(f"cannot reach the warehouse to check {where}: {type(exc).__name__}: {exc}")
-    missing = sorted({c.column_name for c in dataset.columns} - actual)
-    if missing:
-        fail(f"{where} lacks column(s) the dashboard uses: {', '.join(missing)}")
-    print(f"provision: {where} found with all {len(dataset.columns)} dashboard columns")
+        fail(f"cannot connect to the warehouse as drc_bi: {type(exc).__name__}: "
+             f"{str(exc).strip().splitlines()[0]} (./drc setup creates the role)")
+    finally:
+        engine.dispose()
+    return types
+
+
+def contents_for_import(bundle) -> tuple[dict[str, str], dict[str, str]]:
+    """The bundle with the warehouse port filled in, and the password for its database file."""
+    import yaml
+    from sqlalchemy.engine import make_url
+
+    contents = dict(bundle.contents)
+    rel = "databases/warehouse.yaml"
+    config = yaml.safe_load(contents[rel])
+    url = make_url(config["sqlalchemy_uri"]).set(port=int(os.environ["DRC_PG_PORT"]))
+    config["sqlalchemy_uri"] = url.render_as_string(hide_password=False)   # still the mask
+    contents[rel] = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
+    return contents, {rel: os.environ["DRC_BI_DB_PASSWORD"]}
+
+
+def remove_retired(db) -> None:
+    from superset.connectors.sqla.models import SqlaTable
+    from superset.models.dashboard import Dashboard
+    from superset.models.slice import Slice
+
+    for model, key in ((Dashboard, "dashboards"), (Slice, "charts"), (SqlaTable, "datasets")):
+        for obj in db.session.query(model).filter(model.uuid.in_(RETIRED[key])).all():
+            db.session.delete(obj)
+    db.session.commit()
+
+
+def apply_theme(db, bundle) -> None:
+    """Dark dashboards (the large-screen cockpit) get a dark Superset theme."""
+    from superset.models.core import Theme
+    from superset.models.dashboard import Dashboard
+
+    theme = db.session.query(Theme).filter_by(uuid=THEME_UUID).one_or_none()
+    if theme is None:
+        theme = Theme(uuid=THEME_UUID, theme_name="大屏深色")
+        db.session.add(theme)
+    theme.json_data = json.dumps(DARK_THEME, ensure_ascii=False)
+    db.session.flush()
+    for dash in bundle.dashboards:
+        obj = db.session.query(Dashboard).filter_by(uuid=dash["uuid"]).one()
+        obj.theme_id = theme.id if dash["theme"] == "dark" else None
+    db.session.commit()
+
+
+def provision_roles(db, security_manager, bundle) -> list[str]:
+    """Roles, users, dashboard access and row-level security from config/access/roles.yaml."""
+    from superset.connectors.sqla.models import RowLevelSecurityFilter, SqlaTable
+    from superset.models.dashboard import Dashboard
+    from superset.utils.core import RowLevelSecurityFilterType
+
+    from core.access import load_roles, password
+
+    roles, users = load_roles()
+    gamma = security_manager.find_role("Gamma")
+    by_slug = {d["slug"]: db.session.query(Dashboard).filter_by(uuid=d["uuid"]).one() for d in bundle.dashboards}
+    tables = {name: db.session.query(SqlaTable).filter_by(uuid=ds.uuid).one()
+              for name, ds in bundle.datasets.items()}
+    dashboard_roles: dict[str, list] = {slug: [] for slug in by_slug}
+    report = []
+    for role in roles.values():
+        sm_role = security_manager.add_role(role.name)
+        slugs = list(by_slug) if role.dashboards is None else list(role.dashboards)
+        unknown = set(slugs) - set(by_slug)
+        if unknown:
+            fail(f"config/access/roles.yaml: role {role.name} names unknown dashboard(s) {', '.join(sorted(unknown))}")
+        used = {c.spec.get("dataset", "indicator") for d in bundle.dashboards if d["slug"] in slugs
+                for c in d["charts"]}
+        if role.rows == "own_org":
+            keyless = sorted(n for n in used if not bundle.datasets[n].org_column)
+            if keyless:
+                fail(f"role {role.name} sees only its own institution, but its dashboards read dataset(s) "
+                     f"without org_column: {', '.join(keyless)}")
+        # Gamma's read-only permissions (no SQL Lab, no editing of others' objects), plus each dataset used
+        perms = [p for p in gamma.permissions if p.permission.name != "can_csv"]
+        for name in sorted(used):
+            perm = security_manager.find_permission_view_menu("datasource_access", tables[name].perm)
+            if perm is None:
+                fail(f"dataset {name}: Superset has no datasource_access permission for it")
+            perms.append(perm)
+        sm_role.permissions = perms
+        for slug in slugs:
+            dashboard_roles[slug].append(sm_role)
+        report.append(f"{role.name}: {len(slugs)} dashboards, rows {role.rows}")
+    for slug, dash in by_slug.items():
+        dash.roles = dashboard_roles[slug]
+
+    # one RLS filter per own_org user's role-instance: an own role per institution keeps RLS role-keyed
+    for user in users:
+        base = roles[user.role]
+        user_roles = [security_manager.find_role(base.name)]
+        if base.rows == "own_org":
+            org_role = security_manager.add_role(f"org_{user.org_code}")
+            org_role.permissions = []
+            user_roles.append(org_role)
+            name = f"本机构数据 {user.org_code}"
+            rls = db.session.query(RowLevelSecurityFilter).filter_by(name=name).one_or_none()
+            if rls is None:
+                rls = RowLevelSecurityFilter(name=name)
+                db.session.add(rls)
+            rls.filter_type = RowLevelSecurityFilterType.REGULAR
+            rls.clause = f"org_code = '{user.org_code}'"
+            rls.group_key = "org_code"
+            rls.description = f"{user.name} 只能查看本机构的行"
+            rls.roles = [org_role]
+            rls.tables = [tables[n] for n, ds in bundle.datasets.items() if ds.org_column]
+        sm_user = security_manager.find_user(username=user.login)
+        if sm_user is None:
+            sm_user = security_manager.add_user(user.login, user.name, base.zh[:60], f"{user.login}@drc.local",
+                                                user_roles, password=password(user.login))
+            if not sm_user:
+                fail(f"Superset refused to create user {user.login}")
+        else:
+            sm_user.roles = user_roles
+            sm_user.first_name = user.name
+            sm_user.active = True
+            security_manager.reset_password(sm_user.id, password(user.login))
+    db.session.commit()
+    report.append(f"{len(users)} users")
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--assets", type=Path, default=ASSETS, help="bundle directory")
-    parser.add_argument("--require-table", action="store_true",
-                        help="fail if the mart table does not exist yet")
-    args = parser.parse_args()
-
+    parser.parse_args()
     missing = [n for n in REQUIRED_ENV if not os.environ.get(n)]
     if missing:
         fail(f"environment not set: {', '.join(missing)} (run through ./drc, which exports .env)")
     os.environ.setdefault("SUPERSET_CONFIG_PATH", str(HERE / "superset_config.py"))
-    contents, passwords = read_bundle(args.assets, os.environ["DRC_PG_PORT"])
-    check_warehouse(contents, passwords)
+
+    from bundle import BundleError, build, load_datasets
+
+    grant_bi_role()
+    try:
+        bundle = build(probe_datasets(load_datasets()))
+    except BundleError as exc:
+        fail(str(exc))
+    contents, passwords = contents_for_import(bundle)
 
     # Superset logs every blueprint and permission at INFO while it boots; keep the output short.
     logging.basicConfig(level=logging.WARNING)
@@ -168,8 +283,6 @@ def main() -> None:
     with app.app_context():
         from superset.commands.exceptions import CommandInvalidError
         from superset.commands.importers.v1.assets import ImportAssetsCommand
-        from superset.connectors.sqla.models import SqlaTable
-        from superset.models.dashboard import Dashboard
         from superset.utils.core import override_user
 
         from superset import db, security_manager
@@ -178,27 +291,24 @@ def main() -> None:
         if admin is None:
             fail("Superset user 'admin' does not exist: run migrate_superset (./drc start) first")
         with override_user(admin):
+            remove_retired(db)
             try:
                 ImportAssetsCommand(contents, passwords=passwords).run()
             except Exception as exc:  # Superset wraps the real cause in ImportFailedError
                 chain = causes(exc)
                 invalid = [e for e in chain if isinstance(e, CommandInvalidError)]
                 if invalid:
-                    fail(f"the bundle in {args.assets} is invalid: "
-                         f"{invalid[0].normalized_messages()}")
+                    fail(f"the generated bundle is invalid: {invalid[0].normalized_messages()}")
                 fail(f"import failed: {type(chain[-1]).__name__}: {chain[-1]}")
-
-        dashboard = db.session.query(Dashboard).filter_by(slug=DASHBOARD_SLUG).one_or_none()
-        if dashboard is None:
-            fail(f"import reported success but dashboard '{DASHBOARD_SLUG}' is not there")
-        print(f"provision: imported {len(contents) - 1} asset files: dashboard "
-              f"'{dashboard.dashboard_title}' with {len(dashboard.slices)} charts")
-        for dataset in db.session.query(SqlaTable).filter(
-                SqlaTable.id.in_({s.datasource_id for s in dashboard.slices})):
-            check_mart(dataset, args.require_table)
+            apply_theme(db, bundle)
+            report = provision_roles(db, security_manager, bundle)
+        charts = sum(len(d["charts"]) for d in bundle.dashboards)
+        print(f"provision: {len(bundle.dashboards)} dashboards, {charts} charts, {len(bundle.datasets)} datasets; "
+              + "; ".join(report))
 
     port = os.environ.get("DRC_SUPERSET_PORT", "8088")
-    print(f"http://localhost:{port}/superset/dashboard/{DASHBOARD_SLUG}/")
+    for dash in bundle.dashboards:
+        print(f"  {dash['title']:<16} http://localhost:{port}/superset/dashboard/{dash['slug']}/")
 
 
 if __name__ == "__main__":

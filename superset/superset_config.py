@@ -113,3 +113,8 @@ TALISMAN_CONFIG = {
     "force_https": False,
     "session_cookie_secure": False,
 }
+
+# Dashboards are opened by role (config/access/roles.yaml): with DASHBOARD_RBAC a dashboard that lists roles is
+# visible to those roles only, and superset/provision.py sets them. Public/guest access stays off (no
+# PUBLIC_ROLE_LIKE, no EMBEDDED_SUPERSET).
+FEATURE_FLAGS = {"DASHBOARD_RBAC": True}

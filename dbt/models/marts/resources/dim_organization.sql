@@ -24,6 +24,14 @@ final as (
         registry.org_name::text as org_name,
         registry.org_type::text as org_type,
         nullif(registry.org_level, '')::text as org_level,
+        -- 医共体层级: the three tiers of the county's service network (县级医院 / 乡级 / 村级), what the dashboards
+        -- filter by; org_level (等级评审) leaves village clinics 未定级 and is not a tier
+        (case
+            when registry.org_type in ('综合医院', '中医医院', '妇幼保健院', '民营综合医院') then '县级医院'
+            when registry.org_type in ('乡镇卫生院', '社区卫生服务中心') then '乡级（卫生院/社区）'
+            when registry.org_type = '村卫生室' then '村级（村卫生室）'
+            else '行政部门'
+        end)::text as org_tier,
         nullif(registry.township, '')::text as township,
         nullif(registry.parent_org_code, '')::text as parent_org_code,
         coalesce(registry.open_beds, 0)::integer as open_beds,

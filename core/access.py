@@ -1,0 +1,67 @@
+"""Roles and masking policy (config/access/roles.yaml): who may open which dashboard and see which rows.
+
+Superset provisioning creates the roles, users and row-level security from it; `./drc superset-users` lists
+the logins. A user's password is derived from the secret DRC_SUPERSET_ADMIN_PASSWORD (in the ignored .env)
+and the login, so no password is stored in git or in a second secrets file, and each machine has its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from core.organizations import organizations
+from core.settings import CONFIG_DIR
+
+ROLES_FILE = CONFIG_DIR / "access" / "roles.yaml"
+ROW_POLICIES = ("all", "own_org")
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    zh: str
+    dashboards: tuple[str, ...] | None      # None = all dashboards
+    rows: str
+
+
+@dataclass(frozen=True)
+class User:
+    login: str
+    name: str
+    role: str
+    org_code: str | None = None            # the institution an own_org user is limited to
+
+
+def load_roles() -> tuple[dict[str, Role], list[User]]:
+    spec = yaml.safe_load(ROLES_FILE.read_text(encoding="utf-8"))["roles"]
+    roles, users = {}, []
+    orgs = organizations()
+    for name, r in spec.items():
+        if r.get("rows") not in ROW_POLICIES:
+            raise ValueError(f"{ROLES_FILE}: role {name}: rows must be one of {ROW_POLICIES}")
+        dashboards = None if r.get("dashboards") == "all" else tuple(r.get("dashboards") or ())
+        roles[name] = Role(name, r["zh"], dashboards, r["rows"])
+        for u in r.get("users") or []:
+            if r["rows"] == "own_org" and not u.get("org_code"):
+                raise ValueError(f"{ROLES_FILE}: user {u['login']} of own_org role {name} needs an org_code")
+            users.append(User(u["login"], u["name"], name, u.get("org_code")))
+        types = set(r.get("users_per_org_type") or ())
+        unknown = types - {o["org_type"] for o in orgs.values()}
+        if unknown:
+            raise ValueError(f"{ROLES_FILE}: role {name}: no institution of type {', '.join(sorted(unknown))} "
+                             "in config/organizations.csv")
+        users += [User(f"org_{code}", o["org_name"], name, code)
+                  for code, o in sorted(orgs.items()) if o["org_type"] in types]
+    return roles, users
+
+
+def password(login: str) -> str:
+    """The user's password: derived from the machine's Superset admin secret, stable across runs."""
+    secret = os.environ.get("DRC_SUPERSET_ADMIN_PASSWORD")
+    if not secret:
+        raise RuntimeError("DRC_SUPERSET_ADMIN_PASSWORD is not set (run through ./drc, which exports .env)")
+    return hmac.new(secret.encode(), f"superset user {login}".encode(), hashlib.sha256).hexdigest()[:20]
