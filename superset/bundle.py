@@ -30,13 +30,6 @@ DATABASE_UUID = "2915bedf-1d15-410b-af4e-455c52667108"
 DATABASE_NAME = "数据资源中心仓库"
 VERSION = "1.0.0"
 INDICATOR_DATASET = "indicator"
-# How each dataset's "current period" is found when a chart shows one period (the saved query context;
-# in the browser the 统计期 filter defaults to the latest period instead).
-LATEST_PERIOD = {
-    "indicator": "select max(period_start) from marts.fct_indicator_value where period_type = '{period}'",
-    "dq_score": "select max(period_start) from marts.fct_dq_score where period_type = '{period}'",
-    "diagnosis_ranking": "select max(period_start) from marts.fct_diagnosis_ranking where period_type = '{period}'",
-}
 NUMERIC_TYPES = ("numeric", "integer", "bigint", "smallint", "double precision", "real")
 DARK_CSS = """
 .dashboard, .dashboard-content, .grid-container, .dashboard-header-container { background: #07162e !important; }
@@ -427,8 +420,8 @@ class ChartBuilder:
                   for f in filters if f["expressionType"] == "SIMPLE"]
         where = [f["sqlExpression"] for f in filters if f["expressionType"] == "SQL"]
         period = spec.get("period") or (spec.get("where") or {}).get("period_type")
-        if period and not spec.get("trend") and ds.name in LATEST_PERIOD and ds.time_column:
-            where.append(f"{ds.time_column} = ({LATEST_PERIOD[ds.name].format(period=period)})")
+        if period and not spec.get("trend") and "is_current_period" in ds.columns:
+            simple.append({"col": "is_current_period", "op": "==", "val": True})
         return {"filters": simple, "extras": {"where": " and ".join(f"({w})" for w in where), "having": ""},
                 "time_range": "No filter", "granularity": None, "applied_time_extras": {},
                 "annotation_layers": [], "series_limit": 0, "order_desc": True, "url_params": {},
