@@ -89,6 +89,13 @@ def grant_bi_role() -> None:
                 conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO drc_bi"))
                 conn.execute(text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO drc_bi"))
             conn.execute(text("GRANT USAGE ON SCHEMA staging TO drc_bi"))
+            # ... except any table holding 身份证号, phone or address (dim_patient, served by the lookup API)
+            personal = conn.execute(text(
+                "SELECT DISTINCT table_schema || '.' || table_name FROM information_schema.columns "
+                "WHERE table_schema = ANY(:schemas) AND column_name ~ '(id_number|phone|address)$'"),
+                {"schemas": list(BI_SCHEMAS)}).scalars().all()
+            for table in personal:
+                conn.execute(text(f"REVOKE SELECT ON {table} FROM drc_bi"))
     except Exception as exc:
         fail(f"cannot grant the warehouse to drc_bi as drc: {type(exc).__name__}: "
              f"{str(exc).strip().splitlines()[0]} (is PostgreSQL up? ./drc setup)")
