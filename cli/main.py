@@ -495,6 +495,15 @@ def cmd_provision_dashboards(args: argparse.Namespace) -> None:
     subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], script], check=True)
 
 
+def cmd_superset_users(args: argparse.Namespace) -> None:
+    """The Superset logins of config/access/roles.yaml and their (derived) passwords."""
+    from core.access import load_roles, password
+
+    roles, users = load_roles()
+    for user in users:
+        console.print(f"  {user.login:<16} {password(user.login)}  {roles[user.role].zh} · {user.name}")
+
+
 def cmd_bench_ingest(args: argparse.Namespace) -> None:
     from bench.ingestion import main as bench_main
 
@@ -513,6 +522,12 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     from bench.quality import main as bench_main
 
     bench_main(["--skip-gx"] if args.skip_gx else [])
+
+
+def cmd_bench_dashboards(args: argparse.Namespace) -> None:
+    from bench.dashboards import main as bench_main
+
+    bench_main(["--repeat", str(args.repeat)])
 
 
 def cmd_bench_empi(args: argparse.Namespace) -> None:
@@ -659,6 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-gx", action="store_true")
     p.set_defaults(func=cmd_bench_quality)
 
+    p = sub.add_parser("bench-dashboards", help="measure each dashboard's cold and warm load in headless Chromium")
+    p.add_argument("--repeat", type=int, default=3)
+    p.set_defaults(func=cmd_bench_dashboards)
+
     p = sub.add_parser("bench-empi", help="benchmark EMPI quality and speed, side by side with Splink")
     p.add_argument("--residents", type=int, default=650_000)
     p.add_argument("--skip-splink", action="store_true")
@@ -677,7 +696,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=int, default=12)
     p.set_defaults(func=cmd_api_token)
 
-    sub.add_parser("provision-dashboards", help="import superset/assets into Superset (idempotent)"
+    sub.add_parser("superset-users", help="list the Superset logins per role and their passwords"
+                   ).set_defaults(func=cmd_superset_users)
+    sub.add_parser("provision-dashboards", help="build the dashboards from config/dashboards/ and provision Superset "
+                   "with roles, users and RLS (idempotent)"
                    ).set_defaults(func=cmd_provision_dashboards)
     return parser
 

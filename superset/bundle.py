@@ -224,6 +224,8 @@ class ChartBuilder:
         filters += [simple_filter(c, v) for c, v in (spec.get("where") or {}).items()]
         if spec.get("sql_where"):
             filters.append(sql_filter(spec["sql_where"]))
+        if spec.get("current_period"):   # on a dashboard without a 统计期 filter: always the current period
+            filters.append(simple_filter("is_current_period", [True]))
 
         # metrics: per indicator, or the dataset's named ones, or an inline aggregate
         if inds and (kind in ("table", "radar", "compare_table") or (several and kind == "bar" and spec.get("by"))):
@@ -270,7 +272,7 @@ class ChartBuilder:
             metric = metrics[0]
             params = {"viz_type": kind, "metric": metric, "y_axis_format": fmt, "header_font_size": 0.3,
                       "subheader_font_size": 0.125, "subtitle": inds[0].unit if inds else "",
-                      "time_format": "%Y-%m", "force_timestamp_formatting": True}
+                      "time_format": "%Y-%m"}
             if kind == "big_number":
                 params.update({"x_axis": ds.time_column, "time_grain_sqla": time_grain, "compare_lag": 1,
                                "compare_suffix": "环比上期", "show_trend_line": True,
@@ -283,7 +285,7 @@ class ChartBuilder:
             params = {"viz_type": "gauge_chart", "metric": metrics[0], "groupby": [], "min_val": 0,
                       "max_val": top, "start_angle": 225, "end_angle": -45, "font_size": 14,
                       "number_format": fmt, "value_formatter": "", "show_pointer": True, "animation": True,
-                      "show_axis_line_ticks": False, "show_split_line": False, "split_number": 10,
+                      "show_axis_line_ticks": False, "show_split_line": False, "split_number": 5,
                       "show_progress": True, "overlap": True, "round_cap": False}
             if ind and (tgt := target_number(ind.target)) and top:
                 params["intervals"] = f"{tgt[1]},{top}"
@@ -420,7 +422,8 @@ class ChartBuilder:
                   for f in filters if f["expressionType"] == "SIMPLE"]
         where = [f["sqlExpression"] for f in filters if f["expressionType"] == "SQL"]
         period = spec.get("period") or (spec.get("where") or {}).get("period_type")
-        if period and not spec.get("trend") and "is_current_period" in ds.columns:
+        if (period and not spec.get("trend") and "is_current_period" in ds.columns
+                and not spec.get("current_period")):
             simple.append({"col": "is_current_period", "op": "==", "val": True})
         return {"filters": simple, "extras": {"where": " and ".join(f"({w})" for w in where), "having": ""},
                 "time_range": "No filter", "granularity": None, "applied_time_extras": {},

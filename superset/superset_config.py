@@ -72,7 +72,7 @@ def FLASK_APP_MUTATOR(app):
         return Response(pack[0], mimetype="application/json")
 
 # No examples: nothing here runs `superset load_examples` (it downloads from GitHub); our
-# dashboards are provisioned from superset/assets by superset/provision.py.
+# dashboards are built from config/dashboards/ by superset/bundle.py and provisioned by superset/provision.py.
 
 # Caching: one host, no Redis. gunicorn runs several worker processes (and provision.py is yet
 # another), so a per-process SimpleCache would disagree between them; a small file-system cache

@@ -153,7 +153,7 @@ def chart_states(driver) -> list[dict]:
 
 
 def open_dashboard(driver, slug: str, expected: int) -> tuple[list[dict], float]:
-    """Open a dashboard and scroll through it until every chart has finished; (states, seconds)."""
+    """Open a dashboard and scroll through it until every chart has finished; (chart states, seconds)."""
     started = time.monotonic()
     driver.get(f"{base_url()}/superset/dashboard/{slug}/")
     deadline = started + TIMEOUT
@@ -176,7 +176,7 @@ def test_every_dashboard_renders_for_each_role(pipeline_done, browser, login):
     problems = []
     for dash in allowed_dashboards(login):
         charts = [c for row in dash["rows"] for c in row.get("charts", [])]
-        states, seconds = open_dashboard(browser, dash["slug"], len(charts))
+        states, _ = open_dashboard(browser, dash["slug"], len(charts))
         browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(RESULTS / f"dashboard_{login}_{dash['slug']}.png"))
         assert browser.title == dash["title"], f"{dash['slug']}: page title {browser.title!r}"
