@@ -247,7 +247,10 @@ class ChartBuilder:
         title = spec.get("title") or (inds[0].zh if len(inds) == 1 else None)
         if not title:
             raise BundleError(f"{where}: a chart of several indicators needs a title")
-        description = self.describe(inds, ds, spec)
+        # a chart over an indicator's own mart (ranking, distribution) names it in `where`
+        ranked = (spec.get("where") or {}).get("indicator_code")
+        described = inds or ([self.catalog.indicators[ranked]] if ranked in self.catalog.indicators else [])
+        description = self.describe(described, ds, spec)
         by = spec.get("by")
         by_cols = [by] if isinstance(by, str) else list(by or [])
         series = spec.get("series")
@@ -433,7 +436,9 @@ class ChartBuilder:
     def describe(self, inds: list[Indicator], ds: Dataset, spec: dict) -> str:
         """The chart's description: each indicator's formula from the catalog, or the dataset's meaning."""
         if not inds:
-            return spec.get("description") or f"数据：{ds.zh}。"
+            names = [spec["metric"]] if "metric" in spec else list(spec.get("metrics") or [])
+            formulas = [ds.metrics[n]["formula"] for n in names if ds.metrics.get(n, {}).get("formula")]
+            return "\n".join([*formulas, f"数据：{ds.zh}。"])
         lines = []
         for ind in inds:
             line = f"【{ind.code} {ind.zh}】{ind.formula}"

@@ -41,14 +41,16 @@ LANGUAGES = {
 APP_NAME = "荥阳医共体数据资源中心"
 
 # Superset 6.1.0's zh front-end pack mistranslates strings our dashboards show, e.g. the table
-# totals row "Summary" as 星期日 (Sunday) and the login button as "Not In". Serve the pack with
-# these fixed; also to the login page (upstream requires a login to fetch the pack, so the login
-# page stayed English). The pack is the public upstream file, so serving it anonymously is safe.
+# totals row "Summary" as 星期日 (Sunday), the login button as "Not In" and every "Choose..." as
+# 选择数据库. Serve the pack with these fixed; also to the login page (upstream requires a login
+# to fetch the pack, so the login page stayed English). The pack is the public upstream file, so
+# serving it anonymously is safe.
 _ZH_FIXES = {
     "Summary": "汇总", "Sign in": "登录", "Enter your login and password below:": "请输入用户名和密码：",
     "entries": "条", "entries per page": "条/页", "%s record": "%s 条记录",
     "Filters and controls": "筛选与控件", "Users": "用户", "Select all": "全选",
     "Not in": "不属于", "not containing": "不包含",
+    "Choose...": "请选择…",   # upstream: 选择数据库 ("choose a database") on every list and filter select
 }
 
 
