@@ -439,6 +439,17 @@ def cmd_transform(args: argparse.Namespace) -> None:
     dbt_build(args.select)
     if not args.select:
         dbt_docs_generate()
+    clear_dashboard_cache()
+
+
+def clear_dashboard_cache() -> None:
+    """Superset keeps chart results until the marts change (superset_config.py DATA_CACHE_DIR): they just did."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    if os.environ.get("SUPERSET_HOME"):
+        shutil.rmtree(Path(os.environ["SUPERSET_HOME"]) / "data_cache", ignore_errors=True)
 
 
 def cmd_indicators(args: argparse.Namespace) -> None:

@@ -58,6 +58,7 @@ class Dataset:
     time_column: str | None = None
     org_column: str | None = None
     metrics: dict[str, dict] = field(default_factory=dict)
+    cache_timeout: int | None = None            # seconds; None = Superset's data cache default
 
     @property
     def uuid(self) -> str:
@@ -91,13 +92,24 @@ def load_datasets(directory: Path = DASHBOARD_DIR) -> dict[str, Dataset]:
     raw = yaml.safe_load((directory / "_datasets.yaml").read_text(encoding="utf-8"))["datasets"]
     return {name: Dataset(name=name, zh=spec["zh"], sql=spec["sql"].strip(), columns=spec["columns"],
                           time_column=spec.get("time_column"), org_column=spec.get("org_column"),
-                          metrics=spec.get("metrics", {}))
+                          metrics=spec.get("metrics", {}), cache_timeout=spec.get("cache_timeout"))
             for name, spec in raw.items()}
 
 
 def load_dashboards(directory: Path = DASHBOARD_DIR) -> list[dict]:
     return [dict(yaml.safe_load(p.read_text(encoding="utf-8")), file=p.name)
             for p in sorted(directory.glob("*.yaml")) if not p.name.startswith("_")]
+
+
+def sections(dash: dict) -> list[tuple[str | None, list[dict]]]:
+    """(tab title, rows) of a dashboard: its `tabs`, or one untitled section of its `rows`."""
+    if "tabs" in dash:
+        return [(tab["title"], tab["rows"]) for tab in dash["tabs"]]
+    return [(None, dash["rows"])]
+
+
+def chart_specs(rows: list[dict]) -> list[dict]:
+    return [spec for row in rows for spec in row.get("charts", [])]
 
 
 def quality_dimensions() -> list[str]:
@@ -369,12 +381,12 @@ class ChartBuilder:
                       "table_timestamp_format": "%Y-%m-%d", "page_length": 0, "include_search": True,
                       "show_cell_bars": False, "color_pn": True, "allow_rearrange_columns": False,
                       "conditional_formatting": self.formatting(inds, metrics, spec, kind)}
-            if spec.get("order"):
-                order_metric = next((m for m in metrics if m["optionName"] == f"metric_{spec['order']}"),
-                                    None)
-                params["timeseries_limit_metric"] = order_metric or spec["order"]
-                params["order_desc"] = not spec.get("ascending")
-                query["orderby"] = [[order_metric or spec["order"], bool(spec.get("ascending"))]]
+            # rows ordered by the chart's `order`, else by its first metric, largest first
+            order = (next((m for m in metrics if m["optionName"] == f"metric_{spec['order']}"), spec["order"])
+                     if spec.get("order") else metrics[0])
+            params["timeseries_limit_metric"] = order
+            params["order_desc"] = not spec.get("ascending")
+            query["orderby"] = [[order, bool(spec.get("ascending"))]]
             query["columns"] = by_cols
             query["metrics"] = metrics
         elif kind == "raw_table":
@@ -504,31 +516,48 @@ def native_filters(dash: dict, charts: list[Chart], datasets: dict[str, Dataset]
 
 
 def position(dash: dict, charts: dict[str, Chart], titles: dict[str, str]) -> dict:
+    """Superset's layout: the rows (12 columns wide) in order, inside one tab each when the dashboard has tabs
+    (a tab's charts load when it is first opened, so a long dashboard opens fast)."""
     pos: dict = {"DASHBOARD_VERSION_KEY": "v2",
                  "ROOT_ID": {"type": "ROOT", "id": "ROOT_ID", "children": ["GRID_ID"]},
                  "GRID_ID": {"type": "GRID", "id": "GRID_ID", "children": [], "parents": ["ROOT_ID"]},
                  "HEADER_ID": {"type": "HEADER", "id": "HEADER_ID", "meta": {"text": dash["title"]}}}
-    for n, row in enumerate(dash["rows"]):
-        if "header" in row:
-            hid = f"HEADER-{n}"
-            pos[hid] = {"type": "HEADER", "id": hid, "children": [], "parents": ["ROOT_ID", "GRID_ID"],
-                        "meta": {"text": row["header"], "headerSize": "MEDIUM_HEADER",
-                                 "background": "BACKGROUND_TRANSPARENT"}}
-            pos["GRID_ID"]["children"].append(hid)
-            continue
-        rid = f"ROW-{n}"
-        pos[rid] = {"type": "ROW", "id": rid, "children": [], "parents": ["ROOT_ID", "GRID_ID"],
-                    "meta": {"background": "BACKGROUND_TRANSPARENT"}}
-        pos["GRID_ID"]["children"].append(rid)
-        if sum(c.get("width", 4) for c in row["charts"]) > 12:
-            raise BundleError(f"{dash['file']}: row {n + 1} is wider than 12 columns")
-        for spec in row["charts"]:
-            chart = charts[spec["key"]]
-            cid = f"CHART-{spec['key']}"
-            pos[rid]["children"].append(cid)
-            pos[cid] = {"type": "CHART", "id": cid, "children": [], "parents": ["ROOT_ID", "GRID_ID", rid],
-                        "meta": {"chartId": chart.chart_id, "uuid": chart.uuid, "sliceName": titles[spec["key"]],
-                                 "width": spec.get("width", 4), "height": spec.get("height", 50)}}
+    tabbed = "tabs" in dash
+    if tabbed:
+        pos["GRID_ID"]["children"] = ["TABS-main"]
+        pos["TABS-main"] = {"type": "TABS", "id": "TABS-main", "children": [], "parents": ["ROOT_ID", "GRID_ID"],
+                            "meta": {}}
+    for t, (title, rows) in enumerate(sections(dash)):
+        parents = ["ROOT_ID", "GRID_ID"]
+        container = pos["GRID_ID"]
+        if tabbed:
+            tid = f"TAB-{t}"
+            pos[tid] = {"type": "TAB", "id": tid, "children": [], "parents": ["ROOT_ID", "GRID_ID", "TABS-main"],
+                        "meta": {"text": title, "defaultText": "标签页", "placeholder": "标签页"}}
+            pos["TABS-main"]["children"].append(tid)
+            parents, container = ["ROOT_ID", "GRID_ID", "TABS-main", tid], pos[tid]
+        for n, row in enumerate(rows):
+            if "header" in row:
+                hid = f"HEADER-{t}-{n}"
+                pos[hid] = {"type": "HEADER", "id": hid, "children": [], "parents": parents,
+                            "meta": {"text": row["header"], "headerSize": "MEDIUM_HEADER",
+                                     "background": "BACKGROUND_TRANSPARENT"}}
+                container["children"].append(hid)
+                continue
+            rid = f"ROW-{t}-{n}"
+            pos[rid] = {"type": "ROW", "id": rid, "children": [], "parents": parents,
+                        "meta": {"background": "BACKGROUND_TRANSPARENT"}}
+            container["children"].append(rid)
+            if sum(c.get("width", 4) for c in row["charts"]) > 12:
+                raise BundleError(f"{dash['file']}: row {n + 1} of {title or 'the dashboard'} is wider than 12")
+            for spec in row["charts"]:
+                chart = charts[spec["key"]]
+                cid = f"CHART-{spec['key']}"
+                pos[rid]["children"].append(cid)
+                pos[cid] = {"type": "CHART", "id": cid, "children": [], "parents": [*parents, rid],
+                            "meta": {"chartId": chart.chart_id, "uuid": chart.uuid,
+                                     "sliceName": titles[spec["key"]], "width": spec.get("width", 4),
+                                     "height": spec.get("height", 50)}}
     return pos
 
 
@@ -550,7 +579,7 @@ def dataset_yaml(ds: Dataset, types: dict[str, str]) -> dict:
                for name, m in ds.metrics.items()]
     return {"table_name": ds.table_name, "schema": "marts", "catalog": "warehouse",
             "main_dttm_col": ds.time_column, "description": ds.zh, "default_endpoint": None, "offset": 0,
-            "cache_timeout": None, "sql": ds.sql, "params": None, "template_params": None,
+            "cache_timeout": ds.cache_timeout, "sql": ds.sql, "params": None, "template_params": None,
             "filter_select_enabled": True, "fetch_values_predicate": None, "extra": None,
             "normalize_columns": False, "always_filter_main_dttm": False, "uuid": ds.uuid,
             "database_uuid": DATABASE_UUID, "version": VERSION, "metrics": metrics, "columns": columns}
@@ -582,7 +611,7 @@ def build(types: dict[str, dict[str, str]], directory: Path = DASHBOARD_DIR) -> 
         contents[f"datasets/warehouse/{ds.table_name}.yaml"] = _dump(dataset_yaml(ds, types[ds.name]), ds.zh)
     dashboards = []
     for dash in load_dashboards(directory):
-        specs = [s for row in dash["rows"] for s in row.get("charts", [])]
+        specs = [spec for _, rows in sections(dash) for spec in chart_specs(rows)]
         keys = [s["key"] for s in specs]
         if len(set(keys)) != len(keys):
             raise BundleError(f"{dash['file']}: chart keys repeat")

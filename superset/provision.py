@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -308,6 +309,8 @@ def main() -> None:
                     fail(f"the generated bundle is invalid: {invalid[0].normalized_messages()}")
                 fail(f"import failed: {type(chain[-1]).__name__}: {chain[-1]}")
             apply_theme(db, bundle)
+            # datasets may have changed: drop cached chart results (superset_config.py DATA_CACHE_DIR)
+            shutil.rmtree(app.config["DATA_CACHE_DIR"], ignore_errors=True)
             report = provision_roles(db, security_manager, bundle)
         charts = sum(len(d["charts"]) for d in bundle.dashboards)
         print(f"provision: {len(bundle.dashboards)} dashboards, {charts} charts, {len(bundle.datasets)} datasets; "

@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import create_engine, text
 
 from core.access import load_roles, password
-from superset.bundle import load_dashboards
+from superset.bundle import chart_specs, load_dashboards, sections
 
 TIMEOUT = 90
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -138,9 +138,10 @@ def log_in(driver, login: str, attempts: int = 3) -> None:
 
 
 def chart_states(driver) -> list[dict]:
-    """Each chart holder on the page: its name and whether it is loading, failed, empty or rendered."""
+    """Each chart holder shown (in the open tab): its name and whether it is loading, failed, empty or drawn."""
     return driver.execute_script("""
-        return [...document.querySelectorAll('[data-test-chart-name]')].map(el => {
+        return [...document.querySelectorAll('[data-test-chart-name]')].filter(el => el.offsetParent !== null)
+          .map(el => {
           const text = el.innerText || '';
           return {
             name: el.getAttribute('data-test-chart-name'),
@@ -152,21 +153,25 @@ def chart_states(driver) -> list[dict]:
         });""")
 
 
-def open_dashboard(driver, slug: str, expected: int) -> tuple[list[dict], float]:
-    """Open a dashboard and scroll through it until every chart has finished; (chart states, seconds)."""
-    started = time.monotonic()
-    driver.get(f"{base_url()}/superset/dashboard/{slug}/")
-    deadline = started + TIMEOUT
+def wait_for_charts(driver, expected: int) -> list[dict]:
+    """Scroll through the shown charts until every one has finished (drawn or failed)."""
+    deadline = time.monotonic() + TIMEOUT
     states: list[dict] = []
     while time.monotonic() < deadline:
-        # charts below the fold render when scrolled into view
         driver.execute_script("window.scrollBy(0, 600)")
         states = chart_states(driver)
         if len(states) >= expected and not any(s["loading"] for s in states) and all(
                 s["drawn"] or s["error"] for s in states):
-            return states, time.monotonic() - started
+            break
         time.sleep(0.25)
-    return states, time.monotonic() - started
+    return states
+
+
+def open_tab(driver, title: str) -> None:
+    tab = WebDriverWait(driver, TIMEOUT).until(EC.element_to_be_clickable(
+        (By.XPATH, f"//div[@role='tab'][.//*[normalize-space(text())='{title}']]")))
+    driver.execute_script("window.scrollTo(0, 0)")
+    tab.click()
 
 
 @pytest.mark.parametrize("login", [ANALYST, INSTITUTION_USER])
@@ -175,20 +180,25 @@ def test_every_dashboard_renders_for_each_role(pipeline_done, browser, login):
     log_in(browser, login)
     problems = []
     for dash in allowed_dashboards(login):
-        charts = [c for row in dash["rows"] for c in row.get("charts", [])]
-        states, _ = open_dashboard(browser, dash["slug"], len(charts))
-        browser.execute_script("window.scrollTo(0, 0)")
-        browser.save_screenshot(str(RESULTS / f"dashboard_{login}_{dash['slug']}.png"))
-        assert browser.title == dash["title"], f"{dash['slug']}: page title {browser.title!r}"
-        if len(states) != len(charts):
-            problems.append(f"{dash['slug']}: {len(states)} of {len(charts)} charts on the page")
-        for s in states:
-            if s["loading"] or not (s["drawn"] or s["error"]):
-                problems.append(f"{dash['slug']} / {s['name']}: still loading after {TIMEOUT}s")
-            elif s["error"]:
-                problems.append(f"{dash['slug']} / {s['name']}: error: {s['text'][:200]}")
-            elif any(t in s["text"] for t in EMPTY_TEXTS):
-                problems.append(f"{dash['slug']} / {s['name']}: no data")
+        browser.get(f"{base_url()}/superset/dashboard/{dash['slug']}/")
+        for n, (tab, rows) in enumerate(sections(dash)):
+            where = dash["slug"] + (f" [{tab}]" if tab else "")
+            if tab and n:
+                open_tab(browser, tab)
+            expected = len(chart_specs(rows))
+            states = wait_for_charts(browser, expected)
+            browser.execute_script("window.scrollTo(0, 0)")
+            browser.save_screenshot(str(RESULTS / f"dashboard_{login}_{dash['slug']}{f'_{n}' if tab else ''}.png"))
+            assert browser.title == dash["title"], f"{dash['slug']}: page title {browser.title!r}"
+            if len(states) != expected:
+                problems.append(f"{where}: {len(states)} of {expected} charts shown")
+            for s in states:
+                if s["loading"] or not (s["drawn"] or s["error"]):
+                    problems.append(f"{where} / {s['name']}: still loading after {TIMEOUT}s")
+                elif s["error"]:
+                    problems.append(f"{where} / {s['name']}: error: {s['text'][:200]}")
+                elif any(t in s["text"] for t in EMPTY_TEXTS):
+                    problems.append(f"{where} / {s['name']}: no data")
     assert not problems, f"as {login}:\n" + "\n".join(problems)
 
 
