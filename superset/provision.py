@@ -220,7 +220,8 @@ def provision_roles(db, security_manager, bundle) -> list[str]:
     for slug, dash in by_slug.items():
         dash.roles = dashboard_roles[slug]
 
-    # one RLS filter per own_org user's role-instance: an own role per institution keeps RLS role-keyed
+    # an own_org user also gets a role of its institution (org_<code>), which carries the RLS filter
+    # org_code = '<code>' on every dataset with an org_column
     for user in users:
         base = roles[user.role]
         user_roles = [security_manager.find_role(base.name)]
