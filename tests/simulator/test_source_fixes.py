@@ -9,6 +9,7 @@ test world's residents (the true ID numbers), so the county in the real ``sim_tr
 from __future__ import annotations
 
 import random
+import time
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -69,10 +70,19 @@ def _truth(sql: str, **params: Any) -> list[sa.Row]:
         return conn.execute(sa.text(sql), params).all()
 
 
-def _drop_pg_database(name: str) -> None:
+def _drop_pg_database(name: str, attempts: int = 20) -> None:
+    """Drop a scratch database. PostgreSQL 15 refuses FORCE while an autovacuum worker (no role) is in it
+    ("must be a member of the role whose process is being terminated"): the worker ends soon, so retry."""
     source_pg_engine(name).dispose()
-    with source_pg_engine("postgres").execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    for attempt in range(attempts):
+        try:
+            with source_pg_engine("postgres").execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except sa.exc.ProgrammingError as exc:
+            if "must be a member of the role" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(1)
 
 
 @pytest.fixture(scope="module")
