@@ -1,55 +1,101 @@
-"""Response shapes. Masking is declared here, so no route can leak a full ID number, phone or address."""
+"""Response shapes (documented in /docs). Personal fields arrive already masked per role (api/privacy.py)."""
 
 from __future__ import annotations
 
-import re
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
-from pydantic import BaseModel, Field, field_serializer
-
-
-def mask_id_number(value: str | None) -> str | None:
-    """Keep the area code and the last four characters: enough to confirm identity with the patient."""
-    if not value:
-        return value
-    return value[:6] + "*" * (len(value) - 10) + value[-4:] if len(value) > 10 else "*" * len(value)
+from pydantic import BaseModel, Field
 
 
-def mask_phone(value: str | None) -> str | None:
-    if not value:
-        return value
-    return value[:3] + "****" + value[-4:] if len(value) >= 11 else "*" * len(value)
+class Demographics(BaseModel):
+    master_id: str = Field(description="主索引号 / master patient id")
+    name: str | None = Field(None, description="姓名")
+    sex_code: str | None = Field(None, description="性别代码 GB/T 2261.1")
+    birth_date: date | None = Field(None, description="出生日期")
+    id_number: str | None = Field(None, description="身份证件号码（按角色脱敏）")
+    phone: str | None = Field(None, description="联系电话（按角色脱敏）")
+    address: str | None = Field(None, description="现住址（按角色脱敏）")
+    source_record_count: int | None = Field(None, description="关联的机构患者记录数")
 
 
-def mask_address(value: str | None) -> str | None:
-    """Keep the administrative part up to the township (乡/镇/街道); hide village and house number."""
-    if not value:
-        return value
-    match = re.match(r"^(.*?(?:街道|镇|乡))", value)
-    return (match.group(1) if match else value[:6]) + "****"
+class PatientHit(Demographics):
+    access: str = Field(description="本机构可调阅 in_scope / 需说明理由 break_glass_required / 全部 all")
 
 
-class PatientBase(BaseModel):
-    master_id: str = Field(description="主索引号")
-    name: str | None = Field(description="姓名")
-    sex_code: str | None = Field(description="性别代码 GB/T 2261.1")
-    birth_date: date | None = Field(description="出生日期")
+class SearchResult(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[PatientHit]
 
 
-class PatientPublic(PatientBase):
-    id_number: str | None = Field(description="身份证件号码（脱敏）")
-    phone: str | None = Field(description="联系电话（脱敏）")
-    address: str | None = Field(description="现住址（脱敏到乡镇）")
-    source_record_count: int = Field(description="关联的机构患者记录数")
+class LocalId(BaseModel):
+    source_system: str
+    local_patient_id: str
+    match_decision: str | None = None
+    matched_at: datetime | None = None
 
-    @field_serializer("id_number")
-    def _mask_id(self, value: str | None) -> str | None:
-        return mask_id_number(value)
 
-    @field_serializer("phone")
-    def _mask_phone(self, value: str | None) -> str | None:
-        return mask_phone(value)
+class Page(BaseModel):
+    """One page of a resident's records, newest first."""
+    total: int = Field(description="符合条件的记录总数")
+    limit: int
+    offset: int
+    items: list[dict[str, Any]]
 
-    @field_serializer("address")
-    def _mask_address(self, value: str | None) -> str | None:
-        return mask_address(value)
+
+class SectionCount(BaseModel):
+    zh: str
+    total: int
+    href: str
+
+
+class PatientSummary(BaseModel):
+    demographics: Demographics | None
+    identifiers: list[LocalId] | None = Field(None, description="各成员系统的患者号（PIX）")
+    sections: dict[str, SectionCount] = Field(description="各类记录的条数与调阅地址")
+    recent_encounters: list[dict[str, Any]] | None = Field(None, description="最近的就诊（跨机构时间线）")
+    family_doctor_contract: dict[str, Any] | None = Field(None, description="最近的家庭医生签约")
+    break_glass: bool = Field(False, description="本次为紧急调阅（已记录并标记）")
+
+
+class LabTrendPoint(BaseModel):
+    reported_at: datetime | None
+    numeric_value: float | None
+    result_value: str | None
+    unit: str | None
+    abnormal_flag: str | None
+    org_name: str | None
+
+
+class LabTrend(BaseModel):
+    code: str = Field(description="LOINC 代码")
+    item_name: str | None
+    points: list[LabTrendPoint]
+
+
+class AuditEvent(BaseModel):
+    event_id: int
+    at: datetime
+    subject: str
+    role: str | None
+    org_code: str | None
+    method: str
+    path: str
+    action: str
+    master_id: str | None
+    resource_types: list[str] | None
+    resource_count: int | None
+    purpose: str | None
+    break_glass: bool
+    result: str
+    status_code: int
+    detail: str | None
+
+
+class AuditPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[AuditEvent]

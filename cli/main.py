@@ -307,6 +307,12 @@ def cmd_empi(args: argparse.Namespace) -> None:
     if args.action == "review":
         _print_review_queue(*identity.review_entries(spark, args.limit))
         return
+    if args.action == "apply-requests":   # stewards' decisions queued through the lookup API
+        from spark_jobs.empi.requests import apply_requests
+
+        applied = apply_requests(spark, progress=lambda step: console.print(f"  {step}"))
+        console.print(f"  {applied} EMPI request(s) applied")
+        return
     if not args.reason:
         raise SystemExit("manual EMPI decisions need --reason (kept in the event log with --actor)")
     if args.action == "link":
@@ -541,6 +547,12 @@ def cmd_bench_dashboards(args: argparse.Namespace) -> None:
     bench_main(["--repeat", str(args.repeat)])
 
 
+def cmd_bench_api(args: argparse.Namespace) -> None:
+    from bench.api_load import main as bench_main
+
+    bench_main(["--clients", str(args.clients), "--seconds", str(args.seconds)])
+
+
 def cmd_bench_empi(args: argparse.Namespace) -> None:
     from bench.empi import main as bench_main
 
@@ -562,9 +574,40 @@ def cmd_bench_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_api_token(args: argparse.Namespace) -> None:
-    from api.dependencies import issue_token
+    """Tokens go to known API users only (config/access/roles.yaml api_roles); revocable by token id."""
+    from api.security import api_roles, issue_token, revoke_token
 
-    print(issue_token(args.subject, hours=args.hours))
+    if args.list:
+        from rich.table import Table
+
+        roles, users = api_roles()
+        table = Table("login", "角色 role", "机构 institution", "乡镇 township")
+        for user in users.values():
+            table.add_row(user.login, roles[user.role].zh, user.name, user.township or "")
+        console.print(table)
+        return
+    if args.revoke:
+        if not args.reason:
+            raise SystemExit("revoking a token needs --reason (kept in audit.api_token)")
+        done = revoke_token(args.revoke, args.actor or "cli", args.reason)
+        console.print(f"  token {args.revoke} {'revoked' if done else 'was not found or already revoked'}")
+        return
+    if not args.user:
+        raise SystemExit("./drc api-token --user <login> [--hours N]; ./drc api-token --list shows the logins")
+    try:
+        token, token_id = issue_token(args.user, hours=args.hours, issued_by=args.actor or "cli")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    console.print(f"  token id {token_id}, valid {args.hours:g} h (revoke: ./drc api-token --revoke {token_id} "
+                  "--reason ...)")
+    print(token)
+
+
+def cmd_api_setup(args: argparse.Namespace) -> None:
+    from api.audit import ensure_audit_store
+
+    ensure_audit_store()
+    console.print("  audit schema ready (append-only access log, token register, EMPI request queue)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -618,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("empi", help="master patient index: match, batch match, manual link/unlink/merge/unmerge")
     p.add_argument("action", nargs="?", default="run", choices=("run", "match", "review", "link", "unlink", "merge",
-                                                                 "unmerge"))
+                                                                 "unmerge", "apply-requests"))
     p.add_argument("--full", action="store_true", help="re-match every record (default: new and changed only)")
     p.add_argument("--input", help="match: Parquet or UTF-8 CSV with record_id, source, name, sex, birth_date, "
                    "id_number, phone, address")
@@ -689,6 +732,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3)
     p.set_defaults(func=cmd_bench_dashboards)
 
+    p = sub.add_parser("bench-api", help="load the running lookup API: 50 concurrent clients, p50/p95/p99, errors")
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=30)
+    p.set_defaults(func=cmd_bench_api)
+
     p = sub.add_parser("bench-empi", help="benchmark EMPI quality and speed, side by side with Splink")
     p.add_argument("--residents", type=int, default=650_000)
     p.add_argument("--skip-splink", action="store_true")
@@ -702,10 +750,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-splink", action="store_true")
     p.set_defaults(func=cmd_bench_empi_independent)
 
-    p = sub.add_parser("api-token", help="issue a bearer token for the lookup API")
-    p.add_argument("--subject", required=True, help="who the token is for (logged with each request)")
-    p.add_argument("--hours", type=int, default=12)
+    p = sub.add_parser("api-token", help="issue (or revoke) a bearer token for a lookup API user")
+    p.add_argument("--user", help="an API login (./drc api-token --list)")
+    p.add_argument("--hours", type=float, default=8, help="lifetime, at most 12 hours")
+    p.add_argument("--list", action="store_true", help="list the API logins and their roles")
+    p.add_argument("--revoke", metavar="TOKEN_ID", help="revoke a token by its id")
+    p.add_argument("--reason", help="--revoke: why")
+    p.add_argument("--actor", help="who issues or revokes (kept in audit.api_token)")
     p.set_defaults(func=cmd_api_token)
+    sub.add_parser("api-setup", help="create the API's audit schema and grants (idempotent; ./drc start runs it)"
+                   ).set_defaults(func=cmd_api_setup)
 
     sub.add_parser("superset-users", help="list the Superset logins per role and their passwords"
                    ).set_defaults(func=cmd_superset_users)

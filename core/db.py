@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -25,6 +26,17 @@ def forget_connections_after_fork() -> None:
 @lru_cache(maxsize=1)
 def warehouse_engine() -> sa.Engine:
     return _remember(sa.create_engine(get_settings().warehouse_url, pool_pre_ping=True, hide_parameters=True))
+
+
+@lru_cache(maxsize=1)
+def api_engine() -> sa.Engine:
+    """The lookup API's own warehouse role (drc_api): reads what the API serves, appends audit rows."""
+    settings = get_settings()
+    password = os.environ.get("DRC_API_DB_PASSWORD")
+    if not password:
+        raise RuntimeError("DRC_API_DB_PASSWORD is not set: start the API through ./drc, which derives it")
+    url = sa.URL.create("postgresql+psycopg2", "drc_api", password, settings.pg_host, settings.pg_port, "warehouse")
+    return _remember(sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True, hide_parameters=True))
 
 
 @lru_cache(maxsize=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from dbt.cli.main import dbtRunner
@@ -16,6 +17,10 @@ SEEDS_FROM_CONFIG = ("organizations.csv",)
 
 
 def _invoke(args: list[str]) -> None:
+    # The ID-number lookup key reaches dbt's sessions as a setting (dim_patient_lookup), not as SQL text.
+    key = os.environ.get("DRC_ID_LOOKUP_KEY")
+    if key and "drc.id_lookup_key" not in os.environ.get("PGOPTIONS", ""):
+        os.environ["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} -c drc.id_lookup_key={key}".strip()
     result = dbtRunner().invoke([*args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)])
     if not result.success:
         raise RuntimeError(f"dbt {args[0]} failed ({result.exception or 'see the failing models and tests above'}); "

@@ -36,6 +36,11 @@ DRC_EMPI_SALT=$(s)
 DRC_FERNET_KEY=$(python3 -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())')
 ENV
   fi
+  # Secrets introduced after a .env was generated: appended once, then kept like the others.
+  local name
+  for name in DRC_API_DB_PASSWORD DRC_ID_LOOKUP_KEY DRC_AIRFLOW_JWT_SECRET; do
+    grep -q "^$name=" .env || echo "$name=$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')" >> .env
+  done
   set -a; # shellcheck disable=SC1091
   source .env; set +a
   export DRC_STATE_DIR DRC_RUN_DIR="$DRC_STATE_DIR/run" DRC_LOG_DIR="$DRC_STATE_DIR/logs"
@@ -49,6 +54,7 @@ venv_dir() {
   hash=$(sha256sum "requirements/$name.lock" | cut -c1-12)
   echo "$VENV_ROOT/$name-$hash"
 }
+export DRC_API_ASSETS_DIR="${DRC_API_ASSETS_DIR:-$(dirname "$VENV_ROOT")/api-assets}"
 lake_py()     { echo "$(venv_dir lake)/bin/python"; }
 airflow_bin() { echo "$(venv_dir airflow)/bin/airflow"; }
 superset_bin(){ echo "$(venv_dir superset)/bin/superset"; }
@@ -76,7 +82,7 @@ export_runtime_env() {
   export AIRFLOW__API__PORT="$DRC_AIRFLOW_PORT"
   export AIRFLOW__API__BASE_URL="http://localhost:$DRC_AIRFLOW_PORT"
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://localhost:$DRC_AIRFLOW_PORT/execution/"
-  export AIRFLOW__API_AUTH__JWT_SECRET="$DRC_API_SIGNING_KEY"
+  export AIRFLOW__API_AUTH__JWT_SECRET="$DRC_AIRFLOW_JWT_SECRET"
   export AIRFLOW__LOGGING__BASE_LOG_FOLDER="$DRC_LOG_DIR/airflow"
   export DRC_LAKE_PYTHON; DRC_LAKE_PYTHON="$(lake_py)"
   export DRC_SUPERSET_PYTHON; DRC_SUPERSET_PYTHON="$(venv_dir superset)/bin/python"

@@ -40,10 +40,34 @@ install_jars() {
   sha256sum spark_jobs/pom.xml | cut -c1-16 > .jars/.complete
 }
 
+# The API's /docs and /redoc pages: Swagger UI and ReDoc served by the API itself (a county intranet cannot reach
+# a public CDN). Fetched once from the npm registry, pinned and checked against the registry's sha512.
+API_ASSETS=(
+  "swagger-ui-dist 5.35.0 U06rpMtW9V3XPGOBeamTUSr0Z09jMX4IJuANpE/EZbAhw0G8CgwrzU4YmXkn/h0wCDNsXdGarTNNHC3sU8yVUQ== swagger-ui-bundle.js swagger-ui.css favicon-32x32.png"
+  "redoc 2.5.4 M6jWhG1qoBnH6TFmzJnstyCZ87HmOY/UzDm78mHiYihEdlV/YcS9ogOo1NlElnJMeLsyxHFe2yFc4sNjHTrABQ== bundles/redoc.standalone.js"
+)
+install_api_assets() {
+  local spec name version integrity files tgz f
+  mkdir -p "$DRC_API_ASSETS_DIR"
+  for spec in "${API_ASSETS[@]}"; do
+    read -r name version integrity files <<<"$spec"
+    [[ -f "$DRC_API_ASSETS_DIR/.$name-$version" ]] && continue
+    log "fetching $name $version (API docs pages) from the npm registry"
+    tgz=$(mktemp)
+    curl -sfL --retry 3 -o "$tgz" "https://registry.npmjs.org/$name/-/$(basename "$name")-$version.tgz" ||
+      die "could not download $name $version from registry.npmjs.org"
+    [[ "$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)" == "$integrity" ]] ||
+      die "$name $version: checksum mismatch (expected the registry's sha512-$integrity)"
+    for f in $files; do tar -xzf "$tgz" -O "package/$f" >"$DRC_API_ASSETS_DIR/$(basename "$f")"; done
+    rm -f "$tgz"; touch "$DRC_API_ASSETS_DIR/.$name-$version"
+  done
+}
+
 install_all() {
   install_apt
   install_venv lake
   install_venv airflow
   install_venv superset
   install_jars
+  install_api_assets
 }

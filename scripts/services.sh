@@ -55,6 +55,12 @@ CONF
   pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='drc_bi') THEN
               CREATE ROLE drc_bi LOGIN; END IF; END\$\$;" >/dev/null
   pg_psql -c "ALTER ROLE drc_bi WITH LOGIN PASSWORD '$DRC_BI_DB_PASSWORD'" >/dev/null
+  # drc_api: what the clinical lookup API reads as. dbt grants it the marts it serves; api/audit.py's set-up lets
+  # it insert (never update or delete) audit rows. pgcrypto: the keyed hash behind ID-number lookups.
+  pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='drc_api') THEN
+              CREATE ROLE drc_api LOGIN; END IF; END\$\$;" >/dev/null
+  pg_psql -c "ALTER ROLE drc_api WITH LOGIN PASSWORD '$DRC_API_DB_PASSWORD'" >/dev/null
+  pg_psql -d warehouse -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
   # The simulated member systems on PostgreSQL (each its own database) and the simulator's answer key.
   pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='his') THEN
               CREATE ROLE his LOGIN CREATEDB REPLICATION; END IF; END\$\$;" >/dev/null
@@ -171,7 +177,10 @@ start_superset() {
 }
 
 start_api() {
-  spawn api "$(lake_py)" -m uvicorn api.main:app --host 127.0.0.1 --port "$DRC_API_PORT"
+  "$(lake_py)" -m cli.main api-setup >"$DRC_LOG_DIR/api-setup.log" 2>&1 ||
+    die "API set-up failed: see $DRC_LOG_DIR/api-setup.log"
+  spawn api "$(lake_py)" -m uvicorn api.main:app --host 127.0.0.1 --port "$DRC_API_PORT" --workers 2 \
+    --no-access-log
   wait_for "the lookup API" 60 curl -sf "http://127.0.0.1:$DRC_API_PORT/health"
 }
 

@@ -439,6 +439,17 @@ def unlink(spark: SparkSession, record_id: str, actor: str, reason: str) -> str:
     return event
 
 
+def separate(spark: SparkSession, record_id: str, master_id: str, actor: str, reason: str) -> str:
+    """A reviewed possible match is not the same person: the record never joins that resident."""
+    registry = read_delta(spark, empi_path("records"))
+    _require(registry is not None and registry.where(F.col("record_id") == record_id).limit(1).count() == 1,
+             f"no record {record_id} in the EMPI registry")
+    _require(bool(_records_of(spark, master_id)), f"no resident {master_id} in the EMPI registry")
+    event = _log_event(spark, "separate", actor, reason, [record_id], [master_id])
+    _add_constraints(spark, [(record_id, "forbid", master_id, event)])
+    return event
+
+
 def merge(spark: SparkSession, survivor: str, merged: str, actor: str, reason: str) -> str:
     """Two master ids are one resident: every record of ``merged`` moves to ``survivor``."""
     moving = _records_of(spark, merged)
