@@ -293,12 +293,12 @@ def test_steward_decision_is_applied_by_the_empi_and_logged_in_its_event_log(cou
     assert after == before
 
 
-def test_fuzzing_the_openapi_schema_finds_no_server_error(county):
+def test_fuzzing_the_openapi_schema_finds_no_server_error(county, tmp_path):
     for login, budget in ((county["doctor"], "60"), ("auditor", "30")):
         result = subprocess.run(
             [os.path.join(os.path.dirname(os.sys.executable), "schemathesis"), "run", f"{BASE}/openapi.json",
              "--header", f"Authorization: {token(login)['Authorization']}", "--checks", "not_a_server_error",
              "--max-examples", "10", "--max-time", budget, "--seed", "19",
              "--suppress-health-check", "all", "--generation-allow-x00", "false"],
-            capture_output=True, text=True, timeout=400)
+            capture_output=True, text=True, timeout=400, cwd=tmp_path)
         assert result.returncode == 0, result.stdout[-4000:]
