@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import api_engine, warehouse_engine
+from core.db import warehouse_engine
 
 SETUP_SQL = """
 CREATE SCHEMA IF NOT EXISTS audit;
@@ -115,13 +115,18 @@ class AuditEntry:
     break_glass: bool = False
     detail: str | None = None
 
-    def write(self, result: str, status_code: int) -> None:
+    def write(self, conn: sa.Connection, result: str, status_code: int) -> None:
+        """Insert and commit on the request's own connection (after rolling back whatever failed on it)."""
         row = {**self.__dict__, "query": json.dumps(self.query, ensure_ascii=False, default=str),
                "result": result, "status_code": status_code}
-        with api_engine().begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO audit.access_log (subject, role, org_code, token_id, method, path, action, master_id, "
-                "resource_types, resource_count, query, purpose, break_glass, result, status_code, detail, client) "
-                "VALUES (:subject, :role, :org_code, :token_id, :method, :path, :action, :master_id, "
-                ":resource_types, :resource_count, CAST(:query AS jsonb), :purpose, :break_glass, :result, "
-                ":status_code, :detail, :client)"), row)
+        if conn.in_transaction() and result not in ("allowed",):
+            conn.rollback()
+        conn.execute(INSERT_SQL, row)
+        conn.commit()
+
+
+INSERT_SQL = sa.text(
+    "INSERT INTO audit.access_log (subject, role, org_code, token_id, method, path, action, master_id, "
+    "resource_types, resource_count, query, purpose, break_glass, result, status_code, detail, client) "
+    "VALUES (:subject, :role, :org_code, :token_id, :method, :path, :action, :master_id, :resource_types, "
+    ":resource_count, CAST(:query AS jsonb), :purpose, :break_glass, :result, :status_code, :detail, :client)")

@@ -125,3 +125,29 @@ def search_patients(conn: sa.Connection, *, org_code: str | None, township: str 
         "ORDER BY p.master_id LIMIT :limit OFFSET :offset"),
         {**params, "org": org_code or "", "limit": limit, "offset": offset}).mappings().all()
     return (rows[0]["_total"] if rows else 0), [{k: v for k, v in r.items() if k != "_total"} for r in rows]
+
+
+def patient_overview(conn: sa.Connection, master_id: str, sections: frozenset[str]) -> dict[str, Any]:
+    """Demographics (unmasked), local ids, counts per visible record list, the 5 latest encounters and the latest
+    family-doctor contract — in one round trip (the summary is the API's most frequent call)."""
+    visible = {k: s for k, s in RECORD_LISTS.items() if s.section in sections}
+    parts = {"demo": "(SELECT row_to_json(d) FROM (" + DEMOGRAPHICS_SQL + ") d)",
+             "ids": "(SELECT coalesce(json_agg(i ORDER BY i.source_system, i.local_patient_id), '[]') FROM ("
+                    "SELECT source_system, local_patient_id, match_decision, matched_at "
+                    "FROM marts.dim_patient_identifier WHERE master_id = :m) i)",
+             "counts": "json_build_object(" + ", ".join(
+                 f"'{k}', (SELECT count(*) FROM {s.table} WHERE master_id = :m)" for k, s in visible.items())
+                       + ")" if visible else "NULL::json"}
+    if "clinical" in sections:
+        parts["recent"] = ("(SELECT coalesce(json_agg(e), '[]') FROM (SELECT t.*, o.org_name "
+                           "FROM marts.fct_encounter t LEFT JOIN marts.dim_organization o USING (org_code) "
+                           "WHERE t.master_id = :m "
+                           "ORDER BY t.visit_at DESC NULLS LAST LIMIT 5) e)")
+    if "health_records" in sections:
+        parts["contract"] = ("(SELECT row_to_json(c) FROM (SELECT t.*, o.org_name "
+                             "FROM marts.fct_family_doctor_contract t "
+                             "LEFT JOIN marts.dim_organization o USING (org_code) WHERE t.master_id = :m "
+                             "ORDER BY t.signed_date DESC NULLS LAST LIMIT 1) c)")
+    select = ", ".join(f"{sql} AS {name}" for name, sql in parts.items())
+    row = conn.execute(sa.text(f"SELECT {select}"), {"m": master_id}).mappings().one()
+    return dict(row)

@@ -8,6 +8,7 @@ with the API's own key (DRC_API_SIGNING_KEY; Airflow has its own).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ AUDIENCE = "xydrc-clinical-api"
 ALGORITHM = "HS256"
 MAX_TOKEN_HOURS = 12
 REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss", "sub", "jti", "role"]
+REVOKED_SQL = sa.text("SELECT revoked_at IS NOT NULL FROM audit.api_token WHERE token_id = :id")
+REVOCATION_RECHECK_SECONDS = 2.0      # a revoked token stops working within this long, in every worker
+_token_checked: dict[str, float] = {}
 bearer = HTTPBearer(auto_error=False, description="./drc api-token --user <login> 签发的访问令牌")
 
 
@@ -93,43 +97,62 @@ def _unauthorized(zh: str, en: str) -> ApiError:
     return ApiError(status.HTTP_401_UNAUTHORIZED, zh, en, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _refuse_login(request: Request, subject: str, reason: str) -> None:
+def db_connection() -> Iterator[sa.Connection]:
+    """One connection per request: the token check, every read and the audit row share it (no request ever
+    waits for a second connection from the pool while holding one)."""
+    with api_engine().connect() as conn:
+        yield conn
+
+
+Db = Annotated[sa.Connection, Depends(db_connection)]
+
+
+def _refuse_login(conn: sa.Connection, request: Request, subject: str, reason: str) -> None:
     AuditEntry(subject=subject, method=request.method, path=request.url.path, action="authenticate",
-               client=request.client.host if request.client else None, detail=reason).write("unauthenticated", 401)
+               client=request.client.host if request.client else None, detail=reason
+               ).write(conn, "unauthenticated", 401)
 
 
-def current_principal(request: Request,
+def current_principal(request: Request, conn: Db,
                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
     """The caller, from a valid, unexpired, unrevoked token of a known user; 401 with what to do otherwise."""
     if credentials is None:
-        _refuse_login(request, "(none)", "no token")
+        _refuse_login(conn, request, "(none)", "no token")
         raise _unauthorized("需要访问令牌（Authorization: Bearer <token>），请向平台管理员申请",
                             "a bearer token is required; ask the platform admin (./drc api-token --user <login>)")
     try:
         claims = jwt.decode(credentials.credentials, get_settings().api_signing_key, algorithms=[ALGORITHM],
                             audience=AUDIENCE, issuer=ISSUER, options={"require": REQUIRED_CLAIMS})
     except jwt.ExpiredSignatureError as exc:
-        _refuse_login(request, "(expired)", "expired token")
+        _refuse_login(conn, request, "(expired)", "expired token")
         raise _unauthorized("访问令牌已过期，请重新申请", "the token has expired; ask for a new one") from exc
     except jwt.PyJWTError as exc:
-        _refuse_login(request, "(invalid)", f"invalid token: {type(exc).__name__}")
+        _refuse_login(conn, request, "(invalid)", f"invalid token: {type(exc).__name__}")
         raise _unauthorized("访问令牌无效", "the token is invalid (forged, malformed or for another service)") \
             from exc
     roles, users = api_roles()
     user = users.get(claims["sub"])
     if user is None or user.role != claims["role"] or user.role not in roles:
-        _refuse_login(request, str(claims["sub"]), "unknown user or role")
+        _refuse_login(conn, request, str(claims["sub"]), "unknown user or role")
         raise _unauthorized("令牌对应的用户或角色已不存在", "the token's user or role no longer exists")
-    with api_engine().connect() as conn:
-        revoked = conn.execute(sa.text("SELECT revoked_at IS NOT NULL FROM audit.api_token WHERE token_id = :id"),
-                               {"id": claims["jti"]}).scalar()
+    if time.monotonic() - _token_checked.get(claims["jti"], -1e9) > REVOCATION_RECHECK_SECONDS:
+        revoked = conn.execute(REVOKED_SQL, {"id": claims["jti"]}).scalar()
+        if revoked is False:
+            if len(_token_checked) > 10_000:
+                _token_checked.clear()
+            _token_checked[claims["jti"]] = time.monotonic()
+        else:
+            _token_checked.pop(claims["jti"], None)
+    else:
+        revoked = False
     if revoked is None or revoked:
-        _refuse_login(request, user.login, "revoked token" if revoked else "token not issued here")
+        _refuse_login(conn, request, user.login, "revoked token" if revoked else "token not issued here")
         raise _unauthorized("访问令牌已被吊销", "the token has been revoked")
     return Principal(user, roles[user.role], claims["jti"])
 
 
-def audited(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Iterator[AuditEntry]:
+def audited(request: Request, conn: Db,
+            principal: Annotated[Principal, Depends(current_principal)]) -> Iterator[AuditEntry]:
     """The request's audit row: written whatever the outcome, after the route has said what it served."""
     route = request.scope.get("route")
     entry = AuditEntry(subject=principal.login, role=principal.user.role, org_code=principal.user.org_code,
@@ -141,22 +164,16 @@ def audited(request: Request, principal: Annotated[Principal, Depends(current_pr
     except HTTPException as exc:
         result = {403: "refused", 404: "not_found"}.get(exc.status_code, "rejected")
         entry.detail = entry.detail or str(exc.detail)
-        entry.write(result, exc.status_code)
+        entry.write(conn, result, exc.status_code)
         raise
     except RequestValidationError:
-        entry.write("invalid", 422)
+        entry.write(conn, "invalid", 422)
         raise
     except Exception:
-        entry.write("error", 500)
+        entry.write(conn, "error", 500)
         raise
-    entry.write("allowed", 200)
-
-
-def db_connection() -> Iterator[sa.Connection]:
-    with api_engine().connect() as conn:
-        yield conn
+    entry.write(conn, "allowed", 200)
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
 Audit = Annotated[AuditEntry, Depends(audited)]
-Db = Annotated[sa.Connection, Depends(db_connection)]

@@ -36,7 +36,8 @@ def api_engine() -> sa.Engine:
     if not password:
         raise RuntimeError("DRC_API_DB_PASSWORD is not set: start the API through ./drc, which derives it")
     url = sa.URL.create("postgresql+psycopg2", "drc_api", password, settings.pg_host, settings.pg_port, "warehouse")
-    return _remember(sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True, hide_parameters=True))
+    return _remember(sa.create_engine(url, pool_size=24, max_overflow=16, pool_recycle=1800,
+                                      hide_parameters=True))
 
 
 @lru_cache(maxsize=8)

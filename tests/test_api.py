@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from api.privacy import mask_id_number
-from api.security import ALGORITHM, AUDIENCE, ISSUER, issue_token, revoke_token
+from api.security import ALGORITHM, AUDIENCE, ISSUER, REVOCATION_RECHECK_SECONDS, issue_token, revoke_token
 from core.db import api_engine, warehouse_engine
 from core.settings import get_settings
 
@@ -103,6 +103,7 @@ def test_tokens_are_bounded_audienced_revocable_and_only_for_known_users(county)
     headers = {"Authorization": f"Bearer {issued}"}
     assert client.get(url, headers=headers).status_code == 200
     assert revoke_token(token_id, "pytest", "test of revocation")
+    time.sleep(REVOCATION_RECHECK_SECONDS + 0.5)
     response = client.get(url, headers=headers)
     assert response.status_code == 401 and "吊销" in response.json()["detail"]
     assert audit_rows(subject=county["doctor"], result="unauthenticated")

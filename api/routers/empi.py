@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 
 from api.access import require_section
 from api.security import ApiError, Audit, Caller, Db
-from core.db import api_engine
 from core.settings import PROJECT_ROOT, get_settings
 
 router = APIRouter(prefix="/empi", tags=["主索引 EMPI"])
@@ -100,14 +99,15 @@ def _start_runner() -> None:
                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _queue(principal: Caller, audit: Audit, action: str, payload: dict[str, Any], reason: str) -> dict[str, Any]:
+def _queue(conn: Db, principal: Caller, audit: Audit, action: str, payload: dict[str, Any],
+           reason: str) -> dict[str, Any]:
     require_section(principal, "empi")
-    with api_engine().begin() as conn:
-        row = conn.execute(sa.text(
-            "INSERT INTO audit.empi_request (actor, action, payload, reason) "
-            f"VALUES (:actor, :action, CAST(:payload AS jsonb), :reason) RETURNING {REQUEST_COLUMNS}"),
-            {"actor": principal.login, "action": action, "payload": json.dumps(payload), "reason": reason}
-        ).mappings().one()
+    row = conn.execute(sa.text(
+        "INSERT INTO audit.empi_request (actor, action, payload, reason) "
+        f"VALUES (:actor, :action, CAST(:payload AS jsonb), :reason) RETURNING {REQUEST_COLUMNS}"),
+        {"actor": principal.login, "action": action, "payload": json.dumps(payload), "reason": reason}
+    ).mappings().one()
+    conn.commit()
     audit.resource_types, audit.resource_count, audit.purpose = ["empi-request"], 1, reason
     audit.query = {"action": action, **payload}
     audit.master_id = payload.get("master_id") or payload.get("survivor")
@@ -127,7 +127,7 @@ def decide_review(decision: ReviewDecision, principal: Caller, audit: Audit, con
     require_section(principal, "empi")
     _require_master(conn, decision.candidate_master_id)
     action = "link" if decision.same_person else "separate"
-    return _queue(principal, audit, action, {"record_id": decision.record_id,
+    return _queue(conn, principal, audit, action, {"record_id": decision.record_id,
                                              "master_id": decision.candidate_master_id}, decision.reason)
 
 
@@ -139,7 +139,7 @@ def merge(request: MergeRequest, principal: Caller, audit: Audit, conn: Db) -> d
         raise ApiError(status.HTTP_400_BAD_REQUEST, "不能与自身合并", "survivor and merged are the same id")
     for master_id in (request.survivor, request.merged):
         _require_master(conn, master_id)
-    return _queue(principal, audit, "merge", {"survivor": request.survivor, "merged": request.merged},
+    return _queue(conn, principal, audit, "merge", {"survivor": request.survivor, "merged": request.merged},
                   request.reason)
 
 
@@ -148,8 +148,8 @@ def merge(request: MergeRequest, principal: Caller, audit: Audit, conn: Db) -> d
 def unmerge(request: UnmergeRequest, principal: Caller, audit: Audit, conn: Db) -> dict[str, Any]:
     require_section(principal, "empi")
     _require_master(conn, request.master_id)
-    return _queue(principal, audit, "unmerge", {"master_id": request.master_id, "record_ids": request.record_ids},
-                  request.reason)
+    payload = {"master_id": request.master_id, "record_ids": request.record_ids}
+    return _queue(conn, principal, audit, "unmerge", payload, request.reason)
 
 
 @router.get("/requests/{request_id}", response_model=EmpiRequest, summary="主索引管理请求的状态")

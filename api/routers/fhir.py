@@ -12,16 +12,15 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request, status
-from fastapi.responses import JSONResponse
 
 from api import fhir as resources
 from api.access import require_patient, require_section
 from api.privacy import apply_masking, id_number_hash
 from api.records import RECORD_LISTS, demographics, list_records, local_ids, search_patients
+from api.responses import FhirJSON
 from api.security import ApiError, Audit, Caller, Db
 
 router = APIRouter(tags=["FHIR R4"])
-FHIR_JSON = "application/fhir+json"
 MAX_EVERYTHING = 500          # per resource type in Patient/$everything
 Count = Annotated[int, Query(alias="_count", ge=1, le=200, description="每页条数")]
 Offset = Annotated[int, Query(alias="_offset", ge=0, le=1_000_000, description="跳过的条数")]
@@ -38,15 +37,14 @@ IDENTIFIER_HELP = "system|value: urn:xydrc:master-id|M…, urn:xydrc:pid:<来源
 DATE_PREFIX = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4}-\d{2}-\d{2})$")
 
 
-def fhir_response(body: dict[str, Any], status_code: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status_code, media_type=FHIR_JSON)
+def fhir_response(body: dict[str, Any], status_code: int = 200) -> FhirJSON:
+    return FhirJSON(body, status_code=status_code)
 
 
-def outcome_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def outcome_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> FhirJSON:
     code = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 422: "invalid"}.get(status_code,
                                                                                                    "exception")
-    return JSONResponse(resources.operation_outcome(code, message), status_code=status_code, headers=headers,
-                        media_type=FHIR_JSON)
+    return FhirJSON(resources.operation_outcome(code, message), status_code=status_code, headers=headers)
 
 
 def _base(request: Request) -> str:
@@ -97,7 +95,7 @@ def _patient_resource(conn: sa.Connection, master_id: str, caller: Caller) -> di
 
 
 @router.get("/metadata", summary="CapabilityStatement（无需令牌）")
-def metadata(request: Request) -> JSONResponse:
+def metadata(request: Request) -> FhirJSON:
     return fhir_response(resources.capability_statement(_base(request), request.app.version))
 
 
@@ -107,7 +105,7 @@ def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
                    name: Annotated[str | None, Query(max_length=50)] = None,
                    birthdate: Annotated[date | None, Query()] = None,
                    gender: Annotated[str | None, Query(pattern="^(male|female|other|unknown)$")] = None,
-                   count: Count = 20, offset: Offset = 0) -> JSONResponse:
+                   count: Count = 20, offset: Offset = 0) -> FhirJSON:
     require_section(caller, "demographics")
     criteria: dict[str, Any] = {}
     if identifier:
@@ -146,7 +144,7 @@ def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
 
 @router.get("/Patient/{master_id}", summary="读取 Patient")
 def read_patient(master_id: Annotated[str, Path(min_length=1, max_length=64)], caller: Caller, audit: Audit,
-                 conn: Db, reason: Reason = None) -> JSONResponse:
+                 conn: Db, reason: Reason = None) -> FhirJSON:
     require_patient(conn, caller, audit, master_id, "demographics", reason)
     audit.resource_types, audit.resource_count = ["Patient"], 1
     return fhir_response(_patient_resource(conn, master_id, caller))
@@ -154,7 +152,7 @@ def read_patient(master_id: Annotated[str, Path(min_length=1, max_length=64)], c
 
 @router.get("/Patient/{master_id}/$everything", summary="Patient/$everything：该居民的全部资源")
 def patient_everything(request: Request, master_id: Annotated[str, Path(min_length=1, max_length=64)],
-                       caller: Caller, audit: Audit, conn: Db, reason: Reason = None) -> JSONResponse:
+                       caller: Caller, audit: Audit, conn: Db, reason: Reason = None) -> FhirJSON:
     require_patient(conn, caller, audit, master_id, "clinical", reason)
     found = [_patient_resource(conn, master_id, caller)]
     for kind, to_resource in SEARCHABLE.values():
@@ -172,7 +170,7 @@ def _search_route(resource_type: str) -> None:
                date_: Annotated[list[str] | None, Query(alias="date", max_length=4,
                                                         description="日期，可带前缀 ge/gt/le/lt/eq")] = None,
                code: Annotated[str | None, Query(max_length=60, description="代码（system|code 或 code）")] = None,
-               count: Count = 50, offset: Offset = 0, reason: Reason = None) -> JSONResponse:
+               count: Count = 50, offset: Offset = 0, reason: Reason = None) -> FhirJSON:
         master_id = _patient_id(patient)
         date_from, date_to = _date_range(date_)
         require_patient(conn, caller, audit, master_id, spec.section, reason)

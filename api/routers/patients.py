@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, status
 
 from api.access import require_patient, require_section
 from api.privacy import apply_masking, id_number_hash
-from api.records import RECORD_LISTS, demographics, list_records, local_ids
+from api.records import RECORD_LISTS, list_records, local_ids, patient_overview
 from api.records import search_patients as search
+from api.responses import FastJSON
 from api.schemas import LabTrend, LocalId, Page, PatientSummary, SearchResult
 from api.security import ApiError, Audit, Caller, Db, Principal
 
@@ -49,7 +49,7 @@ def search_patients(principal: Caller, audit: Audit, conn: Db,
                     sex_code: Annotated[str | None, Query(pattern=r"^[0129]$", description="性别代码")] = None,
                     source_system: Annotated[str | None, Query(max_length=64, description="来源系统")] = None,
                     local_id: Annotated[str | None, Query(max_length=64, description="来源系统患者号")] = None,
-                    limit: Limit = 20, offset: Offset = 0) -> dict[str, Any]:
+                    limit: Limit = 20, offset: Offset = 0) -> FastJSON:
     require_section(principal, "demographics")
     audit.resource_types = ["Patient"]
     criteria: dict[str, Any] = {}
@@ -70,7 +70,7 @@ def search_patients(principal: Caller, audit: Audit, conn: Db,
                          limit=limit, offset=offset, **criteria)
     items = [apply_masking(r, principal.role) | {"access": access_of(principal, r["related"])} for r in rows]
     audit.resource_count = len(items)
-    return {"total": total, "limit": limit, "offset": offset, "items": items}
+    return FastJSON({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
 @router.get("/{master_id}", response_model=PatientSummary,
@@ -79,55 +79,47 @@ def search_patients(principal: Caller, audit: Audit, conn: Db,
                         "records of each kind the resident has (with the address of each list), the five latest "
                         "encounters across institutions and the current family-doctor contract.")
 def patient_summary(master_id: MasterId, principal: Caller, audit: Audit, conn: Db,
-                    reason: Reason = None) -> dict[str, Any]:
+                    reason: Reason = None) -> FastJSON:
     require_patient(conn, principal, audit, master_id, "demographics", reason)
     sections = principal.role.sections
-    audit.resource_types = ["Patient"]
-    summary: dict[str, Any] = {"demographics": demographics(conn, master_id, principal.role),
-                               "break_glass": audit.break_glass, "sections": {}}
-    if "identifiers" in sections:
-        summary["identifiers"] = local_ids(conn, master_id)
-    visible = {k: s for k, s in RECORD_LISTS.items() if s.section in sections}
-    if visible:
-        counts = conn.execute(sa.text(" UNION ALL ".join(
-            f"SELECT '{k}' AS kind, count(*) AS n FROM {s.table} WHERE master_id = :m" for k, s in visible.items())),
-            {"m": master_id}).all()
-        summary["sections"] = {kind: {"zh": visible[kind].zh, "total": n, "href": f"/patients/{master_id}/{kind}"}
-                               for kind, n in counts}
-        audit.resource_types += list(visible)
-    if "clinical" in sections:
-        summary["recent_encounters"] = list_records(conn, RECORD_LISTS["encounters"], master_id, limit=5,
-                                                    offset=0)[1]
-    if "health_records" in sections:
-        contracts = list_records(conn, RECORD_LISTS["family-doctor-contracts"], master_id, limit=1, offset=0)[1]
-        summary["family_doctor_contract"] = contracts[0] if contracts else None
+    found = patient_overview(conn, master_id, sections)
+    demo = found["demo"]
+    summary: dict[str, Any] = {
+        "demographics": apply_masking(demo, principal.role) if demo else None, "break_glass": audit.break_glass,
+        "identifiers": found["ids"] if "identifiers" in sections else None,
+        "sections": {kind: {"zh": RECORD_LISTS[kind].zh, "total": n, "href": f"/patients/{master_id}/{kind}"}
+                     for kind, n in (found["counts"] or {}).items()},
+        "recent_encounters": [{k: v for k, v in e.items() if k != "master_id"} for e in found["recent"]]
+        if "recent" in found else None,
+        "family_doctor_contract": found.get("contract")}
+    audit.resource_types = ["Patient", *summary["sections"]]
     audit.resource_count = 1
-    return summary
+    return FastJSON(summary)
 
 
 @router.get("/{master_id}/identifiers", response_model=list[LocalId],
             summary="交叉索引：该居民在各成员系统的患者号（PIX）")
 def patient_identifiers(master_id: MasterId, principal: Caller, audit: Audit, conn: Db,
-                        reason: Reason = None) -> list[dict[str, Any]]:
+                        reason: Reason = None) -> FastJSON:
     require_patient(conn, principal, audit, master_id, "identifiers", reason)
     ids = local_ids(conn, master_id)
     audit.resource_types, audit.resource_count = ["identifiers"], len(ids)
-    return ids
+    return FastJSON(ids)
 
 
 @router.get("/{master_id}/lab-results/trend", response_model=LabTrend, summary="某项检验（LOINC）的历次结果趋势")
 def lab_trend(master_id: MasterId, principal: Caller, audit: Audit, conn: Db,
               code: Annotated[str, Query(min_length=3, max_length=20, pattern=r"^[0-9]{1,7}-[0-9]$",
                                          description="LOINC 代码，如 2345-7")],
-              date_from: DateFrom = None, date_to: DateTo = None, reason: Reason = None) -> dict[str, Any]:
+              date_from: DateFrom = None, date_to: DateTo = None, reason: Reason = None) -> FastJSON:
     require_patient(conn, principal, audit, master_id, "clinical", reason)
     _, rows = list_records(conn, RECORD_LISTS["lab-results"], master_id, limit=1000, offset=0,
                                date_from=date_from, date_to=date_to, code=code)
     rows.reverse()
     audit.resource_types, audit.resource_count, audit.query = ["lab-results"], len(rows), {"code": code}
-    return {"code": code, "item_name": rows[0]["item_name"] if rows else None,
-            "points": [{k: r.get(k) for k in ("reported_at", "numeric_value", "result_value", "unit",
-                                              "abnormal_flag", "org_name")} for r in rows]}
+    return FastJSON({"code": code, "item_name": rows[0]["item_name"] if rows else None,
+                     "points": [{k: r.get(k) for k in ("reported_at", "numeric_value", "result_value", "unit",
+                                                       "abnormal_flag", "org_name")} for r in rows]})
 
 
 def _list_route(kind: str) -> None:
@@ -136,7 +128,7 @@ def _list_route(kind: str) -> None:
     def list_kind(master_id: MasterId, principal: Caller, audit: Audit, conn: Db, limit: Limit = 50,
                   offset: Offset = 0, date_from: DateFrom = None, date_to: DateTo = None,
                   code: Annotated[str | None, Query(max_length=32, description="代码筛选（诊断/ATC/LOINC）")] = None,
-                  reason: Reason = None) -> dict[str, Any]:
+                  reason: Reason = None) -> FastJSON:
         require_patient(conn, principal, audit, master_id, spec.section, reason)
         if date_from and date_to and date_from > date_to:
             raise ApiError(status.HTTP_400_BAD_REQUEST, "起始日期晚于截止日期", "date_from is after date_to")
@@ -144,7 +136,7 @@ def _list_route(kind: str) -> None:
                                     date_to=date_to, code=code)
         audit.resource_types, audit.resource_count = [kind], len(items)
         audit.query = {k: v for k, v in {"date_from": date_from, "date_to": date_to, "code": code}.items() if v}
-        return {"total": total, "limit": limit, "offset": offset, "items": items}
+        return FastJSON({"total": total, "limit": limit, "offset": offset, "items": items})
 
     router.add_api_route(f"/{{master_id}}/{kind}", list_kind, methods=["GET"], response_model=Page,
                          name=f"list_{kind.replace('-', '_')}", summary=f"{spec.zh}（分页，可按日期筛选）")
