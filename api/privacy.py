@@ -49,7 +49,7 @@ def id_number_hash(id_number: str) -> str:
     compares hashes, so the clear number never reaches SQL, logs or the audit trail."""
     key = os.environ.get("DRC_ID_LOOKUP_KEY")
     if not key:
-        raise RuntimeError("DRC_ID_LOOKUP_KEY is not set: start the API through ./drc, which derives it")
+        raise RuntimeError("DRC_ID_LOOKUP_KEY is not set: start the API through ./drc, which loads .env")
     return hmac.new(key.encode(), id_number.strip().upper().encode(), hashlib.sha256).hexdigest()
 
 

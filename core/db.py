@@ -34,7 +34,7 @@ def api_engine() -> sa.Engine:
     settings = get_settings()
     password = os.environ.get("DRC_API_DB_PASSWORD")
     if not password:
-        raise RuntimeError("DRC_API_DB_PASSWORD is not set: start the API through ./drc, which derives it")
+        raise RuntimeError("DRC_API_DB_PASSWORD is not set: start the API through ./drc, which loads .env")
     url = sa.URL.create("postgresql+psycopg2", "drc_api", password, settings.pg_host, settings.pg_port, "warehouse")
     return _remember(sa.create_engine(url, pool_size=24, max_overflow=16, pool_recycle=1800,
                                       hide_parameters=True))
