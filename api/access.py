@@ -12,9 +12,12 @@ import sqlalchemy as sa
 from fastapi import status
 
 from api.audit import AuditEntry
+from api.records import related_to_org
 from api.security import ApiError, Principal
 
 MIN_REASON_CHARS = 4
+SCOPE_SQL = sa.text(f"SELECT l.record_township, {related_to_org('l')} AS related "
+                    "FROM marts.dim_patient_lookup l WHERE l.master_id = :m")
 SECTION_ZH = {"demographics": "基本信息", "identifiers": "身份标识", "clinical": "诊疗数据",
               "health_records": "健康档案数据", "empi": "主索引管理", "audit": "审计日志"}
 
@@ -26,19 +29,18 @@ def require_section(principal: Principal, section: str) -> None:
                        f"role {principal.role.name} may not read {section}")
 
 
+def township_scope(principal: Principal) -> str | None:
+    """The township a search is limited to: a public-health officer's own, else none."""
+    return principal.user.township if principal.role.patients == "township" else None
+
+
 def require_patient(conn: sa.Connection, principal: Principal, entry: AuditEntry, master_id: str, section: str,
                     reason: str | None) -> None:
     """Allow, allow as break-glass (flagged in the audit row), or refuse with the reason and what to do."""
     entry.master_id = master_id
     entry.purpose = reason
     require_section(principal, section)
-    row = conn.execute(sa.text(
-        "SELECT l.record_township, "
-        "  EXISTS (SELECT 1 FROM marts.fct_encounter e WHERE e.master_id = l.master_id AND e.org_code = :org) "
-        "  OR EXISTS (SELECT 1 FROM marts.fct_referral r WHERE r.master_id = l.master_id "
-        "             AND r.to_org_code = :org) AS related "
-        "FROM marts.dim_patient_lookup l WHERE l.master_id = :m"),
-        {"m": master_id, "org": principal.user.org_code or ""}).first()
+    row = conn.execute(SCOPE_SQL, {"m": master_id, "org": principal.user.org_code or ""}).first()
     if row is None:
         raise ApiError(status.HTTP_404_NOT_FOUND, f"主索引号 {master_id} 不存在，请先检索患者",
                        f"no resident with master id {master_id}; search first (GET /patients)")

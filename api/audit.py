@@ -119,7 +119,7 @@ class AuditEntry:
         """Insert and commit on the request's own connection (after rolling back whatever failed on it)."""
         row = {**self.__dict__, "query": json.dumps(self.query, ensure_ascii=False, default=str),
                "result": result, "status_code": status_code}
-        if conn.in_transaction() and result not in ("allowed",):
+        if conn.in_transaction() and result != "allowed":
             conn.rollback()
         conn.execute(INSERT_SQL, row)
         conn.commit()

@@ -79,6 +79,14 @@ def list_records(conn: sa.Connection, spec: RecordList, master_id: str, *, limit
     return total, [{k: v for k, v in r.items() if k not in ("_total", "master_id")} for r in rows]
 
 
+def related_to_org(alias: str) -> str:
+    """SQL: the resident ``alias``.master_id has an encounter at, or a referral to, the institution :org (a
+    clinician's own patients)."""
+    return (f"(EXISTS (SELECT 1 FROM marts.fct_encounter e WHERE e.master_id = {alias}.master_id "
+            f"AND e.org_code = :org) OR EXISTS (SELECT 1 FROM marts.fct_referral r "
+            f"WHERE r.master_id = {alias}.master_id AND r.to_org_code = :org))")
+
+
 DEMOGRAPHICS_SQL = ("SELECT master_id, name, sex_code, birth_date, id_number, phone, address, source_record_count, "
                     "last_updated_at FROM marts.dim_patient WHERE master_id = :m")
 
@@ -90,9 +98,18 @@ def demographics(conn: sa.Connection, master_id: str, role: ApiRole) -> dict[str
 
 def local_ids(conn: sa.Connection, master_id: str) -> list[dict[str, Any]]:
     """The PIX cross-reference: every member system's local patient id of this resident."""
-    return [dict(r) for r in conn.execute(sa.text(
-        "SELECT source_system, local_patient_id, match_decision, matched_at FROM marts.dim_patient_identifier "
-        "WHERE master_id = :m ORDER BY source_system, local_patient_id"), {"m": master_id}).mappings()]
+    return local_ids_of(conn, [master_id]).get(master_id, [])
+
+
+def local_ids_of(conn: sa.Connection, master_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Local patient ids of several residents in one query (a search page), by master id."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for r in conn.execute(sa.text(
+            "SELECT master_id, source_system, local_patient_id, match_decision, matched_at "
+            "FROM marts.dim_patient_identifier WHERE master_id = ANY(:ids) "
+            "ORDER BY master_id, source_system, local_patient_id"), {"ids": list(master_ids)}).mappings():
+        found.setdefault(r["master_id"], []).append({k: v for k, v in r.items() if k != "master_id"})
+    return found
 
 
 def search_patients(conn: sa.Connection, *, org_code: str | None, township: str | None, limit: int, offset: int,
@@ -117,10 +134,7 @@ def search_patients(conn: sa.Connection, *, org_code: str | None, township: str 
         raise ValueError("a patient search needs at least one criterion")
     rows = conn.execute(sa.text(
         "SELECT p.master_id, p.name, p.sex_code, p.birth_date, p.id_number, p.phone, p.address, "
-        "p.source_record_count, count(*) OVER () AS _total, "
-        "  EXISTS (SELECT 1 FROM marts.fct_encounter e WHERE e.master_id = p.master_id AND e.org_code = :org) "
-        "  OR EXISTS (SELECT 1 FROM marts.fct_referral r WHERE r.master_id = p.master_id "
-        "             AND r.to_org_code = :org) AS related "
+        f"p.source_record_count, count(*) OVER () AS _total, {related_to_org('p')} AS related "
         f"FROM marts.dim_patient_lookup l JOIN marts.dim_patient p USING (master_id) WHERE {' AND '.join(where)} "
         "ORDER BY p.master_id LIMIT :limit OFFSET :offset"),
         {**params, "org": org_code or "", "limit": limit, "offset": offset}).mappings().all()

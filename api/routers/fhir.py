@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request, status
 
 from api import fhir as resources
-from api.access import require_patient, require_section
+from api.access import require_patient, require_section, township_scope
 from api.privacy import apply_masking, id_number_hash
-from api.records import RECORD_LISTS, demographics, list_records, local_ids, search_patients
+from api.records import RECORD_LISTS, demographics, list_records, local_ids, local_ids_of, search_patients
 from api.responses import FhirJSON
 from api.security import ApiError, Audit, Caller, Db
 
@@ -129,14 +129,10 @@ def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
     if gender:
         criteria["sex_codes"] = GENDER_CODES[gender]
     audit.query = {k: ("hmac:" + v[:12] if k == "id_number_hash" else v) for k, v in criteria.items()}
-    township = caller.user.township if caller.role.patients == "township" else None
-    total, rows = search_patients(conn, org_code=caller.user.org_code, township=township, limit=count,
+    total, rows = search_patients(conn, org_code=caller.user.org_code, township=township_scope(caller), limit=count,
                                   offset=offset, **criteria)
-    found = []
-    for row in rows:
-        masked = apply_masking(row, caller.role)
-        ids = local_ids(conn, row["master_id"]) if "identifiers" in caller.role.sections else []
-        found.append(resources.patient(masked, ids))
+    ids = local_ids_of(conn, [r["master_id"] for r in rows]) if "identifiers" in caller.role.sections else {}
+    found = [resources.patient(apply_masking(row, caller.role), ids.get(row["master_id"], [])) for row in rows]
     audit.resource_types, audit.resource_count = ["Patient"], len(found)
     self_url, next_url = _page_urls(request, offset, count, total)
     return fhir_response(resources.searchset(found, total, self_url, next_url, _base(request)))

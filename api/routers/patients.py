@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 
-from api.access import require_patient, require_section
+from api.access import require_patient, require_section, township_scope
 from api.privacy import apply_masking, id_number_hash
 from api.records import RECORD_LISTS, list_records, local_ids, patient_overview
 from api.records import search_patients as search
@@ -26,10 +26,6 @@ IdNumber = Annotated[str | None, Query(min_length=15, max_length=18, pattern=r"^
                                        description="身份证号")]
 DateFrom = Annotated[date | None, Query(description="起始日期（含）")]
 DateTo = Annotated[date | None, Query(description="截止日期（含）")]
-
-
-def _township_scope(principal: Principal) -> str | None:
-    return principal.user.township if principal.role.patients == "township" else None
 
 
 def access_of(principal: Principal, related: bool) -> str:
@@ -66,7 +62,7 @@ def search_patients(principal: Caller, audit: Audit, conn: Db,
     audit.query |= {k: v for k, v in criteria.items() if k != "id_number_hash"}
     if sex_code:
         criteria["sex_codes"] = [sex_code]
-    total, rows = search(conn, org_code=principal.user.org_code, township=_township_scope(principal),
+    total, rows = search(conn, org_code=principal.user.org_code, township=township_scope(principal),
                          limit=limit, offset=offset, **criteria)
     items = [apply_masking(r, principal.role) | {"access": access_of(principal, r["related"])} for r in rows]
     audit.resource_count = len(items)
