@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
 
 from api.access import require_section
+from api.fhir import CHINA_TZ
 from api.schemas import AuditPage
-from api.security import Audit, Caller, Db
+from api.security import ApiError, Audit, Caller, Db
 
 router = APIRouter(prefix="/audit", tags=["审计 audit"])
 RESULT_PATTERN = "^(allowed|refused|not_found|rejected|invalid|error|unauthenticated)$"
+
+
+def _as_utc(moment: datetime | None, name: str) -> datetime | None:
+    """A query bound in UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 parsers accept;
+    a time without offset is county time."""
+    if moment is None:
+        return None
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=CHINA_TZ)).astimezone(timezone.utc)
+    except OverflowError as exc:
+        raise ApiError(status.HTTP_400_BAD_REQUEST, f"时间超出可检索范围：{name}",
+                       f"{name} is outside the searchable range") from exc
 
 
 @router.get("/events", response_model=AuditPage, summary="查询审计日志（审计员）",
@@ -29,6 +42,7 @@ def audit_events(principal: Caller, audit: Audit, conn: Db,
                  limit: Annotated[int, Query(ge=1, le=500)] = 100,
                  offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
     require_section(principal, "audit")
+    since, until = _as_utc(since, "since"), _as_utc(until, "until")
     filters = {"subject": subject, "master_id": master_id, "break_glass": break_glass, "result": result}
     where = [f"{k} = :{k}" for k, v in filters.items() if v is not None]
     if since:

@@ -68,11 +68,14 @@ def _date_range(values: list[str] | None) -> tuple[date | None, date | None]:
             day = date.fromisoformat(match.group(2))
         except ValueError as exc:
             raise _invalid(f"日期不存在：{match.group(2)}", "no such date") from exc
-        if prefix in ("eq", "ge", "gt"):
+        try:
             start = day + timedelta(days=1) if prefix == "gt" else day
+            end = day - timedelta(days=1) if prefix == "lt" else day
+        except OverflowError as exc:
+            raise _invalid(f"日期超出可检索范围：{value[:20]}", "date is outside 0001-01-01..9999-12-31") from exc
+        if prefix in ("eq", "ge", "gt"):
             low = max(low, start) if low else start
         if prefix in ("eq", "le", "lt"):
-            end = day - timedelta(days=1) if prefix == "lt" else day
             high = min(high, end) if high else end
     return low, high
 
