@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ def _as_utc(moment: datetime | None, name: str) -> datetime | None:
     if moment is None:
         return None
     try:
-        return (moment if moment.tzinfo else moment.replace(tzinfo=CHINA_TZ)).astimezone(timezone.utc)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=CHINA_TZ)).astimezone(UTC)
     except OverflowError as exc:
         raise ApiError(status.HTTP_400_BAD_REQUEST, f"时间超出可检索范围：{name}",
                        f"{name} is outside the searchable range") from exc
