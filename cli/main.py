@@ -472,12 +472,95 @@ def cmd_indicators(args: argparse.Namespace) -> None:
                       + (f", {included} included from other families" if included else ""))
 
 
-@_step("上报 export")
-def cmd_export(args: argparse.Namespace) -> None:
-    from exports.daily_visits import export_day
+STATE_ZH = {"delivered": "已上报", "unchanged": "无变化", "final": "已定稿", "waiting": "等待输入",
+            "refused": "拒绝发布", "failed": "上报失败", "no_data": "无数据"}
 
-    manifest = export_day(args.date)
-    console.print(f"  {manifest['file']}: {manifest['row_count']} rows, sha256 {manifest['sha256'][:12]}…")
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """Scheduled exports (config/exports/): run, status, deliver, redeliver, spec."""
+    {"run": _export_run, "status": _export_status, "deliver": _export_deliver, "redeliver": _export_redeliver,
+     "spec": _export_spec}[args.action](args)
+
+
+def _print_outcome(outcome) -> None:
+    colour = "green" if outcome.state in ("delivered", "unchanged", "final", "no_data") else (
+        "yellow" if outcome.state == "waiting" else "red")
+    version = f" v{outcome.version}" if outcome.version else ""
+    console.print(f"  [{colour}]{STATE_ZH[outcome.state]}[/] {outcome.feed} {outcome.period}{version}"
+                  + (f"  {outcome.detail}" if outcome.detail else ""))
+
+
+def _fail_on(outcomes) -> None:
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        raise RuntimeError(f"{len(bad)} export(s) not delivered: "
+                           + "; ".join(f"{o.feed} {o.period}: {o.state}" for o in bad)
+                           + ". Fix what the lines above say; delivered versions are not sent twice")
+
+
+@_step("上报 export")
+def _export_run(args: argparse.Namespace) -> None:
+    from datetime import datetime
+
+    from exports.periods import COUNTY_TZ
+    from exports.runner import run
+
+    as_of = datetime.fromisoformat(args.as_of).replace(tzinfo=COUNTY_TZ) if args.as_of else None
+    _fail_on(run(args.feed, args.through or date.today(), as_of, args.include_open_periods, _print_outcome))
+
+
+def _export_deliver(args: argparse.Namespace) -> None:
+    from exports.catalog import catalog
+    from exports.runner import catch_up
+    from exports.store import ensure_tables
+
+    ensure_tables()
+    outcomes = catch_up(catalog(), args.feed[0] if args.feed else None)
+    for outcome in outcomes:
+        _print_outcome(outcome)
+    console.print(f"  {len(outcomes)} pending version(s) sent")
+    _fail_on(outcomes)
+
+
+def _export_redeliver(args: argparse.Namespace) -> None:
+    from exports.runner import redeliver
+
+    if not args.feed or len(args.feed) != 1 or not args.period:
+        raise ValueError("redeliver needs one --feed and --period, e.g. ./drc export redeliver "
+                         "--feed daily_service_volume --period 2026-11-03")
+    outcome = redeliver(args.feed[0], args.period, args.version)
+    _print_outcome(outcome)
+    _fail_on([outcome])
+
+
+def _export_status(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from exports.runner import status
+
+    table = Table(title="上报状态 export status")
+    for column in ("feed", "period", "版本", "完整", "状态", "上报时间", "尝试", "原因 / 说明"):
+        table.add_column(column)
+    for row in status(args.feed[0] if args.feed else None):
+        delivered = row["delivered_at"].astimezone().strftime("%m-%d %H:%M") if row["delivered_at"] else "—"
+        table.add_row(row["feed"], row["period"], str(row["version"] or "—"),
+                      "—" if row["complete"] is None else ("是" if row["complete"] else "否"), row["status"],
+                      delivered, str(row["attempts"]), (row["state_detail"] or row["last_error"] or row["reason"]
+                                                        or "")[:80])
+    console.print(table)
+
+
+def _export_spec(args: argparse.Namespace) -> None:
+    from exports.spec import SPEC_FILE, render_spec
+
+    text = render_spec()
+    if args.check:
+        if SPEC_FILE.read_text(encoding="utf-8") != text:
+            raise RuntimeError(f"{SPEC_FILE} is out of date: run ./drc export spec")
+        console.print(f"  {SPEC_FILE} is current")
+        return
+    SPEC_FILE.write_text(text, encoding="utf-8")
+    console.print(f"  wrote {SPEC_FILE}")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
@@ -490,14 +573,16 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     cmd_quality(argparse.Namespace(action="run"))
     cmd_publish(args)
     cmd_transform(argparse.Namespace(select=None))
-    cmd_export(args)
+    _export_run(argparse.Namespace(feed=None, through=args.date, as_of=None,
+                                   include_open_periods=args.include_open_periods))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from simulator.config import load_simulator_config
 
     start = load_simulator_config()["start_date"]
-    cmd_pipeline(argparse.Namespace(date=start + timedelta(days=args.days - 1)))
+    # The demo's month is still open on its last day: its monthly feeds go out marked 期间未结束 (初报).
+    cmd_pipeline(argparse.Namespace(date=start + timedelta(days=args.days - 1), include_open_periods=True))
     cmd_provision_dashboards(args)
 
 
@@ -697,11 +782,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", help="dbt selection")
     p.set_defaults(func=cmd_transform)
 
-    for name, func, text in (("export", cmd_export, "write the upstream daily CSV and manifest"),
-                             ("pipeline", cmd_pipeline, "run every step for a business day")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--date", type=_day, required=True, help="business day YYYY-MM-DD")
-        p.set_defaults(func=func)
+    p = sub.add_parser("export", help="scheduled exports to the platforms above (config/exports/): run due "
+                       "periods, status, deliver pending, redeliver a lost file, write docs/exports.md")
+    p.add_argument("action", nargs="?", choices=["run", "status", "deliver", "redeliver", "spec"], default="run")
+    p.add_argument("--feed", action="append", help="a feed of config/exports/ (repeatable; default all)")
+    p.add_argument("--through", type=_day, help="run: the last business day with data (default today)")
+    p.add_argument("--as-of", help="run: the time deadlines are judged at, county time (default now)")
+    p.add_argument("--include-open-periods", action="store_true",
+                   help="run: also send periods not yet ended, marked incomplete (初报)")
+    p.add_argument("--period", help="redeliver: the period, e.g. 2026-11-03 or 2026-11")
+    p.add_argument("--version", type=int, help="redeliver: a version (default the latest)")
+    p.add_argument("--check", action="store_true", help="spec: fail if docs/exports.md is out of date")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("pipeline", help="run every step for a business day")
+    p.add_argument("--date", type=_day, required=True, help="business day YYYY-MM-DD")
+    p.add_argument("--include-open-periods", action="store_true",
+                   help="also send monthly feeds of the open month, marked incomplete")
+    p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("demo", help="simulate some days, run the pipeline, provision dashboards")
     p.add_argument("--days", type=int, default=7)

@@ -38,7 +38,7 @@ ENV
   fi
   # Secrets introduced after a .env was generated: appended once, then kept like the others.
   local name
-  for name in DRC_API_DB_PASSWORD DRC_ID_LOOKUP_KEY DRC_AIRFLOW_JWT_SECRET; do
+  for name in DRC_API_DB_PASSWORD DRC_ID_LOOKUP_KEY DRC_AIRFLOW_JWT_SECRET DRC_EXPORT_PSEUDONYM_KEY; do
     grep -q "^$name=" .env || echo "$name=$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')" >> .env
   done
   set -a; # shellcheck disable=SC1091

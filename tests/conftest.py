@@ -60,11 +60,15 @@ def _reset_platform_state() -> None:
         conn.execute(sa.text("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                              "WHERE slot_name LIKE 'drc%' AND NOT active"))
         conn.execute(sa.text("DROP SCHEMA IF EXISTS ingest CASCADE"))
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS export CASCADE"))
     ensure_tables.cache_clear()
     County(load_simulator_config()).reset()
     for folder in (settings.lake_root, settings.exports_dir, settings.state_dir / "archive",
                    settings.state_dir / "quarantine"):
         shutil.rmtree(folder, ignore_errors=True)
+    inbox = Path(os.environ["DRC_SFTP_ROOT"]) / "inbox"      # what the receiving SFTP server holds
+    for delivered in inbox.iterdir() if inbox.exists() else ():
+        shutil.rmtree(delivered)
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +80,7 @@ def pipeline_done(spark) -> PipelineRun:
     assert drc_main(["simulate", "--until", run.last_day.isoformat()]) == 0
     for step in (["ingest"], ["silver"], ["empi"], ["quality"], ["publish"], ["transform"]):
         assert drc_main(step) == 0, f"pipeline step {step} failed"
-    for day in run.days:
-        assert drc_main(["export", "--date", day.isoformat()]) == 0
+    assert drc_main(["export", "run", "--through", run.last_day.isoformat(), "--include-open-periods"]) == 0
     assert drc_main(["provision-dashboards"]) == 0
     return run
 
