@@ -632,6 +632,12 @@ def cmd_bench_dashboards(args: argparse.Namespace) -> None:
     bench_main(["--repeat", str(args.repeat)])
 
 
+def cmd_bench_exports(args: argparse.Namespace) -> None:
+    from bench.exports import main as bench_main
+
+    bench_main(["--scale", str(args.scale)])
+
+
 def cmd_bench_api(args: argparse.Namespace) -> None:
     from bench.api_load import main as bench_main
 
@@ -829,6 +835,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-dashboards", help="measure each dashboard's cold and warm load in headless Chromium")
     p.add_argument("--repeat", type=int, default=3)
     p.set_defaults(func=cmd_bench_dashboards)
+
+    p = sub.add_parser("bench-exports", help="a county month of every export feed, built and delivered by SFTP")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the county's sizes")
+    p.set_defaults(func=cmd_bench_exports)
 
     p = sub.add_parser("bench-api", help="load the running lookup API: 50 concurrent clients, p50/p95/p99, errors")
     p.add_argument("--clients", type=int, default=50)

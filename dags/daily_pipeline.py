@@ -3,8 +3,10 @@
 
 For business day D (the day before the run's logical date, or the `business_date` param): fill the
 simulated member systems up to D, collect into bronze, standardise to silver, give every person record its
-master id (EMPI), gate on quality, publish to the warehouse, build the dbt models and write the upstream
-export. Every task is one `./drc` step, so a data engineer can repeat any of them from a terminal with the same result.
+master id (EMPI), gate on quality, publish to the warehouse, build the dbt models and deliver the export
+catalog's feeds to the platforms above (one task per feed; each sends its due periods, waits for late inputs
+until the feed's deadline, and catches up what an unreachable server missed). Every task is one `./drc` step,
+so a data engineer can repeat any of them from a terminal with the same result.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import Param, dag, task, task_group
-from assets import EXPORT_DAILY_VISITS, MART_DAILY_VISITS, MASTER_INDEX, SILVER, bronze, source_names
+from assets import MART_DAILY_VISITS, MASTER_INDEX, SILVER, bronze, export_feed, export_feeds, source_names
 
 DRC = Path(__file__).resolve().parents[1] / "drc"
 BUSINESS_DATE = "{{ params.business_date or macros.ds_add(ds, -1) }}"
@@ -55,9 +57,12 @@ def xydrc_daily_pipeline():
     publish = drc_step("publish")
     transform = drc_step("transform", [MART_DAILY_VISITS])
 
-    @task.bash(task_id="export", outlets=[EXPORT_DAILY_VISITS])
-    def export() -> str:
-        return f"{DRC} export --date {BUSINESS_DATE}"
+    @task_group(group_id="export", tooltip="上报：每个上报数据集一个任务（config/exports/），到期的期间逐一生成、"
+                                         "校验完整性并经 SFTP 送达；服务器不可达时稍后重试")
+    def export():
+        for feed in export_feeds():
+            drc_step(f"export run --feed {feed} --through {BUSINESS_DATE}", [export_feed(feed)], task_id=feed,
+                     retries=3, retry_delay=timedelta(minutes=10))()
 
     simulate() >> ingest() >> silver() >> empi() >> quality() >> publish() >> transform() >> export()
 

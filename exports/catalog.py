@@ -142,7 +142,8 @@ def _feed(path: Path, raw: dict, targets: dict[str, Target]) -> Feed:
     if dataset.get("kind") not in DATASET_KINDS:
         raise CatalogError(f"{where}: dataset.kind must be one of {', '.join(DATASET_KINDS)}")
     if dataset["kind"] == "mart" and not {"model", "period_column", "order_by"} <= set(dataset):
-        raise CatalogError(f"{where}: a mart dataset needs model, period_column and order_by")
+        raise CatalogError(f"{where}: a mart dataset needs model, period_column and order_by (schema: marts "
+                           "unless given)")
     fmt = dict(raw["format"])
     if fmt.get("type") not in FORMATS or set(fmt) - {"type"} - FORMATS[fmt["type"]]:
         raise CatalogError(f"{where}: format must be csv (encoding, bom), jsonl or xlsx, got {fmt}")

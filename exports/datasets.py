@@ -48,7 +48,8 @@ def read_mart(conn: sa.Connection, feed: Feed, period: Period) -> list[dict[str,
     spec = feed.dataset
     columns = sorted({_identifier(c.source, feed) for c in feed.columns}
                      | {_identifier(c, feed) for c in spec["order_by"]})
-    sql = (f"SELECT {', '.join(columns)} FROM marts.{_identifier(spec['model'], feed)} "
+    sql = (f"SELECT {', '.join(columns)} FROM {_identifier(spec.get('schema', 'marts'), feed)}."
+           f"{_identifier(spec['model'], feed)} "
            f"WHERE {_identifier(spec['period_column'], feed)} BETWEEN :start AND :end "
            f"ORDER BY {', '.join(_identifier(c, feed) for c in spec['order_by'])}")
     return [dict(r) for r in conn.execute(sa.text(sql), {"start": period.start, "end": period.end}).mappings()]

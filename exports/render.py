@@ -19,7 +19,7 @@ FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
 def _text(value: Any, kind: str) -> str:
-    """A cell as the spec writes it: dates ISO 8601, booleans 1/0, decimals without float noise, empty for null."""
+    """A cell as the spec writes it: dates ISO 8601, booleans 1/0, decimals as stored, empty for null."""
     if value is None:
         return ""
     if kind == "boolean":
@@ -27,7 +27,7 @@ def _text(value: Any, kind: str) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral_value() else format(value, "f")
+        return format(value, "f")           # as the warehouse holds it (its scale), never in exponent form
     if isinstance(value, float):
         return repr(value)
     return str(value)

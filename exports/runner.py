@@ -77,8 +77,9 @@ def first_data_day(conn: sa.Connection, feed: Feed) -> date | None:
     """The first day the feed's dataset holds: periods before it are not the platform's to report."""
     if feed.dataset["kind"] == "indicators":     # indicator months start with the visits the platform collected
         return conn.execute(sa.text("SELECT min(visit_date) FROM marts.fct_daily_outpatient_visits")).scalar()
-    return conn.execute(sa.text(f"SELECT min({feed.dataset['period_column']}) FROM marts.{feed.dataset['model']}")
-                        ).scalar()
+    spec = feed.dataset
+    return conn.execute(sa.text(f"SELECT min({spec['period_column']}) FROM {spec.get('schema', 'marts')}."
+                                f"{spec['model']}")).scalar()
 
 
 def notes_for(feed: Feed, period: Period) -> list[list[str]]:

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from pyspark.sql import functions as F
 
 from core.db import mariadb_engine, warehouse_engine
-from core.settings import get_settings
 from core.spark import read_delta
 from spark_jobs.empi.identity import empi_path
 
@@ -38,9 +37,15 @@ def test_dag_processes_the_next_business_day_end_to_end(spark, pipeline_done, re
                                             "WHERE visit_date = :d GROUP BY 1"), {"d": business_day}).all())
     assert source > 0 and per_org["410182001"] == source       # the 人民医院's visits, every one
     assert len(per_org) > 5, "the township clinics' and other hospitals' visits of the day are counted too"
-    stamp = f"{business_day:%Y%m%d}"
-    manifest = get_settings().exports_dir / stamp / f"MJZRC_410182_{stamp}.manifest.json"
-    assert json.loads(manifest.read_text(encoding="utf-8"))["total_visits"] == sum(per_org.values())
+    with warehouse_engine().connect() as conn:     # the day's feeds were delivered by their export tasks
+        delivered = dict(conn.execute(sa.text(
+            "SELECT feed, status FROM export.v_feed_status WHERE period = :p"), {"p": f"{business_day:%Y%m%d}"}).all())
+        manifest = conn.execute(sa.text(
+            "SELECT manifest FROM export.feed_version WHERE feed = 'daily_service_volume' AND period = :p "
+            "ORDER BY version DESC LIMIT 1"), {"p": f"{business_day:%Y%m%d}"}).scalar()
+    assert set(delivered) == {"daily_service_volume", "empi_pix_daily"}
+    assert set(delivered.values()) <= {"delivered", "delivered_late"}, delivered
+    assert json.loads(manifest)["row_count"] >= len(per_org)
 
     # the new day's patients were matched incrementally; every unchanged record that belonged to a resident kept
     # its master id (a record still on its own may join the resident who turned up today)
