@@ -534,20 +534,20 @@ def _export_redeliver(args: argparse.Namespace) -> None:
 
 
 def _export_status(args: argparse.Namespace) -> None:
-    from rich.table import Table
-
+    """One line per feed × period (the latest version): readable in a terminal and in an Airflow log alike."""
     from exports.runner import status
 
-    table = Table(title="上报状态 export status")
-    for column in ("feed", "period", "版本", "完整", "状态", "上报时间", "尝试", "原因 / 说明"):
-        table.add_column(column)
-    for row in status(args.feed[0] if args.feed else None):
-        delivered = row["delivered_at"].astimezone().strftime("%m-%d %H:%M") if row["delivered_at"] else "—"
-        table.add_row(row["feed"], row["period"], str(row["version"] or "—"),
-                      "—" if row["complete"] is None else ("是" if row["complete"] else "否"), row["status"],
-                      delivered, str(row["attempts"]), (row["state_detail"] or row["last_error"] or row["reason"]
-                                                        or "")[:80])
-    console.print(table)
+    rows = status(args.feed[0] if args.feed else None)
+    console.print("上报状态 export status — feed · period · version · 完整 · status · delivered at · attempts · 说明")
+    colours = {"delivered": "green", "delivered_late": "yellow", "waiting": "yellow", "pending": "yellow"}
+    for row in rows:
+        delivered = row["delivered_at"].astimezone().strftime("%Y-%m-%d %H:%M") if row["delivered_at"] else "—"
+        complete = "—" if row["complete"] is None else ("完整" if row["complete"] else "不完整")
+        note = (row["state_detail"] or row["last_error"] or row["reason"] or "")[:100]
+        colour = colours.get(row["status"], "red")
+        console.print(f"  {row['feed']} {row['period']} v{row['version'] or '—'} {complete} "
+                      f"[{colour}]{row['status']}[/] {delivered} ×{row['attempts']}  {note}", soft_wrap=True)
+    console.print(f"  {len(rows)} feed periods; late = delivered after the feed's deadline (docs/exports.md)")
 
 
 def _export_spec(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 from datetime import date, datetime
 from decimal import Decimal
@@ -102,19 +103,24 @@ def render_xlsx(feed: Feed, rows: list[dict[str, Any]], notes: list[list[str]], 
     workbook.properties.created = workbook.properties.modified = moment
     raw = io.BytesIO()
     workbook.save(raw)
-    return _normalise_zip(raw.getvalue())
+    return _normalise_zip(raw.getvalue(), f"{moment:%Y-%m-%dT%H:%M:%SZ}")
 
 
-def _normalise_zip(content: bytes) -> bytes:
-    """The same workbook → the same bytes: fixed entry times and order (openpyxl stamps the wall clock)."""
+def _normalise_zip(content: bytes, modified: str) -> bytes:
+    """The same workbook → the same bytes: fixed entry times, and the document's modified time set to the period
+    (openpyxl stamps the wall clock on save, whatever the properties say)."""
     source = zipfile.ZipFile(io.BytesIO(content))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
         for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)",
+                              rb"\g<1>" + modified.encode() + rb"\g<2>", data)
             entry = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
             entry.compress_type = zipfile.ZIP_DEFLATED
             entry.external_attr = 0o644 << 16
-            target.writestr(entry, source.read(info.filename))
+            target.writestr(entry, data)
     return out.getvalue()
 
 

@@ -224,7 +224,7 @@ def deliver(cat: Catalog, row: dict[str, Any], trigger: str,
                                         "error": error, "receipt": receipt})
         if result == "delivered":
             return Outcome(row["feed"], row["period"], "delivered", row["version"],
-                           f"{row['file_name']} → {receipt['files'][0]['path']}")
+                           receipt["files"][0]["path"])
         if attempt < target.retries:
             sleep(target.backoff_seconds * 2 ** (attempt - 1))
     return Outcome(row["feed"], row["period"], "failed", row["version"],

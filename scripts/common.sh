@@ -64,6 +64,9 @@ export_runtime_env() {
   export PYTHONPATH="$DRC_ROOT${PYTHONPATH:+:$PYTHONPATH}"
   export DRC_SIM_API_PORT="${DRC_SIM_API_PORT:-8090}"  # .env files from before the simulated API lack it
   export DRC_DBT_DOCS_PORT="${DRC_DBT_DOCS_PORT:-8081}"  # .env files from before the dbt docs site lack it
+  export DRC_SFTP_PORT="${DRC_SFTP_PORT:-2222}"            # the receiving platform's SFTP server (exports)
+  # Its chroot must be root-owned all the way up (sshd's rule), so never under a clone in /tmp.
+  export DRC_SFTP_ROOT="${DRC_SFTP_ROOT:-/srv/xydrc-sftp/$DRC_SFTP_PORT}"
   # The private hospitals' API secret: the simulated vendor derives it from the HIS password (no new secret).
   export DRC_SIM_API_CLIENT_SECRET="${DRC_SIM_API_CLIENT_SECRET:-$(python3 -c 'import hashlib,hmac,os;print(hmac.new(os.environ["DRC_HIS_DB_PASSWORD"].encode(),b"private_api client secret",hashlib.sha256).hexdigest()[:32])')}"
   # Superset's read-only warehouse role drc_bi: its password is derived from the warehouse one (no new secret).

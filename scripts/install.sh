@@ -1,6 +1,7 @@
 # Install what is missing: Debian packages, three virtualenvs, Spark jars. Idempotent. Sourced by ./drc.
 
-APT_PACKAGES=(postgresql-15 postgresql-contrib postgresql-15-wal2json mariadb-server mariadb-client chromium chromium-driver fonts-wqy-microhei wrk)
+APT_PACKAGES=(postgresql-15 postgresql-contrib postgresql-15-wal2json mariadb-server mariadb-client chromium chromium-driver fonts-wqy-microhei wrk
+              openssh-server)
 
 install_apt() {
   local missing=() p

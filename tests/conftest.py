@@ -66,7 +66,7 @@ def _reset_platform_state() -> None:
     for folder in (settings.lake_root, settings.exports_dir, settings.state_dir / "archive",
                    settings.state_dir / "quarantine"):
         shutil.rmtree(folder, ignore_errors=True)
-    inbox = Path(os.environ["DRC_SFTP_ROOT"]) / "inbox"      # what the receiving SFTP server holds
+    inbox = Path(os.environ["DRC_SFTP_ROOT"]) / "chroot" / "inbox"      # what the receiving SFTP server holds
     for delivered in inbox.iterdir() if inbox.exists() else ():
         shutil.rmtree(delivered)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import zipfile
 from datetime import date
 from decimal import Decimal
 
@@ -124,6 +125,8 @@ def test_workbooks_have_a_sheet_per_family_a_notes_sheet_and_identical_bytes():
     notes = [["报表", report.zh], ["指标编码", "指标名称", "计算公式"], ["HO01", "门急诊人次", "门诊人次 + 急诊人次"]]
     first = render_xlsx(report, rows, notes, date(2026, 11, 30))
     assert first == render_xlsx(report, [dict(r) for r in rows], notes, date(2026, 11, 30))
+    core = zipfile.ZipFile(io.BytesIO(first)).read("docProps/core.xml").decode()
+    assert "<dcterms:modified xsi:type=\"dcterms:W3CDTF\">2026-11-30T00:00:00Z<" in core, "no wall clock inside"
     book = load_workbook(io.BytesIO(first))
     assert book.sheetnames == ["医疗卫生运行状况监控", "基本公卫监管", "说明"]
     assert [c.value for c in book["医疗卫生运行状况监控"][1]][:2] == ["指标编码", "指标名称"]
