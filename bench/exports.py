@@ -69,7 +69,8 @@ def build_tables(sizes: dict[str, int]) -> None:
                    e % 7 = 0 AS is_tcm, '07' AS payment_category_code, NULL::int AS bed_days,
                    round((random() * 500)::numeric, 2) AS total_fee, round((random() * 200)::numeric, 2) AS drug_fee,
                    false AS is_died, 'E' || e AS encounter_key
-            FROM (SELECT e, (1 + (e::bigint * 104729) % :residents)::int AS p FROM generate_series(1, :encounters) e) s"""),
+            FROM (SELECT e, (1 + (e::bigint * 104729) % :residents)::int AS p
+                  FROM generate_series(1, :encounters) e) s"""),
                      {"start": MONTH, "encounters": sizes["encounters_per_month"], "residents": sizes["residents"]})
         conn.execute(sa.text(f"ANALYZE {SCHEMA}.fct_daily_service_volume, {SCHEMA}.fct_resident_change, "
                              f"{SCHEMA}.xch_research_encounter"))
