@@ -176,4 +176,6 @@ def audited(request: Request, conn: Db,
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
-Audit = Annotated[AuditEntry, Depends(audited)]
+# scope="function": the row is committed before the response leaves (a request-scoped exit would run after it
+# was sent — a reader could see data whose audit row does not exist yet, or never will if the worker dies).
+Audit = Annotated[AuditEntry, Depends(audited, scope="function")]
