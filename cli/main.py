@@ -71,6 +71,7 @@ STATUS_COLOURS = {"success": "green", "no_change": "green", "stopped": "yellow",
 @_step("采集 ingest → bronze")
 def cmd_ingest(args: argparse.Namespace) -> None:
     from core.spark import get_spark
+    from ingestion.monitoring import alert_unreachable
     from ingestion.runner import collect_all
 
     def show(result) -> None:
@@ -81,6 +82,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
     spark, sources = get_spark(), _selected_sources(args.source)
     results = collect_all(spark, sources, progress=show)
+    alert_unreachable(results)
     while args.follow:  # continuous collection: CDC sources land within seconds of the source commit
         time.sleep(args.follow)
         results = collect_all(spark, sources, progress=lambda r: r.rows and show(r))
@@ -563,27 +565,129 @@ def _export_spec(args: argparse.Namespace) -> None:
     console.print(f"  wrote {SPEC_FILE}")
 
 
+def pipeline_commands(business_date: date, include_open_periods: bool = False) -> list[tuple[str, list[str]]]:
+    """The nightly chain for one business day as (step, ./drc argv), from config/pipeline.yaml.
+
+    The same commands the Airflow nightly DAG runs, one task each (a step per source or feed expands here too).
+    """
+    from core.pipeline import load_pipeline
+    from exports.catalog import catalog
+    from ingestion.registry import load_sources
+
+    names = {"source": sorted(load_sources()), "feed": sorted(catalog().feeds)}
+    commands = []
+    for step in load_pipeline().steps:
+        for name in names[step.per] if step.per else [None]:
+            argv = step.argv(business_date, **({step.per: name} if step.per else {}))
+            if step.id == "export" and include_open_periods:
+                argv.append("--include-open-periods")
+            commands.append((f"{step.id}:{name}" if name else step.id, argv))
+    return commands
+
+
 def cmd_pipeline(args: argparse.Namespace) -> None:
-    """Every step in order, the same chain the Airflow DAG runs."""
-    cmd_simulate(argparse.Namespace(reset=False, until=args.date, advance=None, days=None, scale=None,
-                                    system=None))
-    cmd_ingest(argparse.Namespace(source=None, table=None, follow=None))
-    cmd_silver(argparse.Namespace(source=None, full=False))
-    cmd_empi(argparse.Namespace(action="run", full=False, actor=None))
-    cmd_quality(argparse.Namespace(action="run"))
-    cmd_publish(args)
-    cmd_transform(argparse.Namespace(select=None))
-    _export_run(argparse.Namespace(feed=None, through=args.date, as_of=None,
-                                   include_open_periods=args.include_open_periods))
+    """Every step for each business day from --from to --to, one day after the other, as the nightly DAG.
+
+    A step that fails is reported and the chain goes on where the DAG would (collection and the deadline
+    judgement are isolated per source); the command fails at the end if anything did.
+    """
+    first, last = args.from_date or args.date, args.to_date or args.date
+    if not first or not last or first > last:
+        raise SystemExit("give --date D, or --from D1 --to D2 (D1 ≤ D2)")
+    isolated = {"collect", "deadline"}   # their failures do not stop the day (trigger_rule all_done downstream)
+    failures = []
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        console.print(f"[bold]业务日 business day {day}[/]")
+        for step, argv in pipeline_commands(day, args.include_open_periods):
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            if code:
+                failures.append(f"{day} {step}")
+                if step.split(":")[0] not in isolated:
+                    raise SystemExit(f"{day}: step {step} failed; the later steps of the day did not run. "
+                                     f"Fix it, then run ./drc pipeline --from {day} --to {last} again (safe).")
+    if failures:
+        raise SystemExit(f"done, but these isolated steps failed: {failures}; see ./drc ingest status and "
+                         "./drc alerts")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    """Simulate the demo days, then run the nightly pipeline through Airflow and leave its DAGs un-paused."""
+    import os
+    import subprocess
+
+    from core.pipeline import load_pipeline
+    from core.settings import get_settings
     from simulator.config import load_simulator_config
 
-    start = load_simulator_config()["start_date"]
+    last = load_simulator_config()["start_date"] + timedelta(days=args.days - 1)
+    cmd_simulate(argparse.Namespace(reset=False, until=last, advance=None, days=None, scale=None, system=None))
+    pipeline = load_pipeline()
+    airflow = os.environ["DRC_AIRFLOW_BIN"]
+    console.print(f"[bold blue]▶ Airflow: {pipeline.nightly_dag_id} for business day {last}[/]")
     # The demo's month is still open on its last day: its monthly feeds go out marked 期间未结束 (初报).
-    cmd_pipeline(argparse.Namespace(date=start + timedelta(days=args.days - 1), include_open_periods=True))
+    conf = f'{{"business_date": "{last}", "include_open_periods": true}}'
+    run = subprocess.run([airflow, "dags", "test", pipeline.nightly_dag_id, (last + timedelta(days=1)).isoformat(),
+                          "--conf", conf], capture_output=True, text=True)
+    log_file = get_settings().state_dir / "logs" / "demo-nightly.log"
+    log_file.write_text(run.stdout + run.stderr, encoding="utf-8")
+    if run.returncode:
+        raise SystemExit(f"the nightly DAG failed in Airflow; see {log_file} and the run in the Airflow UI")
+    for dag_id in production_dag_ids():
+        subprocess.run([airflow, "dags", "unpause", dag_id], capture_output=True, check=True)
+    console.print(f"  un-paused {len(production_dag_ids())} production DAGs; the run is in the Airflow UI")
     cmd_provision_dashboards(args)
+
+
+def production_dag_ids() -> list[str]:
+    from core.pipeline import load_pipeline
+    from ingestion.registry import load_sources
+
+    pipeline = load_pipeline()
+    return [pipeline.nightly_dag_id, pipeline.catch_up_dag_id,
+            *(pipeline.collect.dag_id_prefix + name for name in sorted(load_sources()))]
+
+
+@_step("到报判定 deadline")
+def cmd_deadline(args: argparse.Namespace) -> None:
+    """Judge each source × institution × business day on time / late / missing (ingest.day_judgement)."""
+    from ingestion.deadline import STATUS_ZH, judge, late_arrivals, summary
+
+    sources = _selected_sources(args.source)
+    if args.late_arrivals:
+        came = [j for source in sources for j in late_arrivals(source)]
+        for j in came:
+            console.print(f"  [yellow]迟到[/] {j.source_system} {j.org_code} {j.business_date}: {j.rows:,} rows")
+        if not came:
+            console.print("  nothing late arrived for a day judged missing")
+            raise SystemExit(99)      # Airflow's bash task: skipped, so no late-arrival asset event
+        return
+    judgements = judge(sources, args.through or date.today() - timedelta(days=1))
+    counts = summary(judgements)
+    console.print("  " + ", ".join(f"{STATUS_ZH[k]} {k}: {v:,}" for k, v in sorted(counts.items())))
+    for j in judgements:
+        if j.status in ("missing", "pending"):
+            console.print(f"  [red]{STATUS_ZH[j.status]}[/] {j.source_system} {j.org_code} {j.business_date} "
+                          f"(deadline {j.deadline:%Y-%m-%d %H:%M})")
+
+
+def cmd_alert(args: argparse.Namespace) -> None:
+    """Open alerts (default), or record an Airflow task failure (the DAGs' failure callback calls this)."""
+    from core.alerts import Alert, open_alerts, raise_alert
+
+    if args.action == "task-failed":
+        raise_alert(Alert("task_failed", "error", f"{args.dag}.{args.task}",
+                          f"Airflow 任务失败 task failed: {args.dag}.{args.task} run {args.run} try {args.try_number}"
+                          f"; log: {args.log_url or 'Airflow UI'}. What to do: docs/operations.md"))
+        return
+    rows = open_alerts()
+    for row in rows:
+        console.print(f"  [red]{row['severity']}[/] {row['kind']} {row['subject']} ×{row['occurrences']} "
+                      f"{row['last_seen']:%Y-%m-%d %H:%M}  {row['message']}", soft_wrap=True)
+    console.print(f"  {len(rows)} open alert(s) (ops.alert)")
 
 
 @_step("看板 Superset provisioning")
@@ -591,8 +695,12 @@ def cmd_provision_dashboards(args: argparse.Namespace) -> None:
     import os
     import subprocess
 
+    from core.alerts import ensure_tables as ensure_alert_table
     from core.settings import PROJECT_ROOT
+    from ingestion.deadline import ensure_tables as ensure_judgement_table
 
+    ensure_alert_table()          # the 采集监控 dashboard reads them before the first night may have made them
+    ensure_judgement_table()
     script = str(PROJECT_ROOT / "superset" / "provision.py")
     subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], script], check=True)
 
@@ -801,11 +909,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="spec: fail if docs/exports.md is out of date")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("pipeline", help="run every step for a business day")
-    p.add_argument("--date", type=_day, required=True, help="business day YYYY-MM-DD")
+    p = sub.add_parser("pipeline", help="run every step (config/pipeline.yaml) for a business day or a range")
+    p.add_argument("--date", type=_day, help="business day YYYY-MM-DD")
+    p.add_argument("--from", dest="from_date", type=_day, help="backfill: first business day")
+    p.add_argument("--to", dest="to_date", type=_day, help="backfill: last business day")
     p.add_argument("--include-open-periods", action="store_true",
                    help="also send monthly feeds of the open month, marked incomplete")
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("deadline", help="judge each institution's business days on time / late / missing "
+                                        "(24:00 next-day deadline); alerts for missing days")
+    p.add_argument("--through", type=_day, help="last business day to judge (default yesterday)")
+    p.add_argument("--source", action="append", help="a source (repeatable; default all)")
+    p.add_argument("--late-arrivals", action="store_true",
+                   help="only re-judge days judged missing whose data has come since (exit 99 if none)")
+    p.set_defaults(func=cmd_deadline)
+
+    p = sub.add_parser("alerts", help="open operator alerts (ops.alert): failed tasks, missing institution days")
+    p.set_defaults(func=cmd_alert, action="list")
+    p = sub.add_parser("alert", help="record an alert (used by the Airflow DAGs' failure callback)")
+    p.add_argument("action", choices=("task-failed",))
+    p.add_argument("--dag", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--run", default="")
+    p.add_argument("--try", dest="try_number", default="")
+    p.add_argument("--log-url", default="")
+    p.set_defaults(func=cmd_alert)
 
     p = sub.add_parser("demo", help="simulate some days, run the pipeline, provision dashboards")
     p.add_argument("--days", type=int, default=7)

@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
+from core.alerts import Alert, raise_alert, resolve_alerts
 from core.db import ensure_schemas, warehouse_engine
 
 DDL = [
@@ -416,3 +417,19 @@ def forget_source(source: str) -> None:
         for table in ("landed_batch", "table_run", "schema_change", "source_checkpoint", "file_ledger",
                       "delete_guard", "replication_slot"):
             conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})
+
+
+def alert_unreachable(results: list) -> None:
+    """A source that could not be reached opens a ``source_down`` alert; reaching it again resolves it."""
+    by_source: dict[str, list] = {}
+    for result in results:
+        by_source.setdefault(result.source, []).append(result)
+    for source, outcomes in by_source.items():
+        down = [r for r in outcomes if r.status == "source_down"]
+        if down:
+            raise_alert(Alert("source_down", "error", source,
+                              f"来源 {source} 无法连接 unreachable: {mask(down[0].error)}. Collection retries on its "
+                              "schedule; its institutions' days are judged missing at the deadline.",
+                              source_system=source))
+        elif any(r.status in ("success", "no_change") for r in outcomes):
+            resolve_alerts("source_down", source, "reachable again")

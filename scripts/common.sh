@@ -78,6 +78,7 @@ export_runtime_env() {
   export AIRFLOW__CORE__DAGS_FOLDER="$DRC_ROOT/dags"
   export AIRFLOW__CORE__LOAD_EXAMPLES=False
   export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+  export AIRFLOW__CORE__DEFAULT_TIMEZONE=Asia/Shanghai   # schedules in Beijing time (the UI follows the browser's)
   export AIRFLOW__CORE__FERNET_KEY="$DRC_FERNET_KEY"
   export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin"
   export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$DRC_STATE_DIR/airflow/passwords.json"

@@ -145,8 +145,21 @@ migrate_airflow() {
   touch "$marker"
 }
 
+set_airflow_pools() {  # the pools of config/pipeline.yaml (2 cores: one Spark-heavy step at a time); when changed
+  local file="$AIRFLOW_HOME/pools.json" wanted
+  wanted=$(PYTHONPATH="$DRC_ROOT" "$(venv_dir airflow)/bin/python" -c 'import json; from core.pipeline import load_pipeline
+print(json.dumps({n: {"slots": s, "description": d, "include_deferred": False}
+                  for n, (s, d) in load_pipeline().pools.items()}, ensure_ascii=False))') || die "config/pipeline.yaml: unreadable pools"
+  [[ -f "$file" && "$(cat "$file")" == "$wanted" ]] && return 0
+  printf '%s' "$wanted" >"$file.new"
+  "$(airflow_bin)" pools import "$file.new" >>"$DRC_LOG_DIR/airflow-migrate.log" 2>&1 ||
+    die "airflow pools import failed: see $DRC_LOG_DIR/airflow-migrate.log"
+  mv "$file.new" "$file"
+}
+
 start_airflow() {
   migrate_airflow
+  set_airflow_pools
   spawn airflow-api-server "$(airflow_bin)" api-server --port "$DRC_AIRFLOW_PORT"
   spawn airflow-scheduler "$(airflow_bin)" scheduler
   spawn airflow-dag-processor "$(airflow_bin)" dag-processor

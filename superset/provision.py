@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 REQUIRED_ENV = ("DRC_PG_PORT", "DRC_PG_PASSWORD", "DRC_BI_DB_PASSWORD", "DRC_SUPERSET_SECRET_KEY",
                 "DRC_SUPERSET_DB_PASSWORD", "DRC_SUPERSET_ADMIN_PASSWORD")
-BI_SCHEMAS = ("marts", "reference", "ingest")
+BI_SCHEMAS = ("marts", "reference", "ingest", "ops")
 # The first dashboard (医共体门急诊服务量监测, four charts over fct_daily_outpatient_visits), replaced by the
 # catalog-built ones: removed on provisioning so no analyst lands on it.
 RETIRED = {"dashboards": ["4fbfaf3d-0019-4f9a-8af7-34d9f3e81bef"],

@@ -18,9 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from cli.main import main as drc_main
+from core.alerts import ensure_tables as ensure_alert_table
 from core.db import warehouse_engine
 from core.settings import PROJECT_ROOT, get_settings
 from core.spark import get_spark
+from ingestion.deadline import ensure_tables as ensure_judgement_table
 from ingestion.monitoring import ensure_tables
 from simulator.config import load_simulator_config
 from simulator.county import County
@@ -61,7 +63,9 @@ def _reset_platform_state() -> None:
                              "WHERE slot_name LIKE 'drc%' AND NOT active"))
         conn.execute(sa.text("DROP SCHEMA IF EXISTS ingest CASCADE"))
         conn.execute(sa.text("DROP SCHEMA IF EXISTS export CASCADE"))
-    ensure_tables.cache_clear()
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS ops CASCADE"))
+    for cached in (ensure_tables, ensure_alert_table, ensure_judgement_table):
+        cached.cache_clear()
     County(load_simulator_config()).reset()
     for folder in (settings.lake_root, settings.exports_dir, settings.state_dir / "archive",
                    settings.state_dir / "quarantine"):
@@ -78,7 +82,8 @@ def pipeline_done(spark) -> PipelineRun:
     start = load_simulator_config()["start_date"]
     run = PipelineRun(start, start + timedelta(days=PIPELINE_DAYS - 1))
     assert drc_main(["simulate", "--until", run.last_day.isoformat()]) == 0
-    for step in (["ingest"], ["silver"], ["empi"], ["quality"], ["publish"], ["transform"]):
+    for step in (["ingest"], ["deadline", "--through", run.last_day.isoformat()], ["silver"], ["empi"], ["quality"],
+                 ["publish"], ["transform"]):
         assert drc_main(step) == 0, f"pipeline step {step} failed"
     assert drc_main(["export", "run", "--through", run.last_day.isoformat(), "--include-open-periods"]) == 0
     assert drc_main(["provision-dashboards"]) == 0
