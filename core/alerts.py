@@ -87,4 +87,5 @@ def open_alerts(since: datetime | None = None) -> list[dict]:
     ensure_tables()
     with warehouse_engine().connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.text(
-            "SELECT * FROM ops.v_open_alert WHERE last_seen >= coalesce(:since, '-infinity')"), {"since": since})]
+            "SELECT * FROM ops.v_open_alert WHERE last_seen >= coalesce(CAST(:since AS timestamptz), '-infinity')"),
+            {"since": since})]

@@ -6,7 +6,8 @@ institution × business day:
 - ``on_time``: rows arrived and none was committed at the source after the deadline;
 - ``late``: rows committed after the deadline, or rows that came after the day had been judged missing;
 - ``missing``: the deadline has passed and nothing arrived from an institution that was expected to send
-  (it sent on every one of the source's previous days, up to seven; or its source is down now);
+  (it sent on every one of the source's previous days, up to seven and at least three; or its source
+  is down now);
 - ``pending``: expected, nothing yet, deadline not passed (the nightly run marks the day incomplete);
 - ``no_activity``: nothing arrived from an institution that does not send every day (a village clinic's
   quiet Sunday is not an alarm).
@@ -31,7 +32,8 @@ from ingestion.monitoring import ensure_tables as ensure_monitoring_tables
 from ingestion.registry import SourceConfig
 
 COUNTY_TZ = ZoneInfo("Asia/Shanghai")
-REGULAR_DAYS = 7          # an institution that sent on each of the source's previous (up to) 7 days is expected
+REGULAR_DAYS = 7          # an institution that sent on each of the source's previous (up to) 7 days is expected,
+MIN_HISTORY_DAYS = 3      # once the source has delivered on at least 3 days (one day of history proves nothing)
 LOOKBACK_DAYS = 31        # days re-judged per run (older judgements are final)
 STATUS_ZH = {"on_time": "按时", "late": "迟报", "missing": "缺报", "pending": "待上报", "no_activity": "无业务"}
 
@@ -129,7 +131,8 @@ def classify(source: str, institutions: tuple[str, ...], days: list[date],
             rows, late_rows, at = arrived.get((org, day), (0, 0, None))
             missed = (org, day) in was_missing
             sent_before = [d for d in previous if (org, d) in arrived]
-            expected = (bool(previous) and len(sent_before) == len(previous)) or (down and bool(sent_before))
+            regular = len(previous) >= MIN_HISTORY_DAYS and len(sent_before) == len(previous)
+            expected = regular or (down and bool(sent_before))
             if rows:
                 status = "late" if late_rows or missed else "on_time"
             elif not expected:

@@ -506,6 +506,9 @@ def ensure_bronze_table(spark: SparkSession, source: SourceConfig, table: TableC
     path = bronze_path(source.name, table.name)
     if delta_exists(spark, path):
         return
+    if Path(path).exists():   # a creation killed before its first commit: no data, and Delta refuses the place
+        log.warning("%s.%s: removing %s, left without a commit by an interrupted run", source.name, table.name, path)
+        shutil.rmtree(path)
     landed = StructType(schema.fields + [StructField(name, kind) for name, kind in LANDED_COLUMNS
                                          if name not in schema.fieldNames()])
     indexed = [*table.keys, "_batch_id", "_source_pos", "_source_ts", "_source_file", "_ingested_at"]

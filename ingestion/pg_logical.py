@@ -61,6 +61,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from core.alerts import Alert, raise_alert, resolve_alerts
 from core.settings import get_settings
 from ingestion import monitoring
 from ingestion.bronze import (
@@ -613,6 +614,7 @@ def advance(conn: Any, source: SourceConfig, results: list[TableResult], start: 
     held_by = [] if released else holders
     monitoring.record_slot(source.name, slot, retained, held_by, released)
     if not released and retained <= source.strategy.alert_slot_wal_mb * 2**20:
+        resolve_alerts("slot_wal", source.name, "the slot retains less than alert_slot_wal_mb again")
         return None
     note = (f"replication slot {slot} retains {retained / 2**20:,.1f} MB of WAL in {source.connection.describe()}"
             + (f", held by {', '.join(held_by)}" if held_by else ""))
@@ -624,4 +626,5 @@ def advance(conn: Any, source: SourceConfig, results: list[TableResult], start: 
         note += (f", more than alert_slot_wal_mb {source.strategy.alert_slot_wal_mb:g}; at max_slot_wal_mb "
                  f"{source.strategy.max_slot_wal_mb:g} the holding tables are released and re-synchronised")
     log.warning(note)
+    raise_alert(Alert("slot_wal", "error" if released else "warning", source.name, note, source_system=source.name))
     return note

@@ -41,3 +41,8 @@ def test_when_the_source_is_down_everyone_who_ever_sent_is_missing():
     arrived = {(VILLAGE, DAY - timedelta(days=2)): (2, 0, None), **_week(HOSPITAL, 1)}
     assert _status(arrived, down=True) == {HOSPITAL: "missing", VILLAGE: "missing"}
     assert _status({}, down=True) == {HOSPITAL: "no_activity", VILLAGE: "no_activity"}   # never sent: unknown
+
+
+def test_one_day_of_history_does_not_make_an_institution_expected():
+    arrived = {**_week(HOSPITAL, 2), **_week(VILLAGE, 2)}
+    assert _status(arrived) == {HOSPITAL: "no_activity", VILLAGE: "no_activity"}

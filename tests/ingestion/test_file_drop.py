@@ -260,3 +260,14 @@ def test_table_rules_are_checked_when_the_source_is_loaded(tmp_path, monkeypatch
     source = load_source(tmp_path / "bad.yaml")
     with pytest.raises(SourceConfigError, match=re.escape(message)):
         FileSpec.of(source, source.table("VISIT"))
+
+
+def test_a_table_creation_killed_before_its_first_commit_does_not_block_the_table(spark, scratch):
+    source, root = scratch
+    leftover = Path(bronze_path(SOURCE, "VISIT"))
+    (leftover / "_delta_log").mkdir(parents=True)          # what kill -9 during the creation leaves behind
+    (leftover / "part-00000-orphan.parquet").write_bytes(b"never committed")
+    drop(root, "ZZ_VISIT_20261101.csv", csv_bytes(GBK_ROWS))
+    [result] = [r for r in collect(spark, source) if r.table == "VISIT"]
+    assert result.status == "success" and bronze(spark).count() == len(GBK_ROWS)
+    assert not (leftover / "part-00000-orphan.parquet").exists()

@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 from pyspark.sql import DataFrame
 
+from core.alerts import open_alerts
 from core.settings import get_settings
 from core.spark import read_delta
 from ingestion import monitoring, pg_logical
@@ -291,6 +292,8 @@ def test_a_stopped_table_holds_the_slot_only_up_to_the_configured_wal_size(spark
     assert monitoring.slot_status(SOURCE)["released"] == "diag"
     status = {r["source_system"]: r for r in monitoring.source_rollup()}
     assert status[SOURCE]["slot_retained_bytes"] is not None
+    operator_alert = [a for a in open_alerts() if a["kind"] == "slot_wal" and a["subject"] == SOURCE]
+    assert operator_alert and slot in operator_alert[0]["message"], "the operators' alert table has it too"
 
     _visits(range(5, 6), "x", day=2)                                    # still drifted: stopped, holds nothing
     results = {r.table: r for r in pg_logical.collect(spark, capped)}
