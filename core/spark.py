@@ -32,6 +32,13 @@ def get_spark() -> SparkSession:
         .config("spark.driver.memory", os.environ.get("DRC_SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        # A long-lived session (the test run, a catch-up over weeks) must not keep every query's plan and
+        # stage history in the driver heap: the status store retains 1,000 of each by default.
+        .config("spark.sql.ui.retainedExecutions", "20")
+        .config("spark.ui.retainedJobs", "50")
+        .config("spark.ui.retainedStages", "50")
+        .config("spark.ui.retainedTasks", "2000")
+        .config("spark.ui.dagGraph.retainedRootRDDs", "50")
         .config("spark.sql.ansi.enabled", "false")
         # Collectors build batches from Python rows (binlog, files, API): Arrow makes that ~3x faster.
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

@@ -7,6 +7,7 @@ the collection log, so each test run starts from the same seeded data.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from simulator.county import County
 PIPELINE_DAYS = 3
 # Tests (and the Airflow DAG they run, which inherits this environment) simulate the small county.
 os.environ.setdefault("DRC_SIM_SCALE", "test")
+# One Spark session serves every test of the run (and the steps run in-process): give it room.
+os.environ.setdefault("DRC_SPARK_DRIVER_MEMORY", "6g")
 RESULTS_DIR = PROJECT_ROOT / "tests" / "results"
 
 
@@ -46,6 +49,18 @@ class PipelineRun:
 @pytest.fixture(scope="session")
 def spark():
     return get_spark()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_spark_memory():
+    """After each module, drop cached frames and let the JVM collect the locally checkpointed RDDs nothing
+    references any more: a module's leftovers must not starve the next one of heap."""
+    yield
+    if get_spark.cache_info().currsize:
+        session = get_spark()
+        session.catalog.clearCache()
+        gc.collect()                                     # releases the Python side's py4j references first
+        session.sparkContext._jvm.System.gc()            # the ContextCleaner then removes the orphaned blocks
 
 
 @pytest.fixture(scope="session")
