@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
-from core.db import ensure_schemas, warehouse_engine
+from core.db import apply_ddl, warehouse_engine
 
 log = logging.getLogger("xydrc.alert")
 
@@ -52,11 +52,7 @@ class Alert:
 
 @lru_cache(maxsize=1)
 def ensure_tables() -> None:
-    ensure_schemas("ops")
-    with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(4243)"))
-        for statement in DDL:
-            conn.execute(sa.text(statement))
+    apply_ddl("ops", DDL)
 
 
 def raise_alert(alert: Alert) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -50,6 +51,16 @@ def ensure_schemas(*schemas: str) -> None:
     with warehouse_engine().begin() as conn:
         for schema in schemas:
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+def apply_ddl(schema: str, statements: Sequence[str]) -> None:
+    """Create a platform schema's tables and views, once, even when parallel tasks start together: the
+    statements run under a transaction-scoped advisory lock named after the schema."""
+    ensure_schemas(schema)
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"xydrc ddl {schema}"})
+        for statement in statements:
+            conn.execute(sa.text(statement))
 
 
 @lru_cache(maxsize=8)

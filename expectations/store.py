@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from core.db import ensure_schemas, warehouse_engine
+from core.db import apply_ddl, ensure_schemas, warehouse_engine
 from core.organizations import organizations
 from core.settings import get_settings
 from expectations import engine
@@ -87,10 +87,8 @@ class QualityRun:
 
 
 def ensure_tables() -> None:
-    ensure_schemas("dq", LOAD_SCHEMA)
-    with warehouse_engine().begin() as conn:
-        for ddl in DDL:
-            conn.execute(sa.text(ddl))
+    ensure_schemas(LOAD_SCHEMA)
+    apply_ddl("dq", DDL)
 
 
 # --- audit items ----------------------------------------------------------------------------------------------

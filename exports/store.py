@@ -10,10 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import warehouse_engine
+from core.db import apply_ddl
 
 DDL = [
-    "CREATE SCHEMA IF NOT EXISTS export",
     """CREATE TABLE IF NOT EXISTS export.feed_version (
         feed            text NOT NULL,
         period          text NOT NULL,
@@ -80,10 +79,7 @@ DDL = [
 
 
 def ensure_tables() -> None:
-    with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('xydrc export ddl'))"))
-        for statement in DDL:
-            conn.execute(sa.text(statement))
+    apply_ddl("export", DDL)
 
 
 def latest_version(conn: sa.Connection, feed: str, period: str) -> dict[str, Any] | None:

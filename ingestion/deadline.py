@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from core.alerts import Alert, raise_alert, resolve_alerts
-from core.db import warehouse_engine
+from core.db import apply_ddl, warehouse_engine
 from ingestion.monitoring import ensure_tables as ensure_monitoring_tables
 from ingestion.registry import SourceConfig
 
@@ -83,10 +83,7 @@ def deadline_of(day: date) -> datetime:
 @lru_cache(maxsize=1)
 def ensure_tables() -> None:
     ensure_monitoring_tables()
-    with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(4244)"))
-        for statement in DDL:
-            conn.execute(sa.text(statement))
+    apply_ddl("ingest", DDL)
 
 
 def _arrivals(conn, source: str, first: date, last: date) -> dict[tuple[str, date], tuple[int, int, datetime]]:
@@ -143,7 +140,10 @@ def classify(source: str, institutions: tuple[str, ...], days: list[date],
     return judgements
 
 
-def _store(judgements: list[Judgement]) -> None:
+def _record(judgements: list[Judgement]) -> list[Judgement]:
+    """Store the judgements, then open or close their alerts (after the commit: an alert names a stored day)."""
+    if not judgements:
+        return judgements
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO ingest.day_judgement (source_system, org_code, business_date, status, rows, late_rows, "
@@ -153,6 +153,9 @@ def _store(judgements: list[Judgement]) -> None:
             "rows = EXCLUDED.rows, late_rows = EXCLUDED.late_rows, arrived_at = EXCLUDED.arrived_at, "
             "was_missing = EXCLUDED.was_missing OR ingest.day_judgement.was_missing, judged_at = now()"),
             [j.__dict__ for j in judgements])
+    for judgement in judgements:
+        _alert(judgement)
+    return judgements
 
 
 def _alert(judgement: Judgement) -> None:
@@ -177,12 +180,7 @@ def judge(sources: list[SourceConfig], through: date, now: datetime | None = Non
         return []
     start = max(first, through - timedelta(days=LOOKBACK_DAYS - 1))
     days = [start + timedelta(days=i) for i in range((through - start).days + 1)]
-    judgements = [j for source in sources for j in judge_source(source, days, now)]
-    if judgements:
-        _store(judgements)
-    for judgement in judgements:
-        _alert(judgement)
-    return judgements
+    return _record([j for source in sources for j in judge_source(source, days, now)])
 
 
 def late_arrivals(source: SourceConfig, now: datetime | None = None) -> list[Judgement]:
@@ -194,13 +192,8 @@ def late_arrivals(source: SourceConfig, now: datetime | None = None) -> list[Jud
             "ON a.org_code = j.org_code AND a.business_date = j.business_date "
             "JOIN ingest.landed_batch b ON b.batch_id = a.batch_id AND b.source_system = j.source_system "
             "WHERE j.source_system = :s AND j.status = 'missing'"), {"s": source.name}).scalars())
-    judgements = [j for j in judge_source(source, days, now or datetime.now(COUNTY_TZ))
-                  if j.status == "late" and j.was_missing]
-    if judgements:
-        _store(judgements)
-    for judgement in judgements:
-        _alert(judgement)
-    return judgements
+    return _record([j for j in judge_source(source, days, now or datetime.now(COUNTY_TZ))
+                    if j.status == "late" and j.was_missing])
 
 
 def summary(judgements: list[Judgement]) -> Counter:

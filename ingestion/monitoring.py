@@ -26,7 +26,7 @@ from functools import lru_cache
 import sqlalchemy as sa
 
 from core.alerts import Alert, raise_alert, resolve_alerts
-from core.db import ensure_schemas, warehouse_engine
+from core.db import apply_ddl, warehouse_engine
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS ingest.landed_batch (
@@ -173,11 +173,7 @@ class BatchRecord:
 
 @lru_cache(maxsize=1)
 def ensure_tables() -> None:
-    ensure_schemas("ingest")
-    with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))  # parallel collectors create once
-        for statement in DDL:
-            conn.execute(sa.text(statement))
+    apply_ddl("ingest", DDL)
 
 
 def _secrets() -> list[str]:
