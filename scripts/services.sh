@@ -160,7 +160,7 @@ print(json.dumps({n: {"slots": s, "description": d, "include_deferred": False}
 start_airflow() {
   migrate_airflow
   set_airflow_pools
-  spawn airflow-api-server "$(airflow_bin)" api-server --port "$DRC_AIRFLOW_PORT"
+  spawn airflow-api-server "$(airflow_bin)" api-server --host 127.0.0.1 --port "$DRC_AIRFLOW_PORT"
   spawn airflow-scheduler "$(airflow_bin)" scheduler
   spawn airflow-dag-processor "$(airflow_bin)" dag-processor
   wait_for "Airflow API server" 120 curl -sf "http://127.0.0.1:$DRC_AIRFLOW_PORT/api/v2/monitor/health"
