@@ -39,7 +39,10 @@ CREATE TABLE IF NOT EXISTS audit.access_log (
     detail         text,
     client         text
 );
+-- a search names every resident it returned, so "who saw resident X" also finds the searches that listed X
+ALTER TABLE audit.access_log ADD COLUMN IF NOT EXISTS returned_master_ids text[];
 CREATE INDEX IF NOT EXISTS access_log_master_at ON audit.access_log (master_id, at);
+CREATE INDEX IF NOT EXISTS access_log_returned ON audit.access_log USING gin (returned_master_ids);
 CREATE INDEX IF NOT EXISTS access_log_subject_at ON audit.access_log (subject, at);
 CREATE OR REPLACE FUNCTION audit.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -110,6 +113,7 @@ class AuditEntry:
     master_id: str | None = None
     resource_types: list[str] = field(default_factory=list)
     resource_count: int | None = None
+    returned_master_ids: list[str] | None = None
     query: dict[str, Any] = field(default_factory=dict)
     purpose: str | None = None
     break_glass: bool = False
@@ -127,6 +131,7 @@ class AuditEntry:
 
 INSERT_SQL = sa.text(
     "INSERT INTO audit.access_log (subject, role, org_code, token_id, method, path, action, master_id, "
-    "resource_types, resource_count, query, purpose, break_glass, result, status_code, detail, client) "
-    "VALUES (:subject, :role, :org_code, :token_id, :method, :path, :action, :master_id, :resource_types, "
-    ":resource_count, CAST(:query AS jsonb), :purpose, :break_glass, :result, :status_code, :detail, :client)")
+    "resource_types, resource_count, returned_master_ids, query, purpose, break_glass, result, status_code, "
+    "detail, client) VALUES (:subject, :role, :org_code, :token_id, :method, :path, :action, :master_id, "
+    ":resource_types, :resource_count, :returned_master_ids, CAST(:query AS jsonb), :purpose, :break_glass, "
+    ":result, :status_code, :detail, :client)")

@@ -87,6 +87,8 @@ class AuditEvent(BaseModel):
     master_id: str | None
     resource_types: list[str] | None
     resource_count: int | None
+    returned_master_ids: list[str] | None = Field(
+        None, description="检索返回的居民主索引号 / the residents a search returned")
     purpose: str | None
     break_glass: bool
     result: str

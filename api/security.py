@@ -130,6 +130,10 @@ def current_principal(request: Request, conn: Db,
         _refuse_login(conn, request, "(invalid)", f"invalid token: {type(exc).__name__}")
         raise _unauthorized("访问令牌无效", "the token is invalid (forged, malformed or for another service)") \
             from exc
+    if claims["exp"] - claims["iat"] > MAX_TOKEN_HOURS * 3600:   # a key holder cannot mint a longer-lived one
+        _refuse_login(conn, request, str(claims["sub"]), "token lifetime above the limit")
+        raise _unauthorized(f"访问令牌有效期超过 {MAX_TOKEN_HOURS} 小时，不予接受，请重新申请",
+                            f"the token lives longer than {MAX_TOKEN_HOURS} h; ask for a new one")
     roles, users = api_roles()
     user = users.get(claims["sub"])
     if user is None or user.role != claims["role"] or user.role not in roles:

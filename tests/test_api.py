@@ -39,6 +39,13 @@ def audit_rows(**where) -> list[sa.Row]:
                             where).all()
 
 
+def assert_refused(response, reason_en: str) -> None:
+    """403 with the reason in Chinese and English, so the user knows what they may not do."""
+    assert response.status_code == 403, response.text
+    detail = response.json()["detail"]
+    assert reason_en in detail and "无权" in detail, detail
+
+
 @pytest.fixture(scope="module")
 def county(pipeline_done):
     """A hospital, a resident seen there (valid ID and phone), and a resident never seen or referred there."""
@@ -102,6 +109,10 @@ def test_tokens_are_bounded_audienced_revocable_and_only_for_known_users(county)
     assert jwt.decode(issued, key, algorithms=[ALGORITHM], audience=AUDIENCE)["org"] == county["org"]
     headers = {"Authorization": f"Bearer {issued}"}
     assert client.get(url, headers=headers).status_code == 200
+    # the signing key's holder minting a registered token id with a longer life is refused at use too
+    long_lived = jwt.encode({**good, "jti": token_id, "exp": now + timedelta(hours=48)}, key, algorithm=ALGORITHM)
+    response = client.get(url, headers={"Authorization": f"Bearer {long_lived}"})
+    assert response.status_code == 401 and "有效期" in response.json()["detail"]
     assert revoke_token(token_id, "pytest", "test of revocation")
     time.sleep(REVOCATION_RECHECK_SECONDS + 0.5)
     response = client.get(url, headers=headers)
@@ -151,6 +162,9 @@ def test_clinician_walks_from_search_to_summary_with_personal_data_masked(county
     rows = audit_rows(subject=county["doctor"], master_id=seen.master_id, result="allowed")
     assert rows and not any(r.break_glass for r in rows)
     assert all(seen.id_number not in str(r.query) for r in audit_rows(subject=county["doctor"]))
+    searches = [r for r in audit_rows(subject=county["doctor"], action="search_patients")
+                if seen.master_id in (r.returned_master_ids or [])]
+    assert len(searches) >= 3, "each search that listed the resident names them in the audit trail"
 
 
 def test_clinician_needs_a_stated_reason_for_residents_of_other_institutions(county):
@@ -185,16 +199,16 @@ def test_steward_sees_identifiers_but_no_clinical_data_and_auditor_only_the_audi
     summary = client.get(f"/patients/{seen.master_id}", headers=steward).json()
     assert summary["demographics"]["id_number"] == seen.id_number          # linking needs the number itself
     assert summary["identifiers"] and summary.get("recent_encounters") is None
-    assert client.get(f"/patients/{seen.master_id}/encounters", headers=steward).status_code == 403
+    assert_refused(client.get(f"/patients/{seen.master_id}/encounters", headers=steward), "may not read")
     assert client.get("/empi/review-queue", headers=steward).status_code == 200
-    assert client.get("/audit/events", headers=steward).status_code == 403
+    assert_refused(client.get("/audit/events", headers=steward), "may not read audit")
     auditor = token("auditor")
-    assert client.get(f"/patients/{seen.master_id}", headers=auditor).status_code == 403
-    assert client.get("/patients", params={"id_number": seen.id_number}, headers=auditor).status_code == 403
+    assert_refused(client.get(f"/patients/{seen.master_id}", headers=auditor), "may not read")
+    assert_refused(client.get("/patients", params={"id_number": seen.id_number}, headers=auditor), "may not read")
     events = client.get("/audit/events", params={"break_glass": "true"}, headers=auditor)
     assert events.status_code == 200 and events.json()["total"] >= 1
     assert all(e["break_glass"] for e in events.json()["items"])
-    assert client.get("/audit/events", headers=token(county["doctor"])).status_code == 403
+    assert_refused(client.get("/audit/events", headers=token(county["doctor"])), "may not read audit")
 
 
 def test_the_audit_trail_is_append_only_and_the_api_role_reads_only_what_it_serves(county):

@@ -29,7 +29,7 @@ def _as_utc(moment: datetime | None, name: str) -> datetime | None:
                        f"{name} is outside the searchable range") from exc
 
 
-@router.get("/events", response_model=AuditPage, summary="查询审计日志（审计员）",
+@router.get("/events", response_model=AuditPage, summary="查询审计日志（审计员） / Audit events (auditors)",
             description="Every request the API answered, newest first: who (subject, role, institution), which "
                         "resident and resources, the stated purpose, break-glass flag, result and time.")
 def audit_events(principal: Caller, audit: Audit, conn: Db,
@@ -43,8 +43,11 @@ def audit_events(principal: Caller, audit: Audit, conn: Db,
                  offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
     require_section(principal, "audit")
     since, until = _as_utc(since, "since"), _as_utc(until, "until")
-    filters = {"subject": subject, "master_id": master_id, "break_glass": break_glass, "result": result}
+    filters = {"subject": subject, "break_glass": break_glass, "result": result}
     where = [f"{k} = :{k}" for k, v in filters.items() if v is not None]
+    if master_id is not None:       # read directly, or listed by a search
+        where.append("(master_id = :master_id OR :master_id = ANY(returned_master_ids))")
+    filters["master_id"] = master_id
     if since:
         where.append("at >= :since")
     if until:
@@ -53,7 +56,8 @@ def audit_events(principal: Caller, audit: Audit, conn: Db,
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = conn.execute(sa.text(
         "SELECT event_id, at, subject, role, org_code, method, path, action, master_id, resource_types, "
-        f"resource_count, purpose, break_glass, result, status_code, detail, count(*) OVER () AS _total "
+        "resource_count, returned_master_ids, purpose, break_glass, result, status_code, detail, "
+        "count(*) OVER () AS _total "
         f"FROM audit.access_log {clause} ORDER BY event_id DESC LIMIT :limit OFFSET :offset"),
         params).mappings().all()
     audit.resource_types, audit.resource_count = ["audit"], len(rows)

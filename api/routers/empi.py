@@ -78,7 +78,8 @@ class ReviewPage(BaseModel):
 REQUEST_COLUMNS = ("request_id, requested_at, actor, action, payload, reason, status, event_id, error, done_at")
 
 
-@router.get("/review-queue", response_model=ReviewPage, summary="主索引待审队列（可能匹配）")
+@router.get("/review-queue", response_model=ReviewPage,
+            summary="主索引待审队列（可能匹配） / EMPI review queue (possible matches)")
 def review_queue(principal: Caller, audit: Audit, conn: Db, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                  offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
     require_section(principal, "empi")
@@ -122,7 +123,7 @@ def _require_master(conn: Db, master_id: str) -> None:
 
 
 @router.post("/review-decisions", response_model=EmpiRequest, status_code=status.HTTP_202_ACCEPTED,
-             summary="处理可能匹配：是同一人（并入候选居民）/ 不是同一人（永不并入）")
+             summary="处理可能匹配：是同一人 / 不是同一人 — Decide a possible match: same person or never link")
 def decide_review(decision: ReviewDecision, principal: Caller, audit: Audit, conn: Db) -> dict[str, Any]:
     require_section(principal, "empi")
     _require_master(conn, decision.candidate_master_id)
@@ -132,7 +133,7 @@ def decide_review(decision: ReviewDecision, principal: Caller, audit: Audit, con
 
 
 @router.post("/merges", response_model=EmpiRequest, status_code=status.HTTP_202_ACCEPTED,
-             summary="合并两个主索引（同一居民）")
+             summary="合并两个主索引（同一居民） / Merge two master ids (one resident)")
 def merge(request: MergeRequest, principal: Caller, audit: Audit, conn: Db) -> dict[str, Any]:
     require_section(principal, "empi")
     if request.survivor == request.merged:
@@ -144,7 +145,7 @@ def merge(request: MergeRequest, principal: Caller, audit: Audit, conn: Db) -> d
 
 
 @router.post("/unmerges", response_model=EmpiRequest, status_code=status.HTTP_202_ACCEPTED,
-             summary="拆分主索引：把部分记录拆出为新居民")
+             summary="拆分主索引 / Separate records into a new resident")
 def unmerge(request: UnmergeRequest, principal: Caller, audit: Audit, conn: Db) -> dict[str, Any]:
     require_section(principal, "empi")
     _require_master(conn, request.master_id)
@@ -152,7 +153,8 @@ def unmerge(request: UnmergeRequest, principal: Caller, audit: Audit, conn: Db) 
     return _queue(conn, principal, audit, "unmerge", payload, request.reason)
 
 
-@router.get("/requests/{request_id}", response_model=EmpiRequest, summary="主索引管理请求的状态")
+@router.get("/requests/{request_id}", response_model=EmpiRequest,
+            summary="主索引管理请求的状态 / Status of an EMPI request")
 def request_status(request_id: Annotated[int, Path(ge=1, le=2**62)], principal: Caller, audit: Audit,
                    conn: Db) -> dict[str, Any]:
     require_section(principal, "empi")

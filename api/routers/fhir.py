@@ -97,12 +97,13 @@ def _patient_resource(conn: sa.Connection, master_id: str, caller: Caller) -> di
     return resources.patient(demo, ids)
 
 
-@router.get("/metadata", summary="CapabilityStatement（无需令牌）")
+@router.get("/metadata", summary="CapabilityStatement（无需令牌 / no token needed）")
 def metadata(request: Request) -> FhirJSON:
     return fhir_response(resources.capability_statement(_base(request), request.app.version))
 
 
-@router.get("/Patient", summary="检索 Patient（identifier / name+birthdate / gender）")
+@router.get("/Patient",
+            summary="检索 Patient / Search Patient (identifier | name+birthdate, gender)")
 def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
                    identifier: Annotated[str | None, Query(max_length=120, description=IDENTIFIER_HELP)] = None,
                    name: Annotated[str | None, Query(max_length=50)] = None,
@@ -137,11 +138,12 @@ def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
     ids = local_ids_of(conn, [r["master_id"] for r in rows]) if "identifiers" in caller.role.sections else {}
     found = [resources.patient(apply_masking(row, caller.role), ids.get(row["master_id"], [])) for row in rows]
     audit.resource_types, audit.resource_count = ["Patient"], len(found)
+    audit.returned_master_ids = [r["master_id"] for r in rows]
     self_url, next_url = _page_urls(request, offset, count, total)
     return fhir_response(resources.searchset(found, total, self_url, next_url, _base(request)))
 
 
-@router.get("/Patient/{master_id}", summary="读取 Patient")
+@router.get("/Patient/{master_id}", summary="读取 Patient / Read Patient")
 def read_patient(master_id: Annotated[str, Path(min_length=1, max_length=64)], caller: Caller, audit: Audit,
                  conn: Db, reason: Reason = None) -> FhirJSON:
     require_patient(conn, caller, audit, master_id, "demographics", reason)
@@ -149,7 +151,8 @@ def read_patient(master_id: Annotated[str, Path(min_length=1, max_length=64)], c
     return fhir_response(_patient_resource(conn, master_id, caller))
 
 
-@router.get("/Patient/{master_id}/$everything", summary="Patient/$everything：该居民的全部资源")
+@router.get("/Patient/{master_id}/$everything",
+            summary="Patient/$everything：该居民的全部资源 / all of a resident's resources")
 def patient_everything(request: Request, master_id: Annotated[str, Path(min_length=1, max_length=64)],
                        caller: Caller, audit: Audit, conn: Db, reason: Reason = None) -> FhirJSON:
     require_patient(conn, caller, audit, master_id, "clinical", reason)

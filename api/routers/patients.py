@@ -34,7 +34,8 @@ def access_of(principal: Principal, related: bool) -> str:
     return "all" if scope in ("all", "township") else "in_scope" if related else "break_glass_required"
 
 
-@router.get("", response_model=SearchResult, summary="检索患者（身份证号 / 姓名+出生日期 / 来源系统患者号）",
+@router.get("", response_model=SearchResult,
+            summary="检索患者 / Search patients (ID number | name+birth date | source system+local id)",
             description="IHE PDQ: by ID number (compared as a keyed hash), by name + birth date (+ sex), or by a "
                         "member system's local patient id (PIX). Public-health officers find only residents of "
                         "their township.")
@@ -65,12 +66,12 @@ def search_patients(principal: Caller, audit: Audit, conn: Db,
     total, rows = search(conn, org_code=principal.user.org_code, township=township_scope(principal),
                          limit=limit, offset=offset, **criteria)
     items = [apply_masking(r, principal.role) | {"access": access_of(principal, r["related"])} for r in rows]
-    audit.resource_count = len(items)
+    audit.resource_count, audit.returned_master_ids = len(items), [r["master_id"] for r in rows]
     return FastJSON({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
 @router.get("/{master_id}", response_model=PatientSummary,
-            summary="患者概要：基本信息、交叉索引、各类记录条数、最近就诊",
+            summary="患者概要 / Patient summary: demographics, identifiers, record counts, recent visits",
             description="Golden demographics (masked per role), local ids in every member system, how many "
                         "records of each kind the resident has (with the address of each list), the five latest "
                         "encounters across institutions and the current family-doctor contract.")
@@ -94,7 +95,7 @@ def patient_summary(master_id: MasterId, principal: Caller, audit: Audit, conn: 
 
 
 @router.get("/{master_id}/identifiers", response_model=list[LocalId],
-            summary="交叉索引：该居民在各成员系统的患者号（PIX）")
+            summary="交叉索引 / Cross-references: the resident's local ids in each member system (PIX)")
 def patient_identifiers(master_id: MasterId, principal: Caller, audit: Audit, conn: Db,
                         reason: Reason = None) -> FastJSON:
     require_patient(conn, principal, audit, master_id, "identifiers", reason)
@@ -103,7 +104,8 @@ def patient_identifiers(master_id: MasterId, principal: Caller, audit: Audit, co
     return FastJSON(ids)
 
 
-@router.get("/{master_id}/lab-results/trend", response_model=LabTrend, summary="某项检验（LOINC）的历次结果趋势")
+@router.get("/{master_id}/lab-results/trend", response_model=LabTrend,
+            summary="检验结果趋势 / Trend of one lab test (LOINC)")
 def lab_trend(master_id: MasterId, principal: Caller, audit: Audit, conn: Db,
               code: Annotated[str, Query(min_length=3, max_length=20, pattern=r"^[0-9]{1,7}-[0-9]$",
                                          description="LOINC 代码，如 2345-7")],
@@ -135,7 +137,8 @@ def _list_route(kind: str) -> None:
         return FastJSON({"total": total, "limit": limit, "offset": offset, "items": items})
 
     router.add_api_route(f"/{{master_id}}/{kind}", list_kind, methods=["GET"], response_model=Page,
-                         name=f"list_{kind.replace('-', '_')}", summary=f"{spec.zh}（分页，可按日期筛选）")
+                         name=f"list_{kind.replace('-', '_')}",
+                         summary=f"{spec.zh}（分页，可按日期筛选） / {kind}, paged, by date")
 
 
 for _kind in RECORD_LISTS:
