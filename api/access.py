@@ -22,6 +22,25 @@ SECTION_ZH = {"demographics": "基本信息", "identifiers": "身份标识", "cl
               "health_records": "健康档案数据", "empi": "主索引管理", "audit": "审计日志"}
 
 
+ID_SEARCHES_LAST_HOUR = sa.text(
+    "SELECT count(*) FROM audit.access_log WHERE subject = :subject AND at > now() - interval '1 hour' "
+    "AND result = 'allowed' AND (query ? 'id_number' OR query ? 'id_number_hash')")
+
+
+def limit_id_number_searches(conn: sa.Connection, principal: Principal) -> None:
+    """Cap searches by ID number per user and hour (the role's id_searches_per_hour), counted in the audit trail:
+    a masked number shown beside birth date and sex must not be recoverable by searching its candidates."""
+    cap = principal.role.id_searches_per_hour
+    if cap is None:
+        return
+    if conn.execute(ID_SEARCHES_LAST_HOUR, {"subject": principal.login}).scalar_one() >= cap:
+        raise ApiError(status.HTTP_429_TOO_MANY_REQUESTS,
+                       f"一小时内按身份证号检索已达 {cap} 次上限，请稍后再试，或改用姓名+出生日期检索；"
+                       "如需批量核对请联系主索引管理员",
+                       f"at most {cap} searches by ID number per hour; try later or search by name and birth "
+                       "date; ask the EMPI steward for bulk checks", headers={"Retry-After": "600"})
+
+
 def require_section(principal: Principal, section: str) -> None:
     if section not in principal.role.sections:
         raise ApiError(status.HTTP_403_FORBIDDEN,

@@ -166,7 +166,7 @@ def audited(request: Request, conn: Db,
     try:
         yield entry
     except HTTPException as exc:
-        result = {403: "refused", 404: "not_found"}.get(exc.status_code, "rejected")
+        result = {403: "refused", 429: "refused", 404: "not_found"}.get(exc.status_code, "rejected")
         entry.detail = entry.detail or str(exc.detail)
         entry.write(conn, result, exc.status_code)
         raise

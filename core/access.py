@@ -81,6 +81,7 @@ class ApiRole:
     break_glass: bool                      # others' records with a stated reason (logged and flagged)
     sections: frozenset[str]
     masking: dict[str, str]                # field -> clear | masked | hidden
+    id_searches_per_hour: int | None = None  # searches by ID number per user and hour; None: no cap
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,10 @@ def _api_role(name: str, r: dict) -> ApiRole:
     masking = dict(r.get("masking") or {})
     if set(masking) != set(MASKED_FIELDS) or set(masking.values()) - set(MASKING_LEVELS):
         raise ValueError(f"{where}: masking must give each of {MASKED_FIELDS} one of {MASKING_LEVELS}")
-    return ApiRole(name, r["zh"], r["patients"], bool(r.get("break_glass")), sections, masking)
+    cap = r.get("id_searches_per_hour")
+    if cap is not None and (not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"{where}: id_searches_per_hour must be a positive whole number")
+    return ApiRole(name, r["zh"], r["patients"], bool(r.get("break_glass")), sections, masking, cap)
 
 
 def load_api_roles() -> tuple[dict[str, ApiRole], dict[str, ApiUser]]:

@@ -19,8 +19,10 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from api.fhir import ID_NUMBER_SYSTEM
 from api.privacy import mask_id_number
 from api.security import ALGORITHM, AUDIENCE, ISSUER, REVOCATION_RECHECK_SECONDS, issue_token, revoke_token
+from core.access import load_api_roles
 from core.db import api_engine, warehouse_engine
 from core.settings import get_settings
 
@@ -165,6 +167,25 @@ def test_clinician_walks_from_search_to_summary_with_personal_data_masked(county
     searches = [r for r in audit_rows(subject=county["doctor"], action="search_patients")
                 if seen.master_id in (r.returned_master_ids or [])]
     assert len(searches) >= 3, "each search that listed the resident names them in the audit trail"
+
+
+def test_a_masked_id_number_cannot_be_recovered_by_searching_its_candidates(county):
+    """Masked number + birth date + sex leave a few hundred candidates: searches by ID number are capped per user
+    and hour, and the cap's refusal says what to do instead."""
+    roles, users = load_api_roles()
+    cap = roles["clinician"].id_searches_per_hour
+    login = next(u.login for u in users.values() if u.role == "clinician" and u.login != county["doctor"])
+    headers, seen = token(login), county["seen"]
+    for n in range(cap):                      # candidates sharing the shown area code, birth date and sex digit
+        candidate = f"{seen.id_number[:14]}{n:03d}X"
+        assert client.get("/patients", params={"id_number": candidate}, headers=headers).status_code == 200
+    refused = client.get("/fhir/Patient", params={"identifier": f"{ID_NUMBER_SYSTEM}|{seen.id_number}"},
+                         headers=headers)
+    assert refused.status_code == 429 and "姓名" in refused.text, refused.text
+    assert client.get("/patients", params={"id_number": seen.id_number}, headers=headers).status_code == 429
+    assert client.get("/patients", params={"name": seen.name, "birth_date": seen.birth_date.isoformat()},
+                      headers=headers).status_code == 200, "other searches go on"
+    assert len(audit_rows(subject=login, status_code=429)) == 2
 
 
 def test_clinician_needs_a_stated_reason_for_residents_of_other_institutions(county):

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request, status
 
 from api import fhir as resources
-from api.access import require_patient, require_section, township_scope
+from api.access import limit_id_number_searches, require_patient, require_section, township_scope
 from api.privacy import apply_masking, id_number_hash
 from api.records import RECORD_LISTS, demographics, list_records, local_ids, local_ids_of, search_patients
 from api.responses import FhirJSON
@@ -123,6 +123,7 @@ def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
         elif system == resources.ID_NUMBER_SYSTEM:
             if not re.fullmatch(r"[0-9]{14,17}[0-9Xx]", value):
                 raise _invalid("身份证号格式不正确", "the ID number must be 15 or 18 characters")
+            limit_id_number_searches(conn, caller)
             criteria["id_number_hash"] = id_number_hash(value)
         else:
             raise _invalid(f"不支持的标识系统：{system[:60]}", "unknown identifier system")

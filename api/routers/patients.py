@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 
-from api.access import require_patient, require_section, township_scope
+from api.access import limit_id_number_searches, require_patient, require_section, township_scope
 from api.privacy import apply_masking, id_number_hash
 from api.records import RECORD_LISTS, list_records, local_ids, patient_overview
 from api.records import search_patients as search
@@ -51,6 +51,7 @@ def search_patients(principal: Caller, audit: Audit, conn: Db,
     audit.resource_types = ["Patient"]
     criteria: dict[str, Any] = {}
     if id_number:
+        limit_id_number_searches(conn, principal)
         criteria["id_number_hash"] = id_number_hash(id_number)
         audit.query["id_number"] = "hmac:" + criteria["id_number_hash"][:12]
     elif name and birth_date:
