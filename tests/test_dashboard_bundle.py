@@ -41,6 +41,14 @@ def test_every_indicator_chart_describes_its_formula_from_the_catalog(bundle):
     assert checked > 50
 
 
+def test_every_computable_indicator_is_on_a_dashboard_with_its_formula(bundle):
+    descriptions = "\n".join(yaml.safe_load(text)["description"] or "" for path, text in bundle.contents.items()
+                             if path.startswith("charts/"))
+    missing = [f"{i.code} {i.zh}" for i in load_catalog().indicators.values()
+               if i.supported and f"【{i.code} {i.zh}】{i.formula}" not in descriptions]
+    assert not missing, f"computable but on no dashboard: {missing}"
+
+
 def test_every_chart_has_a_query_context_the_api_can_run(bundle):
     charts = [yaml.safe_load(t) for p, t in bundle.contents.items() if p.startswith("charts/")]
     assert len(charts) == sum(len(d["charts"]) for d in bundle.dashboards) > 60
