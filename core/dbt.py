@@ -13,7 +13,8 @@ from core.settings import CONFIG_DIR, PROJECT_ROOT
 DBT_DIR = PROJECT_ROOT / "dbt"
 DOCS_DIR = DBT_DIR / "target"     # `dbt docs generate` writes index.html, manifest.json, catalog.json here
 # Reference files the warehouse loads as dbt seeds, kept once in config/ (the pipeline reads them there too).
-SEEDS_FROM_CONFIG = ("organizations.csv",)
+SEEDS_FROM_CONFIG = {"organizations.csv": CONFIG_DIR / "organizations.csv",
+                     "icd10_who.csv": CONFIG_DIR / "terminology" / "code_systems" / "ICD10_WHO.csv"}
 
 
 def _invoke(args: list[str]) -> None:
@@ -30,8 +31,8 @@ def _invoke(args: list[str]) -> None:
 def prepare_project() -> None:
     """Seeds copied from config/ and the files generated from the indicator catalog, so dbt sees the catalog
     as it is now (an indicator added in config/indicators/ needs no dbt edit)."""
-    for name in SEEDS_FROM_CONFIG:
-        shutil.copyfile(CONFIG_DIR / name, DBT_DIR / "seeds" / name)
+    for name, source in SEEDS_FROM_CONFIG.items():
+        shutil.copyfile(source, DBT_DIR / "seeds" / name)
     write_generated_files()
 
 

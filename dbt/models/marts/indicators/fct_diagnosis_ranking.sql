@@ -1,7 +1,9 @@
 -- 门急诊疾病 Top10 / 住院疾病 Top10 (catalog HO24, HO25): primary diagnoses of counted encounters grouped by
 -- ICD-10 category (the first three characters, so 国临版 extension codes such as J18.900x001 roll up to J18),
--- ranked per period and place. 门急诊 by visit date, 住院 by discharge date (出院者主要诊断). Diagnoses that carry
--- no ICD-10 code (unmapped local text) are left out of the ranking; the terminology worklist lists them.
+-- and by the WHO block and chapter the category belongs to (reference.icd10_who), ranked per period, place and
+-- grouping level. 门急诊 by visit date, 住院 by discharge date (出院者主要诊断). Diagnoses that carry no ICD-10 code
+-- (unmapped local text) are left out of the ranking; the terminology worklist lists them. A category the WHO
+-- table does not know is ranked as a category only.
 with encounters as (
     select
         org_code,
@@ -13,26 +15,42 @@ with encounters as (
         and (encounter_class_code in ('100', '200') or discharge_date is not null)
 ),
 
+who as (
+    select code, display, level, chapter, block from {{ ref('icd10_who') }}
+),
+
+grouped as (
+    select encounters.org_code, encounters.indicator_code, encounters.event_date, levels.group_level,
+        levels.group_code
+    from encounters
+    left join who as category on category.level = 'category' and category.code = encounters.icd_category
+    cross join lateral (
+        values ('category', encounters.icd_category), ('block', category.block), ('chapter', category.chapter)
+    ) as levels (group_level, group_code)
+    where encounters.icd_category is not null and levels.group_code is not null
+),
+
 periods as (
     select * from {{ ref('int_indicator_periods') }}
 ),
 
 counted as (
     select
-        encounters.indicator_code,
+        grouped.indicator_code,
         periods.period_type,
         periods.period_start,
-        case when grouping(encounters.org_code) = 0 then 'institution' else 'county' end as grain_type,
-        coalesce(encounters.org_code, '410182') as grain_code,
-        encounters.icd_category,
+        case when grouping(grouped.org_code) = 0 then 'institution' else 'county' end as grain_type,
+        coalesce(grouped.org_code, '410182') as grain_code,
+        grouped.group_level,
+        grouped.group_code,
         count(*) as cases
-    from encounters
-    inner join periods on encounters.event_date between periods.period_start and periods.period_end
-    where encounters.icd_category is not null
+    from grouped
+    inner join periods on grouped.event_date between periods.period_start and periods.period_end
     group by grouping sets (
-        (encounters.indicator_code, periods.period_type, periods.period_start, encounters.icd_category,
-         encounters.org_code),
-        (encounters.indicator_code, periods.period_type, periods.period_start, encounters.icd_category)
+        (grouped.indicator_code, periods.period_type, periods.period_start, grouped.group_level,
+         grouped.group_code, grouped.org_code),
+        (grouped.indicator_code, periods.period_type, periods.period_start, grouped.group_level,
+         grouped.group_code)
     )
 ),
 
@@ -40,27 +58,31 @@ ranked as (
     select
         *,
         row_number() over (
-            partition by indicator_code, period_type, period_start, grain_type, grain_code
-            order by cases desc, icd_category
+            partition by indicator_code, period_type, period_start, grain_type, grain_code, group_level
+            order by cases desc, group_code
         ) as rank,
-        sum(cases) over (partition by indicator_code, period_type, period_start, grain_type, grain_code)
-            as all_cases
+        sum(cases) over (
+            partition by indicator_code, period_type, period_start, grain_type, grain_code, group_level
+        ) as all_cases
     from counted
 ),
 
 final as (
     select
-        indicator_code::text as indicator_code,
-        period_type::text as period_type,
-        period_start::date as period_start,
-        grain_type::text as grain_type,
-        grain_code::text as grain_code,
-        rank::integer as rank,
-        icd_category::text as icd_category,
-        cases::integer as cases,
-        round(100.0 * cases / all_cases, 2)::numeric as share_percent
+        ranked.indicator_code::text as indicator_code,
+        ranked.period_type::text as period_type,
+        ranked.period_start::date as period_start,
+        ranked.grain_type::text as grain_type,
+        ranked.grain_code::text as grain_code,
+        ranked.group_level::text as group_level,
+        ranked.rank::integer as rank,
+        ranked.group_code::text as group_code,
+        who.display::text as group_name,
+        ranked.cases::integer as cases,
+        round(100.0 * ranked.cases / ranked.all_cases, 2)::numeric as share_percent
     from ranked
-    where rank <= 10
+    left join who on who.level = ranked.group_level and who.code = ranked.group_code
+    where ranked.rank <= 10
 )
 
 select * from final
