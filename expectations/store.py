@@ -182,10 +182,13 @@ PROBLEM_SQL = [
           SELECT md5(f.rule_id || '|' || f.source_system || '|' || coalesce(f.source_table, '') || '|' ||
                      f.source_key) AS problem_id, f.*
           FROM {LOAD_SCHEMA}.failure f) x ORDER BY problem_id""",
+    # new, reopened, or resubmitted by the institution and still failing (the row came again with another
+    # value: the fix did not make it pass) — before the upsert below overwrites the value
     """CREATE TEMP TABLE changed ON COMMIT DROP AS
-        SELECT s.problem_id, CASE WHEN p.problem_id IS NULL THEN 'open' ELSE 'reopened' END AS status
+        SELECT s.problem_id, CASE WHEN p.problem_id IS NULL THEN 'open' WHEN p.status = 'closed' THEN 'reopened'
+                                  ELSE 'still_failing' END AS status
         FROM seen s LEFT JOIN dq.problem p USING (problem_id)
-        WHERE p.problem_id IS NULL OR p.status = 'closed'""",
+        WHERE p.problem_id IS NULL OR p.status = 'closed' OR p.value IS DISTINCT FROM s.value""",
     """INSERT INTO dq.problem AS p (problem_id, rule_id, dataset, dimension, org_code, source_system, source_table,
             business_key, business_date, value, description_zh, status, first_seen_at, last_seen_at)
         SELECT s.problem_id, s.rule_id, s.dataset, coalesce(r.dimension, 'conformity'), s.org_code,
