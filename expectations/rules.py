@@ -11,6 +11,7 @@ compiled here to the same SQL (and can be run by GX itself, see :mod:`expectatio
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -191,23 +192,45 @@ BUILT_IN = [{"id": rule_id, "reason": reason, **({"required": []} if rule_id == 
             for rule_id, reason in BUILT_IN_RULES.items()]
 
 
+MappingEntry = tuple[str, str, str, dict[str, Any]]      # (source system, bronze table, entity, rule)
+MergedRule = tuple[dict[str, Any], tuple[str, ...]]      # (the rule without its id, the sources declaring it)
+
+
+def merge_mapping_rules(entries: Iterable[MappingEntry]) -> dict[tuple[str, str], MergedRule]:
+    """(rule id, entity) -> one rule with the sources declaring it. The library gives a rule one description and
+    one dimension, so an id that means two checks on one entity is refused rather than described as the first."""
+    found: dict[tuple[str, str], list[tuple[dict[str, Any], list[tuple[str, str]]]]] = {}
+    for source_system, bronze_table, entity, rule in entries:
+        definition = {k: v for k, v in rule.items() if k != "id"}
+        variants = found.setdefault((rule["id"], entity), [])
+        if all(d != definition for d, _ in variants):
+            variants.append((definition, []))
+        next(tables for d, tables in variants if d == definition).append((source_system, bronze_table))
+    clashes = [f"mapping rule {rule_id} on {entity} has {len(variants)} definitions: "
+               + "; ".join(f"{d} in {', '.join(f'{s}.{t}' for s, t in tables)}" for d, tables in variants)
+               for (rule_id, entity), variants in found.items() if len(variants) > 1]
+    if clashes:
+        raise RuleError("\n".join(clashes) + "\na mapping rule id means one check per entity: give the variant its "
+                        "own id in config/mappings/<source>.yaml (one no mapping uses on that entity yet), or word "
+                        "the same check the same way in every source")
+    return {key: (variants[0][0], tuple(sorted({s for s, _ in variants[0][1]})))
+            for key, variants in found.items()}
+
+
 def _mapping_rules() -> list[Rule]:
     """The silver layer's quarantine rules, one per (rule id, dataset), with the sources that declare them
     (every table also gets standardisation's built-in rules: key present, values parseable, institution known)."""
     overrides = _settings().get("mapping_rule_dimensions") or {}
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for source_system in mapped_sources():
-        for table in source_mapping(source_system)["tables"]:
-            for rule in [*BUILT_IN, *(table.get("rules") or [])]:
-                entry = found.setdefault((rule["id"], table["entity"]), {"rule": rule, "sources": set()})
-                entry["sources"].add(source_system)
+    merged = merge_mapping_rules((source_system, table["bronze_table"], table["entity"], rule)
+                                 for source_system in mapped_sources()
+                                 for table in source_mapping(source_system)["tables"]
+                                 for rule in [*BUILT_IN, *(table.get("rules") or [])])
     rules = []
-    for (rule_id, dataset), entry in sorted(found.items()):
-        rule = entry["rule"]
+    for (rule_id, dataset), (rule, sources) in sorted(merged.items()):
         dimension = overrides.get(rule_id, "completeness" if "required" in rule else "logic")
         rules.append(Rule(rule_id, dataset, dimension, "error", rule["reason"], "mapping", "mapping",
-                          {"source_rule_id": rule_id, **{k: v for k, v in rule.items() if k not in ("id", "reason")}},
-                          source_systems=tuple(sorted(entry["sources"]))))
+                          {"source_rule_id": rule_id, **{k: v for k, v in rule.items() if k != "reason"}},
+                          source_systems=sources))
     return rules
 
 

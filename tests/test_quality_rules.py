@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 
 from expectations.engine import audit_counts, dataset_checks
-from expectations.rules import Library, Rule, RuleError, expectation_sql, load_library
+from expectations.rules import Library, Rule, RuleError, expectation_sql, load_library, merge_mapping_rules
 from expectations.scoring import ALL, load_schemes, score_rows
 from expectations.store import volume_items
 
@@ -82,3 +82,30 @@ def test_rule_library_ids_are_unique_and_blocking_rules_say_how_much_they_tolera
     ids = [r.rule_id for r in library.rules]
     assert len(ids) == len(set(ids))
     assert all("max_failed_share" in r.definition for r in library.rules if r.blocking)
+
+
+def test_the_library_loads_with_one_mapping_rule_per_id_and_dataset():
+    mapping = [(r.definition["source_rule_id"], r.dataset) for r in load_library().rules if r.kind == "mapping"]
+    assert mapping and len(mapping) == len(set(mapping))
+
+
+AMOUNT = {"id": "FEE001", "expression": "amount IS NULL OR amount >= 0", "reason": "费用金额为负"}
+
+
+def test_a_mapping_rule_two_sources_declare_alike_is_one_rule_of_both():
+    merged = merge_mapping_rules([("a_his", "charge", "fee", AMOUNT), ("b_his", "fee_detail", "fee", dict(AMOUNT)),
+                                  ("a_his", "visit", "encounter", {"id": "FEE001", "required": ["x"], "reason": "x"})])
+    assert merged[("FEE001", "fee")] == ({"expression": "amount IS NULL OR amount >= 0", "reason": "费用金额为负"},
+                                         ("a_his", "b_his"))
+    assert merged[("FEE001", "encounter")][1] == ("a_his",)      # the same id on another entity is another rule
+
+
+def test_a_mapping_rule_id_with_two_definitions_on_one_entity_is_refused():
+    linked = {"id": "FEE001", "required": ["encounter_id"], "reason": "费用未关联门诊或住院记录"}
+    reworded = {**AMOUNT, "reason": "收费金额为负"}              # another wording is another description too
+    with pytest.raises(RuleError) as refused:
+        merge_mapping_rules([("a_his", "charge", "fee", AMOUNT), ("b_api", "charges", "fee", linked),
+                             ("c_his", "fee", "fee", reworded)])
+    message = str(refused.value)
+    assert all(part in message for part in ("FEE001 on fee", "a_his.charge", "b_api.charges", "c_his.fee",
+                                            "费用未关联门诊或住院记录", "config/mappings/"))

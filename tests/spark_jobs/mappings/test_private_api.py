@@ -203,7 +203,7 @@ def test_fees_map_vendor_categories_and_quarantine_negative_amounts(results):
     fees, quarantine = results["fee"]
     assert (fees[C1].fee_category_code, fees[C1].amount, fees[C1].encounter_id) == ("01", Decimal("6.00"), V1)
     assert (fees[C2].fee_category_code, fees[C2].charged_at) == ("13", datetime(2026, 11, 1, 9, 49, 19))
-    assert [(q.record_key, q.rule_id) for q in quarantine] == [(C3, "FEE002")]
+    assert [(q.record_key, q.rule_id) for q in quarantine] == [(C3, "FEE001")]
 
 
 # orders holds drug, lab, exam and surgery orders; each entity takes its own type through the table's `where`.

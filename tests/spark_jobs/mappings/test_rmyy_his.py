@@ -289,7 +289,7 @@ def test_surgery_incision_roman_numerals_and_end_before_start(results):
     s = surgeries["SS" + ZY1[2:] + "1"]
     assert (s.procedure_code, s.incision_class_code, s.incision_class_source_value) == ("47.0901", "II", "Ⅱ")
     assert (s.encounter_id, s.anaesthesia, s.ended_at) == (ZY1, "全身麻醉", datetime(2026, 11, 4, 10, 30))
-    assert [(q.record_key, q.rule_id) for q in quarantine] == [("SS" + ZY2[2:] + "1", "SUR001")]
+    assert [(q.record_key, q.rule_id) for q in quarantine] == [("SS" + ZY2[2:] + "1", "SUR002")]
 
 
 def test_lab_results_map_to_loinc_and_parse_text_results(results):

@@ -299,7 +299,7 @@ def test_fees_keep_refund_rows_so_a_cancelled_visit_nets_to_zero(results):
     assert sum(f.amount for f in cancelled if not f.is_refunded) == 0
     bed_night = fees[ZY1 + "F001"]
     assert (bed_night.fee_category_code, bed_night.charged_at) == ("01", datetime(2026, 11, 3, 23, 30))
-    assert [(q.record_key, q.rule_id) for q in quarantine] == [(ZY1 + "F002", "FEE001")]
+    assert [(q.record_key, q.rule_id) for q in quarantine] == [(ZY1 + "F002", "FEE003")]
 
 
 def test_surgery_codes_get_their_national_extension_and_end_before_start_is_quarantined(results):
