@@ -235,6 +235,19 @@ def test_chart_numbers_and_days_equal_the_indicator_mart(pipeline_done, warehous
         assert key in mart, f"the chart shows {row['indicator_name']} on {day}, a day the mart does not have"
         assert float(row["指标值"]) == pytest.approx(mart[key]), key
 
+    # a daily axis (the original case: every day shown one day early): the arrival heatmap's days and
+    # rows are the collection log's, day by day
+    with warehouse.connect() as conn:
+        arrived = {day: int(rows) for day, rows in conn.execute(text(
+            "SELECT business_date, sum(rows) FROM ingest.v_timeliness GROUP BY 1"))}
+    heat = api.chart_data(api.charts("collection")["数据到达热力图（层级 × 业务日）"])
+    shown: dict = {}
+    for row in heat["data"]:
+        day = datetime.fromtimestamp(row["business_date"] / 1000, tz=UTC).date()
+        shown[day] = shown.get(day, 0) + int(row["到达行数"])
+    assert shown and min(shown) == min(arrived), f"first day shown {min(shown)}, first business day {min(arrived)}"
+    assert all(shown[day] == arrived[day] for day in shown), {d: (shown[d], arrived.get(d)) for d in shown}
+
     # a bar per institution for the current month
     fees = api.chart_data(api.charts("medical-service")["门诊病人次均医药费用（按机构）"])
     assert fees["rowcount"] > 5
