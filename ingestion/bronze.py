@@ -267,6 +267,21 @@ def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: T
     return _record(spark, source, table, commit, ingested_at, offset_from, landed)
 
 
+def _count_first_arrivals_only(spark: SparkSession, source: SourceConfig, table: TableConfig, batch_id: str,
+                               late: DataFrame, business_date: Column, arrivals: list[dict[str, Any]]) -> None:
+    """A record landed before and changed after the deadline is a correction (an institution fixing what the
+    quality report showed it), not a late submission: only rows whose key bronze did not hold before count as
+    late. Run only when a batch has rows past the deadline, so on-time batches never read bronze back."""
+    earlier = (spark.read.format("delta").load(bronze_path(source.name, table.name))
+               .where(F.col("_batch_id") != batch_id).select(*table.keys).distinct())
+    first = {(r["org_code"], r["business_date"]): r["late_rows"] for r in
+             late.join(earlier, list(table.keys), "left_anti")
+             .groupBy(F.col("_org_code").alias("org_code"), business_date.alias("business_date"))
+             .agg(F.count(F.lit(1)).alias("late_rows")).collect()}
+    for arrival in arrivals:
+        arrival["late_rows"] = first.get((arrival["org_code"], arrival["business_date"]), 0)
+
+
 def _record(spark: SparkSession, source: SourceConfig, table: TableConfig, commit: Any,
             started_at: datetime | None, offset_from: Any = None, batch: DataFrame | None = None) -> int:
     """Write one landed batch's monitoring rows (count, lag input, arrivals per institution and day).
@@ -283,13 +298,16 @@ def _record(spark: SparkSession, source: SourceConfig, table: TableConfig, commi
     count = int((commit["operationMetrics"] or {}).get("numOutputRows", 0))
     business_date = _business_date(table)
     live = F.col("_op") != "d"
+    late = live & (F.col("_source_ts") >= F.date_add(business_date, 2).cast("timestamp"))
     groups = (batch.groupBy(F.col("_org_code").alias("org_code"),
                             F.when(live, business_date).alias("business_date"))
               .agg(F.count(F.when(live, 1)).alias("rows"), F.max("_source_ts").alias("last_source_ts"),
-                   F.count(F.when(live & (F.col("_source_ts") >= F.date_add(business_date, 2).cast("timestamp")),
-                                  1)).alias("late_rows"))
+                   F.count(F.when(late, 1)).alias("late_rows"))
               .collect())
     arrivals = [g.asDict() for g in groups if g["business_date"] is not None]
+    if table.keys and any(a["late_rows"] for a in arrivals):
+        _count_first_arrivals_only(spark, source, table, meta["batch_id"], batch.where(late), business_date,
+                                   arrivals)
     newest = max((g["last_source_ts"] for g in groups if g["last_source_ts"] is not None), default=None)
     finished = commit["timestamp"]
     monitoring.record_batch(monitoring.BatchRecord(

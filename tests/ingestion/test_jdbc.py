@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pyspark.sql import functions as F
 
 from cli.main import main as drc_main
+from core.db import warehouse_engine
 from core.settings import get_settings
 from core.spark import read_delta
 from ingestion.bronze import bronze_path, latest_versions
@@ -92,6 +93,24 @@ def test_late_rows_and_updates_land_once_and_reruns_are_no_ops(spark, scratch_ma
     assert bronze.select("_source_pos").distinct().count() == 5
     assert bronze.where(F.col("_org_code") != "410182101").count() == 0
     assert bronze.select("_batch_id").distinct().count() == 2
+
+
+def test_a_correction_after_the_deadline_is_not_a_late_submission(spark, scratch_mariadb):
+    """Timeliness (the 24:00 next-day deadline) judges a record's first arrival: an institution correcting a
+    record after the deadline (as its quality report asks) is not late; a record first sent after it is."""
+    table = scratch_mariadb.table("ZZ_VISIT")
+    _visit(1, "a", T0)
+    collect_incremental_table(spark, scratch_mariadb, table)
+    after_deadline = T0 + timedelta(days=3)
+    _run(_mariadb(SOURCE), "UPDATE ZZ_VISIT SET V = 'fixed', XGSJ = :t WHERE ID = 1", t=after_deadline)
+    _run(_mariadb(SOURCE), "INSERT INTO ZZ_VISIT VALUES (2, 'new', :d, :t)", d=T0, t=after_deadline)
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 2
+    with warehouse_engine().connect() as conn:
+        arrived = conn.execute(sa.text(
+            "SELECT sum(a.rows), sum(a.late_rows) FROM ingest.arrival a JOIN ingest.landed_batch b USING (batch_id) "
+            "WHERE b.source_system = :s AND b.table_name = 'ZZ_VISIT' GROUP BY b.batch_id "
+            "ORDER BY max(b.finished_at) DESC LIMIT 1"), {"s": SOURCE}).one()
+    assert tuple(arrived) == (2, 1), "two rows arrived after the deadline; only the first-time one is late"
 
 
 def test_unreachable_source_is_retried_reported_without_secret_then_caught_up(spark, scratch_mariadb, tmp_path):
