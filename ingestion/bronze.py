@@ -255,6 +255,9 @@ def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: T
     added, casts = check_schema(spark, source, table, landed.schema)
     for column, landed_type in casts.items():
         landed = landed.withColumn(column, F.col(column).cast(landed_type))
+    # Materialised once: a batch computed against bronze (a JDBC re-read window, a snapshot diff) would come out
+    # empty if the arrival count below recomputed it after the write; the source is read once, too.
+    landed = landed.localCheckpoint()
     metadata = json.dumps({"batch_id": batch_id, "offset": offset}, ensure_ascii=False, default=str)
     (landed.write.format("delta").mode("append")
         .option("txnAppId", f"{source.name}.{table.name.lower()}").option("txnVersion", version)
@@ -286,8 +289,8 @@ def _record(spark: SparkSession, source: SourceConfig, table: TableConfig, commi
             started_at: datetime | None, offset_from: Any = None, batch: DataFrame | None = None) -> int:
     """Write one landed batch's monitoring rows (count, lag input, arrivals per institution and day).
 
-    ``batch`` is the landed DataFrame when the caller still holds it (one aggregation pass, no re-read);
-    otherwise the batch is read back from bronze by its id.
+    ``batch`` is the landed batch, materialised, when the caller holds it; otherwise it is read back from bronze
+    by its id.
     """
     from ingestion import monitoring
 
