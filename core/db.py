@@ -56,9 +56,9 @@ def ensure_schemas(*schemas: str) -> None:
 def apply_ddl(schema: str, statements: Sequence[str]) -> None:
     """Create a platform schema's tables and views, once, even when parallel tasks start together: the
     statements run under a transaction-scoped advisory lock named after the schema."""
-    ensure_schemas(schema)
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"xydrc ddl {schema}"})
+        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))   # under the lock: two creators race
         for statement in statements:
             conn.execute(sa.text(statement))
 
