@@ -196,10 +196,12 @@ def test_institution_user_sees_its_own_rows_only(pipeline_done):
 
     own_name = None
     seen_rows = 0
+    may_be_empty = {spec["title"] for dash in load_dashboards() for _, rows in sections(dash)
+                    for spec in chart_specs(rows) if spec.get("empty_ok")}   # e.g. no discharge yet: no ranking
     for slug in visible:
         for name, chart_id in api.charts(slug).items():
             result = api.chart_data(chart_id)
-            assert result["rowcount"] > 0, f"{slug} / {name}: no rows for the institution user"
+            assert result["rowcount"] > 0 or name in may_be_empty, f"{slug} / {name}: no rows for the institution user"
             for row in result["data"]:
                 for column in ("org_code", "org_name"):
                     if column in row:
