@@ -43,6 +43,12 @@ def env(name: str) -> str:
     return value
 
 
+def empty_ok_titles(rows: list[dict]) -> set[str]:
+    """Charts whose spec says empty_ok: a list of problems or alerts, or a ranking with nothing to rank yet (no
+    discharge in a new county), may rightly be empty; a figure may not."""
+    return {spec["title"] for spec in chart_specs(rows) if spec.get("empty_ok")}
+
+
 def base_url() -> str:
     return f"http://127.0.0.1:{env('DRC_SUPERSET_PORT')}"
 
@@ -164,8 +170,7 @@ def test_every_dashboard_renders_for_each_role(pipeline_done, browser, login):
             if tab and n:
                 open_tab(browser, tab)
             expected = len(chart_specs(rows))
-            # a list of problems or alerts may rightly be empty (its spec says empty_ok); a figure may not
-            may_be_empty = {spec["title"] for spec in chart_specs(rows) if spec.get("empty_ok")}
+            may_be_empty = empty_ok_titles(rows)
             states = wait_for_charts(browser, expected)
             browser.execute_script("window.scrollTo(0, 0)")
             browser.save_screenshot(str(RESULTS / f"dashboard_{login}_{dash['slug']}{f'_{n}' if tab else ''}.png"))
@@ -196,8 +201,8 @@ def test_institution_user_sees_its_own_rows_only(pipeline_done):
 
     own_name = None
     seen_rows = 0
-    may_be_empty = {spec["title"] for dash in load_dashboards() for _, rows in sections(dash)
-                    for spec in chart_specs(rows) if spec.get("empty_ok")}   # e.g. no discharge yet: no ranking
+    may_be_empty = {title for dash in load_dashboards() for _, rows in sections(dash)
+                    for title in empty_ok_titles(rows)}
     for slug in visible:
         for name, chart_id in api.charts(slug).items():
             result = api.chart_data(chart_id)
