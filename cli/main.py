@@ -615,7 +615,11 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Simulate the demo days, then run the nightly pipeline through Airflow and leave its DAGs un-paused."""
+    """Simulate the demo days, run the nightly pipeline through Airflow, un-pause the collection DAGs.
+
+    The nightly stays paused: its schedule judges the calendar day that just ended, which the simulated county
+    (stopped at its last simulated day) never had, so every institution would be judged 缺报 and alerted.
+    """
     import os
     import subprocess
 
@@ -636,9 +640,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     log_file.write_text(run.stdout + run.stderr, encoding="utf-8")
     if run.returncode:
         raise SystemExit(f"the nightly DAG failed in Airflow; see {log_file} and the run in the Airflow UI")
-    for dag_id in production_dag_ids():
+    live = [dag_id for dag_id in production_dag_ids() if dag_id != pipeline.nightly_dag_id]
+    for dag_id in live:
         subprocess.run([airflow, "dags", "unpause", dag_id], capture_output=True, check=True)
-    console.print(f"  un-paused {len(production_dag_ids())} production DAGs; the run is in the Airflow UI")
+    following = last + timedelta(days=1)
+    console.print(f"  the run is in the Airflow UI; un-paused {len(live)} collection and catch-up DAGs.\n"
+                  f"  {pipeline.nightly_dag_id} stays paused: the simulated county ends on {last}, so a scheduled "
+                  "night would judge every institution 缺报 for the real calendar day. To process the next "
+                  f"simulated day: ./drc simulate --advance 1 && ./drc pipeline --date {following}")
     cmd_provision_dashboards(args)
 
 
