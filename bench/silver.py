@@ -56,13 +56,13 @@ def _newest_round_start(commits: list[tuple[float, str, str, int, int]]) -> floa
 
 def _rewind(source_system: str, commits: list, since: float) -> None:
     """Set a source's silver checkpoints to the bronze versions committed before ``since``."""
-    from spark_jobs.standardize import _load_state, _save_state
+    from spark_jobs.standardize import _save_state, load_state
 
     before: dict[str, int] = {}
     for ts, source, table, version, _ in commits:
         if source == source_system and ts < since:
             before[table] = max(before.get(table, -1), version)
-    state = _load_state(source_system)
+    state = load_state(source_system)
     for checkpoint in state.values():
         checkpoint["versions"] = {t: before.get(t.lower(), -1) for t in checkpoint["versions"]}
     _save_state(source_system, state)

@@ -194,6 +194,27 @@ def cmd_silver(args: argparse.Namespace) -> None:
                       "(./drc terminology worklist)")
 
 
+@_step("对账 reconcile bronze → silver")
+def cmd_silver_reconcile(args: argparse.Namespace) -> None:
+    """Every current source record deleted, withdrawn, for another entity, in silver or quarantined; else an
+    error naming the source, table, institution, day and example keys (and an operator alert)."""
+    from core.alerts import Alert, raise_alert
+    from core.spark import get_spark
+    from spark_jobs.reconcile import COUNTS, discrepancies, reconcile
+
+    rows = reconcile(get_spark(), args.source, args.date)
+    totals = {c: sum(r[c] for r in rows) for c in COUNTS}
+    console.print("  " + ", ".join(f"{name} {value:,}" for name, value in totals.items())
+                  + f" over {len({(r['source_system'], r['bronze_table']) for r in rows})} mapped tables")
+    problems = discrepancies(rows)
+    for problem in problems:
+        raise_alert(Alert("reconciliation", "error", f"{problem.source_system}/{problem.bronze_table}/"
+                          f"{problem.org_code}/{problem.business_date}/{problem.problem}", str(problem),
+                          problem.source_system, problem.org_code, problem.business_date))
+    if problems:
+        raise SystemExit(f"{len(problems)} reconciliation difference(s):\n" + "\n".join(map(str, problems)))
+
+
 def cmd_silver_report(args: argparse.Namespace) -> None:
     from rich.table import Table
 
@@ -842,11 +863,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda args: INGEST_ACTIONS[args.action](args))
 
     p = sub.add_parser("silver", help="standardise bronze into silver (incremental), quarantine bad rows")
-    p.add_argument("action", nargs="?", default="run", choices=("run", "report"),
-                   help="run (default) | report: quarantined rows by source, table and rule")
+    p.add_argument("action", nargs="?", default="run", choices=("run", "report", "reconcile"),
+                   help="run (default) | report: quarantined rows by source, table and rule | reconcile: where "
+                        "every source record went, per source, table, institution and business day")
     p.add_argument("--source", action="append", help="a mapped source (repeatable; default: all)")
     p.add_argument("--full", action="store_true", help="re-standardise the whole history, not just changes")
-    p.set_defaults(func=lambda args: (cmd_silver_report if args.action == "report" else cmd_silver)(args))
+    p.add_argument("--date", type=_day, help="reconcile: one business day only (default: every day)")
+    p.set_defaults(func=lambda args: {"report": cmd_silver_report, "reconcile": cmd_silver_reconcile}.get(
+        args.action, cmd_silver)(args))
 
     p = sub.add_parser("terminology", help="loaded code systems; load an official file; unmapped local codes "
                                            "worklist; add a concept mapping")

@@ -152,6 +152,24 @@ def files_added_since(source: str, table: str, version: int, until: int) -> list
     return files
 
 
+def uses_column_mapping(source: str, table: str) -> bool:
+    """Whether the bronze table maps logical column names to other physical ones (file-drop tables do, for
+    column names Parquet cannot hold): its data files then cannot be read by the logical names."""
+    log = _log_dir(source, table)
+    for commit in sorted(log.glob("*.json"), reverse=True):   # the newest metadata action holds
+        for line in commit.read_text(encoding="utf-8").splitlines():
+            if line.startswith('{"metaData"'):
+                mode = json.loads(line)["metaData"].get("configuration", {}).get("delta.columnMapping.mode")
+                return mode not in (None, "none")
+    return True   # no metadata in the JSON commits (checkpointed away): read through Delta, which is always right
+
+
+def landed_between(bronze: DataFrame, since: int, until: int) -> DataFrame:
+    """The rows landed by versions (since, until], by the version in their batch id (``<source>.<table>.<v>``)."""
+    version = F.regexp_extract("_batch_id", r"\.(\d+)$", 1).cast("long")
+    return bronze.where(version.between(since + 1, until))
+
+
 def committed_offset(spark: SparkSession, source: str, table: str) -> Any:
     """The offset stored with the newest batch landed in this bronze table (None before the first)."""
     newest = commit_log(source, table, newest_only=True)
@@ -194,7 +212,8 @@ def check_schema(spark: SparkSession, source: SourceConfig, table: TableConfig, 
     return sorted(set(now) - set(landed)), {c: landed[c] for c in retyped}
 
 
-def _business_date(table: TableConfig):
+def business_date_column(table: TableConfig) -> Column:
+    """The business day of a bronze row, from the table's registered ``business_time`` (NULL without one)."""
     if not table.business_time:
         return F.lit(None).cast("date")
     column = F.col(table.business_time)
@@ -299,7 +318,7 @@ def _record(spark: SparkSession, source: SourceConfig, table: TableConfig, commi
         batch = spark.read.format("delta").load(bronze_path(source.name, table.name)).where(
             F.col("_batch_id") == meta["batch_id"])
     count = int((commit["operationMetrics"] or {}).get("numOutputRows", 0))
-    business_date = _business_date(table)
+    business_date = business_date_column(table)
     live = F.col("_op") != "d"
     late = live & (F.col("_source_ts") >= F.date_add(business_date, 2).cast("timestamp"))
     groups = (batch.groupBy(F.col("_org_code").alias("org_code"),

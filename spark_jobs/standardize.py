@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from core import gb11643
 from core.settings import get_settings
 from core.spark import read_delta
-from ingestion.bronze import bronze_path, bronze_version, files_added_since
+from ingestion.bronze import bronze_path, bronze_version, files_added_since, landed_between, uses_column_mapping
 from spark_jobs.codes import (
     CANONICAL,
     CANONICAL_COL,
@@ -375,7 +375,7 @@ def _state_file(source_system: str) -> Path:
     return Path(get_settings().lake_path("silver", "_state", f"{source_system}.json"))
 
 
-def _load_state(source_system: str) -> dict[str, Any]:
+def load_state(source_system: str) -> dict[str, Any]:
     path = _state_file(source_system)
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
@@ -450,6 +450,10 @@ def _rows_added(spark: SparkSession, source_system: str, table: str, since: int,
         return None
     if not files:
         return spark.createDataFrame([], schema)
+    if uses_column_mapping(source_system, table):
+        # Physical column names differ from the logical ones: the files read by name would give NULL keys, and
+        # every changed row would be lost. Read through Delta, by the version in each row's batch id.
+        return landed_between(_read_bronze(spark, source_system, table), since, until)
     return spark.read.schema(schema).parquet(*files)
 
 
@@ -549,7 +553,9 @@ def standardize_table(spark: SparkSession, source_system: str, spec: dict[str, A
     return report
 
 
-SILVER_LAYOUT = "2"   # silver partitioned by source_system, lineage with source_table/source_key
+# 2: silver partitioned by source_system, lineage with source_table/source_key.
+# 3: rebuilt once from bronze: incremental runs before it lost the new rows of column-mapped (file-drop) tables.
+SILVER_LAYOUT = "3"
 
 
 def _layout_file() -> Path:
@@ -667,7 +673,7 @@ def run_standardize(spark: SparkSession, source_system: str, full: bool = False,
     is logged with its source and table, and all of them are raised together as a StandardizeError.
     """
     mapping = source_mapping(source_system)
-    state = _load_state(source_system)
+    state = load_state(source_system)
     reports: list[TableReport] = []
     failures: list[TableFailure] = []
     for spec in mapping["tables"]:

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from core.spark import read_delta
 from ingestion.bronze import bronze_path
@@ -160,6 +161,31 @@ def test_incremental_merge_applies_updates_deletes_late_events_and_corrections(s
     assert _other_sources_rows(spark) == others_before
 
 
+def test_incremental_standardisation_reads_new_rows_of_a_column_mapped_bronze_table(spark, unit_source):
+    """File-drop bronze tables map column names (delta.columnMapping.mode = name): read by name, their data files
+    gave NULL keys, and every row after the first standardisation vanished from silver (issue 24)."""
+    state: dict = {}
+    spec = {**ADMISSIONS, "lookups": {}, "rules": []}
+    path = bronze_path("unit_src", "ADM")
+
+    def land(rows, version: int) -> None:
+        frame = _admissions(spark, rows).withColumn("_batch_id", F.lit(f"unit_src.adm.{version}"))
+        writer = frame.write.format("delta").mode("append").option("mergeSchema", "true")
+        if version == 0:
+            writer = (writer.option("delta.columnMapping.mode", "name").option("delta.minReaderVersion", "2")
+                      .option("delta.minWriterVersion", "5"))
+        writer.save(path)
+
+    land([("1", "P1", "住院", "2026-11-01 08:00:00", "1", "1")], 0)
+    assert standardize_table(spark, "unit_src", spec, state).mode == "full"
+    land([("2", "P2", "住院", "2026-11-02 08:00:00", "1", "1"),
+          ("3", "P3", "住院", "2026-11-02 09:00:00", "1", "2")], 1)
+    second = standardize_table(spark, "unit_src", spec, state)
+    assert (second.mode, second.changed_keys, second.silver_rows) == ("incremental", 2, 2)
+    silver = read_delta(spark, silver_path("encounter")).where("source_system = 'unit_src'")
+    assert sorted(r.encounter_id for r in silver.collect()) == ["ZY1", "ZY2", "ZY3"]
+
+
 # --- void flags: only a flag that says void withdraws a row (issue 24) -------------------------------------
 def _mapped(source: str, entity: str, table: str) -> dict:
     return next(t for t in source_mapping(source)["tables"] if (t["entity"], t["bronze_table"]) == (entity, table))
@@ -233,7 +259,7 @@ def test_every_failing_table_is_logged_and_reported_with_its_source(spark, monke
 
     monkeypatch.setattr(standardize, "prepare_silver", lambda spark: False)
     monkeypatch.setattr(standardize, "standardize_table", fake_table)
-    monkeypatch.setattr(standardize, "_load_state", lambda source: {})
+    monkeypatch.setattr(standardize, "load_state", lambda source: {})
     monkeypatch.setattr(standardize, "_save_state", lambda source, state: None)
     sources = ["cloud_his", "public_health", "rmyy_his"]
     with caplog.at_level(logging.WARNING, logger="spark_jobs.standardize"), \
