@@ -164,10 +164,14 @@ def uses_column_mapping(source: str, table: str) -> bool:
     return True   # no metadata in the JSON commits (checkpointed away): read through Delta, which is always right
 
 
+def batch_version() -> Column:
+    """The bronze Delta version that landed a row, from its batch id (``<source>.<table>.<version>``)."""
+    return F.regexp_extract("_batch_id", r"\.(\d+)$", 1).cast("long")
+
+
 def landed_between(bronze: DataFrame, since: int, until: int) -> DataFrame:
-    """The rows landed by versions (since, until], by the version in their batch id (``<source>.<table>.<v>``)."""
-    version = F.regexp_extract("_batch_id", r"\.(\d+)$", 1).cast("long")
-    return bronze.where(version.between(since + 1, until))
+    """The rows landed by versions (since, until]."""
+    return bronze.where(batch_version().between(since + 1, until))
 
 
 def committed_offset(spark: SparkSession, source: str, table: str) -> Any:

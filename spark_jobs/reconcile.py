@@ -18,7 +18,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core.spark import read_delta
-from ingestion.bronze import bronze_path, business_date_column, latest_versions
+from ingestion.bronze import batch_version, bronze_path, business_date_column, latest_versions
 from ingestion.registry import TableConfig, load_sources
 from spark_jobs.model import mapped_sources, source_mapping
 from spark_jobs.standardize import is_void, load_state, quarantine_path, silver_path, source_key
@@ -55,8 +55,7 @@ def classify(latest: DataFrame, spec: dict[str, Any], where: str, standardized_t
     """Why a record's newest version is not expected in silver, or 'live' when it is: landed after the last
     standardisation of its table (``pending``), then the order of spark_jobs.standardize: a delete, the void
     flag, the mapping's ``where``."""
-    landed_in = F.regexp_extract("_batch_id", r"\.(\d+)$", 1).cast("long")   # batch id <source>.<table>.<version>
-    pending = F.lit(True) if standardized_through is None else F.coalesce(landed_in > standardized_through,
+    pending = F.lit(True) if standardized_through is None else F.coalesce(batch_version() > standardized_through,
                                                                             F.lit(False))
     bucket = F.when(pending, F.lit("pending")).when(F.col("_op") == "d", F.lit("deleted"))
     if spec.get("void"):
