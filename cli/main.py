@@ -764,6 +764,12 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     bench_main(["--skip-gx"] if args.skip_gx else [])
 
 
+def cmd_bench_quality_detection(args: argparse.Namespace) -> None:
+    from bench.quality_detection import main as bench_main
+
+    bench_main(["--clean"] if args.clean else [])
+
+
 def cmd_bench_dashboards(args: argparse.Namespace) -> None:
     from bench.dashboards import main as bench_main
 
@@ -993,6 +999,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-quality", help="benchmark the whole quality run on the lake, GX on Spark as the peer")
     p.add_argument("--skip-gx", action="store_true")
     p.set_defaults(func=cmd_bench_quality)
+
+    p = sub.add_parser("bench-quality-detection",
+                       help="what the quality rules find on the simulated county against its answer key")
+    p.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
+    p.set_defaults(func=cmd_bench_quality_detection)
 
     p = sub.add_parser("bench-dashboards", help="measure each dashboard's cold and warm load in headless Chromium")
     p.add_argument("--repeat", type=int, default=3)

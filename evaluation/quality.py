@@ -14,6 +14,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -32,6 +33,7 @@ DETECTING_RULES: dict[str, tuple[str, ...]] = {   # defect type -> rule ids (pre
     "duplicate_submission": ("ENC004", "ENC-U01"),
     "re_registration": ("PER-U01", "HRD-U01"),
     "late_submission": ("TIM-001",),
+    "followup_after_death": ("FUP-L01", "PHS-L02"),
 }
 NOT_ROW_DETECTABLE = {
     "homophone": "identity variant: the EMPI links it (EMPI F1)",
@@ -117,7 +119,8 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict]]:
             hit = any(r.startswith(rules) for r in hits)
             explained.update((source, record) for _ in hits)
         if not hit and present_only and (source, record) not in current \
-                and defect not in ("late_submission", "unknown_local_code", "duplicate_submission"):
+                and defect not in ("late_submission", "unknown_local_code", "duplicate_submission",
+                                   "followup_after_death"):
             continue    # the record left the source (a cancelled visit, a merged patient): nothing to find
         logged[defect] += 1
         found[defect] += hit
@@ -128,3 +131,19 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict]]:
                    if r != "TIM-001" and not any((s, k2) in explained for k2 in _keys(k))
                    and not (r.endswith("-R01") and (s, value) in defective)]
     return [Detection(d, logged[d], found[d]) for d in sorted(logged)], unexplained
+
+
+def detection_report(min_recall: float) -> dict[str, Any]:
+    """Recall per defect type, what no row rule can see and why, and the problems no defect explains."""
+    found, unexplained = detection()
+    by_rule: dict[str, int] = defaultdict(int)
+    for row in unexplained:
+        by_rule[f"{row['rule_id']} {row['source_system']}"] += 1
+    return {"recall": {d.defect: {"logged": d.logged, "found": d.found, "recall": round(d.recall, 4)}
+                       for d in found},
+            "min_recall": min_recall,
+            "below_min_recall": {d.defect: f"{d.found}/{d.logged}" for d in found if d.recall < min_recall},
+            "not_row_detectable": {**NOT_ROW_DETECTABLE,
+                                   **{f"{s} {d}": why for (s, d), why in NOT_ROW_DETECTABLE_AT.items()}},
+            "unexplained_problems": len(unexplained),
+            "unexplained_by_rule": dict(sorted(by_rule.items(), key=lambda kv: -kv[1]))}

@@ -43,6 +43,12 @@ def load_datasets(spark: SparkSession) -> dict[str, DataFrame]:
     return datasets
 
 
+def register_views(spark: SparkSession, library: Library) -> None:
+    """The library's derived views (config/quality/views.yaml) over the registered entities, for query rules."""
+    for name, sql in library.views.items():
+        spark.sql(sql).createOrReplaceTempView(name)
+
+
 def business_date(expression: str | None) -> Column:
     """The day a row is scored on: its own business date, else the day the source last changed it."""
     own = [F.expr(expression)] if expression else []
@@ -102,6 +108,7 @@ def dataset_checks(spark: SparkSession, dataset: str, df: DataFrame, library: Li
 
 def evaluate(spark: SparkSession, library: Library) -> Evaluation:
     datasets = load_datasets(spark)
+    register_views(spark, library)
     frames = [dataset_checks(spark, name, df, library, datasets) for name, df in datasets.items()]
     checks = reduce(DataFrame.unionByName, frames) if frames else None
     quarantine = read_delta(spark, quarantine_path())

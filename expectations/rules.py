@@ -58,6 +58,7 @@ class Rule:
 class Library:
     rules: tuple[Rule, ...]
     business_dates: dict[str, str]          # dataset -> SQL of the day a row is scored on
+    views: dict[str, str] = field(default_factory=dict)   # name -> Spark SQL over the entities (query rules)
 
     def for_dataset(self, dataset: str, *kinds: str) -> list[Rule]:
         return [r for r in self.rules if r.dataset == dataset and (not kinds or r.kind in kinds)]
@@ -247,7 +248,16 @@ def load_library() -> Library:
             raise RuleError(f"rule id {rule.rule_id} is defined twice ({seen[key].dataset}, {rule.dataset})")
         seen[key] = rule
     rules = [_unique_mapping_id(r, rules) for r in rules]
-    return Library(tuple(rules), business_dates)
+    views = _views()
+    clashing = sorted(set(views) & set(datasets))
+    if clashing:
+        raise RuleError(f"views.yaml: {', '.join(clashing)} would hide the canonical entity of that name")
+    return Library(tuple(rules), business_dates, dict(views))
+
+
+def _views() -> dict[str, str]:
+    path = QUALITY_DIR / "views.yaml"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("views") or {} if path.exists() else {}
 
 
 def _unique_mapping_id(rule: Rule, rules: list[Rule]) -> Rule:

@@ -243,6 +243,8 @@ class ActivityEngine:
                                                    incision, "甲" if rng.random() < 0.95 else "乙"))
             self._orders(rng, encounter, inst, days=stay)
             activity.encounters.append(encounter)
+            if died:     # no visit, follow-up or contract after the day of death
+                activity.deaths.append(Death(person.resident_id, encounter.end_at, code, "医院"))
 
     def _referrals(self, rng: random.Random, activity: DayActivity) -> None:
         for n, encounter in enumerate(activity.encounters):

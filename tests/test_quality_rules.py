@@ -3,11 +3,11 @@ caught, schemes weigh dimensions as configured."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 
-from expectations.engine import audit_counts, dataset_checks
+from expectations.engine import audit_counts, dataset_checks, register_views
 from expectations.rules import Library, Rule, RuleError, expectation_sql, load_library, merge_mapping_rules
 from expectations.scoring import ALL, load_schemes, score_rows
 from expectations.store import volume_items
@@ -48,6 +48,43 @@ def test_one_pass_counts_checked_and_failed_rows_per_institution_and_day(spark):
     assert counts[("ID", "410182101")] == (1, 1)
     assert counts[("SEX", "410182001")] == (2, 1)
     assert counts[("__rows__", "410182001")] == (2, 0)
+
+
+def test_a_visit_or_follow_up_after_the_residents_death_in_hospital_fails_the_day_of_death_does_not(spark):
+    """The death is known from one source (a 住院 stay ending 死亡), the visit or follow-up from another: the
+    master id joins them."""
+    library = load_library()
+    rules = Library(tuple(r for r in library.rules if r.rule_id in ("ENC-L04", "FUP-L01", "PHS-L02")),
+                    library.business_dates, library.views)
+    row = "source_system string, source_table string, source_key string, org_code string, " \
+          "source_updated_at timestamp, local_patient_id string"
+    frames = {
+        "person": spark.createDataFrame([("his", "P1", "M1"), ("gw", "A1", "M1"), ("his", "P2", "M2"),
+                                         ("gw", "A2", "M2")],
+                                        "source_system string, local_patient_id string, master_id string"),
+        "encounter": spark.createDataFrame([
+            ("his", "zy", "E1", "410182001", None, "P1", D, datetime(2026, 11, 8, 10), "4"),   # M1 dies on the 8th
+            ("his", "mz", "E2", "410182001", None, "P1", D + timedelta(days=6), None, None),    # a visit after
+            ("his", "mz", "E3", "410182001", None, "P1", D + timedelta(days=5), None, None),    # that same day
+            ("his", "zy", "E4", "410182001", None, "P2", D, datetime(2026, 11, 6, 9), "2"),    # M2 goes home
+            ("his", "mz", "E5", "410182001", None, "P2", D + timedelta(days=9), None, None)],
+            f"{row}, visit_date date, discharged_at timestamp, discharge_outcome_code string"),
+        "chronic_followup": spark.createDataFrame([
+            ("gw", "gxy_sf", "F1", "410182101", None, None, "A1", D + timedelta(days=6)),       # 虚假随访
+            ("gw", "gxy_sf", "F2", "410182101", None, None, "A1", D + timedelta(days=2)),
+            ("gw", "gxy_sf", "F3", "410182101", None, None, "A2", D + timedelta(days=20))],
+            f"{row}, health_record_no string, followup_date date"),
+        "public_health_service": spark.createDataFrame([
+            ("gw", "lnr_tj", "S1", "410182101", None, "A1", D + timedelta(days=30)),
+            ("gw", "lnr_tj", "S2", "410182101", None, "A2", D + timedelta(days=30))],
+            f"{row}, service_date date"),
+    }
+    for name, df in frames.items():
+        df.createOrReplaceTempView(name)
+    register_views(spark, rules)
+    failed = {r.source_key for name in ("encounter", "chronic_followup", "public_health_service")
+              for r in dataset_checks(spark, name, frames[name], rules, frames).where("failed").collect()}
+    assert failed == {"E2", "F1", "S1"}
 
 
 def test_a_silent_day_is_a_volume_problem():

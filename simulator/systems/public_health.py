@@ -347,6 +347,7 @@ class PublicHealth(MemberSystem):
         self.late_submission = float(config.get("late_submission", 0.08))
         self.late_max_days = int(config.get("late_max_days", 14))
         self.correction_update = float(config.get("correction_update", 0.01))
+        self.followup_after_death = float(config.get("followup_after_death", 0.0))
         villages = villages_of(world.institutions)
         self.village_codes = {(t, v): f"{i + (1 if t.endswith('街道') else 200):03d}"
                               for t, names in villages.items() for i, v in enumerate(names)}
@@ -454,6 +455,11 @@ class PublicHealth(MemberSystem):
                 local_ids[service.service_uid] = self._render(rng, service, person, archive, out, key,
                                                               state.htn_cards, state.dm_cards)
                 key.encounter(local_ids[service.service_uid], service.service_uid)
+            for service, died_on in self._followups_after_death(day, state):
+                table = SERVICE_TABLES[service.kind][0]
+                record_id = self._render(self.rng(day, service.service_uid), service, people[service.resident_id],
+                                         archive_of[service.resident_id], out, key, state.htn_cards, state.dm_cards)
+                key.defect(f"{self.schema}.{table}", record_id, "followup_after_death", f"died {died_on}")
             counts = {f"{self.schema}.{t}": _insert(conn, self.schema, t, rows) for t, rows in out.rows.items()}
             if reviews:
                 conn.execute(sa.text(f"UPDATE {self.schema}.jkda_grjbxx SET zrys = :zrys, xgsj = :xgsj "
@@ -467,6 +473,41 @@ class PublicHealth(MemberSystem):
         answer_key.mark_day_written(self.source_system, day)
         state.day, self._carried = day, state
         return counts
+
+    def _followups_after_death(self, day: date, state: _Archives) -> list[tuple[PublicHealthService, date]]:
+        """Fabricated follow-ups (虚假随访): a card holder who died in hospital is still "followed up" on paper.
+
+        Only deaths the platform can know of (an inpatient stay ending 死亡) are used, on weekdays, each dead
+        card holder with probability ``followup_after_death`` per day."""
+        if not self.followup_after_death or day.weekday() >= 5:
+            return []
+        deaths = self._hospital_deaths(day)
+        rng = self.rng(day, "followup_after_death")
+        centres = {i.township: code for code, i in self.institutions.items()
+                   if i.org_type in ("乡镇卫生院", "社区卫生服务中心") and "第二" not in i.name}
+        fabricated = []
+        for resident_id, died_on in deaths:
+            kind = ("htn_followup" if resident_id in state.htn_cards else
+                    "dm_followup" if resident_id in state.dm_cards else None)
+            person = self.world.people.get(resident_id)
+            if (kind is None or person is None or resident_id not in state.archive_of
+                    or person.township not in centres or rng.random() >= self.followup_after_death):
+                continue
+            org = centres[person.township]
+            at = datetime.combine(day, time(8, 30)) + timedelta(seconds=rng.randrange(8 * 3600))
+            values: dict[str, float | str] = ({"sbp": round(rng.gauss(132, 10)), "dbp": round(rng.gauss(82, 6))}
+                                              if kind == "htn_followup" else {"fbg": round(rng.gauss(6.8, 1), 1)})
+            fabricated.append((PublicHealthService(f"SAD{day:%Y%m%d}{resident_id}", resident_id, org, kind, at,
+                                                   rng.choice(self.world.doctors(org)).staff_id, values), died_on))
+        return fabricated
+
+    @staticmethod
+    def _hospital_deaths(day: date) -> list[tuple[int, date]]:
+        """(resident, day of death) of every inpatient stay that ended 死亡 before ``day`` (the answer key)."""
+        with source_pg_engine(answer_key.DATABASE).connect() as truth:
+            return [tuple(r) for r in truth.execute(sa.text(
+                "SELECT resident_id, max(end_at)::date FROM event_encounter WHERE discharge_status = '死亡' "
+                "AND end_at::date < :day GROUP BY resident_id ORDER BY resident_id"), {"day": day})]
 
     def _doctor(self, service: PublicHealthService) -> str | None:
         return self.staff_names.get(service.doctor_id)

@@ -24,6 +24,7 @@ from simulator.systems.public_health import (
     TOWNSHIP_CODES,
     PublicHealth,
     ReferralPlatform,
+    _Archives,
 )
 from simulator.world import World
 from tests.simulator.conftest import make_day
@@ -343,3 +344,24 @@ def test_filing_without_dirt_records_the_truth(small_world: World) -> None:
     assert (row["xm"], row["sfzh"], row["xb"], row["csrq"]) == (person.name, person.id_number, str(person.sex),
                                                                person.birth_date)
     assert row["mz"] == ("03" if person.ethnicity == "回族" else "01") and row["jdjgdm"] == "410182001000"
+
+
+def test_a_card_holder_who_died_in_hospital_gets_fabricated_follow_ups_on_weekdays_only(small_world: World) -> None:
+    """followup_after_death: a 管理卡 holder whose inpatient stay ended 死亡 is still "followed up" after that
+    day, by his township's centre; nobody else, and not on weekends (the dirt the FUP-L01 rule must find)."""
+    holder, other, no_card = sorted(small_world.people)[:3]
+    died_on = date(2026, 11, 3)
+
+    class Dying(_PublicHealth):
+        @staticmethod
+        def _hospital_deaths(day: date) -> list[tuple[int, date]]:
+            return [(holder, died_on), (no_card, died_on)]
+
+    state = _Archives(died_on, {holder: "A1", other: "A2", no_card: "A3"}, {}, {holder, other}, set())
+    monday, saturday = date(2026, 11, 9), date(2026, 11, 7)
+    fabricated = Dying(small_world, {"followup_after_death": 1.0})._followups_after_death(monday, state)
+    assert [(s.resident_id, s.kind, s.at.date(), died) for s, died in fabricated] == [
+        (holder, "htn_followup", monday, died_on)]
+    assert fabricated[0][0].org_code in Dying(small_world, {}).institutions
+    assert Dying(small_world, {"followup_after_death": 1.0})._followups_after_death(saturday, state) == []
+    assert Dying(small_world, {})._followups_after_death(monday, state) == []     # a county without dirt

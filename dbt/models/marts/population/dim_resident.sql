@@ -35,6 +35,15 @@ record_counts as (
     group by master_id
 ),
 
+-- the day a resident died in hospital: an inpatient stay whose 离院方式/出院情况 is 4 死亡 (the same fact as the
+-- quality rules' resident_death view, config/quality/views.yaml); deaths at home reach no collected system
+deaths as (
+    select master_id, min(discharged_at)::date as death_date
+    from {{ ref('int_encounters__joined_to_persons') }}
+    where discharge_outcome_code = '4' and discharged_at is not null and master_id is not null
+    group by master_id
+),
+
 people as (
     select master_id from golden
     union
@@ -60,9 +69,23 @@ final as (
         register.register_month::date as last_register_month,
         -- 常住: listed in the newest monthly file (户籍 and 常住 alike: the file lists every resident living here)
         coalesce(register.is_listed_in_latest_file, false)::boolean as is_resident,
-        -- no source carries a date of death (the register drops the dead without saying why, 健康档案 has no 死亡
-        -- status, the chronic card's 死亡 has no date)
-        null::date as death_date,
+        -- the register drops the dead without saying why, 健康档案 has no 死亡 status and the chronic card's 死亡
+        -- has no date: the one dated death a member system records is a death in hospital
+        deaths.death_date::date as death_date,
+        (deaths.death_date is null)::boolean as is_alive,
+        -- the age bands of fct_population_month, in completed years today (or on the day of death)
+        (case
+            when coalesce(register.birth_date, golden.birth_date) is null then null
+            when extract(year from age(coalesce(deaths.death_date, current_date),
+                                       coalesce(register.birth_date, golden.birth_date))) <= 6 then '0-6'
+            when extract(year from age(coalesce(deaths.death_date, current_date),
+                                       coalesce(register.birth_date, golden.birth_date))) <= 17 then '7-17'
+            when extract(year from age(coalesce(deaths.death_date, current_date),
+                                       coalesce(register.birth_date, golden.birth_date))) <= 34 then '18-34'
+            when extract(year from age(coalesce(deaths.death_date, current_date),
+                                       coalesce(register.birth_date, golden.birth_date))) <= 64 then '35-64'
+            else '65+'
+        end)::text as age_band,
         (resident_record.health_record_no is not null)::boolean as has_health_record,
         resident_record.health_record_no::text as health_record_no,
         coalesce(record_counts.active_health_records, 0)::integer as active_health_records,
@@ -73,6 +96,7 @@ final as (
     left join register on register.master_id = people.master_id
     left join resident_record on resident_record.master_id = people.master_id
     left join record_counts on record_counts.master_id = people.master_id
+    left join deaths on deaths.master_id = people.master_id
 )
 
 select * from final

@@ -1,0 +1,100 @@
+"""Benchmark: what the quality rules find on a simulated county, against the simulator's answer key.
+
+    ./drc bench-quality-detection           # a county with dirt: recall per injected defect type, false alarms
+    ./drc bench-quality-detection --clean   # a county simulated with DRC_SIM_DIRT=off: problems and scores
+
+Reads the last ``./drc quality`` run (``dq.*``) and the answer key (``sim_truth``) of the county on the platform
+now; build it first, e.g. ``DRC_SIM_SCALE=demo ./drc simulate --reset --until D && ./drc pipeline --from .. --to ..``
+(or with ``DRC_SIM_DIRT=off`` for ``--clean``). Writes bench/results/quality_detection.json / .md, or
+quality_clean.json / .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+RESULTS = Path(__file__).parent / "results"
+MIN_RECALL = 0.95
+
+
+def _county() -> dict[str, Any]:
+    from core.db import source_pg_engine, warehouse_engine
+    from simulator.answer_key import DATABASE
+    from simulator.config import load_simulator_config
+
+    config = load_simulator_config()
+    with source_pg_engine(DATABASE).connect() as conn:
+        first, last = conn.execute(sa.text("SELECT min(day), max(day) FROM system_day")).one()
+    with warehouse_engine().connect() as conn:
+        run = conn.execute(sa.text(
+            "SELECT run_id, rules_run, rows_checked, audit_items FROM dq.run ORDER BY finished_at DESC LIMIT 1")
+        ).mappings().one()
+    return {"scale": config["scale"], "residents": config["residents"], "dirt": config.get("dirt", "on"),
+            "days": f"{first} – {last}", "quality_run": dict(run)}
+
+
+def _clean_result() -> dict[str, Any]:
+    from core.db import warehouse_engine
+
+    with warehouse_engine().connect() as conn:
+        problems = dict(conn.execute(sa.text(
+            "SELECT rule_id, count(*) FROM dq.problem WHERE status = 'open' GROUP BY 1 ORDER BY 2 DESC")).all())
+        scores, below, lowest = conn.execute(sa.text(
+            "SELECT count(*), count(*) FILTER (WHERE score < 100), min(score) FROM dq.score")).one()
+    return {"open_problems": sum(problems.values()), "open_problems_by_rule": problems, "scores": scores,
+            "scores_below_100": below, "lowest_score": float(lowest) if lowest is not None else None}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="bench-quality-detection")
+    parser.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
+    args = parser.parse_args(argv)
+    from evaluation.quality import detection_report
+
+    if args.clean and os.environ.get("DRC_SIM_DIRT") != "off":
+        raise SystemExit("--clean measures a county without dirt: run with DRC_SIM_DIRT=off, as it was simulated")
+    result = {"measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+              "machine": f"{os.cpu_count()} cores", **_county()}
+    if args.clean:
+        result.update(_clean_result())
+        name = "quality_clean"
+    else:
+        result.update(detection_report(MIN_RECALL))
+        name = "quality_detection"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(_table(result, args.clean))
+    print(_table(result, args.clean))
+    return result
+
+
+def _table(r: dict, clean: bool) -> str:
+    run = r["quality_run"]
+    lines = [f"# Quality rules on a simulated county {'without dirt' if clean else 'against its answer key'}", "",
+             f"Measured {r['measured_at']} on {r['machine']}: {r['scale']} county ({r['residents']:,} residents), "
+             f"days {r['days']}, dirt {r['dirt']}; quality run {run['run_id']}: {run['rules_run']} rules, "
+             f"{run['rows_checked']:,} rows checked, {run['audit_items']:,} 稽核条目.", ""]
+    if clean:
+        lines += ["| measure | value | goal |", "|---|---|---|",
+                  f"| open problems | {r['open_problems']} | 0 |",
+                  f"| scores (institution × dataset × dimension × period) | {r['scores']:,} | |",
+                  f"| scores below 100 | {r['scores_below_100']} (lowest {r['lowest_score']}) | 0 |"]
+        lines += [f"| problems of {rule} | {n} | 0 |" for rule, n in r["open_problems_by_rule"].items()]
+    else:
+        lines += ["| defect type | logged | found | recall |", "|---|---|---|---|"]
+        lines += [f"| {d} | {v['logged']:,} | {v['found']:,} | {v['recall']:.2%} |" for d, v in r["recall"].items()]
+        lines += ["", f"Problems on records the simulator left clean: {r['unexplained_problems']}"
+                  + (f" ({', '.join(f'{k}: {v}' for k, v in r['unexplained_by_rule'].items())})"
+                     if r["unexplained_by_rule"] else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
