@@ -10,9 +10,12 @@ and writing is the caller's (:mod:`expectations.store`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import re
+from dataclasses import dataclass, replace
 from functools import reduce
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -21,6 +24,7 @@ from expectations.rules import Library, Rule, row_condition
 from spark_jobs.model import canonical_model
 from spark_jobs.standardize import quarantine_path, silver_path
 
+log = logging.getLogger(__name__)
 ROWS_CHECK = "__rows__"         # a pseudo-rule every row meets: the dataset's row count per institution and day
 CHECK_COLUMNS = ["dataset", "rule_id", "source_system", "source_table", "source_key", "org_code",
                  "business_date", "applies", "failed", "value"]
@@ -43,10 +47,24 @@ def load_datasets(spark: SparkSession) -> dict[str, DataFrame]:
     return datasets
 
 
-def register_views(spark: SparkSession, library: Library) -> None:
-    """The library's derived views (config/quality/views.yaml) over the registered entities, for query rules."""
+def register_views(spark: SparkSession, library: Library) -> Library:
+    """Register the library's derived views (config/quality/views.yaml) over the registered entities; returns
+    the library without the query rules that read a view an entity with no data yet keeps from being made (a
+    new county's first run), each named in a warning."""
+    unavailable = []
     for name, sql in library.views.items():
-        spark.sql(sql).createOrReplaceTempView(name)
+        try:
+            spark.sql(sql).createOrReplaceTempView(name)
+        except AnalysisException as error:
+            spark.catalog.dropTempView(name)
+            unavailable.append(name)
+            log.warning("quality view %s cannot be made yet (%s): the rules reading it are skipped this run",
+                        name, str(error).splitlines()[0])
+    reading = {r.rule_id for r in library.rules if r.kind == "query"
+               and any(re.search(rf"\b{name}\b", r.definition["query"]) for name in unavailable)}
+    for rule_id in sorted(reading):
+        log.warning("quality rule %s skipped: it reads a view that cannot be made yet", rule_id)
+    return replace(library, rules=tuple(r for r in library.rules if r.rule_id not in reading))
 
 
 def business_date(expression: str | None) -> Column:
@@ -108,7 +126,7 @@ def dataset_checks(spark: SparkSession, dataset: str, df: DataFrame, library: Li
 
 def evaluate(spark: SparkSession, library: Library) -> Evaluation:
     datasets = load_datasets(spark)
-    register_views(spark, library)
+    library = register_views(spark, library)
     frames = [dataset_checks(spark, name, df, library, datasets) for name, df in datasets.items()]
     checks = reduce(DataFrame.unionByName, frames) if frames else None
     quarantine = read_delta(spark, quarantine_path())

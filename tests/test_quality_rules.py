@@ -87,6 +87,14 @@ def test_a_visit_or_follow_up_after_the_residents_death_in_hospital_fails_the_da
     assert failed == {"E2", "F1", "S1"}
 
 
+def test_rules_reading_a_view_whose_entity_has_no_data_yet_are_skipped_not_failed(spark):
+    rule = Rule("X-L01", "person", "logic", "error", "X", "query", "library",
+                {"query": "SELECT source_system, source_key FROM person JOIN nothing_yet_view USING (master_id)"})
+    library = Library((rule, _rule("ID", "condition", condition="true")), {},
+                      {"nothing_yet_view": "SELECT master_id FROM entity_without_data_yet"})
+    assert [r.rule_id for r in register_views(spark, library).rules] == ["ID"]
+
+
 def test_a_silent_day_is_a_volume_problem():
     rule = _rule("VOL", "volume", history_days=28, min_days=7, min_share=0.3)
     history = {("encounter", "410182001", "s"): {D - timedelta(days=i): 100 for i in range(1, 15)}}
