@@ -90,6 +90,8 @@ def _table(r: dict, clean: bool) -> str:
     else:
         lines += ["| defect type | logged | found | recall |", "|---|---|---|---|"]
         lines += [f"| {d} | {v['logged']:,} | {v['found']:,} | {v['recall']:.2%} |" for d, v in r["recall"].items()]
+        lines += ["", "Left out of recall (not findable in the current data): "
+                  + (", ".join(f"{why}: {n}" for why, n in r["left_out_of_recall"].items()) or "none") + "."]
         lines += ["", f"Problems on records the simulator left clean: {r['unexplained_problems']}"
                   + (f" ({', '.join(f'{k}: {v}' for k, v in r['unexplained_by_rule'].items())})"
                      if r["unexplained_by_rule"] else "") + "."]

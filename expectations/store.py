@@ -117,22 +117,26 @@ def _item(rule: Rule, org: str, source: str, day: date, checked: int, failed: in
 
 def volume_items(rule: Rule, rows: dict[tuple, int], history: dict[tuple, dict[date, int]]
                  ) -> list[dict[str, Any]]:
-    """Each (dataset, institution, source) × day of this run against the median of its own previous days: failed
-    when far below. A day inside the run's range with no rows at all counts as 0 rows."""
+    """Each (dataset, institution, source) × day of this run against the median of its own previous days of the
+    same kind (working days against working days, weekends against weekends: a village clinic closed on Sunday
+    is not a gap): failed when far below. A day inside the run's range with no rows at all counts as 0 rows. A
+    series whose usual volume is below ``min_median`` rows is not judged (3 visits against 0 is chance)."""
     if not rows:
         return []
     days = sorted({k[3] for k in rows})
     every_day = [days[0] + timedelta(days=i) for i in range((days[-1] - days[0]).days + 1)]
     window, min_days, share = rule.definition["history_days"], rule.definition["min_days"], \
         rule.definition["min_share"]
+    min_median = rule.definition.get("min_median", 0)
     items = []
     series = {k[:3] for k in rows}
     for dataset, org, source in series:
         past = history.get((dataset, org, source), {})
         for day in every_day:
             count = rows.get((dataset, org, source, day), 0)
-            before = [past[d] for d in past if day - timedelta(days=window) <= d < day]
-            if len(before) < min_days:
+            before = [past[d] for d in past if day - timedelta(days=window) <= d < day
+                      and (d.weekday() >= 5) == (day.weekday() >= 5)]
+            if len(before) < min_days or statistics.median(before) < min_median:
                 continue
             low = count < share * statistics.median(before)
             items.append({**_item(rule, org, source, day, 1, int(low)), "dataset": dataset,

@@ -76,7 +76,9 @@ COMMON_DIAGNOSIS_CUM_WEIGHTS = {
 
 
 def _age(person: Person, day: date) -> int:
-    return (day - person.birth_date).days // 365
+    """Completed years (周岁): a 64-year-old a few weeks before the birthday is not yet 65 (days // 365 said so)."""
+    birth = person.birth_date
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
 class ActivityEngine:
@@ -293,7 +295,8 @@ class ActivityEngine:
                 at = datetime.combine(day, time(8, 30)) + timedelta(seconds=rng.randrange(8 * 3600))
                 values: dict[str, float | str] = {}
                 if kind in ("htn_followup", "elderly_check"):
-                    values = {"sbp": round(rng.gauss(138, 14)), "dbp": round(rng.gauss(86, 9))}
+                    sbp = round(rng.gauss(138, 14))
+                    values = {"sbp": sbp, "dbp": min(round(rng.gauss(86, 9)), sbp - clinical.MIN_PULSE_PRESSURE)}
                 if kind in ("dm_followup", "elderly_check"):
                     values["fbg"] = round(max(3.5, rng.gauss(7.2 if person.diabetes else 5.4, 1.4)), 1)
                 if kind == "child_check":

@@ -57,3 +57,6 @@ DEPARTMENTS = {
 EMERGENCY_DEPARTMENT = ("0901", "急诊科")
 OUT_OF_COUNTY_HOSPITALS = ["郑州大学第一附属医院", "河南省人民医院", "郑州市中心医院", "河南省肿瘤医院",
                            "郑州大学第二附属医院"]
+
+# mmHg: a diastolic pressure within 20 of the systolic is a typing error, not a reading (FUP002 catches it)
+MIN_PULSE_PRESSURE = 20

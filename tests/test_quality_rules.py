@@ -105,6 +105,18 @@ def test_a_silent_day_is_a_volume_problem():
     assert items[D + timedelta(days=2)] == 0
 
 
+def test_a_quiet_weekend_or_a_tiny_clinic_is_not_a_volume_problem():
+    rule = _rule("VOL", "volume", history_days=28, min_days=7, min_share=0.3, min_median=20)
+    saturday = date(2026, 11, 28)
+    busy_weekdays = {saturday - timedelta(days=i): (100 if (saturday - timedelta(days=i)).weekday() < 5 else 25)
+                     for i in range(1, 29)}
+    history = {("encounter", "410182001", "s"): busy_weekdays,
+               ("encounter", "410182301", "s"): {saturday - timedelta(days=i): 3 for i in range(1, 29)}}
+    rows = {("encounter", "410182001", "s", saturday): 24, ("encounter", "410182301", "s", saturday): 0}
+    items = {(i["org_code"], i["business_date"]): i["failed_rows"] for i in volume_items(rule, rows, history)}
+    assert items == {("410182001", saturday): 0}          # 24 against the usual weekend's 25; the clinic unjudged
+
+
 def test_schemes_weigh_dimensions_as_configured():
     schemes, _ = load_schemes()
     items = [{"org_code": "410182001", "dataset": "encounter", "dimension": "conformity", "business_date": D,

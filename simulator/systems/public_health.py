@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.db import source_pg_engine
-from simulator import answer_key
+from simulator import answer_key, clinical
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import (
     Correction,
@@ -495,7 +495,7 @@ class PublicHealth(MemberSystem):
                 continue
             org = centres[person.township]
             at = datetime.combine(day, time(8, 30)) + timedelta(seconds=rng.randrange(8 * 3600))
-            values: dict[str, float | str] = ({"sbp": round(rng.gauss(132, 10)), "dbp": round(rng.gauss(82, 6))}
+            values: dict[str, float | str] = ({"sbp": round(rng.gauss(132, 10)), "dbp": round(rng.gauss(78, 6))}
                                               if kind == "htn_followup" else {"fbg": round(rng.gauss(6.8, 1), 1)})
             fabricated.append((PublicHealthService(f"SAD{day:%Y%m%d}{resident_id}", resident_id, org, kind, at,
                                                    rng.choice(self.world.doctors(org)).staff_id, values), died_on))
@@ -594,6 +594,7 @@ class PublicHealth(MemberSystem):
         adherence = ADHERENCE.get(str(v.get("adherence", "")), rng.choices("123", (75, 20, 5))[0])
         if service.kind == "htn_followup":
             sbp, dbp = num("sbp", 142, 16, 95, 220, 0), num("dbp", 86, 10, 55, 130, 0)
+            dbp = min(dbp, sbp - clinical.MIN_PULSE_PRESSURE)
             reaction = "2" if rng.random() < 0.03 else "1"
             controlled = sbp < 140 and dbp < 90
             return {"sfrq": on, "sffs": way, "zz": rng.choices(("1", "2", "6", "8"), (70, 18, 7, 5))[0],
@@ -606,8 +607,9 @@ class PublicHealth(MemberSystem):
         if service.kind == "dm_followup":
             fbg = num("fbg", 7.6, 1.8, 3.5, 20.0)
             controlled = fbg < 7.0
-            return {"sfrq": on, "sffs": way, "ssy": num("sbp", 136, 15, 95, 210, 0),
-                    "szy": num("dbp", 82, 9, 55, 125, 0),
+            sbp = num("sbp", 136, 15, 95, 210, 0)
+            return {"sfrq": on, "sffs": way, "ssy": sbp, "szy": min(num("dbp", 82, 9, 55, 125, 0),
+                                                                    sbp - clinical.MIN_PULSE_PRESSURE),
                     "tz": num("weight_kg", 68, 10, 38, 130), "kfxt": fbg,
                     "thxhdb": num("hba1c", 7.3, 1.2, 4.5, 14.0) if "hba1c" in v or rng.random() < 0.3 else None,
                     "fyycx": adherence, "dxtfy": rng.choices("123", (90, 9, 1))[0],
@@ -617,6 +619,7 @@ class PublicHealth(MemberSystem):
             height = num("height_cm", 168 if person.sex == 1 else 156, 6, 135, 190)
             weight = num("weight_kg", 64, 10, 35, 120)
             sbp, dbp = num("sbp", 138, 18, 95, 220, 0), num("dbp", 80, 10, 50, 130, 0)
+            dbp = min(dbp, sbp - clinical.MIN_PULSE_PRESSURE)
             fbg = num("fbg", 5.9, 1.3, 3.5, 20.0)
             abnormal = sbp >= 140 or dbp >= 90 or fbg >= 7.0
             return {"tjrq": on, "ssy": sbp, "szy": dbp, "sg": height, "tz": weight,

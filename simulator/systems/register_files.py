@@ -235,9 +235,12 @@ class InsuranceSettlements(FileSource):
                 continue
             numbered += 1
             negate = {c: f"{-float(original[c]):.2f}" for c in ("总费用", "统筹支付", "个人支付")}
-            rows.append({**original, **negate, "结算流水号": f"{self.area}{activity.day:%Y%m%d}{numbered:06d}",
+            reversal_id = f"{self.area}{activity.day:%Y%m%d}{numbered:06d}"
+            rows.append({**original, **negate, "结算流水号": reversal_id,
                          "结算类型": "冲销", "原结算流水号": original_id, "结算时间": _ts(correction.at)})
             key.defect("YBJS", original_id, "correction_cancel", correction.reason)
+            if not original["身份证号"]:     # the reversal copies the enrolment's missing ID number
+                key.defect("YBJS", reversal_id, "missing_id_number", f"身份证号 blank (冲销 of {original_id})")
         return rows
 
 
