@@ -58,7 +58,7 @@ NOT_ROW_DETECTABLE_AT = {
 
 ID_UNREADABLE = ("missing_id_number", "wrong_check_digit")
 NEEDS_READABLE_ID = ("day_month_swap", "unknown_sex_code")   # found by comparing with the ID number
-MIN_PARENT_ID = 8
+MIN_PARENT_ID_LENGTH = 8
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _keys(business_key: str) -> set[str]:
 def _prefixes(record: str) -> list[str]:
     """The record id and the ids it extends: the vendors number child rows after their parent (a diagnosis or an
     inpatient row is the visit id plus a suffix), so a defect on one is seen on the row the platform keys by."""
-    return [record[:n] for n in range(len(record), MIN_PARENT_ID - 1, -1)]
+    return [record[:n] for n in range(len(record), MIN_PARENT_ID_LENGTH - 1, -1)]
 
 
 def detection(present_only: bool = True) -> tuple[list[Detection], list[dict], dict[str, int]]:
