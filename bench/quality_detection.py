@@ -4,9 +4,14 @@
     ./drc bench-quality-detection --clean   # a county simulated with DRC_SIM_DIRT=off: problems and scores
 
 Reads the last ``./drc quality`` run (``dq.*``) and the answer key (``sim_truth``) of the county on the platform
-now; build it first, e.g. ``DRC_SIM_SCALE=demo ./drc simulate --reset --until D && ./drc pipeline --from .. --to ..``
-(or with ``DRC_SIM_DIRT=off`` for ``--clean``). Writes bench/results/quality_detection.json / .md, or
-quality_clean.json / .md.
+now, so build that county first, with the same ``DRC_SIM_SCALE`` (and ``DRC_SIM_DIRT``) as this command:
+
+    DRC_SIM_SCALE=demo ./drc simulate --reset --until 2027-01-31 && ./drc ingest && ./drc silver && ./drc empi \
+        && ./drc quality && ./drc publish
+    # --clean: DRC_SIM_DIRT=off, and collect day by day (simulate --until D && ingest, for each day) as production
+    # does: a record changed before its first collection would otherwise arrive with a late change time
+
+Writes bench/results/quality_detection.json / .md, or quality_clean.json / .md.
 """
 
 from __future__ import annotations
