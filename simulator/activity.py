@@ -76,9 +76,7 @@ COMMON_DIAGNOSIS_CUM_WEIGHTS = {
 
 
 def _age(person: Person, day: date) -> int:
-    """Completed years (周岁): a 64-year-old a few weeks before the birthday is not yet 65 (days // 365 said so)."""
-    birth = person.birth_date
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+    return clinical.completed_years(person.birth_date, day)
 
 
 class ActivityEngine:

@@ -6,6 +6,8 @@ member systems translate them into their own local codes.
 
 from __future__ import annotations
 
+from datetime import date
+
 # (icd_code, name, weight, season) -- season "winter" weights rise Dec-Feb (respiratory peak)
 COMMON_DIAGNOSES = [
     ("J06.900", "急性上呼吸道感染", 25, "winter"), ("J20.900", "急性支气管炎", 10, "winter"),
@@ -60,3 +62,8 @@ OUT_OF_COUNTY_HOSPITALS = ["郑州大学第一附属医院", "河南省人民医
 
 # mmHg: a diastolic pressure within 20 of the systolic is a typing error, not a reading (FUP002 catches it)
 MIN_PULSE_PRESSURE = 20
+
+
+def completed_years(birth: date, on: date) -> int:
+    """Age in completed years (周岁), as every age rule (老年人 65+, 0–6 岁 children) counts it."""
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))

@@ -271,10 +271,6 @@ def _end_of(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time())
 
 
-def _age_years(birth: date, on: date) -> int:
-    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-
-
 def _one_year_after(day: date) -> date:
     return day.replace(year=day.year + 1, day=28 if (day.month, day.day) == (2, 29) else day.day)
 
@@ -647,7 +643,7 @@ class PublicHealth(MemberSystem):
                     "szy": num("dbp", 72, 8, 50, 110, 0), "tz": num("weight_kg", 62, 8, 40, 110),
                     "xcsfrq": on + timedelta(days=28) if stage in ("1", "2") else None, "sfys": doctor}
         # contract
-        age = _age_years(person.birth_date, on)
+        age = clinical.completed_years(person.birth_date, on)
         default = ("hypertension" if person.hypertension else "diabetes" if person.diabetes
                    else "elderly" if age >= 65 else "child" if age <= 6 else "basic")
         start = date.fromisoformat(str(v["start"])) if "start" in v else on
@@ -856,7 +852,8 @@ class ReferralPlatform(MemberSystem):
                "zcjgmc": self._org_name(referral.from_org), "zcys": rng.choice(senders).name if senders else None,
                "zrjgbm": self.org_codes.get(referral.to_org) if referral.to_org else None,
                "zrjgmc": self._org_name(referral.to_org), "hzxm": recorded.name,
-               "hzxb": {1: "男", 2: "女"}.get(recorded.sex), "hznl": _age_years(person.birth_date, applied.date()),
+               "hzxb": {1: "男", 2: "女"}.get(recorded.sex),
+               "hznl": clinical.completed_years(person.birth_date, applied.date()),
                "hzsfzh": recorded.id_number, "hzlxdh": recorded.phone, "hzzz": recorded.address,
                "zdbm": category + (f".{rest[0]}" if rest[:1].isdigit() else ""),
                "zdmc": REFERRAL_DIAGNOSES.get(category), "zzyy": referral.reason, "zt": "1", "sqsj": applied,

@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from simulator import answer_key
+from simulator import answer_key, clinical
 from simulator.answer_key import AnswerKey
 from simulator.events import DayActivity, InsuranceSettlement, Person
 from simulator.systems.fy_files import SEX, FileSource, csv_bytes, read_csv, write_atomic
@@ -39,12 +39,8 @@ YBDDJG_COLUMNS = ["医疗机构编码", "医疗机构名称", "医疗机构等�
 YB_CARE_TYPE = {"inpatient": "住院", "emergency": "急诊"}   # anything else: 门诊
 
 
-def _age(birth: date, on: date) -> int:
-    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-
-
 def age_band(birth: date, on: date) -> str:
-    return AGE_BANDS[min(_age(birth, on) // 5, len(AGE_BANDS) - 1)]
+    return AGE_BANDS[min(clinical.completed_years(birth, on) // 5, len(AGE_BANDS) - 1)]
 
 
 class PopulationRegister(FileSource):
