@@ -27,6 +27,7 @@ from core import gb11643
 from core.settings import get_settings
 from core.spark import read_delta
 from ingestion.bronze import bronze_path, bronze_version, files_added_since, landed_between, uses_column_mapping
+from ingestion.registry import load_sources
 from spark_jobs.codes import (
     CANONICAL,
     CANONICAL_COL,
@@ -68,8 +69,15 @@ BUILT_IN_RULES = {"STD-KEY": "业务主键缺失", "STD-PARSE": "无法解析的
 
 
 # --- current state ---------------------------------------------------------------------------------------
-def current_state(bronze: DataFrame, keys: list[str]) -> DataFrame:
-    """Latest version of each business key by source position; deleted keys are dropped."""
+def current_state(bronze: DataFrame, keys: list[str], row_keys: list[str] | None = None) -> DataFrame:
+    """Latest version of each business key by source position; deleted keys are dropped.
+
+    An entity carried on rows of another key (the patient on every visit row of a file export, a department on
+    every registration) is taken from the live rows only: deleting one visit withdraws that visit, not the
+    patient the other visits still carry.
+    """
+    if row_keys and sorted(row_keys) != sorted(keys):
+        bronze = current_state(bronze, row_keys)
     order = Window.partitionBy(*keys).orderBy(F.col("_source_pos").desc(), F.col("_ingested_at").desc())
     return (bronze.withColumn("_rank", F.row_number().over(order))
                   .where((F.col("_rank") == 1) & (F.col("_op") != "d")).drop("_rank"))
@@ -306,11 +314,30 @@ def id_number_is_valid(id_number: Column) -> Column:
         F.lit(False))
 
 
+LEGACY_ID_PATTERN = "^[0-9]{15}$"   # the 15-digit number issued before 1999: 6 area, yyMMdd (19yy), 3 order
+
+
+def id_birth_date(id_number: Column, valid: Column) -> Column:
+    """The birth date an ID number carries: digits 7-14 of a valid 18-digit number, 19 + digits 7-12 of a
+    15-digit legacy one; null for any other number (an invalid 18-digit number's digits prove nothing)."""
+    return (F.when(valid, F.to_date(F.substring(id_number, 7, 8), "yyyyMMdd"))
+             .when(id_number.rlike(LEGACY_ID_PATTERN),
+                   F.to_date(F.concat(F.lit("19"), F.substring(id_number, 7, 6)), "yyyyMMdd")))
+
+
+def id_sex_code(id_number: Column, valid: Column) -> Column:
+    """GB/T 2261.1 sex from the order code's last digit (the 17th of 18, the 15th of 15): odd 1 男, even 2 女."""
+    digit = (F.when(valid, F.substring(id_number, 17, 1))
+              .when(id_number.rlike(LEGACY_ID_PATTERN), F.substring(id_number, 15, 1)).cast("int"))
+    return F.when(digit.isNotNull(), F.when(digit % 2 == 1, F.lit("1")).otherwise(F.lit("2")))
 
 
 def enrich(entity: str, df: DataFrame) -> DataFrame:
     if entity == "person":   # the master id is the EMPI step's (spark_jobs/empi), written after matching
-        return (df.withColumn("id_number_valid", id_number_is_valid(F.col("id_number")))
+        valid = id_number_is_valid(F.col("id_number"))
+        return (df.withColumn("id_number_valid", valid)
+                  .withColumn("id_birth_date", id_birth_date(F.col("id_number"), F.col("id_number_valid")))
+                  .withColumn("id_sex_code", id_sex_code(F.col("id_number"), F.col("id_number_valid")))
                   .withColumn("master_id", F.lit(None).cast("string")))
     if entity == "encounter":
         return df.withColumn("visit_date", F.coalesce(F.col("visit_date"), F.to_date("visit_at")))
@@ -321,12 +348,20 @@ def to_canonical(df: DataFrame, entity: str) -> DataFrame:
     return df.select(*[F.col(c["name"]).cast(c["type"]).alias(c["name"]) for c in entity_columns(entity)])
 
 
+def table_keys(source_system: str, table: str) -> list[str] | None:
+    """The bronze table's own row key from the source registry (None for a table it does not list)."""
+    source = load_sources().get(source_system)
+    found = [t for t in (source.tables if source else ()) if t.name.lower() == table.lower()]
+    return list(found[0].keys) if found else None
+
+
 def _standardized(bronze: DataFrame, spec: dict[str, Any], source_system: str,
                   lookups: dict[str, DataFrame | None]) -> DataFrame:
     """Mapped, enriched rows of the current state with their ``_violations`` (not yet split)."""
     entity = spec["entity"]
     tag = f"{source_system}.{spec['bronze_table']} → {entity}"
-    state = current_state(bronze, spec["key"]).withColumn("_source_key", source_key(spec["key"]))
+    state = (current_state(bronze, spec["key"], table_keys(source_system, spec["bronze_table"]))
+             .withColumn("_source_key", source_key(spec["key"])))
     state = without_void(state, spec, tag)   # 作废: withdrawn only where the flag says so
     if "where" in spec:   # a table feeding several entities: only its rows of this entity (e.g. by order type)
         state = state.where(spec["where"])

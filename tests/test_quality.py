@@ -13,7 +13,7 @@ from cli.main import main as drc_main
 from core.db import warehouse_engine
 from core.spark import read_delta
 from evaluation.quality import DETECTING_RULES, detection_report
-from expectations.engine import load_datasets
+from expectations.engine import load_datasets, register_views
 from expectations.gx_check import data_docs_index, run_gx
 from expectations.rules import dimensions, load_library
 from expectations.scoring import score_rows
@@ -85,6 +85,18 @@ def test_great_expectations_agrees_with_the_compiled_rules(pipeline_done, spark)
     for outcome in outcomes:
         assert ours.get((outcome.rule_id, outcome.dataset), 0) == outcome.unexpected_count, outcome
     assert data_docs_index().exists()
+
+
+def test_the_death_the_rules_check_against_is_the_death_the_resident_mart_shows(pipeline_done, spark):
+    """ENC-L04/FUP-L01/PHS-L02 read the quality view resident_death; analysts read dim_resident.death_date. Both
+    must name the same residents and days, or a problem would contradict the dashboard beside it."""
+    load_datasets(spark)
+    register_views(spark, load_library())
+    checked = {(r.master_id, r.death_date) for r in spark.table("resident_death").collect()}
+    shown = set(_rows("SELECT master_id, death_date FROM marts.dim_resident WHERE death_date IS NOT NULL"))
+    if not checked and not shown:
+        pytest.skip("no death in hospital in this county (≈3 % of stays of residents over 75): nothing to compare")
+    assert checked == {tuple(row) for row in shown}
 
 
 def test_marts_serve_scores_problems_and_audit_items(pipeline_done):

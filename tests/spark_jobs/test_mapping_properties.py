@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from spark_jobs.standardize import column_expression, id_number_is_valid
+from core import gb11643
+from spark_jobs.standardize import column_expression, enrich, id_number_is_valid
 
 SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FORMATS = {"yyyy-MM-dd": "%Y-%m-%d", "yyyyMMdd": "%Y%m%d", "yyyy/MM/dd": "%Y/%m/%d", "dd.MM.yyyy": "%d.%m.%Y"}
@@ -69,3 +70,30 @@ def test_id_number_check_agrees_with_gb11643(spark, bodies):
     rows = spark.createDataFrame([(n,) for n in numbers], "n string").select(
         "n", id_number_is_valid(F.col("n")).alias("ok")).collect()
     assert all(r.ok == _python_check(r.n) for r in rows)
+
+
+@SETTINGS
+@given(people=st.lists(st.tuples(st.dates(min_value=date(1920, 1, 1), max_value=date(1999, 12, 31)),
+                                 st.integers(0, 999), st.sampled_from(["valid", "bad_check", "legacy"])),
+                       min_size=1, max_size=40))
+def test_birth_date_and_sex_come_from_a_checked_or_legacy_id_number_only(spark, people):
+    """The quality rules PER-S01/PER-S02 compare with these: a wrong check digit proves nothing, a 15-digit
+    number (issued before 1999) carries 19yyMMdd and its last digit is the sex digit."""
+    numbers, expected = [], []
+    for born, seq, kind in people:
+        body = f"410182{born:%Y%m%d}{seq:03d}"
+        sex = "1" if seq % 2 else "2"
+        if kind == "valid":
+            numbers.append(body + gb11643.check_char(body))
+            expected.append((born, sex))
+        elif kind == "bad_check":
+            chars = gb11643.CHECK_CHARS
+            wrong = chars[(chars.index(gb11643.check_char(body)) + 1) % len(chars)]
+            numbers.append(body + wrong)
+            expected.append((None, None))
+        else:
+            numbers.append(f"410182{born:%y%m%d}{seq:03d}")
+            expected.append((born, sex))
+    df = spark.createDataFrame([(n,) for n in numbers], "id_number string")
+    rows = enrich("person", df).select("id_birth_date", "id_sex_code").collect()
+    assert [(r.id_birth_date, r.id_sex_code) for r in rows] == expected

@@ -63,6 +63,18 @@ def test_current_state_keeps_latest_version_and_drops_deleted_keys(spark):
     assert [(r.BRID, r.XM) for r in state.collect()] == [("A", "张叁")]
 
 
+def test_a_deleted_visit_does_not_delete_the_patient_its_other_visits_carry(spark):
+    """fy_files: the patient is denormalised on every visit row; 作废 of one visit (a delete of that row) must
+    leave the patient, whose later visit still names them. A patient whose only visit is deleted goes."""
+    rows = [{"JZLSH": "V1", "HZBH": "P1", "XM": "李刚华", "_source_pos": "001"},
+            {"JZLSH": "V2", "HZBH": "P1", "XM": "李刚华", "_source_pos": "002"},
+            {"JZLSH": "V1", "HZBH": "P1", "XM": "李刚华", "_op": "d", "_source_pos": "003"},
+            {"JZLSH": "V3", "HZBH": "P2", "XM": "王五", "_source_pos": "001"},
+            {"JZLSH": "V3", "HZBH": "P2", "XM": "王五", "_op": "d", "_source_pos": "004"}]
+    state = current_state(bronze_frame(spark, "fy", rows), ["HZBH"], row_keys=["JZLSH"])
+    assert [(r.HZBH, r.JZLSH) for r in state.collect()] == [("P1", "V2")]
+
+
 def test_mapping_types_values_lookups_and_rules(spark):
     admissions = _admissions(spark, [
         ("1", "Ｐ１", "住院", "2026-11-01 08:00:00", "1", "3"),

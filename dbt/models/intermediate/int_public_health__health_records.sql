@@ -40,10 +40,7 @@ joined as (
     from records
     left join persons on persons.person_key = records.health_record_key
     left join id_numbers
-        on id_numbers.id17 = case
-            when length(records.id_number) = 18 then substr(records.id_number, 1, 17)
-            when length(records.id_number) = 15 then substr(records.id_number, 1, 6) || '19' || substr(records.id_number, 7, 9)
-        end
+        on id_numbers.id17 = {{ id17('records.id_number') }}
 ),
 
 final as (

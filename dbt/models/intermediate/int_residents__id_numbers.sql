@@ -18,10 +18,7 @@ candidates as (
     where length(id_number) = 18
     union all
     select
-        case
-            when length(id_number) = 18 then substr(id_number, 1, 17)
-            when length(id_number) = 15 then substr(id_number, 1, 6) || '19' || substr(id_number, 7, 9)
-        end,
+        {{ id17('id_number') }},
         master_id,
         case when id_number_valid then 2 else 3 end,
         source_record_count

@@ -36,8 +36,8 @@ register_counts as (
         on register.register_month >= summary_months.month
         and register.birth_date <= (summary_months.month + interval '1 month' - interval '1 day')::date
     cross join lateral (
-        select extract(year from age((summary_months.month + interval '1 month' - interval '1 day')::date,
-                                     register.birth_date))::integer as age
+        select {{ completed_years("(summary_months.month + interval '1 month' - interval '1 day')::date",
+                                  'register.birth_date') }} as age
     ) as ages
     group by 1, 2, 3, 4
 ),

@@ -19,11 +19,7 @@ golden as (
         sex_code,
         birth_date,
         source_record_count,
-        -- the first 17 characters of the 18-digit form (GB 11643: 15-digit numbers get '19' before the birth year)
-        case
-            when length(id_number) = 18 then substr(id_number, 1, 17)
-            when length(id_number) = 15 then substr(id_number, 1, 6) || '19' || substr(id_number, 7, 9)
-        end as id17,
+        {{ id17('id_number') }} as id17,
         id_number
     from {{ ref('stg_ods__empi_golden') }}
 ),

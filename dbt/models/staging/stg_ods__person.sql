@@ -17,12 +17,14 @@ renamed as (
         id_type_code,
         id_number,
         id_number_valid,
+        id_sex_code,
         phone,
         address,
         ethnicity_code,
         insurance_card_no,
         -- dates
         birth_date,
+        id_birth_date,
         registered_at,
         source_updated_at,
         -- lineage

@@ -28,11 +28,7 @@ resolved as (
         id_numbers.master_id as mother_master_id
     from births
     left join id_numbers
-        on id_numbers.id17 = case
-            when length(births.mother_id_number) = 18 then substr(births.mother_id_number, 1, 17)
-            when length(births.mother_id_number) = 15
-                then substr(births.mother_id_number, 1, 6) || '19' || substr(births.mother_id_number, 7, 9)
-        end
+        on id_numbers.id17 = {{ id17('births.mother_id_number') }}
 ),
 
 delivery_weeks as (

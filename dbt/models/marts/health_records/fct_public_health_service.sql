@@ -67,10 +67,7 @@ service_events as (
     left join persons on persons.person_key = services.person_key
     left join records on records.health_record_key = services.health_record_key
     left join id_numbers
-        on id_numbers.id17 = case
-            when length(services.id_number) = 18 then substr(services.id_number, 1, 17)
-            when length(services.id_number) = 15 then substr(services.id_number, 1, 6) || '19' || substr(services.id_number, 7, 9)
-        end
+        on id_numbers.id17 = {{ id17('services.id_number') }}
 ),
 
 followup_events as (
@@ -159,7 +156,7 @@ final as (
         events.org_code::text as org_code,
         coalesce(own_record.township, residents.township)::text as township,
         events.service_date::date as service_date,
-        extract(year from age(events.service_date, coalesce(residents.birth_date, own_record.birth_date)))::integer
+        {{ completed_years('events.service_date', 'coalesce(residents.birth_date, own_record.birth_date)') }}
             as age_at_service,
         events.systolic_bp::integer as systolic_bp,
         events.diastolic_bp::integer as diastolic_bp,

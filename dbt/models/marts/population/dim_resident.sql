@@ -74,18 +74,8 @@ final as (
         deaths.death_date::date as death_date,
         (deaths.death_date is null)::boolean as is_alive,
         -- the age bands of fct_population_month, in completed years today (or on the day of death)
-        (case
-            when coalesce(register.birth_date, golden.birth_date) is null then null
-            when extract(year from age(coalesce(deaths.death_date, current_date),
-                                       coalesce(register.birth_date, golden.birth_date))) <= 6 then '0-6'
-            when extract(year from age(coalesce(deaths.death_date, current_date),
-                                       coalesce(register.birth_date, golden.birth_date))) <= 17 then '7-17'
-            when extract(year from age(coalesce(deaths.death_date, current_date),
-                                       coalesce(register.birth_date, golden.birth_date))) <= 34 then '18-34'
-            when extract(year from age(coalesce(deaths.death_date, current_date),
-                                       coalesce(register.birth_date, golden.birth_date))) <= 64 then '35-64'
-            else '65+'
-        end)::text as age_band,
+        ({{ age_band('coalesce(deaths.death_date, current_date)',
+                     'coalesce(register.birth_date, golden.birth_date)') }})::text as age_band,
         (resident_record.health_record_no is not null)::boolean as has_health_record,
         resident_record.health_record_no::text as health_record_no,
         coalesce(record_counts.active_health_records, 0)::integer as active_health_records,

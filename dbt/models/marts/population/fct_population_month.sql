@@ -46,13 +46,7 @@ counted as (
         month_basis.month,
         register.township,
         register.sex_code,
-        case
-            when extract(year from age(month_basis.month_end, register.birth_date)) <= 6 then '0-6'
-            when extract(year from age(month_basis.month_end, register.birth_date)) <= 17 then '7-17'
-            when extract(year from age(month_basis.month_end, register.birth_date)) <= 34 then '18-34'
-            when extract(year from age(month_basis.month_end, register.birth_date)) <= 64 then '35-64'
-            else '65+'
-        end as age_band,
+        {{ age_band('month_basis.month_end', 'register.birth_date') }} as age_band,
         register.residence_status
     from month_basis
     inner join register
