@@ -26,8 +26,10 @@ DICTIONARY_FILE = PROJECT_ROOT / "docs" / "indicators.md"
 COUNTY_CODE, COUNTY_NAME = "410182", "荥阳市"
 GRAINS = ("institution", "institution_type", "township", "county")
 GRAIN_ZH = {"institution": "机构", "institution_type": "机构类别", "township": "乡镇（街道）", "county": "全县"}
-PERIODS = ("month", "year")
-PERIOD_ZH = {"month": "月", "year": "年"}
+PERIODS = ("day", "month", "quarter", "year")
+PERIOD_ZH = {"day": "日", "month": "月", "quarter": "季", "year": "年"}
+# Every indicator has these unless its entry says otherwise; days are for the counts a daily screen shows.
+DEFAULT_PERIODS = ("month", "quarter", "year")
 # Which grains a measure can be cut by, from how its rows are attributed to a place.
 ATTRIBUTION_GRAINS = {"institution": GRAINS, "residence": ("township", "county"), "county": ("county",)}
 DIRECTION_ZH = {"higher_better": "越高越好", "lower_better": "越低越好", "neutral": "适中为宜"}
@@ -50,6 +52,7 @@ class Measure:
     valid_to: str | None = None
     attribution: str = "institution"
     org: str = "org_code"
+    finest_period: str = "day"
 
     @property
     def grains(self) -> tuple[str, ...]:
@@ -69,7 +72,7 @@ class Indicator:
     denominator: str | None = None
     scale: int = 1
     grains: tuple[str, ...] = GRAINS
-    periods: tuple[str, ...] = PERIODS
+    periods: tuple[str, ...] = DEFAULT_PERIODS
     direction: str = "neutral"
     target: str = ""
     dimension: str = ""
@@ -103,6 +106,8 @@ def _measure(code: str, spec: dict) -> Measure:
         raise CatalogError(f"{where}: missing {', '.join(missing)}")
     if kind not in ("event", "as_of"):
         raise CatalogError(f"{where}: kind must be event or as_of, not {kind!r}")
+    if spec.get("finest_period", "day") not in PERIODS:
+        raise CatalogError(f"{where}: finest_period must be one of {', '.join(PERIODS)}")
     if spec.get("attribution", "institution") not in ATTRIBUTION_GRAINS:
         raise CatalogError(f"{where}: attribution must be one of {', '.join(ATTRIBUTION_GRAINS)}")
     return Measure(code=code, **spec)
@@ -137,6 +142,11 @@ def _indicator(spec: dict, family: str, family_zh: str, defaults: dict, path: Pa
             if beyond:
                 raise CatalogError(f"{where}: {role} {name} (attribution {measures[name].attribution}) cannot be "
                                    f"cut by {beyond}; set grains: {list(measures[name].grains)} or fewer")
+            finest = PERIODS.index(measures[name].finest_period)
+            shorter = [p for p in indicator.periods if PERIODS.index(p) < finest]
+            if shorter:
+                raise CatalogError(f"{where}: {role} {name} is {measures[name].finest_period}ly data and cannot be "
+                                   f"reported per {shorter}; set periods without them")
     if indicator.supported and indicator.kind != "scalar" and indicator.mart == "fct_indicator_value":
         raise CatalogError(f"{where}: a {indicator.kind} indicator names the mart that holds it (mart: ...)")
     if not indicator.supported and not indicator.note:
@@ -185,7 +195,8 @@ def _grain_columns(measure: Measure) -> tuple[dict[str, str], str]:
     return {}, ""
 
 
-def _measure_sql(measure: Measure) -> str:
+def _measure_sql(measure: Measure, periods: tuple[str, ...]) -> str:
+    """The measure at every grain it supports, for the periods the indicators reading it ask for."""
     grains, _ = _grain_columns(measure)
     period = "p.period_type, p.period_start"
     sets = [f"({period}, {column})" for column in grains.values()] + [f"({period})"]
@@ -205,6 +216,7 @@ def _measure_sql(measure: Measure) -> str:
             if measure.valid_to else ""
         in_period = f"({measure.valid_from}) <= p.period_end{valid_to}"
     where = f"\n    where {measure.filter}" if measure.filter else ""
+    period_types = ", ".join(f"'{p}'" for p in periods)
     return (f"-- {measure.zh}\n"
             f"select\n"
             f"    '{measure.code}'::text as measure_code,\n"
@@ -214,14 +226,20 @@ def _measure_sql(measure: Measure) -> str:
             f"    (coalesce({grain_code}))::text as grain_code,\n"
             f"    ({measure.value})::numeric as value\n"
             f"from (\n        {source}\n    ) as f\n"
-            f"    inner join periods as p on {in_period}{where}\n"
+            f"    inner join periods as p on p.period_type in ({period_types}) and {in_period}{where}\n"
             f"group by grouping sets ({', '.join(sets)})")
 
 
 def render_measures_sql(catalog: Catalog) -> str:
-    used = sorted({name for i in catalog.indicators.values() if i.supported and i.kind == "scalar"
-                   for name in (i.numerator, i.denominator) if name})
-    unions = "\n\nunion all\n\n".join(_measure_sql(catalog.measures[name]) for name in used)
+    periods: dict[str, set[str]] = {}
+    for i in catalog.indicators.values():
+        if i.supported and i.kind == "scalar":
+            for name in (i.numerator, i.denominator):
+                if name:
+                    periods.setdefault(name, set()).update(i.periods)
+    unions = "\n\nunion all\n\n".join(
+        _measure_sql(catalog.measures[name], tuple(p for p in PERIODS if p in periods[name]))
+        for name in sorted(periods))
     return ("-- Generated by `./drc indicators` from config/indicators/_measures.yaml — do not edit by hand.\n"
             "-- One row per measure × period × grain member, each computed at its own grain (grouping sets), so\n"
             "-- distinct counts stay distinct and averages are not summed.\n"

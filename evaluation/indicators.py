@@ -14,10 +14,12 @@ from datetime import date
 import sqlalchemy as sa
 
 from core.db import source_pg_engine, warehouse_engine
+from core.indicators import load_catalog
 
 COUNTY = "410182"
 # Truth numerators per indicator: SQL over sim_truth returning (org_code, event_date, amount) rows, as of :last.
-# Written from the catalog's formulas (docs/indicators.md), independently of the dbt models.
+# Written from the catalog's formulas (docs/indicators.md), independently of the dbt models. Not here: HO14 中医门诊
+# 人次 (whether a 中医 diagnosis is recorded is the 中医院 HIS renderer's choice, which the answer key does not log).
 _NOT_CANCELLED = ("NOT EXISTS (SELECT 1 FROM event_correction c WHERE c.target_uid = e.encounter_uid "
                   "AND c.kind = 'cancel' AND c.day <= :last)")
 TRUTH_EVENTS = {
@@ -31,15 +33,24 @@ TRUTH_EVENTS = {
             "AND start_at::date <= :last",
     "HO05": "SELECT org_code, end_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
             "AND end_at::date <= :last",
+    "HO21": "SELECT org_code, end_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
+            "AND discharge_status = '死亡' AND end_at::date <= :last",
     "HO22": "SELECT e.org_code, s.at::date, 1 FROM event_surgery s JOIN event_encounter e USING (encounter_uid) "
             "WHERE s.at::date <= :last",
+    "HO23": "SELECT e.org_code, s.at::date, 1 FROM event_surgery s JOIN event_encounter e USING (encounter_uid) "
+            "WHERE s.incision_class = 'I' AND s.healing_grade = '甲' AND s.at::date <= :last",
+    "MC01": "SELECT org_code, settled_at::date, 1 FROM event_settlement WHERE kind = 'inpatient' "
+            "AND out_of_county_hospital = '' AND settled_at::date <= :last",
     "MC03": "SELECT from_org, at::date, 1 FROM event_referral WHERE direction = 'up' AND at::date <= :last",
     "MC04": "SELECT from_org, at::date, 1 FROM event_referral WHERE direction = 'down' AND at::date <= :last",
 }
 
 
-def _period_starts(day: date) -> list[tuple[str, date]]:
-    return [("month", day.replace(day=1)), ("year", day.replace(month=1, day=1))]
+def _period_starts(day: date, periods: tuple[str, ...]) -> list[tuple[str, date]]:
+    """The start of each period of the given types that contains the day."""
+    starts = {"day": day, "month": day.replace(day=1), "quarter": date(day.year, (day.month - 1) // 3 * 3 + 1, 1),
+              "year": day.replace(month=1, day=1)}
+    return [(period, starts[period]) for period in periods]
 
 
 def truth_values(last_day: date) -> dict[tuple[str, str, date, str, str], float]:
@@ -48,9 +59,11 @@ def truth_values(last_day: date) -> dict[tuple[str, str, date, str, str], float]
     values: dict[tuple[str, str, date, str, str], float] = defaultdict(float)
     with source_pg_engine("sim_truth").connect() as conn:
         for code, query in TRUTH_EVENTS.items():
+            indicator = load_catalog().indicators[code]
             for org_code, day, amount in conn.execute(sa.text(query), {"last": last_day}):
-                for period_type, start in _period_starts(day):
-                    values[(code, period_type, start, "institution", org_code)] += float(amount)
+                for period_type, start in _period_starts(day, indicator.periods):
+                    if "institution" in indicator.grains:
+                        values[(code, period_type, start, "institution", org_code)] += float(amount)
                     values[(code, period_type, start, "county", COUNTY)] += float(amount)
     return dict(values)
 

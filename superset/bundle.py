@@ -507,7 +507,13 @@ def native_filters(dash: dict, charts: list[Chart], datasets: dict[str, Dataset]
         control = {"enableEmptyFilter": name in ("month", "year"), "defaultToFirstItem": name in ("month", "year"),
                    "multiSelect": name not in ("month", "year"), "searchAllOptions": False,
                    "inverseSelection": False, "sortAscending": name not in ("month", "year")}
-        out.append({"id": fid, "name": zh, "filterType": ftype, "type": "NATIVE_FILTER",
+        # 统计月份 lists months only (the dataset holds days, quarters and years too): pre-filtered values
+        prefilter = []
+        if name in ("month", "year"):
+            if "period_type" not in owner.columns:
+                raise BundleError(f"{dash['file']}: filter {name} needs period_type in dataset {owner.name}")
+            prefilter = [simple_filter("period_type", [name])]
+        out.append({"id": fid, "name": zh, "filterType": ftype, "type": "NATIVE_FILTER", "adhoc_filters": prefilter,
                     "description": "", "targets": [target], "controlValues": control if column else {},
                     "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
                     "cascadeParentIds": [], "scope": {"rootPath": ["ROOT_ID"], "excluded": excluded},

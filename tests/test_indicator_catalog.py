@@ -94,3 +94,13 @@ def test_an_indicator_defined_twice_is_refused(tmp_path):
         "numerator: oe_visits}\n", encoding="utf-8")
     with pytest.raises(CatalogError, match="HO01 is already defined"):
         load_catalog.__wrapped__(directory)
+
+
+def test_monthly_data_cannot_be_reported_per_day(tmp_path):
+    """Fees come from a monthly mart: a daily 门诊次均费用 would put the whole month on its first day."""
+    directory = _catalog_copy(tmp_path)
+    path = directory / "public_health.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "periods: [month, quarter, year]}", "periods: [day, month, quarter, year]}"), encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"population is monthly data and cannot be reported per \['day'\]"):
+        load_catalog.__wrapped__(directory)

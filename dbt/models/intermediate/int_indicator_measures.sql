@@ -26,7 +26,7 @@ select
 from (
         select * from {{ ref('fct_health_record') }}
     ) as f
-    inner join periods as p on (filed_date) <= p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (filed_date) <= p.period_end
     where is_active
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -45,7 +45,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (admitted_at::date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (admitted_at::date) between p.period_start and p.period_end
     where is_counted and encounter_class_code = '300'
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -64,7 +64,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (day) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -82,7 +82,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (day) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -100,7 +100,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (day) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -118,7 +118,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (day) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
     where inst_is_primary_care
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -135,7 +135,7 @@ select
 from (
         select * from {{ ref('fct_public_health_service') }}
     ) as f
-    inner join periods as p on (service_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('year') and (service_date) between p.period_start and p.period_end
     where service_kind = 'child_check' and age_at_service <= 6
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -154,7 +154,7 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (surgery_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (surgery_date) between p.period_start and p.period_end
     where incision_class_code = 'I' and healing_grade is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -173,7 +173,7 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (surgery_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (surgery_date) between p.period_start and p.period_end
     where incision_class_code = 'I' and healing_grade = '甲'
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -190,7 +190,7 @@ select
 from (
         select * from {{ ref('fct_family_doctor_contract') }}
     ) as f
-    inner join periods as p on (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
     where status_is_valid
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -207,7 +207,7 @@ select
 from (
         select * from {{ ref('fct_family_doctor_contract') }}
     ) as f
-    inner join periods as p on (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
     where status_is_valid and is_key_population
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -226,7 +226,7 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -244,7 +244,7 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where at_contracted_org
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -263,7 +263,7 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where with_contracted_doctor
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -280,7 +280,7 @@ select
 from (
         select * from {{ ref('fct_family_doctor_contract') }}
     ) as f
-    inner join periods as p on (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
     where status_is_valid
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -299,7 +299,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (discharge_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -318,7 +318,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (discharge_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null and is_died
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -337,7 +337,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (discharge_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -354,7 +354,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on (year_start) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
     where disease = 'diabetes' and is_managed and is_controlled_last
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -371,7 +371,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on (year_start) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
     where disease = 'diabetes' and is_managed
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -388,7 +388,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on (year_start) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
     where disease = 'diabetes' and is_managed and is_standard_managed
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -407,7 +407,7 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    inner join periods as p on (request_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (request_date) between p.period_start and p.period_end
     where not is_rejected and not is_withdrawn and direction = 'down'
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -426,7 +426,7 @@ from (
         from {{ ref('fct_fee_org_month') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (month) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (month) between p.period_start and p.period_end
     where is_drug_category
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -443,7 +443,7 @@ select
 from (
         select * from {{ ref('fct_health_record') }}
     ) as f
-    inner join periods as p on (filed_date) <= p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (filed_date) <= p.period_end
     where is_active and is_dynamic
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -460,7 +460,7 @@ select
 from (
         select * from {{ ref('fct_public_health_service') }}
     ) as f
-    inner join periods as p on (service_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('year') and (service_date) between p.period_start and p.period_end
     where service_kind = 'elderly_check' and age_at_service >= 65
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -479,7 +479,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code = '200'
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -496,7 +496,7 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    inner join periods as p on (settled_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (settled_date) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start))
 
 union all
@@ -512,7 +512,7 @@ select
 from (
         select * from {{ ref('fct_health_record') }}
     ) as f
-    inner join periods as p on (filed_date) <= p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (filed_date) <= p.period_end
     where is_active
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -529,7 +529,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on (year_start) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
     where disease = 'hypertension' and is_managed and is_controlled_last
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -546,7 +546,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on (year_start) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
     where disease = 'hypertension' and is_managed
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -563,7 +563,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on (year_start) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
     where disease = 'hypertension' and is_managed and is_standard_managed
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -580,7 +580,7 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    inner join periods as p on (settled_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (settled_date) between p.period_start and p.period_end
     where not is_out_of_county
 group by grouping sets ((p.period_type, p.period_start))
 
@@ -597,7 +597,7 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    inner join periods as p on (settled_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (settled_date) between p.period_start and p.period_end
     where is_counted and encounter_kind = 'inpatient' and not is_out_of_county
 group by grouping sets ((p.period_type, p.period_start))
 
@@ -616,7 +616,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (discharge_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -635,7 +635,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (discharge_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -652,7 +652,7 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    inner join periods as p on (settled_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (settled_date) between p.period_start and p.period_end
     where is_counted and encounter_kind = 'inpatient'
 group by grouping sets ((p.period_type, p.period_start))
 
@@ -671,7 +671,7 @@ from (
         from {{ ref('fct_fee_org_month') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (month) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (month) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -689,7 +689,7 @@ from (
         from {{ ref('fct_inpatient_bed_day') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (day) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -707,7 +707,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code in ('100', '200')
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -726,7 +726,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code in ('100', '200')
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -745,7 +745,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code in ('100', '200')
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -764,7 +764,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (day) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -782,7 +782,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code = '100'
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -801,7 +801,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (day) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -819,7 +819,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (day) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
     where is_working_day
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -836,7 +836,7 @@ select
 from (
         select * from {{ ref('fct_population_month') }}
     ) as f
-    inner join periods as p on (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
 union all
@@ -852,7 +852,7 @@ select
 from (
         select * from {{ ref('fct_population_month') }}
     ) as f
-    inner join periods as p on (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
+    inner join periods as p on p.period_type in ('year') and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
     where age_band = '0-6'
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -869,7 +869,7 @@ select
 from (
         select * from {{ ref('fct_population_month') }}
     ) as f
-    inner join periods as p on (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
+    inner join periods as p on p.period_type in ('year') and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
     where age_band = '65+'
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -888,7 +888,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code in ('100', '200') and inst_is_primary_care
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -907,7 +907,7 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    inner join periods as p on (request_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (request_date) between p.period_start and p.period_end
     where not is_rejected and not is_withdrawn
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -926,7 +926,7 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (surgery_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (surgery_date) between p.period_start and p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -944,7 +944,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on (visit_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
     where is_counted and encounter_class_code in ('100', '200') and is_tcm
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -963,7 +963,7 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    inner join periods as p on (request_date) between p.period_start and p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (request_date) between p.period_start and p.period_end
     where not is_rejected and not is_withdrawn and direction = 'up'
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 

@@ -1,6 +1,7 @@
--- The reporting periods the data covers: every calendar month and year from the first to the last business day
--- with encounters. period_end is clipped to the last day with data, so an as-of count (population, records,
--- contracts) of the current month is taken on the last day we know, not on a future month end.
+-- The reporting periods the data covers: every day, calendar month, quarter and year from the first to the last
+-- business day with encounters. period_end is clipped to the last day with data, so an as-of count (population,
+-- records, contracts) of the current period is taken on the last day we know, not on a future period end. Which
+-- indicator is reported for which period type is the catalog's choice (config/indicators/, `periods`).
 with bounds as (
     select
         coalesce(min(visit_date), current_date) as first_day,
@@ -9,30 +10,25 @@ with bounds as (
     where is_counted
 ),
 
-months as (
-    select
-        'month'::text as period_type,
-        month_start::date as period_start,
-        least((month_start + interval '1 month' - interval '1 day')::date, bounds.last_day) as period_end
-    from bounds,
-        generate_series(date_trunc('month', bounds.first_day), date_trunc('month', bounds.last_day),
-                        interval '1 month') as month_start
-),
-
-years as (
-    select
-        'year'::text as period_type,
-        year_start::date as period_start,
-        least((year_start + interval '1 year' - interval '1 day')::date, bounds.last_day) as period_end
-    from bounds,
-        generate_series(date_trunc('year', bounds.first_day), date_trunc('year', bounds.last_day),
-                        interval '1 year') as year_start
+kinds as (
+    select * from (values
+        ('day', interval '1 day'),
+        ('month', interval '1 month'),
+        ('quarter', interval '3 months'),
+        ('year', interval '1 year')
+    ) as kinds (period_type, length)
 ),
 
 final as (
-    select * from months
-    union all
-    select * from years
+    select
+        kinds.period_type::text as period_type,
+        period_start::date as period_start,
+        least((period_start + kinds.length - interval '1 day')::date, bounds.last_day) as period_end
+    from bounds
+    cross join kinds
+    cross join lateral generate_series(date_trunc(kinds.period_type, bounds.first_day),
+                                       date_trunc(kinds.period_type, bounds.last_day),
+                                       kinds.length) as period_start
 )
 
 select * from final

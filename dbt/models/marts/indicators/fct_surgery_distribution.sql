@@ -14,6 +14,11 @@ periods as (
     select * from {{ ref('int_indicator_periods') }}
 ),
 
+-- the period types the catalog reports each distribution for
+catalog as (
+    select indicator_code, string_to_array(periods, '|') as period_types from {{ ref('indicator_catalog') }}
+),
+
 categorised as (
     select org_code, surgery_date, 'HO26' as indicator_code, surgery_level as category from surgeries
     union all
@@ -30,7 +35,9 @@ counted as (
         categorised.category,
         count(*) as cases
     from categorised
-    inner join periods on categorised.surgery_date between periods.period_start and periods.period_end
+    inner join catalog on catalog.indicator_code = categorised.indicator_code
+    inner join periods on periods.period_type = any(catalog.period_types)
+        and categorised.surgery_date between periods.period_start and periods.period_end
     group by grouping sets (
         (categorised.indicator_code, periods.period_type, periods.period_start, categorised.category,
          categorised.org_code),
