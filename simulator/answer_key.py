@@ -148,6 +148,22 @@ class AnswerKey:
         self.patients, self.defects, self.encounters = [], [], []
 
 
+def logged_defects(source_system: str, table: str, record_ids: list[str],
+                   pending: AnswerKey | None = None) -> list[DefectEntry]:
+    """The defects logged on these records (stored, and still in ``pending``'s buffer), for a system that copies
+    a record under a new id: the copy carries its original's defects and must be logged with them."""
+    wanted = set(record_ids)
+    buffered = [d for d in (pending.defects if pending else []) if d.table_name == table and d.record_id in wanted]
+    if not wanted:
+        return buffered
+    with source_pg_engine(DATABASE).connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT source_system, table_name, record_id, defect, detail, day FROM defect_log "
+            "WHERE source_system = :s AND table_name = :t AND record_id = ANY(:ids)"),
+            {"s": source_system, "t": table, "ids": sorted(wanted)}).all()
+    return [DefectEntry(*row) for row in stored] + buffered
+
+
 def record_fixes(fixes: list[FixEntry]) -> None:
     """Store defects corrected at their source (a defect already recorded keeps its first fix)."""
     if fixes:

@@ -527,6 +527,11 @@ class PrivateHospitalApi(MemberSystem):
                    "deleted": False} for r in originals]
         if copies:
             self._upsert(conn, "diagnoses", day, copies)
+            # a copy keeps its original's faults (a 自定义诊断 code stays one): the answer key says so
+            for defect in answer_key.logged_defects(key.source_system, "diagnoses",
+                                                    [r["id"] for r in originals], key):
+                key.defect("diagnoses", defect.record_id[0] + REISSUED + defect.record_id[2:], defect.defect,
+                           defect.detail)
         conn.execute(sa.text(f"UPDATE {self._table('diagnoses')} SET deleted = true, updated_at = :at "
                              f"WHERE {owner} = :i AND substr(id, 2, 1) <> '{REISSUED}' AND NOT deleted"), params)
         key.defect(table, target, "correction_update", op["reason"])

@@ -20,6 +20,8 @@ renamed as (
         anaesthesia,
         incision_class_code,
         incision_class_source_value,
+        healing_grade_code,
+        healing_grade_source_value,
         surgeon_name,
         surgery_level,
         -- dates

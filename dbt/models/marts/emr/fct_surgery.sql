@@ -1,9 +1,8 @@
 -- 手术事实: one row per surgery/operation record. Surgeries of an encounter that is not counted (a 作废 admission
 -- keeps its rows in rmyy_his/zyy_his) are left out; a surgery whose encounter has not arrived yet is kept with the
 -- institution and patient of its own row.
--- 切口愈合等级: the member systems record it (rmyy_his YHDJ, zyy_his heal_grade, cloud_his heal_level), but the
--- canonical surgery entity (config/model/surgery.yaml) has no column for it yet, so healing_grade stays empty
--- until it is added there and mapped; surgery_level is mapped by no source today.
+-- 切口愈合等级 (甲/乙/丙/其他) is mapped from rmyy_his YHDJ, zyy_his heal_grade and cloud_his heal_level; the private
+-- hospitals' order API has none. 手术级别 is recorded by no member system today, so surgery_level stays empty.
 with surgeries as (
     select * from {{ ref('stg_ods__surgery') }}
 ),
@@ -52,7 +51,7 @@ final as (
         surgery_day::date as surgery_date,
         nullif(trim(surgery_level), '')::text as surgery_level,
         incision_class_code::text as incision_class_code,
-        null::text as healing_grade,
+        healing_grade_code::text as healing_grade,
         anaesthesia::text as anaesthesia,
         surgeon_name::text as surgeon_name,
         has_encounter::boolean as has_encounter
