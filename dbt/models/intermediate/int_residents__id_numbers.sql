@@ -1,3 +1,5 @@
+{{ config(materialized='table', indexes=[{'columns': ['id17'], 'unique': True}]) }}
+-- A table, not a view: every ID-number lookup joins it on id17 (indexed).
 -- 身份证号 → 主索引号: the lookup for records that carry an ID number but no person record of their own (a voided
 -- 健康档案 whose person row was withdrawn, a delivery in the 妇幼 files, a mother on a 出生登记).
 -- Keyed by the first 17 characters of the 18-digit form, so a 15-digit legacy number or a mistyped check character

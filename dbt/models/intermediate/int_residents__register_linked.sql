@@ -1,3 +1,6 @@
+{{ config(materialized='table', indexes=[{'columns': ['master_id']}, {'columns': ['id_number']}]) }}
+-- A table, not a view: a county's register (650,000 people) against the golden records is too heavy to recompute in
+-- every model and test that reads it.
 -- 全员人口登记 → 主索引号: each person of the 全员人口 register with the master id they are counted under.
 -- The register is not fed to the EMPI (no silver.person records with source_system population_register), so its
 -- people are linked to the EMPI golden records here, most certain rule first:
