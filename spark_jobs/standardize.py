@@ -334,8 +334,7 @@ def id_sex_code(id_number: Column, valid: Column) -> Column:
 
 def enrich(entity: str, df: DataFrame) -> DataFrame:
     if entity == "person":   # the master id is the EMPI step's (spark_jobs/empi), written after matching
-        valid = id_number_is_valid(F.col("id_number"))
-        return (df.withColumn("id_number_valid", valid)
+        return (df.withColumn("id_number_valid", id_number_is_valid(F.col("id_number")))
                   .withColumn("id_birth_date", id_birth_date(F.col("id_number"), F.col("id_number_valid")))
                   .withColumn("id_sex_code", id_sex_code(F.col("id_number"), F.col("id_number_valid")))
                   .withColumn("master_id", F.lit(None).cast("string")))
