@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from core.db import source_pg_engine
 from simulator import answer_key, clinical
+from simulator.diagnoses import TailSampler, tail_samplers
 from simulator.events import (
     Birth,
     Charge,
@@ -85,6 +86,8 @@ class ActivityEngine:
         self.config = config or {}
         self.scale = len(world.people) / COUNTY_POPULATION if world.people else 0.0
         self.catchments: dict[str, list[int]] | None = None
+        self.tails: dict[str, tuple[float, TailSampler]] = tail_samplers(world.seed,
+                                                                         self.config.get("diagnosis_tail", {}))
 
     # --- population ---------------------------------------------------------------------------------
     def _living(self, day: date) -> list[Person]:
@@ -154,6 +157,7 @@ class ActivityEngine:
         if not candidates:
             return
         doctors = self.world.doctors(inst.org_code)
+        tail_rng = self._tail_rng(inst, day)
         for n in range(_poisson(rng, self._daily_visit_mean(inst, catchments, day, population))):
             person = self._pick(rng, candidates, day)
             if person is None:
@@ -163,7 +167,7 @@ class ActivityEngine:
                      datetime.combine(day, time(8)) + timedelta(seconds=rng.randrange(int(9.5 * 3600))))
             age = _age(person, day)
             dept = clinical.EMERGENCY_DEPARTMENT if emergency else self._department(rng, inst, age)
-            diagnoses = self._outpatient_diagnoses(rng, person, day)
+            diagnoses = self._with_tail(tail_rng, inst, person, self._outpatient_diagnoses(rng, person, day))
             encounter = Encounter(self._uid("E", day, n, inst.org_code), person.resident_id, inst.org_code,
                                   "emergency" if emergency else "outpatient", dept[0], dept[1],
                                   rng.choice(doctors).staff_id, start, diagnoses=diagnoses)
@@ -177,6 +181,24 @@ class ActivityEngine:
         if age < 14 and children:
             return children[0]
         return rng.choice([d for d in departments if d[1] != "儿科"] or departments)
+
+    def _tail_rng(self, inst: Institution, day: date) -> random.Random:
+        """The long-tail draws have their own stream, so the tail's settings leave every other draw as it was."""
+        return random.Random(f"{self.world.seed}:diagnosis-tail:{day.isoformat()}:{inst.org_code}")
+
+    def _with_tail(self, rng: random.Random, inst: Institution, person: Person,
+                   diagnoses: list[Diagnosis]) -> list[Diagnosis]:
+        """For the institution type's share of visits, the primary diagnosis comes from the whole
+        classification instead (a chronic patient's hypertension or diabetes stays: it is why they came)."""
+        share, sampler = self.tails.get(inst.org_type, (0.0, None))
+        if sampler is None or rng.random() >= share or diagnoses[0].icd_code in (clinical.HYPERTENSION[0],
+                                                                                 clinical.DIABETES[0]):
+            return diagnoses
+        tail = sampler.draw(rng, person.sex)
+        if tail is None or any(d.icd_code == tail.code for d in diagnoses):
+            return diagnoses
+        return [Diagnosis(tail.code, tail.name, True)] + [Diagnosis(d.icd_code, d.name, False)
+                                                            for d in diagnoses[1:]]
 
     @staticmethod
     def _outpatient_diagnoses(rng: random.Random, person: Person, day: date) -> list[Diagnosis]:
@@ -222,6 +244,7 @@ class ActivityEngine:
         beds = inst.open_beds * self.scale
         mean_stay = MEAN_STAY_DAYS[inst.org_type]
         doctors = self.world.doctors(inst.org_code)
+        tail_rng = self._tail_rng(inst, day)
         for n in range(_poisson(rng, beds * OCCUPANCY / mean_stay)):
             person = self._pick(rng, catchments[inst.org_code], day)
             if person is None:
@@ -236,7 +259,8 @@ class ActivityEngine:
                 end_at=start + timedelta(days=stay, hours=rng.randrange(-3, 4)),
                 bed_no=f"{rng.randrange(1, max(2, int(inst.open_beds))):03d}",
                 discharge_status="死亡" if died else rng.choice(("治愈", "好转", "好转", "好转", "未愈")),
-                diagnoses=[Diagnosis(code, name, True)])
+                diagnoses=self._with_tail(tail_rng, inst, person, [Diagnosis(code, name, True)]))
+            code = encounter.diagnoses[0].icd_code
             if code in clinical.SURGERIES and inst.open_beds >= 100:
                 procedure, procedure_name, incision = clinical.SURGERIES[code]
                 encounter.surgeries.append(Surgery(procedure, procedure_name, start + timedelta(hours=20),
