@@ -782,6 +782,13 @@ def cmd_bench_exports(args: argparse.Namespace) -> None:
     bench_main(["--scale", str(args.scale)])
 
 
+def cmd_bench_terminology(args: argparse.Namespace) -> None:
+    from bench.terminology import main as bench_main
+
+    bench_main(["--label", args.label] + (["--silver-seconds", str(args.silver_seconds)]
+                                          if args.silver_seconds is not None else []))
+
+
 def cmd_bench_api(args: argparse.Namespace) -> None:
     from bench.api_load import main as bench_main
 
@@ -1004,6 +1011,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what the quality rules find on the simulated county against its answer key")
     p.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
     p.set_defaults(func=cmd_bench_quality_detection)
+
+    p = sub.add_parser("bench-terminology", help="share of diagnosis codes silver maps automatically, per source, "
+                                                 "institution type and institution (docs/terminology.md)")
+    p.add_argument("--label", required=True, help="name of the county measured, e.g. long_tail, no_tail")
+    p.add_argument("--silver-seconds", type=float, help="`time ./drc silver` of this county, whole history")
+    p.set_defaults(func=cmd_bench_terminology)
 
     p = sub.add_parser("bench-dashboards", help="measure each dashboard's cold and warm load in headless Chromium")
     p.add_argument("--repeat", type=int, default=3)

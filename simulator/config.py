@@ -37,7 +37,8 @@ def without_dirt(config: dict[str, Any]) -> dict[str, Any]:
 
 def load_simulator_config(scale: str | None = None) -> dict[str, Any]:
     """The simulator config at a scale (``test``, ``demo``, ``county``; default from DRC_SIM_SCALE or the file);
-    DRC_SIM_DIRT=off gives the county without injected defects."""
+    DRC_SIM_DIRT=off gives the county without injected defects; DRC_SIM_DIAGNOSIS_TAIL=off draws diagnoses from
+    the common list only (the county before the long tail of the whole classification)."""
     config = yaml.safe_load((CONFIG_DIR / "simulator.yaml").read_text(encoding="utf-8"))
     if not isinstance(config["start_date"], date):
         config["start_date"] = date.fromisoformat(str(config["start_date"]))
@@ -46,4 +47,6 @@ def load_simulator_config(scale: str | None = None) -> dict[str, Any]:
         raise ValueError(f"unknown simulator scale '{scale}': choose one of {sorted(config['scales'])}")
     config["scale"] = scale
     config["residents"] = config["scales"][scale]
+    if os.environ.get("DRC_SIM_DIAGNOSIS_TAIL") == "off":
+        config["activity"]["diagnosis_tail"] = {}
     return without_dirt(config) if os.environ.get("DRC_SIM_DIRT") == "off" else config

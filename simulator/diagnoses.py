@@ -53,9 +53,12 @@ def tail_catalog(seed: int, extension_share: float) -> tuple[TailDiagnosis, ...]
     (``x001``…``x003``) for a share of them, in a fixed random order per seed: the order is the popularity rank."""
     with WHO_ICD10.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    parents = {r["parent"] for r in rows if r["level"] == "subcategory"}
+    # 国临版 extends 4-character codes: WHO's few 5-character ones (B18.00) are left to their 4-character parent
+    subcategories = {r["code"]: r["parent"] for r in rows
+                     if r["level"] == "subcategory" and len(r["code"].partition(".")[2]) == 1}
+    parents = set(subcategories.values())
     leaves = [r for r in rows if r["chapter"] not in EXCLUDED_CHAPTERS and
-              (r["level"] == "subcategory" or (r["level"] == "category" and r["code"] not in parents))]
+              (r["code"] in subcategories or (r["level"] == "category" and r["code"] not in parents))]
     rng = random.Random(f"{seed}:diagnosis-tail")
     catalog: list[TailDiagnosis] = []
     for row in leaves:
