@@ -3,8 +3,9 @@
     ./drc bench-terminology --label long_tail --silver-seconds S   # after building a county (below)
 
 Reads silver ``diagnosis`` of the lake now and counts, per source system and per institution type, the
-diagnosis rows and distinct codes a member system sent (free-text diagnoses without a code apart), and which
-share of them silver mapped to an ICD-10 国家临床版2.0 code:
+ICD-10-coded diagnosis rows (silver filled ``diagnosis_code`` or flagged it ``UNMAPPED``; 中医 病名/证候 rows are
+out of scope, diagnoses sent as text only are counted apart) and the distinct codes a member system sent, and
+which share of them silver mapped to an ICD-10 国家临床版2.0 code:
 
 - **now**: ``diagnosis_code`` is set (concept map as sent, normalised or canonical dialect, any WHO code or
   valid 国临版 extension code; docs/terminology.md);
@@ -12,7 +13,9 @@ share of them silver mapped to an ICD-10 国家临床版2.0 code:
   a key of the source's concept map: the rule silver had before the full classification, dialect
   normalisation and extension codes (commit 19070df).
 
-and the terminology worklist per institution (distinct unmapped codes). Each ``--label`` is one county (e.g.
+Unmapped codes are split into ICD-10-like (the canonical form parses as ICD-10, but is no WHO code or valid
+extension) and local (a vendor's or tenant's own code: a concept mapping is the only way). The terminology
+worklist is counted per institution (distinct unmapped codes). Each ``--label`` is one county (e.g.
 simulated with the long tail of diagnoses, and with ``DRC_SIM_DIAGNOSIS_TAIL=off``); the results file keeps
 every label side by side, with the silver time of that county given by ``--silver-seconds`` (measured as
 ``time ./drc silver`` on the county's bronze). Recipe for a county month:
@@ -58,6 +61,7 @@ def measure(spark: Any) -> dict[str, Any]:
 
     from core.organizations import organizations
     from core.settings import get_settings
+    from spark_jobs.codes import icd10_canonical_col
 
     diagnoses = spark.read.format("delta").load(get_settings().lake_path("silver", "diagnosis"))
     keys = spark.createDataFrame([(s, k) for s, codes in _exact_map_keys().items() for k in codes],
@@ -65,12 +69,18 @@ def measure(spark: Any) -> dict[str, Any]:
     org_types = spark.createDataFrame([(code, row["org_type"]) for code, row in organizations().items()],
                                       "org_code string, org_type string")
     sent = F.trim(F.col("diagnosis_source_code"))
-    coded = (diagnoses.where(F.col("diagnosis_source_code").isNotNull() & (sent != ""))
-             .select("source_system", "org_code", sent.alias("code"), "diagnosis_code"))
+    # in scope: rows whose ICD-10 column silver filled or flagged unmapped (a 中医 病名 row codes GB/T 15657 instead)
+    unmapped = F.exists("dq_flags", lambda flag: flag.startswith("UNMAPPED:diagnosis_code:"))
+    icd_rows = diagnoses.where(F.col("diagnosis_code").isNotNull() | unmapped)
+    has_code = F.col("diagnosis_source_code").isNotNull() & (sent != "")
+    coded = icd_rows.where(has_code).select("source_system", "org_code", sent.alias("code"), "diagnosis_code")
+    text_only = icd_rows.where(~has_code).agg(
+        F.count("*").alias("rows"), F.sum(F.col("diagnosis_code").isNotNull().cast("long")).alias("mapped")).first()
     exact = keys.groupBy("source_system").agg(F.collect_set("map_key").alias("map_keys"))
     coded = (coded.join(F.broadcast(exact), "source_system", "left")
              .join(F.broadcast(org_types), "org_code", "left")
              .withColumn("mapped_now", F.col("diagnosis_code").isNotNull())
+             .withColumn("icd_like", icd10_canonical_col(F.col("code")).isNotNull())
              .withColumn("mapped_exact", F.coalesce(F.array_contains("map_keys", F.col("code"))
                                                     | F.array_contains("map_keys", F.upper("code")), F.lit(False)))
              .drop("map_keys").cache())
@@ -83,6 +93,10 @@ def measure(spark: Any) -> dict[str, Any]:
             F.countDistinct("code").alias("codes"),
             F.countDistinct(F.when(F.col("mapped_now"), F.col("code"))).alias("codes_mapped_now"),
             F.countDistinct(F.when(F.col("mapped_exact"), F.col("code"))).alias("codes_mapped_exact"),
+            F.countDistinct(F.when(~F.col("mapped_now") & F.col("icd_like"), F.col("code")))
+            .alias("unmapped_icd_like_codes"),
+            F.countDistinct(F.when(~F.col("mapped_now") & ~F.col("icd_like"), F.col("code")))
+            .alias("unmapped_local_codes"),
             F.countDistinct("diagnosis_code").alias("standard_codes"),
             F.countDistinct(F.when(F.col("diagnosis_code").rlike("x[0-9]{3}$"), F.col("diagnosis_code")))
             .alias("extension_codes"),
@@ -94,9 +108,10 @@ def measure(spark: Any) -> dict[str, Any]:
                 .orderBy(F.desc("unmapped_codes")).collect())
     institutions = coded.select("org_code").distinct().count()
     total = shares("source_system")
-    free_text = diagnoses.where(F.col("diagnosis_source_code").isNull() | (sent == "")).count()
+
     coded.unpersist()
-    return {"by_source": total, "by_org_type": shares("org_type"), "free_text_rows": free_text,
+    return {"by_source": total, "by_org_type": shares("org_type"), "text_only_rows": text_only["rows"],
+            "text_only_mapped": text_only["mapped"] or 0,
             "institutions_with_diagnoses": institutions,
             "worklist_by_institution": [r.asDict() for r in worklist]}
 
@@ -117,19 +132,22 @@ def _table(results: dict[str, Any]) -> str:
         lines += [f"## {label}: {r['county']}", "",
                   f"Measured {r['measured_at']} on {r['machine']}. Silver (`time ./drc silver`, whole history): "
                   f"{r['silver_seconds'] or '–'} s. Coded diagnosis rows {totals['rows']:,} (plus "
-                  f"{r['free_text_rows']:,} free-text diagnoses without a code); mapped now "
+                  f"{r['text_only_rows']:,} sent as text only, {_share(r['text_only_mapped'], r['text_only_rows'])} of "
+                  f"them mapped by name); mapped now "
                   f"{_share(totals['rows_mapped_now'], totals['rows'])}, by exact concept-map key only "
                   f"{_share(totals['rows_mapped_exact'], totals['rows'])}.", "",
                   "| source / institution type | rows | distinct codes sent | rows mapped now | codes mapped now "
-                  "| rows mapped, exact key only | codes mapped, exact key only | standard codes | of them 国临版 "
-                  "extension |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| rows mapped, exact key only | codes mapped, exact key only | unmapped codes: ICD-10-like "
+                  "| unmapped codes: local | standard codes | of them 国临版 extension |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for group, key in (("by_source", "source_system"), ("by_org_type", "org_type")):
             for s in r[group]:
                 lines.append(f"| {s[key]} | {s['rows']:,} | {s['codes']:,} | "
                              f"{_share(s['rows_mapped_now'], s['rows'])} | "
                              f"{_share(s['codes_mapped_now'], s['codes'])} | "
                              f"{_share(s['rows_mapped_exact'], s['rows'])} | "
-                             f"{_share(s['codes_mapped_exact'], s['codes'])} | {s['standard_codes']:,} | "
+                             f"{_share(s['codes_mapped_exact'], s['codes'])} | {s['unmapped_icd_like_codes']:,} | "
+                             f"{s['unmapped_local_codes']:,} | {s['standard_codes']:,} | "
                              f"{s['extension_codes']:,} |")
         worklist = r["worklist_by_institution"]
         lines += ["", f"Worklist: {len(worklist)} of {r['institutions_with_diagnoses']} institutions have unmapped "
