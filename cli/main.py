@@ -156,8 +156,23 @@ def cmd_ingest_accept_deletes(args: argparse.Namespace) -> None:
                       "the next `./drc ingest` lands them")
 
 
+def cmd_ingest_drop_slot(args: argparse.Namespace) -> None:
+    """Decommissioning a CDC source: its replication slot would otherwise keep the member's WAL for ever."""
+    from ingestion import pg_logical
+
+    if not args.source:
+        raise SystemExit("./drc ingest drop-slot --source S: name the pg_logical source being decommissioned")
+    for source in _selected_sources(args.source):
+        if source.mode != "pg_logical":
+            raise SystemExit(f"{source.name} is {source.mode}: only pg_logical sources hold a replication slot")
+        dropped = pg_logical.drop_slot(source)
+        console.print(f"  {source.name}: {'slot dropped' if dropped else 'no slot to drop'}; remove "
+                      f"config/sources/{source.name}.yaml too, or the next collection creates it again")
+
+
 INGEST_ACTIONS = {"run": cmd_ingest, "validate": cmd_ingest_validate, "status": cmd_ingest_status,
-                  "accept-drift": cmd_ingest_accept_drift, "accept-deletes": cmd_ingest_accept_deletes}
+                  "accept-drift": cmd_ingest_accept_drift, "accept-deletes": cmd_ingest_accept_deletes,
+                  "drop-slot": cmd_ingest_drop_slot}
 
 
 @_step("标准化 silver")
@@ -868,7 +883,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="collect sources into bronze Delta; validate the registry; show status")
     p.add_argument("action", nargs="?", default="run", choices=sorted(INGEST_ACTIONS),
-                   help="run (default) | validate | status | accept-drift | accept-deletes")
+                   help="run (default) | validate | status | accept-drift | accept-deletes | drop-slot (decommission "
+                        "a pg_logical source)")
     p.add_argument("--source", action="append", help="a source name (repeatable; default: all in config/sources)")
     p.add_argument("--table", help="the table, for accept-drift and accept-deletes")
     p.add_argument("--follow", type=float, metavar="SECONDS",

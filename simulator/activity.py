@@ -49,6 +49,8 @@ VISIT_SHARE = {"村卫生室": 0.25, "乡镇卫生院": 0.27, "社区卫生服�
 EMERGENCY_SHARE = {"综合医院": 0.12, "中医医院": 0.06, "妇幼保健院": 0.08, "民营综合医院": 0.10, "乡镇卫生院": 0.04}
 MEAN_STAY_DAYS = {"综合医院": 8.0, "中医医院": 9.0, "妇幼保健院": 5.0, "民营综合医院": 7.0, "乡镇卫生院": 6.0}
 OCCUPANCY = 0.85
+# Primary diagnoses the long tail never replaces: chronic-disease visits and surgical admissions.
+KEPT_PRIMARY_DIAGNOSES = frozenset({clinical.HYPERTENSION[0], clinical.DIABETES[0], *clinical.SURGERIES})
 ANY_SERVICE_TODAY = 0.05   # upper bound of the daily chance of any public-health service for one resident
 PENDING_DDL = """CREATE TABLE IF NOT EXISTS pending_correction (
     target_uid text NOT NULL, kind text NOT NULL, due_day date NOT NULL, at timestamp NOT NULL, reason text,
@@ -189,10 +191,10 @@ class ActivityEngine:
     def _with_tail(self, rng: random.Random, inst: Institution, person: Person,
                    diagnoses: list[Diagnosis]) -> list[Diagnosis]:
         """For the institution type's share of visits, the primary diagnosis comes from the whole
-        classification instead (a chronic patient's hypertension or diabetes stays: it is why they came)."""
+        classification instead. A chronic patient's hypertension or diabetes stays (it is why they came), and so
+        does a surgical diagnosis (the admission is for the operation)."""
         share, sampler = self.tails.get(inst.org_type, (0.0, None))
-        if sampler is None or rng.random() >= share or diagnoses[0].icd_code in (clinical.HYPERTENSION[0],
-                                                                                 clinical.DIABETES[0]):
+        if sampler is None or rng.random() >= share or diagnoses[0].icd_code in KEPT_PRIMARY_DIAGNOSES:
             return diagnoses
         tail = sampler.draw(rng, person.sex)
         if tail is None or any(d.icd_code == tail.code for d in diagnoses):

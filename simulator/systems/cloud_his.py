@@ -56,6 +56,10 @@ DEPT_TEMPLATE = {"0100": ("1001", "全科诊室"), "0101": ("1001", "全科门�
 COLLOQUIAL = {"原发性高血压": "高血压", "2型糖尿病": "糖尿病", "急性上呼吸道感染": "感冒", "急性支气管炎": "支气管炎",
               "动脉粥样硬化性心脏病": "冠心病", "泌尿道感染": "尿路感染", "膝关节病": "关节炎", "胃肠炎": "急性胃肠炎",
               "慢性阻塞性肺病伴急性加重": "慢阻肺", "龋病": "蛀牙"}
+# Diagnoses a village doctor types instead of picking a code: the everyday ones. A rare diagnosis is looked up
+# in the 基层 ICD list (a name typed for it would be a coding gap the platform cannot map).
+TYPED_DIAGNOSES = frozenset({code for code, *_ in clinical.COMMON_DIAGNOSES} |
+                            {clinical.HYPERTENSION[0], clinical.DIABETES[0]})
 PLATFORM_TENANT = "0"                     # tenant id of platform-wide rows (shared dictionaries, root parent)
 DRIFT_COLUMN = "medical_insurance_type"   # 险种类型 added by a vendor upgrade: 310 职工, 390 城乡居民
 PENDING_TABLE = "cloud_his_pending_discharge"
@@ -350,7 +354,7 @@ class CloudHis(MemberSystem):
         for n, diagnosis in enumerate(encounter.diagnoses, start=1):
             code: str | None = vendor_icd(diagnosis.icd_code)
             name = diagnosis.name
-            if free_text:
+            if free_text and diagnosis.icd_code in TYPED_DIAGNOSES:
                 code, name = None, (COLLOQUIAL.get(name, name) if rng.random() < 0.5 else name)
             diagnoses.append({"id": visit_id * 100 + n, "tenant_id": tenant, "visit_id": visit_id,
                               "diag_type": diag_type, "main_flag": "1" if diagnosis.is_main else "0", "sort_no": n,

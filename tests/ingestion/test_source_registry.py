@@ -25,8 +25,11 @@ def test_every_simulated_system_is_registered_with_its_natural_mode():
     assert all(t.keys for s in sources.values() for t in s.tables)
 
 
-def test_validate_command_accepts_the_registry():
+def test_validate_command_accepts_the_registry_and_lists_every_source(capsys):
     assert drc_main(["ingest", "validate"]) == 0
+    listed = capsys.readouterr().err   # the CLI reports on stderr
+    for name, source in load_sources().items():
+        assert f"{name}: {source.mode}" in listed
 
 
 @pytest.mark.parametrize("body, message", [
