@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from spark_jobs.model import code_system, column_code_system, concept_map, source_mapping
-from spark_jobs.standardize import standardize_frame
-from tests.spark_jobs.bronze_rows import bronze_frame
+from tests.spark_jobs.bronze_rows import bronze_frame, by_entity, standardize_source
 
 SOURCE = "fy_files"
 V1, V2, V3, V4 = (f"MZ20261101{n:05d}" for n in range(1, 5))
@@ -76,11 +75,7 @@ BRONZE: dict[str, list[dict[str, Any]]] = {
 def results(spark) -> dict[str, tuple[dict[str, Any], list[Any]]]:
     """entity -> (silver rows by source key, quarantine rows)."""
     frames = {table: bronze_frame(spark, SOURCE, rows, org_code="410182003") for table, rows in BRONZE.items()}
-    out = {}
-    for spec in source_mapping(SOURCE)["tables"]:
-        silver, quarantine = standardize_frame(frames[spec["bronze_table"]], spec, SOURCE)
-        out[spec["entity"]] = ({r.source_key: r for r in silver.collect()}, quarantine.collect())
-    return out
+    return standardize_source(SOURCE, frames, by_entity)
 
 
 def test_mapping_loads_and_every_concept_map_target_is_a_standard_code():

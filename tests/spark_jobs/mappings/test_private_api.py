@@ -10,11 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from pyspark.sql import DataFrame
 
 from spark_jobs.model import code_system, column_code_system, concept_map, source_mapping
-from spark_jobs.standardize import standardize_frame
-from tests.spark_jobs.bronze_rows import bronze_frame
+from tests.spark_jobs.bronze_rows import bronze_frame, by_entity, standardize_source
 
 SOURCE = "private_api"
 P1, P2 = "112611010000001", "212611010000001"
@@ -121,21 +119,7 @@ BRONZE: dict[str, list[dict[str, Any]]] = {
 def results(spark) -> dict[str, tuple[dict[str, Any], list[Any]]]:
     """entity -> (silver rows by source key, quarantine rows), over every mapped table."""
     frames = {table: bronze_frame(spark, SOURCE, rows, org_code="410182004") for table, rows in BRONZE.items()}
-    silver: dict[str, DataFrame] = {}
-    quarantine: DataFrame | None = None
-    for spec in source_mapping(SOURCE)["tables"]:
-        lookups = {name: frames[lookup["bronze_table"]] for name, lookup in (spec.get("lookups") or {}).items()}
-        rows, bad = standardize_frame(frames[spec["bronze_table"]], spec, SOURCE, lookups)
-        entity = spec["entity"]
-        silver[entity] = silver[entity].unionByName(rows) if entity in silver else rows
-        quarantine = bad if quarantine is None else quarantine.unionByName(bad)
-    out: dict[str, tuple[dict[str, Any], list[Any]]] = {entity: ({}, []) for entity in silver}
-    for entity, frame in silver.items():
-        for row in frame.collect():
-            out[entity][0][row.source_key] = row
-    for row in quarantine.collect():
-        out[row.entity][1].append(row)
-    return out
+    return standardize_source(SOURCE, frames, by_entity)
 
 
 def test_mapping_loads_and_every_concept_map_target_is_a_standard_code():

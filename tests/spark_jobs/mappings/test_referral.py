@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from spark_jobs.model import code_system, column_code_system, concept_map, source_mapping
-from spark_jobs.standardize import standardize_frame
-from tests.spark_jobs.bronze_rows import bronze_frame
+from tests.spark_jobs.bronze_rows import bronze_frame, by_entity, standardize_source
 
 SOURCE = "referral"
 R1, R2, R3, R4, R5 = (f"ZZ2026110200{n:04d}" for n in range(1, 6))
@@ -55,11 +54,7 @@ def results(spark) -> dict[str, tuple[dict[str, Any], list[Any]]]:
               "zz_record": bronze_frame(spark, SOURCE, FORMS, org_code="410182108",
                                         types={"hznl": "smallint", "sqsj": "timestamp", "jssj": "timestamp",
                                                "wcsj": "timestamp", "cxsj": "timestamp", "xgsj": "timestamp"})}
-    out = {}
-    for spec in source_mapping(SOURCE)["tables"]:
-        silver, quarantine = standardize_frame(frames[spec["bronze_table"]], spec, SOURCE)
-        out[spec["entity"]] = ({r.source_key: r for r in silver.collect()}, quarantine.collect())
-    return out
+    return standardize_source(SOURCE, frames, by_entity)
 
 
 def test_mapping_loads_and_every_concept_map_target_is_a_standard_code():

@@ -10,11 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from pyspark.sql import DataFrame
 
 from spark_jobs.model import code_system, column_code_system, concept_map, source_mapping
-from spark_jobs.standardize import standardize_frame
-from tests.spark_jobs.bronze_rows import bronze_frame
+from tests.spark_jobs.bronze_rows import bronze_frame, by_table, standardize_source
 
 SOURCE = "rmyy_his"
 D = datetime(2026, 11, 3, 9, 30)
@@ -154,22 +152,7 @@ def results(spark) -> dict[str, tuple[dict[str, Any], list[Any]]]:
     """bronze table -> (silver rows by source key, quarantine rows) for every mapped table."""
     frames = {table: bronze_frame(spark, SOURCE, rows, types={c: t for c, t in TYPES.items() if c in rows[0]})
               for table, rows in BRONZE.items()}
-    silver: dict[str, DataFrame] = {}          # per entity (one Spark job each), quarantine all in one job
-    quarantine: DataFrame | None = None
-    tables = source_mapping(SOURCE)["tables"]
-    for spec in tables:
-        lookups = {name: frames[lookup["bronze_table"]] for name, lookup in (spec.get("lookups") or {}).items()}
-        rows, bad = standardize_frame(frames[spec["bronze_table"]], spec, SOURCE, lookups)
-        entity = spec["entity"]
-        silver[entity] = silver[entity].unionByName(rows) if entity in silver else rows
-        quarantine = bad if quarantine is None else quarantine.unionByName(bad)
-    out: dict[str, tuple[dict[str, Any], list[Any]]] = {spec["bronze_table"]: ({}, []) for spec in tables}
-    for frame in silver.values():
-        for row in frame.collect():
-            out[row.source_table][0][row.source_key] = row
-    for row in quarantine.collect():
-        out[row.source_table][1].append(row)
-    return out
+    return standardize_source(SOURCE, frames, by_table)
 
 
 def test_mapping_loads_and_every_concept_map_target_is_a_standard_code():

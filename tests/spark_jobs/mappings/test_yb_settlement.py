@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from spark_jobs.model import source_mapping
-from spark_jobs.standardize import standardize_frame
-from tests.spark_jobs.bronze_rows import bronze_frame
+from tests.spark_jobs.bronze_rows import bronze_frame, by_entity, standardize_source
 
 SOURCE = "yb_settlement"
 J1, J2, J3, J4, J5 = (f"41018220261101{n:06d}" for n in range(1, 6))
@@ -51,11 +49,7 @@ SETTLEMENTS = [
 def results(spark) -> dict[str, tuple[dict[str, Any], list[Any]]]:
     frames = {"YBDDJG": bronze_frame(spark, SOURCE, CATALOGUE, org_code="410182000"),
               "YBJS": bronze_frame(spark, SOURCE, SETTLEMENTS, org_code="410182000")}
-    out = {}
-    for spec in source_mapping(SOURCE)["tables"]:
-        silver, quarantine = standardize_frame(frames[spec["bronze_table"]], spec, SOURCE)
-        out[spec["entity"]] = ({r.source_key: r for r in silver.collect()}, quarantine.collect())
-    return out
+    return standardize_source(SOURCE, frames, by_entity)
 
 
 def test_catalogue_codes_reach_the_county_institution_codes(results):
