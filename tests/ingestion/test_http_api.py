@@ -257,6 +257,8 @@ def test_pull_completes_through_faults_throttling_and_token_expiry(spark, scratc
             first = client.call("GET", "/api/v1/hospitals")
             time.sleep(3)                                                   # the token expires
             assert client.call("GET", "/api/v1/hospitals") == first
+            for _ in range(12):    # three times the server's burst of 4 within a second: it must throttle
+                assert client.call("GET", "/api/v1/hospitals") == first
             records = [r for page in client.pages("/api/v1/hospitals/HZ001/visits", None) for r in page]
             assert client.stats["renewals"] >= 1 and client.stats["tokens"] >= 2
             assert client.stats["throttled"] >= 1 and client.stats["retries"] >= 1
