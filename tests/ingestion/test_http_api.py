@@ -319,8 +319,9 @@ def test_interrupted_pull_resumes_without_loss_or_duplicates(spark, scratch_name
         assert rows.select("_batch_id").distinct().count() == -(-len(expected) // 15)
 
 
-def test_bulk_pull_throughput(spark, scratch_name, scratch_backend, tmp_path, capsys) -> None:
-    """Synthetic orders in the scratch backend; DRC_HTTPAPI_BULK_ROWS sets how many (default 20,000)."""
+def test_a_bulk_pull_lands_every_record_once(spark, scratch_name, scratch_backend, tmp_path) -> None:
+    """Synthetic orders in the scratch backend, paged at the vendor's rate limit; DRC_HTTPAPI_BULK_ROWS sets how
+    many (default 20,000). How fast is for a benchmark to say, not for this test."""
     count = int(os.environ.get("DRC_HTTPAPI_BULK_ROWS", "20000"))
     with source_pg_engine(DATABASE).begin() as conn:
         columns = conn.execute(sa.text(
@@ -334,14 +335,9 @@ def test_bulk_pull_throughput(spark, scratch_name, scratch_backend, tmp_path, ca
             f"FROM (SELECT * FROM {scratch_backend}.orders LIMIT 1) t, generate_series(1, :n) n"), {"n": count})
     with serve(scratch_backend, rate=20) as base_url:
         source = _source(tmp_path, scratch_name, base_url, ["orders"], rate=18)
-        started = time.monotonic()
         [result] = http_api.collect(spark, source)
-        seconds = time.monotonic() - started
     expected = _backend(scratch_backend, "orders")
     assert result.rows == len(expected) == _bronze(spark, scratch_name, "orders").count()
-    with capsys.disabled():
-        print(f"\nhttp_api bulk pull: {result.rows} records in {seconds:.1f} s = {result.rows / seconds:.0f} "
-              f"records/s (page 1000, batch {source.strategy.batch_size})")
 
 
 # --- a scripted vendor (no simulated county needed) ------------------------------------------------------
