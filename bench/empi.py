@@ -28,6 +28,8 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from bench.machine import describe, machine
+
 RESULTS = Path(__file__).parent / "results"
 REFERENCE_DAY = date(2026, 11, 1)
 # Chance that a resident is registered at a system in a year (by the simulator's visit mix): nearly everyone
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     day = [r for i, r in enumerate(records) if i in day_ids]
     print(f"  {args.residents:,} residents → {len(records):,} person records "
           f"({time.perf_counter() - started:.0f} s to generate); one day = {len(day):,} records", flush=True)
-    result = {"measured_at": datetime.now().isoformat(timespec="seconds"), "machine": f"{os.cpu_count()} cores",
+    result = {"measured_at": datetime.now().isoformat(timespec="seconds"), "machine": machine(),
               "residents": args.residents, "records": len(records),
               "ours": run_ours(history, day, truth, work / "lake"), "splink": {"skipped": "--skip-splink"}}
     _save(result)                                   # ours is kept even if the peer fails
@@ -179,7 +181,7 @@ def _save(result: dict) -> None:
 
 def _table(r: dict) -> str:
     o, s = r["ours"], r["splink"]
-    lines = [f"EMPI on {r['records']:,} person records of {r['residents']:,} residents ({r['machine']})",
+    lines = [f"EMPI on {r['records']:,} person records of {r['residents']:,} residents ({describe(r['machine'])})",
              "| measure | ours | Splink (DuckDB) | goal |", "|---|---|---|---|",
              f"| precision | {o['precision']} | {s.get('precision', '—')} | ≥ 0.999 |",
              f"| recall | {o['recall']} | {s.get('recall', '—')} | ≥ 0.98 |",

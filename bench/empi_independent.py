@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -353,16 +354,6 @@ def run_recordlinkage(name: str, truth: dict[str, str]) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------ driver
-
-def machine() -> dict:
-    """Facts of the machine measured now (not written in)."""
-    memory_kb = 0
-    with open("/proc/meminfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                memory_kb = int(line.split()[1])
-    return {"cpus": os.cpu_count(), "memory_gb": round(memory_kb / 1024 ** 2, 1), "os": platform.platform(),
-            "python": platform.python_version(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def run_set(name: str, args: argparse.Namespace, python: str | None) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.machine import machine
 from core.db import warehouse_engine
 from exports.catalog import CATALOG_DIR, load_catalog
 from exports.runner import run
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"(re-run {warm:.1f} s)", flush=True)
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-    result = {"machine": {"cpus": 2, "python": platform.python_version()}, "month": f"{MONTH:%Y-%m}",
+    result = {"machine": machine(), "month": f"{MONTH:%Y-%m}",
               "sizes": sizes, "build_tables_seconds": round(built, 1), "feeds": timings,
               "total_seconds": round(sum(t["seconds"] for t in timings), 1)}
     RESULTS.mkdir(exist_ok=True)

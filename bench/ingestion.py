@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
+from bench.machine import machine
 from core.settings import PROJECT_ROOT, get_settings
 from core.spark import get_spark
 from ingestion.bronze import bronze_path
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", help="run just this step, e.g. county_day (results merge into the file)")
     args = parser.parse_args(argv)
     directory = Path(tempfile.mkdtemp(prefix="bench_sources_"))
-    result: dict = {"machine": "2 cores, 24 GiB",
+    result: dict = {"machine": machine(),
                     "measured_at": datetime.now().astimezone().isoformat(timespec="seconds")}
     steps = [("bulk_load", lambda: bench_bulk(directory, args.bulk_rows))]
     for kind in ("mysql_binlog", "pg_logical"):

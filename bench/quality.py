@@ -17,6 +17,8 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+from bench.machine import describe, machine
+
 RESULTS = Path(__file__).parent / "results"
 GOAL_SECONDS = 600
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = round(time.perf_counter() - started, 1)
     zh = dimensions()
     result = {
-        "machine": "2 cores, 24 GiB", "lake": get_settings().lake_root, "measured_at": datetime.now().astimezone()
+        "machine": machine(), "lake": get_settings().lake_root, "measured_at": datetime.now().astimezone()
         .isoformat(timespec="seconds"), "seconds": seconds, "goal_seconds": GOAL_SECONDS,
         "rules": len(library.rules), "rules_by_dimension": {zh[d]: n for d, n in
                                                             Counter(r.dimension for r in library.rules).items()},
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _table(r: dict) -> str:
-    lines = ["# Quality run benchmark", "", f"Measured {r['measured_at']} on {r['machine']}, lake {r['lake']}.", "",
+    lines = ["# Quality run benchmark", "", f"Measured {r['measured_at']} on {describe(r['machine'])}, "
+             f"lake {r['lake']}.", "",
              "| measure | value | goal |", "|---|---|---|",
              f"| whole quality run (all rules, 稽核条目, problems, scores) | {r['seconds']} s "
              f"| ≤ {r['goal_seconds']} s |",

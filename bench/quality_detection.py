@@ -25,6 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench.machine import describe, machine
+
 RESULTS = Path(__file__).parent / "results"
 MIN_RECALL = 0.95
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.clean and os.environ.get("DRC_SIM_DIRT") != "off":
         raise SystemExit("--clean measures a county without dirt: run with DRC_SIM_DIRT=off, as it was simulated")
     result = {"measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-              "machine": f"{os.cpu_count()} cores", **_county()}
+              "machine": machine(), **_county()}
     if args.clean:
         result.update(_clean_result())
         name = "quality_clean"
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
 def _table(r: dict, clean: bool) -> str:
     run = r["quality_run"]
     lines = [f"# Quality rules on a simulated county {'without dirt' if clean else 'against its answer key'}", "",
-             f"Measured {r['measured_at']} on {r['machine']}: {r['scale']} county ({r['residents']:,} residents), "
+             f"Measured {r['measured_at']} on {describe(r['machine'])}: {r['scale']} county "
+             f"({r['residents']:,} residents), "
              f"days {r['days']}, dirt {r['dirt']}; quality run {run['run_id']}: {run['rules_run']} rules, "
              f"{run['rows_checked']:,} rows checked, {run['audit_items']:,} 稽核条目.", ""]
     if clean:

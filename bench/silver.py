@@ -27,6 +27,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench.machine import machine
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     commits = _commits(lake)
     since = (datetime.fromisoformat(args.day_since).timestamp() if args.day_since
              else _newest_round_start(commits))
-    result: dict = {"machine": "2 cores, 24 GiB", "lake": str(lake),
+    result: dict = {"machine": machine(), "lake": str(lake),
                     "measured_at": datetime.now().astimezone().isoformat(timespec="seconds")}
 
     def run_all(full: bool) -> dict:

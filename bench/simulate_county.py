@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from bench.machine import machine
 from simulator.config import load_simulator_config
 from simulator.county import County
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
         "encounters": sum(r.encounters for r in reports + extra),
         "rows_written": sum(sum(r.rows.values()) for r in reports + extra),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "machine": "2 cores, 24 GiB",
+        "machine": machine(),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"simulate_{args.scale}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from bench.machine import describe, machine
 
 RESULTS = Path(__file__).parent / "results"
 TIME_TOLERANCE = 0.10   # standardisation time may grow by at most 10 % with realistic coding variety
@@ -130,7 +131,8 @@ def _table(results: dict[str, Any]) -> str:
     for label, r in results.items():
         totals = _totals(r["by_source"])
         lines += [f"## {label}: {r['county']}", "",
-                  f"Measured {r['measured_at']} on {r['machine']}. Silver (`time ./drc silver`, whole history): "
+                  f"Measured {r['measured_at']} on {describe(r['machine'])}. Silver (`time ./drc silver`, whole "
+                  f"history): "
                   f"{r['silver_seconds'] or '–'} s. Coded diagnosis rows {totals['rows']:,} (plus "
                   f"{r['text_only_rows']:,} sent as text only, {_share(r['text_only_mapped'], r['text_only_rows'])} of "
                   f"them mapped by name); mapped now "
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = load_simulator_config()
     tail = config.get("activity", {}).get("diagnosis_tail", {}).get("by_org_type")
     result = {"measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-              "machine": f"{os.cpu_count()} cores",
+              "machine": machine(),
               "county": f"{config['scale']} county ({config['residents']:,} residents), diagnosis long tail "
                         f"{'on' if tail else 'off'}",
               "silver_seconds": args.silver_seconds, **measure(get_spark())}
