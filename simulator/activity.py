@@ -185,7 +185,8 @@ class ActivityEngine:
         return rng.choice([d for d in departments if d[1] != "儿科"] or departments)
 
     def _tail_rng(self, inst: Institution, day: date) -> random.Random:
-        """The long-tail draws have their own stream, so the tail's settings leave every other draw as it was."""
+        """The long-tail draws have their own stream: changing the tail's settings changes the day's other draws
+        only through what a tail diagnosis changes downstream (it has no prescription, so no quantity is drawn)."""
         return random.Random(f"{self.world.seed}:diagnosis-tail:{day.isoformat()}:{inst.org_code}")
 
     def _with_tail(self, rng: random.Random, inst: Institution, person: Person,
