@@ -108,10 +108,9 @@ def measure(spark: Any) -> dict[str, Any]:
                 .agg(F.countDistinct("code").alias("unmapped_codes"), F.count("*").alias("unmapped_rows"))
                 .orderBy(F.desc("unmapped_codes")).collect())
     institutions = coded.select("org_code").distinct().count()
-    total = shares("source_system")
-
+    by_source, by_org_type = shares("source_system"), shares("org_type")
     coded.unpersist()
-    return {"by_source": total, "by_org_type": shares("org_type"), "text_only_rows": text_only["rows"],
+    return {"by_source": by_source, "by_org_type": by_org_type, "text_only_rows": text_only["rows"],
             "text_only_mapped": text_only["mapped"] or 0,
             "institutions_with_diagnoses": institutions,
             "worklist_by_institution": [r.asDict() for r in worklist]}
@@ -132,8 +131,7 @@ def _table(results: dict[str, Any]) -> str:
         totals = _totals(r["by_source"])
         lines += [f"## {label}: {r['county']}", "",
                   f"Measured {r['measured_at']} on {describe(r['machine'])}. Silver (`time ./drc silver`, whole "
-                  f"history): "
-                  f"{r['silver_seconds'] or '–'} s. Coded diagnosis rows {totals['rows']:,} (plus "
+                  f"history): {r['silver_seconds'] or '–'} s. Coded diagnosis rows {totals['rows']:,} (plus "
                   f"{r['text_only_rows']:,} sent as text only, {_share(r['text_only_mapped'], r['text_only_rows'])} of "
                   f"them mapped by name); mapped now "
                   f"{_share(totals['rows_mapped_now'], totals['rows'])}, by exact concept-map key only "
