@@ -18,7 +18,9 @@ SEED = 20261101
 
 @pytest.fixture(scope="module")
 def samplers():
-    return tail_samplers(SEED, load_simulator_config("test")["activity"]["diagnosis_tail"])
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("DRC_SIM_DIAGNOSIS_TAIL", raising=False)     # the tail as configured, whatever the test run sets
+        return tail_samplers(SEED, load_simulator_config("test")["activity"]["diagnosis_tail"])
 
 
 def test_every_tail_code_is_a_valid_clinical_code_of_a_who_category():
