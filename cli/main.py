@@ -824,6 +824,15 @@ def cmd_bench_empi_independent(args: argparse.Namespace) -> None:
                + (["--skip-splink"] if args.skip_splink else []))
 
 
+def cmd_docs_figures(args: argparse.Namespace) -> None:
+    """A non-zero exit when a doc is out of date with bench/results or a marker is broken."""
+    from bench.report import run
+
+    code = run(args.check)
+    if code:
+        raise SystemExit(code)
+
+
 def cmd_bench_simulate(args: argparse.Namespace) -> None:
     from bench.simulate_county import main as bench_main
 
@@ -1059,6 +1068,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="comma-separated: error_model, simulator, febrl4, febrl3 (default: all)")
     p.add_argument("--skip-splink", action="store_true")
     p.set_defaults(func=cmd_bench_empi_independent)
+
+    p = sub.add_parser("docs-figures", help="write the docs' benchmark tables from bench/results/*.json "
+                       "(between <!-- bench:NAME --> markers)")
+    p.add_argument("--check", action="store_true", help="change nothing; fail when a doc is out of date")
+    p.set_defaults(func=cmd_docs_figures)
 
     p = sub.add_parser("api-token", help="issue (or revoke) a bearer token for a lookup API user")
     p.add_argument("--user", help="an API login (./drc api-token --list)")
