@@ -34,6 +34,7 @@ from ingestion.bronze import bronze_path
 from ingestion.monitoring import forget_source
 from ingestion.registry import SourceConfig, load_source
 from ingestion.runner import collect_all, collect_source
+from simulator.connections import mariadb_url, source_pg_url
 
 RESULTS = Path(__file__).parent / "results"
 CREDENTIALS = "user: his, password_env: DRC_HIS_DB_PASSWORD"
@@ -49,11 +50,11 @@ def _source(directory: Path, body: str) -> SourceConfig:
 
 
 def _pg(database: str) -> sa.Engine:
-    return sa.create_engine(get_settings().source_pg_url(database), isolation_level="AUTOCOMMIT")
+    return sa.create_engine(source_pg_url(database), isolation_level="AUTOCOMMIT")
 
 
 def _mariadb(database: str) -> sa.Engine:
-    return sa.create_engine(get_settings().mariadb_url(database))
+    return sa.create_engine(mariadb_url(database))
 
 
 def _fresh_pg_database(name: str) -> sa.Engine:

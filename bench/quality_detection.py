@@ -32,9 +32,10 @@ MIN_RECALL = 0.95
 
 
 def _county() -> dict[str, Any]:
-    from core.db import source_pg_engine, warehouse_engine
+    from core.db import warehouse_engine
     from simulator.answer_key import DATABASE
     from simulator.config import load_simulator_config
+    from simulator.connections import source_pg_engine
 
     config = load_simulator_config()
     with source_pg_engine(DATABASE).connect() as conn:

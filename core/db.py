@@ -13,7 +13,8 @@ from core.settings import get_settings
 _ENGINES: list[sa.Engine] = []
 
 
-def _remember(engine: sa.Engine) -> sa.Engine:
+def track_engine(engine: sa.Engine) -> sa.Engine:
+    """Remember an engine so a forked child can drop its pooled connections."""
     _ENGINES.append(engine)
     return engine
 
@@ -26,7 +27,7 @@ def forget_connections_after_fork() -> None:
 
 @lru_cache(maxsize=1)
 def warehouse_engine() -> sa.Engine:
-    return _remember(sa.create_engine(get_settings().warehouse_url, pool_pre_ping=True, hide_parameters=True))
+    return track_engine(sa.create_engine(get_settings().warehouse_url, pool_pre_ping=True, hide_parameters=True))
 
 
 API_CONNECTIONS_PER_WORKER = 40
@@ -43,14 +44,8 @@ def api_engine() -> sa.Engine:
     # As many pooled connections as requests a worker serves at once (anyio's 40 threads): a connection opened
     # beyond the pool would be closed on return and reopened for a later request (a PostgreSQL fork and login,
     # then cold catalog caches: a first query plans in ~5 ms instead of ~0.2 ms).
-    return _remember(sa.create_engine(url, pool_size=API_CONNECTIONS_PER_WORKER, max_overflow=0,
-                                      pool_recycle=1800, hide_parameters=True))
-
-
-@lru_cache(maxsize=8)
-def mariadb_engine(database: str) -> sa.Engine:
-    return _remember(sa.create_engine(get_settings().mariadb_url(database), pool_pre_ping=True,
-                                      hide_parameters=True))
+    return track_engine(sa.create_engine(url, pool_size=API_CONNECTIONS_PER_WORKER, max_overflow=0,
+                                         pool_recycle=1800, hide_parameters=True))
 
 
 def ensure_schemas(*schemas: str) -> None:
@@ -68,9 +63,3 @@ def apply_ddl(schema: str, statements: Sequence[str]) -> None:
         for statement in statements:
             conn.execute(sa.text(statement))
 
-
-@lru_cache(maxsize=8)
-def source_pg_engine(database: str) -> sa.Engine:
-    # values_plus_batch: executemany becomes multi-row INSERTs (a simulated county day is ~100k rows).
-    return _remember(sa.create_engine(get_settings().source_pg_url(database), pool_pre_ping=True,
-                                      hide_parameters=True, executemany_mode="values_plus_batch"))

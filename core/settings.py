@@ -28,7 +28,6 @@ class Settings:
     pg_password: str
     mariadb_host: str
     mariadb_port: int
-    his_db_password: str
     api_signing_key: str
     empi_salt: str
 
@@ -41,13 +40,6 @@ class Settings:
     def warehouse_jdbc(self) -> tuple[str, dict[str, str]]:
         url = f"jdbc:postgresql://{self.pg_host}:{self.pg_port}/warehouse"
         return url, {"user": "drc", "password": self.pg_password, "driver": "org.postgresql.Driver"}
-
-    def source_pg_url(self, database: str) -> str:
-        """A simulated member system's own PostgreSQL database (role ``his``)."""
-        return f"postgresql+psycopg2://his:{self.his_db_password}@{self.pg_host}:{self.pg_port}/{database}"
-
-    def mariadb_url(self, database: str) -> str:
-        return f"mysql+pymysql://his:{self.his_db_password}@{self.mariadb_host}:{self.mariadb_port}/{database}?charset=utf8mb4"
 
     @property
     def exports_dir(self) -> Path:
@@ -69,7 +61,6 @@ def get_settings() -> Settings:
         pg_password=_required("DRC_PG_PASSWORD"),
         mariadb_host=os.environ.get("DRC_MARIADB_HOST", "127.0.0.1"),
         mariadb_port=int(_required("DRC_MARIADB_PORT")),
-        his_db_password=_required("DRC_HIS_DB_PASSWORD"),
         api_signing_key=_required("DRC_API_SIGNING_KEY"),
         empi_salt=_required("DRC_EMPI_SALT"),
     )

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from core.db import source_pg_engine
+from simulator.connections import source_pg_engine
 
 
 def truth_frame(spark: SparkSession) -> DataFrame:

@@ -13,8 +13,9 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine, warehouse_engine
+from core.db import warehouse_engine
 from core.indicators import load_catalog
+from simulator.connections import source_pg_engine
 
 COUNTY = "410182"
 # Truth numerators per indicator: SQL over sim_truth returning (org_code, event_date, amount) rows, as of :last.

@@ -18,9 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine, warehouse_engine
+from core.db import warehouse_engine
 from simulator.answer_key import DATABASE
 from simulator.config import load_simulator_config
+from simulator.connections import source_pg_engine
 
 DETECTING_RULES: dict[str, tuple[str, ...]] = {   # defect type -> rule ids (prefix match) that catch it
     "missing_id_number": ("PER-C01", "HRD-C01", "INS-C01", "REF-C01"),

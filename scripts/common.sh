@@ -41,6 +41,11 @@ ENV
   for name in DRC_API_DB_PASSWORD DRC_ID_LOOKUP_KEY DRC_AIRFLOW_JWT_SECRET DRC_EXPORT_PSEUDONYM_KEY; do
     grep -q "^$name=" .env || echo "$name=$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')" >> .env
   done
+  # Each source's collection account (connection.password_env in config/sources): onboarding a source by
+  # configuration gives it its own password here.
+  for name in $(sed -n 's/^ *password_env: *\([A-Z0-9_]*\).*/\1/p' config/sources/*.yaml | sort -u); do
+    grep -q "^$name=" .env || echo "$name=$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')" >> .env
+  done
   set -a; # shellcheck disable=SC1091
   source .env; set +a
   export DRC_STATE_DIR DRC_RUN_DIR="$DRC_STATE_DIR/run" DRC_LOG_DIR="$DRC_STATE_DIR/logs"

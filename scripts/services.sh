@@ -112,6 +112,47 @@ CONF
             GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'his'@'127.0.0.1';"
 }
 
+# The platform's own collection account for each database source in config/sources (as a hospital's DBA grants
+# it): log in, read, and replication only for the log-based modes. Read access to the source's schema is granted
+# by its owner when the schema is created (simulator.connections.grant_collector); on MariaDB, here. Passwords
+# go through stdin, never a command line.
+collection_accounts() {  # kind mode user password_env database, one line per local database source
+  "$(lake_py)" - <<'PY'
+import pathlib
+
+import yaml
+
+for path in sorted(pathlib.Path("config/sources").glob("*.yaml")):
+    source = yaml.safe_load(path.read_text(encoding="utf-8"))
+    conn = source.get("connection") or {}
+    if conn.get("kind") in ("postgresql", "mariadb", "mysql") and conn.get("password_env") and not conn.get("host"):
+        print(conn["kind"], source["mode"], conn["user"], conn["password_env"], conn["database"])
+PY
+}
+
+grant_collection_accounts() {
+  local kind mode user pwvar db replication accounts
+  accounts=$(collection_accounts) || die "cannot read the collection accounts from config/sources"
+  while read -r kind mode user pwvar db; do
+    [[ -n "${!pwvar:-}" ]] || die "$pwvar (password of $user) is not in .env: run ./drc setup"
+    case $mode in pg_logical|mysql_binlog) replication=1 ;; *) replication=0 ;; esac
+    if [[ $kind == postgresql ]]; then
+      pg_psql >/dev/null <<SQL
+DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$user') THEN CREATE ROLE "$user"; END IF; END\$\$;
+ALTER ROLE "$user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE $( ((replication)) && echo REPLICATION || echo NOREPLICATION) PASSWORD '${!pwvar}';
+GRANT CONNECT ON DATABASE "$db" TO "$user";
+SQL
+    else
+      maria <<SQL
+CREATE USER IF NOT EXISTS '$user'@'127.0.0.1' IDENTIFIED BY '${!pwvar}';
+ALTER USER '$user'@'127.0.0.1' IDENTIFIED BY '${!pwvar}';
+GRANT SELECT ON \`$db\`.* TO '$user'@'127.0.0.1';
+$( ((replication)) && echo "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '$user'@'127.0.0.1';")
+SQL
+    fi
+  done <<<"$accounts"
+}
+
 # Long-running processes: name, log file, pid file, command.
 spawn() {
   local name=$1; shift
@@ -252,7 +293,7 @@ start_dbt_docs() {
   wait_for "the dbt docs site" 30 curl -sf -o /dev/null "http://127.0.0.1:$DRC_DBT_DOCS_PORT/"
 }
 
-start_databases() { start_postgres; start_mariadb; }
+start_databases() { start_postgres; start_mariadb; grant_collection_accounts; }
 
 stop_all() {
   stop_spawned

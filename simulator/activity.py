@@ -18,8 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from simulator import answer_key, clinical
+from simulator.connections import source_pg_engine
 from simulator.diagnoses import TailSampler, tail_samplers
 from simulator.events import (
     Birth,

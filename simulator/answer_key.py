@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
+from simulator.connections import source_pg_engine
 from simulator.events import DayActivity
 from simulator.pg_copy import copy_insert
 

@@ -35,9 +35,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from core.db import source_pg_engine
-from core.settings import get_settings
 from simulator.config import load_simulator_config
+from simulator.connections import owner_password, source_pg_engine
 from simulator.systems.private_api import DATABASE, TENANT_BY_CODE
 
 BEIJING = timezone(timedelta(hours=8))
@@ -59,7 +58,7 @@ def client_secret() -> str:
     explicit = os.environ.get("DRC_SIM_API_CLIENT_SECRET")
     if explicit:
         return explicit
-    return hmac.new(get_settings().his_db_password.encode(), b"private_api client secret",
+    return hmac.new(owner_password().encode(), b"private_api client secret",
                     hashlib.sha256).hexdigest()[:32]
 
 

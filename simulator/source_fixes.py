@@ -25,8 +25,8 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from core.db import mariadb_engine, source_pg_engine
 from simulator import answer_key, clinical
+from simulator.connections import mariadb_engine, source_pg_engine
 from simulator.systems import cloud_his, private_api, rmyy_his, zyy_his
 
 IDENTITY = ("missing_id_number", "legacy_15_digit", "wrong_check_digit")

@@ -13,9 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from core.gb11643 import check_char
 from simulator import answer_key
+from simulator.connections import source_pg_engine
 from simulator.events import Institution, Person, Staff
 
 # Hospitals and which member system records them (codes are this platform's own institution codes).

@@ -20,10 +20,11 @@ from pyspark.sql import functions as F
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cli.main import main as drc_main
-from core.db import mariadb_engine, warehouse_engine
+from core.db import warehouse_engine
 from core.pipeline import load_pipeline
 from core.settings import PROJECT_ROOT
 from core.spark import read_delta
+from simulator.connections import mariadb_engine
 from spark_jobs.empi.identity import empi_path
 
 PIPELINE = load_pipeline()

@@ -6,9 +6,10 @@ import sqlalchemy as sa
 from pyspark.sql import functions as F
 
 from cli.main import main as drc_main
-from core.db import mariadb_engine, source_pg_engine, warehouse_engine
+from core.db import warehouse_engine
 from core.spark import read_delta
 from ingestion.bronze import bronze_path
+from simulator.connections import mariadb_engine, source_pg_engine
 from spark_jobs.standardize import current_state, quarantine_path, silver_path
 
 

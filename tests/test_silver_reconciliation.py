@@ -9,11 +9,11 @@ import sqlalchemy as sa
 from pyspark.sql import functions as F
 
 from cli.main import main as drc_main
-from core.db import source_pg_engine
 from core.spark import read_delta
 from ingestion.bronze import bronze_path
 from ingestion.registry import load_sources
 from simulator.answer_key import DATABASE as ANSWER_KEY
+from simulator.connections import source_pg_engine
 from spark_jobs.dictionary import DICTIONARY_FILE, render_dictionary
 from spark_jobs.model import (
     code_system,

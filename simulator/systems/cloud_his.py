@@ -25,9 +25,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from simulator import answer_key, clinical
 from simulator.answer_key import AnswerKey
+from simulator.connections import grant_collector, source_pg_engine
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import Correction, DayActivity, Encounter, Institution, Person
 from simulator.pg_copy import copy_insert
@@ -221,6 +221,7 @@ class CloudHis(MemberSystem):
             conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS ix_t_visit_tenant_time "
                                  f"ON {self.schema}.t_visit (tenant_id, visit_time)"))
             self._store(conn, self._master_rows())
+            grant_collector(conn, self.source_system, self.schema)
         answer_key.create_schema()
         with source_pg_engine(answer_key.DATABASE).begin() as conn:
             conn.execute(sa.text(PENDING_DDL))

@@ -24,8 +24,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from simulator import answer_key
+from simulator.connections import source_pg_engine
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import DayActivity, Encounter
 from simulator.pg_copy import copy_insert

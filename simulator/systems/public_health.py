@@ -27,8 +27,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from simulator import answer_key, clinical
+from simulator.connections import grant_collector, source_pg_engine
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import (
     Correction,
@@ -377,6 +377,7 @@ class PublicHealth(MemberSystem):
             for ddl in OUTBOX_DDL:
                 conn.execute(sa.text(ddl))
             conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {self.schema}"))
+            grant_collector(conn, self.source_system, self.schema)
             for name, spec in GW_TABLES.items():
                 columns = spec[1] if name in DICTIONARY_TABLES else spec[1] + _AUDIT
                 for ddl in _table_ddl(self.schema, name, (spec[0], columns, spec[2])):
@@ -797,6 +798,7 @@ class ReferralPlatform(MemberSystem):
             for ddl in OUTBOX_DDL:
                 conn.execute(sa.text(ddl))
             conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {self.schema}"))
+            grant_collector(conn, self.source_system, self.schema)
             for name, spec in (("zz_jgxx", REFERRAL_ORG_TABLE), ("zz_record", REFERRAL_TABLE)):
                 for ddl in _table_ddl(self.schema, name, spec):
                     conn.execute(sa.text(ddl))

@@ -25,9 +25,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.db import mariadb_engine, source_pg_engine
 from simulator import answer_key
 from simulator.answer_key import AnswerKey
+from simulator.connections import mariadb_engine, source_pg_engine
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import Charge, Correction, DayActivity, Diagnosis, Encounter, LabResult, Person, Staff
 from simulator.systems.base import MemberSystem

@@ -26,9 +26,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from simulator import answer_key
 from simulator.answer_key import AnswerKey
+from simulator.connections import grant_collector, source_pg_engine
 from simulator.dirt import IdentityDirt, recorded_identity
 from simulator.events import Charge, Correction, DayActivity, Diagnosis, Encounter, Prescription
 from simulator.pg_copy import copy_insert
@@ -303,6 +303,7 @@ class ZyyHis(MemberSystem):
             conn.execute(sa.text(PENDING_DDL))
             conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_pending_due ON sim.pending (due_day)"))
             conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_pending_visit ON sim.pending (visit_no)"))
+            grant_collector(conn, self.source_system, SCHEMA)
         if reset:
             self._known = None
 

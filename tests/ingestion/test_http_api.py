@@ -28,11 +28,12 @@ import sqlalchemy as sa
 import yaml
 from pyspark.sql import functions as F
 
-from core.db import source_pg_engine, warehouse_engine
+from core.db import warehouse_engine
 from core.settings import PROJECT_ROOT, get_settings
 from ingestion import bronze, http_api, monitoring, runner
 from ingestion.registry import SourceConfig, load_source
 from simulator.api_server import client_secret
+from simulator.connections import source_pg_engine
 from simulator.systems.private_api import DATABASE
 
 CONFIG = PROJECT_ROOT / "config" / "sources" / "private_api.yaml"

@@ -21,6 +21,7 @@ from ingestion.jdbc import collect_incremental_table, collect_snapshot_table
 from ingestion.monitoring import forget_source, last_counts, source_status
 from ingestion.registry import load_source
 from ingestion.runner import collect_source
+from simulator.connections import mariadb_url, source_pg_url
 
 T0 = datetime(2026, 11, 10, 8, 0, 0, 123000)
 SOURCE = "scratch_jdbc"
@@ -33,11 +34,11 @@ def _yaml(tmp_path, body: str, name: str = SOURCE) -> str:
 
 
 def _mariadb(database: str = "mysql") -> sa.Engine:
-    return sa.create_engine(get_settings().mariadb_url(database), poolclass=sa.pool.NullPool)
+    return sa.create_engine(mariadb_url(database), poolclass=sa.pool.NullPool)
 
 
 def _pg(database: str) -> sa.Engine:
-    return sa.create_engine(get_settings().source_pg_url(database), poolclass=sa.pool.NullPool,
+    return sa.create_engine(source_pg_url(database), poolclass=sa.pool.NullPool,
                             isolation_level="AUTOCOMMIT")
 
 

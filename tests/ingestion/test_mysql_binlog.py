@@ -22,6 +22,7 @@ from ingestion import mysql_binlog
 from ingestion.bronze import bronze_path
 from ingestion.monitoring import forget_source, load_checkpoint
 from ingestion.registry import SourceConfig, load_source
+from simulator.connections import mariadb_url
 
 SOURCE = "scratch_binlog"
 OTHER_DB = "scratch_binlog_other"
@@ -40,7 +41,7 @@ tables:
 
 
 def _engine(database: str = "mysql") -> sa.Engine:
-    return sa.create_engine(get_settings().mariadb_url(database), poolclass=sa.pool.NullPool)
+    return sa.create_engine(mariadb_url(database), poolclass=sa.pool.NullPool)
 
 
 def _run(*statements: str, database: str = SOURCE, **params) -> None:

@@ -22,6 +22,7 @@ from ingestion import monitoring, pg_logical
 from ingestion.bronze import bronze_path
 from ingestion.monitoring import accept_schema_change, forget_source, load_checkpoint
 from ingestion.registry import SourceConfig, load_source
+from simulator.connections import owner_password
 from spark_jobs.standardize import current_state
 
 SOURCE = "scratch_pglogical"
@@ -49,7 +50,7 @@ DDL = [
 def _connect(database: str):
     settings = get_settings()
     conn = psycopg2.connect(host=settings.pg_host, port=settings.pg_port, dbname=database, user="his",
-                            password=settings.his_db_password)
+                            password=owner_password())
     conn.autocommit = True
     return conn
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from core.gb11643 import is_valid
 from simulator import answer_key
+from simulator.connections import source_pg_engine
 from simulator.events import Correction, DayActivity, Encounter
 from simulator.systems.cloud_his import PENDING_TABLE, VISIT_CHILDREN, CloudHis, vendor_icd
 from tests.simulator.conftest import make_day

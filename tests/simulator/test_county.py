@@ -7,9 +7,9 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from core.gb11643 import is_valid
 from simulator.activity import ActivityEngine
+from simulator.connections import source_pg_engine
 from simulator.world import World, build_institutions, generate_population
 
 

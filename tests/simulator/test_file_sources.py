@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from simulator import answer_key
+from simulator.connections import source_pg_engine
 from simulator.events import (
     Birth,
     Charge,

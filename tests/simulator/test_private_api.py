@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from core.db import source_pg_engine
 from simulator import answer_key
 from simulator.api_server import ApiSettings, app, configure, issue_token, to_record
+from simulator.connections import source_pg_engine
 from simulator.events import Correction, DayActivity
 from simulator.systems.private_api import DATABASE, DEPARTMENTS, REISSUED, TABLES, PrivateHospitalApi
 from tests.simulator.conftest import make_day

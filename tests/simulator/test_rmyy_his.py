@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from core.db import source_pg_engine
 from core.gb11643 import is_valid
 from ingestion.registry import load_sources
 from simulator import answer_key
+from simulator.connections import source_pg_engine
 from simulator.dirt import IdentityDirt
 from simulator.events import Correction, DayActivity
 from simulator.systems.rmyy_his import DEFAULTS, DIAGNOSES, DRIFT_COLUMN, ORG_CODE, TABLES, RmyyHis

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from core.db import mariadb_engine, source_pg_engine
 from simulator import answer_key
+from simulator.connections import mariadb_engine, source_pg_engine
 from simulator.events import DayActivity
 from simulator.source_fixes import FIXABLE, ProblemRef, fix_reported_problems, pick
 from simulator.systems.cloud_his import SEX, CloudHis
