@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from api.security import issue_token
+from bench.machine import describe, machine
 from core.db import warehouse_engine
 
 RESULTS = Path(__file__).parent / "results"
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args(argv)
+    measured_on = machine()
     base = f"http://127.0.0.1:{os.environ.get('DRC_API_PORT', '8000')}"
     org, residents, patients = _residents()
     token = issue_token(f"doc_{org}", hours=1, issued_by="bench")[0]
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {args.clients} clients for {args.seconds:g} s over {len(paths)} residents …", flush=True)
         results[name] = _wrk(base, token, paths, args.clients, args.seconds)
         print(f"    {results[name]}", flush=True)
-    report = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node(),
+    report = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": measured_on,
               "cpus": os.cpu_count(), "residents_in_warehouse": patients, "clients": args.clients,
               "seconds_per_scenario": args.seconds, "target_p95_ms": TARGET_P95_MS,
               "api_workers": 2, "load_tool": "wrk 4.1 (1 thread, closed loop)", "scenarios": results}
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "api.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     lines = ["# Lookup API under load", "",
              f"{args.clients} concurrent connections (wrk, closed loop), {args.seconds:g} s per scenario, loopback, "
-             f"{os.cpu_count()} cores shared by wrk, the API (2 uvicorn workers) and PostgreSQL; {patients:,} "
+             f"{describe(measured_on)}, shared by wrk, the API (2 uvicorn workers) and PostgreSQL; {patients:,} "
              f"residents in the warehouse. Command: `./drc bench-api`. Target: p95 ≤ {TARGET_P95_MS} ms, error "
              "rate 0.", "",
              "| scenario | requests | req/s | p50 ms | p95 ms | p99 ms | errors | p95 target met |",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -25,6 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bench.machine import describe, machine
 from core.access import password
 from superset.bundle import chart_specs, load_dashboards, sections
 
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="warm loads per dashboard (median reported)")
     args = parser.parse_args(argv)
+    measured_on = machine()
     base = f"http://127.0.0.1:{os.environ['DRC_SUPERSET_PORT']}"
     driver, profile = browser()
     rows = []
@@ -100,14 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-    result = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": f"{os.cpu_count()} cores, "
-              f"{platform.platform()}", "scale": os.environ.get("DRC_BENCH_SCALE", "demo (./drc demo)"),
+    result = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": measured_on,
+              "warm_loads": args.repeat, "scale": os.environ.get("DRC_BENCH_SCALE", "demo (./drc demo)"),
               "caching": "browser: static assets; Superset: chart results (FileSystemCache, emptied by each transform)",
               "target_warm_s": 3.0, "dashboards": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dashboards.json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     lines = ["# 看板加载时间 · dashboard load (headless Chromium, analyst login)", "",
-             f"{result['machine']}; scale: {result['scale']}; caching: {result['caching']}.", "",
+             f"{describe(measured_on)}; {args.repeat} warm loads per dashboard; scale: {result['scale']}; "
+             f"caching: {result['caching']}.", "",
              "| 看板 | 图表数 | 首次 (s) | 再次打开中位数 (s) | 再次打开最大 (s) |", "|---|---|---|---|---|"]
     lines += [f"| {r['dashboard']} | {r['charts']} | {r['cold_s']} | {r['warm_median_s']} | {r['warm_max_s']} |"
               for r in rows]
