@@ -621,6 +621,15 @@ def pipeline_commands(business_date: date, include_open_periods: bool = False) -
     return commands
 
 
+def run_command(argv: list[str]) -> int:
+    """Run one ``./drc`` command in this process, with its own options parsed as on the command line (so a step
+    that gains an option needs no change in its callers); its exit code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
 def cmd_pipeline(args: argparse.Namespace) -> None:
     """Every step for each business day from --from to --to, one day after the other, as the nightly DAG.
 
@@ -636,11 +645,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
         day = first + timedelta(days=offset)
         console.print(f"[bold]业务日 business day {day}[/]")
         for step, argv in pipeline_commands(day, args.include_open_periods):
-            try:
-                code = main(argv)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            if code:
+            if run_command(argv):
                 failures.append(f"{day} {step}")
                 if step.split(":")[0] not in isolated:
                     raise SystemExit(f"{day}: step {step} failed; the later steps of the day did not run. "
@@ -664,7 +669,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from simulator.config import load_simulator_config
 
     last = load_simulator_config()["start_date"] + timedelta(days=args.days - 1)
-    cmd_simulate(argparse.Namespace(reset=False, until=last, advance=None, days=None, scale=None, system=None))
+    if run_command(["simulate", "--until", last.isoformat()]):
+        raise SystemExit("simulating the demo days failed (see above); fix it and run ./drc demo again (safe)")
     pipeline = load_pipeline()
     airflow = os.environ["DRC_AIRFLOW_BIN"]
     console.print(f"[bold blue]▶ Airflow: {pipeline.nightly_dag_id} for business day {last}[/]")
@@ -684,7 +690,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
                   f"  {pipeline.nightly_dag_id} stays paused: the simulated county ends on {last}, so a scheduled "
                   "night would judge every institution 缺报 for the real calendar day. To process the next "
                   f"simulated day: ./drc simulate --advance 1 && ./drc pipeline --date {following}")
-    cmd_provision_dashboards(args)
+    if run_command(["provision-dashboards"]):
+        raise SystemExit("provisioning the dashboards failed (see above); run ./drc provision-dashboards again")
 
 
 def production_dag_ids() -> list[str]:
