@@ -67,6 +67,7 @@ superset_bin(){ echo "$(venv_dir superset)/bin/superset"; }
 # Environment the Python parts read (PYTHONPATH = repo root: each top-level folder is a package).
 export_runtime_env() {
   export PYTHONPATH="$DRC_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  export DRC_WEB_BIND="${DRC_WEB_BIND:-127.0.0.1}"      # where the web services listen (scripts/services.sh)
   export DRC_SIM_API_PORT="${DRC_SIM_API_PORT:-8090}"  # .env files from before the simulated API lack it
   export DRC_DBT_DOCS_PORT="${DRC_DBT_DOCS_PORT:-8081}"  # .env files from before the dbt docs site lack it
   export DRC_SFTP_PORT="${DRC_SFTP_PORT:-2222}"            # the receiving platform's SFTP server (exports)

@@ -5,6 +5,11 @@ pg_psql() { runuser -u postgres -- "$PGBIN/psql" -h /tmp -p "$DRC_PG_PORT" -v ON
 maria()   { mariadb --socket="$MARIADB_SOCKET" -u root "$@"; }
 MARIADB_SOCKET_FOR() { echo "/tmp/drc-mariadb-$1.sock"; }
 
+# The web services users open (Airflow, Superset, the lookup API, dbt docs) listen on DRC_WEB_BIND (default
+# 127.0.0.1; set it in .env, e.g. to the intranet address, to serve other machines). Databases, the SFTP receiver
+# and the simulated vendor API stay on 127.0.0.1.
+web_host() { [[ "$DRC_WEB_BIND" == 0.0.0.0 ]] && echo 127.0.0.1 || echo "$DRC_WEB_BIND"; }
+
 wait_for() {  # wait_for <what> <seconds> <command...>
   local what=$1 secs=$2; shift 2
   for ((i = 0; i < secs * 2; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
@@ -201,10 +206,10 @@ print(json.dumps({n: {"slots": s, "description": d, "include_deferred": False}
 start_airflow() {
   migrate_airflow
   set_airflow_pools
-  spawn airflow-api-server "$(airflow_bin)" api-server --host 127.0.0.1 --port "$DRC_AIRFLOW_PORT"
+  spawn airflow-api-server "$(airflow_bin)" api-server --host "$DRC_WEB_BIND" --port "$DRC_AIRFLOW_PORT"
   spawn airflow-scheduler "$(airflow_bin)" scheduler
   spawn airflow-dag-processor "$(airflow_bin)" dag-processor
-  wait_for "Airflow API server" 120 curl -sf "http://127.0.0.1:$DRC_AIRFLOW_PORT/api/v2/monitor/health"
+  wait_for "Airflow API server" 120 curl -sf "http://$(web_host):$DRC_AIRFLOW_PORT/api/v2/monitor/health"
 }
 
 migrate_superset() {
@@ -226,16 +231,16 @@ migrate_superset() {
 start_superset() {
   migrate_superset
   spawn superset "$(venv_dir superset)/bin/gunicorn" -w 2 -k gthread --threads 4 --timeout 120 \
-    -b "127.0.0.1:$DRC_SUPERSET_PORT" "superset.app:create_app()"
-  wait_for Superset 120 curl -sf "http://127.0.0.1:$DRC_SUPERSET_PORT/health"
+    -b "$DRC_WEB_BIND:$DRC_SUPERSET_PORT" "superset.app:create_app()"
+  wait_for Superset 120 curl -sf "http://$(web_host):$DRC_SUPERSET_PORT/health"
 }
 
 start_api() {
   "$(lake_py)" -m cli.main api-setup >"$DRC_LOG_DIR/api-setup.log" 2>&1 ||
     die "API set-up failed: see $DRC_LOG_DIR/api-setup.log"
-  spawn api "$(lake_py)" -m uvicorn api.main:app --host 127.0.0.1 --port "$DRC_API_PORT" --workers 2 \
+  spawn api "$(lake_py)" -m uvicorn api.main:app --host "$DRC_WEB_BIND" --port "$DRC_API_PORT" --workers 2 \
     --no-access-log
-  wait_for "the lookup API" 60 curl -sf "http://127.0.0.1:$DRC_API_PORT/health"
+  wait_for "the lookup API" 60 curl -sf "http://$(web_host):$DRC_API_PORT/health"
 }
 
 # The receiving side of the exports: the municipal platform's SFTP server, played by Debian's sshd on a loopback
@@ -289,8 +294,8 @@ start_sim_api() {
 # at the end of every `./drc transform`, served read-only.
 start_dbt_docs() {
   mkdir -p "$DRC_ROOT/dbt/target"
-  spawn dbt-docs "$(lake_py)" -m http.server "$DRC_DBT_DOCS_PORT" --bind 127.0.0.1 --directory "$DRC_ROOT/dbt/target"
-  wait_for "the dbt docs site" 30 curl -sf -o /dev/null "http://127.0.0.1:$DRC_DBT_DOCS_PORT/"
+  spawn dbt-docs "$(lake_py)" -m http.server "$DRC_DBT_DOCS_PORT" --bind "$DRC_WEB_BIND" --directory "$DRC_ROOT/dbt/target"
+  wait_for "the dbt docs site" 30 curl -sf -o /dev/null "http://$(web_host):$DRC_DBT_DOCS_PORT/"
 }
 
 start_databases() { start_postgres; start_mariadb; grant_collection_accounts; }
