@@ -380,7 +380,8 @@ def _store_results(run_id: str, library: Library, items: list[dict[str, Any]], s
                                                                             i["rule_id"]) == (s, d, r))}
                     for s, d, r in blocked]
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("TRUNCATE dq.audit_item, dq.score, dq.blocked_publish"))
+        # every run checks all of silver: an institution-day that has left silver leaves the volumes too
+        conn.execute(sa.text("TRUNCATE dq.audit_item, dq.score, dq.blocked_publish, dq.dataset_volume"))
         _insert(conn, "dq.audit_item", item_rows)
         _insert(conn, "dq.score", [{**s, "run_id": run_id} for s in scores])
         _insert(conn, "dq.blocked_publish", blocked_rows)
