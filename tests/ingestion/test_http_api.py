@@ -186,8 +186,13 @@ def test_full_pull_reconciles_with_the_simulator_api(spark, scratch_name, tmp_pa
               f"= {landed / seconds:.1f} records/s ({len(resources)} resources, 2 hospitals)")
 
     assert [r.status for r in results if r.status not in ("success", "no_change")] == []
-    for resource in resources:
-        expected = _walk(base_url, secret, resource)
+    served = {resource: _walk(base_url, secret, resource) for resource in resources}
+    # a small county's few days may hold no record of a resource (the private hospitals admit few patients)
+    held = [resource for resource, records in served.items() if records]
+    assert {"patients", "visits", "orders"} <= set(held)
+    assert all(r.rows == 0 for r in results if r.table not in held)
+    for resource in held:
+        expected = served[resource]
         rows = _bronze(spark, scratch_name, resource)
         got = rows.select("id", "hospitalCode", "_op", "_org_code", "_source_pos", "updatedAt",
                           F.date_format("_source_ts", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("ts")).collect()
@@ -198,10 +203,10 @@ def test_full_pull_reconciles_with_the_simulator_api(spark, scratch_name, tmp_pa
         assert {len(r._source_pos) for r in got} <= {15 + http_api.KEY_WIDTH}, resource
     assert _bronze(spark, scratch_name, "orders").schema["quantity"].dataType.simpleString() == "string"
 
-    versions = {t: _versions(spark, scratch_name, t) for t in resources}
+    versions = {t: _versions(spark, scratch_name, t) for t in held}
     again = http_api.collect(spark, source)
     assert {r.status for r in again} == {"no_change"}
-    assert {t: _versions(spark, scratch_name, t) for t in resources} == versions   # no empty commits
+    assert {t: _versions(spark, scratch_name, t) for t in held} == versions   # no empty commits
 
 
 # --- a scratch copy of the API ---------------------------------------------------------------------------
