@@ -11,6 +11,10 @@ A run matches only new and changed person records against the registry (``full``
 Master ids are salted hashes of the resident's ID number (or of its first record), so they are stable across
 runs; records whose identity did not change keep theirs. Manual decisions are constraints every later run
 obeys: an assignment pins a record to a master, a separation forbids a record/master pair.
+
+This module is the I/O shell: Delta reads and writes, checkpoints, counts that choose broadcasts. The stages
+themselves are pure functions of DataFrames: block, compare, score (match.py), decide (decide.py), assign and
+the registry diff (assign.py).
 """
 
 from __future__ import annotations
@@ -29,7 +33,17 @@ from pyspark.sql import functions as F
 
 from core.settings import get_settings
 from core.spark import read_delta
-from spark_jobs.empi.decide import RECORD_GROUP, candidate_edges, decide_people, unidentified_people
+from spark_jobs.empi.assign import (
+    KNOWN_IDS_SCHEMA,
+    affected_residents,
+    assignments,
+    candidate_groups,
+    forbidden_pairs,
+    known_ids,
+    master_id_of,
+    registry_changes,
+)
+from spark_jobs.empi.decide import candidate_edges, decide_people, unidentified_people
 from spark_jobs.empi.match import (
     FEATURES,
     Params,
@@ -40,6 +54,7 @@ from spark_jobs.empi.match import (
     evidence,
     name_frequencies,
     prior_params,
+    records_to_compare,
     score,
 )
 from spark_jobs.empi.normalize import normalize_records
@@ -58,20 +73,6 @@ DECISION_DETAIL = {"score": "double", "candidate": "string", "candidate_record":
 
 def empi_path(table: str) -> str:
     return get_settings().lake_path("empi", table)
-
-
-def master_id_of(key: Any) -> Any:
-    """M + 16 hex of a salted hash: stable, and does not reveal the ID number it may be derived from."""
-    return F.concat(F.lit("M"), F.substring(F.sha2(F.concat(F.lit(get_settings().empi_salt), key), 256), 1, 16))
-
-
-def _resolved_master(group: str, known: str) -> Column:
-    """Master id of a group: an anchored master id as it is, a known ID number's resident, else the salted
-    hash of the ID number (``ID|``) or of the person's first record (``R|`` -> ``LOCAL|``)."""
-    col = F.col(group)
-    return (F.when(col.startswith("M"), col).when(F.col(known).isNotNull(), F.col(known))
-            .when(col.startswith("ID|"), master_id_of(col))
-            .when(col.startswith(RECORD_GROUP), master_id_of(F.concat(F.lit("LOCAL|"), F.substring(col, 3, 10_000)))))
 
 
 def person_records(spark: SparkSession) -> DataFrame | None:
@@ -125,6 +126,10 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     ``review``) keeps its own master id until someone decides; ``candidate`` is the master id of the resident
     it may be, ``candidate_record`` that resident's best-matching record, ``evidence`` their comparison levels.
     ``step`` hears each stage's end.
+
+    The I/O shell around the pure stages block (candidate_pairs) -> compare (comparison_levels) -> score
+    (score, evidence) -> decide (candidate_edges, unidentified_people, decide_people) -> assign
+    (assignments): it reads the constraints, cuts plans (checkpoints), counts to choose broadcasts.
     """
     config = empi_config()
     thresholds = config["thresholds"]
@@ -138,17 +143,14 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
         everyone = fresh.unionByName(anchored.drop("master_id"))
         if not incremental:   # every blocking rule and both comparison joins read it whole
             everyone = everyone.localCheckpoint()
-    # Only records without a valid ID number are scored: one with a valid number belongs to that number's
-    # resident whatever its pairs say (a county has a few such records in a hundred). An estimate adds a random
-    # sample of all records, m being estimated on the sample's pairs (the level-pattern shares EM works on
-    # barely move with the sample's size); one blocking and comparison pass serves both.
+    # block: the records without a valid ID number (and, for an estimate, a sample of all) against everyone
     sample_share = min(1.0, config["estimate_sample_records"] / max(total, 1)) if estimate else 0.0
-    compared = (fresh.withColumn("_sampled", F.rand(seed=11) < sample_share)
-                .where(~F.col("id_valid") | F.col("_sampled")).localCheckpoint())
+    compared = records_to_compare(fresh, sample_share).localCheckpoint()
     few = compared.count() <= INCREMENTAL_BROADCAST_LIMIT
     pairs = candidate_pairs(compared, everyone, config["blocking"], config["max_block_size"], same_side=False,
                             few_left=few).localCheckpoint()
     pair_count = pairs.count()
+    # compare
     all_levels = comparison_levels(pairs, everyone, few_pairs=pair_count <= PAIR_BROADCAST_LIMIT).persist()
     if estimate:
         sampled = compared.where("_sampled").select(F.col("record_id").alias("id_l"))
@@ -157,54 +159,30 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     unidentified = compared.where(~F.col("id_valid"))
     without_id = unidentified.select(F.col("record_id").alias("id_l"))
     levels = all_levels.join(_small(without_id), "id_l", "left_semi")
+    # score
     params = params or model_params(spark)
     frequencies = name_frequencies(everyone, only=unidentified if few else None)
     scored = evidence(score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"],
                             thresholds["review"]))
-    if anchored is not None:   # ID numbers whose resident is known (manual pins excluded: they may split one)
-        pinned = constraints.where("kind = 'assign'").select("record_id")
-        known_ids = anchored.where("id_valid").join(pinned, "record_id", "left_anti")
-        if incremental:
-            known_ids = known_ids.join(F.broadcast(fresh.where("id_valid").select("id18").distinct()), "id18",
-                                       "left_semi")
-        known_ids = known_ids.groupBy(F.concat(F.lit("ID|"), "id18").alias("root")).agg(
-            F.min("master_id").alias("_known")).localCheckpoint()
+    # the resident each candidate belongs to
+    if anchored is not None:
+        pins = constraints.where("kind = 'assign'").select("record_id")
+        known = known_ids(anchored, pins, only_ids_of=fresh if incremental else None).localCheckpoint()
     else:
-        known_ids = spark.createDataFrame([], "root string, _known string")
-    # The resident each candidate belongs to: its master id if anchored or its ID number's resident is known,
-    # else its ID number if valid, else it is a record without one (R|: clustered with its like, never a
-    # competing resident).
-    anchors = (anchored.select(F.col("record_id").alias("id_r"), F.col("master_id").alias("group"))
-               if anchored is not None else spark.createDataFrame([], "id_r string, group string"))
-    fresh_groups = (fresh.withColumn("root", F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18")))
-                    .join(known_ids, "root", "left")
-                    .select(F.col("record_id").alias("id_r"),
-                            F.coalesce("_known", "root", F.concat(F.lit(RECORD_GROUP), "record_id")).alias("group")))
-    forbids = constraints.where(F.col("kind") == "forbid")
-    forbidden = forbids.select(F.col("record_id").alias("id_l"), F.col("master_id").alias("group"),
-                               F.lit(True).alias("_forbidden"))
-    edges = candidate_edges(scored, anchors.unionByName(fresh_groups), forbidden, thresholds["review"]).persist()
+        known = spark.createDataFrame([], KNOWN_IDS_SCHEMA)
+    groups = candidate_groups(fresh, known, anchored)
+    # decide
+    edges = candidate_edges(scored, groups, forbidden_pairs(constraints), thresholds["review"]).persist()
     people = unidentified_people(spark, edges, unidentified, thresholds["link"])
     decided = decide_people(edges, people, thresholds["link"], thresholds["ambiguity_margin"]).persist()
     step(f"{decided.count():,} records without a valid ID number scored ({pair_count:,} candidate pairs compared, "
          f"{decided.where('score IS NOT NULL').count():,} records with a candidate)")
-    # the records carry their features through (callers keep them: no second join of the county's records)
-    roots_df = (fresh.join(decided.select(F.col("record_id"), F.col("root").alias("_decided")), "record_id", "left")
-                .withColumn("root", F.coalesce("_decided", F.when(F.col("id_valid"), F.concat(F.lit("ID|"), "id18"))))
-                .drop("_decided"))
-    known_candidates = known_ids.select(F.col("root").alias("candidate"), F.col("_known").alias("_known_candidate"))
-    assignments = (roots_df.join(known_ids, "root", "left")
-                   .join(decided.drop("root"), "record_id", "left")
-                   .join(known_candidates, "candidate", "left")
-                   .select(*fresh.columns, _resolved_master("root", "_known").alias("master_id"),
-                           F.coalesce("decision", F.lit("id_number")).alias("decision"), "score",
-                           _resolved_master("candidate", "_known_candidate").alias("candidate"),
-                           "candidate_record",
-                           "evidence", "second")).localCheckpoint()
+    # assign (the records carry their features through: callers keep them, no second join of the county's)
+    assigned = assignments(fresh, decided, known).localCheckpoint()
     edges.unpersist()
     all_levels.unpersist()
     decided.unpersist()
-    return assignments, params
+    return assigned, params
 
 
 def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], None] | None = None) -> EmpiReport:
@@ -232,11 +210,7 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     if registry is None:
         changed_records, unchanged, differing = records, None, None
     else:
-        # (record, fingerprint) pairs on both sides: new, changed and deleted records, by one narrow join
-        differing = (records.select("record_id", "fingerprint")
-                     .join(registry.select("record_id", F.col("fingerprint").alias("_old")), "record_id", "full")
-                     .where(~F.col("fingerprint").eqNullSafe(F.col("_old")))
-                     .select("record_id", F.col("fingerprint").isNull().alias("deleted")).localCheckpoint())
+        differing = registry_changes(records, registry).localCheckpoint()
         changed_records = records.join(_small(differing.where("NOT deleted").select("record_id")), "record_id",
                                        "left_semi")
         unchanged = registry.join(_small(differing.select("record_id")), "record_id", "left_anti")
@@ -257,15 +231,15 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     anchored = pinned_rows if kept is None else kept.select(*feature_columns, "master_id").unionByName(pinned_rows)
     matched = fresh.count()
     estimate = registry is None and matched >= empi_config()["estimate_min_records"]
-    assignments, params = match_records(spark, fresh, anchored if kept is not None or pinned_rows.count() else None,
-                                        estimate=estimate, step=step)
+    assigned, params = match_records(spark, fresh, anchored if kept is not None or pinned_rows.count() else None,
+                                     estimate=estimate, step=step)
     if estimate:
         Path(empi_path("model.json")).parent.mkdir(parents=True, exist_ok=True)
         Path(empi_path("model.json")).write_text(json.dumps(params, indent=1), encoding="utf-8")
     now = F.lit(datetime.now().astimezone()).cast("timestamp")
     manual = pinned_rows.select(*feature_columns, "master_id", F.lit("manual").alias("decision"),
                                 *[F.lit(None).cast(t).alias(c) for c, t in DECISION_DETAIL.items()])
-    decided = assignments.unionByName(manual).withColumn("matched_at", now)   # assignments are checkpointed
+    decided = assigned.unionByName(manual).withColumn("matched_at", now)   # assigned is checkpointed
     step(f"{matched:,} records matched")
     new_registry = decided if kept is None else decided.unionByName(kept.select(*decided.columns))
     update_silver_master_ids(spark, decided, kept)
@@ -274,10 +248,8 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     if old_golden is None:
         golden = golden_records(new_registry, records)
     else:
-        touched = decided.select("record_id").unionByName(differing.select("record_id"))
-        affected = (decided.select("master_id")
-                    .unionByName(registry.join(_small(touched), "record_id", "left_semi").select("master_id"))
-                    .distinct().localCheckpoint())
+        few_touched = decided.count() + differing.count() <= INCREMENTAL_BROADCAST_LIMIT
+        affected = affected_residents(decided, differing, registry, broadcast=few_touched).localCheckpoint()
         members = new_registry.join(_small(affected), "master_id", "left_semi").localCheckpoint()
         their_records = records.join(_small(members.select("record_id")), "record_id", "left_semi")
         golden = (old_golden.join(_small(affected), "master_id", "left_anti")

@@ -50,6 +50,20 @@ def candidate_pairs(left: DataFrame, right: DataFrame, rules: list[list[str]], m
     return reduce(DataFrame.unionByName, pairs).distinct()
 
 
+def records_to_compare(records: DataFrame, sample_share: float) -> DataFrame:
+    """The records whose candidate pairs are compared: those without a valid ID number, plus (``_sampled``) a
+    random ``sample_share`` of all records when m/u are to be estimated.
+
+    Why: a record with a valid ID number belongs to that number's resident whatever its pairs say (a county
+    has a few records without one in a hundred), so only records without one need scoring; an estimate also
+    needs pairs of ID-carrying records (two with the same valid number are labelled matches), and m is
+    estimated on the sample's pairs (the level-pattern shares EM works on barely move with the sample's size).
+    One blocking and comparison pass serves both.
+    """
+    return (records.withColumn("_sampled", F.rand(seed=11) < sample_share)
+            .where(~F.col("id_valid") | F.col("_sampled")))
+
+
 def comparison_levels(pairs: DataFrame, features: DataFrame, few_pairs: bool = False) -> DataFrame:
     """Each pair with both records' features and one level column per comparison (NULL = not comparable).
 
