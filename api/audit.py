@@ -96,12 +96,13 @@ GRANT INSERT, SELECT ON audit.empi_request TO drc_api;
 def ensure_audit_store() -> None:
     """Idempotent set-up, as the warehouse owner."""
     with warehouse_engine().begin() as conn:
-        conn.connection.driver_connection.cursor().execute(SETUP_SQL)   # no parameters: '%' stays literal
+        conn.connection.driver_connection.cursor().execute(SETUP_SQL)  # no parameters: '%' stays literal
 
 
 @dataclass
 class AuditEntry:
     """One request's audit row, filled in by the route as it learns what it served."""
+
     subject: str
     method: str
     path: str
@@ -121,8 +122,12 @@ class AuditEntry:
 
     def write(self, conn: sa.Connection, result: str, status_code: int) -> None:
         """Insert and commit on the request's own connection (after rolling back whatever failed on it)."""
-        row = {**self.__dict__, "query": json.dumps(self.query, ensure_ascii=False, default=str),
-               "result": result, "status_code": status_code}
+        row = {
+            **self.__dict__,
+            "query": json.dumps(self.query, ensure_ascii=False, default=str),
+            "result": result,
+            "status_code": status_code,
+        }
         if conn.in_transaction() and result != "allowed":
             conn.rollback()
         conn.execute(INSERT_SQL, row)
@@ -134,4 +139,5 @@ INSERT_SQL = sa.text(
     "resource_types, resource_count, returned_master_ids, query, purpose, break_glass, result, status_code, "
     "detail, client) VALUES (:subject, :role, :org_code, :token_id, :method, :path, :action, :master_id, "
     ":resource_types, :resource_count, :returned_master_ids, CAST(:query AS jsonb), :purpose, :break_glass, "
-    ":result, :status_code, :detail, :client)")
+    ":result, :status_code, :detail, :client)"
+)

@@ -21,30 +21,30 @@ from decimal import Decimal
 from typing import Any
 
 FHIR_VERSION = "4.0.1"
-CAPABILITY_DATE = "2026-12-05"      # when the CapabilityStatement below last changed (FHIR: publication date)
+CAPABILITY_DATE = "2026-12-05"  # when the CapabilityStatement below last changed (FHIR: publication date)
 SOFTWARE_NAME = "荥阳医共体数据资源中心 FHIR 接口"
-CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")   # naive datetimes (none expected) are county time
+CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")  # naive datetimes (none expected) are county time
 
 # Identifier systems
 MASTER_ID_SYSTEM = "urn:xydrc:master-id"
 LOCAL_ID_SYSTEM_PREFIX = "urn:xydrc:pid:"
 # 居民身份证号 namespace OID of the national health information standards (WS/T 500 CDA headers: 患者身份证号标识)
 ID_NUMBER_SYSTEM = "urn:oid:2.16.156.10011.1.3"
-KEY_SYSTEM_PREFIX = "urn:xydrc:key:"              # + encounter / diagnosis / lab-result / prescription / referral
-EXTENSION_PREFIX = "urn:xydrc:fhir:extension:"    # + total-fee / drug-fee / amount / unit-price
+KEY_SYSTEM_PREFIX = "urn:xydrc:key:"  # + encounter / diagnosis / lab-result / prescription / referral
+EXTENSION_PREFIX = "urn:xydrc:fhir:extension:"  # + total-fee / drug-fee / amount / unit-price
 
 # Code systems
 LOINC = "http://loinc.org"
-ICD10 = "http://hl7.org/fhir/sid/icd-10"          # ICD-10 国家临床版 2.0 codes are ICD-10 based (see module doc)
+ICD10 = "http://hl7.org/fhir/sid/icd-10"  # ICD-10 国家临床版 2.0 codes are ICD-10 based (see module doc)
 ATC = "http://www.whocc.no/atc"
 UCUM = "http://unitsofmeasure.org"
 SNOMED = "http://snomed.info/sct"
 TERMINOLOGY = "http://terminology.hl7.org/CodeSystem/"
 ACT_CODE = TERMINOLOGY + "v3-ActCode"
 INTERPRETATION = TERMINOLOGY + "v3-ObservationInterpretation"
-TCM_DISEASE = "urn:xydrc:gbt15657:disease"        # 中医病名 GB/T 15657
-TCM_SYNDROME = "urn:xydrc:gbt15657:syndrome"      # 中医证候 GB/T 15657
-NHSA_DRUG = "urn:xydrc:nhsa-drug"                 # 国家医保药品分类与代码
+TCM_DISEASE = "urn:xydrc:gbt15657:disease"  # 中医病名 GB/T 15657
+TCM_SYNDROME = "urn:xydrc:gbt15657:syndrome"  # 中医证候 GB/T 15657
+NHSA_DRUG = "urn:xydrc:nhsa-drug"  # 国家医保药品分类与代码
 
 SAFE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9\-.]+")
@@ -53,26 +53,66 @@ ID_HASH_CHARS = 12
 # GB/T 2261.1 sex code -> administrative-gender (9 未说明的性别 is not "other": it is unknown)
 GENDER = {"0": "unknown", "1": "male", "2": "female", "9": "unknown"}
 # 就诊类型 100 门诊 / 200 急诊 / 300 住院 -> v3-ActCode (the R4 Encounter.class value set)
-ENCOUNTER_CLASS = {"100": ("AMB", "ambulatory", "门诊"), "200": ("EMER", "emergency", "急诊"),
-                   "300": ("IMP", "inpatient encounter", "住院")}
+ENCOUNTER_CLASS = {
+    "100": ("AMB", "ambulatory", "门诊"),
+    "200": ("EMER", "emergency", "急诊"),
+    "300": ("IMP", "inpatient encounter", "住院"),
+}
 # source status words (fct_encounter.status) -> Encounter.status, first match wins
-ENCOUNTER_STATUS_WORDS = (("作废", "cancelled"), ("取消", "cancelled"), ("退号", "cancelled"), ("在院", "in-progress"),
-                          ("出院", "finished"), ("完成", "finished"))
+ENCOUNTER_STATUS_WORDS = (
+    ("作废", "cancelled"),
+    ("取消", "cancelled"),
+    ("退号", "cancelled"),
+    ("在院", "in-progress"),
+    ("出院", "finished"),
+    ("完成", "finished"),
+)
 # 出院情况 1 治愈 2 好转 3 未愈 4 死亡 9 其他
 DISCHARGE_OUTCOME = {"1": "治愈", "2": "好转", "3": "未愈", "4": "死亡", "9": "其他"}
-INTERPRETATION_CODES = {"H": ("High", "偏高"), "L": ("Low", "偏低"), "N": ("Normal", "正常"), "A": ("Abnormal", "异常"),
-                        "HH": ("Critical high", "危急偏高"), "LL": ("Critical low", "危急偏低")}
-UCUM_UNITS = {"U/L": "U/L", "IU/L": "[IU]/L", "umol/L": "umol/L", "μmol/L": "umol/L", "µmol/L": "umol/L",
-              "mmol/L": "mmol/L", "g/L": "g/L", "mg/L": "mg/L", "mg/dL": "mg/dL", "ng/mL": "ng/mL", "pg": "pg",
-              "fL": "fL", "%": "%", "10^9/L": "10*9/L", "×10^9/L": "10*9/L", "x10^9/L": "10*9/L",
-              "10^12/L": "10*12/L", "×10^12/L": "10*12/L", "x10^12/L": "10*12/L", "mmHg": "mm[Hg]", "s": "s"}
+INTERPRETATION_CODES = {
+    "H": ("High", "偏高"),
+    "L": ("Low", "偏低"),
+    "N": ("Normal", "正常"),
+    "A": ("Abnormal", "异常"),
+    "HH": ("Critical high", "危急偏高"),
+    "LL": ("Critical low", "危急偏低"),
+}
+UCUM_UNITS = {
+    "U/L": "U/L",
+    "IU/L": "[IU]/L",
+    "umol/L": "umol/L",
+    "μmol/L": "umol/L",
+    "µmol/L": "umol/L",
+    "mmol/L": "mmol/L",
+    "g/L": "g/L",
+    "mg/L": "mg/L",
+    "mg/dL": "mg/dL",
+    "ng/mL": "ng/mL",
+    "pg": "pg",
+    "fL": "fL",
+    "%": "%",
+    "10^9/L": "10*9/L",
+    "×10^9/L": "10*9/L",
+    "x10^9/L": "10*9/L",
+    "10^12/L": "10*12/L",
+    "×10^12/L": "10*12/L",
+    "x10^12/L": "10*12/L",
+    "mmHg": "mm[Hg]",
+    "s": "s",
+}
 RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[-~～–—]\s*(\d+(?:\.\d+)?)\s*$")
 # 用药频次 -> (v3-GTSAbbreviation code or None, frequency, period, periodUnit, 中文)
-FREQUENCY = {"qd": ("QD", 1, 1, "d", "每日1次"), "bid": ("BID", 2, 1, "d", "每日2次"),
-             "tid": ("TID", 3, 1, "d", "每日3次"), "qid": ("QID", 4, 1, "d", "每日4次"),
-             "qod": ("QOD", 1, 2, "d", "隔日1次"), "qw": ("WK", 1, 1, "wk", "每周1次"),
-             "q8h": (None, 1, 8, "h", "每8小时1次"), "q12h": (None, 1, 12, "h", "每12小时1次"),
-             "qn": (None, 1, 1, "d", "每晚1次")}
+FREQUENCY = {
+    "qd": ("QD", 1, 1, "d", "每日1次"),
+    "bid": ("BID", 2, 1, "d", "每日2次"),
+    "tid": ("TID", 3, 1, "d", "每日3次"),
+    "qid": ("QID", 4, 1, "d", "每日4次"),
+    "qod": ("QOD", 1, 2, "d", "隔日1次"),
+    "qw": ("WK", 1, 1, "wk", "每周1次"),
+    "q8h": (None, 1, 8, "h", "每8小时1次"),
+    "q12h": (None, 1, 12, "h", "每12小时1次"),
+    "qn": (None, 1, 1, "d", "每晚1次"),
+}
 DIRECTION = {"up": "上转", "down": "下转"}
 OUTCOME_SEVERITIES = {"fatal", "error", "warning", "information"}
 
@@ -90,7 +130,7 @@ def resource_id(key: Any) -> str:
     if SAFE_ID.fullmatch(text):
         return text
     digest = hashlib.sha256(text.encode()).hexdigest()[:ID_HASH_CHARS]
-    readable = UNSAFE_ID_CHARS.sub("-", text).strip("-.")[:64 - ID_HASH_CHARS - 1].rstrip("-.")
+    readable = UNSAFE_ID_CHARS.sub("-", text).strip("-.")[: 64 - ID_HASH_CHARS - 1].rstrip("-.")
     return f"{readable}-{digest}" if readable else digest
 
 
@@ -219,34 +259,67 @@ def patient(demo: Row, local_ids: list[Row]) -> Json:
     """Patient from marts.dim_patient (id_number, phone and address already masked per role) and PIX ids."""
     master_id = str(demo["master_id"])
     identifiers: list[Json | None] = [{"use": "official", "system": MASTER_ID_SYSTEM, "value": master_id}]
-    identifiers += [{"use": "secondary", "system": LOCAL_ID_SYSTEM_PREFIX + str(i["source_system"]),
-                     "value": _text(i.get("local_patient_id"))} for i in local_ids if _text(i.get("local_patient_id"))]
+    identifiers += [
+        {
+            "use": "secondary",
+            "system": LOCAL_ID_SYSTEM_PREFIX + str(i["source_system"]),
+            "value": _text(i.get("local_patient_id")),
+        }
+        for i in local_ids
+        if _text(i.get("local_patient_id"))
+    ]
     id_number, phone, address = (_text(demo.get(k)) for k in ("id_number", "phone", "address"))
     if id_number:
-        identifiers.append({"use": "official", "system": ID_NUMBER_SYSTEM, "value": id_number,
-                            "type": {"coding": [{"system": TERMINOLOGY + "v2-0203", "code": "NI",
-                                                 "display": "National unique individual identifier"}],
-                                     "text": "居民身份证号（脱敏）" if "*" in id_number else "居民身份证号"}})
+        identifiers.append(
+            {
+                "use": "official",
+                "system": ID_NUMBER_SYSTEM,
+                "value": id_number,
+                "type": {
+                    "coding": [
+                        {
+                            "system": TERMINOLOGY + "v2-0203",
+                            "code": "NI",
+                            "display": "National unique individual identifier",
+                        }
+                    ],
+                    "text": "居民身份证号（脱敏）" if "*" in id_number else "居民身份证号",
+                },
+            }
+        )
     masked = any(v and "*" in v for v in (id_number, phone, address))
     sex = _text(demo.get("sex_code"))
-    return _prune({
-        "resourceType": "Patient", "id": resource_id(master_id),
-        "meta": {"lastUpdated": _instant(demo.get("last_updated_at")),
-                 "security": [{"system": TERMINOLOGY + "v3-ObservationValue", "code": "MASKED",
-                               "display": "masked"}] if masked else None},
-        "identifier": identifiers,
-        "name": [{"use": "official", "text": _text(demo.get("name"))}] if _text(demo.get("name")) else None,
-        "telecom": [{"system": "phone", "value": phone,
-                     "use": "mobile" if len(phone) == 11 and phone.startswith("1") else None}] if phone else None,
-        "gender": GENDER.get(sex, "unknown") if sex else None,
-        "birthDate": _datetime(demo.get("birth_date")),
-        "address": [{"use": "home", "text": address, "country": "CN"}] if address else None,
-    })
+    return _prune(
+        {
+            "resourceType": "Patient",
+            "id": resource_id(master_id),
+            "meta": {
+                "lastUpdated": _instant(demo.get("last_updated_at")),
+                "security": [{"system": TERMINOLOGY + "v3-ObservationValue", "code": "MASKED", "display": "masked"}]
+                if masked
+                else None,
+            },
+            "identifier": identifiers,
+            "name": [{"use": "official", "text": _text(demo.get("name"))}] if _text(demo.get("name")) else None,
+            "telecom": [
+                {
+                    "system": "phone",
+                    "value": phone,
+                    "use": "mobile" if len(phone) == 11 and phone.startswith("1") else None,
+                }
+            ]
+            if phone
+            else None,
+            "gender": GENDER.get(sex, "unknown") if sex else None,
+            "birthDate": _datetime(demo.get("birth_date")),
+            "address": [{"use": "home", "text": address, "country": "CN"}] if address else None,
+        }
+    )
 
 
 def _encounter_status(row: Row) -> str:
     if row.get("is_duplicate_save"):
-        return "entered-in-error"        # the second save of one registration: not a visit of its own
+        return "entered-in-error"  # the second save of one registration: not a visit of its own
     if row.get("is_cancelled"):
         return "cancelled"
     status = _text(row.get("status")) or ""
@@ -254,8 +327,13 @@ def _encounter_status(row: Row) -> str:
         if word in status:
             return code
     if str(row.get("encounter_class_code")) == "300":
-        return ("finished" if row.get("discharged_at") or row.get("discharge_date")
-                else "in-progress" if row.get("admitted_at") or row.get("admission_date") else "unknown")
+        return (
+            "finished"
+            if row.get("discharged_at") or row.get("discharge_date")
+            else "in-progress"
+            if row.get("admitted_at") or row.get("admission_date")
+            else "unknown"
+        )
     return "finished" if row.get("visit_at") or row.get("visit_date") else "unknown"
 
 
@@ -265,36 +343,55 @@ def encounter(row: Row) -> Json:
     act, act_display, zh = ENCOUNTER_CLASS.get(class_code or "", (None, None, None))
     outcome = _text(row.get("discharge_outcome_code"))
     died = bool(row.get("is_died")) or outcome == "4"
-    disposition = _concept(DISCHARGE_OUTCOME.get(outcome or ""),
-                           _coding("urn:xydrc:discharge-outcome", outcome, DISCHARGE_OUTCOME.get(outcome or "")),
-                           _coding(TERMINOLOGY + "discharge-disposition", "exp", "Expired") if died else None)
+    disposition = _concept(
+        DISCHARGE_OUTCOME.get(outcome or ""),
+        _coding("urn:xydrc:discharge-outcome", outcome, DISCHARGE_OUTCOME.get(outcome or "")),
+        _coding(TERMINOLOGY + "discharge-disposition", "exp", "Expired") if died else None,
+    )
     diagnosis = _text(row.get("primary_diagnosis_name"))
     doctor = _text(row.get("doctor_name"))
     attender = {"coding": [{"system": TERMINOLOGY + "v3-ParticipationType", "code": "ATND", "display": "attender"}]}
-    return _prune({
-        "resourceType": "Encounter", "id": resource_id(row["encounter_key"]),
-        "extension": [_money_extension("total-fee", row.get("total_fee")),
-                      _money_extension("drug-fee", row.get("drug_fee"))],
-        "identifier": [_source_identifier("encounter-id", row, "encounter_id"),
-                       _key_identifier("encounter", row["encounter_key"])],
-        "status": _encounter_status(row),
-        "class": ({"system": ACT_CODE, "code": act, "display": act_display} if act else
-                  {"system": TERMINOLOGY + "v3-NullFlavor", "code": "UNK", "display": "unknown"}),
-        "type": [_concept(zh, _coding("urn:xydrc:encounter-class", class_code, zh))],
-        "serviceType": _concept(_text(row.get("department_name")),
-                                _coding("urn:xydrc:department", row.get("department_code"),
-                                        _text(row.get("department_name")))),
-        "subject": _patient_ref(row),
-        "participant": [{"type": [attender], "individual": {"display": doctor}}] if doctor else None,
-        "period": {"start": _datetime(row.get("admitted_at") or row.get("visit_at") or row.get("admission_date")
-                                      or row.get("visit_date")),
-                   "end": _datetime(row.get("discharged_at") or row.get("discharge_date"))},
-        "length": ({"value": _number(row["bed_days"]), "unit": "天", "system": UCUM, "code": "d"}
-                   if _number(row.get("bed_days")) is not None else None),
-        "reasonCode": [_concept(diagnosis, *_icd10(row.get("primary_diagnosis_code"), diagnosis))],
-        "hospitalization": {"dischargeDisposition": disposition} if outcome or died else None,
-        "serviceProvider": _org(row.get("org_code"), row.get("org_name")),
-    })
+    return _prune(
+        {
+            "resourceType": "Encounter",
+            "id": resource_id(row["encounter_key"]),
+            "extension": [
+                _money_extension("total-fee", row.get("total_fee")),
+                _money_extension("drug-fee", row.get("drug_fee")),
+            ],
+            "identifier": [
+                _source_identifier("encounter-id", row, "encounter_id"),
+                _key_identifier("encounter", row["encounter_key"]),
+            ],
+            "status": _encounter_status(row),
+            "class": (
+                {"system": ACT_CODE, "code": act, "display": act_display}
+                if act
+                else {"system": TERMINOLOGY + "v3-NullFlavor", "code": "UNK", "display": "unknown"}
+            ),
+            "type": [_concept(zh, _coding("urn:xydrc:encounter-class", class_code, zh))],
+            "serviceType": _concept(
+                _text(row.get("department_name")),
+                _coding("urn:xydrc:department", row.get("department_code"), _text(row.get("department_name"))),
+            ),
+            "subject": _patient_ref(row),
+            "participant": [{"type": [attender], "individual": {"display": doctor}}] if doctor else None,
+            "period": {
+                "start": _datetime(
+                    row.get("admitted_at") or row.get("visit_at") or row.get("admission_date") or row.get("visit_date")
+                ),
+                "end": _datetime(row.get("discharged_at") or row.get("discharge_date")),
+            },
+            "length": (
+                {"value": _number(row["bed_days"]), "unit": "天", "system": UCUM, "code": "d"}
+                if _number(row.get("bed_days")) is not None
+                else None
+            ),
+            "reasonCode": [_concept(diagnosis, *_icd10(row.get("primary_diagnosis_code"), diagnosis))],
+            "hospitalization": {"dischargeDisposition": disposition} if outcome or died else None,
+            "serviceProvider": _org(row.get("org_code"), row.get("org_name")),
+        }
+    )
 
 
 def condition(row: Row) -> Json:
@@ -306,21 +403,41 @@ def condition(row: Row) -> Json:
     category_text = f"{kind}诊断" if kind else None
     if category_text and row.get("is_primary"):
         category_text += "（主要诊断）"
-    return _prune({
-        "resourceType": "Condition", "id": resource_id(row["diagnosis_key"]),
-        "identifier": [_key_identifier("diagnosis", row["diagnosis_key"])],
-        "verificationStatus": {"coding": [{"system": TERMINOLOGY + "condition-ver-status",
-                                           "code": "provisional" if provisional else "confirmed",
-                                           "display": "Provisional" if provisional else "Confirmed"}]},
-        "category": [_concept(category_text, {"system": TERMINOLOGY + "condition-category",
-                                              "code": "encounter-diagnosis", "display": "Encounter Diagnosis"})],
-        "code": _concept(name, *_icd10(row.get("diagnosis_code"), name, row.get("icd_category")),
-                         _coding(TCM_DISEASE, row.get("tcm_disease_code")),
-                         _coding(TCM_SYNDROME, row.get("tcm_syndrome_code"))),
-        "subject": _patient_ref(row),
-        "encounter": _encounter_ref(row),
-        "recordedDate": _datetime(row.get("diagnosed_at") or row.get("diagnosed_date")),
-    })
+    return _prune(
+        {
+            "resourceType": "Condition",
+            "id": resource_id(row["diagnosis_key"]),
+            "identifier": [_key_identifier("diagnosis", row["diagnosis_key"])],
+            "verificationStatus": {
+                "coding": [
+                    {
+                        "system": TERMINOLOGY + "condition-ver-status",
+                        "code": "provisional" if provisional else "confirmed",
+                        "display": "Provisional" if provisional else "Confirmed",
+                    }
+                ]
+            },
+            "category": [
+                _concept(
+                    category_text,
+                    {
+                        "system": TERMINOLOGY + "condition-category",
+                        "code": "encounter-diagnosis",
+                        "display": "Encounter Diagnosis",
+                    },
+                )
+            ],
+            "code": _concept(
+                name,
+                *_icd10(row.get("diagnosis_code"), name, row.get("icd_category")),
+                _coding(TCM_DISEASE, row.get("tcm_disease_code")),
+                _coding(TCM_SYNDROME, row.get("tcm_syndrome_code")),
+            ),
+            "subject": _patient_ref(row),
+            "encounter": _encounter_ref(row),
+            "recordedDate": _datetime(row.get("diagnosed_at") or row.get("diagnosed_date")),
+        }
+    )
 
 
 def _reference_range(text: str | None, unit: str | None) -> Json | None:
@@ -341,28 +458,42 @@ def observation(row: Row) -> Json:
     english, chinese = INTERPRETATION_CODES.get(flag or "", (None, None))
     reported = row.get("reported_at") or row.get("reported_date")
     order = _source_identifier("lab-order-id", row, "lab_order_id")
-    return _prune({
-        "resourceType": "Observation", "id": resource_id(row["lab_result_key"]),
-        "identifier": [_key_identifier("lab-result", row["lab_result_key"])],
-        "basedOn": [{"identifier": order, "display": "检验申请"}] if order else None,
-        "status": "final",
-        "category": [{"coding": [{"system": TERMINOLOGY + "observation-category", "code": "laboratory",
-                                  "display": "Laboratory"}]}],
-        "code": _concept(name or "检验项目", _coding(LOINC, row.get("item_code")),
-                         _coding(_local_system("lab-item", row), row.get("item_source_code"), name)),
-        "subject": _patient_ref(row),
-        "encounter": _encounter_ref(row),
-        "effectiveDateTime": _datetime(reported),
-        "issued": _instant(row.get("reported_at")),
-        "performer": [_org(row.get("org_code"), row.get("org_name"))],
-        "valueQuantity": value,
-        "valueString": result if value is None else None,
-        "dataAbsentReason": ({"coding": [{"system": TERMINOLOGY + "data-absent-reason", "code": "unknown",
-                                          "display": "Unknown"}]} if value is None and not result else None),
-        "interpretation": [_concept(chinese, _coding(INTERPRETATION, flag, english))] if english else None,
-        "specimen": {"display": _text(row.get("specimen"))},
-        "referenceRange": [_reference_range(_text(row.get("reference_range")), unit)],
-    })
+    return _prune(
+        {
+            "resourceType": "Observation",
+            "id": resource_id(row["lab_result_key"]),
+            "identifier": [_key_identifier("lab-result", row["lab_result_key"])],
+            "basedOn": [{"identifier": order, "display": "检验申请"}] if order else None,
+            "status": "final",
+            "category": [
+                {
+                    "coding": [
+                        {"system": TERMINOLOGY + "observation-category", "code": "laboratory", "display": "Laboratory"}
+                    ]
+                }
+            ],
+            "code": _concept(
+                name or "检验项目",
+                _coding(LOINC, row.get("item_code")),
+                _coding(_local_system("lab-item", row), row.get("item_source_code"), name),
+            ),
+            "subject": _patient_ref(row),
+            "encounter": _encounter_ref(row),
+            "effectiveDateTime": _datetime(reported),
+            "issued": _instant(row.get("reported_at")),
+            "performer": [_org(row.get("org_code"), row.get("org_name"))],
+            "valueQuantity": value,
+            "valueString": result if value is None else None,
+            "dataAbsentReason": (
+                {"coding": [{"system": TERMINOLOGY + "data-absent-reason", "code": "unknown", "display": "Unknown"}]}
+                if value is None and not result
+                else None
+            ),
+            "interpretation": [_concept(chinese, _coding(INTERPRETATION, flag, english))] if english else None,
+            "specimen": {"display": _text(row.get("specimen"))},
+            "referenceRange": [_reference_range(_text(row.get("reference_range")), unit)],
+        }
+    )
 
 
 def _dosage(frequency: str | None) -> Json | None:
@@ -374,9 +505,13 @@ def _dosage(frequency: str | None) -> Json | None:
     if not known:
         return {"text": frequency, "timing": {"code": {"text": frequency}}}
     code, times, period, unit, zh = known
-    return {"text": zh, "timing": {
-        "repeat": {"frequency": times, "period": period, "periodUnit": unit},
-        "code": _concept(frequency, _coding(TERMINOLOGY + "v3-GTSAbbreviation", code))}}
+    return {
+        "text": zh,
+        "timing": {
+            "repeat": {"frequency": times, "period": period, "periodUnit": unit},
+            "code": _concept(frequency, _coding(TERMINOLOGY + "v3-GTSAbbreviation", code)),
+        },
+    }
 
 
 def medication_request(row: Row) -> Json:
@@ -388,27 +523,43 @@ def medication_request(row: Row) -> Json:
     # issued prescriptions of counted visits; the warehouse holds no dispensing or stop events
     status = "completed" if row.get("is_counted") else "unknown"
     medication = f"{name}（{specification}）" if name and specification else name or "药品"
-    return _prune({
-        "resourceType": "MedicationRequest", "id": resource_id(row["prescription_key"]),
-        "extension": [_money_extension("amount", row.get("amount")),
-                      _money_extension("unit-price", row.get("unit_price"))],
-        "identifier": [_source_identifier("prescription-id", row, "prescription_id"),
-                       _key_identifier("prescription", row["prescription_key"])],
-        "status": status, "intent": "order",
-        "category": [_concept(None, _coding(TERMINOLOGY + "medicationrequest-category", setting,
-                                            setting.capitalize() if setting else None)),
-                     _concept(category, _coding("urn:xydrc:drug-category", category, category))],
-        "medicationCodeableConcept": _concept(medication,
-                                              _coding(ATC, row.get("atc_code")),
-                                              _coding(NHSA_DRUG, row.get("drug_code"), name),
-                                              _coding(_local_system("drug", row), row.get("drug_source_code"), name)),
-        "subject": _patient_ref(row),
-        "encounter": _encounter_ref(row),
-        "authoredOn": _datetime(row.get("prescribed_at") or row.get("prescribed_date")),
-        "requester": _org(row.get("org_code"), row.get("org_name")),
-        "dosageInstruction": [_dosage(_text(row.get("frequency_code")))],
-        "dispenseRequest": {"quantity": _quantity(row.get("quantity"), _text(row.get("unit")))},
-    })
+    return _prune(
+        {
+            "resourceType": "MedicationRequest",
+            "id": resource_id(row["prescription_key"]),
+            "extension": [
+                _money_extension("amount", row.get("amount")),
+                _money_extension("unit-price", row.get("unit_price")),
+            ],
+            "identifier": [
+                _source_identifier("prescription-id", row, "prescription_id"),
+                _key_identifier("prescription", row["prescription_key"]),
+            ],
+            "status": status,
+            "intent": "order",
+            "category": [
+                _concept(
+                    None,
+                    _coding(
+                        TERMINOLOGY + "medicationrequest-category", setting, setting.capitalize() if setting else None
+                    ),
+                ),
+                _concept(category, _coding("urn:xydrc:drug-category", category, category)),
+            ],
+            "medicationCodeableConcept": _concept(
+                medication,
+                _coding(ATC, row.get("atc_code")),
+                _coding(NHSA_DRUG, row.get("drug_code"), name),
+                _coding(_local_system("drug", row), row.get("drug_source_code"), name),
+            ),
+            "subject": _patient_ref(row),
+            "encounter": _encounter_ref(row),
+            "authoredOn": _datetime(row.get("prescribed_at") or row.get("prescribed_date")),
+            "requester": _org(row.get("org_code"), row.get("org_name")),
+            "dosageInstruction": [_dosage(_text(row.get("frequency_code")))],
+            "dispenseRequest": {"quantity": _quantity(row.get("quantity"), _text(row.get("unit")))},
+        }
+    )
 
 
 def _referral_status(row: Row) -> str:
@@ -418,7 +569,7 @@ def _referral_status(row: Row) -> str:
     if "完成" in status:
         return "completed"
     if "待" in status or "接" in status or row.get("received_at"):
-        return "active"                  # waiting for, or taken in by, the receiving institution
+        return "active"  # waiting for, or taken in by, the receiving institution
     return "unknown"
 
 
@@ -430,38 +581,63 @@ def service_request(row: Row) -> Json:
     received = _datetime(row.get("received_at") or row.get("received_date"))
     diagnosis = _text(row.get("diagnosis_name"))
     note = f"转诊状态：{status}" + (f"（接收时间 {received}）" if received else "") if status else None
-    return _prune({
-        "resourceType": "ServiceRequest", "id": resource_id(row["referral_key"]),
-        "identifier": [_source_identifier("referral-id", row, "referral_id"),
-                       _key_identifier("referral", row["referral_key"])],
-        "status": _referral_status(row), "intent": "order",
-        "category": [_concept(direction_zh, _coding("urn:xydrc:referral-direction", direction, direction_zh))],
-        "code": _concept("双向转诊", _coding(SNOMED, "3457005", "Patient referral")),
-        "subject": _patient_ref(row),
-        "authoredOn": _datetime(row.get("requested_at") or row.get("request_date")),
-        "requester": _org(row.get("from_org_code"), row.get("from_org_name")),
-        "performer": [_org(row.get("to_org_code"), row.get("to_org_name") or row.get("org_name"))],
-        "reasonCode": [_concept(diagnosis, *_icd10(row.get("diagnosis_code"), diagnosis, row.get("icd_category"))),
-                       _concept(_text(row.get("reason")))],
-        "note": [{"text": note}],
-    })
+    return _prune(
+        {
+            "resourceType": "ServiceRequest",
+            "id": resource_id(row["referral_key"]),
+            "identifier": [
+                _source_identifier("referral-id", row, "referral_id"),
+                _key_identifier("referral", row["referral_key"]),
+            ],
+            "status": _referral_status(row),
+            "intent": "order",
+            "category": [_concept(direction_zh, _coding("urn:xydrc:referral-direction", direction, direction_zh))],
+            "code": _concept("双向转诊", _coding(SNOMED, "3457005", "Patient referral")),
+            "subject": _patient_ref(row),
+            "authoredOn": _datetime(row.get("requested_at") or row.get("request_date")),
+            "requester": _org(row.get("from_org_code"), row.get("from_org_name")),
+            "performer": [_org(row.get("to_org_code"), row.get("to_org_name") or row.get("org_name"))],
+            "reasonCode": [
+                _concept(diagnosis, *_icd10(row.get("diagnosis_code"), diagnosis, row.get("icd_category"))),
+                _concept(_text(row.get("reason"))),
+            ],
+            "note": [{"text": note}],
+        }
+    )
 
 
 # --- bundles, capability, outcome -----------------------------------------------------------------------------
 def _entry(resource: Json, base_url: str) -> Json:
-    return {"fullUrl": f"{base_url}/{resource['resourceType']}/{resource['id']}", "resource": resource,
-            "search": {"mode": "match"}}
+    return {
+        "fullUrl": f"{base_url}/{resource['resourceType']}/{resource['id']}",
+        "resource": resource,
+        "search": {"mode": "match"},
+    }
 
 
-def searchset(resources: list[Json], total: int, self_url: str, next_url: str | None, base_url: str, *,
-              timestamp: datetime | None = None) -> Json:
+def searchset(
+    resources: list[Json],
+    total: int,
+    self_url: str,
+    next_url: str | None,
+    base_url: str,
+    *,
+    timestamp: datetime | None = None,
+) -> Json:
     """Bundle searchset of one page; ``total`` counts every match, ``next_url`` links the following page."""
-    return _prune({
-        "resourceType": "Bundle", "type": "searchset", "timestamp": _instant(timestamp), "total": total,
-        "link": [{"relation": "self", "url": self_url},
-                 {"relation": "next", "url": next_url} if next_url else None],
-        "entry": [_entry(r, base_url) for r in resources],
-    })
+    return _prune(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "timestamp": _instant(timestamp),
+            "total": total,
+            "link": [
+                {"relation": "self", "url": self_url},
+                {"relation": "next", "url": next_url} if next_url else None,
+            ],
+            "entry": [_entry(r, base_url) for r in resources],
+        }
+    )
 
 
 def everything(resources: list[Json], base_url: str, *, timestamp: datetime | None = None) -> Json:
@@ -486,33 +662,56 @@ def capability_statement(base_url: str, version: str) -> Json:
         return {"type": kind, "interaction": [{"code": "search-type"}], "searchParam": _search_params(*params)}
 
     return {
-        "resourceType": "CapabilityStatement", "name": "XydrcClinicalLookup", "title": SOFTWARE_NAME,
-        "status": "active", "experimental": False, "date": CAPABILITY_DATE, "publisher": "荥阳医共体数据资源中心",
+        "resourceType": "CapabilityStatement",
+        "name": "XydrcClinicalLookup",
+        "title": SOFTWARE_NAME,
+        "status": "active",
+        "experimental": False,
+        "date": CAPABILITY_DATE,
+        "publisher": "荥阳医共体数据资源中心",
         "description": "荥阳医共体数据资源中心临床调阅接口：居民主索引、就诊、诊断、检验、处方与双向转诊（只读）",
-        "kind": "instance", "software": {"name": SOFTWARE_NAME, "version": version},
+        "kind": "instance",
+        "software": {"name": SOFTWARE_NAME, "version": version},
         "implementation": {"description": SOFTWARE_NAME, "url": base_url},
-        "fhirVersion": FHIR_VERSION, "format": ["json", "application/fhir+json"],
-        "rest": [{
-            "mode": "server",
-            "documentation": "分页：_count（每页条数，≤200）与 _offset；跨机构调阅须以 reason 说明理由（紧急调阅），"
-                             "全部访问记入审计。",
-            "security": {"description": "Bearer 令牌（./drc api-token 签发）；按角色授权与脱敏"},
-            "resource": [
-                {"type": "Patient", "interaction": [{"code": "read"}, {"code": "search-type"}],
-                 "searchParam": _search_params(
-                     ("identifier", "token", "system|value：urn:xydrc:master-id、urn:xydrc:pid:<来源系统>、"
-                                             f"{ID_NUMBER_SYSTEM}（身份证号）"),
-                     ("name", "string", "姓名（须与 birthdate 同用）"), ("birthdate", "date", "出生日期"),
-                     ("gender", "token", "male | female | unknown")),
-                 "operation": [{"name": "everything",
-                                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]},
-                clinical("Encounter", "就诊日期"),
-                clinical("Condition", "诊断日期", "ICD-10 诊断编码"),
-                clinical("Observation", "报告日期", "LOINC 检验项目代码"),
-                clinical("MedicationRequest", "开方日期", "ATC 代码"),
-                clinical("ServiceRequest", "转诊申请日期"),
-            ],
-        }],
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "分页：_count（每页条数，≤200）与 _offset；跨机构调阅须以 reason "
+                "说明理由（紧急调阅），"
+                "全部访问记入审计。",
+                "security": {"description": "Bearer 令牌（./drc api-token 签发）；按角色授权与脱敏"},
+                "resource": [
+                    {
+                        "type": "Patient",
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "searchParam": _search_params(
+                            (
+                                "identifier",
+                                "token",
+                                "system|value：urn:xydrc:master-id、urn:xydrc:pid:<来源系统>、"
+                                f"{ID_NUMBER_SYSTEM}（身份证号）",
+                            ),
+                            ("name", "string", "姓名（须与 birthdate 同用）"),
+                            ("birthdate", "date", "出生日期"),
+                            ("gender", "token", "male | female | unknown"),
+                        ),
+                        "operation": [
+                            {
+                                "name": "everything",
+                                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                            }
+                        ],
+                    },
+                    clinical("Encounter", "就诊日期"),
+                    clinical("Condition", "诊断日期", "ICD-10 诊断编码"),
+                    clinical("Observation", "报告日期", "LOINC 检验项目代码"),
+                    clinical("MedicationRequest", "开方日期", "ATC 代码"),
+                    clinical("ServiceRequest", "转诊申请日期"),
+                ],
+            }
+        ],
     }
 
 
@@ -520,5 +719,7 @@ def operation_outcome(code: str, text: str, severity: str = "error") -> Json:
     """OperationOutcome with one issue; ``code`` from the FHIR issue-type value set (invalid, forbidden, …)."""
     if severity not in OUTCOME_SEVERITIES:
         raise ValueError(f"OperationOutcome severity must be one of {sorted(OUTCOME_SEVERITIES)}, not {severity!r}")
-    return {"resourceType": "OperationOutcome",
-            "issue": [{"severity": severity, "code": code, "details": {"text": text}, "diagnostics": text}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "details": {"text": text}, "diagnostics": text}],
+    }

@@ -31,13 +31,20 @@ the record across member institutions, HL7 FHIR R4, EMPI stewardship and the aud
 * 脱敏 Masking: 身份证号、电话、住址按角色脱敏（config/access/roles.yaml）。
 """
 
-app = FastAPI(title="荥阳医共体数据资源中心 · 临床调阅接口 (Clinical lookup API)", version="1.0.0",
-              description=DESCRIPTION, docs_url=None, redoc_url=None,
-              openapi_tags=[{"name": "患者 patients", "description": "检索与调阅 Search and record (PDQ/PIX)"},
-                            {"name": "FHIR R4", "description": "HL7 FHIR R4 资源 resources"},
-                            {"name": "主索引 EMPI", "description": "主索引管理 EMPI stewardship"},
-                            {"name": "审计 audit", "description": "审计日志 Audit trail"},
-                            {"name": "ops", "description": "运行状态 Health"}])
+app = FastAPI(
+    title="荥阳医共体数据资源中心 · 临床调阅接口 (Clinical lookup API)",
+    version="1.0.0",
+    description=DESCRIPTION,
+    docs_url=None,
+    redoc_url=None,
+    openapi_tags=[
+        {"name": "患者 patients", "description": "检索与调阅 Search and record (PDQ/PIX)"},
+        {"name": "FHIR R4", "description": "HL7 FHIR R4 资源 resources"},
+        {"name": "主索引 EMPI", "description": "主索引管理 EMPI stewardship"},
+        {"name": "审计 audit", "description": "审计日志 Audit trail"},
+        {"name": "ops", "description": "运行状态 Health"},
+    ],
+)
 app.include_router(patients.router)
 app.include_router(fhir.router, prefix=FHIR_PREFIX)
 app.include_router(empi.router)
@@ -54,27 +61,37 @@ def health() -> dict[str, str]:
 def _assets_missing() -> HTMLResponse | None:
     if (ASSETS_DIR / "swagger-ui-bundle.js").is_file() and (ASSETS_DIR / "redoc.standalone.js").is_file():
         return None
-    return HTMLResponse(f"<p>接口文档资源缺失，请运行 ./drc setup / API docs assets missing in {ASSETS_DIR}: "
-                        "run ./drc setup</p>", status_code=503)
+    return HTMLResponse(
+        f"<p>接口文档资源缺失，请运行 ./drc setup / API docs assets missing in {ASSETS_DIR}: run ./drc setup</p>",
+        status_code=503,
+    )
 
 
 @app.get("/docs", include_in_schema=False)
 def swagger_ui() -> HTMLResponse:
     return _assets_missing() or get_swagger_ui_html(
-        openapi_url=app.openapi_url, title=f"{app.title} · Swagger UI",
-        swagger_js_url="/static/docs/swagger-ui-bundle.js", swagger_css_url="/static/docs/swagger-ui.css",
-        swagger_favicon_url="/static/docs/favicon-32x32.png")
+        openapi_url=app.openapi_url,
+        title=f"{app.title} · Swagger UI",
+        swagger_js_url="/static/docs/swagger-ui-bundle.js",
+        swagger_css_url="/static/docs/swagger-ui.css",
+        swagger_favicon_url="/static/docs/favicon-32x32.png",
+    )
 
 
 @app.get("/redoc", include_in_schema=False)
 def redoc() -> HTMLResponse:
     return _assets_missing() or get_redoc_html(
-        openapi_url=app.openapi_url, title=f"{app.title} · ReDoc", redoc_js_url="/static/docs/redoc.standalone.js",
-        redoc_favicon_url="/static/docs/favicon-32x32.png", with_google_fonts=False)
+        openapi_url=app.openapi_url,
+        title=f"{app.title} · ReDoc",
+        redoc_js_url="/static/docs/redoc.standalone.js",
+        redoc_favicon_url="/static/docs/favicon-32x32.png",
+        with_google_fonts=False,
+    )
 
 
-def _error(request: Request, status_code: int, message: str, extra: dict | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    request: Request, status_code: int, message: str, extra: dict | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """FHIR clients get an OperationOutcome, everyone else {"detail": "中文 / English"}."""
     if request.url.path.startswith(FHIR_PREFIX):
         return fhir.outcome_response(status_code, message, headers)
@@ -94,8 +111,7 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
 @app.exception_handler(RequestValidationError)
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 naming each bad parameter; the offending value is not echoed (it may be an ID number)."""
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-              for e in exc.errors()]
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
     where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
     return _error(request, 422, f"请求参数不合法 / invalid request: {where}", {"errors": errors})
 
@@ -103,7 +119,9 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
 @app.exception_handler(Exception)
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
     reference = uuid.uuid4().hex[:12]
-    log.error("request %s %s failed (reference %s): %s", request.method, request.url.path, reference,
-              type(exc).__name__)
-    return _error(request, 500, f"服务器内部错误，请联系平台管理员并提供编号 {reference} / internal error, "
-                                f"reference {reference}")
+    log.error(
+        "request %s %s failed (reference %s): %s", request.method, request.url.path, reference, type(exc).__name__
+    )
+    return _error(
+        request, 500, f"服务器内部错误，请联系平台管理员并提供编号 {reference} / internal error, reference {reference}"
+    )

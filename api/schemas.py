@@ -39,6 +39,7 @@ class LocalId(BaseModel):
 
 class Page(BaseModel):
     """One page of a resident's records, newest first."""
+
     total: int = Field(description="符合条件的记录总数")
     limit: int
     offset: int
@@ -88,7 +89,8 @@ class AuditEvent(BaseModel):
     resource_types: list[str] | None
     resource_count: int | None
     returned_master_ids: list[str] | None = Field(
-        None, description="检索返回的居民主索引号 / the residents a search returned")
+        None, description="检索返回的居民主索引号 / the residents a search returned"
+    )
     purpose: str | None
     break_glass: bool
     result: str

@@ -33,7 +33,7 @@ ALGORITHM = "HS256"
 MAX_TOKEN_HOURS = 12
 REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss", "sub", "jti", "role"]
 REVOKED_SQL = sa.text("SELECT revoked_at IS NOT NULL FROM audit.api_token WHERE token_id = :id")
-REVOCATION_RECHECK_SECONDS = 2.0      # a revoked token stops working within this long, in every worker
+REVOCATION_RECHECK_SECONDS = 2.0  # a revoked token stops working within this long, in every worker
 _token_checked: dict[str, float] = {}
 bearer = HTTPBearer(auto_error=False, description="./drc api-token --user <login> 签发的访问令牌")
 
@@ -66,31 +66,57 @@ def issue_token(login: str, hours: float = 8, issued_by: str = "cli") -> tuple[s
     _, users = api_roles()
     user = users.get(login)
     if user is None:
-        raise ValueError(f"no API user '{login}' in config/access/roles.yaml (api_roles); "
-                         "list them with ./drc api-token --list")
+        raise ValueError(
+            f"no API user '{login}' in config/access/roles.yaml (api_roles); list them with ./drc api-token --list"
+        )
     if not 0 < hours <= MAX_TOKEN_HOURS:
         raise ValueError(f"a token lives at most {MAX_TOKEN_HOURS} hours (asked for {hours})")
     now = datetime.now(UTC).replace(microsecond=0)
     token_id = uuid.uuid4().hex
     expires = now + timedelta(hours=hours)
-    claims = {"sub": user.login, "name": user.name, "role": user.role, "org": user.org_code,
-              "township": user.township, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": expires,
-              "jti": token_id}
+    claims = {
+        "sub": user.login,
+        "name": user.name,
+        "role": user.role,
+        "org": user.org_code,
+        "township": user.township,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": expires,
+        "jti": token_id,
+    }
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO audit.api_token (token_id, login, role, org_code, issued_at, expires_at, issued_by) "
-            "VALUES (:id, :login, :role, :org, :iat, :exp, :by)"),
-            {"id": token_id, "login": user.login, "role": user.role, "org": user.org_code, "iat": now,
-             "exp": expires, "by": issued_by})
+        conn.execute(
+            sa.text(
+                "INSERT INTO audit.api_token (token_id, login, role, org_code, issued_at, expires_at, issued_by) "
+                "VALUES (:id, :login, :role, :org, :iat, :exp, :by)"
+            ),
+            {
+                "id": token_id,
+                "login": user.login,
+                "role": user.role,
+                "org": user.org_code,
+                "iat": now,
+                "exp": expires,
+                "by": issued_by,
+            },
+        )
     return jwt.encode(claims, get_settings().api_signing_key, algorithm=ALGORITHM), token_id
 
 
 def revoke_token(token_id: str, revoked_by: str, reason: str) -> bool:
     with warehouse_engine().begin() as conn:
-        return conn.execute(sa.text(
-            "UPDATE audit.api_token SET revoked_at = now(), revoked_by = :by, revoke_reason = :reason "
-            "WHERE token_id = :id AND revoked_at IS NULL"),
-            {"id": token_id, "by": revoked_by, "reason": reason}).rowcount == 1
+        return (
+            conn.execute(
+                sa.text(
+                    "UPDATE audit.api_token SET revoked_at = now(), revoked_by = :by, revoke_reason = :reason "
+                    "WHERE token_id = :id AND revoked_at IS NULL"
+                ),
+                {"id": token_id, "by": revoked_by, "reason": reason},
+            ).rowcount
+            == 1
+        )
 
 
 def _unauthorized(zh: str, en: str) -> ApiError:
@@ -108,32 +134,47 @@ Db = Annotated[sa.Connection, Depends(db_connection)]
 
 
 def _refuse_login(conn: sa.Connection, request: Request, subject: str, reason: str) -> None:
-    AuditEntry(subject=subject, method=request.method, path=request.url.path, action="authenticate",
-               client=request.client.host if request.client else None, detail=reason
-               ).write(conn, "unauthenticated", 401)
+    AuditEntry(
+        subject=subject,
+        method=request.method,
+        path=request.url.path,
+        action="authenticate",
+        client=request.client.host if request.client else None,
+        detail=reason,
+    ).write(conn, "unauthenticated", 401)
 
 
-def current_principal(request: Request, conn: Db,
-                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+def current_principal(
+    request: Request, conn: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
     """The caller, from a valid, unexpired, unrevoked token of a known user; 401 with what to do otherwise."""
     if credentials is None:
         _refuse_login(conn, request, "(none)", "no token")
-        raise _unauthorized("需要访问令牌（Authorization: Bearer <token>），请向平台管理员申请",
-                            "a bearer token is required; ask the platform admin (./drc api-token --user <login>)")
+        raise _unauthorized(
+            "需要访问令牌（Authorization: Bearer <token>），请向平台管理员申请",
+            "a bearer token is required; ask the platform admin (./drc api-token --user <login>)",
+        )
     try:
-        claims = jwt.decode(credentials.credentials, get_settings().api_signing_key, algorithms=[ALGORITHM],
-                            audience=AUDIENCE, issuer=ISSUER, options={"require": REQUIRED_CLAIMS})
+        claims = jwt.decode(
+            credentials.credentials,
+            get_settings().api_signing_key,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": REQUIRED_CLAIMS},
+        )
     except jwt.ExpiredSignatureError as exc:
         _refuse_login(conn, request, "(expired)", "expired token")
         raise _unauthorized("访问令牌已过期，请重新申请", "the token has expired; ask for a new one") from exc
     except jwt.PyJWTError as exc:
         _refuse_login(conn, request, "(invalid)", f"invalid token: {type(exc).__name__}")
-        raise _unauthorized("访问令牌无效", "the token is invalid (forged, malformed or for another service)") \
-            from exc
-    if claims["exp"] - claims["iat"] > MAX_TOKEN_HOURS * 3600:   # a key holder cannot mint a longer-lived one
+        raise _unauthorized("访问令牌无效", "the token is invalid (forged, malformed or for another service)") from exc
+    if claims["exp"] - claims["iat"] > MAX_TOKEN_HOURS * 3600:  # a key holder cannot mint a longer-lived one
         _refuse_login(conn, request, str(claims["sub"]), "token lifetime above the limit")
-        raise _unauthorized(f"访问令牌有效期超过 {MAX_TOKEN_HOURS} 小时，不予接受，请重新申请",
-                            f"the token lives longer than {MAX_TOKEN_HOURS} h; ask for a new one")
+        raise _unauthorized(
+            f"访问令牌有效期超过 {MAX_TOKEN_HOURS} 小时，不予接受，请重新申请",
+            f"the token lives longer than {MAX_TOKEN_HOURS} h; ask for a new one",
+        )
     roles, users = api_roles()
     user = users.get(claims["sub"])
     if user is None or user.role != claims["role"] or user.role not in roles:
@@ -155,14 +196,21 @@ def current_principal(request: Request, conn: Db,
     return Principal(user, roles[user.role], claims["jti"])
 
 
-def audited(request: Request, conn: Db,
-            principal: Annotated[Principal, Depends(current_principal)]) -> Iterator[AuditEntry]:
+def audited(
+    request: Request, conn: Db, principal: Annotated[Principal, Depends(current_principal)]
+) -> Iterator[AuditEntry]:
     """The request's audit row: written whatever the outcome, after the route has said what it served."""
     route = request.scope.get("route")
-    entry = AuditEntry(subject=principal.login, role=principal.user.role, org_code=principal.user.org_code,
-                       token_id=principal.token_id, method=request.method, path=request.url.path,
-                       action=getattr(route, "name", request.url.path),
-                       client=request.client.host if request.client else None)
+    entry = AuditEntry(
+        subject=principal.login,
+        role=principal.user.role,
+        org_code=principal.user.org_code,
+        token_id=principal.token_id,
+        method=request.method,
+        path=request.url.path,
+        action=getattr(route, "name", request.url.path),
+        client=request.client.host if request.client else None,
+    )
     try:
         yield entry
     except HTTPException as exc:

@@ -6,6 +6,7 @@ right after: the browser has Superset's static assets cached, and Superset its c
 emptied by every `./drc transform`, superset_config.py). Writes bench/results/dashboards.json and .md.
 Needs Superset running and the dashboards provisioned.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,14 @@ def browser():
     profile = tempfile.mkdtemp(prefix="drc-bench-")
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1920,1080", f"--user-data-dir={profile}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1920,1080",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options), profile
 
@@ -90,29 +97,48 @@ def main(argv: list[str] | None = None) -> None:
     try:
         log_in(driver, base)
         for dash in load_dashboards():
-            charts = len(chart_specs(sections(dash)[0][1]))   # what opening shows: the first tab
+            charts = len(chart_specs(sections(dash)[0][1]))  # what opening shows: the first tab
             cold = load(driver, base, dash["slug"], charts)
             warm = [load(driver, base, dash["slug"], charts) for _ in range(args.repeat)]
-            rows.append({"dashboard": dash["title"], "slug": dash["slug"], "charts": charts,
-                         "cold_s": round(cold, 2), "warm_median_s": round(statistics.median(warm), 2),
-                         "warm_max_s": round(max(warm), 2)})
-            print(f"  {dash['title']:<16} {charts:>3} charts  cold {cold:5.2f} s  "
-                  f"warm {rows[-1]['warm_median_s']:5.2f} s")
+            rows.append(
+                {
+                    "dashboard": dash["title"],
+                    "slug": dash["slug"],
+                    "charts": charts,
+                    "cold_s": round(cold, 2),
+                    "warm_median_s": round(statistics.median(warm), 2),
+                    "warm_max_s": round(max(warm), 2),
+                }
+            )
+            print(
+                f"  {dash['title']:<16} {charts:>3} charts  cold {cold:5.2f} s  warm {rows[-1]['warm_median_s']:5.2f} s"
+            )
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-    result = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": measured_on,
-              "warm_loads": args.repeat, "scale": os.environ.get("DRC_BENCH_SCALE", "demo (./drc demo)"),
-              "caching": "browser: static assets; Superset: chart results (FileSystemCache, emptied by each transform)",
-              "target_warm_s": 3.0, "dashboards": rows}
+    result = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": measured_on,
+        "warm_loads": args.repeat,
+        "scale": os.environ.get("DRC_BENCH_SCALE", "demo (./drc demo)"),
+        "caching": "browser: static assets; Superset: chart results (FileSystemCache, emptied by each transform)",
+        "target_warm_s": 3.0,
+        "dashboards": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dashboards.json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
-    lines = ["# 看板加载时间 · dashboard load (headless Chromium, analyst login)", "",
-             f"{describe(measured_on)}; {args.repeat} warm loads per dashboard; scale: {result['scale']}; "
-             f"caching: {result['caching']}.", "",
-             "| 看板 | 图表数 | 首次 (s) | 再次打开中位数 (s) | 再次打开最大 (s) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['dashboard']} | {r['charts']} | {r['cold_s']} | {r['warm_median_s']} | {r['warm_max_s']} |"
-              for r in rows]
+    lines = [
+        "# 看板加载时间 · dashboard load (headless Chromium, analyst login)",
+        "",
+        f"{describe(measured_on)}; {args.repeat} warm loads per dashboard; scale: {result['scale']}; "
+        f"caching: {result['caching']}.",
+        "",
+        "| 看板 | 图表数 | 首次 (s) | 再次打开中位数 (s) | 再次打开最大 (s) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['dashboard']} | {r['charts']} | {r['cold_s']} | {r['warm_median_s']} | {r['warm_max_s']} |" for r in rows
+    ]
     (RESULTS / "dashboards.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -34,10 +34,16 @@ RESULTS = Path(__file__).parent / "results"
 REFERENCE_DAY = date(2026, 11, 1)
 # Chance that a resident is registered at a system in a year (by the simulator's visit mix): nearly everyone
 # has a public-health archive, most visit the 云HIS clinics, fewer the hospitals.
-REGISTRATION = {"public_health": 0.85, "cloud_his": 0.55, "rmyy_his": 0.22, "zyy_his": 0.10, "private_api": 0.06,
-                "fy_files": 0.04}
-RE_REGISTRATION = 0.03   # a second local id at the same system (lost card, new registration)
-DAY_SHARE = 0.004        # the held-out day: new registrations of one day
+REGISTRATION = {
+    "public_health": 0.85,
+    "cloud_his": 0.55,
+    "rmyy_his": 0.22,
+    "zyy_his": 0.10,
+    "private_api": 0.06,
+    "fy_files": 0.04,
+}
+RE_REGISTRATION = 0.03  # a second local id at the same system (lost card, new registration)
+DAY_SHARE = 0.004  # the held-out day: new registrations of one day
 
 
 def build_records(residents: int, seed: int) -> tuple[list[dict], dict[str, int]]:
@@ -51,8 +57,12 @@ def build_records(residents: int, seed: int) -> tuple[list[dict], dict[str, int]
     records, truth = [], {}
     counters = dict.fromkeys(REGISTRATION, 0)
     for person in people:
-        systems = [s for s, p in REGISTRATION.items() if rng.random() < p
-                   and (s != "fy_files" or person.sex == 2 or REFERENCE_DAY.year - person.birth_date.year < 7)]
+        systems = [
+            s
+            for s, p in REGISTRATION.items()
+            if rng.random() < p
+            and (s != "fy_files" or person.sex == 2 or REFERENCE_DAY.year - person.birth_date.year < 7)
+        ]
         systems = systems or ["cloud_his"]
         systems += [s for s in systems if rng.random() < RE_REGISTRATION]
         for system in systems:
@@ -60,11 +70,20 @@ def build_records(residents: int, seed: int) -> tuple[list[dict], dict[str, int]
             local_id = f"{system[:2].upper()}{counters[system]:08d}"
             seen = recorded_identity(rng, person, dirt)
             record_id = f"{system}|{local_id}"
-            records.append({
-                "record_id": record_id, "source_system": system, "local_patient_id": local_id, "name": seen.name,
-                "sex_code": str(seen.sex), "birth_date": seen.birth_date, "id_number": seen.id_number,
-                "phone": seen.phone, "address": seen.address,
-                "source_updated_at": datetime(2026, 1, 1) + timedelta(minutes=rng.randrange(400_000))})
+            records.append(
+                {
+                    "record_id": record_id,
+                    "source_system": system,
+                    "local_patient_id": local_id,
+                    "name": seen.name,
+                    "sex_code": str(seen.sex),
+                    "birth_date": seen.birth_date,
+                    "id_number": seen.id_number,
+                    "phone": seen.phone,
+                    "address": seen.address,
+                    "source_updated_at": datetime(2026, 1, 1) + timedelta(minutes=rng.randrange(400_000)),
+                }
+            )
             truth[record_id] = person.resident_id
     return records, truth
 
@@ -76,9 +95,17 @@ def _write_silver_person(spark, rows: list[dict], mode: str) -> None:
 
     table = pa.Table.from_pylist(rows)
     df = spark.createDataFrame(table.to_pandas()).selectExpr(
-        "source_system", "local_patient_id", "name", "sex_code", "CAST(birth_date AS date) AS birth_date",
-        "id_number", "phone", "address", "CAST(source_updated_at AS timestamp) AS source_updated_at",
-        "CAST(NULL AS string) AS master_id")
+        "source_system",
+        "local_patient_id",
+        "name",
+        "sex_code",
+        "CAST(birth_date AS date) AS birth_date",
+        "id_number",
+        "phone",
+        "address",
+        "CAST(source_updated_at AS timestamp) AS source_updated_at",
+        "CAST(NULL AS string) AS master_id",
+    )
     df.write.format("delta").mode(mode).save(silver_path("person"))
 
 
@@ -100,19 +127,32 @@ def run_ours(records: list[dict], day: list[dict], truth: dict[str, int], lake: 
     print(f"  ours, full link: {full.records:,} records → {full.masters:,} residents in {full.seconds} s", flush=True)
     import pandas as pd
 
-    truth_df = spark.createDataFrame(pd.DataFrame({"record_id": list(truth),       # via Arrow: 1M+ rows
-                                                   "resident_id": [str(v) for v in truth.values()]}))
+    truth_df = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "record_id": list(truth),  # via Arrow: 1M+ rows
+                "resident_id": [str(v) for v in truth.values()],
+            }
+        )
+    )
     registry = read_delta(spark, identity.empi_path("records"))
-    quality_full = pairwise_quality(registry, truth_df)      # the history's records only, before the day
+    quality_full = pairwise_quality(registry, truth_df)  # the history's records only, before the day
     _write_silver_person(spark, day, "append")
     incremental = identity.run_empi(spark, progress=_step)
     print(f"  ours, one day: {incremental.matched:,} new records matched in {incremental.seconds} s", flush=True)
     registry = read_delta(spark, identity.empi_path("records"))
     quality = pairwise_quality(registry, truth_df)
     review = read_delta(spark, identity.empi_path("review_queue")).count()
-    return {"full_link_seconds": full.seconds, "day_seconds": incremental.seconds, "day_records": incremental.matched,
-            "residents_found": incremental.masters, "review_queue": review,
-            "review_share": round(review / max(quality["records"], 1), 5), "after_full_link": quality_full, **quality}
+    return {
+        "full_link_seconds": full.seconds,
+        "day_seconds": incremental.seconds,
+        "day_records": incremental.matched,
+        "residents_found": incremental.masters,
+        "review_queue": review,
+        "review_share": round(review / max(quality["records"], 1), 5),
+        "after_full_link": quality_full,
+        **quality,
+    }
 
 
 def _step(done: str) -> None:
@@ -155,16 +195,24 @@ def main(argv: list[str] | None = None) -> dict:
     day_ids = set(rng.sample(range(len(records)), int(len(records) * DAY_SHARE)))
     history = [r for i, r in enumerate(records) if i not in day_ids]
     day = [r for i, r in enumerate(records) if i in day_ids]
-    print(f"  {args.residents:,} residents → {len(records):,} person records "
-          f"({time.perf_counter() - started:.0f} s to generate); one day = {len(day):,} records", flush=True)
-    result = {"measured_at": datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "residents": args.residents, "records": len(records),
-              "ours": run_ours(history, day, truth, work / "lake"), "splink": {"skipped": "--skip-splink"}}
-    _save(result)                                   # ours is kept even if the peer fails
+    print(
+        f"  {args.residents:,} residents → {len(records):,} person records "
+        f"({time.perf_counter() - started:.0f} s to generate); one day = {len(day):,} records",
+        flush=True,
+    )
+    result = {
+        "measured_at": datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "residents": args.residents,
+        "records": len(records),
+        "ours": run_ours(history, day, truth, work / "lake"),
+        "splink": {"skipped": "--skip-splink"},
+    }
+    _save(result)  # ours is kept even if the peer fails
     if not args.skip_splink:
         from core.spark import get_spark
 
-        get_spark().stop()                          # the peer gets the machine to itself
+        get_spark().stop()  # the peer gets the machine to itself
         try:
             result["splink"] = run_splink(records, truth, work)
         except subprocess.CalledProcessError as exc:
@@ -181,14 +229,17 @@ def _save(result: dict) -> None:
 
 def _table(r: dict) -> str:
     o, s = r["ours"], r["splink"]
-    lines = [f"EMPI on {r['records']:,} person records of {r['residents']:,} residents ({describe(r['machine'])})",
-             "| measure | ours | Splink (DuckDB) | goal |", "|---|---|---|---|",
-             f"| precision | {o['precision']} | {s.get('precision', '—')} | ≥ 0.999 |",
-             f"| recall | {o['recall']} | {s.get('recall', '—')} | ≥ 0.98 |",
-             f"| F1 | {o['f1']} | {s.get('f1', '—')} | beat Splink |",
-             f"| review queue | {o['review_queue']:,} ({o['review_share']:.2%}) | — | ≤ 2% |",
-             f"| full link | {o['full_link_seconds']} s | {s.get('seconds', '—')} s | ≤ 1800 s, within Splink's |",
-             f"| one day ({o['day_records']:,} records), incremental | {o['day_seconds']} s | — | ≤ 120 s |"]
+    lines = [
+        f"EMPI on {r['records']:,} person records of {r['residents']:,} residents ({describe(r['machine'])})",
+        "| measure | ours | Splink (DuckDB) | goal |",
+        "|---|---|---|---|",
+        f"| precision | {o['precision']} | {s.get('precision', '—')} | ≥ 0.999 |",
+        f"| recall | {o['recall']} | {s.get('recall', '—')} | ≥ 0.98 |",
+        f"| F1 | {o['f1']} | {s.get('f1', '—')} | beat Splink |",
+        f"| review queue | {o['review_queue']:,} ({o['review_share']:.2%}) | — | ≤ 2% |",
+        f"| full link | {o['full_link_seconds']} s | {s.get('seconds', '—')} s | ≤ 1800 s, within Splink's |",
+        f"| one day ({o['day_records']:,} records), incremental | {o['day_seconds']} s | — | ≤ 120 s |",
+    ]
     return "\n".join(lines)
 
 

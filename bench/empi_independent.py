@@ -56,6 +56,7 @@ BATCH_COLUMNS = ("record_id", "source", "name", "sex", "birth_date", "id_number"
 
 # ------------------------------------------------------------------------------------------ record sets
 
+
 def error_model_set(residents: int, seed: int) -> tuple[list[dict], dict[str, str], dict]:
     from bench.error_model import build
 
@@ -68,10 +69,19 @@ def simulator_set(residents: int, seed: int) -> tuple[list[dict], dict[str, str]
     from bench.empi import build_records
 
     records, truth = build_records(residents, seed)
-    rows = [{"record_id": r["record_id"], "source": r["source_system"], "name": r["name"] or "",
-             "sex": r["sex_code"] if r["sex_code"] in ("0", "1", "2", "9") else "",
-             "birth_date": r["birth_date"].isoformat() if r["birth_date"] else "", "id_number": r["id_number"] or "",
-             "phone": r["phone"] or "", "address": r["address"] or ""} for r in records]
+    rows = [
+        {
+            "record_id": r["record_id"],
+            "source": r["source_system"],
+            "name": r["name"] or "",
+            "sex": r["sex_code"] if r["sex_code"] in ("0", "1", "2", "9") else "",
+            "birth_date": r["birth_date"].isoformat() if r["birth_date"] else "",
+            "id_number": r["id_number"] or "",
+            "phone": r["phone"] or "",
+            "address": r["address"] or "",
+        }
+        for r in records
+    ]
     return rows, {k: str(v) for k, v in truth.items()}, _facts(rows, truth)
 
 
@@ -85,19 +95,26 @@ def _febrl_date(value: object) -> str:
     return ""
 
 
-def _febrl_rows(frame, source: str) -> list[dict]:    # frame: pandas DataFrame indexed by rec_id
+def _febrl_rows(frame, source: str) -> list[dict]:  # frame: pandas DataFrame indexed by rec_id
     def text(value: object) -> str:
-        return "" if value is None or value != value else str(value).strip()   # NaN != NaN
+        return "" if value is None or value != value else str(value).strip()  # NaN != NaN
 
     rows = []
     for rec_id, r in frame.iterrows():
-        rows.append({
-            "record_id": rec_id, "source": source,
-            "name": " ".join(t for t in (text(r["given_name"]), text(r["surname"])) if t),
-            "sex": "", "birth_date": _febrl_date(text(r["date_of_birth"])), "id_number": text(r["soc_sec_id"]),
-            "phone": "", "address": " ".join(t for t in (text(r[c]) for c in
-                                                         ("address_1", "address_2", "suburb", "state", "postcode"))
-                                             if t)})
+        rows.append(
+            {
+                "record_id": rec_id,
+                "source": source,
+                "name": " ".join(t for t in (text(r["given_name"]), text(r["surname"])) if t),
+                "sex": "",
+                "birth_date": _febrl_date(text(r["date_of_birth"])),
+                "id_number": text(r["soc_sec_id"]),
+                "phone": "",
+                "address": " ".join(
+                    t for t in (text(r[c]) for c in ("address_1", "address_2", "suburb", "state", "postcode")) if t
+                ),
+            }
+        )
     return rows
 
 
@@ -122,7 +139,7 @@ def febrl3_set() -> tuple[list[dict], dict[str, str], dict]:
     rows = _febrl_rows(frame, "febrl3")
     truth = {r["record_id"]: febrl_entity(r["record_id"]) for r in rows}
     facts = _facts(rows, truth)
-    facts["links_shipped"] = len(links)       # the package's own true pairs: must equal true_pairs
+    facts["links_shipped"] = len(links)  # the package's own true pairs: must equal true_pairs
     return rows, truth, facts
 
 
@@ -131,11 +148,14 @@ def _facts(rows: list[dict], truth: dict) -> dict:
     from core.gb11643 import is_valid
 
     sizes = Counter(truth.values())
-    return {"records": len(rows), "entities": len(sizes), "true_pairs": sum(n * (n - 1) // 2 for n in sizes.values()),
-            "valid_id_share": round(sum(_id_valid_after_conversion(r["id_number"]) for r in rows)
-                                    / max(len(rows), 1), 4),
-            "valid_18_digit_id_share": round(sum(is_valid(r["id_number"]) for r in rows) / max(len(rows), 1), 4),
-            "no_id_share": round(sum(not r["id_number"] for r in rows) / max(len(rows), 1), 4)}
+    return {
+        "records": len(rows),
+        "entities": len(sizes),
+        "true_pairs": sum(n * (n - 1) // 2 for n in sizes.values()),
+        "valid_id_share": round(sum(_id_valid_after_conversion(r["id_number"]) for r in rows) / max(len(rows), 1), 4),
+        "valid_18_digit_id_share": round(sum(is_valid(r["id_number"]) for r in rows) / max(len(rows), 1), 4),
+        "no_id_share": round(sum(not r["id_number"] for r in rows) / max(len(rows), 1), 4),
+    }
 
 
 def write_set(rows: list[dict], truth: dict[str, str], folder: Path) -> Path:
@@ -147,6 +167,7 @@ def write_set(rows: list[dict], truth: dict[str, str], folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ scoring
+
 
 def score(assigned: dict[str, str], truth: dict[str, str]) -> dict:
     """Pairwise quality of a clustering over every record of the truth (a missing record is a singleton)."""
@@ -167,6 +188,7 @@ def components(records: list[str], links: list[tuple[str, str]]) -> dict[str, st
 
 # ------------------------------------------------------------------------------------------ ours
 
+
 def code_state() -> dict:
     """Which EMPI code a figure belongs to: the commit, a hash of the matching code and config as they are on
     disk now (uncommitted edits included), and whether they differ from the commit (read-only git calls)."""
@@ -178,8 +200,11 @@ def code_state() -> dict:
         done = subprocess.run(["git", "--no-optional-locks", *args], cwd=ROOT, capture_output=True, text=True)
         return done.stdout.strip()
 
-    return {"commit": git("rev-parse", "--short", "HEAD"), "empi_code_sha256": digest.hexdigest()[:12],
-            "empi_uncommitted_changes": bool(git("status", "--porcelain", "--", "spark_jobs/empi", "config/empi.yaml"))}
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "empi_code_sha256": digest.hexdigest()[:12],
+        "empi_uncommitted_changes": bool(git("status", "--porcelain", "--", "spark_jobs/empi", "config/empi.yaml")),
+    }
 
 
 def run_ours(records: Path, truth: dict[str, str], work: Path) -> dict:
@@ -189,27 +214,39 @@ def run_ours(records: Path, truth: dict[str, str], work: Path) -> dict:
     lake.mkdir(parents=True)
     output = work / "ours_matched.parquet"
     output.unlink(missing_ok=True)
-    env = {**os.environ, "DRC_LAKE_ROOT": str(lake)}    # the driver memory the user's CLI would have
+    env = {**os.environ, "DRC_LAKE_ROOT": str(lake)}  # the driver memory the user's CLI would have
     code = code_state()
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cli.main", "empi", "match", "--input", str(records),
-                           "--output", str(output)], cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "empi", "match", "--input", str(records), "--output", str(output)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = round(time.perf_counter() - started, 1)
     (work / "ours.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     if done.returncode != 0 or not output.exists():
-        return {"failed": f"exit {done.returncode}; see {work / 'ours.log'}",
-                "tail": (done.stdout + done.stderr)[-1500:]}
+        return {
+            "failed": f"exit {done.returncode}; see {work / 'ours.log'}",
+            "tail": (done.stdout + done.stderr)[-1500:],
+        }
     rows = pq.read_table(output, columns=["record_id", "master_id", "decision"]).to_pylist()
     decisions = Counter(r["decision"] for r in rows)
-    result = {"seconds": seconds, "load_average_1min": round(os.getloadavg()[0], 1), "code": code,
-              **score({r["record_id"]: r["master_id"] for r in rows}, truth),
-              "decisions": dict(decisions),
-              "review": decisions.get("possible_match", 0),
-              "review_share": round(decisions.get("possible_match", 0) / max(len(rows), 1), 5)}
+    result = {
+        "seconds": seconds,
+        "load_average_1min": round(os.getloadavg()[0], 1),
+        "code": code,
+        **score({r["record_id"]: r["master_id"] for r in rows}, truth),
+        "decisions": dict(decisions),
+        "review": decisions.get("possible_match", 0),
+        "review_share": round(decisions.get("possible_match", 0) / max(len(rows), 1), 5),
+    }
     return result
 
 
 # ------------------------------------------------------------------------------------------ Splink
+
 
 def bench_python() -> str | None:
     """The bench virtualenv's python (Splink is no platform dependency), created by the project's installer."""
@@ -219,8 +256,11 @@ def bench_python() -> str | None:
     root = Path(os.environ.get("DRC_VENV_ROOT", Path.home() / ".cache" / "xydrc" / "venvs"))
     python = root / f"bench-{digest}" / "bin" / "python"
     if not python.exists():
-        subprocess.run(["bash", "-c", "source scripts/common.sh; source scripts/install.sh; install_venv bench"],
-                       cwd=ROOT, check=False)
+        subprocess.run(
+            ["bash", "-c", "source scripts/common.sh; source scripts/install.sh; install_venv bench"],
+            cwd=ROOT,
+            check=False,
+        )
     return str(python) if python.exists() else None
 
 
@@ -229,13 +269,23 @@ SEX_FOR_SPLINK = {"1": "1", "2": "2", "男": "1", "女": "2"}
 
 def splink_raw_input(rows: list[dict], path: Path) -> None:
     """The batch file with the cleaning any user does first: empty -> NULL, one sex coding."""
+
     def value(v: str) -> str | None:
         return v.strip() or None if v else None
 
-    table = [{"record_id": r["record_id"], "source_system": r["source"], "name": value(r["name"]),
-              "sex_code": SEX_FOR_SPLINK.get(r["sex"].strip()), "birth_date": value(r["birth_date"]),
-              "id_number": value(r["id_number"]), "phone": value(r["phone"]), "address": value(r["address"])}
-             for r in rows]
+    table = [
+        {
+            "record_id": r["record_id"],
+            "source_system": r["source"],
+            "name": value(r["name"]),
+            "sex_code": SEX_FOR_SPLINK.get(r["sex"].strip()),
+            "birth_date": value(r["birth_date"]),
+            "id_number": value(r["id_number"]),
+            "phone": value(r["phone"]),
+            "address": value(r["address"]),
+        }
+        for r in rows
+    ]
     pq.write_table(pa.Table.from_pylist(table), path)
 
 
@@ -246,9 +296,19 @@ def normalised_input(records: Path, path: Path, work: Path) -> dict:
     """
     started = time.perf_counter()
     env = {**os.environ, "DRC_SPARK_DRIVER_MEMORY": "2g", "DRC_LAKE_ROOT": str(work / "empty_lake")}
-    done = subprocess.run([sys.executable, "-c", "import sys; from bench.empi_independent import _normalise; "
-                           "_normalise(sys.argv[1], sys.argv[2])", str(records), str(path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bench.empi_independent import _normalise; _normalise(sys.argv[1], sys.argv[2])",
+            str(records),
+            str(path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     (work / "normalise.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     if done.returncode != 0:
         return {"failed": f"normalisation exit {done.returncode}", "tail": (done.stdout + done.stderr)[-1500:]}
@@ -263,10 +323,18 @@ def _normalise(records: str, path: str) -> None:
     from spark_jobs.empi.normalize import normalize_records
 
     spark = get_spark()
-    frame = (normalize_records(read_batch(spark, records))
-             .select(F.regexp_replace("record_id", r"^BATCH\|", "").alias("record_id"), "name_n", "pinyin",
-                     "sex", F.col("birth").cast("string").alias("birth"), "id17", "phone_n", "township", "village",
-                     "house_no"))
+    frame = normalize_records(read_batch(spark, records)).select(
+        F.regexp_replace("record_id", r"^BATCH\|", "").alias("record_id"),
+        "name_n",
+        "pinyin",
+        "sex",
+        F.col("birth").cast("string").alias("birth"),
+        "id17",
+        "phone_n",
+        "township",
+        "village",
+        "house_no",
+    )
     pq.write_table(pa.Table.from_pandas(frame.toPandas(), preserve_index=False), path)
     spark.stop()
 
@@ -277,18 +345,21 @@ def run_splink(python: str, source: Path, truth: dict[str, str], work: Path, nor
     env = {**os.environ, "SPLINK_MEMORY_LIMIT": os.environ.get("SPLINK_MEMORY_LIMIT", "4GB")}
     command = [python, str(Path(__file__).with_name("splink_runner.py")), str(source), str(clusters)]
     started = time.perf_counter()
-    done = subprocess.run(command + (["--normalised"] if normalised else []), env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(command + (["--normalised"] if normalised else []), env=env, capture_output=True, text=True)
     seconds = round(time.perf_counter() - started, 1)
     (work / f"splink_{'norm' if normalised else 'raw'}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     if done.returncode != 0:
         return {"failed": f"exit {done.returncode}", "tail": (done.stdout + done.stderr)[-1500:]}
     assigned = pq.read_table(clusters).to_pylist()
-    return {"seconds": seconds, "load_average_1min": round(os.getloadavg()[0], 1),
-            **score({r["record_id"]: r["cluster_id"] for r in assigned}, truth)}
+    return {
+        "seconds": seconds,
+        "load_average_1min": round(os.getloadavg()[0], 1),
+        **score({r["record_id"]: r["cluster_id"] for r in assigned}, truth),
+    }
 
 
 # ------------------------------------------------------------------------------------------ recordlinkage
+
 
 def run_recordlinkage(name: str, truth: dict[str, str]) -> dict[str, dict]:
     """ECM and logistic regression as recordlinkage documents them, on the FEBRL fields themselves.
@@ -335,8 +406,7 @@ def run_recordlinkage(name: str, truth: dict[str, str]) -> dict[str, dict]:
     ecm = recordlinkage.ECMClassifier(binarize=None)
     links = ecm.fit_predict(features)
     seconds = prepared + time.perf_counter() - started
-    out["ecm"] = {"seconds": round(seconds, 1), **blocking,
-                  **score(components(records, list(links)), truth)}
+    out["ecm"] = {"seconds": round(seconds, 1), **blocking, **score(components(records, list(links)), truth)}
 
     started = time.perf_counter()
     fold = np.array([int(hashlib.md5(febrl_entity(a).encode()).hexdigest(), 16) % 2 for a, _ in pairs])
@@ -348,8 +418,12 @@ def run_recordlinkage(name: str, truth: dict[str, str]) -> dict[str, dict]:
         chosen = model.predict(features[fold == k])
         predicted.loc[chosen] = True
     seconds = prepared + time.perf_counter() - started
-    out["logistic"] = {"seconds": round(seconds, 1), "validation": "2-fold, folds by the left record's entity",
-                       **blocking, **score(components(records, list(predicted[predicted].index)), truth)}
+    out["logistic"] = {
+        "seconds": round(seconds, 1),
+        "validation": "2-fold, folds by the left record's entity",
+        **blocking,
+        **score(components(records, list(predicted[predicted].index)), truth),
+    }
     return out
 
 
@@ -369,8 +443,11 @@ def run_set(name: str, args: argparse.Namespace, python: str | None) -> dict:
     else:
         rows, truth, facts = febrl3_set()
     records = write_set(rows, truth, work)
-    print(f"▶ {name}: {facts['records']:,} records, {facts['true_pairs']:,} true pairs "
-          f"({time.perf_counter() - started:.0f} s to build) → {records}", flush=True)
+    print(
+        f"▶ {name}: {facts['records']:,} records, {facts['true_pairs']:,} true pairs "
+        f"({time.perf_counter() - started:.0f} s to build) → {records}",
+        flush=True,
+    )
     result: dict = {"facts": facts}
     result["ours"] = run_ours(records, truth, work)
     print(f"  ours: {_brief(result['ours'])}", flush=True)
@@ -382,9 +459,11 @@ def run_set(name: str, args: argparse.Namespace, python: str | None) -> dict:
         if name in ("error_model", "simulator"):
             normalised = work / "splink_normalised.parquet"
             prepared = normalised_input(records, normalised, work)
-            result["splink_normalised"] = (prepared if "failed" in prepared else
-                                           {**run_splink(python, normalised, truth, work, normalised=True),
-                                            **prepared})
+            result["splink_normalised"] = (
+                prepared
+                if "failed" in prepared
+                else {**run_splink(python, normalised, truth, work, normalised=True), **prepared}
+            )
             print(f"  Splink (normalised): {_brief(result['splink_normalised'])}", flush=True)
     elif not python:
         result["splink_raw"] = {"skipped": "no bench virtualenv"}
@@ -402,17 +481,24 @@ def _brief(r: dict) -> str:
     return f"P {r['precision']:.4f} R {r['recall']:.4f} F1 {r['f1']:.4f}{review}, {r['seconds']} s"
 
 
-METHODS = (("ours", "ours (`empi match`)"), ("splink_raw", "Splink, file as given"),
-           ("splink_normalised", "Splink, EMPI-normalised columns"), ("recordlinkage_ecm", "recordlinkage ECM"),
-           ("recordlinkage_logistic", "recordlinkage logistic (2-fold CV)"))
+METHODS = (
+    ("ours", "ours (`empi match`)"),
+    ("splink_raw", "Splink, file as given"),
+    ("splink_normalised", "Splink, EMPI-normalised columns"),
+    ("recordlinkage_ecm", "recordlinkage ECM"),
+    ("recordlinkage_logistic", "recordlinkage logistic (2-fold CV)"),
+)
 
 
 def table(result: dict) -> str:
     m = result["machine"]
-    lines = [f"EMPI on records it was not tuned on — {result['measured_at']}, {m['cpus']} CPUs, "
-             f"{m['memory_gb']} GB, seed {result['seed']}, {result['residents']:,} residents per error model",
-             "", "| set | records (true pairs) | method | precision | recall | F1 | review | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"EMPI on records it was not tuned on — {result['measured_at']}, {m['cpus']} CPUs, "
+        f"{m['memory_gb']} GB, seed {result['seed']}, {result['residents']:,} residents per error model",
+        "",
+        "| set | records (true pairs) | method | precision | recall | F1 | review | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, d in result["datasets"].items():
         size = f"{d['facts']['records']:,} ({d['facts']['true_pairs']:,})"
         for key, label in METHODS:
@@ -423,15 +509,26 @@ def table(result: dict) -> str:
                 lines.append(f"| {name} | {size} | {label} | {r.get('failed') or r.get('skipped')} | | | | |")
                 continue
             review = f"{r['review']:,} ({r['review_share']:.2%})" if "review_share" in r else "—"
-            lines.append(f"| {name} | {size} | {label} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
-                         f"| {review} | {r['seconds']} |")
-    codes = {json.dumps(d["ours"]["code"], sort_keys=True) for d in result["datasets"].values()
-             if "code" in d.get("ours", {})}
+            lines.append(
+                f"| {name} | {size} | {label} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
+                f"| {review} | {r['seconds']} |"
+            )
+    codes = {
+        json.dumps(d["ours"]["code"], sort_keys=True)
+        for d in result["datasets"].values()
+        if "code" in d.get("ours", {})
+    }
     if codes:
         states = [json.loads(c) for c in sorted(codes)]
-        lines += ["", "EMPI code measured: " + "; ".join(
-            f"commit {c['commit']}, code hash {c['empi_code_sha256']}"
-            + (" (uncommitted edits)" if c["empi_uncommitted_changes"] else "") for c in states)]
+        lines += [
+            "",
+            "EMPI code measured: "
+            + "; ".join(
+                f"commit {c['commit']}, code hash {c['empi_code_sha256']}"
+                + (" (uncommitted edits)" if c["empi_uncommitted_changes"] else "")
+                for c in states
+            ),
+        ]
         if len(states) > 1:
             lines.append("**Warning: the EMPI code changed between the sets of this run; compare sets with care.**")
     return "\n".join(lines)
@@ -439,21 +536,25 @@ def table(result: dict) -> str:
 
 def _save(result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "empi_independent.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n",
-                                                   encoding="utf-8")
+    (RESULTS / "empi_independent.json").write_text(
+        json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     (RESULTS / "empi_independent.md").write_text(
         table(result) + "\n\nCommand: `./drc bench-empi-independent " + " ".join(result["argv"]) + "`. "
         "Ours: `empi match` as a child process on an empty lake, JVM start included. Pairwise scores "
         "(evaluation/empi.py `pair_scores`); review = records ours marks possible_match. "
-        "Details: bench/empi_independent.py docstring; every figure in empi_independent.json.\n", encoding="utf-8")
+        "Details: bench/empi_independent.py docstring; every figure in empi_independent.json.\n",
+        encoding="utf-8",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--residents", type=int, default=30_000, help="residents per error model (a) and (b)")
     parser.add_argument("--seed", type=int, default=20261101)
-    parser.add_argument("--datasets", default=",".join(DATASETS),
-                        help="comma-separated subset of " + ", ".join(DATASETS))
+    parser.add_argument(
+        "--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ", ".join(DATASETS)
+    )
     parser.add_argument("--work", default="/tmp/xydrc-bench-empi-independent", help="scratch folder")
     parser.add_argument("--skip-splink", action="store_true")
     argv = sys.argv[1:] if argv is None else argv
@@ -463,11 +564,17 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         raise SystemExit(f"unknown data set(s): {', '.join(sorted(unknown))}; choose from {', '.join(DATASETS)}")
     python = None if args.skip_splink else bench_python()
-    result = {"measured_at": datetime.now().isoformat(timespec="seconds"), "machine": machine(), "argv": argv,
-              "residents": args.residents, "seed": args.seed, "datasets": {}}
+    result = {
+        "measured_at": datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "argv": argv,
+        "residents": args.residents,
+        "seed": args.seed,
+        "datasets": {},
+    }
     for name in chosen:
         result["datasets"][name] = run_set(name, args, python)
-        _save(result)                       # what is measured is kept if a later set fails
+        _save(result)  # what is measured is kept if a later set fails
     print(table(result))
     return result
 

@@ -49,16 +49,97 @@ BATCH_COLUMNS = ("record_id", "source", "name", "sex", "birth_date", "id_number"
 # Henan-like surname shares (per mille, rounded; the big five a little above the national figures),
 # compound surnames rare as they are.
 SURNAMES = {
-    "王": 90, "李": 80, "张": 85, "刘": 65, "陈": 40, "杨": 35, "赵": 28, "郭": 25, "孙": 20, "马": 20,
-    "黄": 15, "周": 18, "吴": 12, "徐": 13, "朱": 15, "高": 18, "胡": 12, "何": 7, "宋": 14, "韩": 12,
-    "冯": 10, "郑": 12, "曹": 10, "田": 10, "董": 10, "程": 10, "魏": 10, "吕": 8, "丁": 8, "任": 8,
-    "杜": 8, "范": 7, "贾": 7, "付": 6, "崔": 6, "袁": 6, "许": 6, "苏": 5, "薛": 5, "常": 5, "姚": 5,
-    "史": 5, "牛": 5, "侯": 5, "秦": 4, "翟": 3, "娄": 2, "楚": 1, "白": 4, "申": 3, "闫": 5, "邓": 4,
-    "肖": 4, "蒋": 3, "汪": 2, "余": 2, "于": 4, "石": 4, "姜": 4, "谢": 5, "梁": 6, "罗": 5, "叶": 2,
-    "唐": 4, "卢": 4, "彭": 3, "潘": 3, "武": 4, "蔡": 3, "孔": 3, "毛": 2, "郝": 4, "邵": 2, "段": 3,
-    "雷": 2, "钱": 1, "苗": 2, "左": 1, "席": 1,
-    "欧阳": 0.4, "司马": 0.4, "上官": 0.3, "诸葛": 0.2, "东方": 0.2, "皇甫": 0.3, "令狐": 0.2, "司徒": 0.2,
-    "尉迟": 0.1, "慕容": 0.1, "端木": 0.1, "公孙": 0.1,
+    "王": 90,
+    "李": 80,
+    "张": 85,
+    "刘": 65,
+    "陈": 40,
+    "杨": 35,
+    "赵": 28,
+    "郭": 25,
+    "孙": 20,
+    "马": 20,
+    "黄": 15,
+    "周": 18,
+    "吴": 12,
+    "徐": 13,
+    "朱": 15,
+    "高": 18,
+    "胡": 12,
+    "何": 7,
+    "宋": 14,
+    "韩": 12,
+    "冯": 10,
+    "郑": 12,
+    "曹": 10,
+    "田": 10,
+    "董": 10,
+    "程": 10,
+    "魏": 10,
+    "吕": 8,
+    "丁": 8,
+    "任": 8,
+    "杜": 8,
+    "范": 7,
+    "贾": 7,
+    "付": 6,
+    "崔": 6,
+    "袁": 6,
+    "许": 6,
+    "苏": 5,
+    "薛": 5,
+    "常": 5,
+    "姚": 5,
+    "史": 5,
+    "牛": 5,
+    "侯": 5,
+    "秦": 4,
+    "翟": 3,
+    "娄": 2,
+    "楚": 1,
+    "白": 4,
+    "申": 3,
+    "闫": 5,
+    "邓": 4,
+    "肖": 4,
+    "蒋": 3,
+    "汪": 2,
+    "余": 2,
+    "于": 4,
+    "石": 4,
+    "姜": 4,
+    "谢": 5,
+    "梁": 6,
+    "罗": 5,
+    "叶": 2,
+    "唐": 4,
+    "卢": 4,
+    "彭": 3,
+    "潘": 3,
+    "武": 4,
+    "蔡": 3,
+    "孔": 3,
+    "毛": 2,
+    "郝": 4,
+    "邵": 2,
+    "段": 3,
+    "雷": 2,
+    "钱": 1,
+    "苗": 2,
+    "左": 1,
+    "席": 1,
+    "欧阳": 0.4,
+    "司马": 0.4,
+    "上官": 0.3,
+    "诸葛": 0.2,
+    "东方": 0.2,
+    "皇甫": 0.3,
+    "令狐": 0.2,
+    "司徒": 0.2,
+    "尉迟": 0.1,
+    "慕容": 0.1,
+    "端木": 0.1,
+    "公孙": 0.1,
 }
 HUI_SURNAMES = {"马": 40, "白": 10, "海": 6, "沙": 6, "穆": 5, "米": 3, "金": 5, "丁": 6, "哈": 3}
 HUI_TOWNSHIP = "金寨回族乡"
@@ -85,51 +166,252 @@ CHARS = {
     (1, 3): "浩然子豪宇轩梓一鸣熙墨博文泽睿嘉皓航天佑家乐辰阳铭",
     (2, 3): "欣怡梓涵雨桐诗一诺可梦瑶思彤若汐佳语依悦紫萱馨芷晴",
 }
-SINGLE_SHARE = (0.10, 0.25, 0.40, 0.08)   # share of one-character given names by era
+SINGLE_SHARE = (0.10, 0.25, 0.40, 0.08)  # share of one-character given names by era
 
 # 同音字: characters an IME offers for the same syllable (tone aside); a clerk picks the wrong one.
 HOMOPHONES = (
-    "伟玮炜韦维", "丽莉俐立利", "静晶敬婧菁", "娜那纳", "军君均钧", "俊骏峻", "敏民闵", "杰洁捷婕", "磊蕾雷",
-    "涛韬桃陶", "斌彬滨宾", "辉慧惠晖卉", "鹏朋蓬", "华桦花", "飞菲非霏", "鑫欣新心馨", "宇玉雨语羽钰",
-    "浩昊皓豪灏", "凯恺楷", "建健剑坚", "红宏鸿洪虹", "梅美玫媚", "英瑛莹颖盈", "玲琳林霖凌铃", "萍平苹屏",
-    "霞侠", "燕艳彦雁", "秀绣", "兰岚蓝", "倩茜", "婷亭庭廷", "超朝", "明鸣铭", "刚钢纲", "勇永涌咏",
-    "峰锋丰风枫", "志智治致", "文雯闻", "子紫梓姿", "涵晗含寒", "轩萱宣", "怡仪宜依艺", "思斯丝", "佳家嘉加",
-    "雅亚娅", "晨辰臣琛", "博波柏", "瑞锐睿", "泽择", "然冉", "彤桐同童", "瑶遥尧", "悦月越跃", "汐希溪曦熙",
-    "国帼", "庆青清", "珍真贞", "芳方", "娟鹃涓", "丹单", "楠南男", "梦孟", "亮靓", "冬东", "晓小筱", "春纯",
-    "琪奇其琦", "露路璐", "龙隆", "康抗", "航杭", "乐勒", "阳杨洋扬", "程成诚", "菊局", "香湘祥",
+    "伟玮炜韦维",
+    "丽莉俐立利",
+    "静晶敬婧菁",
+    "娜那纳",
+    "军君均钧",
+    "俊骏峻",
+    "敏民闵",
+    "杰洁捷婕",
+    "磊蕾雷",
+    "涛韬桃陶",
+    "斌彬滨宾",
+    "辉慧惠晖卉",
+    "鹏朋蓬",
+    "华桦花",
+    "飞菲非霏",
+    "鑫欣新心馨",
+    "宇玉雨语羽钰",
+    "浩昊皓豪灏",
+    "凯恺楷",
+    "建健剑坚",
+    "红宏鸿洪虹",
+    "梅美玫媚",
+    "英瑛莹颖盈",
+    "玲琳林霖凌铃",
+    "萍平苹屏",
+    "霞侠",
+    "燕艳彦雁",
+    "秀绣",
+    "兰岚蓝",
+    "倩茜",
+    "婷亭庭廷",
+    "超朝",
+    "明鸣铭",
+    "刚钢纲",
+    "勇永涌咏",
+    "峰锋丰风枫",
+    "志智治致",
+    "文雯闻",
+    "子紫梓姿",
+    "涵晗含寒",
+    "轩萱宣",
+    "怡仪宜依艺",
+    "思斯丝",
+    "佳家嘉加",
+    "雅亚娅",
+    "晨辰臣琛",
+    "博波柏",
+    "瑞锐睿",
+    "泽择",
+    "然冉",
+    "彤桐同童",
+    "瑶遥尧",
+    "悦月越跃",
+    "汐希溪曦熙",
+    "国帼",
+    "庆青清",
+    "珍真贞",
+    "芳方",
+    "娟鹃涓",
+    "丹单",
+    "楠南男",
+    "梦孟",
+    "亮靓",
+    "冬东",
+    "晓小筱",
+    "春纯",
+    "琪奇其琦",
+    "露路璐",
+    "龙隆",
+    "康抗",
+    "航杭",
+    "乐勒",
+    "阳杨洋扬",
+    "程成诚",
+    "菊局",
+    "香湘祥",
     # surnames
-    "张章", "徐许", "付傅符", "肖萧", "于余俞", "吴武伍", "姜江蒋", "史石施师", "袁元原苑", "冯封",
-    "韩寒", "刘柳", "闫严颜阎", "娄楼", "郝好", "席习", "申沈",
+    "张章",
+    "徐许",
+    "付傅符",
+    "肖萧",
+    "于余俞",
+    "吴武伍",
+    "姜江蒋",
+    "史石施师",
+    "袁元原苑",
+    "冯封",
+    "韩寒",
+    "刘柳",
+    "闫严颜阎",
+    "娄楼",
+    "郝好",
+    "席习",
+    "申沈",
 )
 # Dialect confusions of 中原官话 ears: not homophones in Putonghua, said alike in parts of Henan.
 DIALECT = ("黄王", "胡福", "陈程", "郑正")
 # 形近字: look-alike characters (handwriting read back, or a stroke-count IME).
-LOOKALIKE = ("己已", "侯候", "未末", "干千", "王玉", "土士", "日曰", "大太", "人入", "冶治", "拔拨", "杨扬",
-             "晴睛", "柱住", "娟绢", "琳淋", "婷停", "霞暇", "丽厉", "红江", "梅海", "明朋", "刚钢", "斌赋")
+LOOKALIKE = (
+    "己已",
+    "侯候",
+    "未末",
+    "干千",
+    "王玉",
+    "土士",
+    "日曰",
+    "大太",
+    "人入",
+    "冶治",
+    "拔拨",
+    "杨扬",
+    "晴睛",
+    "柱住",
+    "娟绢",
+    "琳淋",
+    "婷停",
+    "霞暇",
+    "丽厉",
+    "红江",
+    "梅海",
+    "明朋",
+    "刚钢",
+    "斌赋",
+)
 # simplified -> traditional for the characters names here use (OpenCC's table is what the EMPI reads;
 # this is written by hand so the benchmark does not share the matcher's table).
-TRADITIONAL = dict(zip(
-    "张刘陈杨赵孙马吴韩冯郑吕贾许苏娄闫邓蒋谢罗叶卢钱欧阳诸东孙迟范"
-    "国庆华强刚宝胜长树学军卫东铁兰凤爱莲云红伟设涛丽艳静晓鹏杰帅飞辉莹梦轩鸣泽铭乐诗诺瑶语悦龙"
-    "丰义贤凯宏鸿钧骏韬滨晖蕾硕颖馨萱",
-    "張劉陳楊趙孫馬吳韓馮鄭呂賈許蘇婁閆鄧蔣謝羅葉盧錢歐陽諸東孫遲範"
-    "國慶華強剛寶勝長樹學軍衛東鐵蘭鳳愛蓮雲紅偉設濤麗艷靜曉鵬傑帥飛輝瑩夢軒鳴澤銘樂詩諾瑤語悅龍"
-    "豐義賢凱宏鴻鈞駿韜濱暉蕾碩穎馨萱", strict=True))
+TRADITIONAL = dict(
+    zip(
+        "张刘陈杨赵孙马吴韩冯郑吕贾许苏娄闫邓蒋谢罗叶卢钱欧阳诸东孙迟范"
+        "国庆华强刚宝胜长树学军卫东铁兰凤爱莲云红伟设涛丽艳静晓鹏杰帅飞辉莹梦轩鸣泽铭乐诗诺瑶语悦龙"
+        "丰义贤凯宏鸿钧骏韬滨晖蕾硕颖馨萱",
+        "張劉陳楊趙孫馬吳韓馮鄭呂賈許蘇婁閆鄧蔣謝羅葉盧錢歐陽諸東孫遲範"
+        "國慶華強剛寶勝長樹學軍衛東鐵蘭鳳愛蓮雲紅偉設濤麗艷靜曉鵬傑帥飛輝瑩夢軒鳴澤銘樂詩諾瑤語悅龍"
+        "豐義賢凱宏鴻鈞駿韜濱暉蕾碩穎馨萱",
+        strict=True,
+    )
+)
 
 # Villages: made here from common 豫 village-name parts (not the simulator's list).
 VILLAGE_HEADS = ("", "前", "后", "东", "西", "南", "北", "大", "小", "上", "下")
-VILLAGE_STEMS = ("楚", "油坊", "柏朵", "槐树", "枣树", "石", "杏", "柿", "桥", "孤柏", "白杨", "黄", "任", "周",
-                 "唐", "翟", "贾", "薛", "苗", "常", "秦", "段", "娄", "付", "申", "牛", "郝", "关", "庙", "窑")
+VILLAGE_STEMS = (
+    "楚",
+    "油坊",
+    "柏朵",
+    "槐树",
+    "枣树",
+    "石",
+    "杏",
+    "柿",
+    "桥",
+    "孤柏",
+    "白杨",
+    "黄",
+    "任",
+    "周",
+    "唐",
+    "翟",
+    "贾",
+    "薛",
+    "苗",
+    "常",
+    "秦",
+    "段",
+    "娄",
+    "付",
+    "申",
+    "牛",
+    "郝",
+    "关",
+    "庙",
+    "窑",
+)
 VILLAGE_TAILS = ("村", "庄", "寨", "沟", "洼", "岭", "窑", "坡", "店", "庙", "营", "湾", "河")
-ROADS = ("索河路", "京城路", "万山路", "演武路", "桃李路", "康泰路", "织锦路", "广武路", "塔山路", "郑上路",
-         "中原路", "飞龙路", "汜河路", "商隐路", "荥泽大道", "繁荣路", "建设路", "站前路")
-ESTATES = ("锦绣花园", "阳光小区", "康泰家园", "幸福里", "金域华府", "书香苑", "盛世名门", "和谐家园", "建业新城",
-           "棉纺厂家属院", "教师公寓", "天安小区")
+ROADS = (
+    "索河路",
+    "京城路",
+    "万山路",
+    "演武路",
+    "桃李路",
+    "康泰路",
+    "织锦路",
+    "广武路",
+    "塔山路",
+    "郑上路",
+    "中原路",
+    "飞龙路",
+    "汜河路",
+    "商隐路",
+    "荥泽大道",
+    "繁荣路",
+    "建设路",
+    "站前路",
+)
+ESTATES = (
+    "锦绣花园",
+    "阳光小区",
+    "康泰家园",
+    "幸福里",
+    "金域华府",
+    "书香苑",
+    "盛世名门",
+    "和谐家园",
+    "建业新城",
+    "棉纺厂家属院",
+    "教师公寓",
+    "天安小区",
+)
 STREET_TOWNSHIPS = ("京城路街道", "索河街道")
-NEIGHBOUR_AREAS = ("410181", "410184", "410122", "410183", "410185")   # 巩义 新郑 中牟 新密 登封: married in
-MOBILE_PREFIXES = ("130", "131", "132", "133", "135", "136", "137", "138", "139", "150", "151", "152", "155",
-                   "156", "157", "158", "159", "166", "175", "176", "177", "180", "181", "182", "183", "185",
-                   "186", "187", "188", "189", "199")
+NEIGHBOUR_AREAS = ("410181", "410184", "410122", "410183", "410185")  # 巩义 新郑 中牟 新密 登封: married in
+MOBILE_PREFIXES = (
+    "130",
+    "131",
+    "132",
+    "133",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "155",
+    "156",
+    "157",
+    "158",
+    "159",
+    "166",
+    "175",
+    "176",
+    "177",
+    "180",
+    "181",
+    "182",
+    "183",
+    "185",
+    "186",
+    "187",
+    "188",
+    "189",
+    "199",
+)
 
 
 @dataclass(frozen=True)
@@ -140,12 +422,12 @@ class System:
     name: str
     since: int
     id_share: float
-    sex_forms: tuple[str, ...]       # raw forms for male / female written as "1|2" or "男|女" or "M|F"
+    sex_forms: tuple[str, ...]  # raw forms for male / female written as "1|2" or "男|女" or "M|F"
     sex_missing: float
     care: float
-    duplicate: float                 # chance of a second registration of the same person
-    id_legacy: float                 # chance an old (pre-2013) registration keeps a 15-digit number
-    address_full: float              # chance the address carries a province/city prefix
+    duplicate: float  # chance of a second registration of the same person
+    id_legacy: float  # chance an old (pre-2013) registration keeps a 15-digit number
+    address_full: float  # chance the address carries a province/city prefix
 
 
 SYSTEMS = (
@@ -169,13 +451,13 @@ class Resident:
     sex: int
     birth: date
     id18: str
-    legacy_card: bool                                  # had a 15-digit first-generation card
-    phones: list[tuple[int, str]] = field(default_factory=list)      # (from year, number)
+    legacy_card: bool  # had a 15-digit first-generation card
+    phones: list[tuple[int, str]] = field(default_factory=list)  # (from year, number)
     addresses: list[tuple[int, tuple[str, str, str, str]]] = field(default_factory=list)
     household_phones: list[str] = field(default_factory=list)
     rural: bool = True
     chronic: bool = False
-    guardian_id: str | None = None                     # a parent's ID number (children)
+    guardian_id: str | None = None  # a parent's ID number (children)
     twin: bool = False
 
 
@@ -207,7 +489,7 @@ class Population:
     def id_number(self, area: str, birth: date, sex: int) -> str:
         while True:
             seq = self.rng.randrange(0, 1000)
-            if seq % 2 != sex % 2:     # odd sequence for men, even for women
+            if seq % 2 != sex % 2:  # odd sequence for men, even for women
                 seq = (seq + 1) % 1000
             first17 = f"{area}{birth:%Y%m%d}{seq:03d}"
             number = first17 + check_char(first17)
@@ -242,19 +524,32 @@ class Population:
         """(township, place, group / building, house) of one dwelling."""
         rng = self.rng
         if township in STREET_TOWNSHIPS:
-            return (township, rng.choice(ROADS), rng.choice(ESTATES), f"{rng.randrange(1, 25)}号楼"
-                    f"{rng.randrange(1, 5)}单元{rng.randrange(1, 19)}0{rng.randrange(1, 5)}")
+            return (
+                township,
+                rng.choice(ROADS),
+                rng.choice(ESTATES),
+                f"{rng.randrange(1, 25)}号楼{rng.randrange(1, 5)}单元{rng.randrange(1, 19)}0{rng.randrange(1, 5)}",
+            )
         return (township, rng.choice(self.villages[township]), f"{rng.randrange(1, 12)}组", str(rng.randrange(1, 260)))
 
     def birth(self, low: int, high: int) -> date:
         age_days = self.rng.randrange(low * 365, high * 365 + 365)
         return REFERENCE - timedelta(days=age_days)
 
-    def add(self, household: int, name: str, sex: int, birth: date, home: tuple[str, str, str, str],
-            area: str = "410182") -> Resident:
+    def add(
+        self, household: int, name: str, sex: int, birth: date, home: tuple[str, str, str, str], area: str = "410182"
+    ) -> Resident:
         legacy = birth.year < 1996 and self.rng.random() < 0.85
-        person = Resident(len(self.people) + 1, household, name, sex, birth, self.id_number(area, birth, sex),
-                          legacy, rural=home[0] not in STREET_TOWNSHIPS)
+        person = Resident(
+            len(self.people) + 1,
+            household,
+            name,
+            sex,
+            birth,
+            self.id_number(area, birth, sex),
+            legacy,
+            rural=home[0] not in STREET_TOWNSHIPS,
+        )
         person.addresses.append((1900, home))
         self.people.append(person)
         return person
@@ -270,7 +565,7 @@ class Population:
         husband_birth = self.birth(head_age, head_age)
         husband = self.add(number, family_name + self.given(1, husband_birth), 1, husband_birth, home)
         members.append(husband)
-        if rng.random() < 0.85:     # a wife, with her own surname; some married in from a neighbouring county
+        if rng.random() < 0.85:  # a wife, with her own surname; some married in from a neighbouring county
             wife_age = max(18, head_age - rng.randrange(-1, 6))
             wife_birth = self.birth(wife_age, wife_age)
             area = rng.choice(NEIGHBOUR_AREAS) if rng.random() < 0.06 else "410182"
@@ -284,25 +579,26 @@ class Population:
                     continue
                 sex = rng.choice((1, 2))
                 birth = self.birth(age, age)
-                if age >= 22 and rng.random() < 0.6:     # grown children mostly live elsewhere in the county
+                if age >= 22 and rng.random() < 0.6:  # grown children mostly live elsewhere in the county
                     continue
                 child = self.add(number, family_name + self.given(sex, birth), sex, birth, home)
                 child.guardian_id = rng.choice((husband, wife)).id18
                 members.append(child)
-                if rng.random() < 0.015:                 # twins: same birthday, related given names
+                if rng.random() < 0.015:  # twins: same birthday, related given names
                     self._twin(number, child, family_name, home, members)
-        if head_age < 60 and rng.random() < 0.2:         # a widowed parent living with them
+        if head_age < 60 and rng.random() < 0.2:  # a widowed parent living with them
             parent_birth = self.birth(head_age + 22, min(head_age + 40, 99))
             sex = rng.choice((1, 2))
             surname = family_name if sex == 1 else self.surname(hui)
             members.append(self.add(number, surname + self.given(sex, parent_birth), sex, parent_birth, home))
         self._contact(members, home)
 
-    def _twin(self, number: int, first: Resident, family: str, home: tuple[str, str, str, str],
-              members: list[Resident]) -> None:
+    def _twin(
+        self, number: int, first: Resident, family: str, home: tuple[str, str, str, str], members: list[Resident]
+    ) -> None:
         rng = self.rng
         sex = first.sex if rng.random() < 0.65 else 3 - first.sex
-        given = first.name[len(family):]
+        given = first.name[len(family) :]
         if len(given) == 2 and rng.random() < 0.7:
             other = given[0] + self.given(sex, first.birth)[-1]
             other = other if other != given else given[0] + rng.choice(CHARS[(sex, 3)])
@@ -324,7 +620,7 @@ class Population:
                 continue
             year = 2005
             m.phones.append((year, self.phone()))
-            while rng.random() < 0.45:                   # a new number some year
+            while rng.random() < 0.45:  # a new number some year
                 year = rng.randrange(year + 1, 2027) if year < 2025 else 2026
                 m.phones.append((year, self.phone()))
                 if year >= 2026:
@@ -336,7 +632,7 @@ class Population:
                 m.phones.append((2005, rng.choice(own)))
             age = (REFERENCE - m.birth).days // 365
             m.chronic = age >= 35 and rng.random() < min(0.55, 0.01 * (age - 25))
-        if rng.random() < 0.12:                          # the household moved some year
+        if rng.random() < 0.12:  # the household moved some year
             moved = rng.randrange(2008, 2026)
             township = rng.choices(self.towns, self.town_weights)[0]
             new_home = self.address(township)
@@ -371,6 +667,7 @@ def generate_residents(count: int, seed: int, namesake_rate: float = 0.003) -> l
 # ----------------------------------------------------------------------------------------------------------
 # Registration: which systems hold a resident, and what each one wrote down.
 
+
 def _systems_of(rng: random.Random, p: Resident) -> list[str]:
     age = (REFERENCE - p.birth).days // 365
     chance = {
@@ -404,7 +701,7 @@ def _swap_char(rng: random.Random, name: str, table: tuple[str, ...], surname_on
         return name
     i = rng.choice(positions)
     group = "".join(g for g in table if name[i] in g)
-    return name[:i] + rng.choice([c for c in group if c != name[i]]) + name[i + 1:]
+    return name[:i] + rng.choice([c for c in group if c != name[i]]) + name[i + 1 :]
 
 
 def _write_name(rng: random.Random, p: Resident, care: float) -> str:
@@ -417,7 +714,7 @@ def _write_name(rng: random.Random, p: Resident, care: float) -> str:
         name = _swap_char(rng, name, LOOKALIKE)
     if len(name) >= 3 and rng.random() < 0.004 * care:
         i = rng.randrange(1, len(name))
-        name = name[:i] + name[i + 1:]
+        name = name[:i] + name[i + 1 :]
     if rng.random() < 0.012 * care:
         name = "".join(TRADITIONAL.get(c, c) for c in name)
     if rng.random() < 0.012 * care:
@@ -437,8 +734,15 @@ def _write_birth(rng: random.Random, p: Resident, care: float) -> date | None:
     b = p.birth
     age = (REFERENCE - b).days // 365
     r = rng.random()
-    rates = [("missing", 0.02), ("digit", 0.012), ("day", 0.008), ("month", 0.005), ("year", 0.008),
-             ("swap", 0.006), ("jan1", 0.04 if age >= 70 else 0.0)]
+    rates = [
+        ("missing", 0.02),
+        ("digit", 0.012),
+        ("day", 0.008),
+        ("month", 0.005),
+        ("year", 0.008),
+        ("swap", 0.006),
+        ("jan1", 0.04 if age >= 70 else 0.0),
+    ]
     kind, edge = None, 0.0
     for k, rate in rates:
         edge += rate * care
@@ -471,15 +775,16 @@ def _write_birth(rng: random.Random, p: Resident, care: float) -> date | None:
     return b
 
 
-def _write_id(rng: random.Random, p: Resident, system: System, year: int, care: float,
-              guardian_rate: float) -> str | None:
+def _write_id(
+    rng: random.Random, p: Resident, system: System, year: int, care: float, guardian_rate: float
+) -> str | None:
     age_then = year - p.birth.year
     share = system.id_share * (0.35 if age_then < 1 else 0.8 if age_then < 7 else 1.0)
     if rng.random() >= share:
         return None
     number = p.id18
     if p.guardian_id and age_then < 14 and rng.random() < guardian_rate:
-        number = p.guardian_id                           # a child registered under a parent's number
+        number = p.guardian_id  # a child registered under a parent's number
     if p.legacy_card and year < 2013 and rng.random() < system.id_legacy:
         return number[:6] + number[8:17]
     r = rng.random()
@@ -487,10 +792,10 @@ def _write_id(rng: random.Random, p: Resident, system: System, year: int, care: 
         number = number[:17] + rng.choice([c for c in "0123456789X" if c != number[17]])
     elif r < 0.022 * care:
         i = rng.randrange(0, 17)
-        number = number[:i] + rng.choice([c for c in "0123456789" if c != number[i]]) + number[i + 1:]
+        number = number[:i] + rng.choice([c for c in "0123456789" if c != number[i]]) + number[i + 1 :]
     elif r < 0.027 * care:
         i = rng.randrange(6, 16)
-        number = number[:i] + number[i + 1] + number[i] + number[i + 2:]
+        number = number[:i] + number[i + 1] + number[i] + number[i + 2 :]
     r = rng.random()
     if number.endswith("X") and r < 0.3:
         number = number[:-1] + "x"
@@ -506,10 +811,10 @@ def _write_phone(rng: random.Random, p: Resident, year: int, care: float) -> str
         return None
     number = _at(p.phones, year)
     if p.household_phones and rng.random() < 0.05:
-        number = rng.choice(p.household_phones)          # whoever brought them gave their own number
+        number = rng.choice(p.household_phones)  # whoever brought them gave their own number
     if rng.random() < 0.01 * care:
         i = rng.randrange(3, 11)
-        number = number[:i] + rng.choice([c for c in "0123456789" if c != number[i]]) + number[i + 1:]
+        number = number[:i] + rng.choice([c for c in "0123456789" if c != number[i]]) + number[i + 1 :]
     r = rng.random()
     if r < 0.04:
         return "+86 " + number
@@ -533,8 +838,11 @@ def _write_address(rng: random.Random, p: Resident, system: System, year: int, c
         return None
     township, place, group, house = _at(p.addresses, year)
     r = rng.random()
-    prefix = "" if r >= system.address_full else rng.choice(
-        ("河南省郑州市荥阳市", "河南省荥阳市", "郑州市荥阳市", "河南荥阳", "荥阳市"))
+    prefix = (
+        ""
+        if r >= system.address_full
+        else rng.choice(("河南省郑州市荥阳市", "河南省荥阳市", "郑州市荥阳市", "河南荥阳", "荥阳市"))
+    )
     if not prefix and rng.random() < 0.3:
         prefix = "荥阳市"
     town = _abbreviate(township, rng) if rng.random() < 0.3 * care else township
@@ -573,16 +881,24 @@ def register(people: list[Resident], seed: int, guardian_rate: float = 0.0) -> t
             for _ in range(copies):
                 first = max(system.since, p.birth.year)
                 year = rng.randrange(first, REFERENCE.year + 1)
-                care = system.care * rng.uniform(0.6, 1.4)   # this clerk, this day
+                care = system.care * rng.uniform(0.6, 1.4)  # this clerk, this day
                 birth = _write_birth(rng, p, care)
-                raw.append(({
-                    "source": name, "name": _write_name(rng, p, care), "sex": _write_sex(rng, p, system, care),
-                    "birth_date": birth.isoformat() if birth else "",
-                    "id_number": _write_id(rng, p, system, year, care, guardian_rate) or "",
-                    "phone": _write_phone(rng, p, year, care) or "",
-                    "address": _write_address(rng, p, system, year, care) or "",
-                    "registered": year}, p.resident_id))
-    rng.shuffle(raw)                        # record ids say nothing about who is who
+                raw.append(
+                    (
+                        {
+                            "source": name,
+                            "name": _write_name(rng, p, care),
+                            "sex": _write_sex(rng, p, system, care),
+                            "birth_date": birth.isoformat() if birth else "",
+                            "id_number": _write_id(rng, p, system, year, care, guardian_rate) or "",
+                            "phone": _write_phone(rng, p, year, care) or "",
+                            "address": _write_address(rng, p, system, year, care) or "",
+                            "registered": year,
+                        },
+                        p.resident_id,
+                    )
+                )
+    rng.shuffle(raw)  # record ids say nothing about who is who
     counters: Counter[str] = Counter()
     records, truth = [], {}
     for row, resident in raw:
@@ -612,7 +928,7 @@ def _id_valid_after_conversion(raw: str) -> bool:
     cleaned = raw.translate(str.maketrans("０１２３４５６７８９Ｘｘ", "0123456789XX")).replace(" ", "").upper()
     if len(cleaned) == 15 and cleaned.isdigit():
         first17 = cleaned[:6] + "19" + cleaned[6:]
-        return len(check_char(first17)) == 1          # a converted legacy number is always well-formed
+        return len(check_char(first17)) == 1  # a converted legacy number is always well-formed
     return is_valid(cleaned)
 
 
@@ -623,7 +939,8 @@ def describe(people: list[Resident], records: list[dict], truth: dict[str, int])
     per_resident = Counter(truth.values())
     n = len(records)
     return {
-        "residents": len(people), "records": n,
+        "residents": len(people),
+        "records": n,
         "residents_with_records": len(per_resident),
         "records_per_resident": round(n / max(len(per_resident), 1), 3),
         "valid_id_share": round(sum(_id_valid_after_conversion(r["id_number"]) for r in records) / n, 4),
@@ -667,8 +984,9 @@ def write(rows: list[dict], truth: dict[str, int], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([(c, pa.string()) for c in BATCH_COLUMNS])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "records.parquet")
-    pq.write_table(pa.table({"record_id": list(truth), "resident_id": [str(v) for v in truth.values()]}),
-                   folder / "truth.parquet")
+    pq.write_table(
+        pa.table({"record_id": list(truth), "resident_id": [str(v) for v in truth.values()]}), folder / "truth.parquet"
+    )
     return folder / "records.parquet"
 
 
@@ -676,8 +994,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--residents", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--guardian-id-rate", type=float, default=0.0,
-                        help="share of a child's ID-bearing records that carry a parent's number (default off)")
+    parser.add_argument(
+        "--guardian-id-rate",
+        type=float,
+        default=0.0,
+        help="share of a child's ID-bearing records that carry a parent's number (default off)",
+    )
     parser.add_argument("--out", default="/tmp/xydrc-error-model")
     args = parser.parse_args(argv)
     rows, truth, facts = build(args.residents, args.seed, args.guardian_id_rate)

@@ -30,10 +30,29 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SCHEMA = "bench_exports"
 MONTH = date(2026, 11, 1)
 DAYS = 30
-COUNTY = {"institutions": 309, "residents_changed_per_day": 6_000, "encounters_per_month": 420_000,
-          "residents": 650_000}
-TOWNSHIPS = ["京城路街道", "索河街道", "豫龙镇", "广武镇", "王村镇", "高村乡", "汜水镇", "乔楼镇", "刘河镇", "贾峪镇",
-             "城关乡", "崔庙镇", "高山镇", "金寨回族乡", "环翠峪管委会"]
+COUNTY = {
+    "institutions": 309,
+    "residents_changed_per_day": 6_000,
+    "encounters_per_month": 420_000,
+    "residents": 650_000,
+}
+TOWNSHIPS = [
+    "京城路街道",
+    "索河街道",
+    "豫龙镇",
+    "广武镇",
+    "王村镇",
+    "高村乡",
+    "汜水镇",
+    "乔楼镇",
+    "刘河镇",
+    "贾峪镇",
+    "城关乡",
+    "崔庙镇",
+    "高山镇",
+    "金寨回族乡",
+    "环翠峪管委会",
+]
 
 
 def build_tables(sizes: dict[str, int]) -> None:
@@ -41,15 +60,19 @@ def build_tables(sizes: dict[str, int]) -> None:
     townships = "ARRAY[" + ", ".join(f"'{t}'" for t in TOWNSHIPS) + "]"
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}"))
-        conn.execute(sa.text(f"""
+        conn.execute(
+            sa.text(f"""
             CREATE TABLE {SCHEMA}.fct_daily_service_volume AS
             SELECT d::date AS service_date, (410182000 + o)::text AS org_code, '机构' || o AS org_name,
                    CASE WHEN o < 6 THEN '二级甲等' ELSE '一级' END AS org_level,
                    (random() * 800)::int AS outpatient_visits, (random() * 40)::int AS emergency_visits,
                    0 AS total_visits, (random() * 30)::int AS admissions, (random() * 30)::int AS discharges
             FROM generate_series(:start, :start + interval '{DAYS - 1} days', interval '1 day') d,
-                 generate_series(1, :institutions) o"""), {"start": MONTH, "institutions": sizes["institutions"]})
-        conn.execute(sa.text(f"""
+                 generate_series(1, :institutions) o"""),
+            {"start": MONTH, "institutions": sizes["institutions"]},
+        )
+        conn.execute(
+            sa.text(f"""
             CREATE TABLE {SCHEMA}.fct_resident_change AS
             SELECT d::date AS change_date, 'M' || lpad(to_hex(r * 7919 + extract(day FROM d)::int), 16, '0')
                        AS master_id,
@@ -58,8 +81,11 @@ def build_tables(sizes: dict[str, int]) -> None:
                    '410182' || lpad((r % 1000000000000)::text, 12, '0') AS id_number, true AS id_number_valid,
                    '[{{"system": "cloud_his", "id": "' || r || '"}}]' AS local_identifiers, 1 AS source_record_count
             FROM generate_series(:start, :start + interval '{DAYS - 1} days', interval '1 day') d,
-                 generate_series(1, :changed) r"""), {"start": MONTH, "changed": sizes["residents_changed_per_day"]})
-        conn.execute(sa.text(f"""
+                 generate_series(1, :changed) r"""),
+            {"start": MONTH, "changed": sizes["residents_changed_per_day"]},
+        )
+        conn.execute(
+            sa.text(f"""
             CREATE TABLE {SCHEMA}.xch_research_encounter AS
             SELECT :start + (e % {DAYS}) AS visit_date, 'M' || lpad(to_hex(p), 16, '0') AS master_id,
                    date '1930-01-01' + (p * 37 % 33000) AS birth_date, (1 + p % 2)::text AS sex_code,
@@ -71,9 +97,14 @@ def build_tables(sizes: dict[str, int]) -> None:
                    false AS is_died, 'E' || e AS encounter_key
             FROM (SELECT e, (1 + (e::bigint * 104729) % :residents)::int AS p
                   FROM generate_series(1, :encounters) e) s"""),
-                     {"start": MONTH, "encounters": sizes["encounters_per_month"], "residents": sizes["residents"]})
-        conn.execute(sa.text(f"ANALYZE {SCHEMA}.fct_daily_service_volume, {SCHEMA}.fct_resident_change, "
-                             f"{SCHEMA}.xch_research_encounter"))
+            {"start": MONTH, "encounters": sizes["encounters_per_month"], "residents": sizes["residents"]},
+        )
+        conn.execute(
+            sa.text(
+                f"ANALYZE {SCHEMA}.fct_daily_service_volume, {SCHEMA}.fct_resident_change, "
+                f"{SCHEMA}.xch_research_encounter"
+            )
+        )
 
 
 def bench_catalog(folder: Path):
@@ -100,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     through = date(2026, 11, DAYS)
     timings = []
     ensure_tables()
-    with warehouse_engine().begin() as conn:          # a fresh ledger for the bench feeds: every file is new
+    with warehouse_engine().begin() as conn:  # a fresh ledger for the bench feeds: every file is new
         for table in ("delivery", "period_state", "feed_version"):
             conn.execute(sa.text(f"DELETE FROM export.{table} WHERE feed LIKE 'bench\\_%'"))
     with tempfile.TemporaryDirectory() as folder:
@@ -114,28 +145,60 @@ def main(argv: list[str] | None = None) -> None:
             warm = time.monotonic() - again
             delivered = [o for o in outcomes if o.state == "delivered"]
             with warehouse_engine().connect() as conn:
-                rows, size = conn.execute(sa.text(
-                    "SELECT coalesce(sum(row_count), 0), coalesce(sum(bytes), 0) FROM export.feed_version "
-                    "WHERE feed = :f"), {"f": name}).one()
-            timings.append({"feed": name.removeprefix("bench_"), "zh": feed.zh, "periods": len(outcomes),
-                            "delivered": len(delivered), "rows": int(rows), "bytes": int(size),
-                            "seconds": round(cold, 2), "rerun_seconds": round(warm, 2),
-                            "rerun_states": sorted({o.state for o in rerun}),
-                            "failed": [o.detail for o in outcomes if not o.ok][:3]})
-            print(f"  {name}: {len(delivered)}/{len(outcomes)} periods delivered, {rows} rows, {cold:.1f} s "
-                  f"(re-run {warm:.1f} s)", flush=True)
+                rows, size = conn.execute(
+                    sa.text(
+                        "SELECT coalesce(sum(row_count), 0), coalesce(sum(bytes), 0) FROM export.feed_version "
+                        "WHERE feed = :f"
+                    ),
+                    {"f": name},
+                ).one()
+            timings.append(
+                {
+                    "feed": name.removeprefix("bench_"),
+                    "zh": feed.zh,
+                    "periods": len(outcomes),
+                    "delivered": len(delivered),
+                    "rows": int(rows),
+                    "bytes": int(size),
+                    "seconds": round(cold, 2),
+                    "rerun_seconds": round(warm, 2),
+                    "rerun_states": sorted({o.state for o in rerun}),
+                    "failed": [o.detail for o in outcomes if not o.ok][:3],
+                }
+            )
+            print(
+                f"  {name}: {len(delivered)}/{len(outcomes)} periods delivered, {rows} rows, {cold:.1f} s "
+                f"(re-run {warm:.1f} s)",
+                flush=True,
+            )
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-    result = {"machine": machine(), "month": f"{MONTH:%Y-%m}",
-              "sizes": sizes, "build_tables_seconds": round(built, 1), "feeds": timings,
-              "total_seconds": round(sum(t["seconds"] for t in timings), 1)}
+    result = {
+        "machine": machine(),
+        "month": f"{MONTH:%Y-%m}",
+        "sizes": sizes,
+        "build_tables_seconds": round(built, 1),
+        "feeds": timings,
+        "total_seconds": round(sum(t["seconds"] for t in timings), 1),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "exports.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    lines = [f"# County month of exports ({result['month']}, {sizes['residents']:,} residents, 2 cores)", "",
-             "| feed | periods delivered | rows | MB | build + deliver (s) | re-run (s) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {t['zh']} `{t['feed']}` | {t['delivered']}/{t['periods']} | {t['rows']:,} | "
-              f"{t['bytes'] / 1e6:.1f} | {t['seconds']} | {t['rerun_seconds']} |" for t in timings]
-    lines += ["", f"Total: {result['total_seconds']} s for every feed of the month; a re-run finds every file "
-              "unchanged and sends nothing.", ""]
+    lines = [
+        f"# County month of exports ({result['month']}, {sizes['residents']:,} residents, 2 cores)",
+        "",
+        "| feed | periods delivered | rows | MB | build + deliver (s) | re-run (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {t['zh']} `{t['feed']}` | {t['delivered']}/{t['periods']} | {t['rows']:,} | "
+        f"{t['bytes'] / 1e6:.1f} | {t['seconds']} | {t['rerun_seconds']} |"
+        for t in timings
+    ]
+    lines += [
+        "",
+        f"Total: {result['total_seconds']} s for every feed of the month; a re-run finds every file "
+        "unchanged and sends nothing.",
+        "",
+    ]
     (RESULTS / "exports.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

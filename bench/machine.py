@@ -17,8 +17,13 @@ def machine() -> dict:
         for line in f:
             if line.startswith("MemTotal:"):
                 memory_kb = int(line.split()[1])
-    return {"cpus": os.cpu_count(), "memory_gb": round(memory_kb / 1024 ** 2, 1), "os": platform.platform(),
-            "python": platform.python_version(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(memory_kb / 1024**2, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def describe(facts: dict | str) -> str:
@@ -39,9 +44,13 @@ def spread(values: list[float], digits: int = 2) -> dict:
     as 'median (min–max, n runs)')."""
     if not values:
         raise ValueError("spread of no values")
-    return {"runs": len(values), "median": round(statistics.median(values), digits),
-            "min": round(min(values), digits), "max": round(max(values), digits),
-            "values": [round(v, digits) for v in values]}
+    return {
+        "runs": len(values),
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "values": [round(v, digits) for v in values],
+    }
 
 
 def timed_runs(fn: Callable[[], object], runs: int = 3, digits: int = 2) -> dict:

@@ -41,23 +41,43 @@ def _county() -> dict[str, Any]:
     with source_pg_engine(DATABASE).connect() as conn:
         first, last = conn.execute(sa.text("SELECT min(day), max(day) FROM system_day")).one()
     with warehouse_engine().connect() as conn:
-        run = conn.execute(sa.text(
-            "SELECT run_id, rules_run, rows_checked, audit_items FROM dq.run ORDER BY finished_at DESC LIMIT 1")
-        ).mappings().one()
-    return {"scale": config["scale"], "residents": config["residents"], "dirt": config.get("dirt", "on"),
-            "days": f"{first} – {last}", "quality_run": dict(run)}
+        run = (
+            conn.execute(
+                sa.text(
+                    "SELECT run_id, rules_run, rows_checked, audit_items FROM dq.run ORDER BY finished_at DESC LIMIT 1"
+                )
+            )
+            .mappings()
+            .one()
+        )
+    return {
+        "scale": config["scale"],
+        "residents": config["residents"],
+        "dirt": config.get("dirt", "on"),
+        "days": f"{first} – {last}",
+        "quality_run": dict(run),
+    }
 
 
 def _clean_result() -> dict[str, Any]:
     from core.db import warehouse_engine
 
     with warehouse_engine().connect() as conn:
-        problems = dict(conn.execute(sa.text(
-            "SELECT rule_id, count(*) FROM dq.problem WHERE status = 'open' GROUP BY 1 ORDER BY 2 DESC")).all())
-        scores, below, lowest = conn.execute(sa.text(
-            "SELECT count(*), count(*) FILTER (WHERE score < 100), min(score) FROM dq.score")).one()
-    return {"open_problems": sum(problems.values()), "open_problems_by_rule": problems, "scores": scores,
-            "scores_below_100": below, "lowest_score": float(lowest) if lowest is not None else None}
+        problems = dict(
+            conn.execute(
+                sa.text("SELECT rule_id, count(*) FROM dq.problem WHERE status = 'open' GROUP BY 1 ORDER BY 2 DESC")
+            ).all()
+        )
+        scores, below, lowest = conn.execute(
+            sa.text("SELECT count(*), count(*) FILTER (WHERE score < 100), min(score) FROM dq.score")
+        ).one()
+    return {
+        "open_problems": sum(problems.values()),
+        "open_problems_by_rule": problems,
+        "scores": scores,
+        "scores_below_100": below,
+        "lowest_score": float(lowest) if lowest is not None else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,8 +88,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.clean and os.environ.get("DRC_SIM_DIRT") != "off":
         raise SystemExit("--clean measures a county without dirt: run with DRC_SIM_DIRT=off, as it was simulated")
-    result = {"measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-              "machine": machine(), **_county()}
+    result = {
+        "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        **_county(),
+    }
     if args.clean:
         result.update(_clean_result())
         name = "quality_clean"
@@ -85,25 +108,43 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _table(r: dict, clean: bool) -> str:
     run = r["quality_run"]
-    lines = [f"# Quality rules on a simulated county {'without dirt' if clean else 'against its answer key'}", "",
-             f"Measured {r['measured_at']} on {describe(r['machine'])}: {r['scale']} county "
-             f"({r['residents']:,} residents), "
-             f"days {r['days']}, dirt {r['dirt']}; quality run {run['run_id']}: {run['rules_run']} rules, "
-             f"{run['rows_checked']:,} rows checked, {run['audit_items']:,} 稽核条目.", ""]
+    lines = [
+        f"# Quality rules on a simulated county {'without dirt' if clean else 'against its answer key'}",
+        "",
+        f"Measured {r['measured_at']} on {describe(r['machine'])}: {r['scale']} county "
+        f"({r['residents']:,} residents), "
+        f"days {r['days']}, dirt {r['dirt']}; quality run {run['run_id']}: {run['rules_run']} rules, "
+        f"{run['rows_checked']:,} rows checked, {run['audit_items']:,} 稽核条目.",
+        "",
+    ]
     if clean:
-        lines += ["| measure | value | goal |", "|---|---|---|",
-                  f"| open problems | {r['open_problems']} | 0 |",
-                  f"| scores (institution × dataset × dimension × period) | {r['scores']:,} | |",
-                  f"| scores below 100 | {r['scores_below_100']} (lowest {r['lowest_score']}) | 0 |"]
+        lines += [
+            "| measure | value | goal |",
+            "|---|---|---|",
+            f"| open problems | {r['open_problems']} | 0 |",
+            f"| scores (institution × dataset × dimension × period) | {r['scores']:,} | |",
+            f"| scores below 100 | {r['scores_below_100']} (lowest {r['lowest_score']}) | 0 |",
+        ]
         lines += [f"| problems of {rule} | {n} | 0 |" for rule, n in r["open_problems_by_rule"].items()]
     else:
         lines += ["| defect type | logged | found | recall |", "|---|---|---|---|"]
         lines += [f"| {d} | {v['logged']:,} | {v['found']:,} | {v['recall']:.2%} |" for d, v in r["recall"].items()]
-        lines += ["", "Left out of recall (not findable in the current data): "
-                  + (", ".join(f"{why}: {n}" for why, n in r["left_out_of_recall"].items()) or "none") + "."]
-        lines += ["", f"Problems on records the simulator left clean: {r['unexplained_problems']}"
-                  + (f" ({', '.join(f'{k}: {v}' for k, v in r['unexplained_by_rule'].items())})"
-                     if r["unexplained_by_rule"] else "") + "."]
+        lines += [
+            "",
+            "Left out of recall (not findable in the current data): "
+            + (", ".join(f"{why}: {n}" for why, n in r["left_out_of_recall"].items()) or "none")
+            + ".",
+        ]
+        lines += [
+            "",
+            f"Problems on records the simulator left clean: {r['unexplained_problems']}"
+            + (
+                f" ({', '.join(f'{k}: {v}' for k, v in r['unexplained_by_rule'].items())})"
+                if r["unexplained_by_rule"]
+                else ""
+            )
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 

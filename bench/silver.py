@@ -88,19 +88,23 @@ def main(argv: list[str] | None = None) -> dict:
     spark = get_spark()
     prepare_silver(spark)
     commits = _commits(lake)
-    since = (datetime.fromisoformat(args.day_since).timestamp() if args.day_since
-             else _newest_round_start(commits))
-    result: dict = {"machine": machine(), "lake": str(lake),
-                    "measured_at": datetime.now().astimezone().isoformat(timespec="seconds")}
+    since = datetime.fromisoformat(args.day_since).timestamp() if args.day_since else _newest_round_start(commits)
+    result: dict = {
+        "machine": machine(),
+        "lake": str(lake),
+        "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
 
     def run_all(full: bool) -> dict:
         started = time.monotonic()
         reports = standardize_sources(spark, mapped_sources(), full=full)
-        return {"seconds": round(time.monotonic() - started, 1),
-                "tables": sum(r.mode in ("full", "incremental") for r in reports),
-                "silver_rows_written": sum(r.silver_rows for r in reports),
-                "quarantined": sum(r.quarantined for r in reports),
-                "changed_keys": sum(r.changed_keys for r in reports)}
+        return {
+            "seconds": round(time.monotonic() - started, 1),
+            "tables": sum(r.mode in ("full", "incremental") for r in reports),
+            "silver_rows_written": sum(r.silver_rows for r in reports),
+            "quarantined": sum(r.quarantined for r in reports),
+            "changed_keys": sum(r.changed_keys for r in reports),
+        }
 
     print("… history: every table from all of its bronze", flush=True)
     history = run_all(full=True)
@@ -110,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  {history}", flush=True)
     saved = RESULTS / "silver.json"
     previous = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else {}
-    earlier = previous.get("history_runs") or ([{**previous["history"], "measured_at": previous["measured_at"]}]
-                                               if "history" in previous else [])
+    earlier = previous.get("history_runs") or (
+        [{**previous["history"], "measured_at": previous["measured_at"]}] if "history" in previous else []
+    )
     runs = {r["bronze_rows"]: r for r in earlier}
     runs[history["bronze_rows"]] = history
     result["history_runs"] = sorted(runs.values(), key=lambda r: r["bronze_rows"])
@@ -120,8 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         for source in mapped_sources():
             _rewind(source, commits, since)
-        print(f"… one day: the incremental run after the collection round of {datetime.fromtimestamp(since)}",
-              flush=True)
+        print(
+            f"… one day: the incremental run after the collection round of {datetime.fromtimestamp(since)}", flush=True
+        )
         day = run_all(full=False)
         day["bronze_rows"] = sum(c[4] for c in commits if c[0] >= since)
         day["measured_at"] = result["measured_at"]
@@ -145,31 +151,41 @@ def _year_estimate(runs: list[dict], year_rows: float) -> dict:
         fixed, per_row = 0.0, ys[0] / xs[0]
     else:
         mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-        per_row = (sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
-                   / sum((x - mean_x) ** 2 for x in xs))
+        per_row = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mean_x) ** 2 for x in xs
+        )
         fixed = mean_y - per_row * mean_x
     largest = max(runs, key=lambda r: r["bronze_rows"])
-    return {"bronze_rows": round(year_rows), "seconds": round(fixed + per_row * year_rows),
-            "fixed_seconds": round(fixed, 1), "rows_per_second_marginal": round(1 / per_row),
-            # no fixed cost at all: the largest run's average rate throughout (the pessimistic bound)
-            "seconds_at_largest_run_rate": round(year_rows / largest["rows_per_second"]),
-            "basis": f"simulator county rows/day x 365; line through {len(runs)} measured history run(s) "
-                     "(extrapolated)"}
+    return {
+        "bronze_rows": round(year_rows),
+        "seconds": round(fixed + per_row * year_rows),
+        "fixed_seconds": round(fixed, 1),
+        "rows_per_second_marginal": round(1 / per_row),
+        # no fixed cost at all: the largest run's average rate throughout (the pessimistic bound)
+        "seconds_at_largest_run_rate": round(year_rows / largest["rows_per_second"]),
+        "basis": f"simulator county rows/day x 365; line through {len(runs)} measured history run(s) (extrapolated)",
+    }
 
 
 def _table(r: dict) -> str:
     d = r["one_day"]
     lines = ["| measure | measured | goal |", "|---|---|---|"]
     for h in r["history_runs"]:
-        lines.append(f"| history standardised (all bronze, {h['tables']} tables) | {h['seconds']} s for "
-                     f"{h['bronze_rows']:,} bronze rows ({h['rows_per_second']:,} rows/s) | — |")
-    lines.append(f"| one day, incremental | {d['seconds']} s ({d['bronze_rows']:,} new bronze rows, "
-                 f"{d['changed_keys']:,} keys) | ≤ 300 s |")
+        lines.append(
+            f"| history standardised (all bronze, {h['tables']} tables) | {h['seconds']} s for "
+            f"{h['bronze_rows']:,} bronze rows ({h['rows_per_second']:,} rows/s) | — |"
+        )
+    lines.append(
+        f"| one day, incremental | {d['seconds']} s ({d['bronze_rows']:,} new bronze rows, "
+        f"{d['changed_keys']:,} keys) | ≤ 300 s |"
+    )
     if "county_year_estimate" in r:
         e = r["county_year_estimate"]
-        lines.append(f"| county year (extrapolated) | ≈ {e['seconds'] / 60:.0f} min for {e['bronze_rows']:,} rows "
-                     f"(at the largest run's average rate: {e['seconds_at_largest_run_rate'] / 60:.0f} min) "
-                     "| ≤ 60 min |")
+        lines.append(
+            f"| county year (extrapolated) | ≈ {e['seconds'] / 60:.0f} min for {e['bronze_rows']:,} rows "
+            f"(at the largest run's average rate: {e['seconds_at_largest_run_rate'] / 60:.0f} min) "
+            "| ≤ 60 min |"
+        )
     return "\n".join(lines)
 
 

@@ -33,18 +33,25 @@ def main(argv: list[str] | None = None) -> dict:
     county = County(config)
     started = time.monotonic()
     county.reset()
-    reports = county.simulate_until(config["start_date"] + timedelta(days=args.days - 1),
-                                    progress=lambda r: print(f"{r.day} {r.encounters:>7} encounters "
-                                                             f"{sum(r.rows.values()):>8} rows {r.seconds:6.1f} s",
-                                                             flush=True))
+    reports = county.simulate_until(
+        config["start_date"] + timedelta(days=args.days - 1),
+        progress=lambda r: print(
+            f"{r.day} {r.encounters:>7} encounters {sum(r.rows.values()):>8} rows {r.seconds:6.1f} s", flush=True
+        ),
+    )
     history_seconds = time.monotonic() - started
     next_day_started = time.monotonic()
     extra = county.simulate_until(config["start_date"] + timedelta(days=args.days))
     next_day_seconds = time.monotonic() - next_day_started
     result = {
-        "scale": args.scale, "residents": config["residents"], "days": args.days, "workers": args.workers,
-        "history_seconds": round(history_seconds, 1), "goal_history_seconds": 1800,
-        "next_day_seconds": round(next_day_seconds, 1), "goal_next_day_seconds": 60,
+        "scale": args.scale,
+        "residents": config["residents"],
+        "days": args.days,
+        "workers": args.workers,
+        "history_seconds": round(history_seconds, 1),
+        "goal_history_seconds": 1800,
+        "next_day_seconds": round(next_day_seconds, 1),
+        "goal_next_day_seconds": 60,
         "encounters": sum(r.encounters for r in reports + extra),
         "rows_written": sum(sum(r.rows.values()) for r in reports + extra),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -52,10 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"simulate_{args.scale}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\n| measure | value | goal |\n|---|---|---|\n"
-          f"| {args.days} days at {config['residents']:,} residents | {history_seconds / 60:.1f} min | ≤ 30 min |\n"
-          f"| one more day | {next_day_seconds:.1f} s | ≤ 60 s |\n"
-          f"| rows written | {result['rows_written']:,} | |\n| peak RSS | {result['peak_rss_mb']} MB | bounded |")
+    print(
+        f"\n| measure | value | goal |\n|---|---|---|\n"
+        f"| {args.days} days at {config['residents']:,} residents | {history_seconds / 60:.1f} min | ≤ 30 min |\n"
+        f"| one more day | {next_day_seconds:.1f} s | ≤ 60 s |\n"
+        f"| rows written | {result['rows_written']:,} | |\n| peak RSS | {result['peak_rss_mb']} MB | bounded |"
+    )
     return result
 
 

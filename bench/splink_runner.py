@@ -31,49 +31,92 @@ from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 def _present(con: duckdb.DuckDBPyConnection, source: str, columns: tuple[str, ...]) -> set[str]:
     """The columns holding at least one non-empty value (an all-null column makes EM degenerate)."""
-    counts = con.execute("SELECT " + ", ".join(f"count(NULLIF(CAST({c} AS VARCHAR), ''))" for c in columns)
-                         + f" FROM read_parquet('{source}')").fetchall()[0]
+    counts = con.execute(
+        "SELECT "
+        + ", ".join(f"count(NULLIF(CAST({c} AS VARCHAR), ''))" for c in columns)
+        + f" FROM read_parquet('{source}')"
+    ).fetchall()[0]
     return {c for c, n in zip(columns, counts, strict=True) if n}
 
 
 def raw_setup(con: duckdb.DuckDBPyConnection, source: str) -> tuple[duckdb.DuckDBPyRelation, dict]:
     """The fields as the file has them, with a generic comparison per field."""
     present = _present(con, source, ("name", "sex_code", "birth_date", "id_number", "phone", "address"))
-    records = con.sql(f"SELECT record_id, name, sex_code, CAST(birth_date AS VARCHAR) AS birth_date, id_number, "
-                      f"phone, address FROM read_parquet('{source}')")
-    comparisons = {"name": cl.NameComparison("name"),
-                   "birth_date": cl.DateOfBirthComparison("birth_date", input_is_string=True),
-                   "sex_code": cl.ExactMatch("sex_code"),
-                   "id_number": cl.LevenshteinAtThresholds("id_number", [1]),
-                   "phone": cl.ExactMatch("phone"),
-                   "address": cl.LevenshteinAtThresholds("address", [2, 6])}
+    records = con.sql(
+        f"SELECT record_id, name, sex_code, CAST(birth_date AS VARCHAR) AS birth_date, id_number, "
+        f"phone, address FROM read_parquet('{source}')"
+    )
+    comparisons = {
+        "name": cl.NameComparison("name"),
+        "birth_date": cl.DateOfBirthComparison("birth_date", input_is_string=True),
+        "sex_code": cl.ExactMatch("sex_code"),
+        "id_number": cl.LevenshteinAtThresholds("id_number", [1]),
+        "phone": cl.ExactMatch("phone"),
+        "address": cl.LevenshteinAtThresholds("address", [2, 6]),
+    }
     blocking = [("id_number",), ("birth_date", "sex_code"), ("phone",), ("name", "substr(birth_date, 1, 4)")]
-    return records, {"comparisons": comparisons, "present": present, "blocking": blocking,
-                     "deterministic": [("id_number",), ("name", "birth_date")], "id": "id_number",
-                     "birth": "birth_date"}
+    return records, {
+        "comparisons": comparisons,
+        "present": present,
+        "blocking": blocking,
+        "deterministic": [("id_number",), ("name", "birth_date")],
+        "id": "id_number",
+        "birth": "birth_date",
+    }
 
 
 def normalised_setup(con: duckdb.DuckDBPyConnection, source: str) -> tuple[duckdb.DuckDBPyRelation, dict]:
     """The EMPI's normalised columns: name by characters then by fuzzy pinyin, ID on 17 characters, address
     as township / village / house number."""
     present = _present(con, source, ("name_n", "sex", "birth", "id17", "phone_n", "township"))
-    records = con.sql(f"SELECT record_id, name_n, pinyin, sex, CAST(birth AS VARCHAR) AS birth, id17, phone_n, "
-                      f"township, village, house_no FROM read_parquet('{source}')")
-    name = cl.CustomComparison(output_column_name="name", comparison_levels=[
-        cll.NullLevel("name_n"), cll.ExactMatchLevel("name_n"), cll.ExactMatchLevel("pinyin"),
-        cll.JaroWinklerLevel("name_n", 0.85), cll.JaroWinklerLevel("pinyin", 0.85), cll.ElseLevel()])
-    address = cl.CustomComparison(output_column_name="address", comparison_levels=[
-        cll.NullLevel("township"),
-        cll.CustomLevel("township_l = township_r AND village_l = village_r AND house_no_l = house_no_r", "house"),
-        cll.CustomLevel("township_l = township_r AND village_l = village_r", "village"),
-        cll.CustomLevel("township_l = township_r", "township"), cll.ElseLevel()])
-    comparisons = {"name_n": name, "birth": cl.DateOfBirthComparison("birth", input_is_string=True),
-                   "sex": cl.ExactMatch("sex"), "id17": cl.LevenshteinAtThresholds("id17", [1]),
-                   "phone_n": cl.ExactMatch("phone_n"), "township": address}
-    blocking = [("id17",), ("birth", "sex"), ("phone_n",), ("pinyin", "substr(birth, 1, 4)"),
-                ("birth", "township", "village")]
-    return records, {"comparisons": comparisons, "present": present, "blocking": blocking,
-                     "deterministic": [("id17",), ("name_n", "birth")], "id": "id17", "birth": "birth"}
+    records = con.sql(
+        f"SELECT record_id, name_n, pinyin, sex, CAST(birth AS VARCHAR) AS birth, id17, phone_n, "
+        f"township, village, house_no FROM read_parquet('{source}')"
+    )
+    name = cl.CustomComparison(
+        output_column_name="name",
+        comparison_levels=[
+            cll.NullLevel("name_n"),
+            cll.ExactMatchLevel("name_n"),
+            cll.ExactMatchLevel("pinyin"),
+            cll.JaroWinklerLevel("name_n", 0.85),
+            cll.JaroWinklerLevel("pinyin", 0.85),
+            cll.ElseLevel(),
+        ],
+    )
+    address = cl.CustomComparison(
+        output_column_name="address",
+        comparison_levels=[
+            cll.NullLevel("township"),
+            cll.CustomLevel("township_l = township_r AND village_l = village_r AND house_no_l = house_no_r", "house"),
+            cll.CustomLevel("township_l = township_r AND village_l = village_r", "village"),
+            cll.CustomLevel("township_l = township_r", "township"),
+            cll.ElseLevel(),
+        ],
+    )
+    comparisons = {
+        "name_n": name,
+        "birth": cl.DateOfBirthComparison("birth", input_is_string=True),
+        "sex": cl.ExactMatch("sex"),
+        "id17": cl.LevenshteinAtThresholds("id17", [1]),
+        "phone_n": cl.ExactMatch("phone_n"),
+        "township": address,
+    }
+    blocking = [
+        ("id17",),
+        ("birth", "sex"),
+        ("phone_n",),
+        ("pinyin", "substr(birth, 1, 4)"),
+        ("birth", "township", "village"),
+    ]
+    return records, {
+        "comparisons": comparisons,
+        "present": present,
+        "blocking": blocking,
+        "deterministic": [("id17",), ("name_n", "birth")],
+        "id": "id17",
+        "birth": "birth",
+    }
 
 
 def _columns_of(rule: tuple[str, ...]) -> set[str]:
@@ -106,8 +149,10 @@ def main(source: str, target: str, normalised: bool = False) -> None:
     linker.training.estimate_parameters_using_expectation_maximisation(block_on(second))
     predictions = linker.inference.predict(threshold_match_probability=0.5)
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(predictions, 0.95)
-    con.sql(f"COPY (SELECT record_id, CAST(cluster_id AS VARCHAR) AS cluster_id FROM {clusters.physical_name}) "
-            f"TO '{target}' (FORMAT parquet)")
+    con.sql(
+        f"COPY (SELECT record_id, CAST(cluster_id AS VARCHAR) AS cluster_id FROM {clusters.physical_name}) "
+        f"TO '{target}' (FORMAT parquet)"
+    )
     print(f"  Splink: clustered in {time.perf_counter() - started:.0f} s", flush=True)
 
 

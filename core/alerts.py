@@ -59,29 +59,43 @@ def raise_alert(alert: Alert) -> None:
     """Open the alert (or count a repeat of the open one) and write the greppable log line."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ops.alert (kind, severity, subject, source_system, org_code, business_date, message) "
-            "VALUES (:kind, :severity, :subject, :source_system, :org_code, :business_date, :message) "
-            "ON CONFLICT (kind, subject) WHERE resolved_at IS NULL DO UPDATE SET "
-            "occurrences = ops.alert.occurrences + 1, last_seen = now(), message = EXCLUDED.message"),
-            alert.__dict__)
-    log.warning("XYDRC-ALERT kind=%s severity=%s subject=%s %s", alert.kind, alert.severity, alert.subject,
-                alert.message)
+        conn.execute(
+            sa.text(
+                "INSERT INTO ops.alert (kind, severity, subject, source_system, org_code, business_date, message) "
+                "VALUES (:kind, :severity, :subject, :source_system, :org_code, :business_date, :message) "
+                "ON CONFLICT (kind, subject) WHERE resolved_at IS NULL DO UPDATE SET "
+                "occurrences = ops.alert.occurrences + 1, last_seen = now(), message = EXCLUDED.message"
+            ),
+            alert.__dict__,
+        )
+    log.warning(
+        "XYDRC-ALERT kind=%s severity=%s subject=%s %s", alert.kind, alert.severity, alert.subject, alert.message
+    )
 
 
 def resolve_alerts(kind: str, subject: str, resolution: str) -> int:
     """Close the open alert of this kind and subject (e.g. a missing day whose data has come)."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        return conn.execute(sa.text(
-            "UPDATE ops.alert SET resolved_at = now(), resolution = :resolution "
-            "WHERE kind = :kind AND subject = :subject AND resolved_at IS NULL"),
-            {"kind": kind, "subject": subject, "resolution": resolution}).rowcount
+        return conn.execute(
+            sa.text(
+                "UPDATE ops.alert SET resolved_at = now(), resolution = :resolution "
+                "WHERE kind = :kind AND subject = :subject AND resolved_at IS NULL"
+            ),
+            {"kind": kind, "subject": subject, "resolution": resolution},
+        ).rowcount
 
 
 def open_alerts(since: datetime | None = None) -> list[dict]:
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.text(
-            "SELECT * FROM ops.v_open_alert WHERE last_seen >= coalesce(CAST(:since AS timestamptz), '-infinity')"),
-            {"since": since})]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT * FROM ops.v_open_alert WHERE last_seen >= coalesce(CAST(:since AS timestamptz), "
+                    "'-infinity')"
+                ),
+                {"since": since},
+            )
+        ]

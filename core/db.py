@@ -44,8 +44,11 @@ def api_engine() -> sa.Engine:
     # As many pooled connections as requests a worker serves at once (anyio's 40 threads): a connection opened
     # beyond the pool would be closed on return and reopened for a later request (a PostgreSQL fork and login,
     # then cold catalog caches: a first query plans in ~5 ms instead of ~0.2 ms).
-    return track_engine(sa.create_engine(url, pool_size=API_CONNECTIONS_PER_WORKER, max_overflow=0,
-                                         pool_recycle=1800, hide_parameters=True))
+    return track_engine(
+        sa.create_engine(
+            url, pool_size=API_CONNECTIONS_PER_WORKER, max_overflow=0, pool_recycle=1800, hide_parameters=True
+        )
+    )
 
 
 def ensure_schemas(*schemas: str) -> None:
@@ -59,7 +62,6 @@ def apply_ddl(schema: str, statements: Sequence[str]) -> None:
     statements run under a transaction-scoped advisory lock named after the schema."""
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"xydrc ddl {schema}"})
-        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))   # under the lock: two creators race
+        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))  # under the lock: two creators race
         for statement in statements:
             conn.execute(sa.text(statement))
-

@@ -11,10 +11,12 @@ from core.indicators import write_generated_files
 from core.settings import CONFIG_DIR, PROJECT_ROOT
 
 DBT_DIR = PROJECT_ROOT / "dbt"
-DOCS_DIR = DBT_DIR / "target"     # `dbt docs generate` writes index.html, manifest.json, catalog.json here
+DOCS_DIR = DBT_DIR / "target"  # `dbt docs generate` writes index.html, manifest.json, catalog.json here
 # Reference files the warehouse loads as dbt seeds, kept once in config/ (the pipeline reads them there too).
-SEEDS_FROM_CONFIG = {"organizations.csv": CONFIG_DIR / "organizations.csv",
-                     "icd10_who.csv": CONFIG_DIR / "terminology" / "code_systems" / "ICD10_WHO.csv"}
+SEEDS_FROM_CONFIG = {
+    "organizations.csv": CONFIG_DIR / "organizations.csv",
+    "icd10_who.csv": CONFIG_DIR / "terminology" / "code_systems" / "ICD10_WHO.csv",
+}
 
 
 def _invoke(args: list[str]) -> None:
@@ -24,8 +26,10 @@ def _invoke(args: list[str]) -> None:
         os.environ["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} -c drc.id_lookup_key={key}".strip()
     result = dbtRunner().invoke([*args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)])
     if not result.success:
-        raise RuntimeError(f"dbt {args[0]} failed ({result.exception or 'see the failing models and tests above'}); "
-                           f"details in {DBT_DIR / 'logs' / 'dbt.log'}")
+        raise RuntimeError(
+            f"dbt {args[0]} failed ({result.exception or 'see the failing models and tests above'}); "
+            f"details in {DBT_DIR / 'logs' / 'dbt.log'}"
+        )
 
 
 def prepare_project() -> None:

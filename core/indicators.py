@@ -67,7 +67,7 @@ class Indicator:
     family_zh: str
     formula: str
     unit: str
-    kind: str = "scalar"              # scalar (in fct_indicator_value) / ranking / distribution (own mart)
+    kind: str = "scalar"  # scalar (in fct_indicator_value) / ranking / distribution (own mart)
     numerator: str | None = None
     denominator: str | None = None
     scale: int = 1
@@ -79,14 +79,14 @@ class Indicator:
     mart: str = "fct_indicator_value"
     supported: bool = True
     note: str = ""
-    also_in: tuple[str, ...] = field(default_factory=tuple)   # families that include it (e.g. 医改重点指标)
+    also_in: tuple[str, ...] = field(default_factory=tuple)  # families that include it (e.g. 医改重点指标)
 
 
 @dataclass(frozen=True)
 class Catalog:
     measures: dict[str, Measure]
     indicators: dict[str, Indicator]
-    families: dict[str, str]          # family code -> 中文名称, in the families' `order`
+    families: dict[str, str]  # family code -> 中文名称, in the families' `order`
 
 
 def _read(path: Path) -> dict:
@@ -113,8 +113,9 @@ def _measure(code: str, spec: dict) -> Measure:
     return Measure(code=code, **spec)
 
 
-def _indicator(spec: dict, family: str, family_zh: str, defaults: dict, path: Path,
-               measures: dict[str, Measure]) -> Indicator:
+def _indicator(
+    spec: dict, family: str, family_zh: str, defaults: dict, path: Path, measures: dict[str, Measure]
+) -> Indicator:
     spec = {**defaults, **spec}
     code = spec.get("code", "?")
     where = f"{path.name}: indicator {code}"
@@ -130,8 +131,10 @@ def _indicator(spec: dict, family: str, family_zh: str, defaults: dict, path: Pa
         raise CatalogError(f"{where}: unknown grain/period {unknown}; grains are {GRAINS}, periods {PERIODS}")
     if indicator.supported and indicator.kind == "scalar":
         if not indicator.numerator:
-            raise CatalogError(f"{where}: a supported indicator needs a numerator measure (or supported: false "
-                               "with a note saying why it cannot be computed)")
+            raise CatalogError(
+                f"{where}: a supported indicator needs a numerator measure (or supported: false "
+                "with a note saying why it cannot be computed)"
+            )
         for role in ("numerator", "denominator"):
             name = getattr(indicator, role)
             if name is None:
@@ -140,13 +143,17 @@ def _indicator(spec: dict, family: str, family_zh: str, defaults: dict, path: Pa
                 raise CatalogError(f"{where}: {role} {name!r} is not a measure in {MEASURES_FILE.name}")
             beyond = [g for g in indicator.grains if g not in measures[name].grains]
             if beyond:
-                raise CatalogError(f"{where}: {role} {name} (attribution {measures[name].attribution}) cannot be "
-                                   f"cut by {beyond}; set grains: {list(measures[name].grains)} or fewer")
+                raise CatalogError(
+                    f"{where}: {role} {name} (attribution {measures[name].attribution}) cannot be "
+                    f"cut by {beyond}; set grains: {list(measures[name].grains)} or fewer"
+                )
             finest = PERIODS.index(measures[name].finest_period)
             shorter = [p for p in indicator.periods if PERIODS.index(p) < finest]
             if shorter:
-                raise CatalogError(f"{where}: {role} {name} is {measures[name].finest_period}ly data and cannot be "
-                                   f"reported per {shorter}; set periods without them")
+                raise CatalogError(
+                    f"{where}: {role} {name} is {measures[name].finest_period}ly data and cannot be "
+                    f"reported per {shorter}; set periods without them"
+                )
     if indicator.supported and indicator.kind != "scalar" and indicator.mart == "fct_indicator_value":
         raise CatalogError(f"{where}: a {indicator.kind} indicator names the mart that holds it (mart: ...)")
     if not indicator.supported and not indicator.note:
@@ -170,8 +177,10 @@ def load_catalog(directory: Path = CATALOG_DIR) -> Catalog:
         for spec in doc.get("indicators", []):
             indicator = _indicator(spec, family, family_zh, doc.get("defaults", {}), path, measures)
             if indicator.code in indicators:
-                raise CatalogError(f"{path.name}: indicator {indicator.code} is already defined in family "
-                                   f"{indicators[indicator.code].family}; define it once and include it")
+                raise CatalogError(
+                    f"{path.name}: indicator {indicator.code} is already defined in family "
+                    f"{indicators[indicator.code].family}; define it once and include it"
+                )
             indicators[indicator.code] = indicator
     for family, codes in includes.items():
         for code in codes:
@@ -188,8 +197,10 @@ def load_catalog(directory: Path = CATALOG_DIR) -> Catalog:
 def _grain_columns(measure: Measure) -> tuple[dict[str, str], str]:
     """SQL column per grain the measure supports, and the extra select of institution attributes."""
     if measure.attribution == "institution":
-        return ({"institution": f"f.{measure.org}", "institution_type": "f.inst_type",
-                 "township": "f.inst_township"}, "institutions")
+        return (
+            {"institution": f"f.{measure.org}", "institution_type": "f.inst_type", "township": "f.inst_township"},
+            "institutions",
+        )
     if measure.attribution == "residence":
         return {"township": "f.township"}, ""
     return {}, ""
@@ -204,30 +215,35 @@ def _measure_sql(measure: Measure, periods: tuple[str, ...]) -> str:
     grain_type = f"case {whens}else 'county' end" if whens else "'county'"
     grain_code = ", ".join([*grains.values(), f"'{COUNTY_CODE}'"])
     if measure.attribution == "institution":
-        source = (f"select f.*, i.inst_type, i.inst_township, i.inst_is_primary_care, i.inst_is_hospital\n"
-                  f"        from {{{{ ref('{measure.model}') }}}} as f\n"
-                  f"        left join institutions as i on i.org_code = f.{measure.org}")
+        source = (
+            f"select f.*, i.inst_type, i.inst_township, i.inst_is_primary_care, i.inst_is_hospital\n"
+            f"        from {{{{ ref('{measure.model}') }}}} as f\n"
+            f"        left join institutions as i on i.org_code = f.{measure.org}"
+        )
     else:
         source = f"select * from {{{{ ref('{measure.model}') }}}}"
     if measure.kind == "event":
         in_period = f"({measure.date}) between p.period_start and p.period_end"
     else:
-        valid_to = f" and (({measure.valid_to}) is null or ({measure.valid_to}) >= p.period_end)" \
-            if measure.valid_to else ""
+        valid_to = (
+            f" and (({measure.valid_to}) is null or ({measure.valid_to}) >= p.period_end)" if measure.valid_to else ""
+        )
         in_period = f"({measure.valid_from}) <= p.period_end{valid_to}"
     where = f"\n    where {measure.filter}" if measure.filter else ""
     period_types = ", ".join(f"'{p}'" for p in periods)
-    return (f"-- {measure.zh}\n"
-            f"select\n"
-            f"    '{measure.code}'::text as measure_code,\n"
-            f"    p.period_type,\n"
-            f"    p.period_start,\n"
-            f"    ({grain_type})::text as grain_type,\n"
-            f"    (coalesce({grain_code}))::text as grain_code,\n"
-            f"    ({measure.value})::numeric as value\n"
-            f"from (\n        {source}\n    ) as f\n"
-            f"    inner join periods as p on p.period_type in ({period_types}) and {in_period}{where}\n"
-            f"group by grouping sets ({', '.join(sets)})")
+    return (
+        f"-- {measure.zh}\n"
+        f"select\n"
+        f"    '{measure.code}'::text as measure_code,\n"
+        f"    p.period_type,\n"
+        f"    p.period_start,\n"
+        f"    ({grain_type})::text as grain_type,\n"
+        f"    (coalesce({grain_code}))::text as grain_code,\n"
+        f"    ({measure.value})::numeric as value\n"
+        f"from (\n        {source}\n    ) as f\n"
+        f"    inner join periods as p on p.period_type in ({period_types}) and {in_period}{where}\n"
+        f"group by grouping sets ({', '.join(sets)})"
+    )
 
 
 def render_measures_sql(catalog: Catalog) -> str:
@@ -239,26 +255,48 @@ def render_measures_sql(catalog: Catalog) -> str:
                     periods.setdefault(name, set()).update(i.periods)
     unions = "\n\nunion all\n\n".join(
         _measure_sql(catalog.measures[name], tuple(p for p in PERIODS if p in periods[name]))
-        for name in sorted(periods))
-    return ("-- Generated by `./drc indicators` from config/indicators/_measures.yaml — do not edit by hand.\n"
-            "-- One row per measure × period × grain member, each computed at its own grain (grouping sets), so\n"
-            "-- distinct counts stay distinct and averages are not summed.\n"
-            "{{ config(materialized='table') }}\n\n"
-            "with periods as (\n    select * from {{ ref('int_indicator_periods') }}\n),\n\n"
-            "institutions as (\n"
-            "    select org_code, org_type as inst_type, township as inst_township,\n"
-            "           is_primary_care as inst_is_primary_care, is_hospital as inst_is_hospital\n"
-            "    from {{ ref('dim_organization') }}\n),\n\n"
-            f"measures as (\n\n{unions}\n\n)\n\n"
-            "select * from measures\n")
+        for name in sorted(periods)
+    )
+    return (
+        "-- Generated by `./drc indicators` from config/indicators/_measures.yaml — do not edit by hand.\n"
+        "-- One row per measure × period × grain member, each computed at its own grain (grouping sets), so\n"
+        "-- distinct counts stay distinct and averages are not summed.\n"
+        "{{ config(materialized='table') }}\n\n"
+        "with periods as (\n    select * from {{ ref('int_indicator_periods') }}\n),\n\n"
+        "institutions as (\n"
+        "    select org_code, org_type as inst_type, township as inst_township,\n"
+        "           is_primary_care as inst_is_primary_care, is_hospital as inst_is_hospital\n"
+        "    from {{ ref('dim_organization') }}\n),\n\n"
+        f"measures as (\n\n{unions}\n\n)\n\n"
+        "select * from measures\n"
+    )
 
 
 # --- dbt: the catalog seed -----------------------------------------------------------------------------------
 
-SEED_COLUMNS = ("indicator_code", "indicator_name", "family", "family_name", "also_in", "dimension", "kind", "mart",
-                "formula", "numerator_measure", "numerator_description", "denominator_measure",
-                "denominator_description", "scale", "unit", "grains", "periods", "direction", "target", "supported",
-                "note")
+SEED_COLUMNS = (
+    "indicator_code",
+    "indicator_name",
+    "family",
+    "family_name",
+    "also_in",
+    "dimension",
+    "kind",
+    "mart",
+    "formula",
+    "numerator_measure",
+    "numerator_description",
+    "denominator_measure",
+    "denominator_description",
+    "scale",
+    "unit",
+    "grains",
+    "periods",
+    "direction",
+    "target",
+    "supported",
+    "note",
+)
 
 
 def render_catalog_seed(catalog: Catalog) -> str:
@@ -268,10 +306,31 @@ def render_catalog_seed(catalog: Catalog) -> str:
     for i in catalog.indicators.values():
         numerator = catalog.measures[i.numerator].zh if i.numerator else ""
         denominator = catalog.measures[i.denominator].zh if i.denominator else ""
-        writer.writerow([i.code, i.zh, i.family, i.family_zh, "|".join(i.also_in), i.dimension, i.kind, i.mart,
-                         i.formula, i.numerator or "", numerator, i.denominator or "", denominator, i.scale, i.unit,
-                         "|".join(i.grains), "|".join(i.periods), i.direction, i.target,
-                         "true" if i.supported else "false", i.note])
+        writer.writerow(
+            [
+                i.code,
+                i.zh,
+                i.family,
+                i.family_zh,
+                "|".join(i.also_in),
+                i.dimension,
+                i.kind,
+                i.mart,
+                i.formula,
+                i.numerator or "",
+                numerator,
+                i.denominator or "",
+                denominator,
+                i.scale,
+                i.unit,
+                "|".join(i.grains),
+                "|".join(i.periods),
+                i.direction,
+                i.target,
+                "true" if i.supported else "false",
+                i.note,
+            ]
+        )
     return out.getvalue()
 
 
@@ -283,14 +342,20 @@ def render_dictionary(catalog: Catalog) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     counts = {f: sum(1 for i in catalog.indicators.values() if i.family == f) for f in catalog.families}
-    lines = ["# 指标字典 · Indicator dictionary", "",
-             "Generated by `./drc indicators` from `config/indicators/*.yaml` — do not edit by hand. Every number "
-             "on the dashboards, in the reports and exports comes from `marts.fct_indicator_value` (or the mart "
-             "named), computed exactly as written here.", "",
-             "计算口径：分子、分母均在各自粒度上独立计算（按人计数的指标在乡镇、全县粒度上按主索引去重，不由机构数相加）；"
-             "分母为 0 时指标值为空（不是 0）；无业务发生的机构、乡镇每期仍有一行，分子为 0。"
-             "就诊计数不含作废、退费及重复提交的记录。", "",
-             "| 指标族 family | 指标数 | 可计算 |", "|---|---|---|"]
+    lines = [
+        "# 指标字典 · Indicator dictionary",
+        "",
+        "Generated by `./drc indicators` from `config/indicators/*.yaml` — do not edit by hand. Every number "
+        "on the dashboards, in the reports and exports comes from `marts.fct_indicator_value` (or the mart "
+        "named), computed exactly as written here.",
+        "",
+        "计算口径：分子、分母均在各自粒度上独立计算（按人计数的指标在乡镇、全县粒度上按主索引去重，不由机构数相加）；"
+        "分母为 0 时指标值为空（不是 0）；无业务发生的机构、乡镇每期仍有一行，分子为 0。"
+        "就诊计数不含作废、退费及重复提交的记录。",
+        "",
+        "| 指标族 family | 指标数 | 可计算 |",
+        "|---|---|---|",
+    ]
     for family, zh in catalog.families.items():
         supported = sum(1 for i in catalog.indicators.values() if i.family == family and i.supported)
         included = sum(1 for i in catalog.indicators.values() if family in i.also_in)
@@ -309,11 +374,15 @@ def render_dictionary(catalog: Catalog) -> str:
             if i.denominator:
                 lines.append(f"- 分母：{catalog.measures[i.denominator].zh}（`{i.denominator}`）")
             scale = f"，× {i.scale}" if i.scale != 1 else ""
-            lines.append(f"- 单位：{i.unit}{scale}；方向：{DIRECTION_ZH.get(i.direction, i.direction)}"
-                         + (f"；目标值：{i.target}" if i.target else ""))
+            lines.append(
+                f"- 单位：{i.unit}{scale}；方向：{DIRECTION_ZH.get(i.direction, i.direction)}"
+                + (f"；目标值：{i.target}" if i.target else "")
+            )
             if i.supported:
-                lines.append(f"- 粒度：{'、'.join(GRAIN_ZH[g] for g in i.grains)}；周期："
-                             f"{'、'.join(PERIOD_ZH[p] for p in i.periods)}；数据表：`marts.{i.mart}`")
+                lines.append(
+                    f"- 粒度：{'、'.join(GRAIN_ZH[g] for g in i.grains)}；周期："
+                    f"{'、'.join(PERIOD_ZH[p] for p in i.periods)}；数据表：`marts.{i.mart}`"
+                )
             else:
                 lines.append("- **暂不能计算**")
             if i.note:
@@ -325,8 +394,11 @@ def render_dictionary(catalog: Catalog) -> str:
 def write_generated_files() -> list[Path]:
     """Regenerate the measures model, the catalog seed and the dictionary; returns the files written."""
     catalog = load_catalog()
-    outputs = {MEASURES_MODEL: render_measures_sql(catalog), CATALOG_SEED: render_catalog_seed(catalog),
-               DICTIONARY_FILE: render_dictionary(catalog)}
+    outputs = {
+        MEASURES_MODEL: render_measures_sql(catalog),
+        CATALOG_SEED: render_catalog_seed(catalog),
+        DICTIONARY_FILE: render_dictionary(catalog),
+    }
     for path, text in outputs.items():
         path.write_text(text, encoding="utf-8")
     return list(outputs)

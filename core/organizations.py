@@ -1,4 +1,5 @@
 """The county's institution register (config/organizations.csv), read once for every layer."""
+
 from __future__ import annotations
 
 import csv

@@ -33,11 +33,11 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Step:
     id: str
-    command: str                 # a ./drc command line; {business_date}, {source}, {feed} are filled in
+    command: str  # a ./drc command line; {business_date}, {source}, {feed} are filled in
     zh: str
     en: str
     retry: RetryPolicy
-    per: str | None = None        # "source" or "feed": one task per registered source / export feed
+    per: str | None = None  # "source" or "feed": one task per registered source / export feed
     pool: str | None = None
     trigger_rule: str = "all_success"
     outlets: tuple[str, ...] = ()
@@ -83,11 +83,13 @@ class Pipeline:
 
 def _policy(policies: dict, name: str, where: str) -> RetryPolicy:
     if name not in policies:
-        raise PipelineConfigError(f"{PIPELINE_FILE.name}: {where} uses retry policy '{name}'; "
-                                  f"defined: {sorted(policies)}")
+        raise PipelineConfigError(
+            f"{PIPELINE_FILE.name}: {where} uses retry policy '{name}'; defined: {sorted(policies)}"
+        )
     p = policies[name]
-    return RetryPolicy(int(p["retries"]), timedelta(minutes=p["retry_delay_minutes"]),
-                       timedelta(minutes=p["max_retry_delay_minutes"]))
+    return RetryPolicy(
+        int(p["retries"]), timedelta(minutes=p["retry_delay_minutes"]), timedelta(minutes=p["max_retry_delay_minutes"])
+    )
 
 
 @cache
@@ -103,22 +105,47 @@ def load_pipeline(path: Path = PIPELINE_FILE) -> Pipeline:
             raise PipelineConfigError(f"{path.name}: {where}: trigger_rule must be one of {sorted(TRIGGER_RULES)}")
         if entry.get("per") not in (None, "source", "feed"):
             raise PipelineConfigError(f"{path.name}: {where}: per must be 'source' or 'feed'")
-        steps.append(Step(id=entry["id"], command=entry["command"], zh=entry["zh"], en=entry["en"],
-                          retry=_policy(policies, entry["retry"], where), per=entry.get("per"),
-                          pool=entry.get("pool"), trigger_rule=entry.get("trigger_rule", "all_success"),
-                          outlets=tuple(entry.get("outlets", ())), on_failure=entry.get("on_failure", "")))
+        steps.append(
+            Step(
+                id=entry["id"],
+                command=entry["command"],
+                zh=entry["zh"],
+                en=entry["en"],
+                retry=_policy(policies, entry["retry"], where),
+                per=entry.get("per"),
+                pool=entry.get("pool"),
+                trigger_rule=entry.get("trigger_rule", "all_success"),
+                outlets=tuple(entry.get("outlets", ())),
+                on_failure=entry.get("on_failure", ""),
+            )
+        )
     ids = [s.id for s in steps]
     unknown = sorted(set(raw["catch_up"]["steps"]) - set(ids))
     if unknown or len(set(ids)) != len(ids):
         raise PipelineConfigError(f"{path.name}: catch_up names unknown steps {unknown} or a step id repeats")
     c = raw["collect"]
-    collect = Collection(c["dag_id_prefix"], c["command"], c["pool"], _policy(policies, c["retry"], "collect"),
-                         c["late_check"], c["zh"], c["en"], c["on_failure"])
+    collect = Collection(
+        c["dag_id_prefix"],
+        c["command"],
+        c["pool"],
+        _policy(policies, c["retry"], "collect"),
+        c["late_check"],
+        c["zh"],
+        c["en"],
+        c["on_failure"],
+    )
     return Pipeline(
-        timezone=raw["timezone"], start_date=raw["start_date"],
-        pools={name: (p["slots"], p["description"]) for name, p in pools.items()}, collect=collect,
-        nightly_dag_id=raw["nightly"]["dag_id"], nightly_schedule=raw["nightly"]["schedule"],
-        nightly_title=raw["nightly"]["title"], steps=tuple(steps),
-        catch_up_dag_id=raw["catch_up"]["dag_id"], catch_up_title=raw["catch_up"]["title"],
+        timezone=raw["timezone"],
+        start_date=raw["start_date"],
+        pools={name: (p["slots"], p["description"]) for name, p in pools.items()},
+        collect=collect,
+        nightly_dag_id=raw["nightly"]["dag_id"],
+        nightly_schedule=raw["nightly"]["schedule"],
+        nightly_title=raw["nightly"]["title"],
+        steps=tuple(steps),
+        catch_up_dag_id=raw["catch_up"]["dag_id"],
+        catch_up_title=raw["catch_up"]["title"],
         catch_up_steps=tuple(raw["catch_up"]["steps"]),
-        demo_dag_id=raw["demo"]["dag_id"], demo_title=raw["demo"]["title"])
+        demo_dag_id=raw["demo"]["dag_id"],
+        demo_title=raw["demo"]["title"],
+    )

@@ -20,20 +20,37 @@ COLLECT = PIPELINE.collect
 
 
 def collection_dag(source):
-    @dag(dag_id=COLLECT.dag_id_prefix + source.name,
-         description=f"采集 {source.name}（{source.mode}）：{source.description or ''}"[:200],
-         schedule=source.schedule, start_date=START_DATE, catchup=False, max_active_runs=1,
-         doc_md=__doc__, tags=["xydrc", "collect", source.mode, "production"])
+    @dag(
+        dag_id=COLLECT.dag_id_prefix + source.name,
+        description=f"采集 {source.name}（{source.mode}）：{source.description or ''}"[:200],
+        schedule=source.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        doc_md=__doc__,
+        tags=["xydrc", "collect", source.mode, "production"],
+    )
     def collect():
-        landed = drc_task("collect", COLLECT.command.format(source=source.name), retry=COLLECT.retry,
-                          pool=COLLECT.pool, outlets=[bronze(source.name)],
-                          doc_md=doc(COLLECT.zh, COLLECT.en, COLLECT.on_failure))
-        late = drc_task("late_arrivals", COLLECT.late_check.split("#")[0].strip().format(source=source.name),
-                        retry=PIPELINE.step("deadline").retry, outlets=[LATE_ARRIVALS],
-                        doc_md=doc("迟到检查：此前判定缺报的业务日，数据是否已到达（到达则触发补算）",
-                                   "Did data come for a day judged missing? If so, schedule the catch-up DAG; "
-                                   "skipped otherwise."))
+        landed = drc_task(
+            "collect",
+            COLLECT.command.format(source=source.name),
+            retry=COLLECT.retry,
+            pool=COLLECT.pool,
+            outlets=[bronze(source.name)],
+            doc_md=doc(COLLECT.zh, COLLECT.en, COLLECT.on_failure),
+        )
+        late = drc_task(
+            "late_arrivals",
+            COLLECT.late_check.split("#")[0].strip().format(source=source.name),
+            retry=PIPELINE.step("deadline").retry,
+            outlets=[LATE_ARRIVALS],
+            doc_md=doc(
+                "迟到检查：此前判定缺报的业务日，数据是否已到达（到达则触发补算）",
+                "Did data come for a day judged missing? If so, schedule the catch-up DAG; skipped otherwise.",
+            ),
+        )
         landed >> late
+
     return collect()
 
 

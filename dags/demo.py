@@ -13,12 +13,24 @@ from steps import PIPELINE, START_DATE, RetryPolicy, drc_task
 NO_RETRY = RetryPolicy(0, PIPELINE.collect.retry.retry_delay, PIPELINE.collect.retry.retry_delay)
 
 
-@dag(dag_id=PIPELINE.demo_dag_id, description=PIPELINE.demo_title, schedule=None, start_date=START_DATE,
-     catchup=False, max_active_runs=1, doc_md=__doc__, tags=["xydrc", "demo"],
-     params={"business_date": Param(None, type=["null", "string"], format="date", description="模拟到此业务日")})
+@dag(
+    dag_id=PIPELINE.demo_dag_id,
+    description=PIPELINE.demo_title,
+    schedule=None,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["xydrc", "demo"],
+    params={"business_date": Param(None, type=["null", "string"], format="date", description="模拟到此业务日")},
+)
 def demo_simulate():
-    drc_task("simulate", "simulate --until {business_date}", retry=NO_RETRY,
-             doc_md="模拟成员单位系统到指定业务日（幂等）。Simulate the member systems up to the business day.")
+    drc_task(
+        "simulate",
+        "simulate --until {business_date}",
+        retry=NO_RETRY,
+        doc_md="模拟成员单位系统到指定业务日（幂等）。Simulate the member systems up to the business day.",
+    )
 
 
 demo_simulate()

@@ -35,9 +35,11 @@ def _chain_steps(step_ids):
     stages = []
     for step in (PIPELINE.step(s) for s in step_ids):
         if step.per:
+
             @task_group(group_id=step.id, tooltip=step.zh)
             def group(step=step):
                 step_tasks(step, _outlets)
+
             stages.append(group())
         else:
             stages.append(step_tasks(step, _outlets)[0])
@@ -45,23 +47,44 @@ def _chain_steps(step_ids):
 
 
 PARAMS = {
-    "business_date": Param(None, type=["null", "string"], format="date",
-                           description="业务日期 YYYY-MM-DD（默认：运行时刻北京时间的前一天）"),
-    "include_open_periods": Param(False, type="boolean",
-                                  description="月报等尚未结束的期间也先上报（标记为期间未结束/初报）"),
+    "business_date": Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        description="业务日期 YYYY-MM-DD（默认：运行时刻北京时间的前一天）",
+    ),
+    "include_open_periods": Param(
+        False, type="boolean", description="月报等尚未结束的期间也先上报（标记为期间未结束/初报）"
+    ),
 }
 
 
-@dag(dag_id=PIPELINE.nightly_dag_id, description=PIPELINE.nightly_title, schedule=PIPELINE.nightly_schedule,
-     start_date=START_DATE, catchup=False, max_active_runs=1, doc_md=__doc__, params=PARAMS,
-     tags=["xydrc", "nightly", "production"])
+@dag(
+    dag_id=PIPELINE.nightly_dag_id,
+    description=PIPELINE.nightly_title,
+    schedule=PIPELINE.nightly_schedule,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    params=PARAMS,
+    tags=["xydrc", "nightly", "production"],
+)
 def nightly():
     _chain_steps([s.id for s in PIPELINE.steps])
 
 
-@dag(dag_id=PIPELINE.catch_up_dag_id, description=PIPELINE.catch_up_title, schedule=[LATE_ARRIVALS],
-     start_date=START_DATE, catchup=False, max_active_runs=1, doc_md=__doc__, params=PARAMS,
-     tags=["xydrc", "catch-up", "production"])
+@dag(
+    dag_id=PIPELINE.catch_up_dag_id,
+    description=PIPELINE.catch_up_title,
+    schedule=[LATE_ARRIVALS],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    params=PARAMS,
+    tags=["xydrc", "catch-up", "production"],
+)
 def catch_up():
     _chain_steps(PIPELINE.catch_up_steps)
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import task
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # the catalog readers live in the project (core, ingestion, exports)
+sys.path.insert(0, str(ROOT))  # the catalog readers live in the project (core, ingestion, exports)
 
 from core.pipeline import RetryPolicy, Step, load_pipeline  # noqa: E402
 from exports.catalog import catalog  # noqa: E402
@@ -48,11 +48,29 @@ def report_failure(context) -> None:
     """Failure callback: an open row in ops.alert (through the CLI) and a line an operator can grep."""
     ti = context["ti"]
     run_id = getattr(context.get("dag_run"), "run_id", "")
-    print(f"XYDRC-ALERT kind=task_failed subject={ti.dag_id}.{ti.task_id} run={run_id} try={ti.try_number}",
-          file=sys.stderr)
-    subprocess.run([str(DRC), "alert", "task-failed", "--dag", ti.dag_id, "--task", ti.task_id, "--run", run_id,
-                    "--try", str(ti.try_number), "--log-url", getattr(ti, "log_url", "") or ""],
-                   capture_output=True, timeout=120)
+    print(
+        f"XYDRC-ALERT kind=task_failed subject={ti.dag_id}.{ti.task_id} run={run_id} try={ti.try_number}",
+        file=sys.stderr,
+    )
+    subprocess.run(
+        [
+            str(DRC),
+            "alert",
+            "task-failed",
+            "--dag",
+            ti.dag_id,
+            "--task",
+            ti.task_id,
+            "--run",
+            run_id,
+            "--try",
+            str(ti.try_number),
+            "--log-url",
+            getattr(ti, "log_url", "") or "",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def doc(zh: str, en: str, on_failure: str = "") -> str:
@@ -61,19 +79,41 @@ def doc(zh: str, en: str, on_failure: str = "") -> str:
 
 
 def retry_args(policy: RetryPolicy) -> dict:
-    return {"retries": policy.retries, "retry_delay": policy.retry_delay, "retry_exponential_backoff": 2.0,
-            "max_retry_delay": policy.max_retry_delay}
+    return {
+        "retries": policy.retries,
+        "retry_delay": policy.retry_delay,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": policy.max_retry_delay,
+    }
 
 
-def drc_task(task_id: str, argv: str, *, retry: RetryPolicy, doc_md: str, pool: str | None = None,
-             trigger_rule: str = "all_success", outlets: list | None = None, extra_args: str = ""):
+def drc_task(
+    task_id: str,
+    argv: str,
+    *,
+    retry: RetryPolicy,
+    doc_md: str,
+    pool: str | None = None,
+    trigger_rule: str = "all_success",
+    outlets: list | None = None,
+    extra_args: str = "",
+):
     """One task running ``./drc <argv>``; ``{business_date}`` is the run's business day. Exit 99 = skipped."""
-    @task.bash(task_id=task_id, pool=pool or "default_pool", trigger_rule=trigger_rule, outlets=outlets or [],
-               doc_md=doc_md, on_failure_callback=report_failure, **retry_args(retry))
+
+    @task.bash(
+        task_id=task_id,
+        pool=pool or "default_pool",
+        trigger_rule=trigger_rule,
+        outlets=outlets or [],
+        doc_md=doc_md,
+        on_failure_callback=report_failure,
+        **retry_args(retry),
+    )
     def run(logical_date=None, params=None) -> str:
         day = business_day(logical_date, params)
         extra = extra_args if params and params.get("include_open_periods") else ""
         return f"{DRC} {argv.format(business_date=day.isoformat())}{extra}"
+
     return run()
 
 
@@ -81,11 +121,28 @@ def step_tasks(step: Step, outlets_of) -> list:
     """The tasks of one pipeline step: one, or one per source / feed."""
     names = {"source": sorted(sources()), "feed": feeds()}
     if not step.per:
-        return [drc_task(step.id, step.command, retry=step.retry, pool=step.pool, trigger_rule=step.trigger_rule,
-                         outlets=outlets_of(step, None), doc_md=doc(step.zh, step.en, step.on_failure),
-                         extra_args=" --include-open-periods" if step.id == "export" else "")]
-    return [drc_task(name, step.command.replace("{" + step.per + "}", name), retry=step.retry, pool=step.pool,
-                     trigger_rule=step.trigger_rule, outlets=outlets_of(step, name),
-                     doc_md=doc(f"{step.zh}（{name}）", step.en, step.on_failure),
-                     extra_args=" --include-open-periods" if step.id == "export" else "")
-            for name in names[step.per]]
+        return [
+            drc_task(
+                step.id,
+                step.command,
+                retry=step.retry,
+                pool=step.pool,
+                trigger_rule=step.trigger_rule,
+                outlets=outlets_of(step, None),
+                doc_md=doc(step.zh, step.en, step.on_failure),
+                extra_args=" --include-open-periods" if step.id == "export" else "",
+            )
+        ]
+    return [
+        drc_task(
+            name,
+            step.command.replace("{" + step.per + "}", name),
+            retry=step.retry,
+            pool=step.pool,
+            trigger_rule=step.trigger_rule,
+            outlets=outlets_of(step, name),
+            doc_md=doc(f"{step.zh}（{name}）", step.en, step.on_failure),
+            extra_args=" --include-open-periods" if step.id == "export" else "",
+        )
+        for name in names[step.per]
+    ]

@@ -15,8 +15,9 @@ from simulator.connections import source_pg_engine
 def truth_frame(spark: SparkSession) -> DataFrame:
     """record_id -> resident_id from the answer key (sim_truth), never read by the pipeline itself."""
     with source_pg_engine("sim_truth").connect() as conn:
-        rows = conn.execute(sa.text("SELECT source_system || '|' || local_patient_id, resident_id::text "
-                                    "FROM patient_truth")).all()
+        rows = conn.execute(
+            sa.text("SELECT source_system || '|' || local_patient_id, resident_id::text FROM patient_truth")
+        ).all()
     return spark.createDataFrame([tuple(r) for r in rows], "record_id string, resident_id string")
 
 
@@ -40,8 +41,15 @@ def pair_scores(records: int, actual: int, predicted: int, correct: int) -> dict
     precision = correct / predicted if predicted else 1.0
     recall = correct / actual if actual else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"records": records, "true_pairs": actual, "predicted_pairs": predicted, "correct_pairs": correct,
-            "precision": round(precision, 5), "recall": round(recall, 5), "f1": round(f1, 5)}
+    return {
+        "records": records,
+        "true_pairs": actual,
+        "predicted_pairs": predicted,
+        "correct_pairs": correct,
+        "precision": round(precision, 5),
+        "recall": round(recall, 5),
+        "f1": round(f1, 5),
+    }
 
 
 def pairwise(assigned: dict[str, str], truth: dict[str, str] | dict[str, int]) -> dict[str, float]:

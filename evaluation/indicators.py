@@ -21,27 +21,29 @@ COUNTY = "410182"
 # Truth numerators per indicator: SQL over sim_truth returning (org_code, event_date, amount) rows, as of :last.
 # Written from the catalog's formulas (docs/indicators.md), independently of the dbt models. Not here: HO14 中医门诊
 # 人次 (whether a 中医 diagnosis is recorded is the 中医院 HIS renderer's choice, which the answer key does not log).
-_NOT_CANCELLED = ("NOT EXISTS (SELECT 1 FROM event_correction c WHERE c.target_uid = e.encounter_uid "
-                  "AND c.kind = 'cancel' AND c.day <= :last)")
+_NOT_CANCELLED = (
+    "NOT EXISTS (SELECT 1 FROM event_correction c WHERE c.target_uid = e.encounter_uid "
+    "AND c.kind = 'cancel' AND c.day <= :last)"
+)
 TRUTH_EVENTS = {
     "HO01": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind IN ('outpatient', 'emergency') "
-            f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
+    f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
     "HO02": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind = 'outpatient' "
-            f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
+    f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
     "HO03": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind = 'emergency' "
-            f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
+    f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
     "HO04": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
-            "AND start_at::date <= :last",
+    "AND start_at::date <= :last",
     "HO05": "SELECT org_code, end_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
-            "AND end_at::date <= :last",
+    "AND end_at::date <= :last",
     "HO21": "SELECT org_code, end_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
-            "AND discharge_status = '死亡' AND end_at::date <= :last",
+    "AND discharge_status = '死亡' AND end_at::date <= :last",
     "HO22": "SELECT e.org_code, s.at::date, 1 FROM event_surgery s JOIN event_encounter e USING (encounter_uid) "
-            "WHERE s.at::date <= :last",
+    "WHERE s.at::date <= :last",
     "HO23": "SELECT e.org_code, s.at::date, 1 FROM event_surgery s JOIN event_encounter e USING (encounter_uid) "
-            "WHERE s.incision_class = 'I' AND s.healing_grade = '甲' AND s.at::date <= :last",
+    "WHERE s.incision_class = 'I' AND s.healing_grade = '甲' AND s.at::date <= :last",
     "MC01": "SELECT org_code, settled_at::date, 1 FROM event_settlement WHERE kind = 'inpatient' "
-            "AND out_of_county_hospital = '' AND settled_at::date <= :last",
+    "AND out_of_county_hospital = '' AND settled_at::date <= :last",
     "MC03": "SELECT from_org, at::date, 1 FROM event_referral WHERE direction = 'up' AND at::date <= :last",
     "MC04": "SELECT from_org, at::date, 1 FROM event_referral WHERE direction = 'down' AND at::date <= :last",
 }
@@ -49,8 +51,12 @@ TRUTH_EVENTS = {
 
 def _period_starts(day: date, periods: tuple[str, ...]) -> list[tuple[str, date]]:
     """The start of each period of the given types that contains the day."""
-    starts = {"day": day, "month": day.replace(day=1), "quarter": date(day.year, (day.month - 1) // 3 * 3 + 1, 1),
-              "year": day.replace(month=1, day=1)}
+    starts = {
+        "day": day,
+        "month": day.replace(day=1),
+        "quarter": date(day.year, (day.month - 1) // 3 * 3 + 1, 1),
+        "year": day.replace(month=1, day=1),
+    }
     return [(period, starts[period]) for period in periods]
 
 
@@ -72,10 +78,14 @@ def truth_values(last_day: date) -> dict[tuple[str, str, date, str, str], float]
 def mart_values(codes: list[str]) -> dict[tuple[str, str, date, str, str], float]:
     """The same keys from marts.fct_indicator_value."""
     with warehouse_engine().connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT indicator_code, period_type, period_start, grain_type, grain_code, numerator "
-            "FROM marts.fct_indicator_value WHERE indicator_code = ANY(:codes) "
-            "AND grain_type IN ('institution', 'county')"), {"codes": codes}).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT indicator_code, period_type, period_start, grain_type, grain_code, numerator "
+                "FROM marts.fct_indicator_value WHERE indicator_code = ANY(:codes) "
+                "AND grain_type IN ('institution', 'county')"
+            ),
+            {"codes": codes},
+        ).all()
     return {(r[0], r[1], r[2], r[3], r[4]): float(r[5]) for r in rows}
 
 
@@ -97,23 +107,50 @@ def account_encounters(last_day: date, kinds: tuple[str, ...] = ("outpatient", "
     """Reconcile the mart's counted encounters with the true events through the answer key's local-id map."""
     classes = {"outpatient": "100", "emergency": "200", "inpatient": "300"}
     with source_pg_engine("sim_truth").connect() as conn:
-        truth = {r.encounter_uid: r.org_code for r in conn.execute(sa.text(
-            f"SELECT encounter_uid, org_code FROM event_encounter e WHERE kind = ANY(:kinds) "
-            f"AND start_at::date <= :last AND {_NOT_CANCELLED}"), {"kinds": list(kinds), "last": last_day})}
-        local = {(r.source_system, r.local_encounter_id): r.encounter_uid for r in conn.execute(sa.text(
-            "SELECT source_system, local_encounter_id, encounter_uid FROM encounter_truth"))}
-        late = {(r.source_system, r.record_id) for r in conn.execute(sa.text(
-            "SELECT source_system, record_id FROM defect_log WHERE defect = 'late_submission' "
-            "AND detail > :cutoff"), {"cutoff": f"committed {last_day:%Y-%m-%d} 23:59:59"})}
+        truth = {
+            r.encounter_uid: r.org_code
+            for r in conn.execute(
+                sa.text(
+                    f"SELECT encounter_uid, org_code FROM event_encounter e WHERE kind = ANY(:kinds) "
+                    f"AND start_at::date <= :last AND {_NOT_CANCELLED}"
+                ),
+                {"kinds": list(kinds), "last": last_day},
+            )
+        }
+        local = {
+            (r.source_system, r.local_encounter_id): r.encounter_uid
+            for r in conn.execute(
+                sa.text("SELECT source_system, local_encounter_id, encounter_uid FROM encounter_truth")
+            )
+        }
+        late = {
+            (r.source_system, r.record_id)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT source_system, record_id FROM defect_log WHERE defect = 'late_submission' "
+                    "AND detail > :cutoff"
+                ),
+                {"cutoff": f"committed {last_day:%Y-%m-%d} 23:59:59"},
+            )
+        }
     with warehouse_engine().connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT source_system, encounter_id, is_counted, is_duplicate_save, is_cancelled "
-            "FROM marts.fct_encounter WHERE encounter_class_code = ANY(:classes) AND visit_date <= :last"),
-            {"classes": [classes[k] for k in kinds], "last": last_day}).all()
-        quarantined = {(r.source_system, r.record_key): r.rule_id for r in conn.execute(sa.text(
-            "SELECT source_system, record_key, rule_id FROM ods.quarantine WHERE entity = 'encounter'"))}
-        published = {(r.source_system, r.encounter_id) for r in conn.execute(sa.text(
-            "SELECT source_system, encounter_id FROM ods.encounter"))}
+        rows = conn.execute(
+            sa.text(
+                "SELECT source_system, encounter_id, is_counted, is_duplicate_save, is_cancelled "
+                "FROM marts.fct_encounter WHERE encounter_class_code = ANY(:classes) AND visit_date <= :last"
+            ),
+            {"classes": [classes[k] for k in kinds], "last": last_day},
+        ).all()
+        quarantined = {
+            (r.source_system, r.record_key): r.rule_id
+            for r in conn.execute(
+                sa.text("SELECT source_system, record_key, rule_id FROM ods.quarantine WHERE entity = 'encounter'")
+            )
+        }
+        published = {
+            (r.source_system, r.encounter_id)
+            for r in conn.execute(sa.text("SELECT source_system, encounter_id FROM ods.encounter"))
+        }
     account = EncounterAccount(true_visits=len(truth))
     seen_uids: dict[str, str] = {}
     flags: dict[str, str] = {}

@@ -23,7 +23,7 @@ from simulator.answer_key import DATABASE
 from simulator.config import load_simulator_config
 from simulator.connections import source_pg_engine
 
-DETECTING_RULES: dict[str, tuple[str, ...]] = {   # defect type -> rule ids (prefix match) that catch it
+DETECTING_RULES: dict[str, tuple[str, ...]] = {  # defect type -> rule ids (prefix match) that catch it
     "missing_id_number": ("PER-C01", "HRD-C01", "INS-C01", "REF-C01"),
     "legacy_15_digit": ("PER-F01", "HRD-F01"),
     "wrong_check_digit": ("PER-F02",),
@@ -51,14 +51,14 @@ NOT_ROW_DETECTABLE = {
 # (source, defect) pairs no row rule can see, with why
 NOT_ROW_DETECTABLE_AT = {
     ("fy_files", "duplicate_submission"): "an identical file sent again or a row repeated in a file: collection "
-                                          "keeps one copy (ingest.file_ledger 'duplicate of …'), silver one row",
+    "keeps one copy (ingest.file_ledger 'duplicate of …'), silver one row",
     ("population_register", "late_submission"): "a birth or death the register does not show yet is a missing "
-                                                "row: reconciled in dbt (int_residents__population_reconciliation)",
+    "row: reconciled in dbt (int_residents__population_reconciliation)",
 }
 
 
 ID_UNREADABLE = ("missing_id_number", "wrong_check_digit")
-NEEDS_READABLE_ID = ("day_month_swap", "unknown_sex_code")   # found by comparing with the ID number
+NEEDS_READABLE_ID = ("day_month_swap", "unknown_sex_code")  # found by comparing with the ID number
 MIN_PARENT_ID_LENGTH = 8
 
 
@@ -96,20 +96,37 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict], d
     the bad value), and a birth date or sex defect on a record whose ID number is missing or fails its check (the
     number that would show the error is not there).
     """
-    systems = list(load_simulator_config()["systems"])   # not the test-only systems other tests log
+    systems = list(load_simulator_config()["systems"])  # not the test-only systems other tests log
     with source_pg_engine(DATABASE).connect() as conn:
-        defects = conn.execute(sa.text("SELECT source_system, table_name, record_id, defect, day, detail "
-                                       "FROM defect_log WHERE source_system = ANY(:systems)"),
-                               {"systems": systems}).all()
+        defects = conn.execute(
+            sa.text(
+                "SELECT source_system, table_name, record_id, defect, day, detail "
+                "FROM defect_log WHERE source_system = ANY(:systems)"
+            ),
+            {"systems": systems},
+        ).all()
         simulated_until = conn.execute(sa.text("SELECT max(day) FROM system_day")).scalar()
     with warehouse_engine().connect() as conn:
-        problems = conn.execute(sa.text(
-            "SELECT rule_id, source_system, source_table, business_key, business_date, value FROM dq.problem "
-            "WHERE status = 'open'")).all()
-        current = {(s, k) for s, k in conn.execute(sa.text(
-            "SELECT source_system, source_key FROM ods.person UNION ALL "
-            "SELECT source_system, source_key FROM ods.health_record UNION ALL "
-            "SELECT source_system, record_key FROM ods.quarantine"))} if present_only else set()
+        problems = conn.execute(
+            sa.text(
+                "SELECT rule_id, source_system, source_table, business_key, business_date, value FROM dq.problem "
+                "WHERE status = 'open'"
+            )
+        ).all()
+        current = (
+            {
+                (s, k)
+                for s, k in conn.execute(
+                    sa.text(
+                        "SELECT source_system, source_key FROM ods.person UNION ALL "
+                        "SELECT source_system, source_key FROM ods.health_record UNION ALL "
+                        "SELECT source_system, record_key FROM ods.quarantine"
+                    )
+                )
+            }
+            if present_only
+            else set()
+        )
     by_record: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     late: dict[tuple[str, str], list] = defaultdict(list)
     for rule_id, source, table, key, day, _ in problems:
@@ -119,10 +136,14 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict], d
         for k in _keys(key):
             by_record[(source, _table(table), k)].append(rule_id)
             by_record[(source, "*", k)].append(rule_id)
-    changed_later = {(source, record) for source, _, record, defect, _, _ in defects
-                     if defect in ("correction_update", "correction_cancel")}
-    id_unreadable = {(source, _table(table), record) for source, table, record, defect, _, _ in defects
-                     if defect in ID_UNREADABLE}
+    changed_later = {
+        (source, record)
+        for source, _, record, defect, _, _ in defects
+        if defect in ("correction_update", "correction_cancel")
+    }
+    id_unreadable = {
+        (source, _table(table), record) for source, table, record, defect, _, _ in defects if defect in ID_UNREADABLE
+    }
     logged: dict[str, int] = defaultdict(int)
     found: dict[str, int] = defaultdict(int)
     explained: set[tuple[str, str]] = set()
@@ -133,12 +154,13 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict], d
             continue
         committed = re.match(r"committed (\d{4}-\d{2}-\d{2})", detail or "")
         if committed and date.fromisoformat(committed.group(1)) > simulated_until:
-            continue    # a late row the source has not committed yet: nothing has arrived to judge
+            continue  # a late row the source has not committed yet: nothing has arrived to judge
         if defect == "late_submission":
-            hit = any(d <= day for d in late.get((source, _table(table)), []))   # business day before delivery
+            hit = any(d <= day for d in late.get((source, _table(table)), []))  # business day before delivery
         else:
             hits = by_record.get((source, _table(table), record)) or next(
-                (by_record[(source, "*", p)] for p in _prefixes(record) if (source, "*", p) in by_record), [])
+                (by_record[(source, "*", p)] for p in _prefixes(record) if (source, "*", p) in by_record), []
+            )
             hit = any(r.startswith(rules) for r in hits)
             if hits:
                 explained.update((source, p) for p in _prefixes(record))
@@ -148,19 +170,23 @@ def detection(present_only: bool = True) -> tuple[list[Detection], list[dict], d
         if not hit and defect in NEEDS_READABLE_ID and (source, _table(table), record) in id_unreadable:
             left_out[f"{defect}: the ID number that would show it is missing or fails its check"] += 1
             continue
-        if not hit and present_only and (source, record) not in current \
-                and defect not in ("late_submission", "unknown_local_code", "duplicate_submission",
-                                   "followup_after_death"):
-            continue    # the record left the source (a cancelled visit, a merged patient): nothing to find
+        if (
+            not hit
+            and present_only
+            and (source, record) not in current
+            and defect not in ("late_submission", "unknown_local_code", "duplicate_submission", "followup_after_death")
+        ):
+            continue  # the record left the source (a cancelled visit, a merged patient): nothing to find
         logged[defect] += 1
         found[defect] += hit
     # a problem whose value names a defective record (the orphaned diagnoses of a quarantined visit, a service
     # whose archive carries a wrong birth date) is explained by it
     defective = {(source, p) for source, _, record, _, _, _ in defects for p in _prefixes(record)}
-    unexplained = [{"rule_id": r, "source_system": s, "source_table": t, "business_key": k}
-                   for r, s, t, k, _, value in problems
-                   if r != "TIM-001" and not any((s, k2) in explained for k2 in _keys(k))
-                   and (s, value) not in defective]
+    unexplained = [
+        {"rule_id": r, "source_system": s, "source_table": t, "business_key": k}
+        for r, s, t, k, _, value in problems
+        if r != "TIM-001" and not any((s, k2) in explained for k2 in _keys(k)) and (s, value) not in defective
+    ]
     return [Detection(d, logged[d], found[d]) for d in sorted(logged)], unexplained, dict(left_out)
 
 
@@ -170,12 +196,15 @@ def detection_report(min_recall: float) -> dict[str, Any]:
     by_rule: dict[str, int] = defaultdict(int)
     for row in unexplained:
         by_rule[f"{row['rule_id']} {row['source_system']}"] += 1
-    return {"recall": {d.defect: {"logged": d.logged, "found": d.found, "recall": round(d.recall, 4)}
-                       for d in found},
-            "min_recall": min_recall,
-            "below_min_recall": {d.defect: f"{d.found}/{d.logged}" for d in found if d.recall < min_recall},
-            "not_row_detectable": {**NOT_ROW_DETECTABLE,
-                                   **{f"{s} {d}": why for (s, d), why in NOT_ROW_DETECTABLE_AT.items()}},
-            "left_out_of_recall": left_out,
-            "unexplained_problems": len(unexplained),
-            "unexplained_by_rule": dict(sorted(by_rule.items(), key=lambda kv: -kv[1]))}
+    return {
+        "recall": {d.defect: {"logged": d.logged, "found": d.found, "recall": round(d.recall, 4)} for d in found},
+        "min_recall": min_recall,
+        "below_min_recall": {d.defect: f"{d.found}/{d.logged}" for d in found if d.recall < min_recall},
+        "not_row_detectable": {
+            **NOT_ROW_DETECTABLE,
+            **{f"{s} {d}": why for (s, d), why in NOT_ROW_DETECTABLE_AT.items()},
+        },
+        "left_out_of_recall": left_out,
+        "unexplained_problems": len(unexplained),
+        "unexplained_by_rule": dict(sorted(by_rule.items(), key=lambda kv: -kv[1])),
+    }

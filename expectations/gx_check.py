@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from core.settings import PROJECT_ROOT
 from expectations.rules import Library, Rule
 
-DATA_DOCS_DIR = PROJECT_ROOT / "dbt" / "target" / "gx"     # served by the docs site (scripts/services.sh)
+DATA_DOCS_DIR = PROJECT_ROOT / "dbt" / "target" / "gx"  # served by the docs site (scripts/services.sh)
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,20 @@ def _context(data_docs: bool) -> Any:
         return gx.get_context(mode="ephemeral")
     context = gx.get_context(mode="ephemeral")
     DATA_DOCS_DIR.mkdir(parents=True, exist_ok=True)
-    context.add_data_docs_site(site_name="drc", site_config={
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(DATA_DOCS_DIR)},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+    context.add_data_docs_site(
+        site_name="drc",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(DATA_DOCS_DIR)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
     return context
 
 
-def run_gx(spark: SparkSession, library: Library, datasets: dict[str, DataFrame],
-           data_docs: bool = True) -> list[GxOutcome]:
+def run_gx(
+    spark: SparkSession, library: Library, datasets: dict[str, DataFrame], data_docs: bool = True
+) -> list[GxOutcome]:
     """Validate each dataset's ``expect`` rules with GX; build Data Docs when asked."""
     context = _context(data_docs)
     source = context.data_sources.add_spark(name="silver")
@@ -70,13 +75,21 @@ def run_gx(spark: SparkSession, library: Library, datasets: dict[str, DataFrame]
             suite.add_expectation(_expectation(rule))
             by_description[f"{rule.rule_id} {rule.description_zh}"] = rule
         validation = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"silver_{dataset}", data=batch, suite=suite))
+            gx.ValidationDefinition(name=f"silver_{dataset}", data=batch, suite=suite)
+        )
         result = validation.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
         for r in result.results:
             rule = by_description[r.expectation_config.description]
             details = r.result or {}
-            outcomes.append(GxOutcome(rule.rule_id, dataset, bool(r.success), int(details.get("element_count") or 0),
-                                      int(details.get("unexpected_count") or 0)))
+            outcomes.append(
+                GxOutcome(
+                    rule.rule_id,
+                    dataset,
+                    bool(r.success),
+                    int(details.get("element_count") or 0),
+                    int(details.get("unexpected_count") or 0),
+                )
+            )
         if data_docs:
             context.build_data_docs(site_names=["drc"])
     return outcomes

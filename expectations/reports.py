@@ -39,26 +39,59 @@ DIMENSION_ZH = dimensions()
 SEVERITY_ZH = {"blocking": "阻断", "error": "错误", "warning": "警告"}
 STATUS_ZH = {"open": "未关闭", "closed": "已关闭"}
 SHEETS = ("综合报告", "明细报告", "问题数据报告", "日校验报告")
-HTML_ROWS_PER_RULE = 200      # the HTML page stays readable; the workbook lists every failing row
+HTML_ROWS_PER_RULE = 200  # the HTML page stays readable; the workbook lists every failing row
 TOP_RULES = 5
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")   # every time the county reads is Beijing time
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # every time the county reads is Beijing time
 
-Columns = Sequence[tuple[str, str]]    # (header, key of the row dict)
-DIMENSION_COLUMNS: Columns = (("维度", "dimension_zh"), ("得分", "score"), ("权重(%)", "weight"),
-                              ("检查行数", "checked_rows"), ("失败行数", "failed_rows"))
-TOP_RULE_COLUMNS: Columns = (("规则编号", "rule_id"), ("规则说明", "description_zh"), ("维度", "dimension_zh"),
-                             ("数据集", "dataset"), ("检查行数", "checked_rows"), ("失败行数", "failed_rows"),
-                             ("扣分", "points_lost"))
-RULE_COLUMNS: Columns = (("规则编号", "rule_id"), ("规则说明", "description_zh"), ("数据集", "dataset"),
-                         ("严重程度", "severity_zh"), ("检查行数", "checked_rows"), ("失败行数", "failed_rows"),
-                         ("通过率(%)", "pass_rate"))
-PROBLEM_COLUMNS: Columns = (("规则编号", "rule_id"), ("来源系统", "source_system"), ("来源表", "source_table"),
-                            ("业务主键", "business_key"), ("业务日期", "business_date"), ("值", "value"),
-                            ("问题描述", "description_zh"), ("状态", "status_zh"), ("首次发现", "first_seen"))
-AUDIT_COLUMNS: Columns = (("业务日期", "business_date"), ("规则编号", "rule_id"), ("规则说明", "description_zh"),
-                          ("维度", "dimension_zh"), ("数据集", "dataset"), ("来源系统", "source_system"),
-                          ("检查行数", "checked_rows"), ("失败行数", "failed_rows"), ("系数", "coefficient"),
-                          ("通过率(%)", "pass_rate"))
+Columns = Sequence[tuple[str, str]]  # (header, key of the row dict)
+DIMENSION_COLUMNS: Columns = (
+    ("维度", "dimension_zh"),
+    ("得分", "score"),
+    ("权重(%)", "weight"),
+    ("检查行数", "checked_rows"),
+    ("失败行数", "failed_rows"),
+)
+TOP_RULE_COLUMNS: Columns = (
+    ("规则编号", "rule_id"),
+    ("规则说明", "description_zh"),
+    ("维度", "dimension_zh"),
+    ("数据集", "dataset"),
+    ("检查行数", "checked_rows"),
+    ("失败行数", "failed_rows"),
+    ("扣分", "points_lost"),
+)
+RULE_COLUMNS: Columns = (
+    ("规则编号", "rule_id"),
+    ("规则说明", "description_zh"),
+    ("数据集", "dataset"),
+    ("严重程度", "severity_zh"),
+    ("检查行数", "checked_rows"),
+    ("失败行数", "failed_rows"),
+    ("通过率(%)", "pass_rate"),
+)
+PROBLEM_COLUMNS: Columns = (
+    ("规则编号", "rule_id"),
+    ("来源系统", "source_system"),
+    ("来源表", "source_table"),
+    ("业务主键", "business_key"),
+    ("业务日期", "business_date"),
+    ("值", "value"),
+    ("问题描述", "description_zh"),
+    ("状态", "status_zh"),
+    ("首次发现", "first_seen"),
+)
+AUDIT_COLUMNS: Columns = (
+    ("业务日期", "business_date"),
+    ("规则编号", "rule_id"),
+    ("规则说明", "description_zh"),
+    ("维度", "dimension_zh"),
+    ("数据集", "dataset"),
+    ("来源系统", "source_system"),
+    ("检查行数", "checked_rows"),
+    ("失败行数", "failed_rows"),
+    ("系数", "coefficient"),
+    ("通过率(%)", "pass_rate"),
+)
 
 
 # --- periods --------------------------------------------------------------------------------------------------
@@ -146,12 +179,16 @@ def _dimension_order(codes: Iterable[str]) -> list[str]:
 
 def _score_rows(scores: Iterable[dict[str, Any]], period_type: str, start: date) -> dict[tuple[str, str], dict]:
     """(org_code, dimension) -> the all-datasets score row of one period."""
-    return {(s["org_code"], s["dimension"]): s for s in scores
-            if s["period_type"] == period_type and s["period_start"] == start and s["dataset"] == ALL}
+    return {
+        (s["org_code"], s["dimension"]): s
+        for s in scores
+        if s["period_type"] == period_type and s["period_start"] == start and s["dataset"] == ALL
+    }
 
 
-def build_report_data(org_code: str, period_type: str, period_start: date,
-                      tables: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def build_report_data(
+    org_code: str, period_type: str, period_start: date, tables: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
     """Everything the four report parts show for one institution and period, from plain rows.
 
     ``tables`` holds lists of row dicts keyed 'rule', 'audit_item', 'problem', 'score' and 'organization' (the
@@ -175,8 +212,9 @@ def build_report_data(org_code: str, period_type: str, period_start: date,
 
     by_rule: dict[str, dict[str, Any]] = {}
     for item in items:
-        acc = by_rule.setdefault(item["rule_id"], {"checked_rows": 0, "failed_rows": 0, "weighted_checked": 0.0,
-                                                   "weighted_failed": 0.0})
+        acc = by_rule.setdefault(
+            item["rule_id"], {"checked_rows": 0, "failed_rows": 0, "weighted_checked": 0.0, "weighted_failed": 0.0}
+        )
         coefficient = _num(item.get("coefficient")) or 1.0
         acc["checked_rows"] += item["checked_rows"]
         acc["failed_rows"] += item["failed_rows"]
@@ -189,18 +227,24 @@ def build_report_data(org_code: str, period_type: str, period_start: date,
     rule_rows = {}
     for rule_id in sorted(by_rule.keys() | problems_by_rule.keys()):
         rule = rules.get(rule_id, {})
-        acc = by_rule.get(rule_id, {"checked_rows": 0, "failed_rows": 0, "weighted_checked": 0.0,
-                                    "weighted_failed": 0.0})
+        acc = by_rule.get(
+            rule_id, {"checked_rows": 0, "failed_rows": 0, "weighted_checked": 0.0, "weighted_failed": 0.0}
+        )
         dimension = rule.get("dimension") or next((p["dimension"] for p in problems_by_rule.get(rule_id, [])), "")
         rule_rows[rule_id] = {
-            "rule_id": rule_id, "description_zh": rule.get("description_zh", ""),
-            "dataset": rule.get("dataset", ""), "dimension": dimension,
+            "rule_id": rule_id,
+            "description_zh": rule.get("description_zh", ""),
+            "dataset": rule.get("dataset", ""),
+            "dimension": dimension,
             "dimension_zh": DIMENSION_ZH.get(dimension, dimension),
             "severity_zh": SEVERITY_ZH.get(rule.get("severity", ""), rule.get("severity", "")),
-            "checked_rows": acc["checked_rows"], "failed_rows": acc["failed_rows"],
+            "checked_rows": acc["checked_rows"],
+            "failed_rows": acc["failed_rows"],
             "pass_rate": _pass_rate(acc["checked_rows"], acc["failed_rows"]),
-            "weighted_checked": acc["weighted_checked"], "weighted_failed": acc["weighted_failed"],
-            "problems": problems_by_rule.get(rule_id, [])}
+            "weighted_checked": acc["weighted_checked"],
+            "weighted_failed": acc["weighted_failed"],
+            "problems": problems_by_rule.get(rule_id, []),
+        }
     dimensions = _dimension_order(r["dimension"] for r in rule_rows.values())
     shares = _dimension_shares(rule_rows.values(), scheme)
     top_rules = _top_rules(rule_rows.values(), shares)
@@ -209,25 +253,46 @@ def build_report_data(org_code: str, period_type: str, period_start: date,
     failed = sum(i["failed_rows"] for i in items)
     rank, rank_of = _rank(org_code, org.get("org_type", ""), orgs, period_scores)
     summary = {
-        "total_score": _num(total_row["score"]) if total_row else None, "rank": rank, "rank_of": rank_of,
-        "checked_rows": checked, "failed_rows": failed, "pass_rate": _pass_rate(checked, failed),
+        "total_score": _num(total_row["score"]) if total_row else None,
+        "rank": rank,
+        "rank_of": rank_of,
+        "checked_rows": checked,
+        "failed_rows": failed,
+        "pass_rate": _pass_rate(checked, failed),
         "open_problems": sum(p["status"] == "open" for p in problems),
         "closed_problems": sum(p["status"] == "closed" for p in problems),
         "dimensions": [_dimension_summary(d, period_scores.get((org_code, d)), shares.get(d)) for d in dimensions],
-        "top_rules": top_rules}
-    detail = [{"dimension": d, "dimension_zh": DIMENSION_ZH.get(d, d),
-               "score": _num(period_scores[(org_code, d)]["score"]) if (org_code, d) in period_scores else None,
-               "rules": sorted((r for r in rule_rows.values() if r["dimension"] == d),
-                               key=lambda r: (100.0 if r["pass_rate"] is None else r["pass_rate"], r["rule_id"]))}
-              for d in dimensions]
-    return {"org": org, "scheme": scheme,
-            "period": {"type": period_type, "start": period_start, "first": first, "last": last,
-                       "label": period_label(period_type, period_start),
-                       "label_zh": period_label_zh(period_type, period_start)},
-            "summary": summary, "detail": detail,
-            "audit_items": _audit_rows(items, rules, dimension_of),
-            "daily_dimensions": dimensions,
-            "daily": _daily_rows(org_code, first, last, items, problems, tables["score"], dimensions)}
+        "top_rules": top_rules,
+    }
+    detail = [
+        {
+            "dimension": d,
+            "dimension_zh": DIMENSION_ZH.get(d, d),
+            "score": _num(period_scores[(org_code, d)]["score"]) if (org_code, d) in period_scores else None,
+            "rules": sorted(
+                (r for r in rule_rows.values() if r["dimension"] == d),
+                key=lambda r: (100.0 if r["pass_rate"] is None else r["pass_rate"], r["rule_id"]),
+            ),
+        }
+        for d in dimensions
+    ]
+    return {
+        "org": org,
+        "scheme": scheme,
+        "period": {
+            "type": period_type,
+            "start": period_start,
+            "first": first,
+            "last": last,
+            "label": period_label(period_type, period_start),
+            "label_zh": period_label_zh(period_type, period_start),
+        },
+        "summary": summary,
+        "detail": detail,
+        "audit_items": _audit_rows(items, rules, dimension_of),
+        "daily_dimensions": dimensions,
+        "daily": _daily_rows(org_code, first, last, items, problems, tables["score"], dimensions),
+    }
 
 
 def _scheme(total_row: dict[str, Any] | None, schemes: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -237,8 +302,13 @@ def _scheme(total_row: dict[str, Any] | None, schemes: list[dict[str, Any]]) -> 
     for s in schemes:
         if (s["scheme_id"], str(s["scheme_version"])) == (total_row["scheme_id"], str(total_row["scheme_version"])):
             return s
-    return {"scheme_id": total_row["scheme_id"], "scheme_version": total_row["scheme_version"], "zh": "",
-            "method": "arithmetic", "weights": {}}
+    return {
+        "scheme_id": total_row["scheme_id"],
+        "scheme_version": total_row["scheme_version"],
+        "zh": "",
+        "method": "arithmetic",
+        "weights": {},
+    }
 
 
 def _dimension_shares(rule_rows: Iterable[dict[str, Any]], scheme: dict[str, Any] | None) -> dict[str, float]:
@@ -259,93 +329,157 @@ def _top_rules(rule_rows: Iterable[dict[str, Any]], shares: dict[str, float]) ->
     dimension_checked: dict[str, float] = defaultdict(float)
     for r in rule_rows:
         dimension_checked[r["dimension"]] += r["weighted_checked"]
-    lost = [{**r, "points_lost": round(100.0 * shares.get(r["dimension"], 0.0) * r["weighted_failed"]
-                                       / dimension_checked[r["dimension"]], 2)}
-            for r in rule_rows if r["weighted_failed"] and dimension_checked[r["dimension"]]]
+    lost = [
+        {
+            **r,
+            "points_lost": round(
+                100.0 * shares.get(r["dimension"], 0.0) * r["weighted_failed"] / dimension_checked[r["dimension"]], 2
+            ),
+        }
+        for r in rule_rows
+        if r["weighted_failed"] and dimension_checked[r["dimension"]]
+    ]
     lost = [r for r in lost if r["points_lost"] > 0]
     return sorted(lost, key=lambda r: (-r["points_lost"], r["rule_id"]))[:TOP_RULES]
 
 
-def _rank(org_code: str, org_type: str, orgs: dict[str, dict[str, Any]],
-          period_scores: dict[tuple[str, str], dict]) -> tuple[int | None, int]:
+def _rank(
+    org_code: str, org_type: str, orgs: dict[str, dict[str, Any]], period_scores: dict[tuple[str, str], dict]
+) -> tuple[int | None, int]:
     """Rank n of N among scored institutions of the same type; ties share the better rank."""
-    totals = {org: _num(row["score"]) for (org, dimension), row in period_scores.items()
-              if dimension == ALL and orgs.get(org, {}).get("org_type") == org_type}
+    totals = {
+        org: _num(row["score"])
+        for (org, dimension), row in period_scores.items()
+        if dimension == ALL and orgs.get(org, {}).get("org_type") == org_type
+    }
     if org_code not in totals:
         return None, len(totals)
     return 1 + sum(score > totals[org_code] for score in totals.values()), len(totals)
 
 
 def _dimension_summary(dimension: str, row: dict[str, Any] | None, share: float | None) -> dict[str, Any]:
-    return {"dimension": dimension, "dimension_zh": DIMENSION_ZH.get(dimension, dimension),
-            "score": _num(row["score"]) if row else None,
-            "weight": round(100.0 * share, 2) if share is not None else None,
-            "checked_rows": row["checked_rows"] if row else None, "failed_rows": row["failed_rows"] if row else None}
+    return {
+        "dimension": dimension,
+        "dimension_zh": DIMENSION_ZH.get(dimension, dimension),
+        "score": _num(row["score"]) if row else None,
+        "weight": round(100.0 * share, 2) if share is not None else None,
+        "checked_rows": row["checked_rows"] if row else None,
+        "failed_rows": row["failed_rows"] if row else None,
+    }
 
 
 def _problem_row(p: dict[str, Any]) -> dict[str, Any]:
-    return {"rule_id": p["rule_id"], "dimension": p["dimension"], "source_system": p["source_system"],
-            "source_table": p["source_table"], "business_key": p["business_key"],
-            "business_date": p["business_date"], "value": p["value"], "description_zh": p["description_zh"],
-            "status": p["status"], "status_zh": STATUS_ZH.get(p["status"], p["status"]),
-            "first_seen": _local(p["first_seen_at"])}
+    return {
+        "rule_id": p["rule_id"],
+        "dimension": p["dimension"],
+        "source_system": p["source_system"],
+        "source_table": p["source_table"],
+        "business_key": p["business_key"],
+        "business_date": p["business_date"],
+        "value": p["value"],
+        "description_zh": p["description_zh"],
+        "status": p["status"],
+        "status_zh": STATUS_ZH.get(p["status"], p["status"]),
+        "first_seen": _local(p["first_seen_at"]),
+    }
 
 
-def _audit_rows(items: list[dict[str, Any]], rules: dict[str, dict[str, Any]],
-                dimension_of: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+def _audit_rows(
+    items: list[dict[str, Any]], rules: dict[str, dict[str, Any]], dimension_of: Callable[[dict[str, Any]], str]
+) -> list[dict[str, Any]]:
     rows = []
     for i in sorted(items, key=lambda i: (i["business_date"], i["rule_id"], i["dataset"], i["source_system"])):
         dimension = dimension_of(i)
-        rows.append({"business_date": i["business_date"], "rule_id": i["rule_id"],
-                     "description_zh": rules.get(i["rule_id"], {}).get("description_zh", ""),
-                     "dimension_zh": DIMENSION_ZH.get(dimension, dimension), "dataset": i["dataset"],
-                     "source_system": i["source_system"], "checked_rows": i["checked_rows"],
-                     "failed_rows": i["failed_rows"], "coefficient": _num(i.get("coefficient")),
-                     "pass_rate": _pass_rate(i["checked_rows"], i["failed_rows"])})
+        rows.append(
+            {
+                "business_date": i["business_date"],
+                "rule_id": i["rule_id"],
+                "description_zh": rules.get(i["rule_id"], {}).get("description_zh", ""),
+                "dimension_zh": DIMENSION_ZH.get(dimension, dimension),
+                "dataset": i["dataset"],
+                "source_system": i["source_system"],
+                "checked_rows": i["checked_rows"],
+                "failed_rows": i["failed_rows"],
+                "coefficient": _num(i.get("coefficient")),
+                "pass_rate": _pass_rate(i["checked_rows"], i["failed_rows"]),
+            }
+        )
     return rows
 
 
-def _daily_rows(org_code: str, first: date, last: date, items: list[dict[str, Any]],
-                problems: list[dict[str, Any]], scores: list[dict[str, Any]], dimensions: list[str]
-                ) -> list[dict[str, Any]]:
+def _daily_rows(
+    org_code: str,
+    first: date,
+    last: date,
+    items: list[dict[str, Any]],
+    problems: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+    dimensions: list[str],
+) -> list[dict[str, Any]]:
     """One row per day of the period, days without data included. Problems count on their business day, like
     the audit items, so a day's failed rows and its problems describe the same data (the time a problem was
     found is a run's wall clock, unrelated to the day when data arrives late or is re-collected)."""
-    day_scores = {(s["period_start"], s["dimension"]): _num(s["score"]) for s in scores
-                  if s["org_code"] == org_code and s["period_type"] == "day" and s["dataset"] == ALL}
+    day_scores = {
+        (s["period_start"], s["dimension"]): _num(s["score"])
+        for s in scores
+        if s["org_code"] == org_code and s["period_type"] == "day" and s["dataset"] == ALL
+    }
     rows = []
     for offset in range((last - first).days + 1):
         day = first + timedelta(days=offset)
         that_day = [i for i in items if i["business_date"] == day]
         found = [p for p in problems if _problem_day(p) == day]
-        rows.append({"day": day, "total_score": day_scores.get((day, ALL)),
-                     **{d: day_scores.get((day, d)) for d in dimensions},
-                     "checked_rows": sum(i["checked_rows"] for i in that_day),
-                     "failed_rows": sum(i["failed_rows"] for i in that_day),
-                     "new_problems": len(found), "closed_problems": sum(p["status"] == "closed" for p in found)})
+        rows.append(
+            {
+                "day": day,
+                "total_score": day_scores.get((day, ALL)),
+                **{d: day_scores.get((day, d)) for d in dimensions},
+                "checked_rows": sum(i["checked_rows"] for i in that_day),
+                "failed_rows": sum(i["failed_rows"] for i in that_day),
+                "new_problems": len(found),
+                "closed_problems": sum(p["status"] == "closed" for p in found),
+            }
+        )
     return rows
 
 
 def _daily_columns(data: dict[str, Any]) -> list[tuple[str, str]]:
-    return [("日期", "day"), ("总分", "total_score"),
-            *((DIMENSION_ZH.get(d, d), d) for d in data["daily_dimensions"]),
-            ("检查行数", "checked_rows"), ("失败行数", "failed_rows"), ("新增问题数", "new_problems"),
-            ("其中已关闭", "closed_problems")]
+    return [
+        ("日期", "day"),
+        ("总分", "total_score"),
+        *((DIMENSION_ZH.get(d, d), d) for d in data["daily_dimensions"]),
+        ("检查行数", "checked_rows"),
+        ("失败行数", "failed_rows"),
+        ("新增问题数", "new_problems"),
+        ("其中已关闭", "closed_problems"),
+    ]
 
 
 def _summary_fields(data: dict[str, Any]) -> list[tuple[str, Any]]:
     """The 综合报告 heading block, shared by the workbook and the page."""
     org, period, summary, scheme = data["org"], data["period"], data["summary"], data["scheme"]
-    scheme_text = (f"{scheme['zh'] or scheme['scheme_id']}（{scheme['scheme_id']} {scheme['scheme_version']}）"
-                   if scheme else None)
-    rank = f"{summary['rank']}/{summary['rank_of']}（同类机构：{org.get('org_type') or '未分类'}）" \
-        if summary["rank"] else None
-    return [("机构名称", org["org_name"]), ("机构编码", org["org_code"]), ("机构类型", org.get("org_type") or None),
-            ("统计周期", f"{period['label_zh']}（{period['first']} 至 {period['last']}）"),
-            ("评价方案", scheme_text), ("总分", summary["total_score"]), ("排名", rank),
-            ("检查行数", summary["checked_rows"]), ("失败行数", summary["failed_rows"]),
-            ("通过率(%)", summary["pass_rate"]), ("未关闭问题", summary["open_problems"]),
-            ("已关闭问题", summary["closed_problems"])]
+    scheme_text = (
+        f"{scheme['zh'] or scheme['scheme_id']}（{scheme['scheme_id']} {scheme['scheme_version']}）" if scheme else None
+    )
+    rank = (
+        f"{summary['rank']}/{summary['rank_of']}（同类机构：{org.get('org_type') or '未分类'}）"
+        if summary["rank"]
+        else None
+    )
+    return [
+        ("机构名称", org["org_name"]),
+        ("机构编码", org["org_code"]),
+        ("机构类型", org.get("org_type") or None),
+        ("统计周期", f"{period['label_zh']}（{period['first']} 至 {period['last']}）"),
+        ("评价方案", scheme_text),
+        ("总分", summary["total_score"]),
+        ("排名", rank),
+        ("检查行数", summary["checked_rows"]),
+        ("失败行数", summary["failed_rows"]),
+        ("通过率(%)", summary["pass_rate"]),
+        ("未关闭问题", summary["open_problems"]),
+        ("已关闭问题", summary["closed_problems"]),
+    ]
 
 
 # --- Excel ----------------------------------------------------------------------------------------------------
@@ -366,7 +500,7 @@ class _Sheet:
             value = ILLEGAL_CHARACTERS_RE.sub("", value)
         cell = WriteOnlyCell(self.ws, value)
         if isinstance(value, str):
-            cell.data_type = "s"        # a source value starting with '=' stays text, never a formula
+            cell.data_type = "s"  # a source value starting with '=' stays text, never a formula
         elif isinstance(value, float):
             cell.number_format = "0.00"
         elif isinstance(value, int):
@@ -471,7 +605,9 @@ if v is number else '' }}>{{ v | text }}</td>{% endfor %}</tr>
 {%- endmacro -%}
 """
 
-_REPORT = _MACROS + """<!DOCTYPE html>
+_REPORT = (
+    _MACROS
+    + """<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{ org.org_name }}数据质量报告（{{ period.label_zh }}）</title><style>{{ style | safe }}</style></head><body>
 <h1>{{ org.org_name }}数据质量报告</h1>
@@ -506,6 +642,7 @@ _REPORT = _MACROS + """<!DOCTYPE html>
 {{ table(daily_columns, daily) }}
 </body></html>
 """
+)
 
 _INDEX = """<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -523,19 +660,40 @@ _INDEX = """<!DOCTYPE html>
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.DictLoader({"report": _REPORT, "index": _INDEX}), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader({"report": _REPORT, "index": _INDEX}),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["text"] = _text
     return env
 
 
 def render_html(data: dict[str, Any]) -> str:
     """The four parts on one self-contained page (inline style, no scripts); every value is escaped."""
-    return _environment().get_template("report").render(
-        **data, style=_STYLE, fields=_summary_fields(data), cap=HTML_ROWS_PER_RULE, top_rules=TOP_RULES,
-        sections=(("summary", "综合报告"), ("detail", "明细报告"), ("audit", "问题数据报告"), ("daily", "日校验报告")),
-        dimension_columns=DIMENSION_COLUMNS, top_rule_columns=TOP_RULE_COLUMNS, rule_columns=RULE_COLUMNS,
-        problem_columns=PROBLEM_COLUMNS, audit_columns=AUDIT_COLUMNS, daily_columns=_daily_columns(data))
+    return (
+        _environment()
+        .get_template("report")
+        .render(
+            **data,
+            style=_STYLE,
+            fields=_summary_fields(data),
+            cap=HTML_ROWS_PER_RULE,
+            top_rules=TOP_RULES,
+            sections=(
+                ("summary", "综合报告"),
+                ("detail", "明细报告"),
+                ("audit", "问题数据报告"),
+                ("daily", "日校验报告"),
+            ),
+            dimension_columns=DIMENSION_COLUMNS,
+            top_rule_columns=TOP_RULE_COLUMNS,
+            rule_columns=RULE_COLUMNS,
+            problem_columns=PROBLEM_COLUMNS,
+            audit_columns=AUDIT_COLUMNS,
+            daily_columns=_daily_columns(data),
+        )
+    )
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -552,8 +710,7 @@ def report_stem(org: dict[str, Any], period_type: str, period_start: date) -> st
     return f"{org['org_code']}_{name}_数据质量报告_{period_label(period_type, period_start)}"
 
 
-def write_index(period_type: str, period_start: date, out_dir: Path, tables: dict[str, list[dict[str, Any]]]
-                ) -> Path:
+def write_index(period_type: str, period_start: date, out_dir: Path, tables: dict[str, list[dict[str, Any]]]) -> Path:
     """index.html of a period: every institution scored in it, best first, linked to its reports when they are
     in the folder (a run for some institutions keeps the others' links)."""
     target = Path(out_dir) / period_label(period_type, period_start)
@@ -565,26 +722,43 @@ def write_index(period_type: str, period_start: date, out_dir: Path, tables: dic
             continue
         org = orgs.get(org_code, {"org_code": org_code, "org_name": org_code, "org_type": ""})
         stem = report_stem(org, period_type, period_start)
-        rows.append({"org_code": org_code, "org_name": org["org_name"], "org_type": org["org_type"],
-                     "score": _num(row["score"]),
-                     **{ext: quote(f"{stem}.{ext}") if (target / f"{stem}.{ext}").exists() else None
-                        for ext in ("html", "xlsx")}})
+        rows.append(
+            {
+                "org_code": org_code,
+                "org_name": org["org_name"],
+                "org_type": org["org_type"],
+                "score": _num(row["score"]),
+                **{
+                    ext: quote(f"{stem}.{ext}") if (target / f"{stem}.{ext}").exists() else None
+                    for ext in ("html", "xlsx")
+                },
+            }
+        )
     rows.sort(key=lambda r: (-r["score"], r["org_code"]))
-    page = _environment().get_template("index").render(rows=rows, style=_STYLE,
-                                                      label_zh=period_label_zh(period_type, period_start))
+    page = (
+        _environment()
+        .get_template("index")
+        .render(rows=rows, style=_STYLE, label_zh=period_label_zh(period_type, period_start))
+    )
     return _write_text(target / "index.html", page)
 
 
-def write_reports_from_tables(period_type: str, period_start: date, out_dir: Path,
-                              tables: dict[str, list[dict[str, Any]]], org_codes: Iterable[str] | None = None,
-                              index: bool = True) -> list[Path]:
+def write_reports_from_tables(
+    period_type: str,
+    period_start: date,
+    out_dir: Path,
+    tables: dict[str, list[dict[str, Any]]],
+    org_codes: Iterable[str] | None = None,
+    index: bool = True,
+) -> list[Path]:
     """Workbook and page for every institution with 稽核条目 in the period (or those of ``org_codes``) under
     <out_dir>/<period_label>/, then the period's index.html unless ``index`` is false."""
     first, last = period_bounds(period_type, period_start)
     target = Path(out_dir) / period_label(period_type, period_start)
     target.mkdir(parents=True, exist_ok=True)
-    codes = sorted({i["org_code"] for i in tables["audit_item"]
-                    if i["org_code"] and first <= i["business_date"] <= last})
+    codes = sorted(
+        {i["org_code"] for i in tables["audit_item"] if i["org_code"] and first <= i["business_date"] <= last}
+    )
     if org_codes is not None:
         wanted = set(org_codes)
         codes = [c for c in codes if c in wanted]
@@ -607,16 +781,25 @@ def load_organizations() -> list[dict[str, str]]:
 def load_schemes() -> list[dict[str, Any]]:
     """The 质量评价方案 (config/quality/schemes.yaml) as rows: their names and weights explain a total."""
     schemes, _ = scoring_schemes()
-    return [{"scheme_id": s.scheme_id, "scheme_version": s.version, "zh": s.zh, "method": s.method,
-             "weights": dict(s.weights)} for s in schemes.values()]
+    return [
+        {
+            "scheme_id": s.scheme_id,
+            "scheme_version": s.version,
+            "zh": s.zh,
+            "method": s.method,
+            "weights": dict(s.weights),
+        }
+        for s in schemes.values()
+    ]
 
 
 def _query(conn: sa.Connection, sql: str, **params: Any) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in conn.execute(sa.text(sql), params)]
 
 
-def write_reports(period_type: str, period_start: date, out_dir: Path,
-                  org_codes: Iterable[str] | None = None) -> list[Path]:
+def write_reports(
+    period_type: str, period_start: date, out_dir: Path, org_codes: Iterable[str] | None = None
+) -> list[Path]:
     """Reports for every institution with 稽核条目 in the period (or those of ``org_codes``), from dq.*, and the
     period's index. Institutions load one at a time: a county's year of 稽核条目 and problems does not fit in
     memory at once."""
@@ -625,27 +808,54 @@ def write_reports(period_type: str, period_start: date, out_dir: Path,
     paths = []
     with warehouse_engine().connect() as conn:
         shared = {
-            "organization": load_organizations(), "scheme": load_schemes(),
-            "rule": _query(conn, "SELECT rule_id, dataset, dimension, severity, description_zh, kind, origin "
-                                 "FROM dq.rule"),
-            "score": _query(conn, "SELECT * FROM dq.score WHERE dataset = '*' AND period_type = :type "
-                                  "AND period_start = :start", type=period_type, start=period_start)}
-        codes = [r["org_code"] for r in _query(
-            conn, "SELECT DISTINCT org_code FROM dq.audit_item WHERE business_date BETWEEN :first AND :last "
-                  "AND org_code <> '' AND (CAST(:wanted AS text[]) IS NULL OR org_code = ANY(:wanted)) "
-                  "ORDER BY org_code", first=first, last=last, wanted=wanted)]
+            "organization": load_organizations(),
+            "scheme": load_schemes(),
+            "rule": _query(
+                conn, "SELECT rule_id, dataset, dimension, severity, description_zh, kind, origin FROM dq.rule"
+            ),
+            "score": _query(
+                conn,
+                "SELECT * FROM dq.score WHERE dataset = '*' AND period_type = :type AND period_start = :start",
+                type=period_type,
+                start=period_start,
+            ),
+        }
+        codes = [
+            r["org_code"]
+            for r in _query(
+                conn,
+                "SELECT DISTINCT org_code FROM dq.audit_item WHERE business_date BETWEEN :first AND :last "
+                "AND org_code <> '' AND (CAST(:wanted AS text[]) IS NULL OR org_code = ANY(:wanted)) "
+                "ORDER BY org_code",
+                first=first,
+                last=last,
+                wanted=wanted,
+            )
+        ]
         for org_code in codes:
             params = {"org": org_code, "first": first, "last": last}
             tables = {
                 **shared,
-                "audit_item": _query(conn, "SELECT * FROM dq.audit_item WHERE org_code = :org "
-                                           "AND business_date BETWEEN :first AND :last", **params),
-                "problem": _query(conn, "SELECT * FROM dq.problem WHERE org_code = :org AND (business_date BETWEEN "
-                                        ":first AND :last OR (business_date IS NULL AND CAST(first_seen_at AT TIME "
-                                        "ZONE 'Asia/Shanghai' AS date) BETWEEN :first AND :last))", **params),
-                "score": shared["score"] + _query(
-                    conn, "SELECT * FROM dq.score WHERE org_code = :org AND dataset = '*' AND period_type = 'day' "
-                          "AND period_start BETWEEN :first AND :last", **params)}
+                "audit_item": _query(
+                    conn,
+                    "SELECT * FROM dq.audit_item WHERE org_code = :org AND business_date BETWEEN :first AND :last",
+                    **params,
+                ),
+                "problem": _query(
+                    conn,
+                    "SELECT * FROM dq.problem WHERE org_code = :org AND (business_date BETWEEN "
+                    ":first AND :last OR (business_date IS NULL AND CAST(first_seen_at AT TIME "
+                    "ZONE 'Asia/Shanghai' AS date) BETWEEN :first AND :last))",
+                    **params,
+                ),
+                "score": shared["score"]
+                + _query(
+                    conn,
+                    "SELECT * FROM dq.score WHERE org_code = :org AND dataset = '*' AND period_type = 'day' "
+                    "AND period_start BETWEEN :first AND :last",
+                    **params,
+                ),
+            }
             paths += write_reports_from_tables(period_type, period_start, out_dir, tables, [org_code], index=False)
     paths.append(write_index(period_type, period_start, out_dir, shared))
     return paths

@@ -37,17 +37,17 @@ class RuleError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     rule_id: str
-    dataset: str                    # canonical entity, or "*" for rules on the collection itself
+    dataset: str  # canonical entity, or "*" for rules on the collection itself
     dimension: str
     severity: str
     description_zh: str
     kind: str
-    origin: str                     # library | generated | mapping
+    origin: str  # library | generated | mapping
     definition: dict[str, Any] = field(default_factory=dict)
     where: str | None = None
     value: str | None = None
     coefficient: float = 1.0
-    source_systems: tuple[str, ...] = ()   # mapping rules: the sources whose mapping declares them
+    source_systems: tuple[str, ...] = ()  # mapping rules: the sources whose mapping declares them
 
     @property
     def blocking(self) -> bool:
@@ -57,8 +57,8 @@ class Rule:
 @dataclass(frozen=True)
 class Library:
     rules: tuple[Rule, ...]
-    business_dates: dict[str, str]          # dataset -> SQL of the day a row is scored on
-    views: dict[str, str] = field(default_factory=dict)   # name -> Spark SQL over the entities (query rules)
+    business_dates: dict[str, str]  # dataset -> SQL of the day a row is scored on
+    views: dict[str, str] = field(default_factory=dict)  # name -> Spark SQL over the entities (query rules)
 
     def for_dataset(self, dataset: str, *kinds: str) -> list[Rule]:
         return [r for r in self.rules if r.dataset == dataset and (not kinds or r.kind in kinds)]
@@ -106,15 +106,19 @@ def expectation_sql(spec: dict[str, Any]) -> str:
     if kind == "expect_column_value_lengths_to_equal":
         return f"{c} IS NULL OR length({c}) = {int(spec['value'])}"
     if kind == "expect_column_values_to_be_between":
-        bounds = [f"{c} >= {_quote(spec['min_value'])}" if spec.get("min_value") is not None else None,
-                  f"{c} <= {_quote(spec['max_value'])}" if spec.get("max_value") is not None else None]
+        bounds = [
+            f"{c} >= {_quote(spec['min_value'])}" if spec.get("min_value") is not None else None,
+            f"{c} <= {_quote(spec['max_value'])}" if spec.get("max_value") is not None else None,
+        ]
         return f"{c} IS NULL OR ({' AND '.join(b for b in bounds if b) or 'true'})"
     if kind == "expect_column_pair_values_a_to_be_greater_than_b":
         a, b = _col(spec["column_A"]), _col(spec["column_B"])
         op = ">=" if spec.get("or_equal") else ">"
         return f"{a} IS NULL OR {b} IS NULL OR {a} {op} {b}"
-    raise RuleError(f"expectation type {kind} is not a row-level expectation this engine compiles; "
-                    "write it as a condition or a query")
+    raise RuleError(
+        f"expectation type {kind} is not a row-level expectation this engine compiles; "
+        "write it as a condition or a query"
+    )
 
 
 # --- loading --------------------------------------------------------------------------------------------------
@@ -131,15 +135,29 @@ def _rule_from_entry(entry: dict[str, Any], dataset: str, path: Path) -> Rule:
     kind = entry.get("kind") or (kinds[0] if len(kinds) == 1 else None)
     if kind not in KINDS:
         raise RuleError(f"{where}: give exactly one of expect, condition, reference, query (or a kind)")
-    definition = {k: v for k, v in entry.items() if k not in ("id", "dimension", "severity", "zh", "where",
-                                                              "value", "coefficient")}
+    definition = {
+        k: v
+        for k, v in entry.items()
+        if k not in ("id", "dimension", "severity", "zh", "where", "value", "coefficient")
+    }
     if kind == "expect":
-        expectation_sql(entry["expect"])           # fails early on an unsupported type
+        expectation_sql(entry["expect"])  # fails early on an unsupported type
     value = entry.get("value")
     if value is None and kind == "expect":
         value = entry["expect"].get("column")
-    return Rule(entry["id"], dataset, entry["dimension"], entry["severity"], entry["zh"], kind, "library",
-                definition, entry.get("where"), value, float(entry.get("coefficient", 1.0)))
+    return Rule(
+        entry["id"],
+        dataset,
+        entry["dimension"],
+        entry["severity"],
+        entry["zh"],
+        kind,
+        "library",
+        definition,
+        entry.get("where"),
+        value,
+        float(entry.get("coefficient", 1.0)),
+    )
 
 
 def _library(datasets: dict[str, dict[str, Any]]) -> tuple[list[Rule], dict[str, str]]:
@@ -167,34 +185,64 @@ def _generated(datasets: dict[str, dict[str, Any]]) -> list[Rule]:
             if "code_system" not in column or f"{dataset}.{column['name']}" in skip:
                 continue
             t = templates["code_mapped"]
-            rules.append(Rule(
-                f"G-{dataset}-{column['name']}", dataset, t["dimension"], t["severity"],
-                t["zh"].format(column_zh=column["zh"].split("（")[0], code_system=column["code_system"]),
-                "flag", "generated", {"flag_prefix": f"UNMAPPED:{column['name']}:"},
-                where=where.get(f"{dataset}.{column['name']}"),
-                value=f"{column['name'].removesuffix('_code')}_source_value"
-                if any(c["name"] == column["name"].removesuffix("_code") + "_source_value" for c in spec["columns"])
-                else None))
+            rules.append(
+                Rule(
+                    f"G-{dataset}-{column['name']}",
+                    dataset,
+                    t["dimension"],
+                    t["severity"],
+                    t["zh"].format(column_zh=column["zh"].split("（")[0], code_system=column["code_system"]),
+                    "flag",
+                    "generated",
+                    {"flag_prefix": f"UNMAPPED:{column['name']}:"},
+                    where=where.get(f"{dataset}.{column['name']}"),
+                    value=f"{column['name'].removesuffix('_code')}_source_value"
+                    if any(c["name"] == column["name"].removesuffix("_code") + "_source_value" for c in spec["columns"])
+                    else None,
+                )
+            )
         coded = [c["name"] for c in spec["columns"] if "code_system" in c]
         t = templates["local_codes_mapped"]
-        rules.append(Rule(
-            f"G-{dataset}-LOCAL", dataset, t["dimension"], t["severity"],
-            t["zh"].format(dataset_zh=spec["zh"].split("（")[0]), "condition", "generated",
-            {"condition": "NOT exists(dq_flags, f -> substr(f, 1, 9) = 'UNMAPPED:' AND split(f, ':')[1] NOT IN ("
-                          + ", ".join(_quote(c) for c in coded or ["-"]) + "))"}))
+        rules.append(
+            Rule(
+                f"G-{dataset}-LOCAL",
+                dataset,
+                t["dimension"],
+                t["severity"],
+                t["zh"].format(dataset_zh=spec["zh"].split("（")[0]),
+                "condition",
+                "generated",
+                {
+                    "condition": "NOT exists(dq_flags, f -> substr(f, 1, 9) = 'UNMAPPED:' AND split(f, ':')[1] NOT IN ("
+                    + ", ".join(_quote(c) for c in coded or ["-"])
+                    + "))"
+                },
+            )
+        )
         t = templates["value_parseable"]
-        rules.append(Rule(f"G-{dataset}-PARSE", dataset, t["dimension"], t["severity"],
-                          t["zh"].format(dataset_zh=spec["zh"].split("（")[0]), "flag", "generated",
-                          {"flag_prefix": "UNPARSEABLE:"}))
+        rules.append(
+            Rule(
+                f"G-{dataset}-PARSE",
+                dataset,
+                t["dimension"],
+                t["severity"],
+                t["zh"].format(dataset_zh=spec["zh"].split("（")[0]),
+                "flag",
+                "generated",
+                {"flag_prefix": "UNPARSEABLE:"},
+            )
+        )
     return rules
 
 
-BUILT_IN = [{"id": rule_id, "reason": reason, **({"required": []} if rule_id == "STD-KEY" else {})}
-            for rule_id, reason in BUILT_IN_RULES.items()]
+BUILT_IN = [
+    {"id": rule_id, "reason": reason, **({"required": []} if rule_id == "STD-KEY" else {})}
+    for rule_id, reason in BUILT_IN_RULES.items()
+]
 
 
-MappingEntry = tuple[str, str, str, dict[str, Any]]      # (source system, bronze table, entity, rule)
-MergedRule = tuple[dict[str, Any], tuple[str, ...]]      # (the rule without its id, the sources declaring it)
+MappingEntry = tuple[str, str, str, dict[str, Any]]  # (source system, bronze table, entity, rule)
+MergedRule = tuple[dict[str, Any], tuple[str, ...]]  # (the rule without its id, the sources declaring it)
 
 
 def merge_mapping_rules(entries: Iterable[MappingEntry]) -> dict[tuple[str, str], MergedRule]:
@@ -207,31 +255,47 @@ def merge_mapping_rules(entries: Iterable[MappingEntry]) -> dict[tuple[str, str]
         if all(d != definition for d, _ in variants):
             variants.append((definition, []))
         next(tables for d, tables in variants if d == definition).append((source_system, bronze_table))
-    clashes = [f"mapping rule {rule_id} on {entity} has {len(variants)} definitions: "
-               + "; ".join(f"{d} in {', '.join(f'{s}.{t}' for s, t in tables)}" for d, tables in variants)
-               for (rule_id, entity), variants in found.items() if len(variants) > 1]
+    clashes = [
+        f"mapping rule {rule_id} on {entity} has {len(variants)} definitions: "
+        + "; ".join(f"{d} in {', '.join(f'{s}.{t}' for s, t in tables)}" for d, tables in variants)
+        for (rule_id, entity), variants in found.items()
+        if len(variants) > 1
+    ]
     if clashes:
-        raise RuleError("\n".join(clashes) + "\na mapping rule id means one check per entity: give the variant its "
-                        "own id in config/mappings/<source>.yaml (one no mapping uses on that entity yet), or word "
-                        "the same check the same way in every source")
-    return {key: (variants[0][0], tuple(sorted({s for s, _ in variants[0][1]})))
-            for key, variants in found.items()}
+        raise RuleError(
+            "\n".join(clashes) + "\na mapping rule id means one check per entity: give the variant its "
+            "own id in config/mappings/<source>.yaml (one no mapping uses on that entity yet), or word "
+            "the same check the same way in every source"
+        )
+    return {key: (variants[0][0], tuple(sorted({s for s, _ in variants[0][1]}))) for key, variants in found.items()}
 
 
 def _mapping_rules() -> list[Rule]:
     """The silver layer's quarantine rules, one per (rule id, dataset), with the sources that declare them
     (every table also gets standardisation's built-in rules: key present, values parseable, institution known)."""
     overrides = _settings().get("mapping_rule_dimensions") or {}
-    merged = merge_mapping_rules((source_system, table["bronze_table"], table["entity"], rule)
-                                 for source_system in mapped_sources()
-                                 for table in source_mapping(source_system)["tables"]
-                                 for rule in [*BUILT_IN, *(table.get("rules") or [])])
+    merged = merge_mapping_rules(
+        (source_system, table["bronze_table"], table["entity"], rule)
+        for source_system in mapped_sources()
+        for table in source_mapping(source_system)["tables"]
+        for rule in [*BUILT_IN, *(table.get("rules") or [])]
+    )
     rules = []
     for (rule_id, dataset), (rule, sources) in sorted(merged.items()):
         dimension = overrides.get(rule_id, "completeness" if "required" in rule else "logic")
-        rules.append(Rule(rule_id, dataset, dimension, "error", rule["reason"], "mapping", "mapping",
-                          {"source_rule_id": rule_id, **{k: v for k, v in rule.items() if k != "reason"}},
-                          source_systems=sources))
+        rules.append(
+            Rule(
+                rule_id,
+                dataset,
+                dimension,
+                "error",
+                rule["reason"],
+                "mapping",
+                "mapping",
+                {"source_rule_id": rule_id, **{k: v for k, v in rule.items() if k != "reason"}},
+                source_systems=sources,
+            )
+        )
     return rules
 
 

@@ -28,7 +28,7 @@ class Scheme:
     scheme_id: str
     version: str
     zh: str
-    method: str                  # weighted | arithmetic
+    method: str  # weighted | arithmetic
     weights: dict[str, float]
 
 
@@ -43,22 +43,29 @@ class Assignment:
 @lru_cache(maxsize=1)
 def load_schemes() -> tuple[dict[str, Scheme], tuple[Assignment, ...]]:
     doc = yaml.safe_load((QUALITY_DIR / "schemes.yaml").read_text(encoding="utf-8"))
-    schemes = {s["id"]: Scheme(s["id"], str(s["version"]), s["zh"], s["method"],
-                               {k: float(v) for k, v in s["weights"].items()}) for s in doc["schemes"]}
-    assignments = tuple(Assignment(a["scheme"], tuple(a["org_types"]), a["valid_from"], a.get("valid_to"))
-                        for a in doc["assignments"])
+    schemes = {
+        s["id"]: Scheme(
+            s["id"], str(s["version"]), s["zh"], s["method"], {k: float(v) for k, v in s["weights"].items()}
+        )
+        for s in doc["schemes"]
+    }
+    assignments = tuple(
+        Assignment(a["scheme"], tuple(a["org_types"]), a["valid_from"], a.get("valid_to")) for a in doc["assignments"]
+    )
     for a in assignments:
         if a.scheme_id not in schemes:
             raise ValueError(f"config/quality/schemes.yaml: assignment names unknown scheme {a.scheme_id!r}")
     return schemes, assignments
 
 
-def scheme_for(org_type: str, day: date, schemes: dict[str, Scheme],
-               assignments: Iterable[Assignment]) -> Scheme:
+def scheme_for(org_type: str, day: date, schemes: dict[str, Scheme], assignments: Iterable[Assignment]) -> Scheme:
     """方案分配: the first assignment covering the institution's type and the day."""
     for a in assignments:
-        if ((org_type in a.org_types or ALL in a.org_types) and a.valid_from <= day
-                and (a.valid_to is None or day <= a.valid_to)):
+        if (
+            (org_type in a.org_types or ALL in a.org_types)
+            and a.valid_from <= day
+            and (a.valid_to is None or day <= a.valid_to)
+        ):
             return schemes[a.scheme_id]
     raise ValueError(f"no quality scheme is assigned to institutions of type {org_type!r} on {day}")
 
@@ -88,7 +95,7 @@ def score_rows(items: Iterable[dict[str, Any]], org_types: dict[str, str]) -> li
     The scheme is the one assigned on the period's first day.
     """
     schemes, assignments = load_schemes()
-    sums: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])   # weighted checked/failed, raw
+    sums: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])  # weighted checked/failed, raw
     for item in items:
         if not item["checked_rows"]:
             continue
@@ -114,13 +121,42 @@ def score_rows(items: Iterable[dict[str, Any]], org_types: dict[str, str]) -> li
         if not total_weight:
             continue
         total = sum(weights[d] * s for d, (s, _, _) in by_dimension.items()) / total_weight
-        rows.append(_row(scheme, org, dataset, ALL, period_type, start, total,
-                         sum(c for _, c, _ in by_dimension.values()), sum(f for _, _, f in by_dimension.values())))
+        rows.append(
+            _row(
+                scheme,
+                org,
+                dataset,
+                ALL,
+                period_type,
+                start,
+                total,
+                sum(c for _, c, _ in by_dimension.values()),
+                sum(f for _, _, f in by_dimension.values()),
+            )
+        )
     return rows
 
 
-def _row(scheme: Scheme, org: str, dataset: str, dimension: str, period_type: str, start: date, score: float,
-         checked: float, failed: float) -> dict[str, Any]:
-    return {"scheme_id": scheme.scheme_id, "scheme_version": scheme.version, "org_code": org, "dataset": dataset,
-            "dimension": dimension, "period_type": period_type, "period_start": start,
-            "score": round(score, 2), "checked_rows": int(checked), "failed_rows": int(failed)}
+def _row(
+    scheme: Scheme,
+    org: str,
+    dataset: str,
+    dimension: str,
+    period_type: str,
+    start: date,
+    score: float,
+    checked: float,
+    failed: float,
+) -> dict[str, Any]:
+    return {
+        "scheme_id": scheme.scheme_id,
+        "scheme_version": scheme.version,
+        "org_code": org,
+        "dataset": dataset,
+        "dimension": dimension,
+        "period_type": period_type,
+        "period_start": start,
+        "score": round(score, 2),
+        "checked_rows": int(checked),
+        "failed_rows": int(failed),
+    }

@@ -92,8 +92,9 @@ def ensure_tables() -> None:
 
 
 # --- audit items ----------------------------------------------------------------------------------------------
-def mapping_items(library: Library, rows: dict[tuple, int], quarantined: dict[tuple, dict[str, int]]
-                  ) -> list[dict[str, Any]]:
+def mapping_items(
+    library: Library, rows: dict[tuple, int], quarantined: dict[tuple, dict[str, int]]
+) -> list[dict[str, Any]]:
     """稽核条目 of the silver mapping rules: a (dataset, institution, source, day) was checked on every row that
     reached silver plus every row quarantined; the failed ones are the rule's quarantined rows."""
     by_source_rule = {(r.definition["source_rule_id"], r.dataset): r for r in library.rules if r.kind == "mapping"}
@@ -110,13 +111,20 @@ def mapping_items(library: Library, rows: dict[tuple, int], quarantined: dict[tu
 
 
 def _item(rule: Rule, org: str, source: str, day: date, checked: int, failed: int) -> dict[str, Any]:
-    return {"rule_id": rule.rule_id, "dataset": rule.dataset, "org_code": org or "", "source_system": source,
-            "business_date": day, "checked_rows": checked, "failed_rows": failed, "coefficient": rule.coefficient,
-            "dimension": rule.dimension}
+    return {
+        "rule_id": rule.rule_id,
+        "dataset": rule.dataset,
+        "org_code": org or "",
+        "source_system": source,
+        "business_date": day,
+        "checked_rows": checked,
+        "failed_rows": failed,
+        "coefficient": rule.coefficient,
+        "dimension": rule.dimension,
+    }
 
 
-def volume_items(rule: Rule, rows: dict[tuple, int], history: dict[tuple, dict[date, int]]
-                 ) -> list[dict[str, Any]]:
+def volume_items(rule: Rule, rows: dict[tuple, int], history: dict[tuple, dict[date, int]]) -> list[dict[str, Any]]:
     """Each (dataset, institution, source) × day of this run against the median of its own previous days of the
     same kind (working days against working days, weekends against weekends: a village clinic closed on Sunday
     is not a gap): failed when far below. A day inside the run's range with no rows at all counts as 0 rows. A
@@ -125,8 +133,7 @@ def volume_items(rule: Rule, rows: dict[tuple, int], history: dict[tuple, dict[d
         return []
     days = sorted({k[3] for k in rows})
     every_day = [days[0] + timedelta(days=i) for i in range((days[-1] - days[0]).days + 1)]
-    window, min_days, share = rule.definition["history_days"], rule.definition["min_days"], \
-        rule.definition["min_share"]
+    window, min_days, share = rule.definition["history_days"], rule.definition["min_days"], rule.definition["min_share"]
     min_median = rule.definition.get("min_median", 0)
     items = []
     series = {k[:3] for k in rows}
@@ -134,13 +141,21 @@ def volume_items(rule: Rule, rows: dict[tuple, int], history: dict[tuple, dict[d
         past = history.get((dataset, org, source), {})
         for day in every_day:
             count = rows.get((dataset, org, source, day), 0)
-            before = [past[d] for d in past if day - timedelta(days=window) <= d < day
-                      and (d.weekday() >= 5) == (day.weekday() >= 5)]
+            before = [
+                past[d]
+                for d in past
+                if day - timedelta(days=window) <= d < day and (d.weekday() >= 5) == (day.weekday() >= 5)
+            ]
             if len(before) < min_days or statistics.median(before) < min_median:
                 continue
             low = count < share * statistics.median(before)
-            items.append({**_item(rule, org, source, day, 1, int(low)), "dataset": dataset,
-                          "value": f"{count} / {statistics.median(before):.0f}"})
+            items.append(
+                {
+                    **_item(rule, org, source, day, 1, int(low)),
+                    "dataset": dataset,
+                    "value": f"{count} / {statistics.median(before):.0f}",
+                }
+            )
     return items
 
 
@@ -150,9 +165,12 @@ def timeliness_rows(rule: Rule, table_datasets: dict[tuple[str, str], str]) -> t
         exists = conn.execute(sa.text("SELECT to_regclass('ingest.arrival') IS NOT NULL")).scalar()
         if not exists:
             return [], []
-        arrivals = conn.execute(sa.text(
-            "SELECT b.source_system, b.table_name, a.org_code, a.business_date, sum(a.rows), sum(a.late_rows) "
-            "FROM ingest.arrival a JOIN ingest.landed_batch b USING (batch_id) GROUP BY 1, 2, 3, 4")).all()
+        arrivals = conn.execute(
+            sa.text(
+                "SELECT b.source_system, b.table_name, a.org_code, a.business_date, sum(a.rows), sum(a.late_rows) "
+                "FROM ingest.arrival a JOIN ingest.landed_batch b USING (batch_id) GROUP BY 1, 2, 3, 4"
+            )
+        ).all()
     items: dict[tuple, dict[str, Any]] = {}
     problems = []
     for source, table, org, day, arrived, late in arrivals:
@@ -162,9 +180,18 @@ def timeliness_rows(rule: Rule, table_datasets: dict[tuple[str, str], str]) -> t
         item["checked_rows"] += int(arrived)
         item["failed_rows"] += int(late)
         if late:
-            problems.append({"dataset": dataset, "rule_id": rule.rule_id, "source_system": source,
-                             "source_table": table, "source_key": f"{table}@{day}", "org_code": org,
-                             "business_date": day, "value": f"{late}/{arrived} 行逾期上传"})
+            problems.append(
+                {
+                    "dataset": dataset,
+                    "rule_id": rule.rule_id,
+                    "source_system": source,
+                    "source_table": table,
+                    "source_key": f"{table}@{day}",
+                    "org_code": org,
+                    "business_date": day,
+                    "value": f"{late}/{arrived} 行逾期上传",
+                }
+            )
     return list(items.values()), problems
 
 
@@ -215,17 +242,29 @@ PROBLEM_SQL = [
 
 def _write_failures(spark: SparkSession, failed: DataFrame) -> None:
     url, props = get_settings().warehouse_jdbc
-    (failed.write.format("jdbc").mode("overwrite").option("truncate", "true").option("url", url)
-           .option("dbtable", f"{LOAD_SCHEMA}.failure").option("batchsize", "10000").options(**props).save())
+    (
+        failed.write.format("jdbc")
+        .mode("overwrite")
+        .option("truncate", "true")
+        .option("url", url)
+        .option("dbtable", f"{LOAD_SCHEMA}.failure")
+        .option("batchsize", "10000")
+        .options(**props)
+        .save()
+    )
 
 
 def _write_extra_failures(rows: list[dict[str, Any]]) -> None:
     if rows:
         with warehouse_engine().begin() as conn:
-            conn.execute(sa.text(
-                f"INSERT INTO {LOAD_SCHEMA}.failure (dataset, rule_id, source_system, source_table, source_key, "
-                "org_code, business_date, value) VALUES (:dataset, :rule_id, :source_system, :source_table, "
-                ":source_key, :org_code, :business_date, :value)"), rows)
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {LOAD_SCHEMA}.failure (dataset, rule_id, source_system, source_table, source_key, "
+                    "org_code, business_date, value) VALUES (:dataset, :rule_id, :source_system, :source_table, "
+                    ":source_key, :org_code, :business_date, :value)"
+                ),
+                rows,
+            )
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -255,14 +294,23 @@ def run_quality(spark: SparkSession, progress: Callable[[str], None] = lambda _:
             if r["rule_id"] == engine.ROWS_CHECK:
                 rows[key] = r["checked_rows"]
             else:
-                items.append(_item(rules[r["rule_id"]], r["org_code"], r["source_system"], r["business_date"],
-                                   r["checked_rows"], r["failed_rows"]))
+                items.append(
+                    _item(
+                        rules[r["rule_id"]],
+                        r["org_code"],
+                        r["source_system"],
+                        r["business_date"],
+                        r["checked_rows"],
+                        r["failed_rows"],
+                    )
+                )
     lap("rules on silver")
     quarantined: dict[tuple, dict[str, int]] = defaultdict(dict)
     if evaluation.quarantine is not None:
         for r in engine.quarantine_counts(evaluation.quarantine).collect():
-            quarantined[(r["dataset"], r["org_code"], r["source_system"], r["business_date"])][r["rule_id"]] = \
-                r["failed_rows"]
+            quarantined[(r["dataset"], r["org_code"], r["source_system"], r["business_date"])][r["rule_id"]] = r[
+                "failed_rows"
+            ]
     items += mapping_items(library, rows, quarantined)
     lap("quarantine (mapping rules)")
     extra_failures: list[dict[str, Any]] = []
@@ -273,19 +321,33 @@ def run_quality(spark: SparkSession, progress: Callable[[str], None] = lambda _:
     for rule in library.for_dataset("*", "volume"):
         volume = volume_items(rule, rows, _volume_history())
         items += volume
-        extra_failures += [{"dataset": i["dataset"], "rule_id": rule.rule_id, "source_system": i["source_system"],
-                            "source_table": None, "source_key": f"{i['dataset']}@{i['business_date']}",
-                            "org_code": i["org_code"], "business_date": i["business_date"], "value": i["value"]}
-                           for i in volume if i["failed_rows"]]
+        extra_failures += [
+            {
+                "dataset": i["dataset"],
+                "rule_id": rule.rule_id,
+                "source_system": i["source_system"],
+                "source_table": None,
+                "source_key": f"{i['dataset']}@{i['business_date']}",
+                "org_code": i["org_code"],
+                "business_date": i["business_date"],
+                "value": i["value"],
+            }
+            for i in volume
+            if i["failed_rows"]
+        ]
     lap("collection rules (timeliness, volume)")
     failed = engine.failures(evaluation) if evaluation.checks is not None else None
     if failed is not None:
         _write_failures(spark, failed.withColumn("rule_id", _library_rule_id(library)))
     else:
         with warehouse_engine().begin() as conn:
-            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {LOAD_SCHEMA}.failure (dataset text, rule_id text, "
-                                 "source_system text, source_table text, source_key text, org_code text, "
-                                 "business_date date, value text)"))
+            conn.execute(
+                sa.text(
+                    f"CREATE TABLE IF NOT EXISTS {LOAD_SCHEMA}.failure (dataset text, rule_id text, "
+                    "source_system text, source_table text, source_key text, org_code text, "
+                    "business_date date, value text)"
+                )
+            )
             conn.execute(sa.text(f"TRUNCATE {LOAD_SCHEMA}.failure"))
     _write_extra_failures(extra_failures)
     if evaluation.checks is not None:
@@ -299,15 +361,37 @@ def run_quality(spark: SparkSession, progress: Callable[[str], None] = lambda _:
     by_dimension: dict[str, int] = defaultdict(int)
     for rule in library.rules:
         by_dimension[rule.dimension] += 1
-    result = QualityRun(run_id, len(library.rules), sum(rows.values()), len(items), opened, closed, open_now,
-                        blocked, dict(by_dimension), timings)
+    result = QualityRun(
+        run_id,
+        len(library.rules),
+        sum(rows.values()),
+        len(items),
+        opened,
+        closed,
+        open_now,
+        blocked,
+        dict(by_dimension),
+        timings,
+    )
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO dq.run VALUES (:run_id, :started, now(), :rules, :rows, :items, :opened, :closed, :open, "
-            ":blocked, CAST(:timings AS jsonb))"),
-            {"run_id": run_id, "started": started, "rules": result.rules_run, "rows": result.rows_checked,
-             "items": result.audit_items, "opened": opened, "closed": closed, "open": open_now,
-             "blocked": "; ".join(f"{s}/{d}" for s, d, _ in blocked), "timings": _json(timings)})
+        conn.execute(
+            sa.text(
+                "INSERT INTO dq.run VALUES (:run_id, :started, now(), :rules, :rows, :items, :opened, :closed, :open, "
+                ":blocked, CAST(:timings AS jsonb))"
+            ),
+            {
+                "run_id": run_id,
+                "started": started,
+                "rules": result.rules_run,
+                "rows": result.rows_checked,
+                "items": result.audit_items,
+                "opened": opened,
+                "closed": closed,
+                "open": open_now,
+                "blocked": "; ".join(f"{s}/{d}" for s, d, _ in blocked),
+                "timings": _json(timings),
+            },
+        )
     return result
 
 
@@ -317,8 +401,11 @@ def _json(value: Any) -> str:
 
 def _library_rule_id(library: Library) -> Column:
     """Quarantine rows carry the mapping's own rule id (ENC001): the library's id may add the dataset."""
-    renamed = {(r.definition["source_rule_id"], r.dataset): r.rule_id for r in library.rules
-               if r.kind == "mapping" and r.rule_id != r.definition["source_rule_id"]}
+    renamed = {
+        (r.definition["source_rule_id"], r.dataset): r.rule_id
+        for r in library.rules
+        if r.kind == "mapping" and r.rule_id != r.definition["source_rule_id"]
+    }
     column = F.col("rule_id")
     for (source_rule, dataset), rule_id in renamed.items():
         column = F.when((F.col("rule_id") == source_rule) & (F.col("dataset") == dataset), rule_id).otherwise(column)
@@ -328,8 +415,9 @@ def _library_rule_id(library: Library) -> Column:
 def _volume_history() -> dict[tuple, dict[date, int]]:
     history: dict[tuple, dict[date, int]] = defaultdict(dict)
     with warehouse_engine().connect() as conn:
-        for dataset, org, source, day, count in conn.execute(sa.text(
-                "SELECT dataset, org_code, source_system, business_date, rows FROM dq.dataset_volume")):
+        for dataset, org, source, day, count in conn.execute(
+            sa.text("SELECT dataset, org_code, source_system, business_date, rows FROM dq.dataset_volume")
+        ):
             history[(dataset, org, source)][day] = count
     return history
 
@@ -344,41 +432,75 @@ def _blocked(library: Library, items: list[dict[str, Any]]) -> list[tuple[str, s
             acc = totals[(item["source_system"], item["dataset"], rule.rule_id)]
             acc[0] += item["checked_rows"]
             acc[1] += item["failed_rows"]
-    return sorted(key for key, (checked, failed) in totals.items()
-                  if checked and failed / checked > float(rules[key[2]].definition.get("max_failed_share", 0)))
+    return sorted(
+        key
+        for key, (checked, failed) in totals.items()
+        if checked and failed / checked > float(rules[key[2]].definition.get("max_failed_share", 0))
+    )
 
 
 def _store_rules(library: Library) -> None:
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO dq.dimension VALUES (:code, :zh, :n) ON CONFLICT (dimension) DO UPDATE SET "
-            "dimension_zh = excluded.dimension_zh, sort_order = excluded.sort_order"),
-            [{"code": code, "zh": zh, "n": n} for n, (code, zh) in enumerate(dimensions().items())])
-        conn.execute(sa.text(
-            "INSERT INTO dq.rule VALUES (:rule_id, :dataset, :dimension, :severity, :description_zh, :kind, "
-            ":origin, CAST(:definition AS jsonb), :coefficient) ON CONFLICT (rule_id) DO UPDATE SET "
-            "dataset = excluded.dataset, dimension = excluded.dimension, severity = excluded.severity, "
-            "description_zh = excluded.description_zh, kind = excluded.kind, origin = excluded.origin, "
-            "definition = excluded.definition, coefficient = excluded.coefficient"),
-            [{"rule_id": r.rule_id, "dataset": r.dataset, "dimension": r.dimension, "severity": r.severity,
-              "description_zh": r.description_zh, "kind": r.kind, "origin": r.origin,
-              "definition": _json({**r.definition, "where": r.where, "value": r.value,
-                                   "source_systems": list(r.source_systems)}),
-              "coefficient": r.coefficient} for r in library.rules])
+        conn.execute(
+            sa.text(
+                "INSERT INTO dq.dimension VALUES (:code, :zh, :n) ON CONFLICT (dimension) DO UPDATE SET "
+                "dimension_zh = excluded.dimension_zh, sort_order = excluded.sort_order"
+            ),
+            [{"code": code, "zh": zh, "n": n} for n, (code, zh) in enumerate(dimensions().items())],
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO dq.rule VALUES (:rule_id, :dataset, :dimension, :severity, :description_zh, :kind, "
+                ":origin, CAST(:definition AS jsonb), :coefficient) ON CONFLICT (rule_id) DO UPDATE SET "
+                "dataset = excluded.dataset, dimension = excluded.dimension, severity = excluded.severity, "
+                "description_zh = excluded.description_zh, kind = excluded.kind, origin = excluded.origin, "
+                "definition = excluded.definition, coefficient = excluded.coefficient"
+            ),
+            [
+                {
+                    "rule_id": r.rule_id,
+                    "dataset": r.dataset,
+                    "dimension": r.dimension,
+                    "severity": r.severity,
+                    "description_zh": r.description_zh,
+                    "kind": r.kind,
+                    "origin": r.origin,
+                    "definition": _json(
+                        {**r.definition, "where": r.where, "value": r.value, "source_systems": list(r.source_systems)}
+                    ),
+                    "coefficient": r.coefficient,
+                }
+                for r in library.rules
+            ],
+        )
 
 
-def _store_results(run_id: str, library: Library, items: list[dict[str, Any]], scores: list[dict[str, Any]],
-                   rows: dict[tuple, int], blocked: list[tuple[str, str, str]]) -> tuple[int, int, int]:
+def _store_results(
+    run_id: str,
+    library: Library,
+    items: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+    rows: dict[tuple, int],
+    blocked: list[tuple[str, str, str]],
+) -> tuple[int, int, int]:
     """Replace audit items, scores, volumes and blocks by this run's; move problems through their lifecycle."""
     now = datetime.now().astimezone()
-    item_rows = [{**{k: v for k, v in i.items() if k not in ("dimension", "value")}, "run_id": run_id}
-                 for i in items]
-    blocked_rows = [{"source_system": s, "dataset": d, "rule_id": r, "run_id": run_id,
-                     "checked_rows": sum(i["checked_rows"] for i in items if (i["source_system"], i["dataset"],
-                                                                              i["rule_id"]) == (s, d, r)),
-                     "failed_rows": sum(i["failed_rows"] for i in items if (i["source_system"], i["dataset"],
-                                                                            i["rule_id"]) == (s, d, r))}
-                    for s, d, r in blocked]
+    item_rows = [{**{k: v for k, v in i.items() if k not in ("dimension", "value")}, "run_id": run_id} for i in items]
+    blocked_rows = [
+        {
+            "source_system": s,
+            "dataset": d,
+            "rule_id": r,
+            "run_id": run_id,
+            "checked_rows": sum(
+                i["checked_rows"] for i in items if (i["source_system"], i["dataset"], i["rule_id"]) == (s, d, r)
+            ),
+            "failed_rows": sum(
+                i["failed_rows"] for i in items if (i["source_system"], i["dataset"], i["rule_id"]) == (s, d, r)
+            ),
+        }
+        for s, d, r in blocked
+    ]
     with warehouse_engine().begin() as conn:
         # every run checks all of silver: an institution-day that has left silver leaves the volumes too
         conn.execute(sa.text("TRUNCATE dq.audit_item, dq.score, dq.blocked_publish, dq.dataset_volume"))
@@ -386,16 +508,22 @@ def _store_results(run_id: str, library: Library, items: list[dict[str, Any]], s
         _insert(conn, "dq.score", [{**s, "run_id": run_id} for s in scores])
         _insert(conn, "dq.blocked_publish", blocked_rows)
         if rows:
-            conn.execute(sa.text(
-                "INSERT INTO dq.dataset_volume VALUES (:dataset, :org, :source, :day, :rows) ON CONFLICT "
-                "(dataset, org_code, source_system, business_date) DO UPDATE SET rows = excluded.rows"),
-                [{"dataset": k[0], "org": k[1] or "", "source": k[2], "day": k[3], "rows": v} for k, v in rows.items()])
+            conn.execute(
+                sa.text(
+                    "INSERT INTO dq.dataset_volume VALUES (:dataset, :org, :source, :day, :rows) ON CONFLICT "
+                    "(dataset, org_code, source_system, business_date) DO UPDATE SET rows = excluded.rows"
+                ),
+                [{"dataset": k[0], "org": k[1] or "", "source": k[2], "day": k[3], "rows": v} for k, v in rows.items()],
+            )
         params = {"run_id": run_id, "now": now}
         for sql in PROBLEM_SQL:
             conn.execute(sa.text(sql), params)
-        counts = dict(conn.execute(sa.text(
-            "SELECT status, count(*) FROM dq.problem_event WHERE run_id = :run_id GROUP BY status"),
-            {"run_id": run_id}).all())
+        counts = dict(
+            conn.execute(
+                sa.text("SELECT status, count(*) FROM dq.problem_event WHERE run_id = :run_id GROUP BY status"),
+                {"run_id": run_id},
+            ).all()
+        )
         open_now = conn.execute(sa.text("SELECT count(*) FROM dq.problem WHERE status = 'open'")).scalar()
     return counts.get("open", 0) + counts.get("reopened", 0), counts.get("closed", 0), open_now
 
@@ -403,8 +531,9 @@ def _store_results(run_id: str, library: Library, items: list[dict[str, Any]], s
 def _insert(conn: sa.Connection, table: str, rows: list[dict[str, Any]]) -> None:
     if rows:
         columns = list(rows[0])
-        conn.execute(sa.text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                             f"({', '.join(':' + c for c in columns)})"), rows)
+        conn.execute(
+            sa.text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"), rows
+        )
 
 
 def blocked_sources(dataset: str) -> list[str]:
@@ -413,6 +542,10 @@ def blocked_sources(dataset: str) -> list[str]:
     with warehouse_engine().connect() as conn:
         if not conn.execute(sa.text("SELECT to_regclass('dq.blocked_publish') IS NOT NULL")).scalar():
             return []
-        return [r[0] for r in conn.execute(sa.text(
-            "SELECT DISTINCT source_system FROM dq.blocked_publish WHERE dataset = :dataset"),
-            {"dataset": dataset})]
+        return [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT DISTINCT source_system FROM dq.blocked_publish WHERE dataset = :dataset"),
+                {"dataset": dataset},
+            )
+        ]

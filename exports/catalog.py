@@ -22,11 +22,30 @@ FORMATS = {"csv": {"encoding", "bom"}, "jsonl": set(), "xlsx": set()}
 ENCODINGS = ("utf-8", "gbk")
 COLUMN_TYPES = ("string", "integer", "decimal", "date", "boolean", "json")
 TRANSFORMS = ("pseudonym", "birth_year_band", "month")
-PSEUDONYMISATION = {"aggregate": "汇总数据（不含个人）", "identified": "实名（仅限法定交换对象）",
-                    "pseudonymised": "假名化（键控哈希、泛化、k-匿名）"}
+PSEUDONYMISATION = {
+    "aggregate": "汇总数据（不含个人）",
+    "identified": "实名（仅限法定交换对象）",
+    "pseudonymised": "假名化（键控哈希、泛化、k-匿名）",
+}
 CORRECTIONS = ("new_version", "next_period")
-FEED_FIELDS = {"name", "zh", "receiver", "target", "dataset", "inputs", "period", "deadline", "lookback_periods",
-               "corrections", "file_name", "format", "pseudonymisation", "contract_version", "columns", "privacy"}
+FEED_FIELDS = {
+    "name",
+    "zh",
+    "receiver",
+    "target",
+    "dataset",
+    "inputs",
+    "period",
+    "deadline",
+    "lookback_periods",
+    "corrections",
+    "file_name",
+    "format",
+    "pseudonymisation",
+    "contract_version",
+    "columns",
+    "privacy",
+}
 
 
 class CatalogError(ValueError):
@@ -38,7 +57,7 @@ class Column:
     name: str
     zh: str
     type: str
-    source: str                       # the dataset column it is made from
+    source: str  # the dataset column it is made from
     transform: str | None = None
     transform_arg: Any = None
     code_system: str = ""
@@ -48,7 +67,7 @@ class Column:
 class KAnonymity:
     k: int
     quasi_identifiers: tuple[str, ...]
-    subject: str                      # the column that identifies a person (counted distinct per group)
+    subject: str  # the column that identifies a person (counted distinct per group)
     suppress_small_groups: bool
 
 
@@ -96,8 +115,10 @@ class Feed:
 
     def contract(self) -> list[dict[str, str]]:
         """The column contract as the manifest states it (names, types, Chinese names, code systems)."""
-        return [{"name": c.name, "zh": c.zh, "type": c.type, **({"code_system": c.code_system} if c.code_system
-                                                                 else {})} for c in self.columns]
+        return [
+            {"name": c.name, "zh": c.zh, "type": c.type, **({"code_system": c.code_system} if c.code_system else {})}
+            for c in self.columns
+        ]
 
 
 @dataclass(frozen=True)
@@ -118,18 +139,37 @@ def _column(raw: dict, where: str) -> Column:
         raise CatalogError(f"{where}: column {raw['name']} type must be one of {', '.join(COLUMN_TYPES)}")
     transform, argument = raw.get("transform"), None
     if isinstance(transform, dict):
-        (transform, argument), = transform.items()
+        ((transform, argument),) = transform.items()
     if transform is not None and transform not in TRANSFORMS:
         raise CatalogError(f"{where}: column {raw['name']}: unknown transform {transform} ({', '.join(TRANSFORMS)})")
-    return Column(name=raw["name"], zh=raw["zh"], type=raw["type"], source=raw.get("from", raw["name"]),
-                  transform=transform, transform_arg=argument, code_system=str(raw.get("code_system", "")))
+    return Column(
+        name=raw["name"],
+        zh=raw["zh"],
+        type=raw["type"],
+        source=raw.get("from", raw["name"]),
+        transform=transform,
+        transform_arg=argument,
+        code_system=str(raw.get("code_system", "")),
+    )
 
 
 def _feed(path: Path, raw: dict, targets: dict[str, Target]) -> Feed:
     where = f"{path.name}"
     unknown = set(raw) - FEED_FIELDS
-    missing = {"name", "zh", "receiver", "target", "dataset", "period", "deadline", "file_name", "format",
-               "pseudonymisation", "contract_version", "columns"} - set(raw)
+    missing = {
+        "name",
+        "zh",
+        "receiver",
+        "target",
+        "dataset",
+        "period",
+        "deadline",
+        "file_name",
+        "format",
+        "pseudonymisation",
+        "contract_version",
+        "columns",
+    } - set(raw)
     if unknown or missing:
         raise CatalogError(f"{where}: unknown field(s) {sorted(unknown)}, missing field(s) {sorted(missing)}")
     if raw["name"] != path.stem:
@@ -142,8 +182,9 @@ def _feed(path: Path, raw: dict, targets: dict[str, Target]) -> Feed:
     if dataset.get("kind") not in DATASET_KINDS:
         raise CatalogError(f"{where}: dataset.kind must be one of {', '.join(DATASET_KINDS)}")
     if dataset["kind"] == "mart" and not {"model", "period_column", "order_by"} <= set(dataset):
-        raise CatalogError(f"{where}: a mart dataset needs model, period_column and order_by (schema: marts "
-                           "unless given)")
+        raise CatalogError(
+            f"{where}: a mart dataset needs model, period_column and order_by (schema: marts unless given)"
+        )
     fmt = dict(raw["format"])
     if fmt.get("type") not in FORMATS or set(fmt) - {"type"} - FORMATS[fmt["type"]]:
         raise CatalogError(f"{where}: format must be csv (encoding, bom), jsonl or xlsx, got {fmt}")
@@ -159,25 +200,46 @@ def _feed(path: Path, raw: dict, targets: dict[str, Target]) -> Feed:
     k_anon = None
     if "k_anonymity" in privacy:
         spec = privacy["k_anonymity"]
-        k_anon = KAnonymity(k=int(spec["k"]), quasi_identifiers=tuple(spec["quasi_identifiers"]),
-                            subject=spec["subject"], suppress_small_groups=bool(spec.get("suppress_small_groups")))
+        k_anon = KAnonymity(
+            k=int(spec["k"]),
+            quasi_identifiers=tuple(spec["quasi_identifiers"]),
+            subject=spec["subject"],
+            suppress_small_groups=bool(spec.get("suppress_small_groups")),
+        )
         unknown_columns = {*k_anon.quasi_identifiers, k_anon.subject} - {c.name for c in columns}
         if unknown_columns or k_anon.k < 2:
-            raise CatalogError(f"{where}: k_anonymity needs k ≥ 2 and columns of the feed (unknown: "
-                               f"{sorted(unknown_columns)})")
+            raise CatalogError(
+                f"{where}: k_anonymity needs k ≥ 2 and columns of the feed (unknown: {sorted(unknown_columns)})"
+            )
     pseudonymous = [c.name for c in columns if c.transform == "pseudonym"]
-    if raw["pseudonymisation"] == "pseudonymised" and (not pseudonymous or not privacy.get("pseudonym_key")
-                                                       or k_anon is None):
-        raise CatalogError(f"{where}: a pseudonymised feed needs a pseudonym column, privacy.pseudonym_key and "
-                           "privacy.k_anonymity")
+    if raw["pseudonymisation"] == "pseudonymised" and (
+        not pseudonymous or not privacy.get("pseudonym_key") or k_anon is None
+    ):
+        raise CatalogError(
+            f"{where}: a pseudonymised feed needs a pseudonym column, privacy.pseudonym_key and privacy.k_anonymity"
+        )
     deadline = raw["deadline"]
-    return Feed(name=raw["name"], zh=raw["zh"], receiver=raw["receiver"], target=raw["target"], dataset=dataset,
-                inputs=tuple(raw.get("inputs") or ()), period=raw["period"],
-                deadline_days=int(deadline["days_after_period_end"]), deadline_at=str(deadline.get("at", "00:00")),
-                lookback_periods=int(raw.get("lookback_periods", 1)), corrections=corrections,
-                file_name=raw["file_name"], format=fmt, pseudonymisation=raw["pseudonymisation"],
-                contract_version=str(raw["contract_version"]), columns=columns,
-                pseudonym_key=privacy.get("pseudonym_key"), k_anonymity=k_anon, path=path)
+    return Feed(
+        name=raw["name"],
+        zh=raw["zh"],
+        receiver=raw["receiver"],
+        target=raw["target"],
+        dataset=dataset,
+        inputs=tuple(raw.get("inputs") or ()),
+        period=raw["period"],
+        deadline_days=int(deadline["days_after_period_end"]),
+        deadline_at=str(deadline.get("at", "00:00")),
+        lookback_periods=int(raw.get("lookback_periods", 1)),
+        corrections=corrections,
+        file_name=raw["file_name"],
+        format=fmt,
+        pseudonymisation=raw["pseudonymisation"],
+        contract_version=str(raw["contract_version"]),
+        columns=columns,
+        pseudonym_key=privacy.get("pseudonym_key"),
+        k_anonymity=k_anon,
+        path=path,
+    )
 
 
 def _targets(path: Path) -> dict[str, Target]:

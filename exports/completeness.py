@@ -26,8 +26,12 @@ class MissingInput:
     institutions: tuple[str, ...]
 
     def as_dict(self) -> dict[str, object]:
-        return {"source_system": self.source_system, "table": self.table, "reason": self.reason,
-                "institutions": list(self.institutions)}
+        return {
+            "source_system": self.source_system,
+            "table": self.table,
+            "reason": self.reason,
+            "institutions": list(self.institutions),
+        }
 
 
 @cache
@@ -50,36 +54,67 @@ def missing_inputs(conn: sa.Connection, entities: tuple[str, ...], start: date, 
         return []
     institutions = {name: tuple(s.institutions) for name, s in sources.items()}
     missing: list[MissingInput] = []
-    status_rows = conn.execute(sa.text(
-        "SELECT source_system, table_name, last_status, last_error FROM ingest.v_table_status "
-        "WHERE source_system = ANY(:sources)"), {"sources": list(feeding)}).mappings().all()
+    status_rows = (
+        conn.execute(
+            sa.text(
+                "SELECT source_system, table_name, last_status, last_error FROM ingest.v_table_status "
+                "WHERE source_system = ANY(:sources)"
+            ),
+            {"sources": list(feeding)},
+        )
+        .mappings()
+        .all()
+    )
     seen = {(r["source_system"], r["table_name"]) for r in status_rows}
     for row in status_rows:
         source, table = row["source_system"], row["table_name"]
         if row["last_status"] in PROBLEM_STATUSES and (table in feeding[source] or table == "*"):
             detail = (row["last_error"] or "").splitlines()[0][:200] if row["last_error"] else ""
-            missing.append(MissingInput(source, table, PROBLEM_STATUSES[row["last_status"]]
-                                        + (f"：{detail}" if detail else ""), institutions.get(source, ())))
+            missing.append(
+                MissingInput(
+                    source,
+                    table,
+                    PROBLEM_STATUSES[row["last_status"]] + (f"：{detail}" if detail else ""),
+                    institutions.get(source, ()),
+                )
+            )
     for source, tables in feeding.items():
         if source in sources and not any((source, t) in seen for t in (*tables, "*")):
             missing.append(MissingInput(source, "*", "尚未采集", institutions.get(source, ())))
-    for row in conn.execute(sa.text(
+    for row in conn.execute(
+        sa.text(
             "SELECT source_system, coalesce(table_name, '*') AS table_name, string_agg(DISTINCT file_name, ', ') "
             "AS files, string_agg(DISTINCT reason, '; ') AS reasons FROM ingest.file_ledger f "
             "WHERE status = 'quarantined' AND business_date BETWEEN :start AND :end AND source_system = ANY(:sources) "
             "AND NOT EXISTS (SELECT 1 FROM ingest.file_ledger l WHERE l.status = 'landed' "
             "AND l.source_system = f.source_system AND l.business_date = f.business_date "
             "AND l.table_name IS NOT DISTINCT FROM f.table_name AND l.processed_at > f.processed_at) "
-            "GROUP BY 1, 2"), {"start": start, "end": end, "sources": list(feeding)}).mappings():
-        missing.append(MissingInput(row["source_system"], row["table_name"],
-                                    f"文件被隔离：{row['files']}（{(row['reasons'] or '')[:200]}）",
-                                    institutions.get(row["source_system"], ())))
+            "GROUP BY 1, 2"
+        ),
+        {"start": start, "end": end, "sources": list(feeding)},
+    ).mappings():
+        missing.append(
+            MissingInput(
+                row["source_system"],
+                row["table_name"],
+                f"文件被隔离：{row['files']}（{(row['reasons'] or '')[:200]}）",
+                institutions.get(row["source_system"], ()),
+            )
+        )
     if conn.execute(sa.text("SELECT to_regclass('dq.blocked_publish') IS NOT NULL")).scalar():
-        for row in conn.execute(sa.text(
+        for row in conn.execute(
+            sa.text(
                 "SELECT source_system, dataset, string_agg(rule_id, ', ' ORDER BY rule_id) AS rules "
-                "FROM dq.blocked_publish WHERE dataset = ANY(:entities) GROUP BY 1, 2"),
-                {"entities": list(entities)}).mappings():
-            missing.append(MissingInput(row["source_system"], f"silver.{row['dataset']}",
-                                        f"质量规则阻断发布：{row['rules']}",
-                                        institutions.get(row["source_system"], ())))
+                "FROM dq.blocked_publish WHERE dataset = ANY(:entities) GROUP BY 1, 2"
+            ),
+            {"entities": list(entities)},
+        ).mappings():
+            missing.append(
+                MissingInput(
+                    row["source_system"],
+                    f"silver.{row['dataset']}",
+                    f"质量规则阻断发布：{row['rules']}",
+                    institutions.get(row["source_system"], ()),
+                )
+            )
     return sorted(missing, key=lambda m: (m.source_system, m.table))

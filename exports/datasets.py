@@ -22,7 +22,7 @@ from exports.catalog import Feed, KAnonymity
 from exports.periods import Period
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-SHEET = "_sheet"        # the workbook sheet a row belongs to (an indicator family), never a column of the file
+SHEET = "_sheet"  # the workbook sheet a row belongs to (an indicator family), never a column of the file
 
 
 class ReleaseRefused(RuntimeError):
@@ -46,12 +46,15 @@ def _identifier(name: str, feed: Feed) -> str:
 def read_mart(conn: sa.Connection, feed: Feed, period: Period) -> list[dict[str, Any]]:
     """The period's rows of the feed's mart, only the columns the feed is made from, in a stable order."""
     spec = feed.dataset
-    columns = sorted({_identifier(c.source, feed) for c in feed.columns}
-                     | {_identifier(c, feed) for c in spec["order_by"]})
-    sql = (f"SELECT {', '.join(columns)} FROM {_identifier(spec.get('schema', 'marts'), feed)}."
-           f"{_identifier(spec['model'], feed)} "
-           f"WHERE {_identifier(spec['period_column'], feed)} BETWEEN :start AND :end "
-           f"ORDER BY {', '.join(_identifier(c, feed) for c in spec['order_by'])}")
+    columns = sorted(
+        {_identifier(c.source, feed) for c in feed.columns} | {_identifier(c, feed) for c in spec["order_by"]}
+    )
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {_identifier(spec.get('schema', 'marts'), feed)}."
+        f"{_identifier(spec['model'], feed)} "
+        f"WHERE {_identifier(spec['period_column'], feed)} BETWEEN :start AND :end "
+        f"ORDER BY {', '.join(_identifier(c, feed) for c in spec['order_by'])}"
+    )
     return [dict(r) for r in conn.execute(sa.text(sql), {"start": period.start, "end": period.end}).mappings()]
 
 
@@ -61,30 +64,65 @@ def read_indicators(conn: sa.Connection, feed: Feed, period: Period) -> list[dic
     spec = feed.dataset
     grain, families = spec["grain"], spec.get("families")
     catalog = load_indicator_catalog()
-    members = ([("410182", "荥阳市")] if grain == "county" else
-               [(t, t) for t in conn.execute(sa.text(
-                   "SELECT DISTINCT township FROM marts.dim_organization WHERE township IS NOT NULL "
-                   "ORDER BY township")).scalars()])
-    values = {(r["grain_code"], r["indicator_code"]): r for r in conn.execute(sa.text(
-        "SELECT grain_code, indicator_code, period_end, numerator, denominator, value FROM marts.fct_indicator_value "
-        "WHERE grain_type = :grain AND period_type = :ptype AND period_start = :start"),
-        {"grain": grain, "ptype": spec.get("period_type", "month"), "start": period.start}).mappings()}
+    members = (
+        [("410182", "荥阳市")]
+        if grain == "county"
+        else [
+            (t, t)
+            for t in conn.execute(
+                sa.text(
+                    "SELECT DISTINCT township FROM marts.dim_organization WHERE township IS NOT NULL ORDER BY township"
+                )
+            ).scalars()
+        ]
+    )
+    values = {
+        (r["grain_code"], r["indicator_code"]): r
+        for r in conn.execute(
+            sa.text(
+                "SELECT grain_code, indicator_code, period_end, numerator, denominator, value FROM "
+                "marts.fct_indicator_value "
+                "WHERE grain_type = :grain AND period_type = :ptype AND period_start = :start"
+            ),
+            {"grain": grain, "ptype": spec.get("period_type", "month"), "start": period.start},
+        ).mappings()
+    }
     rows = []
     for family, family_zh in catalog.families.items():
         if families and family not in families:
             continue
-        members_of_family = [i for i in catalog.indicators.values()
-                             if i.kind == "scalar" and (i.family == family or family in i.also_in)]
+        members_of_family = [
+            i for i in catalog.indicators.values() if i.kind == "scalar" and (i.family == family or family in i.also_in)
+        ]
         for code, name in members:
             for indicator in members_of_family:
                 value = values.get((code, indicator.code), {})
-                note = ("" if value else indicator.note if not indicator.supported
-                        else f"不按{GRAIN_ZH[grain]}统计" if grain not in indicator.grains else "本期无数据")
-                rows.append({"grain_code": code, "township": name, "family": family, "family_name": family_zh,
-                             "indicator_code": indicator.code, "indicator_name": indicator.zh,
-                             "period_start": period.start, "period_end": value.get("period_end"),
-                             "numerator": value.get("numerator"), "denominator": value.get("denominator"),
-                             "value": value.get("value"), "unit": indicator.unit, "note": note})
+                note = (
+                    ""
+                    if value
+                    else indicator.note
+                    if not indicator.supported
+                    else f"不按{GRAIN_ZH[grain]}统计"
+                    if grain not in indicator.grains
+                    else "本期无数据"
+                )
+                rows.append(
+                    {
+                        "grain_code": code,
+                        "township": name,
+                        "family": family,
+                        "family_name": family_zh,
+                        "indicator_code": indicator.code,
+                        "indicator_name": indicator.zh,
+                        "period_start": period.start,
+                        "period_end": value.get("period_end"),
+                        "numerator": value.get("numerator"),
+                        "denominator": value.get("denominator"),
+                        "value": value.get("value"),
+                        "unit": indicator.unit,
+                        "note": note,
+                    }
+                )
     return rows
 
 
@@ -106,6 +144,7 @@ def birth_year_band(value: date | None, width: int) -> str:
 
 def shape_rows(feed: Feed, rows: list[dict[str, Any]], key: bytes | None = None) -> list[dict[str, Any]]:
     """Dataset rows → the feed's columns, applying each column's transform."""
+
     def cell(column, row):
         value = row.get(column.source)
         if column.transform == "pseudonym":
@@ -115,12 +154,14 @@ def shape_rows(feed: Feed, rows: list[dict[str, Any]], key: bytes | None = None)
         if column.transform == "month":
             return f"{value:%Y-%m}" if value is not None else None
         return value
+
     return [{c.name: cell(c, row) for c in feed.columns} for row in rows]
 
 
 def enforce_k_anonymity(rows: list[dict[str, Any]], rule: KAnonymity, feed_name: str) -> Extract:
     """Suppress subjects of groups smaller than k (if the feed allows it), then refuse any release that still
     holds such a group — the check stands on its own, whatever produced the rows."""
+
     def groups(data):
         subjects: dict[tuple, set] = defaultdict(set)
         for row in data:
@@ -139,19 +180,26 @@ def enforce_k_anonymity(rows: list[dict[str, Any]], rule: KAnonymity, feed_name:
         raise ReleaseRefused(
             f"{feed_name}: release refused: k-anonymity k={rule.k} broken by {len(violations)} group(s) of "
             f"({', '.join(rule.quasi_identifiers)}); smallest: {named} with {size} resident(s). Generalise the "
-            f"quasi-identifiers or set suppress_small_groups in config/exports/{feed_name}.yaml")
+            f"quasi-identifiers or set suppress_small_groups in config/exports/{feed_name}.yaml"
+        )
     suppressed = len(rows) - len(released)
-    return Extract(rows=released, suppressed_rows=suppressed,
-                   suppressed_subjects=len({r[rule.subject] for r in rows}) - len({r[rule.subject] for r in released}),
-                   smallest_group=min((len(s) for s in final.values()), default=None))
+    return Extract(
+        rows=released,
+        suppressed_rows=suppressed,
+        suppressed_subjects=len({r[rule.subject] for r in rows}) - len({r[rule.subject] for r in released}),
+        smallest_group=min((len(s) for s in final.values()), default=None),
+    )
 
 
 def build_extract(conn: sa.Connection, feed: Feed, period: Period) -> Extract:
     """The feed's rows for a period, ready to render; raises ReleaseRefused when privacy forbids the release."""
     if feed.dataset["kind"] == "indicators":
         rows = read_indicators(conn, feed, period)
-        return Extract(rows=[{**shaped, SHEET: row["family_name"]}
-                             for shaped, row in zip(shape_rows(feed, rows), rows, strict=True)])
+        return Extract(
+            rows=[
+                {**shaped, SHEET: row["family_name"]} for shaped, row in zip(shape_rows(feed, rows), rows, strict=True)
+            ]
+        )
     rows = read_mart(conn, feed, period)
     shaped = shape_rows(feed, rows, pseudonym_key(feed.pseudonym_key) if feed.pseudonym_key else None)
     if feed.k_anonymity:

@@ -11,7 +11,7 @@ COUNTY_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 @dataclass(frozen=True, order=True)
 class Period:
-    kind: str          # day | month
+    kind: str  # day | month
     start: date
 
     @property

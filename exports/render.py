@@ -28,7 +28,7 @@ def _text(value: Any, kind: str) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return format(value, "f")           # as the warehouse holds it (its scale), never in exponent form
+        return format(value, "f")  # as the warehouse holds it (its scale), never in exponent form
     if isinstance(value, float):
         return repr(value)
     return str(value)
@@ -58,15 +58,21 @@ def render_csv(feed: Feed, rows: list[dict[str, Any]]) -> bytes:
     try:
         body = buffer.getvalue().encode(encoding)
     except UnicodeEncodeError as exc:
-        bad = buffer.getvalue()[exc.start:exc.end]
-        raise ValueError(f"{feed.name}: '{bad}' cannot be written in {encoding}; choose encoding utf-8 in "
-                         f"config/exports/{feed.name}.yaml") from None
+        bad = buffer.getvalue()[exc.start : exc.end]
+        raise ValueError(
+            f"{feed.name}: '{bad}' cannot be written in {encoding}; choose encoding utf-8 in "
+            f"config/exports/{feed.name}.yaml"
+        ) from None
     return (b"\xef\xbb\xbf" if feed.format.get("bom") and encoding == "utf-8" else b"") + body
 
 
 def render_jsonl(feed: Feed, rows: list[dict[str, Any]]) -> bytes:
-    lines = [json.dumps({c.name: _json(row[c.name], c.type) for c in feed.columns}, ensure_ascii=False,
-                        separators=(",", ":")) for row in rows]
+    lines = [
+        json.dumps(
+            {c.name: _json(row[c.name], c.type) for c in feed.columns}, ensure_ascii=False, separators=(",", ":")
+        )
+        for row in rows
+    ]
     return "".join(line + "\n" for line in lines).encode("utf-8")
 
 
@@ -87,8 +93,14 @@ def render_xlsx(feed: Feed, rows: list[dict[str, Any]], notes: list[list[str]], 
         for cell in sheet[1]:
             cell.font = bold
         for row in members:
-            sheet.append([_json(row[c.name], c.type) if c.type in ("integer", "decimal", "boolean")
-                          else _text(row[c.name], c.type) for c in feed.columns])
+            sheet.append(
+                [
+                    _json(row[c.name], c.type)
+                    if c.type in ("integer", "decimal", "boolean")
+                    else _text(row[c.name], c.type)
+                    for c in feed.columns
+                ]
+            )
         sheet.freeze_panes = "A2"
         for letter, column in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", feed.columns, strict=False):
             sheet.column_dimensions[letter].width = max(10, min(40, 2 * len(column.zh) + 4))
@@ -115,8 +127,11 @@ def _normalise_zip(content: bytes, modified: str) -> bytes:
         for info in source.infolist():
             data = source.read(info.filename)
             if info.filename == "docProps/core.xml":
-                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)",
-                              rb"\g<1>" + modified.encode() + rb"\g<2>", data)
+                data = re.sub(
+                    rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)",
+                    rb"\g<1>" + modified.encode() + rb"\g<2>",
+                    data,
+                )
             entry = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
             entry.compress_type = zipfile.ZIP_DEFLATED
             entry.external_attr = 0o644 << 16

@@ -41,7 +41,7 @@ MANIFEST_SPEC = "xydrc-export-manifest/1.0"
 class Outcome:
     feed: str
     period: str
-    state: str          # delivered | unchanged | final | waiting | refused | failed | no_data
+    state: str  # delivered | unchanged | final | waiting | refused | failed | no_data
     version: int | None = None
     detail: str = ""
 
@@ -75,21 +75,30 @@ def feed_lock(feed: str) -> Iterator[None]:
 
 def first_data_day(conn: sa.Connection, feed: Feed) -> date | None:
     """The first day the feed's dataset holds: periods before it are not the platform's to report."""
-    if feed.dataset["kind"] == "indicators":     # indicator months start with the visits the platform collected
+    if feed.dataset["kind"] == "indicators":  # indicator months start with the visits the platform collected
         return conn.execute(sa.text("SELECT min(visit_date) FROM marts.fct_daily_outpatient_visits")).scalar()
     spec = feed.dataset
-    return conn.execute(sa.text(f"SELECT min({spec['period_column']}) FROM {spec.get('schema', 'marts')}."
-                                f"{spec['model']}")).scalar()
+    return conn.execute(
+        sa.text(f"SELECT min({spec['period_column']}) FROM {spec.get('schema', 'marts')}.{spec['model']}")
+    ).scalar()
 
 
 def notes_for(feed: Feed, period: Period) -> list[list[str]]:
     """The workbook's 说明 sheet: what the file is and how every number is computed (from the catalogs)."""
-    lines = [["报表", feed.zh], ["统计期", f"{period.start:%Y-%m-%d} 至 {period.end:%Y-%m-%d}"],
-             ["报送单位", PRODUCER["name"]], ["接收单位", feed.receiver],
-             ["数据级别", PSEUDONYMISATION[feed.pseudonymisation]], []]
+    lines = [
+        ["报表", feed.zh],
+        ["统计期", f"{period.start:%Y-%m-%d} 至 {period.end:%Y-%m-%d}"],
+        ["报送单位", PRODUCER["name"]],
+        ["接收单位", feed.receiver],
+        ["数据级别", PSEUDONYMISATION[feed.pseudonymisation]],
+        [],
+    ]
     if feed.dataset["kind"] != "indicators":
-        return lines + [["列名", "中文名", "类型与代码体系"]] + [
-            [c.name, c.zh, c.type + (f"；{c.code_system}" if c.code_system else "")] for c in feed.columns]
+        return (
+            lines
+            + [["列名", "中文名", "类型与代码体系"]]
+            + [[c.name, c.zh, c.type + (f"；{c.code_system}" if c.code_system else "")] for c in feed.columns]
+        )
     indicators = load_indicator_catalog()
     measures = indicators.measures
     lines.append(["指标编码", "指标名称", "计算公式", "分子", "分母", "单位", "说明"])
@@ -97,10 +106,17 @@ def notes_for(feed: Feed, period: Period) -> list[list[str]]:
     for indicator in indicators.indicators.values():
         if indicator.kind != "scalar" or (families and not ({indicator.family, *indicator.also_in} & set(families))):
             continue
-        lines.append([indicator.code, indicator.zh, indicator.formula,
-                      measures[indicator.numerator].zh if indicator.numerator in measures else "",
-                      measures[indicator.denominator].zh if indicator.denominator in measures else "",
-                      indicator.unit, indicator.note if not indicator.supported else ""])
+        lines.append(
+            [
+                indicator.code,
+                indicator.zh,
+                indicator.formula,
+                measures[indicator.numerator].zh if indicator.numerator in measures else "",
+                measures[indicator.denominator].zh if indicator.denominator in measures else "",
+                indicator.unit,
+                indicator.note if not indicator.supported else "",
+            ]
+        )
     return lines
 
 
@@ -117,8 +133,9 @@ def _reason(latest: dict[str, Any] | None, complete: bool, open_period: bool, ro
     return f"迟到数据更正：行数 {latest['row_count']} → {rows}，内容有变化，{superseded}"
 
 
-def export_period(cat: Catalog, feed: Feed, period: Period, through: date, as_of: datetime,
-                  include_open: bool) -> Outcome:
+def export_period(
+    cat: Catalog, feed: Feed, period: Period, through: date, as_of: datetime, include_open: bool
+) -> Outcome:
     """Produce the period's file if it is due and differs from what was delivered; then deliver it."""
     open_period = period.end > through
     deadline = period.deadline(feed.deadline_days, feed.deadline_at)
@@ -131,15 +148,18 @@ def export_period(cat: Catalog, feed: Feed, period: Period, through: date, as_of
             return Outcome(feed.name, period.key, "final", latest["version"], "已完整上报；之后的变更随变更当日上报")
         missing = [m.as_dict() for m in missing_inputs(conn, feed.inputs, period.start, period.end)]
         if open_period:
-            missing.insert(0, {"source_system": "*", "table": "*", "reason": f"期间未结束，数据截至 {through}",
-                               "institutions": []})
+            missing.insert(
+                0, {"source_system": "*", "table": "*", "reason": f"期间未结束，数据截至 {through}", "institutions": []}
+            )
         if missing and latest and latest["complete"]:
-            return Outcome(feed.name, period.key, "unchanged", latest["version"],
-                           "已完整上报；当前输入不完整，不以不完整数据替代")
+            return Outcome(
+                feed.name, period.key, "unchanged", latest["version"], "已完整上报；当前输入不完整，不以不完整数据替代"
+            )
         if missing and as_of < deadline and not (open_period and include_open):
             detail = "; ".join(f"{m['source_system']}.{m['table']}: {m['reason']}" for m in missing)[:500]
-            store.set_period_state(conn, feed.name, period.key, "waiting",
-                                   f"等待输入（截止 {deadline:%Y-%m-%d %H:%M}）：{detail}")
+            store.set_period_state(
+                conn, feed.name, period.key, "waiting", f"等待输入（截止 {deadline:%Y-%m-%d %H:%M}）：{detail}"
+            )
             return Outcome(feed.name, period.key, "waiting", detail=f"until {deadline:%Y-%m-%d %H:%M}: {detail}")
         try:
             extract = build_extract(conn, feed, period)
@@ -159,31 +179,67 @@ def export_period(cat: Catalog, feed: Feed, period: Period, through: date, as_of
             folder = outbox_root() / feed.name / period.key / f"v{number}"
             generated_at = datetime.now(UTC).replace(microsecond=0)
             manifest = {
-                "spec": MANIFEST_SPEC, "feed": feed.name, "feed_zh": feed.zh, "producer": PRODUCER,
+                "spec": MANIFEST_SPEC,
+                "feed": feed.name,
+                "feed_zh": feed.zh,
+                "producer": PRODUCER,
                 "receiver": feed.receiver,
-                "period": {"type": feed.period, "key": period.key, "start": period.start.isoformat(),
-                           "end": period.end.isoformat()},
-                "version": number, "supersedes": latest["version"] if latest else None,
+                "period": {
+                    "type": feed.period,
+                    "key": period.key,
+                    "start": period.start.isoformat(),
+                    "end": period.end.isoformat(),
+                },
+                "version": number,
+                "supersedes": latest["version"] if latest else None,
                 "reason": _reason(latest, complete, open_period, len(extract.rows)),
-                "complete": complete, "missing": missing,
-                "file": f"{base}.{feed.extension}", "format": feed.format, "row_count": len(extract.rows),
-                "bytes": len(content), "sha256": digest,
-                "contract_version": feed.contract_version, "columns": feed.contract(),
+                "complete": complete,
+                "missing": missing,
+                "file": f"{base}.{feed.extension}",
+                "format": feed.format,
+                "row_count": len(extract.rows),
+                "bytes": len(content),
+                "sha256": digest,
+                "contract_version": feed.contract_version,
+                "columns": feed.contract(),
                 "pseudonymisation": feed.pseudonymisation,
-                **({"privacy": {"k": feed.k_anonymity.k, "quasi_identifiers": list(feed.k_anonymity.quasi_identifiers),
-                                "smallest_group": extract.smallest_group,
-                                "suppressed_rows": extract.suppressed_rows,
-                                "suppressed_residents": extract.suppressed_subjects}} if feed.k_anonymity else {}),
-                "deadline": deadline.isoformat(), "generated_at": generated_at.isoformat(),
+                **(
+                    {
+                        "privacy": {
+                            "k": feed.k_anonymity.k,
+                            "quasi_identifiers": list(feed.k_anonymity.quasi_identifiers),
+                            "smallest_group": extract.smallest_group,
+                            "suppressed_rows": extract.suppressed_rows,
+                            "suppressed_residents": extract.suppressed_subjects,
+                        }
+                    }
+                    if feed.k_anonymity
+                    else {}
+                ),
+                "deadline": deadline.isoformat(),
+                "generated_at": generated_at.isoformat(),
             }
             manifest_bytes = render_manifest(manifest)
             _write_atomically(folder / manifest["file"], content)
             _write_atomically(folder / f"{base}.manifest.json", manifest_bytes)
-            row = {"feed": feed.name, "period": period.key, "version": number, "period_start": period.start,
-                   "period_end": period.end, "complete": complete, "reason": manifest["reason"], "missing": missing,
-                   "file_name": manifest["file"], "sha256": digest, "bytes": len(content),
-                   "row_count": len(extract.rows), "manifest": manifest_bytes.decode("utf-8"),
-                   "outbox_dir": str(folder), "deadline": deadline, "generated_at": generated_at}
+            row = {
+                "feed": feed.name,
+                "period": period.key,
+                "version": number,
+                "period_start": period.start,
+                "period_end": period.end,
+                "complete": complete,
+                "reason": manifest["reason"],
+                "missing": missing,
+                "file_name": manifest["file"],
+                "sha256": digest,
+                "bytes": len(content),
+                "row_count": len(extract.rows),
+                "manifest": manifest_bytes.decode("utf-8"),
+                "outbox_dir": str(folder),
+                "deadline": deadline,
+                "generated_at": generated_at,
+            }
             store.insert_version(conn, row)
             store.set_period_state(conn, feed.name, period.key, "done", None)
             new = True
@@ -197,14 +253,15 @@ def _files_of(row: dict[str, Any]) -> list[tuple[str, bytes]]:
     folder = Path(row["outbox_dir"])
     data = (folder / row["file_name"]).read_bytes()
     if hashlib.sha256(data).hexdigest() != row["sha256"]:
-        raise DeliveryError(f"{folder / row['file_name']} no longer matches its sha256 in export.feed_version; "
-                            "the outbox was altered — re-export the period with a new version")
+        raise DeliveryError(
+            f"{folder / row['file_name']} no longer matches its sha256 in export.feed_version; "
+            "the outbox was altered — re-export the period with a new version"
+        )
     manifest_name = row["file_name"].rsplit(".", 1)[0] + ".manifest.json"
     return [(row["file_name"], data), (manifest_name, row["manifest"].encode("utf-8"))]
 
 
-def deliver(cat: Catalog, row: dict[str, Any], trigger: str,
-            sleep: Callable[[float], None] = time.sleep) -> Outcome:
+def deliver(cat: Catalog, row: dict[str, Any], trigger: str, sleep: Callable[[float], None] = time.sleep) -> Outcome:
     """Send one version to its feed's target, retrying with exponential backoff; log every attempt."""
     feed = cat.feed(row["feed"])
     target = cat.targets[feed.target]
@@ -218,18 +275,34 @@ def deliver(cat: Catalog, row: dict[str, Any], trigger: str,
         except (DeliveryError, OSError) as exc:
             receipt, result, error = None, "failed", str(exc)
         with warehouse_engine().begin() as conn:
-            store.record_attempt(conn, {"feed": row["feed"], "period": row["period"], "version": row["version"],
-                                        "target": target.name, "trigger": trigger, "attempt": attempt,
-                                        "started_at": started, "finished_at": datetime.now(UTC), "result": result,
-                                        "error": error, "receipt": receipt})
+            store.record_attempt(
+                conn,
+                {
+                    "feed": row["feed"],
+                    "period": row["period"],
+                    "version": row["version"],
+                    "target": target.name,
+                    "trigger": trigger,
+                    "attempt": attempt,
+                    "started_at": started,
+                    "finished_at": datetime.now(UTC),
+                    "result": result,
+                    "error": error,
+                    "receipt": receipt,
+                },
+            )
         if result == "delivered":
-            return Outcome(row["feed"], row["period"], "delivered", row["version"],
-                           receipt["files"][0]["path"])
+            return Outcome(row["feed"], row["period"], "delivered", row["version"], receipt["files"][0]["path"])
         if attempt < target.retries:
             sleep(target.backoff_seconds * 2 ** (attempt - 1))
-    return Outcome(row["feed"], row["period"], "failed", row["version"],
-                   f"{error}. The version waits in the outbox ({row['outbox_dir']}); the next `./drc export run` "
-                   "sends it, or `./drc export deliver` now")
+    return Outcome(
+        row["feed"],
+        row["period"],
+        "failed",
+        row["version"],
+        f"{error}. The version waits in the outbox ({row['outbox_dir']}); the next `./drc export run` "
+        "sends it, or `./drc export deliver` now",
+    )
 
 
 def catch_up(cat: Catalog, feed: str | None = None) -> list[Outcome]:
@@ -239,8 +312,14 @@ def catch_up(cat: Catalog, feed: str | None = None) -> list[Outcome]:
     return [deliver(cat, row, "catch_up") for row in pending if row["feed"] in cat.feeds]
 
 
-def run(feeds: list[str] | None, through: date, as_of: datetime | None = None, include_open: bool = False,
-        progress: Callable[[Outcome], None] | None = None, cat: Catalog | None = None) -> list[Outcome]:
+def run(
+    feeds: list[str] | None,
+    through: date,
+    as_of: datetime | None = None,
+    include_open: bool = False,
+    progress: Callable[[Outcome], None] | None = None,
+    cat: Catalog | None = None,
+) -> list[Outcome]:
     """Catch up undelivered versions, then export every due period of the feeds (all feeds if none named)."""
     cat = cat or catalog()
     store.ensure_tables()
@@ -270,8 +349,9 @@ def redeliver(feed: str, period: str, version: int | None = None, cat: Catalog |
     with warehouse_engine().connect() as conn:
         row = store.version(conn, feed, key, version)
     if row is None:
-        raise LookupError(f"{feed} has no version {version or ''} for {key}: `./drc export status --feed {feed}` "
-                          "lists what exists")
+        raise LookupError(
+            f"{feed} has no version {version or ''} for {key}: `./drc export status --feed {feed}` lists what exists"
+        )
     return deliver(cat, row, "redeliver")
 
 

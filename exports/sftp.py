@@ -40,8 +40,16 @@ class Endpoint:
 
         def local(path: str) -> Path:
             return Path(path.format(state=state_dir))
-        return Endpoint(target.host, int(port), target.user, local(target.key_file), local(target.known_hosts),
-                        target.remote_dir, target.timeout_seconds)
+
+        return Endpoint(
+            target.host,
+            int(port),
+            target.user,
+            local(target.key_file),
+            local(target.known_hosts),
+            target.remote_dir,
+            target.timeout_seconds,
+        )
 
 
 def connect(endpoint: Endpoint) -> paramiko.SSHClient:
@@ -51,13 +59,22 @@ def connect(endpoint: Endpoint) -> paramiko.SSHClient:
     client.load_host_keys(str(endpoint.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
-        client.connect(endpoint.host, endpoint.port, username=endpoint.user, key_filename=str(endpoint.key_file),
-                       timeout=endpoint.timeout, banner_timeout=endpoint.timeout, auth_timeout=endpoint.timeout,
-                       allow_agent=False, look_for_keys=False)
+        client.connect(
+            endpoint.host,
+            endpoint.port,
+            username=endpoint.user,
+            key_filename=str(endpoint.key_file),
+            timeout=endpoint.timeout,
+            banner_timeout=endpoint.timeout,
+            auth_timeout=endpoint.timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
     except (OSError, paramiko.SSHException) as exc:
         client.close()
-        raise DeliveryError(f"cannot log in to sftp://{endpoint.user}@{endpoint.host}:{endpoint.port}: "
-                            f"{type(exc).__name__}: {exc}") from exc
+        raise DeliveryError(
+            f"cannot log in to sftp://{endpoint.user}@{endpoint.host}:{endpoint.port}: {type(exc).__name__}: {exc}"
+        ) from exc
     return client
 
 
@@ -92,11 +109,15 @@ def upload(endpoint: Endpoint, remote_folder: str, files: list[tuple[str, bytes]
                 raise DeliveryError(f"{final}: the server stored {size} bytes of {len(content)}")
             stored.append({"path": final, "bytes": size})
         key = client.get_transport().get_remote_server_key()
-        return {"server": f"sftp://{endpoint.user}@{endpoint.host}:{endpoint.port}", "files": stored,
-                "host_key": f"{key.get_name()} {key.fingerprint}",
-                "confirmed_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        return {
+            "server": f"sftp://{endpoint.user}@{endpoint.host}:{endpoint.port}",
+            "files": stored,
+            "host_key": f"{key.get_name()} {key.fingerprint}",
+            "confirmed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
     except (OSError, paramiko.SSHException) as exc:
-        raise DeliveryError(f"sftp://{endpoint.host}:{endpoint.port}/{remote_folder}: {type(exc).__name__}: {exc}") \
-            from exc
+        raise DeliveryError(
+            f"sftp://{endpoint.host}:{endpoint.port}/{remote_folder}: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         client.close()

@@ -9,10 +9,15 @@ from exports.runner import MANIFEST_SPEC, PRODUCER
 
 SPEC_FILE = PROJECT_ROOT / "docs" / "exports.md"
 PERIOD_ZH = {"day": "日（文件期间键 YYYYMMDD）", "month": "月（文件期间键 YYYYMM）"}
-FORMAT_ZH = {"csv": "CSV（逗号分隔，首行列名，LF 换行）", "jsonl": "JSON Lines（UTF-8，每行一个对象）",
-             "xlsx": "Excel 工作簿（中文表头；每个指标族一张表，“说明”表列出口径与公式）"}
-CORRECTIONS_ZH = {"new_version": "已上报期间的迟到数据：生成新版本（_V2、_V3…）并在清单中写明原因，从不覆盖旧版本",
-                  "next_period": "已完整上报的期间不再修订；之后的变更随变更当日的文件上报"}
+FORMAT_ZH = {
+    "csv": "CSV（逗号分隔，首行列名，LF 换行）",
+    "jsonl": "JSON Lines（UTF-8，每行一个对象）",
+    "xlsx": "Excel 工作簿（中文表头；每个指标族一张表，“说明”表列出口径与公式）",
+}
+CORRECTIONS_ZH = {
+    "new_version": "已上报期间的迟到数据：生成新版本（_V2、_V3…）并在清单中写明原因，从不覆盖旧版本",
+    "next_period": "已完整上报的期间不再修订；之后的变更随变更当日的文件上报",
+}
 
 
 def _cell(text: str) -> str:
@@ -55,7 +60,8 @@ def render_spec(cat: Catalog | None = None) -> str:
         fmt = FORMAT_ZH[feed.extension]
         if feed.extension == "csv":
             fmt += f"，编码 {feed.format.get('encoding', 'utf-8').upper()}" + (
-                "，带 BOM" if feed.format.get("bom") else "，无 BOM")
+                "，带 BOM" if feed.format.get("bom") else "，无 BOM"
+            )
         out += [
             f"## {feed.zh} · `{feed.name}`",
             "",
@@ -75,14 +81,19 @@ def render_spec(cat: Catalog | None = None) -> str:
         ]
         if feed.k_anonymity:
             rule = feed.k_anonymity
-            out.append(f"| 隐私保护 | 假名：HMAC-SHA256（每个接收方独立密钥）；k-匿名 k={rule.k}，准标识符 "
-                       f"{', '.join(rule.quasi_identifiers)}；"
-                       + ("小于 k 的组整组抑制并在清单中计数；" if rule.suppress_small_groups else "")
-                       + "发布前复核，仍有小于 k 的组则拒绝发布 |")
+            out.append(
+                f"| 隐私保护 | 假名：HMAC-SHA256（每个接收方独立密钥）；k-匿名 k={rule.k}，准标识符 "
+                f"{', '.join(rule.quasi_identifiers)}；"
+                + ("小于 k 的组整组抑制并在清单中计数；" if rule.suppress_small_groups else "")
+                + "发布前复核，仍有小于 k 的组则拒绝发布 |"
+            )
         out += ["", "| 列 | 中文名 | 类型 | 代码体系 / 说明 |", "|---|---|---|---|"]
         for column in feed.columns:
-            derived = {"pseudonym": f"由 {column.source} 生成的假名", "month": f"{column.source} 的年月",
-                       "birth_year_band": f"{column.source} 的 {column.transform_arg} 年出生年份段"}
+            derived = {
+                "pseudonym": f"由 {column.source} 生成的假名",
+                "month": f"{column.source} 的年月",
+                "birth_year_band": f"{column.source} 的 {column.transform_arg} 年出生年份段",
+            }
             note = "；".join(x for x in (column.code_system, derived.get(column.transform or "", "")) if x)
             out.append(f"| `{column.name}` | {column.zh} | {column.type} | {_cell(note)} |")
         out.append("")
@@ -93,5 +104,6 @@ def _dataset(dataset: dict) -> str:
     if dataset["kind"] == "mart":
         return f"marts.{dataset['model']}（按 {dataset['period_column']} 取期间）"
     families = ", ".join(dataset.get("families") or []) or "全部指标族"
-    return (f"marts.fct_indicator_value，粒度 {dataset['grain']}，{families}；指标目录全部指标逐项列出，"
-            "不可计算的注明原因")
+    return (
+        f"marts.fct_indicator_value，粒度 {dataset['grain']}，{families}；指标目录全部指标逐项列出，不可计算的注明原因"
+    )

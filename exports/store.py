@@ -83,56 +83,94 @@ def ensure_tables() -> None:
 
 
 def latest_version(conn: sa.Connection, feed: str, period: str) -> dict[str, Any] | None:
-    row = conn.execute(sa.text(
-        "SELECT * FROM export.feed_version WHERE feed = :feed AND period = :period ORDER BY version DESC LIMIT 1"),
-        {"feed": feed, "period": period}).mappings().first()
+    row = (
+        conn.execute(
+            sa.text(
+                "SELECT * FROM export.feed_version WHERE feed = :feed AND period = :period ORDER BY version DESC "
+                "LIMIT 1"
+            ),
+            {"feed": feed, "period": period},
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
 def version(conn: sa.Connection, feed: str, period: str, number: int | None) -> dict[str, Any] | None:
     if number is None:
         return latest_version(conn, feed, period)
-    row = conn.execute(sa.text(
-        "SELECT * FROM export.feed_version WHERE feed = :feed AND period = :period AND version = :version"),
-        {"feed": feed, "period": period, "version": number}).mappings().first()
+    row = (
+        conn.execute(
+            sa.text("SELECT * FROM export.feed_version WHERE feed = :feed AND period = :period AND version = :version"),
+            {"feed": feed, "period": period, "version": number},
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
 def insert_version(conn: sa.Connection, row: dict[str, Any]) -> None:
-    conn.execute(sa.text(
-        "INSERT INTO export.feed_version (feed, period, version, period_start, period_end, complete, reason, missing, "
-        "file_name, sha256, bytes, row_count, manifest, outbox_dir, deadline, generated_at) VALUES (:feed, :period, "
-        ":version, :period_start, :period_end, :complete, :reason, CAST(:missing AS jsonb), :file_name, :sha256, "
-        ":bytes, :row_count, :manifest, :outbox_dir, :deadline, :generated_at)"),
-        {**row, "missing": json.dumps(row["missing"], ensure_ascii=False)})
+    conn.execute(
+        sa.text(
+            "INSERT INTO export.feed_version (feed, period, version, period_start, period_end, complete, reason, "
+            "missing, "
+            "file_name, sha256, bytes, row_count, manifest, outbox_dir, deadline, generated_at) VALUES (:feed, "
+            ":period, "
+            ":version, :period_start, :period_end, :complete, :reason, CAST(:missing AS jsonb), :file_name, :sha256, "
+            ":bytes, :row_count, :manifest, :outbox_dir, :deadline, :generated_at)"
+        ),
+        {**row, "missing": json.dumps(row["missing"], ensure_ascii=False)},
+    )
 
 
 def set_period_state(conn: sa.Connection, feed: str, period: str, state: str, detail: str | None) -> None:
-    conn.execute(sa.text(
-        "INSERT INTO export.period_state (feed, period, state, detail, checked_at) VALUES (:f, :p, :s, :d, now()) "
-        "ON CONFLICT (feed, period) DO UPDATE SET state = :s, detail = :d, checked_at = now()"),
-        {"f": feed, "p": period, "s": state, "d": detail})
+    conn.execute(
+        sa.text(
+            "INSERT INTO export.period_state (feed, period, state, detail, checked_at) VALUES (:f, :p, :s, :d, now()) "
+            "ON CONFLICT (feed, period) DO UPDATE SET state = :s, detail = :d, checked_at = now()"
+        ),
+        {"f": feed, "p": period, "s": state, "d": detail},
+    )
 
 
 def record_attempt(conn: sa.Connection, row: dict[str, Any]) -> None:
-    conn.execute(sa.text(
-        "INSERT INTO export.delivery (feed, period, version, target, trigger, attempt, started_at, finished_at, "
-        "result, error, receipt) VALUES (:feed, :period, :version, :target, :trigger, :attempt, :started_at, "
-        ":finished_at, :result, :error, CAST(:receipt AS jsonb))"),
-        {**row, "receipt": json.dumps(row.get("receipt"), ensure_ascii=False) if row.get("receipt") else None})
+    conn.execute(
+        sa.text(
+            "INSERT INTO export.delivery (feed, period, version, target, trigger, attempt, started_at, finished_at, "
+            "result, error, receipt) VALUES (:feed, :period, :version, :target, :trigger, :attempt, :started_at, "
+            ":finished_at, :result, :error, CAST(:receipt AS jsonb))"
+        ),
+        {**row, "receipt": json.dumps(row.get("receipt"), ensure_ascii=False) if row.get("receipt") else None},
+    )
 
 
 def undelivered(conn: sa.Connection, feed: str | None = None) -> list[dict[str, Any]]:
     """Versions never delivered (the latest of each period only: an older one is superseded)."""
-    return [dict(r) for r in conn.execute(sa.text(
-        "SELECT v.* FROM export.feed_version v WHERE (CAST(:feed AS text) IS NULL OR v.feed = :feed) "
-        "AND v.version = (SELECT max(version) FROM export.feed_version m "
-        "WHERE m.feed = v.feed AND m.period = v.period) "
-        "AND NOT EXISTS (SELECT 1 FROM export.delivery d WHERE d.feed = v.feed AND d.period = v.period "
-        "AND d.version = v.version AND d.result = 'delivered') ORDER BY v.feed, v.period"), {"feed": feed}).mappings()]
+    return [
+        dict(r)
+        for r in conn.execute(
+            sa.text(
+                "SELECT v.* FROM export.feed_version v WHERE (CAST(:feed AS text) IS NULL OR v.feed = :feed) "
+                "AND v.version = (SELECT max(version) FROM export.feed_version m "
+                "WHERE m.feed = v.feed AND m.period = v.period) "
+                "AND NOT EXISTS (SELECT 1 FROM export.delivery d WHERE d.feed = v.feed AND d.period = v.period "
+                "AND d.version = v.version AND d.result = 'delivered') ORDER BY v.feed, v.period"
+            ),
+            {"feed": feed},
+        ).mappings()
+    ]
 
 
 def feed_status(conn: sa.Connection, feed: str | None = None) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(sa.text(
-        "SELECT * FROM export.v_feed_status WHERE CAST(:feed AS text) IS NULL OR feed = :feed ORDER BY feed, period"),
-        {"feed": feed}).mappings()]
+    return [
+        dict(r)
+        for r in conn.execute(
+            sa.text(
+                "SELECT * FROM export.v_feed_status WHERE CAST(:feed AS text) IS NULL OR feed = :feed ORDER BY feed, "
+                "period"
+            ),
+            {"feed": feed},
+        ).mappings()
+    ]

@@ -49,10 +49,10 @@ class TableResult:
     source: str
     table: str
     rows: int
-    status: str = "success"          # success | no_change | stopped | failed | source_down | skipped
+    status: str = "success"  # success | no_change | stopped | failed | source_down | skipped
     offset: str | None = None
     error: str | None = None
-    counts: dict[str, int] | None = None   # what else the run saw, e.g. null_watermark, reordered, deleted
+    counts: dict[str, int] | None = None  # what else the run saw, e.g. null_watermark, reordered, deleted
 
 
 def guard_deletes(source: SourceConfig, table: TableConfig, *, deletes: int, current: int, read: int) -> bool:
@@ -77,7 +77,8 @@ def guard_deletes(source: SourceConfig, table: TableConfig, *, deletes: int, cur
         f"{share:.0%}). Nothing landed and collection of this table is stopped; other tables keep flowing. "
         "Check the source (the table or view, its query, the collector's permissions). If the rows really "
         f"are gone, run `./drc ingest accept-deletes --source {source.name} --table {table.name}` and the "
-        "next run lands the deletes.")
+        "next run lands the deletes."
+    )
 
 
 def bronze_path(source: str, table: str) -> str:
@@ -120,9 +121,14 @@ def commit_log(source: str, table: str, newest_only: bool = False) -> list[dict[
         for line in path.read_text(encoding="utf-8").splitlines():
             info = json.loads(line).get("commitInfo") if line.startswith('{"commitInfo"') else None
             if info and info.get("userMetadata"):
-                commits.append({"version": int(path.stem), "userMetadata": info["userMetadata"],
-                                "operationMetrics": info.get("operationMetrics") or {},
-                                "timestamp": datetime.fromtimestamp(info["timestamp"] / 1000).astimezone()})
+                commits.append(
+                    {
+                        "version": int(path.stem),
+                        "userMetadata": info["userMetadata"],
+                        "operationMetrics": info.get("operationMetrics") or {},
+                        "timestamp": datetime.fromtimestamp(info["timestamp"] / 1000).astimezone(),
+                    }
+                )
                 break
         if commits and newest_only:
             break
@@ -156,12 +162,12 @@ def uses_column_mapping(source: str, table: str) -> bool:
     """Whether the bronze table maps logical column names to other physical ones (file-drop tables do, for
     column names Parquet cannot hold): its data files then cannot be read by the logical names."""
     log = _log_dir(source, table)
-    for commit in sorted(log.glob("*.json"), reverse=True):   # the newest metadata action holds
+    for commit in sorted(log.glob("*.json"), reverse=True):  # the newest metadata action holds
         for line in commit.read_text(encoding="utf-8").splitlines():
             if line.startswith('{"metaData"'):
                 mode = json.loads(line)["metaData"].get("configuration", {}).get("delta.columnMapping.mode")
                 return mode not in (None, "none")
-    return True   # no metadata in the JSON commits (checkpointed away): read through Delta, which is always right
+    return True  # no metadata in the JSON commits (checkpointed away): read through Delta, which is always right
 
 
 def batch_version() -> Column:
@@ -184,8 +190,9 @@ def _data_fields(schema: StructType) -> dict[str, str]:
     return {f.name.lower(): f.dataType.simpleString() for f in schema.fields if not f.name.startswith("_")}
 
 
-def check_schema(spark: SparkSession, source: SourceConfig, table: TableConfig, incoming: StructType
-                 ) -> tuple[list[str], dict[str, str]]:
+def check_schema(
+    spark: SparkSession, source: SourceConfig, table: TableConfig, incoming: StructType
+) -> tuple[list[str], dict[str, str]]:
     """Compare a batch with the bronze table: returns (added columns, casts for accepted retyped columns).
 
     Added columns are taken in (schema evolution) and reported; a removed or retyped column raises
@@ -212,7 +219,8 @@ def check_schema(spark: SparkSession, source: SourceConfig, table: TableConfig, 
             f"{source.name}.{table.name}: source schema changed ({'; '.join(details)}). Collection of this table "
             "is stopped; other tables keep flowing. Confirm the change with the vendor, adjust "
             f"config/sources/{source.name}.yaml and the mapping, then run `./drc ingest accept-drift "
-            f"--source {source.name} --table {table.name}`.")
+            f"--source {source.name} --table {table.name}`."
+        )
     return sorted(set(now) - set(landed)), {c: landed[c] for c in retyped}
 
 
@@ -248,14 +256,24 @@ def _org_crosswalk(relative_path: str, source: str) -> dict[str, str]:
     """The source's institution codes -> the platform's (CSV with source_code,target_code)."""
     path = PROJECT_ROOT / relative_path
     if not path.exists():
-        raise FileNotFoundError(f"source {source}: org_map_file {path} does not exist; create it with columns "
-                                "source_code,target_code (the source's institution code -> config/organizations.csv)")
+        raise FileNotFoundError(
+            f"source {source}: org_map_file {path} does not exist; create it with columns "
+            "source_code,target_code (the source's institution code -> config/organizations.csv)"
+        )
     with path.open(encoding="utf-8") as f:
         return {row["source_code"]: row["target_code"] for row in csv.DictReader(f) if row.get("target_code")}
 
 
-def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: TableConfig, offset: Any,
-         ingested_at: datetime | None = None, offset_from: Any = None) -> int:
+def land(
+    spark: SparkSession,
+    rows: DataFrame,
+    *,
+    source: SourceConfig,
+    table: TableConfig,
+    offset: Any,
+    ingested_at: datetime | None = None,
+    offset_from: Any = None,
+) -> int:
     """Append one batch (source columns + MODE_COLUMNS) to bronze with its offset; returns rows landed.
 
     Re-landing a batch that already committed is impossible by construction: callers read
@@ -269,12 +287,14 @@ def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: T
     version = 0 if latest is None else latest + 1
     batch_id = f"{source.name}.{table.name.lower()}.{version}"
     org = org_code_column(source, table)
-    landed = (rows.withColumn("_source_ts", F.col("_source_ts").cast("timestamp"))
-                  .withColumn("_source_pos", F.col("_source_pos").cast("string"))
-                  .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
-                  .withColumn("_batch_id", F.lit(batch_id))
-                  .withColumn("_source_system", F.lit(source.name))
-                  .withColumn("_org_code", org))
+    landed = (
+        rows.withColumn("_source_ts", F.col("_source_ts").cast("timestamp"))
+        .withColumn("_source_pos", F.col("_source_pos").cast("string"))
+        .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
+        .withColumn("_batch_id", F.lit(batch_id))
+        .withColumn("_source_system", F.lit(source.name))
+        .withColumn("_org_code", org)
+    )
     added, casts = check_schema(spark, source, table, landed.schema)
     for column, landed_type in casts.items():
         landed = landed.withColumn(column, F.col(column).cast(landed_type))
@@ -282,9 +302,15 @@ def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: T
     # empty if the arrival count below recomputed it after the write; the source is read once, too.
     landed = landed.localCheckpoint()
     metadata = json.dumps({"batch_id": batch_id, "offset": offset}, ensure_ascii=False, default=str)
-    (landed.write.format("delta").mode("append")
-        .option("txnAppId", f"{source.name}.{table.name.lower()}").option("txnVersion", version)
-        .option("userMetadata", metadata).option("mergeSchema", "true").save(path))
+    (
+        landed.write.format("delta")
+        .mode("append")
+        .option("txnAppId", f"{source.name}.{table.name.lower()}")
+        .option("txnVersion", version)
+        .option("userMetadata", metadata)
+        .option("mergeSchema", "true")
+        .save(path)
+    )
     commit = next(iter(commit_log(source.name, table.name, newest_only=True)), None)
     if added:
         monitoring.record_schema_change(source.name, table.name, added, "added")
@@ -293,23 +319,45 @@ def land(spark: SparkSession, rows: DataFrame, *, source: SourceConfig, table: T
     return _record(spark, source, table, commit, ingested_at, offset_from, landed)
 
 
-def _count_first_arrivals_only(spark: SparkSession, source: SourceConfig, table: TableConfig, batch_id: str,
-                               late: DataFrame, business_date: Column, arrivals: list[dict[str, Any]]) -> None:
+def _count_first_arrivals_only(
+    spark: SparkSession,
+    source: SourceConfig,
+    table: TableConfig,
+    batch_id: str,
+    late: DataFrame,
+    business_date: Column,
+    arrivals: list[dict[str, Any]],
+) -> None:
     """A record landed before and changed after the deadline is a correction (an institution fixing what the
     quality report showed it), not a late submission: only rows whose key bronze did not hold before count as
     late. Run only when a batch has rows past the deadline, so on-time batches never read bronze back."""
-    earlier = (spark.read.format("delta").load(bronze_path(source.name, table.name))
-               .where(F.col("_batch_id") != batch_id).select(*table.keys).distinct())
-    first = {(r["org_code"], r["business_date"]): r["late_rows"] for r in
-             late.join(earlier, list(table.keys), "left_anti")
-             .groupBy(F.col("_org_code").alias("org_code"), business_date.alias("business_date"))
-             .agg(F.count(F.lit(1)).alias("late_rows")).collect()}
+    earlier = (
+        spark.read.format("delta")
+        .load(bronze_path(source.name, table.name))
+        .where(F.col("_batch_id") != batch_id)
+        .select(*table.keys)
+        .distinct()
+    )
+    first = {
+        (r["org_code"], r["business_date"]): r["late_rows"]
+        for r in late.join(earlier, list(table.keys), "left_anti")
+        .groupBy(F.col("_org_code").alias("org_code"), business_date.alias("business_date"))
+        .agg(F.count(F.lit(1)).alias("late_rows"))
+        .collect()
+    }
     for arrival in arrivals:
         arrival["late_rows"] = first.get((arrival["org_code"], arrival["business_date"]), 0)
 
 
-def _record(spark: SparkSession, source: SourceConfig, table: TableConfig, commit: Any,
-            started_at: datetime | None, offset_from: Any = None, batch: DataFrame | None = None) -> int:
+def _record(
+    spark: SparkSession,
+    source: SourceConfig,
+    table: TableConfig,
+    commit: Any,
+    started_at: datetime | None,
+    offset_from: Any = None,
+    batch: DataFrame | None = None,
+) -> int:
     """Write one landed batch's monitoring rows (count, lag input, arrivals per institution and day).
 
     ``batch`` is the landed batch, materialised, when the caller holds it; otherwise it is read back from bronze
@@ -319,28 +367,46 @@ def _record(spark: SparkSession, source: SourceConfig, table: TableConfig, commi
 
     meta = json.loads(commit["userMetadata"])
     if batch is None:
-        batch = spark.read.format("delta").load(bronze_path(source.name, table.name)).where(
-            F.col("_batch_id") == meta["batch_id"])
+        batch = (
+            spark.read.format("delta")
+            .load(bronze_path(source.name, table.name))
+            .where(F.col("_batch_id") == meta["batch_id"])
+        )
     count = int((commit["operationMetrics"] or {}).get("numOutputRows", 0))
     business_date = business_date_column(table)
     live = F.col("_op") != "d"
     late = live & (F.col("_source_ts") >= F.date_add(business_date, 2).cast("timestamp"))
-    groups = (batch.groupBy(F.col("_org_code").alias("org_code"),
-                            F.when(live, business_date).alias("business_date"))
-              .agg(F.count(F.when(live, 1)).alias("rows"), F.max("_source_ts").alias("last_source_ts"),
-                   F.count(F.when(late, 1)).alias("late_rows"))
-              .collect())
+    groups = (
+        batch.groupBy(F.col("_org_code").alias("org_code"), F.when(live, business_date).alias("business_date"))
+        .agg(
+            F.count(F.when(live, 1)).alias("rows"),
+            F.max("_source_ts").alias("last_source_ts"),
+            F.count(F.when(late, 1)).alias("late_rows"),
+        )
+        .collect()
+    )
     arrivals = [g.asDict() for g in groups if g["business_date"] is not None]
     if table.keys and any(a["late_rows"] for a in arrivals):
-        _count_first_arrivals_only(spark, source, table, meta["batch_id"], batch.where(late), business_date,
-                                   arrivals)
+        _count_first_arrivals_only(spark, source, table, meta["batch_id"], batch.where(late), business_date, arrivals)
     newest = max((g["last_source_ts"] for g in groups if g["last_source_ts"] is not None), default=None)
     finished = commit["timestamp"]
-    monitoring.record_batch(monitoring.BatchRecord(
-        batch_id=meta["batch_id"], source_system=source.name, table_name=table.name, org_code=source.org_code,
-        mode=source.mode, rows_landed=count, offset_from=_text(offset_from), offset_to=_text(meta["offset"]),
-        last_source_ts=newest, started_at=started_at or finished, finished_at=finished, status="success"),
-        arrivals)
+    monitoring.record_batch(
+        monitoring.BatchRecord(
+            batch_id=meta["batch_id"],
+            source_system=source.name,
+            table_name=table.name,
+            org_code=source.org_code,
+            mode=source.mode,
+            rows_landed=count,
+            offset_from=_text(offset_from),
+            offset_to=_text(meta["offset"]),
+            last_source_ts=newest,
+            started_at=started_at or finished,
+            finished_at=finished,
+            status="success",
+        ),
+        arrivals,
+    )
     return count
 
 

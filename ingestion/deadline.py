@@ -32,9 +32,9 @@ from ingestion.monitoring import ensure_tables as ensure_monitoring_tables
 from ingestion.registry import SourceConfig
 
 COUNTY_TZ = ZoneInfo("Asia/Shanghai")
-REGULAR_DAYS = 7          # an institution that sent on each of the source's previous (up to) 7 days is expected,
-MIN_HISTORY_DAYS = 3      # once the source has delivered on at least 3 days (one day of history proves nothing)
-LOOKBACK_DAYS = 31        # days re-judged per run (older judgements are final)
+REGULAR_DAYS = 7  # an institution that sent on each of the source's previous (up to) 7 days is expected,
+MIN_HISTORY_DAYS = 3  # once the source has delivered on at least 3 days (one day of history proves nothing)
+LOOKBACK_DAYS = 31  # days re-judged per run (older judgements are final)
 STATUS_ZH = {"on_time": "按时", "late": "迟报", "missing": "缺报", "pending": "待上报", "no_activity": "无业务"}
 
 DDL = [
@@ -87,18 +87,25 @@ def ensure_tables() -> None:
 
 
 def _arrivals(conn, source: str, first: date, last: date) -> dict[tuple[str, date], tuple[int, int, datetime]]:
-    rows = conn.execute(sa.text(
-        "SELECT a.org_code, a.business_date, sum(a.rows), sum(a.late_rows), max(b.finished_at) "
-        "FROM ingest.arrival a JOIN ingest.landed_batch b USING (batch_id) "
-        "WHERE b.source_system = :s AND a.business_date BETWEEN :first AND :last GROUP BY 1, 2"),
-        {"s": source, "first": first, "last": last})
+    rows = conn.execute(
+        sa.text(
+            "SELECT a.org_code, a.business_date, sum(a.rows), sum(a.late_rows), max(b.finished_at) "
+            "FROM ingest.arrival a JOIN ingest.landed_batch b USING (batch_id) "
+            "WHERE b.source_system = :s AND a.business_date BETWEEN :first AND :last GROUP BY 1, 2"
+        ),
+        {"s": source, "first": first, "last": last},
+    )
     return {(org, day): (int(n), int(late), at) for org, day, n, late, at in rows}
 
 
 def _source_is_down(conn, source: str) -> bool:
     """The source's latest attempt could not reach it, or failed (ingest.v_source_status)."""
-    return conn.execute(sa.text("SELECT status = 'failed' FROM ingest.v_source_status WHERE source_system = :s"),
-                        {"s": source}).scalar() is True
+    return (
+        conn.execute(
+            sa.text("SELECT status = 'failed' FROM ingest.v_source_status WHERE source_system = :s"), {"s": source}
+        ).scalar()
+        is True
+    )
 
 
 def judge_source(source: SourceConfig, days: list[date], now: datetime) -> list[Judgement]:
@@ -108,16 +115,29 @@ def judge_source(source: SourceConfig, days: list[date], now: datetime) -> list[
     with warehouse_engine().connect() as conn:
         arrived = _arrivals(conn, source.name, min(days) - timedelta(days=REGULAR_DAYS), max(days))
         down = _source_is_down(conn, source.name)
-        was_missing = {(org, day) for org, day in conn.execute(sa.text(
-            "SELECT org_code, business_date FROM ingest.day_judgement WHERE source_system = :s "
-            "AND business_date BETWEEN :first AND :last AND (status = 'missing' OR was_missing)"),
-            {"s": source.name, "first": min(days), "last": max(days)})}
+        was_missing = {
+            (org, day)
+            for org, day in conn.execute(
+                sa.text(
+                    "SELECT org_code, business_date FROM ingest.day_judgement WHERE source_system = :s "
+                    "AND business_date BETWEEN :first AND :last AND (status = 'missing' OR was_missing)"
+                ),
+                {"s": source.name, "first": min(days), "last": max(days)},
+            )
+        }
     return classify(source.name, source.institutions, days, arrived, down=down, was_missing=was_missing, now=now)
 
 
-def classify(source: str, institutions: tuple[str, ...], days: list[date],
-             arrived: dict[tuple[str, date], tuple[int, int, datetime | None]], *, down: bool,
-             was_missing: set[tuple[str, date]], now: datetime) -> list[Judgement]:
+def classify(
+    source: str,
+    institutions: tuple[str, ...],
+    days: list[date],
+    arrived: dict[tuple[str, date], tuple[int, int, datetime | None]],
+    *,
+    down: bool,
+    was_missing: set[tuple[str, date]],
+    now: datetime,
+) -> list[Judgement]:
     """The rule itself, pure: ``arrived`` maps (institution, day) to (rows, late rows, last arrival)."""
     source_days = sorted({day for _, day in arrived})
     judgements = []
@@ -145,14 +165,17 @@ def _record(judgements: list[Judgement]) -> list[Judgement]:
     if not judgements:
         return judgements
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ingest.day_judgement (source_system, org_code, business_date, status, rows, late_rows, "
-            "deadline, arrived_at, was_missing) VALUES (:source_system, :org_code, :business_date, :status, "
-            ":rows, :late_rows, :deadline, :arrived_at, :was_missing) "
-            "ON CONFLICT (source_system, org_code, business_date) DO UPDATE SET status = EXCLUDED.status, "
-            "rows = EXCLUDED.rows, late_rows = EXCLUDED.late_rows, arrived_at = EXCLUDED.arrived_at, "
-            "was_missing = EXCLUDED.was_missing OR ingest.day_judgement.was_missing, judged_at = now()"),
-            [j.__dict__ for j in judgements])
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingest.day_judgement (source_system, org_code, business_date, status, rows, late_rows, "
+                "deadline, arrived_at, was_missing) VALUES (:source_system, :org_code, :business_date, :status, "
+                ":rows, :late_rows, :deadline, :arrived_at, :was_missing) "
+                "ON CONFLICT (source_system, org_code, business_date) DO UPDATE SET status = EXCLUDED.status, "
+                "rows = EXCLUDED.rows, late_rows = EXCLUDED.late_rows, arrived_at = EXCLUDED.arrived_at, "
+                "was_missing = EXCLUDED.was_missing OR ingest.day_judgement.was_missing, judged_at = now()"
+            ),
+            [j.__dict__ for j in judgements],
+        )
     for judgement in judgements:
         _alert(judgement)
     return judgements
@@ -161,11 +184,19 @@ def _record(judgements: list[Judgement]) -> list[Judgement]:
 def _alert(judgement: Judgement) -> None:
     subject = f"{judgement.source_system}/{judgement.org_code}/{judgement.business_date}"
     if judgement.status == "missing":
-        raise_alert(Alert("day_missing", "error", subject,
-                          f"{judgement.business_date} 的数据在截止时间 {judgement.deadline:%Y-%m-%d %H:%M} 前未到达"
-                          f"（来源 {judgement.source_system}，机构 {judgement.org_code}）；该日标记为不完整。"
-                          " Check `./drc ingest status`; the day is re-processed when the data comes.",
-                          judgement.source_system, judgement.org_code, judgement.business_date))
+        raise_alert(
+            Alert(
+                "day_missing",
+                "error",
+                subject,
+                f"{judgement.business_date} 的数据在截止时间 {judgement.deadline:%Y-%m-%d %H:%M} 前未到达"
+                f"（来源 {judgement.source_system}，机构 {judgement.org_code}）；该日标记为不完整。"
+                " Check `./drc ingest status`; the day is re-processed when the data comes.",
+                judgement.source_system,
+                judgement.org_code,
+                judgement.business_date,
+            )
+        )
     elif judgement.status == "late" and judgement.was_missing:
         resolve_alerts("day_missing", subject, f"数据已于 {judgement.arrived_at:%Y-%m-%d %H:%M} 迟到到达")
 
@@ -187,13 +218,20 @@ def late_arrivals(source: SourceConfig, now: datetime | None = None) -> list[Jud
     """Days of this source judged missing whose data has come since: they become late and their alerts close."""
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        days = sorted(conn.execute(sa.text(
-            "SELECT DISTINCT j.business_date FROM ingest.day_judgement j JOIN ingest.arrival a "
-            "ON a.org_code = j.org_code AND a.business_date = j.business_date "
-            "JOIN ingest.landed_batch b ON b.batch_id = a.batch_id AND b.source_system = j.source_system "
-            "WHERE j.source_system = :s AND j.status = 'missing'"), {"s": source.name}).scalars())
-    return _record([j for j in judge_source(source, days, now or datetime.now(COUNTY_TZ))
-                    if j.status == "late" and j.was_missing])
+        days = sorted(
+            conn.execute(
+                sa.text(
+                    "SELECT DISTINCT j.business_date FROM ingest.day_judgement j JOIN ingest.arrival a "
+                    "ON a.org_code = j.org_code AND a.business_date = j.business_date "
+                    "JOIN ingest.landed_batch b ON b.batch_id = a.batch_id AND b.source_system = j.source_system "
+                    "WHERE j.source_system = :s AND j.status = 'missing'"
+                ),
+                {"s": source.name},
+            ).scalars()
+        )
+    return _record(
+        [j for j in judge_source(source, days, now or datetime.now(COUNTY_TZ)) if j.status == "late" and j.was_missing]
+    )
 
 
 def summary(judgements: list[Judgement]) -> Counter:

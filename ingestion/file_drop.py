@@ -85,14 +85,19 @@ from ingestion.runner import SourceUnavailable, run_table
 log = logging.getLogger(__name__)
 
 TZ = "Asia/Shanghai"
-NAME_WIDTH = 80            # file names are padded to this width inside _source_pos
+NAME_WIDTH = 80  # file names are padded to this width inside _source_pos
 LINE_WIDTH = 9
-MAX_REPORTED = 20          # violations listed in a reason file
+MAX_REPORTED = 20  # violations listed in a reason file
 ROWS_PER_PARTITION = 250_000
 FORMATS = ("csv", "excel", "json")
 # The columns bronze.land adds to every batch (BRONZE_COLUMNS beyond the mode's), with their types.
-LANDED_COLUMNS = (("_ingested_at", TimestampType()), ("_batch_id", StringType()), ("_source_system", StringType()),
-                  ("_org_code", StringType()))
+LANDED_COLUMNS = (
+    ("_ingested_at", TimestampType()),
+    ("_batch_id", StringType()),
+    ("_source_system", StringType()),
+    ("_org_code", StringType()),
+)
+
 
 class FileRejected(Exception):
     """A file breaks a rule of its table; it goes to quarantine with the rule and the offending lines."""
@@ -128,7 +133,7 @@ class FileSpec:
     allow_empty: bool = False
     correction: Correction | None = None
     sheet: str | None = None
-    snapshot: bool = False          # snapshot_file: each file is the whole table; missing keys are deleted
+    snapshot: bool = False  # snapshot_file: each file is the whole table; missing keys are deleted
 
     @classmethod
     def of(cls, source: SourceConfig, table: TableConfig) -> FileSpec:
@@ -150,12 +155,22 @@ class FileSpec:
             if not raw.get("operation_column") or not ops or set(ops.values()) - {"c", "u", "d", "r"}:
                 raise SourceConfigError(f"{at}: correction needs operation_column and ops mapping to c/u/d/r")
             correction = Correction(raw["operation_column"], tuple(raw.get("extra_columns") or ()), ops)
-        spec = cls(table=table, pattern=pattern, date_format=opts.get("date_format", "%Y%m%d"), format=fmt,
-                   delimiter=str(opts.get("delimiter", ",")), quote=opts.get("quoting", "minimal") != "none",
-                   encoding=opts.get("encoding", "auto"), columns=tuple(opts["columns"]),
-                   required=tuple(opts.get("required") or ()), formats=dict(opts.get("formats") or {}),
-                   allow_empty=bool(opts.get("allow_empty", False)), correction=correction, sheet=opts.get("sheet"),
-                   snapshot=bool(opts.get("snapshot_file", False)))
+        spec = cls(
+            table=table,
+            pattern=pattern,
+            date_format=opts.get("date_format", "%Y%m%d"),
+            format=fmt,
+            delimiter=str(opts.get("delimiter", ",")),
+            quote=opts.get("quoting", "minimal") != "none",
+            encoding=opts.get("encoding", "auto"),
+            columns=tuple(opts["columns"]),
+            required=tuple(opts.get("required") or ()),
+            formats=dict(opts.get("formats") or {}),
+            allow_empty=bool(opts.get("allow_empty", False)),
+            correction=correction,
+            sheet=opts.get("sheet"),
+            snapshot=bool(opts.get("snapshot_file", False)),
+        )
         unknown = (set(spec.required) | set(spec.formats) | set(table.keys)) - set(spec.bronze_columns)
         if unknown:
             raise SourceConfigError(f"{at}: {sorted(unknown)} not among the table's columns")
@@ -201,9 +216,11 @@ class Folders:
     def of(cls, source: SourceConfig) -> Folders:
         opts, state = source.connection.options, get_settings().state_dir
         where = f"{source.name}.yaml: connection"
-        return cls(_expand(opts["inbox"], where),
-                   _expand(opts.get("archive") or state / "archive" / source.name, where),
-                   _expand(opts.get("quarantine") or state / "quarantine" / "files" / source.name, where))
+        return cls(
+            _expand(opts["inbox"], where),
+            _expand(opts.get("archive") or state / "archive" / source.name, where),
+            _expand(opts.get("quarantine") or state / "quarantine" / "files" / source.name, where),
+        )
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -231,7 +248,7 @@ class Delivered:
 
 def pending_files(inbox: Path) -> list[Path]:
     """Visible files in name order; dot-names are still being written (``.<name>.tmp``)."""
-    if not inbox.is_dir():   # e.g. the 前置机 share is not mounted: retried and reported like a source down
+    if not inbox.is_dir():  # e.g. the 前置机 share is not mounted: retried and reported like a source down
         raise SourceUnavailable(f"inbox {inbox} is not reachable")
     return sorted(p for p in inbox.iterdir() if not p.name.startswith(".") and p.is_file())
 
@@ -256,13 +273,13 @@ def decode(data: bytes, encoding: str) -> tuple[str, str]:
     """The text and the codec that decoded it; ``auto`` tries strict UTF-8 (BOM allowed), then GB18030."""
     candidates = ["utf-8", "gb18030"] if encoding == "auto" else [encoding]
     if encoding == "auto" and data.startswith(codecs.BOM_UTF8):
-        candidates, data = ["utf-8"], data[len(codecs.BOM_UTF8):]
+        candidates, data = ["utf-8"], data[len(codecs.BOM_UTF8) :]
     failures = []
     for codec in candidates:
         try:
             return data.decode(codec), codec
         except UnicodeDecodeError as exc:
-            line = data[:exc.start].count(b"\n") + 1
+            line = data[: exc.start].count(b"\n") + 1
             failures.append(f"not {codec}: byte {exc.start} on line {line} cannot be decoded")
     raise FileRejected("encoding", failures)
 
@@ -277,8 +294,12 @@ class Records:
 
 
 def read_csv(text: str, spec: FileSpec) -> Records:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=spec.delimiter, strict=True,
-                        quoting=csv.QUOTE_MINIMAL if spec.quote else csv.QUOTE_NONE)
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=spec.delimiter,
+        strict=True,
+        quoting=csv.QUOTE_MINIMAL if spec.quote else csv.QUOTE_NONE,
+    )
     try:
         header = next(reader, None)
         if header is None:
@@ -352,8 +373,13 @@ def read_json(text: str, spec: FileSpec) -> Records:
         raise FileRejected("json structure", [f"record {n} is not an object" for n in bad[:MAX_REPORTED]])
     # JSON omits keys freely: the header is every key that occurs; a key absent from a record is null.
     header = list(dict.fromkeys(k for item in items for k in item)) or list(spec.columns)
-    rows = [[v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-             for v in (item.get(k) for k in header)] for item in items]
+    rows = [
+        [
+            v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+            for v in (item.get(k) for k in header)
+        ]
+        for item in items
+    ]
     return Records(header, lines, rows)
 
 
@@ -371,16 +397,24 @@ def check_header(records: Records, expected: tuple[str, ...]) -> list[str]:
     duplicates = sorted({h for h in header if header.count(h) > 1})
     missing = [c for c in expected if c not in header]
     unexpected = [h for h in header if h not in expected]
-    problems = ([f"duplicate column(s) {duplicates}"] if duplicates else []) + \
-        ([f"missing column(s) {missing}"] if missing else []) + \
-        ([f"unexpected column(s) {unexpected} (add them to the table's columns to take them in)"] if unexpected else [])
+    problems = (
+        ([f"duplicate column(s) {duplicates}"] if duplicates else [])
+        + ([f"missing column(s) {missing}"] if missing else [])
+        + (
+            [f"unexpected column(s) {unexpected} (add them to the table's columns to take them in)"]
+            if unexpected
+            else []
+        )
+    )
     if problems:
         raise FileRejected("columns", [f"line 1 (header): {p}" for p in problems])
     width = len(header)
     wrong = [(n, len(r)) for n, r in zip(records.lines, records.rows, strict=True) if len(r) != width]
     if wrong:
-        raise FileRejected("field count", [f"line {n}: {got} fields, the header has {width}"
-                                           for n, got in wrong[:MAX_REPORTED]] + _more(len(wrong)))
+        raise FileRejected(
+            "field count",
+            [f"line {n}: {got} fields, the header has {width}" for n, got in wrong[:MAX_REPORTED]] + _more(len(wrong)),
+        )
     return header
 
 
@@ -393,12 +427,13 @@ def valid_mask(values: pa.Array, rule: str) -> pa.Array:
     decimals = re.fullmatch(r"decimal\((\d+)\)", rule)
     if "%" in rule:
         parsed = pc.strptime(values, format=rule, unit="s", error_is_null=True)
-        ok = pc.equal(pc.strftime(parsed, format=rule), values)    # round trip: no 2026/2/30, no 2026/1/5
+        ok = pc.equal(pc.strftime(parsed, format=rule), values)  # round trip: no 2026/2/30, no 2026/1/5
     elif rule.startswith("enum:"):
         ok = pc.is_in(values, value_set=pa.array(rule[5:].split("|")))
     elif rule.startswith("regex:") or rule in ("integer", "decimal") or decimals:
         regex = {"integer": r"-?\d+", "decimal": r"-?\d+(\.\d+)?"}.get(rule) or (
-            rf"-?\d+\.\d{{{decimals.group(1)}}}" if decimals else rule.removeprefix("regex:"))
+            rf"-?\d+\.\d{{{decimals.group(1)}}}" if decimals else rule.removeprefix("regex:")
+        )
         ok = pc.match_substring_regex(values, f"^(?:{regex})$")
     else:
         raise ValueError("use a strftime pattern, integer, decimal, decimal(N), regex:<RE2> or enum:a|b")
@@ -411,7 +446,7 @@ def _blank(values: pa.Array) -> pa.Array:
 
 def validate(spec: FileSpec, columns: dict[str, pa.Array], lines: list[int], correction: bool) -> None:
     """Reject the file if any value breaks a rule; the reason names line, row key, column and rule."""
-    checks: list[tuple[str, str, pa.Array]] = []   # (column, rule text, bad mask)
+    checks: list[tuple[str, str, pa.Array]] = []  # (column, rule text, bad mask)
     required = (*spec.required, spec.correction.operation_column) if correction else spec.required
     for column in required:
         checks.append((column, f"{column} is required", _blank(columns[column])))
@@ -444,9 +479,14 @@ def validate(spec: FileSpec, columns: dict[str, pa.Array], lines: list[int], cor
 
 # --- one file into bronze -----------------------------------------------------------------------
 def frame_schema(spec: FileSpec) -> StructType:
-    return StructType([StructField(c, StringType()) for c in spec.bronze_columns] + [
-        StructField("_source_line", LongType()), StructField("_source_ts", TimestampType()),
-        StructField("_op", StringType())])
+    return StructType(
+        [StructField(c, StringType()) for c in spec.bronze_columns]
+        + [
+            StructField("_source_line", LongType()),
+            StructField("_source_ts", TimestampType()),
+            StructField("_op", StringType()),
+        ]
+    )
 
 
 def parse_file(spec: FileSpec, file: Delivered) -> tuple[pa.Table, str | None]:
@@ -467,8 +507,9 @@ def parse_file(spec: FileSpec, file: Delivered) -> tuple[pa.Table, str | None]:
     validate(spec, columns, records.lines, correction)
     delivered = pa.scalar(file.received_at, pa.timestamp("us", tz=TZ))
     if spec.table.commit_time:
-        parsed = pc.strptime(columns[spec.table.commit_time], format=spec.formats[spec.table.commit_time],
-                             unit="s", error_is_null=True)
+        parsed = pc.strptime(
+            columns[spec.table.commit_time], format=spec.formats[spec.table.commit_time], unit="s", error_is_null=True
+        )
         local = pc.assume_timezone(parsed, timezone=TZ, ambiguous="earliest", nonexistent="earliest")
         source_ts = pc.fill_null(pc.cast(local, pa.timestamp("us", tz=TZ)), delivered)
     else:
@@ -492,10 +533,14 @@ def position_prefix(spec: FileSpec, file: Delivered) -> str:
 def to_frame(spark: SparkSession, spec: FileSpec, file: Delivered, rows: pa.Table, parallelism: int) -> DataFrame:
     frame = spark.createDataFrame(rows, schema=frame_schema(spec))
     partitions = max(1, min(parallelism, rows.num_rows // ROWS_PER_PARTITION + 1))
-    return (frame.coalesce(partitions)
-            .withColumn("_source_file", F.lit(file.name))
-            .withColumn("_source_pos", F.concat(F.lit(position_prefix(spec, file)),
-                                                F.lpad(F.col("_source_line").cast("string"), LINE_WIDTH, "0"))))
+    return (
+        frame.coalesce(partitions)
+        .withColumn("_source_file", F.lit(file.name))
+        .withColumn(
+            "_source_pos",
+            F.concat(F.lit(position_prefix(spec, file)), F.lpad(F.col("_source_line").cast("string"), LINE_WIDTH, "0")),
+        )
+    )
 
 
 def ensure_bronze_table(spark: SparkSession, source: SourceConfig, table: TableConfig, schema: StructType) -> None:
@@ -506,16 +551,23 @@ def ensure_bronze_table(spark: SparkSession, source: SourceConfig, table: TableC
     path = bronze_path(source.name, table.name)
     if delta_exists(spark, path):
         return
-    if Path(path).exists():   # a creation killed before its first commit: no data, and Delta refuses the place
+    if Path(path).exists():  # a creation killed before its first commit: no data, and Delta refuses the place
         log.warning("%s.%s: removing %s, left without a commit by an interrupted run", source.name, table.name, path)
         shutil.rmtree(path)
-    landed = StructType(schema.fields + [StructField(name, kind) for name, kind in LANDED_COLUMNS
-                                         if name not in schema.fieldNames()])
+    landed = StructType(
+        schema.fields + [StructField(name, kind) for name, kind in LANDED_COLUMNS if name not in schema.fieldNames()]
+    )
     indexed = [*table.keys, "_batch_id", "_source_pos", "_source_ts", "_source_file", "_ingested_at"]
-    (DeltaTable.createIfNotExists(spark).location(path).addColumns(landed)
-        .property("delta.columnMapping.mode", "name").property("delta.minReaderVersion", "2")
+    (
+        DeltaTable.createIfNotExists(spark)
+        .location(path)
+        .addColumns(landed)
+        .property("delta.columnMapping.mode", "name")
+        .property("delta.minReaderVersion", "2")
         .property("delta.minWriterVersion", "5")
-        .property("delta.dataSkippingStatsColumns", ",".join(f"`{c}`" for c in indexed)).execute())
+        .property("delta.dataSkippingStatsColumns", ",".join(f"`{c}`" for c in indexed))
+        .execute()
+    )
 
 
 def delivery_key(sha256: str, day: date | None) -> str:
@@ -537,7 +589,7 @@ class Landed:
     table_id: str
     in_ledger: bool = False
     moved: bool = False
-    withdrawn: int = 0              # deletes a snapshot file landed for keys it no longer lists
+    withdrawn: int = 0  # deletes a snapshot file landed for keys it no longer lists
 
     @property
     def key(self) -> str:
@@ -550,8 +602,7 @@ def table_id(spark: SparkSession, source: SourceConfig, table: TableConfig) -> s
     return DeltaTable.forPath(spark, path).detail().first()["id"] if delta_exists(spark, path) else None
 
 
-def committed_files(spark: SparkSession, source: SourceConfig, table: TableConfig, delta_id: str
-                    ) -> dict[str, Landed]:
+def committed_files(spark: SparkSession, source: SourceConfig, table: TableConfig, delta_id: str) -> dict[str, Landed]:
     """Every delivery committed to this bronze table: the truth about what has landed."""
     found = []
     for commit in commit_log(source.name, table.name):
@@ -559,13 +610,23 @@ def committed_files(spark: SparkSession, source: SourceConfig, table: TableConfi
         offset = meta.get("offset")
         if isinstance(offset, dict) and offset.get("sha256"):
             day = date.fromisoformat(offset["business_date"]) if offset.get("business_date") else None
-            found.append(Landed(offset["file"], table.name, offset["sha256"], day, meta["batch_id"],
-                                int(offset.get("rows", 0)), delta_id))
+            found.append(
+                Landed(
+                    offset["file"],
+                    table.name,
+                    offset["sha256"],
+                    day,
+                    meta["batch_id"],
+                    int(offset.get("rows", 0)),
+                    delta_id,
+                )
+            )
     return {landed.key: landed for landed in found}
 
 
-def with_withdrawals(spark: SparkSession, source: SourceConfig, spec: FileSpec, file: Delivered,
-                     frame: DataFrame) -> tuple[DataFrame, int]:
+def with_withdrawals(
+    spark: SparkSession, source: SourceConfig, spec: FileSpec, file: Delivered, frame: DataFrame
+) -> tuple[DataFrame, int]:
     """A snapshot file's rows plus a delete (``_op`` d) for every key live in bronze that the newest snapshot
     no longer lists (a resident who moved away or died), and how many deletes that is.
 
@@ -579,34 +640,42 @@ def with_withdrawals(spark: SparkSession, source: SourceConfig, spec: FileSpec, 
     if not delta_exists(spark, path):
         return frame, 0
     present = spark.read.format("delta").load(path)
-    landed = present.select(*[F.col(f"`{c}`") if c in present.columns
-                              else F.lit(None).cast(frame.schema[c].dataType).alias(c) for c in frame.columns])
+    landed = present.select(
+        *[
+            F.col(f"`{c}`") if c in present.columns else F.lit(None).cast(frame.schema[c].dataType).alias(c)
+            for c in frame.columns
+        ]
+    )
     keys = list(table.keys)
     newest = landed.where(F.col("_op") == "r").agg(F.max("_source_pos")).first()[0]
     prefix = max(position_prefix(spec, file), newest[:-LINE_WIDTH] if newest else "")
     live = latest_versions(landed, keys).where(F.col("_op") != "d").count()
-    leavers = (latest_versions(landed.unionByName(frame), keys)
-               .where((F.col("_op") != "d") & (F.col("_source_pos") < F.lit(prefix))))
+    leavers = latest_versions(landed.unionByName(frame), keys).where(
+        (F.col("_op") != "d") & (F.col("_source_pos") < F.lit(prefix))
+    )
     count = leavers.count()
     if not count:
         return frame, 0
     try:
         guard_deletes(source, table, deletes=count, current=live, read=frame.count())
     except TooManyDeletes as exc:
-        raise TooManyDeletes(f"{exc} (snapshot file {file.name}: it stays in the inbox and lands with its "
-                             "deletes once they are accepted; if the file is wrong, replace it with the "
-                             "sender's corrected one)") from None
-    deletes = (leavers.withColumn("_op", F.lit("d"))
-               .withColumn("_source_pos", F.lit(prefix + "0" * LINE_WIDTH))
-               .withColumn("_source_ts", F.lit(file.received_at).cast("timestamp"))
-               .withColumn("_source_file", F.lit(file.name))
-               .withColumn("_source_line", F.lit(None).cast("long")))
+        raise TooManyDeletes(
+            f"{exc} (snapshot file {file.name}: it stays in the inbox and lands with its "
+            "deletes once they are accepted; if the file is wrong, replace it with the "
+            "sender's corrected one)"
+        ) from None
+    deletes = (
+        leavers.withColumn("_op", F.lit("d"))
+        .withColumn("_source_pos", F.lit(prefix + "0" * LINE_WIDTH))
+        .withColumn("_source_ts", F.lit(file.received_at).cast("timestamp"))
+        .withColumn("_source_file", F.lit(file.name))
+        .withColumn("_source_line", F.lit(None).cast("long"))
+    )
     log.info("%s.%s: %s withdraws %d key(s) it no longer lists", source.name, table.name, file.name, count)
     return frame.unionByName(deletes.select(*frame.columns)), count
 
 
-def land_file(spark: SparkSession, source: SourceConfig, spec: FileSpec, file: Delivered, rows: pa.Table
-              ) -> Landed:
+def land_file(spark: SparkSession, source: SourceConfig, spec: FileSpec, file: Delivered, rows: pa.Table) -> Landed:
     """One Delta commit holding the file's rows and ``{"file", "sha256", "rows", "business_date"}`` as offset
     (and, for a snapshot file, the deletes of the keys it no longer lists: one commit, so never one without
     the other)."""
@@ -616,15 +685,27 @@ def land_file(spark: SparkSession, source: SourceConfig, spec: FileSpec, file: D
     if spec.snapshot:
         frame, withdrawn = with_withdrawals(spark, source, spec, file, frame)
     ensure_bronze_table(spark, source, table, frame.schema)
-    offset = {"file": file.name, "sha256": file.sha256, "rows": rows.num_rows,
-              "business_date": day.isoformat() if day else None}
+    offset = {
+        "file": file.name,
+        "sha256": file.sha256,
+        "rows": rows.num_rows,
+        "business_date": day.isoformat() if day else None,
+    }
     land(spark, frame, source=source, table=table, offset=offset, ingested_at=datetime.now().astimezone())
     latest = DeltaTable.forPath(spark, bronze_path(source.name, table.name)).history(1).first()
     meta = json.loads(latest["userMetadata"] or "{}")
     if (meta.get("offset") or {}).get("sha256") != file.sha256:
         raise RuntimeError(f"{source.name}.{table.name}: another collector committed while {file.name} was landing")
-    return Landed(file.name, table.name, file.sha256, day, meta["batch_id"], rows.num_rows,
-                  table_id(spark, source, table), withdrawn=withdrawn)
+    return Landed(
+        file.name,
+        table.name,
+        file.sha256,
+        day,
+        meta["batch_id"],
+        rows.num_rows,
+        table_id(spark, source, table),
+        withdrawn=withdrawn,
+    )
 
 
 # --- the ledger (PostgreSQL) ----------------------------------------------------------------------
@@ -632,43 +713,87 @@ def ledger_landed(source: str, table_ids: dict[str, str]) -> dict[str, Landed]:
     """Files the ledger records as landed in bronze tables that still exist (same Delta id)."""
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT sha256, business_date, file_name, table_name, batch_id, rows, delta_table_id, "
-            "moved_at IS NOT NULL AS moved FROM ingest.file_ledger WHERE source_system = :s AND status = 'landed'"),
-            {"s": source})
-        found = [Landed(r.file_name, r.table_name, r.sha256, r.business_date, r.batch_id, r.rows, r.delta_table_id,
-                        True, r.moved)
-                 for r in rows if r.delta_table_id and table_ids.get(r.table_name) == r.delta_table_id]
+        rows = conn.execute(
+            sa.text(
+                "SELECT sha256, business_date, file_name, table_name, batch_id, rows, delta_table_id, "
+                "moved_at IS NOT NULL AS moved FROM ingest.file_ledger WHERE source_system = :s AND status = 'landed'"
+            ),
+            {"s": source},
+        )
+        found = [
+            Landed(
+                r.file_name,
+                r.table_name,
+                r.sha256,
+                r.business_date,
+                r.batch_id,
+                r.rows,
+                r.delta_table_id,
+                True,
+                r.moved,
+            )
+            for r in rows
+            if r.delta_table_id and table_ids.get(r.table_name) == r.delta_table_id
+        ]
         return {landed.key: landed for landed in found}
 
 
-def record_file(source: str, table: str | None, file: Delivered, status: str, *, reason: str | None = None,
-                landed: Landed | None = None, day: date | None = None, encoding: str | None = None,
-                moved_to: Path | None = None) -> None:
+def record_file(
+    source: str,
+    table: str | None,
+    file: Delivered,
+    status: str,
+    *,
+    reason: str | None = None,
+    landed: Landed | None = None,
+    day: date | None = None,
+    encoding: str | None = None,
+    moved_to: Path | None = None,
+) -> None:
     """One ledger row; a content recorded as landed before (a bronze table since rebuilt) is updated."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ingest.file_ledger (source_system, table_name, file_name, sha256, bytes, encoding, status, "
-            "reason, rows, batch_id, delta_table_id, business_date, received_at, moved_to, moved_at) VALUES (:s, :t, "
-            ":f, :sha, :bytes, :enc, :status, :reason, :rows, :batch, :tid, :day, :received, :moved_to, "
-            "CASE WHEN :moved_to IS NULL THEN NULL ELSE now() END) "
-            "ON CONFLICT (source_system, sha256, business_date) WHERE status = 'landed' DO UPDATE SET "
-            "table_name = excluded.table_name, file_name = excluded.file_name, reason = excluded.reason, "
-            "rows = excluded.rows, batch_id = excluded.batch_id, delta_table_id = excluded.delta_table_id, "
-            "processed_at = excluded.processed_at, moved_to = NULL, moved_at = NULL"),
-            {"s": source, "t": table, "f": file.name, "sha": file.sha256, "bytes": len(file.data), "enc": encoding,
-             "status": status, "reason": reason, "rows": landed.rows if landed else 0,
-             "batch": landed.batch_id if landed else None, "tid": landed.table_id if landed else None, "day": day,
-             "received": file.received_at, "moved_to": None if moved_to is None else str(moved_to)})
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingest.file_ledger (source_system, table_name, file_name, sha256, bytes, encoding, "
+                "status, "
+                "reason, rows, batch_id, delta_table_id, business_date, received_at, moved_to, moved_at) VALUES (:s, "
+                ":t, "
+                ":f, :sha, :bytes, :enc, :status, :reason, :rows, :batch, :tid, :day, :received, :moved_to, "
+                "CASE WHEN :moved_to IS NULL THEN NULL ELSE now() END) "
+                "ON CONFLICT (source_system, sha256, business_date) WHERE status = 'landed' DO UPDATE SET "
+                "table_name = excluded.table_name, file_name = excluded.file_name, reason = excluded.reason, "
+                "rows = excluded.rows, batch_id = excluded.batch_id, delta_table_id = excluded.delta_table_id, "
+                "processed_at = excluded.processed_at, moved_to = NULL, moved_at = NULL"
+            ),
+            {
+                "s": source,
+                "t": table,
+                "f": file.name,
+                "sha": file.sha256,
+                "bytes": len(file.data),
+                "enc": encoding,
+                "status": status,
+                "reason": reason,
+                "rows": landed.rows if landed else 0,
+                "batch": landed.batch_id if landed else None,
+                "tid": landed.table_id if landed else None,
+                "day": day,
+                "received": file.received_at,
+                "moved_to": None if moved_to is None else str(moved_to),
+            },
+        )
 
 
 def record_archived(source: str, landed: Landed, moved_to: Path) -> None:
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE ingest.file_ledger SET moved_to = :p, moved_at = now() WHERE source_system = :s "
-            "AND sha256 = :sha AND business_date IS NOT DISTINCT FROM :day AND status = 'landed'"),
-            {"s": source, "sha": landed.sha256, "day": landed.day, "p": str(moved_to)})
+        conn.execute(
+            sa.text(
+                "UPDATE ingest.file_ledger SET moved_to = :p, moved_at = now() WHERE source_system = :s "
+                "AND sha256 = :sha AND business_date IS NOT DISTINCT FROM :day AND status = 'landed'"
+            ),
+            {"s": source, "sha": landed.sha256, "day": landed.day, "p": str(moved_to)},
+        )
 
 
 # --- moving files -------------------------------------------------------------------------------
@@ -683,15 +808,24 @@ def archive(folders: Folders, file: Delivered, day: date | None) -> Path:
     return target
 
 
-def quarantine(folders: Folders, source: SourceConfig, table: str | None, file: Delivered,
-               rejected: FileRejected) -> Path:
+def quarantine(
+    folders: Folders, source: SourceConfig, table: str | None, file: Delivered, rejected: FileRejected
+) -> Path:
     """Reason first, then the file: a quarantined file always has its reason next to it."""
     folders.quarantine.mkdir(parents=True, exist_ok=True)
     target = folders.quarantine / file.name
-    reason = [f"source: {source.name}", f"file: {file.name}", f"table: {table or '(no table matches the name)'}",
-              f"sha256: {file.sha256}", f"received: {file.received_at:%Y-%m-%d %H:%M:%S}",
-              f"quarantined: {datetime.now():%Y-%m-%d %H:%M:%S}", f"rule: {rejected.rule}", *rejected.details,
-              "", "Fix the file (or the table's rules in config/sources/<source>.yaml) and put it back in the inbox."]
+    reason = [
+        f"source: {source.name}",
+        f"file: {file.name}",
+        f"table: {table or '(no table matches the name)'}",
+        f"sha256: {file.sha256}",
+        f"received: {file.received_at:%Y-%m-%d %H:%M:%S}",
+        f"quarantined: {datetime.now():%Y-%m-%d %H:%M:%S}",
+        f"rule: {rejected.rule}",
+        *rejected.details,
+        "",
+        "Fix the file (or the table's rules in config/sources/<source>.yaml) and put it back in the inbox.",
+    ]
     Path(f"{target}.reason.txt").write_text("\n".join(reason) + "\n", encoding="utf-8")
     shutil.move(file.path, target)
     return target
@@ -707,7 +841,7 @@ class Run:
     folders: Folders
     landed: dict[str, Landed]
     notes: dict[str, list[str]] = field(default_factory=dict)
-    withdrawn: dict[str, int] = field(default_factory=dict)   # per table: deletes landed by snapshot files
+    withdrawn: dict[str, int] = field(default_factory=dict)  # per table: deletes landed by snapshot files
 
     def note(self, table: str, text: str) -> None:
         self.notes.setdefault(table, []).append(text)
@@ -718,21 +852,38 @@ class Run:
 
         A file no table claims is a duplicate when its bytes landed on any day.
         """
-        prior = self.landed.get(delivery_key(file.sha256, day)) if spec else next(
-            (landed for landed in self.landed.values() if landed.sha256 == file.sha256), None)
+        prior = (
+            self.landed.get(delivery_key(file.sha256, day))
+            if spec
+            else next((landed for landed in self.landed.values() if landed.sha256 == file.sha256), None)
+        )
         if prior is None:
             return False
         if prior.file == file.name and not prior.moved:
             # Committed (and maybe recorded) before a crash: finish the job, land nothing.
             if not prior.in_ledger:
-                record_file(self.source.name, prior.table, file, "landed", landed=prior, day=day,
-                            reason="committed by an interrupted run; archived on restart")
+                record_file(
+                    self.source.name,
+                    prior.table,
+                    file,
+                    "landed",
+                    landed=prior,
+                    day=day,
+                    reason="committed by an interrupted run; archived on restart",
+                )
             record_archived(self.source.name, prior, archive(self.folders, file, day))
             prior.in_ledger = prior.moved = True
             return True
         moved_to = archive(self.folders, file, day)
-        record_file(self.source.name, spec.table.name if spec else None, file, "duplicate",
-                    reason=f"duplicate of {prior.file}", day=day, moved_to=moved_to)
+        record_file(
+            self.source.name,
+            spec.table.name if spec else None,
+            file,
+            "duplicate",
+            reason=f"duplicate of {prior.file}",
+            day=day,
+            moved_to=moved_to,
+        )
         self.note(spec.table.name if spec else "*", f"{file.name}: duplicate of {prior.file}, nothing landed")
         return True
 
@@ -769,8 +920,14 @@ class Run:
         notes = self.notes.pop(name, [])
         deleted = self.withdrawn.pop(name, 0)
         status = "success" if rows or deleted else "no_change"
-        return TableResult(self.source.name, name, rows, status, error="; ".join(notes) or None,
-                           counts={"deleted": deleted} if deleted else None)
+        return TableResult(
+            self.source.name,
+            name,
+            rows,
+            status,
+            error="; ".join(notes) or None,
+            counts={"deleted": deleted} if deleted else None,
+        )
 
 
 def match_table(specs: list[FileSpec], name: str) -> FileSpec | None:
@@ -803,16 +960,18 @@ def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
     for path in paths:
         spec = match_table(specs, path.name)
         (groups[spec.table.name] if spec else unmatched).append(path)
-    results = [run_table(spark, source, s.table, lambda s=s: run.collect_table(s, groups[s.table.name]))
-               for s in specs]
+    results = [run_table(spark, source, s.table, lambda s=s: run.collect_table(s, groups[s.table.name])) for s in specs]
     for path in unmatched:
         file = Delivered.read(path)
         if not run.already_landed(None, file, None):
             patterns = ", ".join(s.pattern.pattern for s in specs)
             run.reject(None, file, FileRejected("file name", [f"matches no table's pattern ({patterns})"]))
     if run.notes:
-        results.append(TableResult(source.name, "*", 0, "no_change",
-                                   error="; ".join(n for notes in run.notes.values() for n in notes)))
+        results.append(
+            TableResult(
+                source.name, "*", 0, "no_change", error="; ".join(n for notes in run.notes.values() for n in notes)
+            )
+        )
     return results
 
 
@@ -821,4 +980,3 @@ def check_config(source: SourceConfig) -> None:
     Folders.of(source)
     for table in source.tables:
         FileSpec.of(source, table)
-

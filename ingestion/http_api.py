@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = (500, 502, 503, 504)
 RENEW_TOKEN = (40102, 40103)  # expired / not valid any more (e.g. the vendor rotated its signing key): renew once
-MAX_THROTTLED = 60          # consecutive 429 answers to one request before the source counts as down
-KEY_WIDTH = 20              # record keys are left-padded with zeros to this width in ``_source_pos``
+MAX_THROTTLED = 60  # consecutive 429 answers to one request before the source counts as down
+KEY_WIDTH = 20  # record keys are left-padded with zeros to this width in ``_source_pos``
 
 
 class VendorApiError(RuntimeError):
@@ -86,8 +86,7 @@ class VendorClient:
         self.max_backoff = float(options.get("max_backoff_seconds", 30))
         self.limiter = RateLimiter(source.strategy.rate_limit_per_second, sleep)
         self.sleep = sleep
-        self.http = httpx.Client(base_url=base_url,
-                                 timeout=float(options.get("timeout_seconds", 30)))
+        self.http = httpx.Client(base_url=base_url, timeout=float(options.get("timeout_seconds", 30)))
         self.token: str | None = None
         self.stats: Counter[str] = Counter()
 
@@ -99,8 +98,12 @@ class VendorClient:
 
     def _bearer(self) -> str:
         if self.token is None:
-            data = self.call("POST", self.token_path, body={"client_id": self.client_id,
-                                                             "client_secret": self.secret_reader()}, auth=False)
+            data = self.call(
+                "POST",
+                self.token_path,
+                body={"client_id": self.client_id, "client_secret": self.secret_reader()},
+                auth=False,
+            )
             self.token = data["access_token"]
             self.stats["tokens"] += 1
         return self.token
@@ -108,8 +111,15 @@ class VendorClient:
     def _delay(self, failures: int, retry_after: float | None) -> float:
         return max(min(self.max_backoff, self.backoff * 2 ** (failures - 1)), retry_after or 0.0)
 
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-             body: dict[str, Any] | None = None, auth: bool = True) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        auth: bool = True,
+    ) -> Any:
         """One API call, retried as the vendor asks; returns the envelope's ``data``."""
         failures = throttled = 0
         renewed = False
@@ -200,16 +210,22 @@ def _text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def records_frame(spark: SparkSession, records: list[dict[str, Any]], table: TableConfig,
-                  tombstone: str) -> DataFrame:
+def records_frame(spark: SparkSession, records: list[dict[str, Any]], table: TableConfig, tombstone: str) -> DataFrame:
     """Records as a DataFrame: every field a string column (in order of first appearance) + the mode columns."""
     commit_time = table.commit_time or "updatedAt"
     columns = list(dict.fromkeys(field for record in records for field in record))
-    schema = StructType([StructField(c, StringType()) for c in columns]
-                        + [StructField("_op", StringType()), StructField("_source_pos", StringType())])
-    rows = [(*(_text(record.get(c)) for c in columns), "d" if record.get(tombstone) is True else "u",
-             position(record[commit_time], [record[k] for k in table.keys]))
-            for record in records]
+    schema = StructType(
+        [StructField(c, StringType()) for c in columns]
+        + [StructField("_op", StringType()), StructField("_source_pos", StringType())]
+    )
+    rows = [
+        (
+            *(_text(record.get(c)) for c in columns),
+            "d" if record.get(tombstone) is True else "u",
+            position(record[commit_time], [record[k] for k in table.keys]),
+        )
+        for record in records
+    ]
     return spark.createDataFrame(rows, schema).withColumn("_source_ts", F.col(commit_time).cast("timestamp"))
 
 
@@ -228,8 +244,9 @@ def _landed_positions(spark: SparkSession, source: SourceConfig, table: TableCon
     return {r[0] for r in rows.collect()}
 
 
-def _collect_table(spark: SparkSession, source: SourceConfig, table: TableConfig,
-                   client: VendorClient) -> bronze.TableResult:
+def _collect_table(
+    spark: SparkSession, source: SourceConfig, table: TableConfig, client: VendorClient
+) -> bronze.TableResult:
     """Pull one resource for every hospital from its committed offset; returns records landed and counts.
 
     Hospitals share batches (one commit can carry the tail of one and the head of the next): fewer, larger
@@ -259,25 +276,41 @@ def _collect_table(spark: SparkSession, source: SourceConfig, table: TableConfig
                 known.add(here)
                 if here <= high:  # out of the vendor's order: kept, and counted
                     counts["reordered"] += 1
-                    log.info("%s.%s: record %s (%s %s) arrived after a later one; kept", source.name, table.name,
-                             [record[k] for k in table.keys], commit_time, record[commit_time])
+                    log.info(
+                        "%s.%s: record %s (%s %s) arrived after a later one; kept",
+                        source.name,
+                        table.name,
+                        [record[k] for k in table.keys],
+                        commit_time,
+                        record[commit_time],
+                    )
                 high = max(high, here)
                 pending.append((part, record, here))
             while len(pending) >= source.strategy.batch_size:
-                batch, pending = pending[:source.strategy.batch_size], pending[source.strategy.batch_size:]
+                batch, pending = pending[: source.strategy.batch_size], pending[source.strategy.batch_size :]
                 landed, offset = _land(spark, source, table, batch, offset, landed)
     if pending:
         landed, offset = _land(spark, source, table, pending, offset, landed)
     if counts["reordered"]:
-        log.warning("%s.%s: %d record(s) arrived out of the vendor's order and were kept", source.name, table.name,
-                    counts["reordered"])
-    return bronze.TableResult(source.name, table.name, landed, "success" if landed else "no_change",
-                              counts=dict(counts))
+        log.warning(
+            "%s.%s: %d record(s) arrived out of the vendor's order and were kept",
+            source.name,
+            table.name,
+            counts["reordered"],
+        )
+    return bronze.TableResult(
+        source.name, table.name, landed, "success" if landed else "no_change", counts=dict(counts)
+    )
 
 
-def _land(spark: SparkSession, source: SourceConfig, table: TableConfig,
-          batch: list[tuple[str, dict[str, Any], str]], offset: dict[str, Any], landed: int
-          ) -> tuple[int, dict[str, Any]]:
+def _land(
+    spark: SparkSession,
+    source: SourceConfig,
+    table: TableConfig,
+    batch: list[tuple[str, dict[str, Any], str]],
+    offset: dict[str, Any],
+    landed: int,
+) -> tuple[int, dict[str, Any]]:
     """Land one batch with each hospital's offset moved to its highest position; returns (landed so far, offset)."""
     commit_time = table.commit_time or "updatedAt"
     moved = dict(offset)
@@ -285,8 +318,9 @@ def _land(spark: SparkSession, source: SourceConfig, table: TableConfig,
         last = moved.get(part)
         if last is None or here > position(last[commit_time], last["keys"]):
             moved[part] = {commit_time: record[commit_time], "keys": [record[k] for k in table.keys]}
-    frame = records_frame(spark, [record for _, record, _ in batch], table,
-                          source.options.get("tombstone_field", "deleted"))
+    frame = records_frame(
+        spark, [record for _, record, _ in batch], table, source.options.get("tombstone_field", "deleted")
+    )
     rows = bronze.land(spark, frame, source=source, table=table, offset=moved, offset_from=offset or None)
     log.info("%s.%s: landed %d records, offset %s", source.name, table.name, rows, moved)
     return landed + rows, moved
@@ -295,7 +329,9 @@ def _land(spark: SparkSession, source: SourceConfig, table: TableConfig,
 def collect(spark: SparkSession, source: SourceConfig) -> list[bronze.TableResult]:
     """Every resource of an HTTP API source, each guarded by the runner."""
     with VendorClient(source) as client:
-        results = [run_table(spark, source, table, lambda t=table: _collect_table(spark, source, t, client))
-                   for table in source.tables]
+        results = [
+            run_table(spark, source, table, lambda t=table: _collect_table(spark, source, t, client))
+            for table in source.tables
+        ]
         log.info("%s: %s", source.name, dict(client.stats))
     return results

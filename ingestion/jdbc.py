@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 FETCH_SIZE = "10000"
 POSITION_TIME = "yyyyMMddHHmmssSSSSSS"
-NULL_POSITION = "0"   # positions of NULL-watermark rows start with 0: before every dated one (yyyy… ≥ 1000)
+NULL_POSITION = "0"  # positions of NULL-watermark rows start with 0: before every dated one (yyyy… ≥ 1000)
 SAMPLE_KEYS = 5
 
 
@@ -61,8 +61,7 @@ def _engine(source: SourceConfig) -> sa.Engine:
     return sa.create_engine(source.connection.sqlalchemy_url(), hide_parameters=True, poolclass=sa.pool.NullPool)
 
 
-def read_table(spark: SparkSession, source: SourceConfig, table: TableConfig, where: str | None = None
-               ) -> DataFrame:
+def read_table(spark: SparkSession, source: SourceConfig, table: TableConfig, where: str | None = None) -> DataFrame:
     """Parallel JDBC read of one table (optionally filtered), partitioned on a numeric column when there is one."""
     url, props = source.connection.jdbc()
     name = qualified(source, table)
@@ -70,13 +69,18 @@ def read_table(spark: SparkSession, source: SourceConfig, table: TableConfig, wh
     reader = spark.read.format("jdbc").option("url", url).option("fetchsize", FETCH_SIZE).options(**props)
     if partition and source.strategy.parallelism > 1:
         with _engine(source).connect() as conn:
-            low, high = conn.execute(sa.text(
-                f"SELECT MIN({partition}), MAX({partition}) FROM {name}" + (f" WHERE {where}" if where else ""))).one()
+            low, high = conn.execute(
+                sa.text(f"SELECT MIN({partition}), MAX({partition}) FROM {name}" + (f" WHERE {where}" if where else ""))
+            ).one()
         if low is not None and high > low:
-            return (reader.option("dbtable", f"(SELECT * FROM {name}{f' WHERE {where}' if where else ''}) AS t")
-                    .option("partitionColumn", partition).option("lowerBound", str(low))
-                    .option("upperBound", str(high + 1)).option("numPartitions", source.strategy.parallelism)
-                    .load())
+            return (
+                reader.option("dbtable", f"(SELECT * FROM {name}{f' WHERE {where}' if where else ''}) AS t")
+                .option("partitionColumn", partition)
+                .option("lowerBound", str(low))
+                .option("upperBound", str(high + 1))
+                .option("numPartitions", source.strategy.parallelism)
+                .load()
+            )
     return reader.option("query", f"SELECT * FROM {name}" + (f" WHERE {where}" if where else "")).load()
 
 
@@ -96,15 +100,30 @@ def collect_incremental_table(spark: SparkSession, source: SourceConfig, table: 
     # Watermarks travel as strings in the source's local time: no driver/time-zone conversion in between.
     # NULL-watermark rows carry their read time as _source_ts: they must not move the window.
     dated = None if bronze is None else bronze.where(F.col("_source_pos") >= "1")
-    low = None if dated is None else dated.agg(F.date_format(
-        F.max("_source_ts") - F.expr(f"INTERVAL {window_minutes} MINUTES"), "yyyy-MM-dd HH:mm:ss.SSSSSS")).first()[0]
+    low = (
+        None
+        if dated is None
+        else dated.agg(
+            F.date_format(
+                F.max("_source_ts") - F.expr(f"INTERVAL {window_minutes} MINUTES"), "yyyy-MM-dd HH:mm:ss.SSSSSS"
+            )
+        ).first()[0]
+    )
     name = qualified(source, table)
     with _engine(source).connect() as conn:
-        newest, nulls = conn.execute(sa.text(
-            f"SELECT MAX({table.watermark}), COUNT(*) - COUNT({table.watermark}) FROM {name}")).one()
-        sample = conn.execute(sa.text(
-            f"SELECT {', '.join(table.keys)} FROM {name} WHERE {table.watermark} IS NULL ORDER BY "
-            f"{', '.join(table.keys)} LIMIT {SAMPLE_KEYS}")).all() if nulls else []
+        newest, nulls = conn.execute(
+            sa.text(f"SELECT MAX({table.watermark}), COUNT(*) - COUNT({table.watermark}) FROM {name}")
+        ).one()
+        sample = (
+            conn.execute(
+                sa.text(
+                    f"SELECT {', '.join(table.keys)} FROM {name} WHERE {table.watermark} IS NULL ORDER BY "
+                    f"{', '.join(table.keys)} LIMIT {SAMPLE_KEYS}"
+                )
+            ).all()
+            if nulls
+            else []
+        )
     landed = 0
     offset = committed_offset(spark, source.name, table.name)
     if newest is not None:
@@ -126,17 +145,26 @@ def collect_incremental_table(spark: SparkSession, source: SourceConfig, table: 
         return TableResult(source.name, table.name, landed, "success" if landed else "no_change")
     null_landed = _collect_null_watermark(spark, source, table, bronze, offset)
     keys = ", ".join("|".join(str(v) for v in row) for row in sample) + (", …" if nulls > len(sample) else "")
-    note = (f"{source.name}.{table.name}: {nulls:,} row(s) have no {table.watermark} (NULL), e.g. key {keys}; "
-            f"a watermark never selects them, so they are read apart ({null_landed:,} new or changed landed now, "
-            f"each with its read time as _source_ts). Ask the source to fill {table.watermark}.")
+    note = (
+        f"{source.name}.{table.name}: {nulls:,} row(s) have no {table.watermark} (NULL), e.g. key {keys}; "
+        f"a watermark never selects them, so they are read apart ({null_landed:,} new or changed landed now, "
+        f"each with its read time as _source_ts). Ask the source to fill {table.watermark}."
+    )
     log.warning(note)
     total = landed + null_landed
-    return TableResult(source.name, table.name, total, "success" if total else "no_change", error=note,
-                       counts={"null_watermark": int(nulls), "null_watermark_landed": null_landed})
+    return TableResult(
+        source.name,
+        table.name,
+        total,
+        "success" if total else "no_change",
+        error=note,
+        counts={"null_watermark": int(nulls), "null_watermark_landed": null_landed},
+    )
 
 
-def _collect_null_watermark(spark: SparkSession, source: SourceConfig, table: TableConfig,
-                            bronze: DataFrame | None, offset: str | None) -> int:
+def _collect_null_watermark(
+    spark: SparkSession, source: SourceConfig, table: TableConfig, bronze: DataFrame | None, offset: str | None
+) -> int:
     """Rows whose watermark is NULL: land those bronze does not hold with the same content (new or changed).
 
     Their position (``0<read time>|key``) sorts before every dated version of the key, so once the source
@@ -147,13 +175,17 @@ def _collect_null_watermark(spark: SparkSession, source: SourceConfig, table: Ta
     keys = list(table.keys)
     if bronze is not None:
         columns = [c for c in rows.columns if c in set(bronze.columns)]
-        known = (latest_versions(bronze.where(F.col("_source_pos") < "1"), keys)
-                 .select(*keys, _row_hash(columns).alias("_hash")))
-        rows = (rows.withColumn("_hash", _row_hash(columns)).join(known, [*keys, "_hash"], "left_anti")
-                .drop("_hash"))
+        known = latest_versions(bronze.where(F.col("_source_pos") < "1"), keys).select(
+            *keys, _row_hash(columns).alias("_hash")
+        )
+        rows = rows.withColumn("_hash", _row_hash(columns)).join(known, [*keys, "_hash"], "left_anti").drop("_hash")
     stamp = NULL_POSITION + taken_at.strftime("%Y%m%d%H%M%S%f")[:19]
-    rows = (rows.withColumn("_source_pos", F.concat_ws("|", F.lit(stamp), _key(table)))
-            .withColumn("_op", F.lit("r")).withColumn("_source_ts", F.lit(taken_at).cast("timestamp")).persist())
+    rows = (
+        rows.withColumn("_source_pos", F.concat_ws("|", F.lit(stamp), _key(table)))
+        .withColumn("_op", F.lit("r"))
+        .withColumn("_source_ts", F.lit(taken_at).cast("timestamp"))
+        .persist()
+    )
     try:
         if rows.isEmpty():
             return 0
@@ -166,8 +198,7 @@ def _row_hash(columns: list[str]):
     return F.sha2(F.to_json(F.struct(*[F.col(c) for c in sorted(columns)])), 256)
 
 
-def snapshot_diff(snapshot: DataFrame, current: DataFrame | None, keys: list[str], taken_at: datetime
-                  ) -> DataFrame:
+def snapshot_diff(snapshot: DataFrame, current: DataFrame | None, keys: list[str], taken_at: datetime) -> DataFrame:
     """Rows to land so that bronze's current state equals the snapshot: inserts, changes, deletes (pure)."""
     columns = [c for c in snapshot.columns if not c.startswith("_")]
     fresh = snapshot.withColumn("_hash", _row_hash(columns))
@@ -175,14 +206,20 @@ def snapshot_diff(snapshot: DataFrame, current: DataFrame | None, keys: list[str
         changed = fresh.withColumn("_op", F.lit("c"))
     else:
         state = current.where(F.col("_op") != "d").withColumn("_hash", _row_hash(columns))
-        changed = (fresh.join(state.select(*keys, F.col("_hash").alias("_old")), keys, "left")
-                   .where(F.col("_old").isNull() | (F.col("_old") != F.col("_hash")))
-                   .withColumn("_op", F.when(F.col("_old").isNull(), "c").otherwise("u")).drop("_old"))
+        changed = (
+            fresh.join(state.select(*keys, F.col("_hash").alias("_old")), keys, "left")
+            .where(F.col("_old").isNull() | (F.col("_old") != F.col("_hash")))
+            .withColumn("_op", F.when(F.col("_old").isNull(), "c").otherwise("u"))
+            .drop("_old")
+        )
         gone = state.join(fresh.select(*keys), keys, "left_anti").select(*columns).withColumn("_op", F.lit("d"))
         changed = changed.drop("_hash").unionByName(gone, allowMissingColumns=True)
     stamp = taken_at.strftime("%Y%m%d%H%M%S%f")
-    return (changed.drop("_hash").withColumn("_source_ts", F.lit(taken_at).cast("timestamp"))
-            .withColumn("_source_pos", F.concat_ws("|", F.lit(stamp), *[F.col(k).cast("string") for k in keys])))
+    return (
+        changed.drop("_hash")
+        .withColumn("_source_ts", F.lit(taken_at).cast("timestamp"))
+        .withColumn("_source_pos", F.concat_ws("|", F.lit(stamp), *[F.col(k).cast("string") for k in keys]))
+    )
 
 
 def collect_snapshot_table(spark: SparkSession, source: SourceConfig, table: TableConfig) -> TableResult:
@@ -210,11 +247,21 @@ def collect_snapshot_table(spark: SparkSession, source: SourceConfig, table: Tab
 
 def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
     """Watermark tables incrementally; tables marked ``snapshot: true`` (dictionaries) by snapshot diff."""
-    return [run_table(spark, source, table, lambda t=table: (
-                collect_snapshot_table if t.options.get("snapshot") else collect_incremental_table)(spark, source, t))
-            for table in source.tables]
+    return [
+        run_table(
+            spark,
+            source,
+            table,
+            lambda t=table: (collect_snapshot_table if t.options.get("snapshot") else collect_incremental_table)(
+                spark, source, t
+            ),
+        )
+        for table in source.tables
+    ]
 
 
 def collect_snapshot(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
-    return [run_table(spark, source, table, lambda t=table: collect_snapshot_table(spark, source, t))
-            for table in source.tables]
+    return [
+        run_table(spark, source, table, lambda t=table: collect_snapshot_table(spark, source, t))
+        for table in source.tables
+    ]

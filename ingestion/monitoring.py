@@ -193,65 +193,110 @@ def mask(text: str | None) -> str | None:
 def record_batch(record: BatchRecord, arrivals: list[dict]) -> None:
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        inserted = conn.execute(sa.text(
-            "INSERT INTO ingest.landed_batch VALUES (:batch_id, :source_system, :table_name, :org_code, :mode, "
-            ":rows_landed, :offset_from, :offset_to, :last_source_ts, :started_at, :finished_at, :status) "
-            "ON CONFLICT (batch_id) DO NOTHING"), asdict(record)).rowcount
+        inserted = conn.execute(
+            sa.text(
+                "INSERT INTO ingest.landed_batch VALUES (:batch_id, :source_system, :table_name, :org_code, :mode, "
+                ":rows_landed, :offset_from, :offset_to, :last_source_ts, :started_at, :finished_at, :status) "
+                "ON CONFLICT (batch_id) DO NOTHING"
+            ),
+            asdict(record),
+        ).rowcount
         if inserted and arrivals:
-            conn.execute(sa.text(
-                "INSERT INTO ingest.arrival VALUES (:batch_id, :org_code, :business_date, :rows, :late_rows, "
-                ":last_source_ts) ON CONFLICT DO NOTHING"),
-                [{**a, "batch_id": record.batch_id} for a in arrivals])
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ingest.arrival VALUES (:batch_id, :org_code, :business_date, :rows, :late_rows, "
+                    ":last_source_ts) ON CONFLICT DO NOTHING"
+                ),
+                [{**a, "batch_id": record.batch_id} for a in arrivals],
+            )
 
 
 def known_batches(source: str, table: str) -> set[str]:
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        return set(conn.execute(sa.text(
-            "SELECT batch_id FROM ingest.landed_batch WHERE source_system = :s AND table_name = :t"),
-            {"s": source, "t": table}).scalars())
+        return set(
+            conn.execute(
+                sa.text("SELECT batch_id FROM ingest.landed_batch WHERE source_system = :s AND table_name = :t"),
+                {"s": source, "t": table},
+            ).scalars()
+        )
 
 
-def record_run(source: str, table: str, mode: str, started_at: datetime, status: str, rows: int = 0,
-               error: str | None = None, counts: dict[str, int] | None = None) -> None:
+def record_run(
+    source: str,
+    table: str,
+    mode: str,
+    started_at: datetime,
+    status: str,
+    rows: int = 0,
+    error: str | None = None,
+    counts: dict[str, int] | None = None,
+) -> None:
     """One attempt; ``counts`` are what the run saw besides the rows it landed (e.g. null_watermark)."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ingest.table_run (source_system, table_name, mode, started_at, finished_at, status, "
-            "rows_landed, error, counts) VALUES (:s, :t, :m, :started, now(), :status, :rows, :error, "
-            "CAST(:counts AS jsonb))"),
-            {"s": source, "t": table, "m": mode, "started": started_at, "status": status, "rows": rows,
-             "error": mask(error), "counts": json.dumps(counts) if counts else None})
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingest.table_run (source_system, table_name, mode, started_at, finished_at, status, "
+                "rows_landed, error, counts) VALUES (:s, :t, :m, :started, now(), :status, :rows, :error, "
+                "CAST(:counts AS jsonb))"
+            ),
+            {
+                "s": source,
+                "t": table,
+                "m": mode,
+                "started": started_at,
+                "status": status,
+                "rows": rows,
+                "error": mask(error),
+                "counts": json.dumps(counts) if counts else None,
+            },
+        )
 
 
 def last_counts(source: str, table: str) -> dict[str, int]:
     """The counts of the latest run of a table ({} when it saw nothing besides what it landed)."""
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT counts FROM ingest.table_run WHERE source_system = :s AND table_name = :t "
-            "ORDER BY run_id DESC LIMIT 1"), {"s": source, "t": table}).scalar() or {}
+        return (
+            conn.execute(
+                sa.text(
+                    "SELECT counts FROM ingest.table_run WHERE source_system = :s AND table_name = :t "
+                    "ORDER BY run_id DESC LIMIT 1"
+                ),
+                {"s": source, "t": table},
+            ).scalar()
+            or {}
+        )
 
 
 def record_slot(source: str, slot: str, retained_bytes: int, held_by: list[str], released: list[str]) -> None:
     """The WAL a source's replication slot retains after a run, and the tables holding or released from it."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ingest.replication_slot VALUES (:s, :slot, :b, :held, :released, now()) "
-            "ON CONFLICT (source_system) DO UPDATE SET slot_name = excluded.slot_name, "
-            "retained_bytes = excluded.retained_bytes, held_by = excluded.held_by, released = excluded.released, "
-            "checked_at = now()"),
-            {"s": source, "slot": slot, "b": retained_bytes, "held": ", ".join(held_by) or None,
-             "released": ", ".join(released) or None})
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingest.replication_slot VALUES (:s, :slot, :b, :held, :released, now()) "
+                "ON CONFLICT (source_system) DO UPDATE SET slot_name = excluded.slot_name, "
+                "retained_bytes = excluded.retained_bytes, held_by = excluded.held_by, released = excluded.released, "
+                "checked_at = now()"
+            ),
+            {
+                "s": source,
+                "slot": slot,
+                "b": retained_bytes,
+                "held": ", ".join(held_by) or None,
+                "released": ", ".join(released) or None,
+            },
+        )
 
 
 def slot_status(source: str) -> dict | None:
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        row = conn.execute(sa.text("SELECT * FROM ingest.replication_slot WHERE source_system = :s"),
-                           {"s": source}).first()
+        row = conn.execute(
+            sa.text("SELECT * FROM ingest.replication_slot WHERE source_system = :s"), {"s": source}
+        ).first()
     return None if row is None else dict(row._mapping)
 
 
@@ -261,33 +306,53 @@ def record_pending_deletes(source: str, table: str, *, deletes: int, current: in
     ensure_tables()
     params = {"s": source, "t": table, "d": deletes, "c": current, "r": read}
     with warehouse_engine().begin() as conn:
-        updated = conn.execute(sa.text(
-            "UPDATE ingest.delete_guard SET deletes = :d, current_rows = :c, read_rows = :r, detected_at = now() "
-            "WHERE source_system = :s AND table_name = :t AND accepted_at IS NULL AND used_at IS NULL"),
-            params).rowcount
+        updated = conn.execute(
+            sa.text(
+                "UPDATE ingest.delete_guard SET deletes = :d, current_rows = :c, read_rows = :r, detected_at = now() "
+                "WHERE source_system = :s AND table_name = :t AND accepted_at IS NULL AND used_at IS NULL"
+            ),
+            params,
+        ).rowcount
         if not updated:
-            conn.execute(sa.text(
-                "INSERT INTO ingest.delete_guard (source_system, table_name, deletes, current_rows, read_rows) "
-                "VALUES (:s, :t, :d, :c, :r)"), params)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ingest.delete_guard (source_system, table_name, deletes, current_rows, read_rows) "
+                    "VALUES (:s, :t, :d, :c, :r)"
+                ),
+                params,
+            )
 
 
 def accept_deletes(source: str, table: str) -> list[dict]:
     """An operator confirms the deletes a stopped snapshot found; the next run of the table lands them."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.text(
-            "UPDATE ingest.delete_guard SET accepted_at = now() WHERE source_system = :s "
-            "AND lower(table_name) = lower(:t) AND accepted_at IS NULL AND used_at IS NULL "
-            "RETURNING table_name, deletes, current_rows, read_rows, detected_at"), {"s": source, "t": table})]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.text(
+                    "UPDATE ingest.delete_guard SET accepted_at = now() WHERE source_system = :s "
+                    "AND lower(table_name) = lower(:t) AND accepted_at IS NULL AND used_at IS NULL "
+                    "RETURNING table_name, deletes, current_rows, read_rows, detected_at"
+                ),
+                {"s": source, "t": table},
+            )
+        ]
 
 
 def take_accepted_deletes(source: str, table: str) -> bool:
     """Use up an operator's acceptance (once): True when the deletes of this run may land."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        return bool(conn.execute(sa.text(
-            "UPDATE ingest.delete_guard SET used_at = now() WHERE source_system = :s AND table_name = :t "
-            "AND accepted_at IS NOT NULL AND used_at IS NULL"), {"s": source, "t": table}).rowcount)
+        return bool(
+            conn.execute(
+                sa.text(
+                    "UPDATE ingest.delete_guard SET used_at = now() WHERE source_system = :s AND table_name = :t "
+                    "AND accepted_at IS NOT NULL AND used_at IS NULL"
+                ),
+                {"s": source, "t": table},
+            ).rowcount
+        )
 
 
 # --- one run per source -------------------------------------------------------------------------------
@@ -329,10 +394,14 @@ def lock_holder(source: str) -> str:
     ensure_tables()
     with warehouse_engine().connect() as conn:
         (key,) = conn.execute(sa.text("SELECT hashtext(:k)"), {"k": _lock_key(source)}).one()
-        row = conn.execute(sa.text(
-            "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid::text::bigint = :c "
-            "AND l.objid::text::bigint = :o"), {"c": (key >> 32) & 0xFFFFFFFF, "o": key & 0xFFFFFFFF}).first()
+        row = conn.execute(
+            sa.text(
+                "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid::text::bigint = :c "
+                "AND l.objid::text::bigint = :o"
+            ),
+            {"c": (key >> 32) & 0xFFFFFFFF, "o": key & 0xFFFFFFFF},
+        ).first()
     if row is None:
         return "another run (it has just finished)"
     return f"'{row.application_name or 'another run'}', connected since {row.backend_start:%Y-%m-%d %H:%M:%S}"
@@ -343,75 +412,110 @@ def record_schema_change(source: str, table: str, columns: list[str], action: st
         return
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ingest.schema_change (source_system, table_name, column_name, action) "
-            "VALUES (:s, :t, :c, :a) ON CONFLICT DO NOTHING"),
-            [{"s": source, "t": table, "c": c, "a": action} for c in columns])
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingest.schema_change (source_system, table_name, column_name, action) "
+                "VALUES (:s, :t, :c, :a) ON CONFLICT DO NOTHING"
+            ),
+            [{"s": source, "t": table, "c": c, "a": action} for c in columns],
+        )
 
 
 def accept_schema_change(source: str, table: str) -> int:
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        return conn.execute(sa.text(
-            "UPDATE ingest.schema_change SET accepted_at = now() WHERE source_system = :s AND table_name = :t "
-            "AND accepted_at IS NULL"), {"s": source, "t": table}).rowcount
+        return conn.execute(
+            sa.text(
+                "UPDATE ingest.schema_change SET accepted_at = now() WHERE source_system = :s AND table_name = :t "
+                "AND accepted_at IS NULL"
+            ),
+            {"s": source, "t": table},
+        ).rowcount
 
 
 def accepted_changes(source: str, table: str) -> set[tuple[str, str]]:
     """(column, action) pairs an operator has accepted: removed columns land as NULL, retyped ones are cast."""
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        return {(r.column_name.lower(), r.action) for r in conn.execute(sa.text(
-            "SELECT column_name, action FROM ingest.schema_change WHERE source_system = :s AND table_name = :t "
-            "AND accepted_at IS NOT NULL"), {"s": source, "t": table})}
+        return {
+            (r.column_name.lower(), r.action)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT column_name, action FROM ingest.schema_change WHERE source_system = :s AND table_name = :t "
+                    "AND accepted_at IS NOT NULL"
+                ),
+                {"s": source, "t": table},
+            )
+        }
 
 
 def stopped_tables(source: str) -> set[str]:
     """Tables whose latest run stopped on schema drift: stream modes must not move past their offset."""
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        return set(conn.execute(sa.text(
-            "SELECT table_name FROM ingest.v_table_status WHERE source_system = :s AND last_status = 'stopped'"),
-            {"s": source}).scalars())
+        return set(
+            conn.execute(
+                sa.text(
+                    "SELECT table_name FROM ingest.v_table_status WHERE source_system = :s AND last_status = 'stopped'"
+                ),
+                {"s": source},
+            ).scalars()
+        )
 
 
 def load_checkpoint(source: str) -> str | None:
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        return conn.execute(sa.text("SELECT position FROM ingest.source_checkpoint WHERE source_system = :s"),
-                            {"s": source}).scalar()
+        return conn.execute(
+            sa.text("SELECT position FROM ingest.source_checkpoint WHERE source_system = :s"), {"s": source}
+        ).scalar()
 
 
 def save_checkpoint(source: str, position: str) -> None:
     """Only a lower bound for resuming a stream: each bronze table still filters by its own committed offset."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ingest.source_checkpoint VALUES (:s, :p, now()) ON CONFLICT (source_system) "
-            "DO UPDATE SET position = excluded.position, updated_at = now()"), {"s": source, "p": position})
+        conn.execute(
+            sa.text(
+                "INSERT INTO ingest.source_checkpoint VALUES (:s, :p, now()) ON CONFLICT (source_system) "
+                "DO UPDATE SET position = excluded.position, updated_at = now()"
+            ),
+            {"s": source, "p": position},
+        )
 
 
 def source_status() -> list[dict]:
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.text(
-            "SELECT * FROM ingest.v_table_status ORDER BY source_system, table_name"))]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(sa.text("SELECT * FROM ingest.v_table_status ORDER BY source_system, table_name"))
+        ]
 
 
 def source_rollup() -> list[dict]:
     """``v_source_status``: per source, its worst table status, rows, lag, errors and the WAL its CDC slot keeps."""
     ensure_tables()
     with warehouse_engine().connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.text(
-            "SELECT * FROM ingest.v_source_status ORDER BY source_system"))]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(sa.text("SELECT * FROM ingest.v_source_status ORDER BY source_system"))
+        ]
 
 
 def forget_source(source: str) -> None:
     """Drop a source's collection history (after its bronze tables were deleted, e.g. a re-onboarding)."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
-        for table in ("landed_batch", "table_run", "schema_change", "source_checkpoint", "file_ledger",
-                      "delete_guard", "replication_slot"):
+        for table in (
+            "landed_batch",
+            "table_run",
+            "schema_change",
+            "source_checkpoint",
+            "file_ledger",
+            "delete_guard",
+            "replication_slot",
+        ):
             conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})
 
 
@@ -423,9 +527,15 @@ def alert_unreachable(results: list) -> None:
     for source, outcomes in by_source.items():
         down = [r for r in outcomes if r.status == "source_down"]
         if down:
-            raise_alert(Alert("source_down", "error", source,
-                              f"来源 {source} 无法连接 unreachable: {mask(down[0].error)}. Collection retries on its "
-                              "schedule; its institutions' days are judged missing at the deadline.",
-                              source_system=source))
+            raise_alert(
+                Alert(
+                    "source_down",
+                    "error",
+                    source,
+                    f"来源 {source} 无法连接 unreachable: {mask(down[0].error)}. Collection retries on its "
+                    "schedule; its institutions' days are judged missing at the deadline.",
+                    source_system=source,
+                )
+            )
         elif any(r.status in ("success", "no_change") for r in outcomes):
             resolve_alerts("source_down", source, "reachable again")

@@ -56,10 +56,13 @@ from ingestion.bronze import TableResult, bronze_path, committed_offset, delta_e
 from ingestion.registry import SourceConfig, TableConfig
 from ingestion.runner import run_table
 
-BEIJING = ZoneInfo("Asia/Shanghai")   # DATETIME columns without zone are Beijing time
+BEIJING = ZoneInfo("Asia/Shanghai")  # DATETIME columns without zone are Beijing time
 FETCH_SIZE = "10000"
-MODE_FIELDS = [T.StructField("_op", T.StringType()), T.StructField("_source_ts", T.TimestampType()),
-               T.StructField("_source_pos", T.StringType())]
+MODE_FIELDS = [
+    T.StructField("_op", T.StringType()),
+    T.StructField("_source_ts", T.TimestampType()),
+    T.StructField("_source_pos", T.StringType()),
+]
 REQUIRED_SETTINGS = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
 
 
@@ -103,20 +106,27 @@ class Position:
 class Change:
     """One row change read from the binlog."""
 
-    table: str                  # the table's name as configured
-    op: str                     # c | u | d
-    values: dict[str, Any]      # column (source spelling) -> value
-    at: datetime                # event timestamp (aware)
-    end: Position               # end of the event: the change is covered by any offset >= end
-    row: int                    # 1-based among the event's changes
+    table: str  # the table's name as configured
+    op: str  # c | u | d
+    values: dict[str, Any]  # column (source spelling) -> value
+    at: datetime  # event timestamp (aware)
+    end: Position  # end of the event: the change is covered by any offset >= end
+    row: int  # 1-based among the event's changes
 
 
 # --- the server -----------------------------------------------------------------------------------------------
 
+
 def _settings(source: SourceConfig) -> dict[str, Any]:
     host, port = source.connection.address()
-    return {"host": host, "port": port, "user": source.connection.user, "password": source.connection.secret(),
-            "charset": "utf8mb4", "connect_timeout": 10}
+    return {
+        "host": host,
+        "port": port,
+        "user": source.connection.user,
+        "password": source.connection.secret(),
+        "charset": "utf8mb4",
+        "connect_timeout": 10,
+    }
 
 
 def _query(source: SourceConfig, sql: str) -> list[tuple]:
@@ -136,12 +146,17 @@ def check_server(source: SourceConfig) -> None:
         values = _query(source, f"SELECT {names}")[0]
     except pymysql.err.OperationalError as exc:
         if exc.args and exc.args[0] == 1193:  # unknown system variable: too old for row metadata
-            raise RuntimeError(f"{source.connection.describe()}: mysql_binlog needs MariaDB >= 10.5 or MySQL "
-                               ">= 8.0.14 (binlog_row_metadata)") from None
+            raise RuntimeError(
+                f"{source.connection.describe()}: mysql_binlog needs MariaDB >= 10.5 or MySQL "
+                ">= 8.0.14 (binlog_row_metadata)"
+            ) from None
         raise
     actual = dict(zip(REQUIRED_SETTINGS, values, strict=True))
-    wrong = [f"{name}={actual[name]} (needs {need})" for name, need in REQUIRED_SETTINGS.items()
-             if str(actual[name]).upper() != need]
+    wrong = [
+        f"{name}={actual[name]} (needs {need})"
+        for name, need in REQUIRED_SETTINGS.items()
+        if str(actual[name]).upper() != need
+    ]
     if wrong:
         raise RuntimeError(f"{source.connection.describe()}: binlog not usable for CDC: {', '.join(wrong)}")
 
@@ -163,7 +178,8 @@ def _check_available(source: SourceConfig, start: Position) -> None:
         raise RuntimeError(
             f"{source.connection.describe()}: binlog {start.file} (resume point of {source.name}) has been purged; "
             "changes since then are lost to CDC. Remove the source's bronze tables and checkpoint to snapshot again, "
-            "and keep binlogs longer than the collection interval (binlog_expire_logs_seconds).")
+            "and keep binlogs longer than the collection interval (binlog_expire_logs_seconds)."
+        )
 
 
 def _server_id() -> int:
@@ -172,6 +188,7 @@ def _server_id() -> int:
 
 
 # --- reading the binlog ---------------------------------------------------------------------------------------
+
 
 def _row_changes(event: Any, table: TableConfig, end: Position) -> list[Change]:
     at = datetime.fromtimestamp(event.timestamp, BEIJING)
@@ -192,25 +209,34 @@ def _row_changes(event: Any, table: TableConfig, end: Position) -> list[Change]:
     return [Change(table.name, op, values, at, end, i) for i, (op, values) in enumerate(images, start=1)]
 
 
-def read_changes(source: SourceConfig, tables: dict[str, TableConfig], start: Position, end: Position,
-                 limit: int) -> tuple[list[Change], Position]:
+def read_changes(
+    source: SourceConfig, tables: dict[str, TableConfig], start: Position, end: Position, limit: int
+) -> tuple[list[Change], Position]:
     """Row changes of ``tables`` (lower-case name → config) after ``start``, whole transactions only, stopping
     at the first transaction end at or past ``end`` or once ``limit`` changes are read.
 
     Returns the changes and the position after the last whole transaction read (the batch end).
     """
     stream = BinLogStreamReader(
-        connection_settings=_settings(source), server_id=_server_id(), resume_stream=True,
-        log_file=start.file, log_pos=start.pos, blocking=False, only_schemas=[source.database],
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent], enable_logging=False)
+        connection_settings=_settings(source),
+        server_id=_server_id(),
+        resume_stream=True,
+        log_file=start.file,
+        log_pos=start.pos,
+        blocking=False,
+        only_schemas=[source.database],
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent],
+        enable_logging=False,
+    )
     changes: list[Change] = []
     pending: list[Change] = []
     cut = start
     try:
         for event in stream:
             here = Position.at(stream.log_file, stream.log_pos)
-            if isinstance(event, XidEvent) or (isinstance(event, QueryEvent)
-                                               and event.query.strip().upper() != "BEGIN"):
+            if isinstance(event, XidEvent) or (
+                isinstance(event, QueryEvent) and event.query.strip().upper() != "BEGIN"
+            ):
                 changes += pending
                 pending = []
                 cut = here
@@ -226,6 +252,7 @@ def read_changes(source: SourceConfig, tables: dict[str, TableConfig], start: Po
 
 
 # --- building the batch ---------------------------------------------------------------------------------------
+
 
 def _converter(data_type: T.DataType) -> Callable[[Any], Any]:
     """Turn a binlog value into what Arrow expects for the bronze column's type."""
@@ -246,8 +273,9 @@ def _converter(data_type: T.DataType) -> Callable[[Any], Any]:
     return lambda v: v
 
 
-def changes_frame(spark: SparkSession, changes: list[Change], types: dict[str, T.DataType],
-                  commit_time: str | None) -> DataFrame:
+def changes_frame(
+    spark: SparkSession, changes: list[Change], types: dict[str, T.DataType], commit_time: str | None
+) -> DataFrame:
     """The changes as one DataFrame: their columns (source order) typed by ``types`` (lower-case name →
     type; unknown columns as text), plus ``_op``, ``_source_ts``, ``_source_pos``. Built through Arrow."""
     columns = list(dict.fromkeys(name for change in changes for name in change.values))
@@ -259,8 +287,12 @@ def changes_frame(spark: SparkSession, changes: list[Change], types: dict[str, T
         arrays.append([None if (v := change.values.get(f.name)) is None else convert(v) for change in changes])
     commit = next((name for name in columns if commit_time and name.lower() == commit_time.lower()), None)
     to_ts = _converter(T.TimestampType())
-    stamps = [change.at if change.op == "d" or commit is None or change.values.get(commit) is None
-              else to_ts(change.values[commit]) for change in changes]
+    stamps = [
+        change.at
+        if change.op == "d" or commit is None or change.values.get(commit) is None
+        else to_ts(change.values[commit])
+        for change in changes
+    ]
     arrays += [[change.op for change in changes], stamps, [change.end.source_pos(change.row) for change in changes]]
     arrow_schema = to_arrow_schema(schema)
     columns = [pa.array(values, type=f.type) for values, f in zip(arrays, arrow_schema, strict=True)]
@@ -273,12 +305,16 @@ def _jdbc_schema(spark: SparkSession, source: SourceConfig, table: TableConfig) 
     return spark.read.jdbc(url, f"`{table.name}`", properties=props).schema
 
 
-def _column_types(spark: SparkSession, source: SourceConfig, table: TableConfig,
-                  columns: set[str]) -> dict[str, T.DataType]:
+def _column_types(
+    spark: SparkSession, source: SourceConfig, table: TableConfig, columns: set[str]
+) -> dict[str, T.DataType]:
     """Bronze's column types; the source's current JDBC types for columns bronze does not hold yet."""
     path = bronze_path(source.name, table.name)
-    types = {f.name.lower(): f.dataType for f in spark.read.format("delta").load(path).schema
-             if not f.name.startswith("_")} if delta_exists(spark, path) else {}
+    types = (
+        {f.name.lower(): f.dataType for f in spark.read.format("delta").load(path).schema if not f.name.startswith("_")}
+        if delta_exists(spark, path)
+        else {}
+    )
     if {c.lower() for c in columns} - set(types):
         types = {**{f.name.lower(): f.dataType for f in _jdbc_schema(spark, source, table)}, **types}
     return types
@@ -295,8 +331,14 @@ def split_at_dropped_column(changes: list[Change]) -> list[list[Change]]:
     return [changes]
 
 
-def _land_changes(spark: SparkSession, source: SourceConfig, table: TableConfig, changes: list[Change],
-                  batch_end: Position, offsets: dict[str, Position]) -> int:
+def _land_changes(
+    spark: SparkSession,
+    source: SourceConfig,
+    table: TableConfig,
+    changes: list[Change],
+    batch_end: Position,
+    offsets: dict[str, Position],
+) -> int:
     """Land one table's changes of a batch; ``offsets[table]`` follows every commit."""
     landed = 0
     segments = split_at_dropped_column(changes)
@@ -304,13 +346,15 @@ def _land_changes(spark: SparkSession, source: SourceConfig, table: TableConfig,
         reach = batch_end if i == len(segments) - 1 else segment[-1].end
         types = _column_types(spark, source, table, {c for change in segment for c in change.values})
         rows = changes_frame(spark, segment, types, table.commit_time)
-        landed += land(spark, rows, source=source, table=table, offset=reach.offset(),
-                       offset_from=offsets[table.name].offset())
+        landed += land(
+            spark, rows, source=source, table=table, offset=reach.offset(), offset_from=offsets[table.name].offset()
+        )
         offsets[table.name] = reach
     return landed
 
 
 # --- snapshot -------------------------------------------------------------------------------------------------
+
 
 def _snapshot_read(spark: SparkSession, source: SourceConfig, table: TableConfig) -> DataFrame:
     """Parallel JDBC read: ranges of a single numeric key, otherwise hash buckets of the keys."""
@@ -320,13 +364,19 @@ def _snapshot_read(spark: SparkSession, source: SourceConfig, table: TableConfig
     name = f"`{table.name}`"
     if parts > 1 and len(table.keys) == 1:
         key = table.keys[0]
-        key_type = next((f.dataType for f in _jdbc_schema(spark, source, table) if f.name.lower() == key.lower()),
-                        None)
+        key_type = next((f.dataType for f in _jdbc_schema(spark, source, table) if f.name.lower() == key.lower()), None)
         if isinstance(key_type, T.IntegralType):
             low, high = _query(source, f"SELECT MIN(`{key}`), MAX(`{key}`) FROM `{source.database}`.{name}")[0]
             if low is not None:
-                return spark.read.jdbc(url, name, column=key, lowerBound=int(low), upperBound=int(high) + 1,
-                                       numPartitions=parts, properties=props)
+                return spark.read.jdbc(
+                    url,
+                    name,
+                    column=key,
+                    lowerBound=int(low),
+                    upperBound=int(high) + 1,
+                    numPartitions=parts,
+                    properties=props,
+                )
     keys = ", ".join(f"`{k}`" for k in table.keys)
     buckets = [f"MOD(CRC32(CONCAT_WS('|', {keys})), {parts}) = {i}" for i in range(parts)]
     return spark.read.jdbc(url, name, predicates=buckets, properties=props)
@@ -337,9 +387,13 @@ def _snapshot(spark: SparkSession, source: SourceConfig, table: TableConfig, off
     position = binlog_end(source)  # taken first: every change after it is replayed over the snapshot
     commit = F.col(table.commit_time).cast("timestamp") if table.commit_time else F.lit(None).cast("timestamp")
     rows = _snapshot_read(spark, source, table).select(
-        "*", F.lit("r").alias("_op"), F.coalesce(commit, F.current_timestamp()).alias("_source_ts"),
-        F.concat(F.lit(position.prefix()), F.lpad(F.monotonically_increasing_id().cast("string"), 16, "0"))
-        .alias("_source_pos"))
+        "*",
+        F.lit("r").alias("_op"),
+        F.coalesce(commit, F.current_timestamp()).alias("_source_ts"),
+        F.concat(F.lit(position.prefix()), F.lpad(F.monotonically_increasing_id().cast("string"), 16, "0")).alias(
+            "_source_pos"
+        ),
+    )
     landed = land(spark, rows, source=source, table=table, offset=position.offset())
     offsets[table.name] = position
     return landed
@@ -347,22 +401,30 @@ def _snapshot(spark: SparkSession, source: SourceConfig, table: TableConfig, off
 
 # --- the run --------------------------------------------------------------------------------------------------
 
+
 def _summary(source: SourceConfig, table: str, runs: list[TableResult], offset: Position | None) -> TableResult:
     rows = sum(r.rows for r in runs)
     bad = next((r for r in runs if r.status in ("stopped", "failed")), None)
     status = bad.status if bad else "success" if rows else "no_change"
-    return TableResult(source.name, table, rows, status, offset.text() if offset else None,
-                       bad.error if bad else None)
+    return TableResult(source.name, table, rows, status, offset.text() if offset else None, bad.error if bad else None)
 
 
-def _stream(spark: SparkSession, source: SourceConfig, start: Position, end: Position, flowing: set[str],
-            offsets: dict[str, Position], runs: dict[str, list[TableResult]]) -> None:
+def _stream(
+    spark: SparkSession,
+    source: SourceConfig,
+    start: Position,
+    end: Position,
+    flowing: set[str],
+    offsets: dict[str, Position],
+    runs: dict[str, list[TableResult]],
+) -> None:
     """Land batches from ``start`` to ``end``; tables that stop or fail leave ``flowing``."""
     tables = {t.name: t for t in source.tables}
-    held: list[Position] = []   # offsets of tables that dropped out: the checkpoint must not pass them
+    held: list[Position] = []  # offsets of tables that dropped out: the checkpoint must not pass them
     while start < end and flowing:
-        changes, cut = read_changes(source, {n.lower(): tables[n] for n in flowing}, start, end,
-                                    source.strategy.batch_size)
+        changes, cut = read_changes(
+            source, {n.lower(): tables[n] for n in flowing}, start, end, source.strategy.batch_size
+        )
         if cut == start:
             break
         per_table: dict[str, list[Change]] = defaultdict(list)
@@ -370,8 +432,12 @@ def _stream(spark: SparkSession, source: SourceConfig, start: Position, end: Pos
             if change.end > offsets[change.table]:
                 per_table[change.table].append(change)
         for name, table_changes in per_table.items():
-            result = run_table(spark, source, tables[name],
-                               partial(_land_changes, spark, source, tables[name], table_changes, cut, offsets))
+            result = run_table(
+                spark,
+                source,
+                tables[name],
+                partial(_land_changes, spark, source, tables[name], table_changes, cut, offsets),
+            )
             runs[name].append(result)
             if result.status in ("stopped", "failed"):
                 flowing.discard(name)
@@ -391,9 +457,10 @@ def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
             offsets[name] = landed
     runs: dict[str, list[TableResult]] = defaultdict(list)
     for name in [n for n in tables if n not in offsets]:
-        runs[name].append(run_table(spark, source, tables[name], partial(_snapshot, spark, source, tables[name],
-                                                                         offsets)))
-    flowing = set(offsets)   # a table whose snapshot failed is snapshotted again next run
+        runs[name].append(
+            run_table(spark, source, tables[name], partial(_snapshot, spark, source, tables[name], offsets))
+        )
+    flowing = set(offsets)  # a table whose snapshot failed is snapshotted again next run
     stopped = monitoring.stopped_tables(source.name) & flowing
     checkpoint = Position.parse(monitoring.load_checkpoint(source.name))
     floor = [offsets[n] for n in stopped] + ([checkpoint] if checkpoint else [offsets[n] for n in flowing])

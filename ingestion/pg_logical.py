@@ -86,8 +86,16 @@ JDBC_FETCH_SIZE = "10000"
 OK_STATUSES = ("success", "no_change")
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 # PostgreSQL type (format_type) -> Spark type, as Spark's JDBC PostgresDialect maps it.
-SIMPLE_TYPES = {"smallint": "smallint", "integer": "int", "bigint": "bigint", "real": "float",
-                "double precision": "double", "boolean": "boolean", "date": "date", "bytea": "binary"}
+SIMPLE_TYPES = {
+    "smallint": "smallint",
+    "integer": "int",
+    "bigint": "bigint",
+    "real": "float",
+    "double precision": "double",
+    "boolean": "boolean",
+    "date": "date",
+    "bytea": "binary",
+}
 UNSUPPORTED = re.compile(r"\[\]$|^time\b|^time\(|^money$|^bit\b|^bit\(")
 # Numbers stay as PostgreSQL wrote them: numeric precision must not pass through floats.
 DECODER = json.JSONDecoder(parse_float=str, parse_int=str)
@@ -141,24 +149,33 @@ def schema_name(source: SourceConfig) -> str:
 
 def connect(source: SourceConfig) -> Any:
     host, port = source.connection.address()
-    return psycopg2.connect(host=host, port=port, dbname=source.connection.database, user=source.connection.user,
-                            password=source.connection.secret(), application_name="drc_pg_logical",
-                            connect_timeout=10, options="-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3")
+    return psycopg2.connect(
+        host=host,
+        port=port,
+        dbname=source.connection.database,
+        user=source.connection.user,
+        password=source.connection.secret(),
+        application_name="drc_pg_logical",
+        connect_timeout=10,
+        options="-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- catalog
 
+
 @dataclass(frozen=True)
 class SourceTable:
-    columns: dict[str, str]            # column -> PostgreSQL type, in table order
-    identity: tuple[str, ...]          # columns a DELETE carries (replica identity)
+    columns: dict[str, str]  # column -> PostgreSQL type, in table order
+    identity: tuple[str, ...]  # columns a DELETE carries (replica identity)
     primary_key: tuple[str, ...]
 
 
 def read_catalog(conn: Any, schema: str, names: list[str]) -> dict[str, SourceTable]:
     """Columns, replica identity and primary key of the listed tables that exist."""
     with conn.cursor() as cur:
-        cur.execute("""
+        cur.execute(
+            """
             SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), c.relreplident,
                    coalesce(a.attnum = ANY(ri.indkey), false), coalesce(a.attnum = ANY(pk.indkey), false)
             FROM pg_class c
@@ -167,15 +184,18 @@ def read_catalog(conn: Any, schema: str, names: list[str]) -> dict[str, SourceTa
             LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
             LEFT JOIN pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident
             WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
-            ORDER BY c.relname, a.attnum""", (schema, names))
+            ORDER BY c.relname, a.attnum""",
+            (schema, names),
+        )
         rows = cur.fetchall()
     tables: dict[str, SourceTable] = {}
     for name in {r[0] for r in rows}:
         mine = [r for r in rows if r[0] == name]
         replident = mine[0][3]
         primary_key = tuple(r[1] for r in mine if r[5])
-        identity = {"f": tuple(r[1] for r in mine), "d": primary_key,
-                    "i": tuple(r[1] for r in mine if r[4])}.get(replident, ())
+        identity = {"f": tuple(r[1] for r in mine), "d": primary_key, "i": tuple(r[1] for r in mine if r[4])}.get(
+            replident, ()
+        )
         tables[name] = SourceTable({r[1]: r[2] for r in mine}, identity, primary_key)
     return tables
 
@@ -184,32 +204,39 @@ def check_table(source: SourceConfig, table: TableConfig, info: SourceTable | No
     """A table the stream can carry: it exists and its deletes carry the business keys."""
     where = f"{source.name}.{table.name}"
     if info is None:
-        raise ValueError(f"{where}: no table {schema_name(source)}.{table.name} in database "
-                         f"{source.connection.database}")
+        raise ValueError(
+            f"{where}: no table {schema_name(source)}.{table.name} in database {source.connection.database}"
+        )
     identity = {c.lower() for c in info.identity}
     missing = [k for k in table.keys if k.lower() not in identity]
     if missing:
-        raise ValueError(f"{where}: keys {missing} are not in the table's replica identity {list(info.identity)}, "
-                         "so deletes would not carry them; list the primary key as keys or ask the vendor for "
-                         "REPLICA IDENTITY FULL")
+        raise ValueError(
+            f"{where}: keys {missing} are not in the table's replica identity {list(info.identity)}, "
+            "so deletes would not carry them; list the primary key as keys or ask the vendor for "
+            "REPLICA IDENTITY FULL"
+        )
     return info
 
 
 # ------------------------------------------------------------------------------------------------------- slot
 
+
 def slot_position(conn: Any, slot: str) -> int | None:
     """The slot's confirmed position (None when the slot does not exist)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT database, plugin, confirmed_flush_lsn::text FROM pg_replication_slots "
-                    "WHERE slot_name = %s", (slot,))
+        cur.execute(
+            "SELECT database, plugin, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        )
         row = cur.fetchone()
         if row is None:
             return None
         cur.execute("SELECT current_database()")
         database = cur.fetchone()[0]
     if row[0] != database or row[1] != PLUGIN:
-        raise ValueError(f"replication slot {slot} belongs to database {row[0]} with plugin {row[1]}, "
-                         f"not {database} with {PLUGIN}; name another slot with connection.slot")
+        raise ValueError(
+            f"replication slot {slot} belongs to database {row[0]} with plugin {row[1]}, "
+            f"not {database} with {PLUGIN}; name another slot with connection.slot"
+        )
     return lsn_int(row[2])
 
 
@@ -238,8 +265,10 @@ def wait_until_free(conn: Any, slot: str, timeout: float = SLOT_WAIT_SECONDS) ->
         if row is None or row[0] is None:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"replication slot {slot} is still in use by backend {row[0]} after {timeout:.0f} s "
-                               "(another collection of this source?)")
+            raise RuntimeError(
+                f"replication slot {slot} is still in use by backend {row[0]} after {timeout:.0f} s "
+                "(another collection of this source?)"
+            )
         time.sleep(1)
 
 
@@ -270,15 +299,17 @@ def _load_state(source: SourceConfig) -> dict[str, Any]:
 
 
 def _save_state(source: SourceConfig, lsn: int, resync: set[str]) -> None:
-    monitoring.save_checkpoint(source.name, json.dumps(
-        {"slot": slot_name(source), "lsn": lsn_text(lsn), "resync": sorted(resync)}))
+    monitoring.save_checkpoint(
+        source.name, json.dumps({"slot": slot_name(source), "lsn": lsn_text(lsn), "resync": sorted(resync)})
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ spool
 
+
 @dataclass
 class SpoolFile:
-    path: Path | None                  # None marks a TRUNCATE at ``last_pos``
+    path: Path | None  # None marks a TRUNCATE at ``last_pos``
     rows: int = 0
     last_pos: str = ""
     types: dict[str, str] = field(default_factory=dict)
@@ -295,8 +326,9 @@ class Spool:
         self._open: dict[str, IO[str]] = {}
         self._count = 0
 
-    def write(self, table: str, op: str, pos: str, ts: str | None, row: dict[str, str | None],
-              types: dict[str, str]) -> None:
+    def write(
+        self, table: str, op: str, pos: str, ts: str | None, row: dict[str, str | None], types: dict[str, str]
+    ) -> None:
         handle = self._open.get(table)
         files = self.files.setdefault(table, [])
         if handle is None:
@@ -344,8 +376,18 @@ def _escape(name: str) -> str:
 def peek_changes(conn: Any, source: SourceConfig, slot: str) -> Iterator[dict[str, Any]]:
     """Every whole transaction committed up to now on the source's tables, as wal2json format-2 messages."""
     tables = ",".join(f"{_escape(schema_name(source))}.{_escape(t.name)}" for t in source.tables)
-    options = ["format-version", "2", "include-timestamp", "1", "include-lsn", "1", "include-typmod", "1",
-               "add-tables", tables]
+    options = [
+        "format-version",
+        "2",
+        "include-timestamp",
+        "1",
+        "include-lsn",
+        "1",
+        "include-typmod",
+        "1",
+        "add-tables",
+        tables,
+    ]
     conn.autocommit = False
     try:
         with conn.cursor() as cur:
@@ -353,8 +395,10 @@ def peek_changes(conn: Any, source: SourceConfig, slot: str) -> Iterator[dict[st
             upto = cur.fetchone()[0]
         with conn.cursor(name="drc_pg_logical") as cur:
             cur.itersize = FETCH_ROWS
-            cur.execute("SELECT data FROM pg_logical_slot_peek_changes(%s, %s::pg_lsn, NULL, VARIADIC %s::text[])",
-                        (slot, upto, options))
+            cur.execute(
+                "SELECT data FROM pg_logical_slot_peek_changes(%s, %s::pg_lsn, NULL, VARIADIC %s::text[])",
+                (slot, upto, options),
+            )
             for (data,) in cur:
                 yield DECODER.decode(data)
         conn.commit()
@@ -363,8 +407,9 @@ def peek_changes(conn: Any, source: SourceConfig, slot: str) -> Iterator[dict[st
         conn.autocommit = True
 
 
-def spool_changes(messages: Iterator[dict[str, Any]], source: SourceConfig, floors: dict[str, str],
-                  spool: Spool) -> int | None:
+def spool_changes(
+    messages: Iterator[dict[str, Any]], source: SourceConfig, floors: dict[str, str], spool: Spool
+) -> int | None:
     """Write the change events beyond each table's floor position to the spool; returns the end LSN of the
     last transaction read (None when there was none)."""
     commit_time = {t.name: t.commit_time for t in source.tables}
@@ -411,6 +456,7 @@ def spool_changes(messages: Iterator[dict[str, Any]], source: SourceConfig, floo
 
 # --------------------------------------------------------------------------------------------------- landing
 
+
 def _cast(column: Column, pg_type: str) -> Column:
     target = spark_type(pg_type)
     return F.unhex(column) if target == "binary" else column.cast(target)
@@ -419,20 +465,30 @@ def _cast(column: Column, pg_type: str) -> Column:
 def spool_frame(spark: SparkSession, path: Path, types: dict[str, str]) -> DataFrame:
     """One spool file as source columns (typed like the JDBC snapshot) plus ``_op/_source_ts/_source_pos``."""
     row = StructType([StructField(name, StringType()) for name in types])
-    schema = StructType([StructField("o", StringType()), StructField("p", StringType()),
-                         StructField("t", StringType()), StructField("r", row)])
+    schema = StructType(
+        [
+            StructField("o", StringType()),
+            StructField("p", StringType()),
+            StructField("t", StringType()),
+            StructField("r", row),
+        ]
+    )
     raw = spark.read.schema(schema).option("mode", "FAILFAST").json(str(path))
-    return raw.select(*[_cast(F.col("r").getField(name), pg_type).alias(name) for name, pg_type in types.items()],
-                      F.col("o").alias("_op"), F.col("t").cast("timestamp").alias("_source_ts"),
-                      F.col("p").alias("_source_pos"))
+    return raw.select(
+        *[_cast(F.col("r").getField(name), pg_type).alias(name) for name, pg_type in types.items()],
+        F.col("o").alias("_op"),
+        F.col("t").cast("timestamp").alias("_source_ts"),
+        F.col("p").alias("_source_pos"),
+    )
 
 
 def _quoted(*names: str) -> str:
     return ".".join('"' + n.replace('"', '""') + '"' for n in names)
 
 
-def snapshot_frame(spark: SparkSession, conn: Any, source: SourceConfig, table: TableConfig,
-                   info: SourceTable) -> DataFrame:
+def snapshot_frame(
+    spark: SparkSession, conn: Any, source: SourceConfig, table: TableConfig, info: SourceTable
+) -> DataFrame:
     """The whole table over JDBC, in ``strategy.parallelism`` partitions: ranges of a numeric key, or hash
     buckets of the primary key when there is none."""
     url, props = source.connection.jdbc()
@@ -444,12 +500,22 @@ def snapshot_frame(spark: SparkSession, conn: Any, source: SourceConfig, table: 
         column = info.primary_key[0]
     if parts > 1 and column:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
-                c=sql.Identifier(column), t=sql.Identifier(schema_name(source), table.name)))
+            cur.execute(
+                sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
+                    c=sql.Identifier(column), t=sql.Identifier(schema_name(source), table.name)
+                )
+            )
             low, high = cur.fetchone()
         if low is not None and high > low:
-            return spark.read.jdbc(url, name, column=_quoted(column), lowerBound=int(low), upperBound=int(high) + 1,
-                                   numPartitions=parts, properties=props)
+            return spark.read.jdbc(
+                url,
+                name,
+                column=_quoted(column),
+                lowerBound=int(low),
+                upperBound=int(high) + 1,
+                numPartitions=parts,
+                properties=props,
+            )
     elif parts > 1 and info.primary_key:
         key = "concat_ws('|', " + ", ".join(f"{_quoted(k)}::text" for k in info.primary_key) + ")"
         predicates = [f"(hashtext({key}) & 2147483647) % {parts} = {i}" for i in range(parts)]
@@ -461,8 +527,9 @@ def snapshot_offset(lsn: int) -> dict[str, Any]:
     return {"pos": position(lsn), "lsn": lsn_text(lsn), "snapshot": True}
 
 
-def land_snapshot(spark: SparkSession, conn: Any, source: SourceConfig, table: TableConfig, info: SourceTable,
-                  lsn: int) -> int:
+def land_snapshot(
+    spark: SparkSession, conn: Any, source: SourceConfig, table: TableConfig, info: SourceTable, lsn: int
+) -> int:
     """First collection of a table: every row as ``r``. After the slot was lost: only the difference to
     bronze's current state (so deletes in the gap show up too)."""
     taken_at = datetime.now().astimezone()
@@ -474,7 +541,8 @@ def land_snapshot(spark: SparkSession, conn: Any, source: SourceConfig, table: T
     if delta_exists(spark, path):
         current = latest_versions(spark.read.format("delta").load(path), list(table.keys))
         rows = snapshot_diff(frame, current, list(table.keys), taken_at).withColumn(
-            "_source_ts", F.when(F.col("_op") == "d", stamp).otherwise(source_ts))
+            "_source_ts", F.when(F.col("_op") == "d", stamp).otherwise(source_ts)
+        )
     else:
         rows = frame.withColumn("_op", F.lit("r")).withColumn("_source_ts", source_ts)
     # Unique per row (the key after the position), and before every streamed change of that key.
@@ -493,26 +561,41 @@ def land_snapshot(spark: SparkSession, conn: Any, source: SourceConfig, table: T
         rows.unpersist()
 
 
-def land_stream(spark: SparkSession, source: SourceConfig, table: TableConfig, info: SourceTable,
-                files: list[SpoolFile], offset: Any) -> int:
+def land_stream(
+    spark: SparkSession,
+    source: SourceConfig,
+    table: TableConfig,
+    info: SourceTable,
+    files: list[SpoolFile],
+    offset: Any,
+) -> int:
     """Land each spool file as one bronze commit, in order, with the position of its last event."""
     landed = 0
     for spooled in files:
         if spooled.path is None:
-            raise ValueError(f"{source.name}.{table.name} was truncated at the source (position "
-                             f"{spooled.last_pos}); its rows cannot be listed as deletes. Re-collect the table "
-                             "(drop its bronze table; the next run snapshots it)")
+            raise ValueError(
+                f"{source.name}.{table.name} was truncated at the source (position "
+                f"{spooled.last_pos}); its rows cannot be listed as deletes. Re-collect the table "
+                "(drop its bronze table; the next run snapshots it)"
+            )
         # Event types win over the catalog's: the catalog is now, the events are when they happened.
         types = {name: spooled.types.get(name, pg_type) for name, pg_type in info.columns.items()}
         types.update({name: pg_type for name, pg_type in spooled.types.items() if name not in types})
         new_offset = {"pos": spooled.last_pos, "lsn": lsn_text(position_lsn(spooled.last_pos))}
-        landed += land(spark, spool_frame(spark, spooled.path, types), source=source, table=table,
-                       offset=new_offset, offset_from=offset)
+        landed += land(
+            spark,
+            spool_frame(spark, spooled.path, types),
+            source=source,
+            table=table,
+            offset=new_offset,
+            offset_from=offset,
+        )
         offset = new_offset
     return landed
 
 
 # ------------------------------------------------------------------------------------------------------- run
+
 
 def _spool_dir() -> Path:
     directory = get_settings().state_dir / "spool"
@@ -535,8 +618,13 @@ def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
         if start is None:
             landed = {name for name, offset in offsets.items() if offset is not None}
             if landed:
-                log.warning("%s: replication slot %s is missing though bronze holds offsets; recreating it and "
-                            "re-synchronising %s by snapshot difference", source.name, slot, sorted(landed))
+                log.warning(
+                    "%s: replication slot %s is missing though bronze holds offsets; recreating it and "
+                    "re-synchronising %s by snapshot difference",
+                    source.name,
+                    slot,
+                    sorted(landed),
+                )
                 resync |= landed
                 _save_state(source, 0, resync)  # the intent first: a kill after creating the slot still resyncs
             start = create_slot(conn, slot)
@@ -569,8 +657,15 @@ def _wal_bytes(conn: Any, sql_text: str, params: tuple = ()) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-def advance(conn: Any, source: SourceConfig, results: list[TableResult], start: int, end: int | None,
-            resync: set[str], spark: SparkSession) -> str | None:
+def advance(
+    conn: Any,
+    source: SourceConfig,
+    results: list[TableResult],
+    start: int,
+    end: int | None,
+    resync: set[str],
+    spark: SparkSession,
+) -> str | None:
     """Move the slot to ``end`` unless a table that did not land everything holds it at its own offset.
 
     A held slot makes the member's database keep its WAL: a platform problem (a table stopped by drift) must
@@ -591,40 +686,65 @@ def advance(conn: Any, source: SourceConfig, results: list[TableResult], start: 
     released: list[str] = []
     if end is not None and holders:
         held_at = start if target is None else max(start, target)
-        would_retain = _wal_bytes(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint",
-                                  (lsn_text(held_at),)) or 0
+        would_retain = (
+            _wal_bytes(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", (lsn_text(held_at),))
+            or 0
+        )
         if would_retain > source.strategy.max_slot_wal_mb * 2**20:
             released, target = holders, end
             resync |= set(holders)
             _save_state(source, start, resync)  # the intent first: a kill after the advance still resyncs them
-            log.error("%s: slot %s would retain %.1f MB of WAL for %s, more than max_slot_wal_mb %s: released; "
-                      "they re-synchronise by snapshot difference on their next successful run", source.name, slot,
-                      would_retain / 2**20, ", ".join(holders), source.strategy.max_slot_wal_mb)
+            log.error(
+                "%s: slot %s would retain %.1f MB of WAL for %s, more than max_slot_wal_mb %s: released; "
+                "they re-synchronise by snapshot difference on their next successful run",
+                source.name,
+                slot,
+                would_retain / 2**20,
+                ", ".join(holders),
+                source.strategy.max_slot_wal_mb,
+            )
     if target is not None and target > start:
         wait_until_free(conn, slot)
         with conn.cursor() as cur:
             cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn_text(target)))
         start = target
     if end is not None and end > start:
-        log.warning("%s: slot %s held at %s by %s", source.name, slot, lsn_text(start),
-                    ", ".join(f"{r.table} ({r.status})" for r in results if r.status not in OK_STATUSES))
+        log.warning(
+            "%s: slot %s held at %s by %s",
+            source.name,
+            slot,
+            lsn_text(start),
+            ", ".join(f"{r.table} ({r.status})" for r in results if r.status not in OK_STATUSES),
+        )
     _save_state(source, start, resync)
-    retained = _wal_bytes(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
-                                "FROM pg_replication_slots WHERE slot_name = %s", (slot,)) or 0
+    retained = (
+        _wal_bytes(
+            conn,
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        )
+        or 0
+    )
     held_by = [] if released else holders
     monitoring.record_slot(source.name, slot, retained, held_by, released)
     if not released and retained <= source.strategy.alert_slot_wal_mb * 2**20:
         resolve_alerts("slot_wal", source.name, "the slot retains less than alert_slot_wal_mb again")
         return None
-    note = (f"replication slot {slot} retains {retained / 2**20:,.1f} MB of WAL in {source.connection.describe()}"
-            + (f", held by {', '.join(held_by)}" if held_by else ""))
+    note = f"replication slot {slot} retains {retained / 2**20:,.1f} MB of WAL in {source.connection.describe()}" + (
+        f", held by {', '.join(held_by)}" if held_by else ""
+    )
     if released:
-        note += (f"; {', '.join(released)} would have held more than max_slot_wal_mb "
-                 f"{source.strategy.max_slot_wal_mb:g}: released, they re-synchronise by snapshot difference on "
-                 "their next successful run (fix the cause: see their errors in `./drc ingest status`)")
+        note += (
+            f"; {', '.join(released)} would have held more than max_slot_wal_mb "
+            f"{source.strategy.max_slot_wal_mb:g}: released, they re-synchronise by snapshot difference on "
+            "their next successful run (fix the cause: see their errors in `./drc ingest status`)"
+        )
     else:
-        note += (f", more than alert_slot_wal_mb {source.strategy.alert_slot_wal_mb:g}; at max_slot_wal_mb "
-                 f"{source.strategy.max_slot_wal_mb:g} the holding tables are released and re-synchronised")
+        note += (
+            f", more than alert_slot_wal_mb {source.strategy.alert_slot_wal_mb:g}; at max_slot_wal_mb "
+            f"{source.strategy.max_slot_wal_mb:g} the holding tables are released and re-synchronised"
+        )
     log.warning(note)
     raise_alert(Alert("slot_wal", "error" if released else "warning", source.name, note, source_system=source.name))
     return note

@@ -52,6 +52,7 @@ class SourceConfigError(ValueError):
 
 def expand_env(text: str) -> str:
     """``${VAR}`` / ``${VAR:-default}`` from the environment (inbox folders, API base URLs, ports)."""
+
     def value(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
         if name in os.environ:
@@ -59,6 +60,7 @@ def expand_env(text: str) -> str:
         if default is None:
             raise SourceConfigError(f"environment variable {name} (used in {text}) is not set")
         return default
+
     return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", value, text)
 
 
@@ -100,8 +102,15 @@ class Connection:
         host, port = self.address()
         driver = "mysql+pymysql" if self.kind in ("mariadb", "mysql") else "postgresql+psycopg2"
         query = {"charset": "utf8mb4"} if self.kind in ("mariadb", "mysql") else {}
-        return sa.URL.create(driver, username=self.user, password=self.secret(), host=host, port=port,
-                             database=database or self.database, query=query)
+        return sa.URL.create(
+            driver,
+            username=self.user,
+            password=self.secret(),
+            host=host,
+            port=port,
+            database=database or self.database,
+            query=query,
+        )
 
     def jdbc(self) -> tuple[str, dict[str, str]]:
         host, port = self.address()
@@ -125,10 +134,10 @@ class Connection:
 class TableConfig:
     name: str
     keys: tuple[str, ...]
-    org_column: str | None = None         # multi-tenant sources: the column holding the institution
-    business_time: str | None = None      # column whose date is the business day (timeliness)
+    org_column: str | None = None  # multi-tenant sources: the column holding the institution
+    business_time: str | None = None  # column whose date is the business day (timeliness)
     business_time_format: str | None = None
-    commit_time: str | None = None        # the row's own last-change timestamp, when the source keeps one
+    commit_time: str | None = None  # the row's own last-change timestamp, when the source keeps one
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -139,16 +148,16 @@ class TableConfig:
 @dataclass(frozen=True)
 class Strategy:
     batch_size: int = 50_000
-    window: tuple[time, time] | None = None   # allowed collection window, local time; None = any time
+    window: tuple[time, time] | None = None  # allowed collection window, local time; None = any time
     rate_limit_per_second: float | None = None
     parallelism: int = 2
     late_arrival_minutes: int = 60
     retries: int = 3
     retry_backoff_seconds: float = 2.0
-    max_delete_share: float = 0.2         # snapshots: deleting more of a table than this needs confirmation
-    lock_wait_seconds: float = 10.0       # a run finding another run of the source waits this long, then skips
-    alert_slot_wal_mb: float = 1024       # pg_logical: report when the replication slot retains more WAL
-    max_slot_wal_mb: float = 5120         # pg_logical: stop holding the slot for failed tables beyond this
+    max_delete_share: float = 0.2  # snapshots: deleting more of a table than this needs confirmation
+    lock_wait_seconds: float = 10.0  # a run finding another run of the source waits this long, then skips
+    alert_slot_wal_mb: float = 1024  # pg_logical: report when the replication slot retains more WAL
+    max_slot_wal_mb: float = 5120  # pg_logical: stop holding the slot for failed tables beyond this
 
     def allows(self, moment: datetime) -> bool:
         if self.window is None:
@@ -218,8 +227,19 @@ def _share(value: Any, where: str) -> float:
 
 
 TABLE_FIELDS = {"name", "keys", "org_column", "business_time", "business_time_format", "commit_time"}
-SOURCE_FIELDS = {"name", "description", "org_code", "institutions", "mode", "connection", "tables",
-                 "strategy", "schedule", "options", "late_arrival_minutes"}
+SOURCE_FIELDS = {
+    "name",
+    "description",
+    "org_code",
+    "institutions",
+    "mode",
+    "connection",
+    "tables",
+    "strategy",
+    "schedule",
+    "options",
+    "late_arrival_minutes",
+}
 
 
 def load_source(path: Path) -> SourceConfig:
@@ -237,20 +257,28 @@ def load_source(path: Path) -> SourceConfig:
     raw_conn = _require(raw, "connection", where)
     kind = _require(raw_conn, "kind", f"{where}: connection")
     if kind not in MODES[mode][1]:
-        raise SourceConfigError(f"{where}: connection.kind '{kind}' cannot be collected by mode '{mode}' "
-                                f"(use one of {list(MODES[mode][1])})")
+        raise SourceConfigError(
+            f"{where}: connection.kind '{kind}' cannot be collected by mode '{mode}' "
+            f"(use one of {list(MODES[mode][1])})"
+        )
     if "password" in raw_conn or "secret" in raw_conn:
-        raise SourceConfigError(f"{where}: connection holds a secret in clear text; name an environment "
-                                "variable with password_env/secret_env instead")
+        raise SourceConfigError(
+            f"{where}: connection holds a secret in clear text; name an environment "
+            "variable with password_env/secret_env instead"
+        )
     for name in CONNECTION_FIELDS[kind]:
         _require(raw_conn, name, f"{where}: connection")
     known = {"kind", "database", "schema", "host", "port", "user", "password_env"}
     connection = Connection(
-        kind=kind, database=raw_conn.get("database"), schema=raw_conn.get("schema"),
+        kind=kind,
+        database=raw_conn.get("database"),
+        schema=raw_conn.get("schema"),
         host=os.environ.get(raw_conn["host_env"]) if raw_conn.get("host_env") else raw_conn.get("host"),
         port=os.environ.get(raw_conn["port_env"]) if raw_conn.get("port_env") else raw_conn.get("port"),
-        user=raw_conn.get("user"), password_env=raw_conn.get("password_env"),
-        options={k: expand_env(v) if isinstance(v, str) else v for k, v in raw_conn.items() if k not in known})
+        user=raw_conn.get("user"),
+        password_env=raw_conn.get("password_env"),
+        options={k: expand_env(v) if isinstance(v, str) else v for k, v in raw_conn.items() if k not in known},
+    )
 
     raw_strategy = raw.get("strategy") or {}
     strategy = Strategy(
@@ -264,7 +292,8 @@ def load_source(path: Path) -> SourceConfig:
         max_delete_share=_share(raw_strategy.get("max_delete_share", 0.2), f"{where}: strategy.max_delete_share"),
         lock_wait_seconds=float(raw_strategy.get("lock_wait_seconds", 10)),
         alert_slot_wal_mb=float(raw_strategy.get("alert_slot_wal_mb", 1024)),
-        max_slot_wal_mb=float(raw_strategy.get("max_slot_wal_mb", 5120)))
+        max_slot_wal_mb=float(raw_strategy.get("max_slot_wal_mb", 5120)),
+    )
 
     tables = []
     for i, table in enumerate(_require(raw, "tables", where)):
@@ -276,21 +305,34 @@ def load_source(path: Path) -> SourceConfig:
             raise SourceConfigError(f"{at}: 'keys' must be a list of column names")
         if "max_delete_share" in table:
             _share(table["max_delete_share"], f"{at}: max_delete_share")
-        tables.append(TableConfig(
-            name=table["name"], keys=tuple(table["keys"]), org_column=table.get("org_column"),
-            business_time=table.get("business_time"), business_time_format=table.get("business_time_format"),
-            commit_time=table.get("commit_time"),
-            options={k: v for k, v in table.items() if k not in TABLE_FIELDS}))
+        tables.append(
+            TableConfig(
+                name=table["name"],
+                keys=tuple(table["keys"]),
+                org_column=table.get("org_column"),
+                business_time=table.get("business_time"),
+                business_time_format=table.get("business_time_format"),
+                commit_time=table.get("commit_time"),
+                options={k: v for k, v in table.items() if k not in TABLE_FIELDS},
+            )
+        )
     names = [t.name.lower() for t in tables]
     if len(set(names)) != len(names):
         raise SourceConfigError(f"{where}: a table is listed twice")
 
     org_code = str(_require(raw, "org_code", where))
     return SourceConfig(
-        name=_require(raw, "name", where), description=raw.get("description", ""), org_code=org_code,
-        institutions=tuple(str(i) for i in raw.get("institutions") or [org_code]), mode=mode,
-        connection=connection, tables=tuple(tables), strategy=strategy,
-        schedule=raw.get("schedule", "@daily"), options=raw.get("options") or {})
+        name=_require(raw, "name", where),
+        description=raw.get("description", ""),
+        org_code=org_code,
+        institutions=tuple(str(i) for i in raw.get("institutions") or [org_code]),
+        mode=mode,
+        connection=connection,
+        tables=tuple(tables),
+        strategy=strategy,
+        schedule=raw.get("schedule", "@daily"),
+        options=raw.get("options") or {},
+    )
 
 
 def load_sources(directory: Path | None = None) -> dict[str, SourceConfig]:

@@ -23,10 +23,21 @@ from ingestion.registry import SourceConfig, TableConfig
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE_MARKERS = ("connection refused", "could not connect", "can't connect", "communications link failure",
-                       "connection reset", "server has gone away", "lost connection", "timed out",
-                       "name or service not known", "503 service unavailable", "socket connection failed",
-                       "connection to server", "no route to host")
+UNAVAILABLE_MARKERS = (
+    "connection refused",
+    "could not connect",
+    "can't connect",
+    "communications link failure",
+    "connection reset",
+    "server has gone away",
+    "lost connection",
+    "timed out",
+    "name or service not known",
+    "503 service unavailable",
+    "socket connection failed",
+    "connection to server",
+    "no route to host",
+)
 
 
 class SourceUnavailable(RuntimeError):
@@ -46,8 +57,9 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def run_table(spark: SparkSession, source: SourceConfig, table: TableConfig,
-              collect: Callable[[], TableResult | int]) -> TableResult:
+def run_table(
+    spark: SparkSession, source: SourceConfig, table: TableConfig, collect: Callable[[], TableResult | int]
+) -> TableResult:
     """Collect one table: record the attempt, stop it on schema drift, fail it alone on bad data.
 
     ``collect`` returns rows landed (or a TableResult). Unreachable-source errors propagate so the
@@ -68,42 +80,54 @@ def run_table(spark: SparkSession, source: SourceConfig, table: TableConfig,
         monitoring.record_run(source.name, table.name, source.mode, started, "failed", error=message)
         log.exception("collecting %s.%s failed", source.name, table.name)
         return TableResult(source.name, table.name, 0, "failed", error=message)
-    result = outcome if isinstance(outcome, TableResult) else TableResult(
-        source.name, table.name, outcome, "success" if outcome else "no_change")
-    monitoring.record_run(source.name, table.name, source.mode, started, result.status, result.rows, result.error,
-                          result.counts)
+    result = (
+        outcome
+        if isinstance(outcome, TableResult)
+        else TableResult(source.name, table.name, outcome, "success" if outcome else "no_change")
+    )
+    monitoring.record_run(
+        source.name, table.name, source.mode, started, result.status, result.rows, result.error, result.counts
+    )
     return result
 
 
-def collect_source(spark: SparkSession, source: SourceConfig, *, now: datetime | None = None,
-                   sleep: Callable[[float], None] = time.sleep) -> list[TableResult]:
+def collect_source(
+    spark: SparkSession,
+    source: SourceConfig,
+    *,
+    now: datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[TableResult]:
     """One source under its collection lock, retried with exponential backoff while it is unreachable."""
     started = datetime.now().astimezone()
     if not source.strategy.allows(now or started):
-        monitoring.record_run(source.name, "*", source.mode, started, "skipped",
-                              error="outside the allowed collection window")
+        monitoring.record_run(
+            source.name, "*", source.mode, started, "skipped", error="outside the allowed collection window"
+        )
         return [TableResult(source.name, "*", 0, "skipped", error="outside the allowed collection window")]
     with monitoring.source_lock(source.name, source.strategy.lock_wait_seconds) as mine:
         if not mine:
-            message = (f"source {source.name}: another collection of this source is running "
-                       f"({monitoring.lock_holder(source.name)}); this run collected nothing so as not to land a "
-                       "batch twice. That run (or the next one) collects everything from the committed offsets; "
-                       "to wait instead, set strategy.lock_wait_seconds in "
-                       f"config/sources/{source.name}.yaml.")
+            message = (
+                f"source {source.name}: another collection of this source is running "
+                f"({monitoring.lock_holder(source.name)}); this run collected nothing so as not to land a "
+                "batch twice. That run (or the next one) collects everything from the committed offsets; "
+                "to wait instead, set strategy.lock_wait_seconds in "
+                f"config/sources/{source.name}.yaml."
+            )
             log.warning(message)
             monitoring.record_run(source.name, "*", source.mode, started, "skipped", error=message)
             return [TableResult(source.name, "*", 0, "skipped", error=message)]
         return _collect_locked(spark, source, started, sleep)
 
 
-def _collect_locked(spark: SparkSession, source: SourceConfig, started: datetime,
-                    sleep: Callable[[float], None]) -> list[TableResult]:
+def _collect_locked(
+    spark: SparkSession, source: SourceConfig, started: datetime, sleep: Callable[[float], None]
+) -> list[TableResult]:
     attempts = source.strategy.retries + 1
     for attempt in range(1, attempts + 1):
         try:
             results = source.collector()(spark, source)
-            monitoring.record_run(source.name, "*", source.mode, started, "success",
-                                  sum(r.rows for r in results))
+            monitoring.record_run(source.name, "*", source.mode, started, "success", sum(r.rows for r in results))
             return results
         except Exception as exc:
             if not is_unavailable(exc):
@@ -112,21 +136,27 @@ def _collect_locked(spark: SparkSession, source: SourceConfig, started: datetime
             log.warning("%s (attempt %d/%d)", message, attempt, attempts)
             if attempt < attempts:
                 sleep(source.strategy.retry_backoff_seconds * 2 ** (attempt - 1))
-    monitoring.record_run(source.name, "*", source.mode, started, "source_down",
-                          error=f"{message}; gave up after {attempts} attempts, will catch up on the next run")
+    monitoring.record_run(
+        source.name,
+        "*",
+        source.mode,
+        started,
+        "source_down",
+        error=f"{message}; gave up after {attempts} attempts, will catch up on the next run",
+    )
     return [TableResult(source.name, "*", 0, "source_down", error=message)]
 
 
-def collect_all(spark: SparkSession, sources: list[SourceConfig],
-                progress: Callable[[TableResult], None] | None = None) -> list[TableResult]:
+def collect_all(
+    spark: SparkSession, sources: list[SourceConfig], progress: Callable[[TableResult], None] | None = None
+) -> list[TableResult]:
     results: list[TableResult] = []
     for source in sources:
         try:
             source_results = collect_source(spark, source)
         except Exception as exc:  # a bug or bad config in one source must not stop the others
             message = monitoring.mask(f"{type(exc).__name__}: {exc}")
-            monitoring.record_run(source.name, "*", source.mode, datetime.now().astimezone(), "failed",
-                                  error=message)
+            monitoring.record_run(source.name, "*", source.mode, datetime.now().astimezone(), "failed", error=message)
             log.exception("collecting %s failed", source.name)
             source_results = [TableResult(source.name, "*", 0, "failed", error=message)]
         for result in source_results:

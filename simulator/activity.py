@@ -44,14 +44,22 @@ from simulator.world import World, issue_id_number
 COUNTY_POPULATION = 650_000
 VISITS_PER_RESIDENT_YEAR = 6.0
 # Share of all visits by institution type (基层 ≈ 55%); split inside a type by catchment population.
-VISIT_SHARE = {"村卫生室": 0.25, "乡镇卫生院": 0.27, "社区卫生服务中心": 0.03, "410182001": 0.20,
-               "410182002": 0.10, "410182003": 0.06, "410182004": 0.05, "410182005": 0.04}
+VISIT_SHARE = {
+    "村卫生室": 0.25,
+    "乡镇卫生院": 0.27,
+    "社区卫生服务中心": 0.03,
+    "410182001": 0.20,
+    "410182002": 0.10,
+    "410182003": 0.06,
+    "410182004": 0.05,
+    "410182005": 0.04,
+}
 EMERGENCY_SHARE = {"综合医院": 0.12, "中医医院": 0.06, "妇幼保健院": 0.08, "民营综合医院": 0.10, "乡镇卫生院": 0.04}
 MEAN_STAY_DAYS = {"综合医院": 8.0, "中医医院": 9.0, "妇幼保健院": 5.0, "民营综合医院": 7.0, "乡镇卫生院": 6.0}
 OCCUPANCY = 0.85
 # Primary diagnoses the long tail never replaces: chronic-disease visits and surgical admissions.
 KEPT_PRIMARY_DIAGNOSES = frozenset({clinical.HYPERTENSION[0], clinical.DIABETES[0], *clinical.SURGERIES})
-ANY_SERVICE_TODAY = 0.05   # upper bound of the daily chance of any public-health service for one resident
+ANY_SERVICE_TODAY = 0.05  # upper bound of the daily chance of any public-health service for one resident
 PENDING_DDL = """CREATE TABLE IF NOT EXISTS pending_correction (
     target_uid text NOT NULL, kind text NOT NULL, due_day date NOT NULL, at timestamp NOT NULL, reason text,
     PRIMARY KEY (target_uid, kind))"""
@@ -73,9 +81,11 @@ def _poisson(rng: random.Random, mean: float) -> int:
 # Cumulative weights of the common diagnoses outside and in winter (respiratory ones doubled), computed once:
 # the same draws as passing the weights, without summing them for every visit.
 COMMON_DIAGNOSIS_CUM_WEIGHTS = {
-    winter: list(accumulate(w * (2.0 if winter and season == "winter" else 1.0)
-                            for _, _, w, season in clinical.COMMON_DIAGNOSES))
-    for winter in (False, True)}
+    winter: list(
+        accumulate(w * (2.0 if winter and season == "winter" else 1.0) for _, _, w, season in clinical.COMMON_DIAGNOSES)
+    )
+    for winter in (False, True)
+}
 
 
 def _age(person: Person, day: date) -> int:
@@ -88,26 +98,30 @@ class ActivityEngine:
         self.config = config or {}
         self.scale = len(world.people) / COUNTY_POPULATION if world.people else 0.0
         self.catchments: dict[str, list[int]] | None = None
-        self.tails: dict[str, tuple[float, TailSampler]] = tail_samplers(world.seed,
-                                                                         self.config.get("diagnosis_tail", {}))
+        self.tails: dict[str, tuple[float, TailSampler]] = tail_samplers(
+            world.seed, self.config.get("diagnosis_tail", {})
+        )
 
     # --- population ---------------------------------------------------------------------------------
     def _living(self, day: date) -> list[Person]:
         """Residents who exist on ``day``: appeared before it, not died before it (same on a re-run)."""
-        return [p for p in self.world.people.values()
-                if (p.death_date is None or p.death_date >= day) and self.world.appeared[p.resident_id] < day]
+        return [
+            p
+            for p in self.world.people.values()
+            if (p.death_date is None or p.death_date >= day) and self.world.appeared[p.resident_id] < day
+        ]
 
     def _build_catchments(self, living: list[Person]) -> dict[str, list[int]]:
         by_township: dict[str, list[int]] = {}
         by_village: dict[tuple[str, str], list[int]] = {}
-        everyone = [p.resident_id for p in living]   # county-wide catchment, shared by the hospitals
+        everyone = [p.resident_id for p in living]  # county-wide catchment, shared by the hospitals
         for p in living:
             by_township.setdefault(p.township, []).append(p.resident_id)
             by_village.setdefault((p.township, p.village), []).append(p.resident_id)
         catchments = {}
         for inst in self.world.institutions:
             if inst.org_type == "村卫生室":
-                village = inst.name[len(inst.township):-len("卫生室")]
+                village = inst.name[len(inst.township) : -len("卫生室")]
                 catchments[inst.org_code] = by_village.get((inst.township, village), [])
             elif inst.org_type in ("乡镇卫生院", "社区卫生服务中心"):
                 catchments[inst.org_code] = by_township.get(inst.township, [])
@@ -115,8 +129,9 @@ class ActivityEngine:
                 catchments[inst.org_code] = everyone
         return catchments
 
-    def _daily_visit_mean(self, inst: Institution, catchments: dict[str, list[int]], day: date,
-                          population: int) -> float:
+    def _daily_visit_mean(
+        self, inst: Institution, catchments: dict[str, list[int]], day: date, population: int
+    ) -> float:
         share = VISIT_SHARE.get(inst.org_code) or VISIT_SHARE.get(inst.org_type, 0.0)
         if inst.org_type in ("村卫生室", "乡镇卫生院", "社区卫生服务中心"):
             same_type = [i.org_code for i in self.world.institutions if i.org_type == inst.org_type]
@@ -153,8 +168,15 @@ class ActivityEngine:
     def _uid(self, prefix: str, day: date, n: int, org_code: str = "") -> str:
         return f"{prefix}{day:%Y%m%d}{org_code}{n:05d}"
 
-    def _visits(self, rng: random.Random, inst: Institution, catchments: dict[str, list[int]], day: date,
-                activity: DayActivity, population: int) -> None:
+    def _visits(
+        self,
+        rng: random.Random,
+        inst: Institution,
+        catchments: dict[str, list[int]],
+        day: date,
+        activity: DayActivity,
+        population: int,
+    ) -> None:
         candidates = catchments[inst.org_code]
         if not candidates:
             return
@@ -165,14 +187,25 @@ class ActivityEngine:
             if person is None:
                 continue
             emergency = rng.random() < EMERGENCY_SHARE.get(inst.org_type, 0.0)
-            start = (datetime.combine(day, time()) + timedelta(seconds=rng.randrange(86_400)) if emergency else
-                     datetime.combine(day, time(8)) + timedelta(seconds=rng.randrange(int(9.5 * 3600))))
+            start = (
+                datetime.combine(day, time()) + timedelta(seconds=rng.randrange(86_400))
+                if emergency
+                else datetime.combine(day, time(8)) + timedelta(seconds=rng.randrange(int(9.5 * 3600)))
+            )
             age = _age(person, day)
             dept = clinical.EMERGENCY_DEPARTMENT if emergency else self._department(rng, inst, age)
             diagnoses = self._with_tail(tail_rng, inst, person, self._outpatient_diagnoses(rng, person, day))
-            encounter = Encounter(self._uid("E", day, n, inst.org_code), person.resident_id, inst.org_code,
-                                  "emergency" if emergency else "outpatient", dept[0], dept[1],
-                                  rng.choice(doctors).staff_id, start, diagnoses=diagnoses)
+            encounter = Encounter(
+                self._uid("E", day, n, inst.org_code),
+                person.resident_id,
+                inst.org_code,
+                "emergency" if emergency else "outpatient",
+                dept[0],
+                dept[1],
+                rng.choice(doctors).staff_id,
+                start,
+                diagnoses=diagnoses,
+            )
             self._orders(rng, encounter, inst)
             activity.encounters.append(encounter)
 
@@ -189,8 +222,9 @@ class ActivityEngine:
         only through what a tail diagnosis changes downstream (it has no prescription, so no quantity is drawn)."""
         return random.Random(f"{self.world.seed}:diagnosis-tail:{day.isoformat()}:{inst.org_code}")
 
-    def _with_tail(self, rng: random.Random, inst: Institution, person: Person,
-                   diagnoses: list[Diagnosis]) -> list[Diagnosis]:
+    def _with_tail(
+        self, rng: random.Random, inst: Institution, person: Person, diagnoses: list[Diagnosis]
+    ) -> list[Diagnosis]:
         """For the institution type's share of visits, the primary diagnosis comes from the whole
         classification instead. A chronic patient's hypertension or diabetes stays (it is why they came), and so
         does a surgical diagnosis (the admission is for the operation)."""
@@ -200,8 +234,7 @@ class ActivityEngine:
         tail = sampler.draw(rng, person.sex)
         if tail is None or any(d.icd_code == tail.code for d in diagnoses):
             return diagnoses
-        return [Diagnosis(tail.code, tail.name, True)] + [Diagnosis(d.icd_code, d.name, False)
-                                                            for d in diagnoses[1:]]
+        return [Diagnosis(tail.code, tail.name, True)] + [Diagnosis(d.icd_code, d.name, False) for d in diagnoses[1:]]
 
     @staticmethod
     def _outpatient_diagnoses(rng: random.Random, person: Person, day: date) -> list[Diagnosis]:
@@ -240,8 +273,9 @@ class ActivityEngine:
                 charges.append(Charge(surgery.procedure_code, surgery.name, "手术", 3200.0))
         encounter.charges = charges
 
-    def _admissions(self, rng: random.Random, inst: Institution, catchments: dict[str, list[int]], day: date,
-                    activity: DayActivity) -> None:
+    def _admissions(
+        self, rng: random.Random, inst: Institution, catchments: dict[str, list[int]], day: date, activity: DayActivity
+    ) -> None:
         if inst.org_type not in MEAN_STAY_DAYS or not inst.open_beds:
             return
         beds = inst.open_beds * self.scale
@@ -257,20 +291,33 @@ class ActivityEngine:
             code, name, _ = rng.choices(clinical.INPATIENT_DIAGNOSES, [w for *_, w in clinical.INPATIENT_DIAGNOSES])[0]
             died = _age(person, day) > 75 and rng.random() < 0.03
             encounter = Encounter(
-                self._uid("I", day, n, inst.org_code), person.resident_id, inst.org_code, "inpatient",
-                *self._department(rng, inst, _age(person, day)), rng.choice(doctors).staff_id, start,
+                self._uid("I", day, n, inst.org_code),
+                person.resident_id,
+                inst.org_code,
+                "inpatient",
+                *self._department(rng, inst, _age(person, day)),
+                rng.choice(doctors).staff_id,
+                start,
                 end_at=start + timedelta(days=stay, hours=rng.randrange(-3, 4)),
                 bed_no=f"{rng.randrange(1, max(2, int(inst.open_beds))):03d}",
                 discharge_status="死亡" if died else rng.choice(("治愈", "好转", "好转", "好转", "未愈")),
-                diagnoses=self._with_tail(tail_rng, inst, person, [Diagnosis(code, name, True)]))
+                diagnoses=self._with_tail(tail_rng, inst, person, [Diagnosis(code, name, True)]),
+            )
             code = encounter.diagnoses[0].icd_code
             if code in clinical.SURGERIES and inst.open_beds >= 100:
                 procedure, procedure_name, incision = clinical.SURGERIES[code]
-                encounter.surgeries.append(Surgery(procedure, procedure_name, start + timedelta(hours=20),
-                                                   incision, "甲" if rng.random() < 0.95 else "乙"))
+                encounter.surgeries.append(
+                    Surgery(
+                        procedure,
+                        procedure_name,
+                        start + timedelta(hours=20),
+                        incision,
+                        "甲" if rng.random() < 0.95 else "乙",
+                    )
+                )
             self._orders(rng, encounter, inst, days=stay)
             activity.encounters.append(encounter)
-            if died:     # no visit, follow-up or contract after the day of death
+            if died:  # no visit, follow-up or contract after the day of death
                 activity.deaths.append(Death(person.resident_id, encounter.end_at, code, "医院"))
 
     def _referrals(self, rng: random.Random, activity: DayActivity) -> None:
@@ -281,20 +328,38 @@ class ActivityEngine:
                 direction, at = "up", encounter.start_at + timedelta(minutes=40)
             elif encounter.kind == "inpatient" and org.open_beds >= 100 and rng.random() < 0.06:
                 person = self.world.people[encounter.resident_id]
-                target = next((i.org_code for i in self.world.institutions if i.township == person.township
-                               and i.org_type in ("乡镇卫生院", "社区卫生服务中心")), "")
+                target = next(
+                    (
+                        i.org_code
+                        for i in self.world.institutions
+                        if i.township == person.township and i.org_type in ("乡镇卫生院", "社区卫生服务中心")
+                    ),
+                    "",
+                )
                 direction, at = "down", encounter.end_at or encounter.start_at
             else:
                 continue
             main = encounter.diagnoses[0]
-            activity.referrals.append(Referral(self._uid("R", activity.day, n), encounter.resident_id,
-                                               encounter.org_code, target, direction, at, main.icd_code,
-                                               "病情需要" if direction == "up" else "康复期转基层管理"))
+            activity.referrals.append(
+                Referral(
+                    self._uid("R", activity.day, n),
+                    encounter.resident_id,
+                    encounter.org_code,
+                    target,
+                    direction,
+                    at,
+                    main.icd_code,
+                    "病情需要" if direction == "up" else "康复期转基层管理",
+                )
+            )
 
     def _public_health(self, rng: random.Random, living: list[Person], day: date, activity: DayActivity) -> None:
-        centres = {i.township: i.org_code for i in self.world.institutions
-                   if i.org_type in ("乡镇卫生院", "社区卫生服务中心") and "第二" not in i.name}
-        if day.weekday() >= 5:   # public-health teams work on weekdays
+        centres = {
+            i.township: i.org_code
+            for i in self.world.institutions
+            if i.org_type in ("乡镇卫生院", "社区卫生服务中心") and "第二" not in i.name
+        }
+        if day.weekday() >= 5:  # public-health teams work on weekdays
             return
         weekday = True
         for n, person in enumerate(living):
@@ -327,11 +392,13 @@ class ActivityEngine:
                 if kind == "child_check":
                     values = {"weight_kg": round(3.3 + age * 2.2 + rng.gauss(0, 0.8), 1)}
                 doctor = rng.choice(self.world.doctors(org)).staff_id
-                activity.services.append(PublicHealthService(self._uid("S", day, n * 10 + k), person.resident_id,
-                                                             org, kind, at, doctor, values))
+                activity.services.append(
+                    PublicHealthService(
+                        self._uid("S", day, n * 10 + k), person.resident_id, org, kind, at, doctor, values
+                    )
+                )
 
-    def _births_and_deaths(self, rng: random.Random, living: list[Person], day: date,
-                           activity: DayActivity) -> None:
+    def _births_and_deaths(self, rng: random.Random, living: list[Person], day: date, activity: DayActivity) -> None:
         mothers = [p for p in living if p.sex == 2 and 20 <= _age(p, day) <= 40]
         next_id = max(self.world.people) + 1
         issued = self.world.issued_id_numbers()
@@ -343,17 +410,47 @@ class ActivityEngine:
             at = datetime.combine(day, time()) + timedelta(seconds=rng.randrange(86_400))
             sex = rng.choice((1, 2))
             surname = mother.name[0]
-            child = Person(next_id, mother.household_id, surname + rng.choice("子梓浩欣一诺雨轩"), sex, day,
-                           mother.ethnicity, issue_id_number(rng, "410182", day, sex, issued), mother.phone,
-                           f"YB410182{next_id:010d}", mother.township, mother.village, mother.address)
+            child = Person(
+                next_id,
+                mother.household_id,
+                surname + rng.choice("子梓浩欣一诺雨轩"),
+                sex,
+                day,
+                mother.ethnicity,
+                issue_id_number(rng, "410182", day, sex, issued),
+                mother.phone,
+                f"YB410182{next_id:010d}",
+                mother.township,
+                mother.village,
+                mother.address,
+            )
             next_id += 1
             activity.new_people.append(child)
-            activity.births.append(Birth(self._uid("B", day, n), mother.resident_id, child.resident_id, org, at,
-                                         round(rng.gauss(3300, 420)), sex))
-            delivery = Encounter(self._uid("D", day, n, org), mother.resident_id, org, "inpatient", "0401",
-                                 "妇产科", rng.choice(self.world.doctors(org)).staff_id, at - timedelta(hours=6),
-                                 end_at=at + timedelta(days=3), bed_no=f"{rng.randrange(1, 60):03d}",
-                                 discharge_status="治愈", diagnoses=[Diagnosis(*clinical.DELIVERY, True)])
+            activity.births.append(
+                Birth(
+                    self._uid("B", day, n),
+                    mother.resident_id,
+                    child.resident_id,
+                    org,
+                    at,
+                    round(rng.gauss(3300, 420)),
+                    sex,
+                )
+            )
+            delivery = Encounter(
+                self._uid("D", day, n, org),
+                mother.resident_id,
+                org,
+                "inpatient",
+                "0401",
+                "妇产科",
+                rng.choice(self.world.doctors(org)).staff_id,
+                at - timedelta(hours=6),
+                end_at=at + timedelta(days=3),
+                bed_no=f"{rng.randrange(1, 60):03d}",
+                discharge_status="治愈",
+                diagnoses=[Diagnosis(*clinical.DELIVERY, True)],
+            )
             self._orders(rng, delivery, self.world.by_code[org], days=3)
             activity.encounters.append(delivery)
         elderly = [p for p in living if _age(p, day) >= 60]
@@ -362,9 +459,14 @@ class ActivityEngine:
                 break
             person = rng.choice(elderly)
             at = datetime.combine(day, time()) + timedelta(seconds=rng.randrange(86_400))
-            activity.deaths.append(Death(person.resident_id, at, rng.choice(("I63.900", "I25.100", "C34.900",
-                                                                              "J44.100")),
-                                         rng.choice(("医院", "家中", "家中"))))
+            activity.deaths.append(
+                Death(
+                    person.resident_id,
+                    at,
+                    rng.choice(("I63.900", "I25.100", "C34.900", "J44.100")),
+                    rng.choice(("医院", "家中", "家中")),
+                )
+            )
 
     def _settlements(self, rng: random.Random, living: list[Person], day: date, activity: DayActivity) -> None:
         for n, encounter in enumerate(activity.encounters):
@@ -374,21 +476,41 @@ class ActivityEngine:
             end = encounter.end_at or encounter.start_at + timedelta(minutes=30)
             total = encounter.total_yuan
             fund = round(total * (0.65 if encounter.kind == "inpatient" else 0.4), 2)
-            activity.settlements.append(InsuranceSettlement(
-                self._uid("Y", day, n), encounter.resident_id, encounter.org_code, "", encounter.kind,
-                encounter.start_at.date() if encounter.kind == "inpatient" else None,
-                end.date() if encounter.kind == "inpatient" else None, end + timedelta(minutes=20), total, fund,
-                encounter.encounter_uid))
+            activity.settlements.append(
+                InsuranceSettlement(
+                    self._uid("Y", day, n),
+                    encounter.resident_id,
+                    encounter.org_code,
+                    "",
+                    encounter.kind,
+                    encounter.start_at.date() if encounter.kind == "inpatient" else None,
+                    end.date() if encounter.kind == "inpatient" else None,
+                    end + timedelta(minutes=20),
+                    total,
+                    fund,
+                    encounter.encounter_uid,
+                )
+            )
         inpatient = sum(1 for e in activity.encounters if e.kind == "inpatient")
         for n in range(_poisson(rng, inpatient * 0.18)):
             stay = max(1, round(rng.lognormvariate(2.2, 0.5)))
             admitted = day - timedelta(days=stay)
             total = round(rng.lognormvariate(9.6, 0.7), 2)
-            activity.settlements.append(InsuranceSettlement(
-                self._uid("W", day, n), rng.choice(living).resident_id, "",
-                rng.choice(clinical.OUT_OF_COUNTY_HOSPITALS),
-                "inpatient", admitted, day, datetime.combine(day, time(10)) + timedelta(minutes=n * 7),
-                total, round(total * 0.55, 2), ""))
+            activity.settlements.append(
+                InsuranceSettlement(
+                    self._uid("W", day, n),
+                    rng.choice(living).resident_id,
+                    "",
+                    rng.choice(clinical.OUT_OF_COUNTY_HOSPITALS),
+                    "inpatient",
+                    admitted,
+                    day,
+                    datetime.combine(day, time(10)) + timedelta(minutes=n * 7),
+                    total,
+                    round(total * 0.55, 2),
+                    "",
+                )
+            )
 
     def _corrections(self, rng: random.Random, day: date, activity: DayActivity) -> None:
         """Schedule later changes to some of today's encounters; attach those falling due today."""
@@ -408,10 +530,13 @@ class ActivityEngine:
         with source_pg_engine(answer_key.DATABASE).begin() as conn:
             conn.execute(sa.text(PENDING_DDL))
             if scheduled:
-                conn.execute(sa.text("INSERT INTO pending_correction VALUES (:u, :k, :d, :a, :r) "
-                                     "ON CONFLICT DO NOTHING"), scheduled)
-            due = conn.execute(sa.text("SELECT * FROM pending_correction WHERE due_day = :d ORDER BY at, target_uid"),
-                               {"d": day}).all()
+                conn.execute(
+                    sa.text("INSERT INTO pending_correction VALUES (:u, :k, :d, :a, :r) ON CONFLICT DO NOTHING"),
+                    scheduled,
+                )
+            due = conn.execute(
+                sa.text("SELECT * FROM pending_correction WHERE due_day = :d ORDER BY at, target_uid"), {"d": day}
+            ).all()
         activity.corrections = [Correction(r.target_uid, r.kind, r.at, r.reason) for r in due]
 
 
@@ -426,8 +551,10 @@ def apply_population_changes(world: World, activity: DayActivity) -> None:
     world.add_people(activity.new_people, activity.day)
     if activity.deaths:
         with source_pg_engine(answer_key.DATABASE).begin() as conn:
-            conn.execute(sa.text("UPDATE person SET death_date = :d WHERE resident_id = :r"),
-                         [{"d": death.at.date(), "r": death.resident_id} for death in activity.deaths])
+            conn.execute(
+                sa.text("UPDATE person SET death_date = :d WHERE resident_id = :r"),
+                [{"d": death.at.date(), "r": death.resident_id} for death in activity.deaths],
+            )
     _mark_deaths(world, activity)
 
 

@@ -73,8 +73,15 @@ DDL = [
         source_system text NOT NULL, table_name text NOT NULL, record_id text NOT NULL, defect text NOT NULL,
         fixed_at timestamp NOT NULL, PRIMARY KEY (source_system, table_name, record_id, defect))""",
 ]
-EVENT_TABLES = ("event_encounter", "event_surgery", "event_referral", "event_service", "event_settlement",
-                "event_birth", "event_correction")
+EVENT_TABLES = (
+    "event_encounter",
+    "event_surgery",
+    "event_referral",
+    "event_service",
+    "event_settlement",
+    "event_birth",
+    "event_correction",
+)
 
 
 class PatientEntry(NamedTuple):
@@ -110,8 +117,15 @@ class FixEntry(NamedTuple):
 def create_schema(reset: bool = False) -> None:
     with source_pg_engine(DATABASE).begin() as conn:
         if reset:
-            for table in ("person", "patient_truth", "defect_log", "encounter_truth", "system_day", "source_fix",
-                          *EVENT_TABLES):
+            for table in (
+                "person",
+                "patient_truth",
+                "defect_log",
+                "encounter_truth",
+                "system_day",
+                "source_fix",
+                *EVENT_TABLES,
+            ):
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         for ddl in DDL:
             conn.execute(sa.text(ddl))
@@ -148,8 +162,9 @@ class AnswerKey:
         self.patients, self.defects, self.encounters = [], [], []
 
 
-def logged_defects(source_system: str, table: str, record_ids: list[str],
-                   pending: AnswerKey | None = None) -> list[DefectEntry]:
+def logged_defects(
+    source_system: str, table: str, record_ids: list[str], pending: AnswerKey | None = None
+) -> list[DefectEntry]:
     """The defects logged on these records (stored, and still in ``pending``'s buffer), for a system that copies
     a record under a new id: the copy carries its original's defects and must be logged with them."""
     wanted = set(record_ids)
@@ -157,10 +172,13 @@ def logged_defects(source_system: str, table: str, record_ids: list[str],
     if not wanted:
         return buffered
     with source_pg_engine(DATABASE).connect() as conn:
-        stored = conn.execute(sa.text(
-            "SELECT source_system, table_name, record_id, defect, detail, day FROM defect_log "
-            "WHERE source_system = :s AND table_name = :t AND record_id = ANY(:ids)"),
-            {"s": source_system, "t": table, "ids": sorted(wanted)}).all()
+        stored = conn.execute(
+            sa.text(
+                "SELECT source_system, table_name, record_id, defect, detail, day FROM defect_log "
+                "WHERE source_system = :s AND table_name = :t AND record_id = ANY(:ids)"
+            ),
+            {"s": source_system, "t": table, "ids": sorted(wanted)},
+        ).all()
     return [DefectEntry(*row) for row in stored] + buffered
 
 
@@ -168,16 +186,26 @@ def record_fixes(fixes: list[FixEntry]) -> None:
     """Store defects corrected at their source (a defect already recorded keeps its first fix)."""
     if fixes:
         with source_pg_engine(DATABASE).begin() as conn:
-            conn.execute(sa.text("INSERT INTO source_fix (source_system, table_name, record_id, defect, fixed_at) "
-                                 "VALUES (:source_system, :table_name, :record_id, :defect, :fixed_at) "
-                                 "ON CONFLICT DO NOTHING"), [f._asdict() for f in fixes])
+            conn.execute(
+                sa.text(
+                    "INSERT INTO source_fix (source_system, table_name, record_id, defect, fixed_at) "
+                    "VALUES (:source_system, :table_name, :record_id, :defect, :fixed_at) "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                [f._asdict() for f in fixes],
+            )
 
 
 def fixed_defects(source_system: str) -> set[tuple[str, str, str]]:
     """(table_name, record_id, defect) of every defect of a system already fixed at its source."""
     with source_pg_engine(DATABASE).connect() as conn:
-        return {tuple(r) for r in conn.execute(sa.text(
-            "SELECT table_name, record_id, defect FROM source_fix WHERE source_system = :s"), {"s": source_system})}
+        return {
+            tuple(r)
+            for r in conn.execute(
+                sa.text("SELECT table_name, record_id, defect FROM source_fix WHERE source_system = :s"),
+                {"s": source_system},
+            )
+        }
 
 
 def record_events(activity: DayActivity) -> None:
@@ -186,36 +214,110 @@ def record_events(activity: DayActivity) -> None:
     drug = "药品"
     tables: dict[str, tuple[tuple[str, ...], list[tuple]]] = {
         "event_encounter": (
-            ("encounter_uid", "day", "resident_id", "org_code", "kind", "department_code", "doctor_id", "start_at",
-             "end_at", "discharge_status", "main_icd", "tcm_diagnosis", "total_yuan", "drug_yuan", "insured"),
-            [(e.encounter_uid, day, e.resident_id, e.org_code, e.kind, e.department_code, e.doctor_id, e.start_at,
-              e.end_at, e.discharge_status, next((d.icd_code for d in e.diagnoses if d.is_main), None),
-              any(d.tcm_code for d in e.diagnoses), e.total_yuan,
-              round(sum(c.amount_yuan for c in e.charges if c.category == drug), 2), e.insured)
-             for e in activity.encounters]),
+            (
+                "encounter_uid",
+                "day",
+                "resident_id",
+                "org_code",
+                "kind",
+                "department_code",
+                "doctor_id",
+                "start_at",
+                "end_at",
+                "discharge_status",
+                "main_icd",
+                "tcm_diagnosis",
+                "total_yuan",
+                "drug_yuan",
+                "insured",
+            ),
+            [
+                (
+                    e.encounter_uid,
+                    day,
+                    e.resident_id,
+                    e.org_code,
+                    e.kind,
+                    e.department_code,
+                    e.doctor_id,
+                    e.start_at,
+                    e.end_at,
+                    e.discharge_status,
+                    next((d.icd_code for d in e.diagnoses if d.is_main), None),
+                    any(d.tcm_code for d in e.diagnoses),
+                    e.total_yuan,
+                    round(sum(c.amount_yuan for c in e.charges if c.category == drug), 2),
+                    e.insured,
+                )
+                for e in activity.encounters
+            ],
+        ),
         "event_surgery": (
             ("encounter_uid", "day", "procedure_code", "at", "incision_class", "healing_grade"),
-            [(e.encounter_uid, day, s.procedure_code, s.at, s.incision_class, s.healing_grade)
-             for e in activity.encounters for s in e.surgeries]),
+            [
+                (e.encounter_uid, day, s.procedure_code, s.at, s.incision_class, s.healing_grade)
+                for e in activity.encounters
+                for s in e.surgeries
+            ],
+        ),
         "event_referral": (
             ("referral_uid", "day", "resident_id", "from_org", "to_org", "direction", "at"),
-            [(r.referral_uid, day, r.resident_id, r.from_org, r.to_org, r.direction, r.at)
-             for r in activity.referrals]),
+            [(r.referral_uid, day, r.resident_id, r.from_org, r.to_org, r.direction, r.at) for r in activity.referrals],
+        ),
         "event_service": (
             ("service_uid", "day", "resident_id", "org_code", "kind", "at", "sbp", "dbp", "fbg"),
-            [(s.service_uid, day, s.resident_id, s.org_code, s.kind, s.at, s.values.get("sbp"),
-              s.values.get("dbp"), s.values.get("fbg")) for s in activity.services]),
+            [
+                (
+                    s.service_uid,
+                    day,
+                    s.resident_id,
+                    s.org_code,
+                    s.kind,
+                    s.at,
+                    s.values.get("sbp"),
+                    s.values.get("dbp"),
+                    s.values.get("fbg"),
+                )
+                for s in activity.services
+            ],
+        ),
         "event_settlement": (
-            ("settlement_uid", "day", "resident_id", "org_code", "out_of_county_hospital", "kind", "settled_at",
-             "total_yuan", "fund_paid_yuan", "encounter_uid"),
-            [(s.settlement_uid, day, s.resident_id, s.org_code, s.out_of_county_hospital, s.kind, s.settled_at,
-              s.total_yuan, s.fund_paid_yuan, s.encounter_uid) for s in activity.settlements]),
+            (
+                "settlement_uid",
+                "day",
+                "resident_id",
+                "org_code",
+                "out_of_county_hospital",
+                "kind",
+                "settled_at",
+                "total_yuan",
+                "fund_paid_yuan",
+                "encounter_uid",
+            ),
+            [
+                (
+                    s.settlement_uid,
+                    day,
+                    s.resident_id,
+                    s.org_code,
+                    s.out_of_county_hospital,
+                    s.kind,
+                    s.settled_at,
+                    s.total_yuan,
+                    s.fund_paid_yuan,
+                    s.encounter_uid,
+                )
+                for s in activity.settlements
+            ],
+        ),
         "event_birth": (
             ("birth_uid", "day", "mother_id", "child_id", "org_code", "at"),
-            [(b.birth_uid, day, b.mother_id, b.child_id, b.org_code, b.at) for b in activity.births]),
+            [(b.birth_uid, day, b.mother_id, b.child_id, b.org_code, b.at) for b in activity.births],
+        ),
         "event_correction": (
             ("target_uid", "day", "kind", "at"),
-            [(c.target_uid, day, c.kind, c.at) for c in activity.corrections]),
+            [(c.target_uid, day, c.kind, c.at) for c in activity.corrections],
+        ),
     }
     with source_pg_engine(DATABASE).begin() as conn, conn.connection.dbapi_connection.cursor() as cursor:
         for table, (columns, rows) in tables.items():
@@ -227,21 +329,29 @@ def record_events(activity: DayActivity) -> None:
 def known_patients(source_system: str) -> dict[tuple[int, str], str]:
     """(resident_id, org_code) -> local patient id already issued by a system (latest one wins)."""
     with source_pg_engine(DATABASE).connect() as conn:
-        rows = conn.execute(sa.text("SELECT resident_id, org_code, local_patient_id FROM patient_truth "
-                                    "WHERE source_system = :s ORDER BY local_patient_id"), {"s": source_system})
+        rows = conn.execute(
+            sa.text(
+                "SELECT resident_id, org_code, local_patient_id FROM patient_truth "
+                "WHERE source_system = :s ORDER BY local_patient_id"
+            ),
+            {"s": source_system},
+        )
         return {(r.resident_id, r.org_code): r.local_patient_id for r in rows}
 
 
 def last_written_day(source_system: str) -> date | None:
     with source_pg_engine(DATABASE).connect() as conn:
-        return conn.execute(sa.text("SELECT max(day) FROM system_day WHERE source_system = :s"),
-                            {"s": source_system}).scalar()
+        return conn.execute(
+            sa.text("SELECT max(day) FROM system_day WHERE source_system = :s"), {"s": source_system}
+        ).scalar()
 
 
 def mark_day_written(source_system: str, day: date) -> None:
     with source_pg_engine(DATABASE).begin() as conn:
-        conn.execute(sa.text("INSERT INTO system_day (source_system, day) VALUES (:s, :d) ON CONFLICT DO NOTHING"),
-                     {"s": source_system, "d": day})
+        conn.execute(
+            sa.text("INSERT INTO system_day (source_system, day) VALUES (:s, :d) ON CONFLICT DO NOTHING"),
+            {"s": source_system, "d": day},
+        )
 
 
 def local_encounter_ids(source_system: str, encounter_uids: list[str]) -> dict[str, str]:
@@ -249,8 +359,12 @@ def local_encounter_ids(source_system: str, encounter_uids: list[str]) -> dict[s
     if not encounter_uids:
         return {}
     with source_pg_engine(DATABASE).connect() as conn:
-        rows = conn.execute(sa.text("SELECT encounter_uid, min(local_encounter_id) AS local_encounter_id "
-                                    "FROM encounter_truth WHERE source_system = :s AND encounter_uid = ANY(:u) "
-                                    "GROUP BY encounter_uid"),
-                            {"s": source_system, "u": encounter_uids})
+        rows = conn.execute(
+            sa.text(
+                "SELECT encounter_uid, min(local_encounter_id) AS local_encounter_id "
+                "FROM encounter_truth WHERE source_system = :s AND encounter_uid = ANY(:u) "
+                "GROUP BY encounter_uid"
+            ),
+            {"s": source_system, "u": encounter_uids},
+        )
         return {r.encounter_uid: r.local_encounter_id for r in rows}

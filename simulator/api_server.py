@@ -58,8 +58,7 @@ def client_secret() -> str:
     explicit = os.environ.get("DRC_SIM_API_CLIENT_SECRET")
     if explicit:
         return explicit
-    return hmac.new(owner_password().encode(), b"private_api client secret",
-                    hashlib.sha256).hexdigest()[:32]
+    return hmac.new(owner_password().encode(), b"private_api client secret", hashlib.sha256).hexdigest()[:32]
 
 
 @dataclass
@@ -80,11 +79,14 @@ class ApiSettings:
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> ApiSettings:
         api = section.get("api") or {}
-        return cls(client_id=api.get("client_id", "xydrc-collector"), client_secret=client_secret(),
-                   pg_schema=section.get("pg_schema", "public"),
-                   token_ttl_seconds=int(api.get("token_ttl_seconds", 1800)),
-                   rate_limit_per_second=float(api.get("rate_limit_per_second", 20.0)),
-                   fault_rate=float(api.get("fault_rate", 0.0)))
+        return cls(
+            client_id=api.get("client_id", "xydrc-collector"),
+            client_secret=client_secret(),
+            pg_schema=section.get("pg_schema", "public"),
+            token_ttl_seconds=int(api.get("token_ttl_seconds", 1800)),
+            rate_limit_per_second=float(api.get("rate_limit_per_second", 20.0)),
+            fault_rate=float(api.get("fault_rate", 0.0)),
+        )
 
 
 class RateLimiter:
@@ -115,9 +117,11 @@ class VendorError(Exception):
         self.status, self.code, self.msg, self.headers = status, code, msg, headers or {}
 
 
-app = FastAPI(title="华卓/瑞祥医院 数据开放接口 (simulated vendor API)", version="1.4.2",
-              description="Private hospitals' vendor API served by the 荥阳 county simulator; "
-                          "see docs/simulator/private_api.md.")
+app = FastAPI(
+    title="华卓/瑞祥医院 数据开放接口 (simulated vendor API)",
+    version="1.4.2",
+    description="Private hospitals' vendor API served by the 荥阳 county simulator; see docs/simulator/private_api.md.",
+)
 app.state.settings = None
 app.state.limiter = RateLimiter()
 app.state.faults = random.Random(0)
@@ -137,8 +141,11 @@ def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
 @app.exception_handler(sa.exc.SQLAlchemyError)
 def _backend_down(_: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
     """Backend missing or down (e.g. the county not simulated yet): the vendor's 503, which collectors retry."""
-    return JSONResponse({"code": 50302, "msg": f"数据服务暂不可用 ({type(exc).__name__})", "data": None}, 503,
-                        headers={"Retry-After": "30"})
+    return JSONResponse(
+        {"code": 50302, "msg": f"数据服务暂不可用 ({type(exc).__name__})", "data": None},
+        503,
+        headers={"Retry-After": "30"},
+    )
 
 
 def configure(settings: ApiSettings) -> None:
@@ -167,16 +174,19 @@ def require_client(settings: Settings, authorization: Annotated[str | None, Head
     """The calling client; then its rate limit, then the configured fault injection."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise VendorError(401, 40101, "未授权: 缺少 Authorization: Bearer <access_token>",
-                          {"WWW-Authenticate": "Bearer"})
+        raise VendorError(
+            401, 40101, "未授权: 缺少 Authorization: Bearer <access_token>", {"WWW-Authenticate": "Bearer"}
+        )
     try:
         client = jwt.decode(token, settings.signing_key, algorithms=[ALGORITHM])["sub"]
     except jwt.ExpiredSignatureError as exc:
-        raise VendorError(401, 40102, "access_token 已过期, 请重新获取",
-                          {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+        raise VendorError(
+            401, 40102, "access_token 已过期, 请重新获取", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        ) from exc
     except jwt.PyJWTError as exc:
-        raise VendorError(401, 40103, "access_token 无效",
-                          {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+        raise VendorError(
+            401, 40103, "access_token 无效", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        ) from exc
     wait = app.state.limiter.wait_seconds(client, settings.rate_limit_per_second)
     if wait:
         raise VendorError(429, 42901, "请求过于频繁, 请稍后重试", {"Retry-After": str(max(1, math.ceil(wait)))})
@@ -241,10 +251,12 @@ def health(settings: Settings) -> JSONResponse:
 def token(credentials: TokenRequest, settings: Settings) -> TokenResponse:
     """Client credentials (JSON body) for a bearer token; wrong credentials -> 401."""
     if credentials.client_id != settings.client_id or not hmac.compare_digest(
-            credentials.client_secret.encode(), settings.client_secret.encode()):
+        credentials.client_secret.encode(), settings.client_secret.encode()
+    ):
         raise VendorError(401, 40104, "client_id 或 client_secret 错误")
-    return TokenResponse(access_token=issue_token(settings, credentials.client_id),
-                         expires_in=settings.token_ttl_seconds)
+    return TokenResponse(
+        access_token=issue_token(settings, credentials.client_id), expires_in=settings.token_ttl_seconds
+    )
 
 
 @app.get("/api/v1/hospitals", response_model=HospitalsResponse, tags=["data"], summary="可访问的医院")
@@ -301,10 +313,15 @@ def to_record(row: dict[str, Any]) -> dict[str, Any]:
     return {_camel(column): _json_value(column, value) for column, value in row.items()}
 
 
-@app.get("/api/v1/hospitals/{hospital_code}/{resource}", response_model=PageResponse, tags=["data"],
-         summary="增量读取 (按 updatedAt, id 排序)")
+@app.get(
+    "/api/v1/hospitals/{hospital_code}/{resource}",
+    response_model=PageResponse,
+    tags=["data"],
+    summary="增量读取 (按 updatedAt, id 排序)",
+)
 def read_resource(
-    settings: Settings, _: Client,
+    settings: Settings,
+    _: Client,
     hospital_code: Annotated[str, Path(description="医院编码 HZ001 / RX001")],
     resource: Resource,
     updated_since: Annotated[str | None, Query(description="ISO 8601, inclusive")] = None,
@@ -327,9 +344,21 @@ def read_resource(
             params["cts"], params["cid"] = decode_cursor(cursor)
             where.append("(updated_at, id) > (:cts, :cid)")
             offset = 0
-        rows = conn.execute(sa.text(f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY updated_at, id "
-                                    f"LIMIT {page_size + 1} OFFSET {offset}"), params).mappings().all()
+        rows = (
+            conn.execute(
+                sa.text(
+                    f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY updated_at, id "
+                    f"LIMIT {page_size + 1} OFFSET {offset}"
+                ),
+                params,
+            )
+            .mappings()
+            .all()
+        )
     more, rows = len(rows) > page_size, rows[:page_size]
     next_cursor = encode_cursor(rows[-1]["updated_at"], rows[-1]["id"]) if more else None
-    return PageResponse(data=Page(total=total, page=page, pageSize=page_size, nextCursor=next_cursor,
-                                  list=[to_record(dict(r)) for r in rows]))
+    return PageResponse(
+        data=Page(
+            total=total, page=page, pageSize=page_size, nextCursor=next_cursor, list=[to_record(dict(r)) for r in rows]
+        )
+    )

@@ -13,9 +13,19 @@ from core.settings import CONFIG_DIR
 
 # Rates of injected defects (per system, see config/simulator.yaml): all 0 in a county without dirt. Vendor
 # behaviour (free-text diagnoses at village clinics, herbal prescriptions) and legitimate corrections stay.
-DIRT_RATES = ("re_registration", "duplicate_submission", "unknown_local_code", "unknown_sex_code",
-              "discharge_before_admission", "late_submission", "duplicate_file", "duplicate_row",
-              "missing_id_number", "lag_rate", "followup_after_death")
+DIRT_RATES = (
+    "re_registration",
+    "duplicate_submission",
+    "unknown_local_code",
+    "unknown_sex_code",
+    "discharge_before_admission",
+    "late_submission",
+    "duplicate_file",
+    "duplicate_row",
+    "missing_id_number",
+    "lag_rate",
+    "followup_after_death",
+)
 
 
 def without_dirt(config: dict[str, Any]) -> dict[str, Any]:

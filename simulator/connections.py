@@ -29,22 +29,37 @@ def owner_password() -> str:
 def source_pg_url(database: str) -> str:
     """A simulated member system's PostgreSQL database, as its owner."""
     settings = get_settings()
-    return str(sa.URL.create("postgresql+psycopg2", OWNER, owner_password(), settings.pg_host, settings.pg_port,
-                             database).render_as_string(hide_password=False))
+    return str(
+        sa.URL.create(
+            "postgresql+psycopg2", OWNER, owner_password(), settings.pg_host, settings.pg_port, database
+        ).render_as_string(hide_password=False)
+    )
 
 
 def mariadb_url(database: str) -> str:
     """The 人民医院's MariaDB database, as its owner."""
     settings = get_settings()
-    return str(sa.URL.create("mysql+pymysql", OWNER, owner_password(), settings.mariadb_host, settings.mariadb_port,
-                             database, query={"charset": "utf8mb4"}).render_as_string(hide_password=False))
+    return str(
+        sa.URL.create(
+            "mysql+pymysql",
+            OWNER,
+            owner_password(),
+            settings.mariadb_host,
+            settings.mariadb_port,
+            database,
+            query={"charset": "utf8mb4"},
+        ).render_as_string(hide_password=False)
+    )
 
 
 @lru_cache(maxsize=8)
 def source_pg_engine(database: str) -> sa.Engine:
     # values_plus_batch: executemany becomes multi-row INSERTs (a simulated county day is ~100k rows).
-    return track_engine(sa.create_engine(source_pg_url(database), pool_pre_ping=True, hide_parameters=True,
-                                         executemany_mode="values_plus_batch"))
+    return track_engine(
+        sa.create_engine(
+            source_pg_url(database), pool_pre_ping=True, hide_parameters=True, executemany_mode="values_plus_batch"
+        )
+    )
 
 
 @lru_cache(maxsize=8)

@@ -95,18 +95,18 @@ class Writers:
         self.groups = balanced_groups(systems, workers)
         self.channels: list[Connection] = []
         self.pids: list[int] = []
-        self.pending: list[DayActivity] = []   # sent, not yet reported
+        self.pending: list[DayActivity] = []  # sent, not yet reported
         self.reported_at = time.monotonic()
         for group in self.groups:
             parent_end, child_end = Pipe()
             pid = os.fork()
-            if pid == 0:   # os.fork, not multiprocessing: works inside daemonic workers (Airflow tasks) too
-                for channel in [parent_end, *self.channels]:   # only the parent talks to the writers
+            if pid == 0:  # os.fork, not multiprocessing: works inside daemonic workers (Airflow tasks) too
+                for channel in [parent_end, *self.channels]:  # only the parent talks to the writers
                     channel.close()
                 status = 0
                 try:
                     _serve(group, world, child_end)
-                except BaseException:   # the parent sees the closed pipe and reports the group as dead
+                except BaseException:  # the parent sees the closed pipe and reports the group as dead
                     status = 1
                 os._exit(status)
             child_end.close()
@@ -135,7 +135,7 @@ class Writers:
         for channel in self.channels:
             try:
                 channel.send_bytes(b"")
-            except OSError:   # that writer has already stopped
+            except OSError:  # that writer has already stopped
                 pass
             channel.close()
         for pid in self.pids:
@@ -157,7 +157,7 @@ class Writers:
         if errors:
             self.close()
             raise RuntimeError(f"simulating {activity.day} failed in " + "; ".join(errors))
-        started, self.reported_at = self.reported_at, time.monotonic()   # the day's share of the run's time
+        started, self.reported_at = self.reported_at, time.monotonic()  # the day's share of the run's time
         return DayReport(activity.day, len(activity.encounters), rows, self.reported_at - started)
 
 
@@ -201,7 +201,7 @@ class County:
                 activity = engine.day(day)
                 answer_key.record_events(activity)
                 if writers:
-                    finished = writers.write(activity)    # the writers apply the population changes after writing
+                    finished = writers.write(activity)  # the writers apply the population changes after writing
                     apply_population_changes(self.world, activity)
                     done(finished)
                 else:

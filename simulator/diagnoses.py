@@ -22,7 +22,7 @@ WHO_ICD10 = CONFIG_DIR / "terminology" / "code_systems" / "ICD10_WHO.csv"
 # Chapters a visit's primary diagnosis is not drawn from: pregnancy and perinatal (drawn by the maternal and
 # child services), external causes (a second code beside an injury), codes for special purposes.
 EXCLUDED_CHAPTERS = frozenset({"XV", "XVI", "XX", "XXII"})
-NAME_LENGTH = 64    # the diagnosis-name columns of the member systems (varchar(64))
+NAME_LENGTH = 64  # the diagnosis-name columns of the member systems (varchar(64))
 # Categories of one sex only (female genital organs and their cancers, male genital organs).
 FEMALE_ONLY = (("C51", "C58"), ("D25", "D28"), ("N70", "N98"))
 MALE_ONLY = (("C60", "C63"), ("N40", "N51"))
@@ -30,9 +30,9 @@ MALE_ONLY = (("C60", "C63"), ("N40", "N51"))
 
 @dataclass(frozen=True, slots=True)
 class TailDiagnosis:
-    code: str       # 国临版2.0: 'J18.900', 'I10.x00', 'J18.900x001'
-    name: str       # the Chinese title where the terminology has one, else WHO's English title (cut to 64)
-    sex: int        # 0 both, 1 male only, 2 female only
+    code: str  # 国临版2.0: 'J18.900', 'I10.x00', 'J18.900x001'
+    name: str  # the Chinese title where the terminology has one, else WHO's English title (cut to 64)
+    sex: int  # 0 both, 1 male only, 2 female only
 
 
 def _sex_of(category: str) -> int:
@@ -54,11 +54,16 @@ def tail_catalog(seed: int, extension_share: float) -> tuple[TailDiagnosis, ...]
     with WHO_ICD10.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     # 国临版 extends 4-character codes: WHO's few 5-character ones (B18.00) are left to their 4-character parent
-    subcategories = {r["code"]: r["parent"] for r in rows
-                     if r["level"] == "subcategory" and len(r["code"].partition(".")[2]) == 1}
+    subcategories = {
+        r["code"]: r["parent"] for r in rows if r["level"] == "subcategory" and len(r["code"].partition(".")[2]) == 1
+    }
     parents = set(subcategories.values())
-    leaves = [r for r in rows if r["chapter"] not in EXCLUDED_CHAPTERS and
-              (r["code"] in subcategories or (r["level"] == "category" and r["code"] not in parents))]
+    leaves = [
+        r
+        for r in rows
+        if r["chapter"] not in EXCLUDED_CHAPTERS
+        and (r["code"] in subcategories or (r["level"] == "category" and r["code"] not in parents))
+    ]
     rng = random.Random(f"{seed}:diagnosis-tail")
     catalog: list[TailDiagnosis] = []
     for row in leaves:
@@ -66,8 +71,7 @@ def tail_catalog(seed: int, extension_share: float) -> tuple[TailDiagnosis, ...]
         name = row["display"][:NAME_LENGTH]
         catalog.append(TailDiagnosis(code, name, sex))
         if rng.random() < extension_share:
-            catalog.extend(TailDiagnosis(f"{code}x{n:03d}", name, sex)
-                           for n in range(1, rng.randint(1, 3) + 1))
+            catalog.extend(TailDiagnosis(f"{code}x{n:03d}", name, sex) for n in range(1, rng.randint(1, 3) + 1))
     rng.shuffle(catalog)
     return tuple(catalog)
 
@@ -92,5 +96,7 @@ def tail_samplers(seed: int, config: dict) -> dict[str, tuple[float, TailSampler
     simulator config's ``activity.diagnosis_tail``."""
     catalog = tail_catalog(seed, float(config.get("extension_share", 0.3)))
     exponent = float(config.get("zipf_exponent", 1.0))
-    return {org_type: (float(spec["share"]), TailSampler(catalog, int(spec["vocabulary"]), exponent))
-            for org_type, spec in config.get("by_org_type", {}).items()}
+    return {
+        org_type: (float(spec["share"]), TailSampler(catalog, int(spec["vocabulary"]), exponent))
+        for org_type, spec in config.get("by_org_type", {}).items()
+    }

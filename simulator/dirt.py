@@ -20,50 +20,187 @@ from simulator.events import Person
 
 # Same pinyin *with tone* in each group, so a clerk typing the syllable may pick any of them.
 HOMOPHONE_GROUPS: dict[str, str] = {
-    "wei3": "伟玮炜苇纬", "li4": "丽莉俐利力立荔励", "jing4": "静靖婧敬竞", "jing1": "晶菁精京经",
-    "hua2": "华骅铧", "jun1": "军君钧均", "ming2": "明铭鸣名茗", "hong2": "红宏鸿洪弘虹泓",
-    "fang1": "芳方", "juan1": "娟鹃涓", "jie2": "杰洁捷婕", "qiang2": "强蔷", "lei3": "磊蕾垒",
-    "yong3": "勇永涌咏泳", "tao1": "涛滔韬", "bin1": "斌彬滨宾", "chao1": "超钞", "peng2": "鹏朋彭蓬",
-    "hui1": "辉晖徽挥", "ping2": "平萍坪苹", "fei1": "飞菲霏非", "xin1": "鑫欣新馨昕", "bo1": "波播玻",
-    "yu3": "宇雨羽禹", "hao4": "浩皓昊灏", "kai3": "凯楷恺铠", "jian4": "健建剑键鉴", "jun4": "俊骏峻浚竣",
-    "guo2": "国帼", "zhi4": "志智治致", "de2": "德得", "fu2": "福芙符扶", "cheng2": "成诚城程承澄",
-    "gang1": "刚钢纲", "na4": "娜纳", "min3": "敏闽", "yan4": "艳燕雁彦", "xia2": "霞侠峡",
-    "xiu4": "秀绣", "ying1": "英莺鹰樱瑛", "hui4": "慧惠蕙卉", "mei3": "美镁", "ling2": "玲铃灵凌伶龄",
-    "gui4": "桂贵", "lan2": "兰蓝岚澜", "lin2": "琳林霖淋麟", "ying3": "颖影颍", "qian4": "倩茜",
-    "ting2": "婷亭庭廷", "mei2": "梅玫枚眉", "feng4": "凤奉", "rong2": "荣蓉容融榕", "li3": "里理礼",
-    "yi1": "伊依", "mai4": "麦迈", "xue3": "雪鳕",
+    "wei3": "伟玮炜苇纬",
+    "li4": "丽莉俐利力立荔励",
+    "jing4": "静靖婧敬竞",
+    "jing1": "晶菁精京经",
+    "hua2": "华骅铧",
+    "jun1": "军君钧均",
+    "ming2": "明铭鸣名茗",
+    "hong2": "红宏鸿洪弘虹泓",
+    "fang1": "芳方",
+    "juan1": "娟鹃涓",
+    "jie2": "杰洁捷婕",
+    "qiang2": "强蔷",
+    "lei3": "磊蕾垒",
+    "yong3": "勇永涌咏泳",
+    "tao1": "涛滔韬",
+    "bin1": "斌彬滨宾",
+    "chao1": "超钞",
+    "peng2": "鹏朋彭蓬",
+    "hui1": "辉晖徽挥",
+    "ping2": "平萍坪苹",
+    "fei1": "飞菲霏非",
+    "xin1": "鑫欣新馨昕",
+    "bo1": "波播玻",
+    "yu3": "宇雨羽禹",
+    "hao4": "浩皓昊灏",
+    "kai3": "凯楷恺铠",
+    "jian4": "健建剑键鉴",
+    "jun4": "俊骏峻浚竣",
+    "guo2": "国帼",
+    "zhi4": "志智治致",
+    "de2": "德得",
+    "fu2": "福芙符扶",
+    "cheng2": "成诚城程承澄",
+    "gang1": "刚钢纲",
+    "na4": "娜纳",
+    "min3": "敏闽",
+    "yan4": "艳燕雁彦",
+    "xia2": "霞侠峡",
+    "xiu4": "秀绣",
+    "ying1": "英莺鹰樱瑛",
+    "hui4": "慧惠蕙卉",
+    "mei3": "美镁",
+    "ling2": "玲铃灵凌伶龄",
+    "gui4": "桂贵",
+    "lan2": "兰蓝岚澜",
+    "lin2": "琳林霖淋麟",
+    "ying3": "颖影颍",
+    "qian4": "倩茜",
+    "ting2": "婷亭庭廷",
+    "mei2": "梅玫枚眉",
+    "feng4": "凤奉",
+    "rong2": "荣蓉容融榕",
+    "li3": "里理礼",
+    "yi1": "伊依",
+    "mai4": "麦迈",
+    "xue3": "雪鳕",
 }
 PINYIN: dict[str, str] = {c: syllable for syllable, chars in HOMOPHONE_GROUPS.items() for c in chars}
 
 # Look-alike characters a clerk misreads from a handwritten form or a worn ID card.
 TYPOS: dict[str, str] = {
-    "王": "玉主", "玉": "王", "未": "末", "末": "未", "己": "已", "已": "己", "日": "曰", "土": "士",
-    "士": "土", "大": "太", "太": "大", "人": "入", "天": "夭", "田": "由", "由": "田", "甲": "申",
-    "申": "甲", "李": "季", "季": "李", "张": "涨", "刘": "浏", "陈": "阵", "杨": "扬", "扬": "杨",
-    "赵": "越", "郭": "廓", "胡": "湖", "徐": "涂", "吴": "昊", "白": "自", "金": "全", "米": "来",
-    "于": "干千", "任": "仕", "魏": "巍", "伟": "传", "勇": "甬", "超": "起", "明": "朋", "平": "乎",
-    "鹏": "朋", "华": "毕", "波": "坡", "宇": "字", "浩": "诰", "凯": "岂", "健": "键", "俊": "浚",
-    "建": "廷", "国": "图", "福": "幅", "永": "水", "成": "戍", "芳": "劳", "娜": "哪", "娟": "捐",
-    "霞": "暇", "秀": "委", "英": "荚", "慧": "彗", "巧": "功", "美": "姜", "玲": "铃", "桂": "柱",
-    "雪": "雷", "琳": "淋", "颖": "颍", "洁": "诘", "倩": "债", "婷": "停", "晶": "品", "梅": "海",
-    "凤": "风", "辉": "挥", "刚": "冈", "军": "车", "丽": "俪", "静": "睁", "红": "江", "兰": "三",
+    "王": "玉主",
+    "玉": "王",
+    "未": "末",
+    "末": "未",
+    "己": "已",
+    "已": "己",
+    "日": "曰",
+    "土": "士",
+    "士": "土",
+    "大": "太",
+    "太": "大",
+    "人": "入",
+    "天": "夭",
+    "田": "由",
+    "由": "田",
+    "甲": "申",
+    "申": "甲",
+    "李": "季",
+    "季": "李",
+    "张": "涨",
+    "刘": "浏",
+    "陈": "阵",
+    "杨": "扬",
+    "扬": "杨",
+    "赵": "越",
+    "郭": "廓",
+    "胡": "湖",
+    "徐": "涂",
+    "吴": "昊",
+    "白": "自",
+    "金": "全",
+    "米": "来",
+    "于": "干千",
+    "任": "仕",
+    "魏": "巍",
+    "伟": "传",
+    "勇": "甬",
+    "超": "起",
+    "明": "朋",
+    "平": "乎",
+    "鹏": "朋",
+    "华": "毕",
+    "波": "坡",
+    "宇": "字",
+    "浩": "诰",
+    "凯": "岂",
+    "健": "键",
+    "俊": "浚",
+    "建": "廷",
+    "国": "图",
+    "福": "幅",
+    "永": "水",
+    "成": "戍",
+    "芳": "劳",
+    "娜": "哪",
+    "娟": "捐",
+    "霞": "暇",
+    "秀": "委",
+    "英": "荚",
+    "慧": "彗",
+    "巧": "功",
+    "美": "姜",
+    "玲": "铃",
+    "桂": "柱",
+    "雪": "雷",
+    "琳": "淋",
+    "颖": "颍",
+    "洁": "诘",
+    "倩": "债",
+    "婷": "停",
+    "晶": "品",
+    "梅": "海",
+    "凤": "风",
+    "辉": "挥",
+    "刚": "冈",
+    "军": "车",
+    "丽": "俪",
+    "静": "睁",
+    "红": "江",
+    "兰": "三",
 }
 
 # Simplified -> traditional where the mapping is one-to-one in names (发/后/钟-like ambiguities left out).
-TRADITIONAL: dict[str, str] = dict(zip(
-    "张刘陈杨赵黄吴孙马韩冯邓蒋叶苏卢吕郑谢罗许邹贺顾龚钱汤陆欧阳纪齐阎乔丰"
-    "伟强军杰涛辉鹏华飞凯帅国红刚宁静丽艳兰颖洁凤荣东龙云风鸿铭鸣钧骅韬滨宾晖纬玮炜苇诚钢纲贵岚澜"
-    "灵龄铃垒咏颍侠峡绣莺鹰樱镁韦骏铠恺键剑鉴帼萨麦纳轩谊颂庆亚爱宝锋锦义伦卫岭贤涨毕传铧",
-    "張劉陳楊趙黃吳孫馬韓馮鄧蔣葉蘇盧呂鄭謝羅許鄒賀顧龔錢湯陸歐陽紀齊閻喬豐"
-    "偉強軍傑濤輝鵬華飛凱帥國紅剛寧靜麗艷蘭穎潔鳳榮東龍雲風鴻銘鳴鈞驊韜濱賓暉緯瑋煒葦誠鋼綱貴嵐瀾"
-    "靈齡鈴壘詠潁俠峽繡鶯鷹櫻鎂韋駿鎧愷鍵劍鑒幗薩麥納軒誼頌慶亞愛寶鋒錦義倫衛嶺賢漲畢傳鏵",
-    strict=True))
+TRADITIONAL: dict[str, str] = dict(
+    zip(
+        "张刘陈杨赵黄吴孙马韩冯邓蒋叶苏卢吕郑谢罗许邹贺顾龚钱汤陆欧阳纪齐阎乔丰"
+        "伟强军杰涛辉鹏华飞凯帅国红刚宁静丽艳兰颖洁凤荣东龙云风鸿铭鸣钧骅韬滨宾晖纬玮炜苇诚钢纲贵岚澜"
+        "灵龄铃垒咏颍侠峡绣莺鹰樱镁韦骏铠恺键剑鉴帼萨麦纳轩谊颂庆亚爱宝锋锦义伦卫岭贤涨毕传铧",
+        "張劉陳楊趙黃吳孫馬韓馮鄧蔣葉蘇盧呂鄭謝羅許鄒賀顧龔錢湯陸歐陽紀齊閻喬豐"
+        "偉強軍傑濤輝鵬華飛凱帥國紅剛寧靜麗艷蘭穎潔鳳榮東龍雲風鴻銘鳴鈞驊韜濱賓暉緯瑋煒葦誠鋼綱貴嵐瀾"
+        "靈齡鈴壘詠潁俠峽繡鶯鷹櫻鎂韋駿鎧愷鍵劍鑒幗薩麥納軒誼頌慶亞愛寶鋒錦義倫衛嶺賢漲畢傳鏵",
+        strict=True,
+    )
+)
 SIMPLIFIED: dict[str, str] = {t: s for s, t in TRADITIONAL.items()}
 
-COMPOUND_SURNAMES = frozenset({
-    "司马", "欧阳", "上官", "诸葛", "东方", "皇甫", "慕容", "夏侯", "尉迟", "公孙", "令狐", "宇文", "长孙",
-    "端木", "西门", "南宫", "司徒", "申屠", "轩辕", "呼延",
-})
+COMPOUND_SURNAMES = frozenset(
+    {
+        "司马",
+        "欧阳",
+        "上官",
+        "诸葛",
+        "东方",
+        "皇甫",
+        "慕容",
+        "夏侯",
+        "尉迟",
+        "公孙",
+        "令狐",
+        "宇文",
+        "长孙",
+        "端木",
+        "西门",
+        "南宫",
+        "司徒",
+        "申屠",
+        "轩辕",
+        "呼延",
+    }
+)
 MIDDLE_DOT = "·"
 FULL_WIDTH_DIGITS = str.maketrans("0123456789", "０１２３４５６７８９")
 _ADDRESS = re.compile(r"^(?P<province>河南省)?(?P<city>荥阳市)?(?P<place>.*?)(?P<number>\d+)号$")
@@ -132,8 +269,12 @@ def recorded_identity(rng: random.Random, person: Person, dirt: IdentityDirt) ->
     name = _dirty_name(rng, person.name, dirt, defects)
     id_number = _dirty_id_number(rng, person.id_number, dirt, defects)
     birth_date: date | None = person.birth_date
-    if rng.random() < dirt.day_month_swap and birth_date and birth_date.day <= 12 \
-            and birth_date.day != birth_date.month:
+    if (
+        rng.random() < dirt.day_month_swap
+        and birth_date
+        and birth_date.day <= 12
+        and birth_date.day != birth_date.month
+    ):
         swapped = date(birth_date.year, birth_date.day, birth_date.month)
         defects.append(("day_month_swap", f"{birth_date:%Y-%m-%d}->{swapped:%Y-%m-%d}"))
         birth_date = swapped
@@ -159,7 +300,7 @@ def _dirty_name(rng: random.Random, name: str, dirt: IdentityDirt, defects: list
             i = rng.choice(spots)
             old = given[i]
             new = rng.choice([c for c in HOMOPHONE_GROUPS[PINYIN[old]] if c != old])
-            given = given[:i] + new + given[i + 1:]
+            given = given[:i] + new + given[i + 1 :]
             defects.append(("homophone", f"{old}->{new}"))
     if rng.random() < dirt.name_typo:
         # A compound surname is one unit: a clerk does not mistype half of it.
@@ -173,7 +314,7 @@ def _dirty_name(rng: random.Random, name: str, dirt: IdentityDirt, defects: list
             if in_surname:
                 surname = new
             else:
-                given = given[:i] + new + given[i + 1:]
+                given = given[:i] + new + given[i + 1 :]
             defects.append(("name_typo", f"{old}->{new}"))
     if rng.random() < dirt.swapped_chars and len(given) == 2 and given[0] != given[1] and MIDDLE_DOT not in given:
         defects.append(("swapped_chars", f"{given}->{given[::-1]}"))
@@ -187,8 +328,9 @@ def _dirty_name(rng: random.Random, name: str, dirt: IdentityDirt, defects: list
     return name
 
 
-def _dirty_id_number(rng: random.Random, true_id: str | None, dirt: IdentityDirt,
-                     defects: list[tuple[str, str]]) -> str | None:
+def _dirty_id_number(
+    rng: random.Random, true_id: str | None, dirt: IdentityDirt, defects: list[tuple[str, str]]
+) -> str | None:
     if not true_id:
         return true_id
     u = rng.random()
@@ -225,7 +367,7 @@ def _address_variant(rng: random.Random, address: str) -> tuple[str, list[str]]:
     if not match:
         # Not the usual 荥阳 pattern: only the format-level variants are safe.
         if address.startswith("河南省"):
-            return address[len("河南省"):], ["河南省->(none)"]
+            return address[len("河南省") :], ["河南省->(none)"]
         return address.translate(FULL_WIDTH_DIGITS), ["full-width digits"]
     prefix = (match["province"] or "") + (match["city"] or "")
     place, number, suffix = match["place"], match["number"], "号"
@@ -238,7 +380,7 @@ def _address_variant(rng: random.Random, address: str) -> tuple[str, list[str]]:
         options.append("banshichu")
     changes: list[str] = []
     chosen = set(rng.sample(options, min(len(options), rng.choice((1, 1, 2, 2, 3)))))
-    for option in (o for o in options if o in chosen):   # fixed order: drop 村 before adding 组
+    for option in (o for o in options if o in chosen):  # fixed order: drop 村 before adding 组
         if option == "prefix" and prefix:
             new_prefix = rng.choice([p for p in ("", "荥阳市") if p != prefix])
             changes.append(f"{prefix}->{new_prefix or '(none)'}")

@@ -16,12 +16,12 @@ from datetime import date, datetime
 class Institution:
     org_code: str
     name: str
-    level: str            # 二级甲等 / 二级 / 一级 / 未定级
-    org_type: str         # 综合医院 / 中医医院 / 妇幼保健院 / 民营综合医院 / 乡镇卫生院 / 社区卫生服务中心 / 村卫生室
+    level: str  # 二级甲等 / 二级 / 一级 / 未定级
+    org_type: str  # 综合医院 / 中医医院 / 妇幼保健院 / 民营综合医院 / 乡镇卫生院 / 社区卫生服务中心 / 村卫生室
     township: str
-    parent_code: str      # village clinic -> its township centre; others: ""
+    parent_code: str  # village clinic -> its township centre; others: ""
     open_beds: int
-    source_system: str    # which member system records its activity
+    source_system: str  # which member system records its activity
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,8 @@ class Staff:
     staff_id: str
     org_code: str
     name: str
-    role: str             # 医师 / 护士 / 药师 / 技师
-    title: str            # 主任医师, 副主任医师, 主治医师, 医师, 主管护师, 护师, 药师, 技师 ...
+    role: str  # 医师 / 护士 / 药师 / 技师
+    title: str  # 主任医师, 副主任医师, 主治医师, 医师, 主管护师, 护师, 药师, 技师 ...
     licence_no: str
     department_code: str
 
@@ -40,20 +40,20 @@ class Person:
     resident_id: int
     household_id: int
     name: str
-    sex: int              # GB/T 2261.1: 1 male, 2 female
+    sex: int  # GB/T 2261.1: 1 male, 2 female
     birth_date: date
-    ethnicity: str        # 汉族 / 回族
-    id_number: str        # the true, valid 18-digit number
+    ethnicity: str  # 汉族 / 回族
+    id_number: str  # the true, valid 18-digit number
     phone: str
-    insurance_no: str     # 医保 number
+    insurance_no: str  # 医保 number
     township: str
     village: str
     address: str
     hypertension: bool = False
     diabetes: bool = False
     death_date: date | None = None
-    twin_of: int | None = None       # resident id of a twin sibling (never the same person)
-    namesake_of: int | None = None   # a different person with the same name and birth date
+    twin_of: int | None = None  # resident id of a twin sibling (never the same person)
+    namesake_of: int | None = None  # a different person with the same name and birth date
 
 
 # A day's events (below) are plain dataclasses, without slots: they are pickled to the writer processes every
@@ -61,15 +61,15 @@ class Person:
 # objects above keep their slots (650,000 residents at county scale).
 @dataclass(frozen=True)
 class Diagnosis:
-    icd_code: str         # ICD-10 国家临床版 2.0
+    icd_code: str  # ICD-10 国家临床版 2.0
     name: str
     is_main: bool
-    tcm_code: str = ""    # TCM disease/syndrome code (中医院 only)
+    tcm_code: str = ""  # TCM disease/syndrome code (中医院 only)
 
 
 @dataclass(frozen=True)
 class Prescription:
-    drug_code: str        # national drug code (our truth code)
+    drug_code: str  # national drug code (our truth code)
     atc: str
     name: str
     spec: str
@@ -89,7 +89,7 @@ class LabResult:
 
 @dataclass(frozen=True)
 class ExamReport:
-    modality: str         # DR / CT / 超声 / 心电图
+    modality: str  # DR / CT / 超声 / 心电图
     body_part: str
     finding: str
     conclusion: str
@@ -99,32 +99,32 @@ class ExamReport:
 class Charge:
     item_code: str
     item_name: str
-    category: str         # 药品 / 检查 / 化验 / 治疗 / 床位 / 手术 / 挂号
+    category: str  # 药品 / 检查 / 化验 / 治疗 / 床位 / 手术 / 挂号
     amount_yuan: float
 
 
 @dataclass(frozen=True)
 class Surgery:
-    procedure_code: str   # 手术操作分类代码国家临床版 3.0
+    procedure_code: str  # 手术操作分类代码国家临床版 3.0
     name: str
     at: datetime
-    incision_class: str   # I / II / III
-    healing_grade: str    # 甲 / 乙 / 丙
+    incision_class: str  # I / II / III
+    healing_grade: str  # 甲 / 乙 / 丙
 
 
 @dataclass
 class Encounter:
-    encounter_uid: str    # truth id, unique in the county
+    encounter_uid: str  # truth id, unique in the county
     resident_id: int
     org_code: str
-    kind: str             # outpatient / emergency / inpatient
+    kind: str  # outpatient / emergency / inpatient
     department_code: str
     department_name: str
     doctor_id: str
-    start_at: datetime    # registration / admission time
+    start_at: datetime  # registration / admission time
     end_at: datetime | None = None  # discharge time (inpatient)
     bed_no: str = ""
-    discharge_status: str = ""      # 治愈 / 好转 / 未愈 / 死亡 / 其他
+    discharge_status: str = ""  # 治愈 / 好转 / 未愈 / 死亡 / 其他
     diagnoses: list[Diagnosis] = field(default_factory=list)
     prescriptions: list[Prescription] = field(default_factory=list)
     labs: list[LabResult] = field(default_factory=list)
@@ -144,7 +144,7 @@ class Referral:
     resident_id: int
     from_org: str
     to_org: str
-    direction: str        # up / down
+    direction: str  # up / down
     at: datetime
     icd_code: str
     reason: str
@@ -154,7 +154,7 @@ class Referral:
 class PublicHealthService:
     service_uid: str
     resident_id: int
-    org_code: str         # township/community centre (or village clinic acting for it)
+    org_code: str  # township/community centre (or village clinic acting for it)
     # filing / htn_followup / dm_followup / elderly_check / child_check / maternal_followup / contract
     kind: str
     at: datetime
@@ -166,7 +166,7 @@ class PublicHealthService:
 class Birth:
     birth_uid: str
     mother_id: int
-    child_id: int         # the newborn joins the population as a new Person
+    child_id: int  # the newborn joins the population as a new Person
     org_code: str
     at: datetime
     weight_g: int
@@ -178,30 +178,31 @@ class Death:
     resident_id: int
     at: datetime
     cause_icd: str
-    place: str            # 医院 / 家中
+    place: str  # 医院 / 家中
 
 
 @dataclass(frozen=True)
 class InsuranceSettlement:
     settlement_uid: str
     resident_id: int
-    org_code: str         # in-county institution, or "" when out of county
-    out_of_county_hospital: str   # e.g. 郑州大学第一附属医院; "" when in county
-    kind: str             # outpatient / inpatient
+    org_code: str  # in-county institution, or "" when out of county
+    out_of_county_hospital: str  # e.g. 郑州大学第一附属医院; "" when in county
+    kind: str  # outpatient / inpatient
     admitted_on: date | None
     discharged_on: date | None
     settled_at: datetime
     total_yuan: float
     fund_paid_yuan: float
-    encounter_uid: str    # the in-county encounter settled ("" out of county)
+    encounter_uid: str  # the in-county encounter settled ("" out of county)
 
 
 @dataclass(frozen=True)
 class Correction:
     """A later change to an earlier event: an update (e.g. corrected diagnosis) or a cancellation (退费/作废)."""
-    target_uid: str       # encounter_uid (or service/referral uid)
-    kind: str             # update / cancel
-    at: datetime          # commit time of the change
+
+    target_uid: str  # encounter_uid (or service/referral uid)
+    kind: str  # update / cancel
+    at: datetime  # commit time of the change
     reason: str
 
 
@@ -215,4 +216,4 @@ class DayActivity:
     deaths: list[Death] = field(default_factory=list)
     settlements: list[InsuranceSettlement] = field(default_factory=list)
     corrections: list[Correction] = field(default_factory=list)
-    new_people: list[Person] = field(default_factory=list)   # newborns and in-migrants appearing today
+    new_people: list[Person] = field(default_factory=list)  # newborns and in-migrants appearing today

@@ -29,8 +29,13 @@ def copy_text(value: Any) -> str:
     return str(value)
 
 
-def copy_insert(cursor: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                on_conflict: str = "ON CONFLICT DO NOTHING") -> int:
+def copy_insert(
+    cursor: Any,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    on_conflict: str = "ON CONFLICT DO NOTHING",
+) -> int:
     """Insert ``rows`` (tuples in ``columns`` order) into ``table`` via COPY; returns the rows the INSERT wrote.
 
     The scratch table takes the target's column types but none of its constraints or defaults (so columns left

@@ -31,9 +31,9 @@ from simulator.systems import cloud_his, private_api, rmyy_his, zyy_his
 
 IDENTITY = ("missing_id_number", "legacy_15_digit", "wrong_check_digit")
 FIXABLE = frozenset({*IDENTITY, "unknown_sex_code", "discharge_before_admission", "unknown_local_code"})
-ONE_DAY = timedelta(days=1)   # the stay assumed when the true discharge is unknown
-BEIJING = ZoneInfo("Asia/Shanghai")   # every simulated source keeps Beijing time
-CLOUD_HIS_CODES = {"t_visit_diag": "diag_code", "t_recipe_detail": "drug_code"}   # where 云HIS puts local codes
+ONE_DAY = timedelta(days=1)  # the stay assumed when the true discharge is unknown
+BEIJING = ZoneInfo("Asia/Shanghai")  # every simulated source keeps Beijing time
+CLOUD_HIS_CODES = {"t_visit_diag": "diag_code", "t_recipe_detail": "drug_code"}  # where 云HIS puts local codes
 # The private vendor's drug code -> the national (医保) code its dictionary pairs it with.
 NATIONAL_DRUG = {private_api.drug_code(d[0]): d[0] for drugs in clinical.DRUGS.values() for d in drugs}
 
@@ -102,31 +102,44 @@ class _Truth:
         """The problem's record's defects (another table's record with the same key when the record has none,
         as the answer key logs 出院 on the discharge table), and those of the records ``behind`` it."""
         keys = {problem.business_key, *problem.business_key.split("|")}
-        rows = [_Defect(*r) for r in self.conn.execute(sa.text(
-            "SELECT table_name, record_id, defect, detail FROM defect_log WHERE source_system = :s "
-            "AND record_id = ANY(:k) ORDER BY table_name, record_id, defect"),
-            {"s": self.source_system, "k": sorted(keys | {k for _, k in behind})})]
+        rows = [
+            _Defect(*r)
+            for r in self.conn.execute(
+                sa.text(
+                    "SELECT table_name, record_id, defect, detail FROM defect_log WHERE source_system = :s "
+                    "AND record_id = ANY(:k) ORDER BY table_name, record_id, defect"
+                ),
+                {"s": self.source_system, "k": sorted(keys | {k for _, k in behind})},
+            )
+        ]
         table = _table(problem.source_table)
-        own = ([d for d in rows if d.record_id in keys and _table(d.table_name) == table]
-               or [d for d in rows if d.record_id in keys])
+        own = [d for d in rows if d.record_id in keys and _table(d.table_name) == table] or [
+            d for d in rows if d.record_id in keys
+        ]
         related = {(_table(t), k) for t, k in behind}
         return own + [d for d in rows if (_table(d.table_name), d.record_id) in related and d not in own]
 
     def person(self, local_patient_id: str) -> sa.Row:
-        person = self.conn.execute(sa.text(
-            "SELECT p.id_number, p.sex FROM patient_truth t JOIN person p USING (resident_id) "
-            "WHERE t.source_system = :s AND t.local_patient_id = :l"),
-            {"s": self.source_system, "l": local_patient_id}).first()
+        person = self.conn.execute(
+            sa.text(
+                "SELECT p.id_number, p.sex FROM patient_truth t JOIN person p USING (resident_id) "
+                "WHERE t.source_system = :s AND t.local_patient_id = :l"
+            ),
+            {"s": self.source_system, "l": local_patient_id},
+        ).first()
         if person is None:
             raise _Unfixable(f"patient {local_patient_id} has no true resident in the answer key")
         return person
 
     def discharge(self, local_encounter_id: str, admitted: datetime) -> datetime:
         """The true discharge time, or a day after admission when the answer key does not know it."""
-        end = self.conn.execute(sa.text(
-            "SELECT e.end_at FROM encounter_truth t JOIN event_encounter e USING (encounter_uid) "
-            "WHERE t.source_system = :s AND t.local_encounter_id = :l"),
-            {"s": self.source_system, "l": local_encounter_id}).scalar()
+        end = self.conn.execute(
+            sa.text(
+                "SELECT e.end_at FROM encounter_truth t JOIN event_encounter e USING (encounter_uid) "
+                "WHERE t.source_system = :s AND t.local_encounter_id = :l"
+            ),
+            {"s": self.source_system, "l": local_encounter_id},
+        ).scalar()
         return end if end is not None else admitted + ONE_DAY
 
 
@@ -134,7 +147,7 @@ class _Source(ABC):
     """One vendor's storage as a clerk corrects it: where the patient's identity lives, the vendor's sex codes,
     and the column its collection follows. Subclasses fix discharges and local codes their own way."""
 
-    patient: tuple[str, str, str, str]     # table, key column, ID number column, sex column
+    patient: tuple[str, str, str, str]  # table, key column, ID number column, sex column
     sex_codes: dict[int, str]
     modified: str
 
@@ -155,12 +168,17 @@ class _Source(ABC):
         """Records whose defects show on a problem about ``table``/``key`` (none unless the vendor splits them)."""
         return []
 
-    def update(self, conn: sa.Connection, table: str, key_column: str, key: str, values: dict[str, Any],
-               at: datetime) -> None:
+    def update(
+        self, conn: sa.Connection, table: str, key_column: str, key: str, values: dict[str, Any], at: datetime
+    ) -> None:
         sets = ", ".join(f"{column} = :{column}" for column in values)
-        changed = conn.execute(sa.text(
-            f"UPDATE {self.qualified(table)} SET {sets}, {self.modified} = :fixed_at WHERE {key_column} = :fixed_key"),
-            {**values, "fixed_at": self.stamp(at), "fixed_key": key}).rowcount
+        changed = conn.execute(
+            sa.text(
+                f"UPDATE {self.qualified(table)} SET {sets}, {self.modified} = :fixed_at WHERE {key_column} = "
+                ":fixed_key"
+            ),
+            {**values, "fixed_at": self.stamp(at), "fixed_key": key},
+        ).rowcount
         if not changed:
             raise _Unfixable(f"{table} {key} is not in the source")
 
@@ -210,7 +228,7 @@ class _CloudHis(_Source):
     patient = ("t_patient", "id", "id_card", "sex")
     sex_codes = cloud_his.SEX
     modified = "gmt_modified"
-    REPLACED = re.compile(r"(\w+) (\S+)->(\S+)")   # 'diag_code I10->ZDY123' as the renderer logs it
+    REPLACED = re.compile(r"(\w+) (\S+)->(\S+)")  # 'diag_code I10->ZDY123' as the renderer logs it
 
     def engine(self) -> sa.Engine:
         return source_pg_engine(self.section.get("database", "cloud_his"))
@@ -222,17 +240,27 @@ class _CloudHis(_Source):
         """A visit's stay (出院 is checked on the encounter) and main diagnosis (its code on the encounter)."""
         if table != "t_visit" or not key.isdigit():
             return []
-        return [(t, k) for t, k in conn.execute(sa.text(
-            f"SELECT 't_inpatient', CAST(id AS text) FROM {self.qualified('t_inpatient')} WHERE visit_id = :v "
-            f"UNION ALL SELECT 't_visit_diag', CAST(id AS text) FROM {self.qualified('t_visit_diag')} "
-            f"WHERE visit_id = :v AND main_flag = '1'"), {"v": int(key)})]
+        return [
+            (t, k)
+            for t, k in conn.execute(
+                sa.text(
+                    f"SELECT 't_inpatient', CAST(id AS text) FROM {self.qualified('t_inpatient')} WHERE visit_id = :v "
+                    f"UNION ALL SELECT 't_visit_diag', CAST(id AS text) FROM {self.qualified('t_visit_diag')} "
+                    f"WHERE visit_id = :v AND main_flag = '1'"
+                ),
+                {"v": int(key)},
+            )
+        ]
 
     def id_values(self, id_number: str) -> dict[str, Any]:
-        return {"id_card": id_number, "id_card_type": "01"}     # a blank number had no card type either
+        return {"id_card": id_number, "id_card_type": "01"}  # a blank number had no card type either
 
     def fix_discharge(self, conn: sa.Connection, defect: _Defect, truth: _Truth, at: datetime) -> str:
-        stay = self.admitted(conn, f"SELECT in_time, visit_id FROM {self.qualified('t_inpatient')} "
-                                   f"WHERE id = CAST(:k AS bigint)", defect.record_id)
+        stay = self.admitted(
+            conn,
+            f"SELECT in_time, visit_id FROM {self.qualified('t_inpatient')} WHERE id = CAST(:k AS bigint)",
+            defect.record_id,
+        )
         out_time = _ms(truth.discharge(str(stay.visit_id), stay.in_time))
         self.update(conn, "t_inpatient", "id", defect.record_id, {"out_time": out_time}, at)
         return str(out_time)
@@ -252,7 +280,7 @@ class _RmyyHis(_Source):
     patient = ("GH_BRJBXX", "BRID", "SFZH", "XB")
     sex_codes = rmyy_his.SEX
     modified = "XGSJ"
-    TYPED = re.compile(r"ZDY\d+ (.*) \(ICD (\S+)\)")   # 'ZDY0042 高血压病待查 (ICD I10.x00)'
+    TYPED = re.compile(r"ZDY\d+ (.*) \(ICD (\S+)\)")  # 'ZDY0042 高血压病待查 (ICD I10.x00)'
 
     def engine(self) -> sa.Engine:
         return mariadb_engine(self.section.get("database", "rmyy_his"))
@@ -274,8 +302,10 @@ class _RmyyHis(_Source):
         name = next((typed[1].removesuffix(s) for s in rmyy_his.UNKNOWN_SUFFIXES if typed[1].endswith(s)), typed[1])
         code, name = rmyy_his.local_diagnosis(typed[2], name)
         if typed[2] not in rmyy_his.DIAGNOSES:
-            conn.execute(sa.text("INSERT IGNORE INTO ZD_JBZD (JBBM, JBMC, GBBM, YXBZ, XGSJ) "
-                                 "VALUES (:c, :n, :g, 1, :at)"), {"c": code, "n": name, "g": typed[2][:3], "at": at})
+            conn.execute(
+                sa.text("INSERT IGNORE INTO ZD_JBZD (JBBM, JBMC, GBBM, YXBZ, XGSJ) VALUES (:c, :n, :g, 1, :at)"),
+                {"c": code, "n": name, "g": typed[2][:3], "at": at},
+            )
         self.update(conn, defect.table_name, "ZDID", defect.record_id, {"ZDDM": code, "ZDMC": name}, at)
         return code
 
@@ -286,7 +316,7 @@ class _ZyyHis(_Source):
     patient = ("pat_master", "pat_id", "id_card_no", "sex")
     sex_codes = zyy_his.SEX
     modified = "updated_at"
-    TYPED = re.compile(r"diag_code=\S+ for (\S+)")   # 'diag_code=ZDY0042 for I10.x00'
+    TYPED = re.compile(r"diag_code=\S+ for (\S+)")  # 'diag_code=ZDY0042 for I10.x00'
 
     def engine(self) -> sa.Engine:
         return source_pg_engine(self.section.get("database", "zyy_his"))
@@ -299,12 +329,22 @@ class _ZyyHis(_Source):
 
     def fix_discharge(self, conn: sa.Connection, defect: _Defect, truth: _Truth, at: datetime) -> str:
         """出院记录 keeps date and time as text; 住院天数 follows them."""
-        admitted = self.admitted(conn, f"SELECT adm_time FROM {self.qualified('ip_adm')} WHERE adm_no = :k",
-                                 defect.record_id).adm_time
+        admitted = self.admitted(
+            conn, f"SELECT adm_time FROM {self.qualified('ip_adm')} WHERE adm_no = :k", defect.record_id
+        ).adm_time
         out = truth.discharge(defect.record_id, admitted)
-        self.update(conn, "ip_disch", "adm_no", defect.record_id, {
-            "disch_date": f"{out:%Y%m%d}", "disch_time": f"{out:%H%M%S}",
-            "los_days": (out.date() - admitted.date()).days}, at)
+        self.update(
+            conn,
+            "ip_disch",
+            "adm_no",
+            defect.record_id,
+            {
+                "disch_date": f"{out:%Y%m%d}",
+                "disch_time": f"{out:%H%M%S}",
+                "los_days": (out.date() - admitted.date()).days,
+            },
+            at,
+        )
         return f"{out:%Y%m%d %H%M%S}"
 
     def fix_local_code(self, conn: sa.Connection, defect: _Defect, truth: _Truth, at: datetime) -> str:
@@ -325,7 +365,7 @@ class _PrivateApi(_Source):
     patient = ("patients", "id", "id_card_no", "gender")
     sex_codes = private_api.GENDER
     modified = "updated_at"
-    REPLACED = re.compile(r"(\S+)->(\S+)")          # 'I10->ZDY1234', 'YP86066->LS97256'
+    REPLACED = re.compile(r"(\S+)->(\S+)")  # 'I10->ZDY1234', 'YP86066->LS97256'
 
     def engine(self) -> sa.Engine:
         return source_pg_engine(private_api.DATABASE)
@@ -334,8 +374,9 @@ class _PrivateApi(_Source):
         return f'"{self.section.get("pg_schema", "public")}".{table}'
 
     def fix_discharge(self, conn: sa.Connection, defect: _Defect, truth: _Truth, at: datetime) -> str:
-        admitted = self.admitted(conn, f"SELECT admit_time FROM {self.qualified('admissions')} WHERE id = :k",
-                                 defect.record_id).admit_time
+        admitted = self.admitted(
+            conn, f"SELECT admit_time FROM {self.qualified('admissions')} WHERE id = :k", defect.record_id
+        ).admit_time
         out = truth.discharge(defect.record_id, admitted).replace(microsecond=0)
         self.update(conn, "admissions", "id", defect.record_id, {"discharge_time": out}, at)
         return str(out)
@@ -346,14 +387,21 @@ class _PrivateApi(_Source):
         if replaced is None or defect.table_name not in ("diagnoses", "orders"):
             raise _Unfixable(f"no replaced code in '{defect.detail}'")
         code = replaced[1]
-        values = ({"item_code": code, "insurance_code": NATIONAL_DRUG.get(code)} if defect.table_name == "orders"
-                  else {"diagnosis_code": code})
+        values = (
+            {"item_code": code, "insurance_code": NATIONAL_DRUG.get(code)}
+            if defect.table_name == "orders"
+            else {"diagnosis_code": code}
+        )
         self.update(conn, defect.table_name, "id", defect.record_id, values, at)
         return code
 
 
-SOURCES: list[tuple[type, type[_Source]]] = [(cloud_his.CloudHis, _CloudHis), (rmyy_his.RmyyHis, _RmyyHis),
-                                             (zyy_his.ZyyHis, _ZyyHis), (private_api.PrivateHospitalApi, _PrivateApi)]
+SOURCES: list[tuple[type, type[_Source]]] = [
+    (cloud_his.CloudHis, _CloudHis),
+    (rmyy_his.RmyyHis, _RmyyHis),
+    (zyy_his.ZyyHis, _ZyyHis),
+    (private_api.PrivateHospitalApi, _PrivateApi),
+]
 
 
 def _source(section: dict[str, Any] | None) -> _Source | None:
@@ -373,8 +421,9 @@ def pick(problems: list[ProblemRef], share: float, seed: int) -> list[ProblemRef
     return sorted(random.Random(seed).sample(distinct, round(share * len(distinct))))
 
 
-def fix_reported_problems(config: dict[str, Any], problems: list[ProblemRef], share: float, seed: int,
-                          fixed_at: datetime) -> FixReport:
+def fix_reported_problems(
+    config: dict[str, Any], problems: list[ProblemRef], share: float, seed: int, fixed_at: datetime
+) -> FixReport:
     """Fix ``share`` of the problems (picked by ``seed``) at their sources, as of ``fixed_at``.
 
     ``config`` is the simulator configuration: ``systems.<source_system>`` names the renderer class and its
@@ -403,17 +452,24 @@ def fix_reported_problems(config: dict[str, Any], problems: list[ProblemRef], sh
         with source_pg_engine(answer_key.DATABASE).connect() as key_conn, source.engine().begin() as conn:
             truth = _Truth(key_conn, name)
             for problem in picked:
-                defects = truth.defects(problem, source.behind(conn, _table(problem.source_table),
-                                                               problem.business_key))
+                defects = truth.defects(
+                    problem, source.behind(conn, _table(problem.source_table), problem.business_key)
+                )
                 fixable = [d for d in defects if d.defect in FIXABLE]
                 todo = [d for d in fixable if (d.table_name, d.record_id, d.defect) not in done]
-                reasons = (["no defect logged for this record"] if not defects else
-                           [f"not corrected at the source: {', '.join(sorted({d.defect for d in defects}))}"]
-                           if not fixable else [] if todo else ["already fixed"])
+                reasons = (
+                    ["no defect logged for this record"]
+                    if not defects
+                    else [f"not corrected at the source: {', '.join(sorted({d.defect for d in defects}))}"]
+                    if not fixable
+                    else []
+                    if todo
+                    else ["already fixed"]
+                )
                 fixes = []
                 for defect in todo:
                     try:
-                        with conn.begin_nested():    # a defect half fixed when it turns out unfixable is undone
+                        with conn.begin_nested():  # a defect half fixed when it turns out unfixable is undone
                             value = source.fix(conn, defect, truth, at)
                     except _Unfixable as reason:
                         reasons.append(str(reason))

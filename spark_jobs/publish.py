@@ -30,7 +30,7 @@ from spark_jobs.model import canonical_model, entity_columns
 from spark_jobs.standardize import QUARANTINE_COLUMNS, quarantine_path, silver_path
 from spark_jobs.terminology import worklist_path
 
-STAGE_SCHEMA = "ods_load"   # where a reload lands before it is swapped into ods in one transaction
+STAGE_SCHEMA = "ods_load"  # where a reload lands before it is swapped into ods in one transaction
 
 # Spark type (config/model's `type`, or a DataFrame field's simpleString) -> the PostgreSQL type Spark's JDBC
 # writer creates for it. Arrays are published as comma-joined text (see publish_table).
@@ -52,24 +52,69 @@ PG_TYPES = {
 
 # Columns of the two tables that are not entities of the canonical model (name -> Spark type).
 WORKLIST_COLUMNS = {  # as spark_jobs.terminology.refresh_worklist writes silver/_terminology_worklist
-    "source_system": "string", "entity": "string", "source_table": "string", "column": "string",
-    "source_code": "string", "rows": "bigint", "example_keys": "string", "concept_map": "string",
+    "source_system": "string",
+    "entity": "string",
+    "source_table": "string",
+    "column": "string",
+    "source_code": "string",
+    "rows": "bigint",
+    "example_keys": "string",
+    "concept_map": "string",
 }
 # The master patient index (spark_jobs/empi): cross-reference, golden records, review queue, event log.
 EMPI_TABLES = {
-    "pix": ("records", {
-        "record_id": "string", "source_system": "string", "local_patient_id": "string", "master_id": "string",
-        "decision": "string", "score": "double", "id_valid": "boolean", "matched_at": "timestamp"}),
-    "golden": ("golden", {
-        "master_id": "string", "name": "string", "sex_code": "string", "birth_date": "date", "id_number": "string",
-        "id_number_valid": "boolean", "phone": "string", "address": "string", "record_count": "bigint",
-        "last_updated_at": "timestamp"}),
-    "review_queue": ("review_queue", {
-        "record_id": "string", "candidate": "string", "candidate_record": "string", "evidence": "string",
-        "score": "double", "second": "double", "queued_at": "timestamp"}),
-    "events": ("events", {
-        "event_id": "string", "at": "timestamp", "actor": "string", "action": "string", "reason": "string",
-        "record_ids": "array<string>", "master_ids": "array<string>"}),
+    "pix": (
+        "records",
+        {
+            "record_id": "string",
+            "source_system": "string",
+            "local_patient_id": "string",
+            "master_id": "string",
+            "decision": "string",
+            "score": "double",
+            "id_valid": "boolean",
+            "matched_at": "timestamp",
+        },
+    ),
+    "golden": (
+        "golden",
+        {
+            "master_id": "string",
+            "name": "string",
+            "sex_code": "string",
+            "birth_date": "date",
+            "id_number": "string",
+            "id_number_valid": "boolean",
+            "phone": "string",
+            "address": "string",
+            "record_count": "bigint",
+            "last_updated_at": "timestamp",
+        },
+    ),
+    "review_queue": (
+        "review_queue",
+        {
+            "record_id": "string",
+            "candidate": "string",
+            "candidate_record": "string",
+            "evidence": "string",
+            "score": "double",
+            "second": "double",
+            "queued_at": "timestamp",
+        },
+    ),
+    "events": (
+        "events",
+        {
+            "event_id": "string",
+            "at": "timestamp",
+            "actor": "string",
+            "action": "string",
+            "reason": "string",
+            "record_ids": "array<string>",
+            "master_ids": "array<string>",
+        },
+    ),
 }
 
 
@@ -87,8 +132,10 @@ def pg_type(spark_type: str) -> str:
 
 def ods_tables() -> list[tuple[str, str, dict[str, str]]]:
     """(silver Delta path, ods table, columns as name -> Spark type) of every table publish maintains."""
-    tables = [(silver_path(entity), f"ods.{entity}", {c["name"]: c["type"] for c in entity_columns(entity)})
-              for entity in canonical_model()["entities"]]
+    tables = [
+        (silver_path(entity), f"ods.{entity}", {c["name"]: c["type"] for c in entity_columns(entity)})
+        for entity in canonical_model()["entities"]
+    ]
     tables.append((quarantine_path(), "ods.quarantine", QUARANTINE_COLUMNS))
     tables.append((worklist_path(), "ods.terminology_worklist", WORKLIST_COLUMNS))
     tables += [(empi_path(delta), f"ods.empi_{name}", columns) for name, (delta, columns) in EMPI_TABLES.items()]
@@ -105,9 +152,15 @@ def ensure_table(target: str, columns: dict[str, str]) -> bool:
     quote = warehouse_engine().dialect.identifier_preparer.quote
     qualified = f"{quote(schema)}.{quote(table)}"
     with warehouse_engine().begin() as conn:
-        existing = dict(conn.execute(sa.text(
-            "SELECT column_name, is_nullable FROM information_schema.columns "
-            "WHERE table_schema = :schema AND table_name = :table"), {"schema": schema, "table": table}).all())
+        existing = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT column_name, is_nullable FROM information_schema.columns "
+                    "WHERE table_schema = :schema AND table_name = :table"
+                ),
+                {"schema": schema, "table": table},
+            ).all()
+        )
         if not existing:
             definition = ", ".join(f"{quote(name)} {pg_type(kind)}" for name, kind in columns.items())
             conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {qualified} ({definition})"))
@@ -148,12 +201,17 @@ def swap_in(target: str, stage: str, names: list[str], keep_sources: list[str] |
     columns = ", ".join(warehouse_engine().dialect.identifier_preparer.quote(n) for n in names)
     with warehouse_engine().begin() as conn:
         if keep_sources:
-            conn.execute(sa.text(f"INSERT INTO {_qualified(stage)} ({columns}) SELECT {columns} "
-                                 f"FROM {_qualified(target)} WHERE source_system = ANY(:keep)"),
-                         {"keep": keep_sources})
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {_qualified(stage)} ({columns}) SELECT {columns} "
+                    f"FROM {_qualified(target)} WHERE source_system = ANY(:keep)"
+                ),
+                {"keep": keep_sources},
+            )
         conn.execute(sa.text(f"TRUNCATE {_qualified(target)}"))
-        rows = conn.execute(sa.text(
-            f"INSERT INTO {_qualified(target)} ({columns}) SELECT {columns} FROM {_qualified(stage)}")).rowcount
+        rows = conn.execute(
+            sa.text(f"INSERT INTO {_qualified(target)} ({columns}) SELECT {columns} FROM {_qualified(stage)}")
+        ).rowcount
         conn.execute(sa.text(f"DROP TABLE {_qualified(stage)}"))
     return rows
 
@@ -167,7 +225,7 @@ def publish_table(spark: SparkSession, path: str, target: str, columns: dict[str
     """
     df = read_delta(spark, path)
     if df is not None:
-        df = df.select(*[c for c in columns if c in df.columns])   # the declared columns only (e.g. no features)
+        df = df.select(*[c for c in columns if c in df.columns])  # the declared columns only (e.g. no features)
         # PostgreSQL gets arrays as text[]; keep flags readable for analysts as a comma list instead.
         for field in df.schema.fields:
             if field.dataType.typeName() == "array":
@@ -180,8 +238,15 @@ def publish_table(spark: SparkSession, path: str, target: str, columns: dict[str
         df = df.where(~F.col("source_system").isin(held_back))
     stage = stage_table(target)
     url, props = get_settings().warehouse_jdbc
-    (df.write.format("jdbc").mode("append").option("url", url)
-       .option("dbtable", stage).option("batchsize", "5000").options(**props).save())
+    (
+        df.write.format("jdbc")
+        .mode("append")
+        .option("url", url)
+        .option("dbtable", stage)
+        .option("batchsize", "5000")
+        .options(**props)
+        .save()
+    )
     return swap_in(target, stage, df.columns, held_back)
 
 

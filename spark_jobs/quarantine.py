@@ -15,8 +15,12 @@ def quarantine_report(spark: SparkSession, source_system: str | None = None) -> 
         return []
     if source_system:
         quarantine = quarantine.where(F.col("source_system") == source_system)
-    grouped = (quarantine.groupBy("source_system", "source_table", "entity", "rule_id", "reason")
-               .agg(F.count("*").alias("rows"),
-                    F.array_join(F.slice(F.sort_array(F.collect_set("record_key")), 1, 3), ", ").alias("example_keys"))
-               .orderBy("source_system", "source_table", "rule_id"))
+    grouped = (
+        quarantine.groupBy("source_system", "source_table", "entity", "rule_id", "reason")
+        .agg(
+            F.count("*").alias("rows"),
+            F.array_join(F.slice(F.sort_array(F.collect_set("record_key")), 1, 3), ", ").alias("example_keys"),
+        )
+        .orderBy("source_system", "source_table", "rule_id")
+    )
     return [r.asDict() for r in grouped.collect()]

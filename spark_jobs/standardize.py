@@ -49,12 +49,20 @@ from spark_jobs.model import (
 )
 
 QUARANTINE_COLUMNS = {  # silver/_quarantine (and ods.quarantine): column -> Spark type
-    "source_system": "string", "source_table": "string", "entity": "string", "record_key": "string",
-    "rule_id": "string", "reason": "string", "raw_payload": "string", "org_code": "string",
-    "source_position": "string", "source_updated_at": "timestamp", "detected_at": "timestamp",
+    "source_system": "string",
+    "source_table": "string",
+    "entity": "string",
+    "record_key": "string",
+    "rule_id": "string",
+    "reason": "string",
+    "raw_payload": "string",
+    "org_code": "string",
+    "source_position": "string",
+    "source_updated_at": "timestamp",
+    "detected_at": "timestamp",
 }
 HALF_WIDTH = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz "
-FULL_WIDTH = "".join(chr(ord(c) + 0xFEE0) for c in HALF_WIDTH[:-1]) + "\u3000"   # ０…９Ａ…ｚ and the ideographic space
+FULL_WIDTH = "".join(chr(ord(c) + 0xFEE0) for c in HALF_WIDTH[:-1]) + "\u3000"  # ０…９Ａ…ｚ and the ideographic space
 TRANSFORMS = {
     "trim": lambda c: F.trim(c.cast("string")),
     "upper": lambda c: F.upper(F.trim(c.cast("string"))),
@@ -64,8 +72,11 @@ TRANSFORMS = {
 }
 log = logging.getLogger(__name__)
 
-BUILT_IN_RULES = {"STD-KEY": "业务主键缺失", "STD-PARSE": "无法解析的值",
-                  "STD-ORG": "未知机构（不在机构目录 config/organizations.csv）"}
+BUILT_IN_RULES = {
+    "STD-KEY": "业务主键缺失",
+    "STD-PARSE": "无法解析的值",
+    "STD-ORG": "未知机构（不在机构目录 config/organizations.csv）",
+}
 
 
 # --- current state ---------------------------------------------------------------------------------------
@@ -79,8 +90,11 @@ def current_state(bronze: DataFrame, keys: list[str], row_keys: list[str] | None
     if row_keys and sorted(row_keys) != sorted(keys):
         bronze = current_state(bronze, row_keys)
     order = Window.partitionBy(*keys).orderBy(F.col("_source_pos").desc(), F.col("_ingested_at").desc())
-    return (bronze.withColumn("_rank", F.row_number().over(order))
-                  .where((F.col("_rank") == 1) & (F.col("_op") != "d")).drop("_rank"))
+    return (
+        bronze.withColumn("_rank", F.row_number().over(order))
+        .where((F.col("_rank") == 1) & (F.col("_op") != "d"))
+        .drop("_rank")
+    )
 
 
 def source_key(keys: list[str]) -> Column:
@@ -91,8 +105,10 @@ def source_key(keys: list[str]) -> Column:
 # --- void flags -------------------------------------------------------------------------------------------
 def void_values(spec: dict[str, Any]) -> dict[str, list[str]]:
     """The mapping's ``void: {column: value or [values]}`` as column -> the values that mean 作废/删除."""
-    return {column: [str(v) for v in (values if isinstance(values, list) else [values])]
-            for column, values in (spec.get("void") or {}).items()}
+    return {
+        column: [str(v) for v in (values if isinstance(values, list) else [values])]
+        for column, values in (spec.get("void") or {}).items()
+    }
 
 
 def is_void(df: DataFrame, spec: dict[str, Any], where: str) -> Column:
@@ -106,8 +122,12 @@ def is_void(df: DataFrame, spec: dict[str, Any], where: str) -> Column:
     voided = F.lit(False)
     for column, values in void_values(spec).items():
         if column.lower() not in present:
-            log.warning("%s: void flag column %s is not in bronze, so no row is withdrawn by it; check the "
-                        "source's schema changes (./drc ingest status) and the mapping's `void`", where, column)
+            log.warning(
+                "%s: void flag column %s is not in bronze, so no row is withdrawn by it; check the "
+                "source's schema changes (./drc ingest status) and the mapping's `void`",
+                where,
+                column,
+            )
             continue
         flag = F.trim(F.col(f"`{column}`").cast("string"))
         voided = voided | F.coalesce(flag.isin(values), F.lit(False))
@@ -171,7 +191,7 @@ def concept_lookup(key: Column, codes: dict[str, str], code_system: str | None =
     if normalized:
         candidates.append(_lookup_map(normalized)[normalize_code_col(key)])
     rules = code_rules(code_system)
-    if rules:   # the canonical form is computed once (bind), and only for codes the lookups above missed
+    if rules:  # the canonical form is computed once (bind), and only for codes the lookups above missed
         by_canonical = _keyed_by(codes, CANONICAL[rules])
 
         def standard(canonical: Column) -> Column:
@@ -184,8 +204,9 @@ def concept_lookup(key: Column, codes: dict[str, str], code_system: str | None =
     return F.coalesce(*candidates) if len(candidates) > 1 else candidates[0]
 
 
-def column_expression(target: str, spec: dict[str, Any], source_system: str,
-                      code_system: str | None = None) -> tuple[Column, Column, Column]:
+def column_expression(
+    target: str, spec: dict[str, Any], source_system: str, code_system: str | None = None
+) -> tuple[Column, Column, Column]:
     """(value, quality flag or NULL, parse error or NULL) for one canonical column.
 
     ``code_system``: the label of the canonical column's code system (config/model), which a concept map
@@ -229,8 +250,9 @@ def _non_null(items: list[Column]) -> Column:
     return F.filter(F.array(*items), lambda item: item.isNotNull())
 
 
-def map_columns(df: DataFrame, columns: dict[str, dict[str, Any]], source_system: str,
-                entity: str | None = None) -> DataFrame:
+def map_columns(
+    df: DataFrame, columns: dict[str, dict[str, Any]], source_system: str, entity: str | None = None
+) -> DataFrame:
     """Canonical columns from source columns, plus dq_flags, _parse_errors and the raw row as JSON."""
     values, flags, errors = [], [], []
     for target, spec in columns.items():
@@ -241,29 +263,49 @@ def map_columns(df: DataFrame, columns: dict[str, dict[str, Any]], source_system
         errors.append(error)
     raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns if not c.startswith("_")]))
     bronze = [F.col(c) for c in df.columns if c.startswith("_")]
-    return df.select(*values, _non_null(flags).alias("dq_flags"), _non_null(errors).alias("_parse_errors"),
-                     *bronze, raw.alias("_raw"))
+    return df.select(
+        *values,
+        _non_null(flags).alias("dq_flags"),
+        _non_null(errors).alias("_parse_errors"),
+        *bronze,
+        raw.alias("_raw"),
+    )
 
 
-def with_lookup(df: DataFrame, lookup_rows: DataFrame | None, spec: dict[str, Any],
-                source_system: str, where: str = "lookup", entity: str | None = None) -> DataFrame:
+def with_lookup(
+    df: DataFrame,
+    lookup_rows: DataFrame | None,
+    spec: dict[str, Any],
+    source_system: str,
+    where: str = "lookup",
+    entity: str | None = None,
+) -> DataFrame:
     """Left-join columns of a related table (e.g. the discharge of an admission): its newest matching row."""
-    if lookup_rows is None:   # the related table has not landed yet: its columns stay empty
+    if lookup_rows is None:  # the related table has not landed yet: its columns stay empty
         return df.select("*", *[F.lit(None).alias(c) for c in spec["columns"]])
-    (join_column, target), = spec["join_on"].items()
+    ((join_column, target),) = spec["join_on"].items()
     rows = without_void(current_state(lookup_rows, spec["key"]), spec, f"{where} ({spec['bronze_table']})")
     if "where" in spec:
         rows = rows.where(spec["where"])
     rows = rows.withColumn("_join_key", F.col(f"`{join_column}`").cast("string"))
     newest = Window.partitionBy("_join_key").orderBy(F.col("_source_pos").desc())
-    looked_up = (map_columns(rows, spec["columns"], source_system, entity)
-                 .withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
-                 .select("_join_key", *spec["columns"], F.col("dq_flags").alias("_lookup_flags"),
-                         F.col("_parse_errors").alias("_lookup_errors")))
-    return (df.join(looked_up, F.col(target).cast("string") == looked_up["_join_key"], "left")
-              .withColumn("dq_flags", F.concat("dq_flags", F.coalesce("_lookup_flags", F.array())))
-              .withColumn("_parse_errors", F.concat("_parse_errors", F.coalesce("_lookup_errors", F.array())))
-              .drop("_join_key", "_lookup_flags", "_lookup_errors"))
+    looked_up = (
+        map_columns(rows, spec["columns"], source_system, entity)
+        .withColumn("_rank", F.row_number().over(newest))
+        .where("_rank = 1")
+        .select(
+            "_join_key",
+            *spec["columns"],
+            F.col("dq_flags").alias("_lookup_flags"),
+            F.col("_parse_errors").alias("_lookup_errors"),
+        )
+    )
+    return (
+        df.join(looked_up, F.col(target).cast("string") == looked_up["_join_key"], "left")
+        .withColumn("dq_flags", F.concat("dq_flags", F.coalesce("_lookup_flags", F.array())))
+        .withColumn("_parse_errors", F.concat("_parse_errors", F.coalesce("_lookup_errors", F.array())))
+        .drop("_join_key", "_lookup_flags", "_lookup_errors")
+    )
 
 
 # --- validation -------------------------------------------------------------------------------------------
@@ -275,10 +317,16 @@ def rule_checks(entity: str, rules: list[dict[str, Any]]) -> list[tuple[str, Col
     known = sorted(known_organizations())
     checks = [
         ("STD-KEY", key_missing, F.lit(BUILT_IN_RULES["STD-KEY"])),
-        ("STD-PARSE", F.size("_parse_errors") > 0,
-         F.concat(F.lit(BUILT_IN_RULES["STD-PARSE"] + "："), F.array_join("_parse_errors", "，"))),
-        ("STD-ORG", F.col("org_code").isNull() | ~F.col("org_code").isin(known),
-         F.concat(F.lit(BUILT_IN_RULES["STD-ORG"] + "："), F.coalesce(F.col("org_code"), F.lit("空")))),
+        (
+            "STD-PARSE",
+            F.size("_parse_errors") > 0,
+            F.concat(F.lit(BUILT_IN_RULES["STD-PARSE"] + "："), F.array_join("_parse_errors", "，")),
+        ),
+        (
+            "STD-ORG",
+            F.col("org_code").isNull() | ~F.col("org_code").isin(known),
+            F.concat(F.lit(BUILT_IN_RULES["STD-ORG"] + "："), F.coalesce(F.col("org_code"), F.lit("空"))),
+        ),
     ]
     for rule in rules:
         failed = F.lit(False)
@@ -292,8 +340,10 @@ def rule_checks(entity: str, rules: list[dict[str, Any]]) -> list[tuple[str, Col
 
 def with_violations(df: DataFrame, entity: str, rules: list[dict[str, Any]]) -> DataFrame:
     """Adds ``_violations``: array of (rule_id, reason) the row fails; empty for a valid row."""
-    failures = [F.when(failed, F.struct(F.lit(rule_id).alias("rule_id"), reason.alias("reason")))
-                for rule_id, failed, reason in rule_checks(entity, rules)]
+    failures = [
+        F.when(failed, F.struct(F.lit(rule_id).alias("rule_id"), reason.alias("reason")))
+        for rule_id, failed, reason in rule_checks(entity, rules)
+    ]
     return df.withColumn("_violations", F.filter(F.array(*failures), lambda v: v.isNotNull()))
 
 
@@ -308,36 +358,43 @@ def id_number_is_valid(id_number: Column) -> Column:
     """GB 11643: 18 characters, 17 digits, a real birth date, and the ISO 7064 MOD 11-2 check char."""
     check = id_check_char(F.substring(id_number, 1, 17))
     return F.coalesce(
-        (F.length(id_number) == 18) & F.substring(id_number, 1, 17).rlike("^[0-9]{17}$")
+        (F.length(id_number) == 18)
+        & F.substring(id_number, 1, 17).rlike("^[0-9]{17}$")
         & F.to_date(F.substring(id_number, 7, 8), "yyyyMMdd").isNotNull()
         & (F.upper(F.substring(id_number, 18, 1)) == check),
-        F.lit(False))
+        F.lit(False),
+    )
 
 
-LEGACY_ID_PATTERN = "^[0-9]{15}$"   # the 15-digit number issued before 1999: 6 area, yyMMdd (19yy), 3 order
+LEGACY_ID_PATTERN = "^[0-9]{15}$"  # the 15-digit number issued before 1999: 6 area, yyMMdd (19yy), 3 order
 
 
 def id_birth_date(id_number: Column, valid: Column) -> Column:
     """The birth date an ID number carries: digits 7-14 of a valid 18-digit number, 19 + digits 7-12 of a
     15-digit legacy one; null for any other number (an invalid 18-digit number's digits prove nothing)."""
-    return (F.when(valid, F.to_date(F.substring(id_number, 7, 8), "yyyyMMdd"))
-             .when(id_number.rlike(LEGACY_ID_PATTERN),
-                   F.to_date(F.concat(F.lit("19"), F.substring(id_number, 7, 6)), "yyyyMMdd")))
+    return F.when(valid, F.to_date(F.substring(id_number, 7, 8), "yyyyMMdd")).when(
+        id_number.rlike(LEGACY_ID_PATTERN), F.to_date(F.concat(F.lit("19"), F.substring(id_number, 7, 6)), "yyyyMMdd")
+    )
 
 
 def id_sex_code(id_number: Column, valid: Column) -> Column:
     """GB/T 2261.1 sex from the order code's last digit (the 17th of 18, the 15th of 15): odd 1 男, even 2 女."""
-    digit = (F.when(valid, F.substring(id_number, 17, 1))
-              .when(id_number.rlike(LEGACY_ID_PATTERN), F.substring(id_number, 15, 1)).cast("int"))
+    digit = (
+        F.when(valid, F.substring(id_number, 17, 1))
+        .when(id_number.rlike(LEGACY_ID_PATTERN), F.substring(id_number, 15, 1))
+        .cast("int")
+    )
     return F.when(digit.isNotNull(), F.when(digit % 2 == 1, F.lit("1")).otherwise(F.lit("2")))
 
 
 def enrich(entity: str, df: DataFrame) -> DataFrame:
-    if entity == "person":   # the master id is the EMPI step's (spark_jobs/empi), written after matching
-        return (df.withColumn("id_number_valid", id_number_is_valid(F.col("id_number")))
-                  .withColumn("id_birth_date", id_birth_date(F.col("id_number"), F.col("id_number_valid")))
-                  .withColumn("id_sex_code", id_sex_code(F.col("id_number"), F.col("id_number_valid")))
-                  .withColumn("master_id", F.lit(None).cast("string")))
+    if entity == "person":  # the master id is the EMPI step's (spark_jobs/empi), written after matching
+        return (
+            df.withColumn("id_number_valid", id_number_is_valid(F.col("id_number")))
+            .withColumn("id_birth_date", id_birth_date(F.col("id_number"), F.col("id_number_valid")))
+            .withColumn("id_sex_code", id_sex_code(F.col("id_number"), F.col("id_number_valid")))
+            .withColumn("master_id", F.lit(None).cast("string"))
+        )
     if entity == "encounter":
         return df.withColumn("visit_date", F.coalesce(F.col("visit_date"), F.to_date("visit_at")))
     return df
@@ -354,25 +411,29 @@ def table_keys(source_system: str, table: str) -> list[str] | None:
     return list(found[0].keys) if found else None
 
 
-def _standardized(bronze: DataFrame, spec: dict[str, Any], source_system: str,
-                  lookups: dict[str, DataFrame | None]) -> DataFrame:
+def _standardized(
+    bronze: DataFrame, spec: dict[str, Any], source_system: str, lookups: dict[str, DataFrame | None]
+) -> DataFrame:
     """Mapped, enriched rows of the current state with their ``_violations`` (not yet split)."""
     entity = spec["entity"]
     tag = f"{source_system}.{spec['bronze_table']} → {entity}"
-    state = (current_state(bronze, spec["key"], table_keys(source_system, spec["bronze_table"]))
-             .withColumn("_source_key", source_key(spec["key"])))
-    state = without_void(state, spec, tag)   # 作废: withdrawn only where the flag says so
-    if "where" in spec:   # a table feeding several entities: only its rows of this entity (e.g. by order type)
+    state = current_state(bronze, spec["key"], table_keys(source_system, spec["bronze_table"])).withColumn(
+        "_source_key", source_key(spec["key"])
+    )
+    state = without_void(state, spec, tag)  # 作废: withdrawn only where the flag says so
+    if "where" in spec:  # a table feeding several entities: only its rows of this entity (e.g. by order type)
         state = state.where(spec["where"])
     mapped = map_columns(state, spec["columns"], source_system, entity)
     for name, lookup in (spec.get("lookups") or {}).items():
         mapped = with_lookup(mapped, lookups.get(name), lookup, source_system, f"{tag}, lookup {name}", entity)
-    mapped = (mapped.withColumn("source_system", F.lit(source_system))
-                    .withColumn("source_table", F.lit(spec["bronze_table"]))
-                    .withColumn("source_key", F.col("_source_key"))
-                    .withColumn("org_code", F.col("_org_code"))
-                    .withColumn("source_updated_at", F.col("_source_ts"))
-                    .withColumn("source_position", F.col("_source_pos")))
+    mapped = (
+        mapped.withColumn("source_system", F.lit(source_system))
+        .withColumn("source_table", F.lit(spec["bronze_table"]))
+        .withColumn("source_key", F.col("_source_key"))
+        .withColumn("org_code", F.col("_org_code"))
+        .withColumn("source_updated_at", F.col("_source_ts"))
+        .withColumn("source_position", F.col("_source_pos"))
+    )
     for column in [c["name"] for c in entity_columns(entity)]:
         if column not in mapped.columns:
             mapped = mapped.withColumn(column, F.lit(None))
@@ -383,14 +444,24 @@ def _standardized(bronze: DataFrame, spec: dict[str, Any], source_system: str,
 def _split(checked: DataFrame, entity: str, detected_at: datetime) -> tuple[DataFrame, DataFrame]:
     valid = to_canonical(checked.where(F.size("_violations") == 0), entity)
     violations = checked.select(F.explode("_violations").alias("_v"), "*").select(
-        "source_system", "source_table", F.lit(entity).alias("entity"), F.col("source_key").alias("record_key"),
-        "_v.rule_id", "_v.reason", F.col("_raw").alias("raw_payload"), "org_code", "source_position",
-        "source_updated_at", F.lit(detected_at).cast("timestamp").alias("detected_at"))
+        "source_system",
+        "source_table",
+        F.lit(entity).alias("entity"),
+        F.col("source_key").alias("record_key"),
+        "_v.rule_id",
+        "_v.reason",
+        F.col("_raw").alias("raw_payload"),
+        "org_code",
+        "source_position",
+        "source_updated_at",
+        F.lit(detected_at).cast("timestamp").alias("detected_at"),
+    )
     return valid, violations
 
 
-def standardize_frame(bronze: DataFrame, spec: dict[str, Any], source_system: str,
-                      lookups: dict[str, DataFrame] | None = None) -> tuple[DataFrame, DataFrame]:
+def standardize_frame(
+    bronze: DataFrame, spec: dict[str, Any], source_system: str, lookups: dict[str, DataFrame] | None = None
+) -> tuple[DataFrame, DataFrame]:
     """Raw bronze rows of one mapped table -> (silver rows, quarantine rows)."""
     checked = _standardized(bronze, spec, source_system, lookups or {})
     return _split(checked, spec["entity"], datetime.now().astimezone())
@@ -427,11 +498,11 @@ class TableReport:
     source_system: str
     entity: str
     bronze_table: str
-    mode: str                 # full | incremental | no_change | no_bronze
+    mode: str  # full | incremental | no_change | no_bronze
     changed_keys: int = 0
-    silver_rows: int = 0      # rows written (full) or inserted by the MERGE (incremental)
-    removed: int = 0          # silver rows replaced or deleted by the MERGE
-    quarantined: int = 0      # violations written
+    silver_rows: int = 0  # rows written (full) or inserted by the MERGE (incremental)
+    removed: int = 0  # silver rows replaced or deleted by the MERGE
+    quarantined: int = 0  # violations written
 
 
 def _commit_metrics(path: str) -> dict[str, int]:
@@ -455,20 +526,31 @@ def _replace_slice(df: DataFrame, path: str, source_system: str, table: str, ent
     df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path)
 
 
-def _merge_keys(spark: SparkSession, df: DataFrame, touched: DataFrame, path: str, key_column: str,
-                source_system: str, table: str, entity: str | None = None) -> tuple[int, int]:
+def _merge_keys(
+    spark: SparkSession,
+    df: DataFrame,
+    touched: DataFrame,
+    path: str,
+    key_column: str,
+    source_system: str,
+    table: str,
+    entity: str | None = None,
+) -> tuple[int, int]:
     """Replace the rows of the touched keys by ``df`` in one atomic MERGE: (inserted, deleted)."""
     scope = f"t.source_system = '{source_system}' AND t.source_table = '{table}'"
     if entity:
         scope += f" AND t.entity = '{entity}'"
-    changes = (touched.select(F.col("source_key").alias("_key"), F.lit("touched").alias("_kind"))
-               .unionByName(df.select(F.col(key_column).alias("_key"), F.lit("row").alias("_kind"), "*"),
-                            allowMissingColumns=True))
-    (DeltaTable.forPath(spark, path).alias("t")
+    changes = touched.select(F.col("source_key").alias("_key"), F.lit("touched").alias("_kind")).unionByName(
+        df.select(F.col(key_column).alias("_key"), F.lit("row").alias("_kind"), "*"), allowMissingColumns=True
+    )
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
         .merge(changes.alias("s"), f"{scope} AND t.{key_column} = s._key AND s._kind = 'touched'")
         .whenMatchedDelete()
         .whenNotMatchedInsert(condition="s._kind = 'row'", values={c: f"s.`{c}`" for c in df.columns})
-        .execute())
+        .execute()
+    )
     metrics = _commit_metrics(path)
     return metrics.get("numTargetRowsInserted", 0), metrics.get("numTargetRowsDeleted", 0)
 
@@ -477,8 +559,9 @@ def _read_bronze(spark: SparkSession, source_system: str, table: str) -> DataFra
     return read_delta(spark, bronze_path(source_system, table))
 
 
-def _rows_added(spark: SparkSession, source_system: str, table: str, since: int, until: int,
-                schema: Any) -> DataFrame | None:
+def _rows_added(
+    spark: SparkSession, source_system: str, table: str, since: int, until: int, schema: Any
+) -> DataFrame | None:
     files = files_added_since(source_system, table, since, until)
     if files is None:
         return None
@@ -491,8 +574,14 @@ def _rows_added(spark: SparkSession, source_system: str, table: str, since: int,
     return spark.read.schema(schema).parquet(*files)
 
 
-def _touched_keys(spark: SparkSession, source_system: str, spec: dict[str, Any], main: DataFrame,
-                  since: dict[str, int], until: dict[str, int]) -> DataFrame | None:
+def _touched_keys(
+    spark: SparkSession,
+    source_system: str,
+    spec: dict[str, Any],
+    main: DataFrame,
+    since: dict[str, int],
+    until: dict[str, int],
+) -> DataFrame | None:
     """Business keys (as ``source_key``) whose silver row may have changed since the checkpoint."""
     main_table = spec["bronze_table"]
     added = _rows_added(spark, source_system, main_table, since[main_table], until[main_table], main.schema)
@@ -505,36 +594,38 @@ def _touched_keys(spark: SparkSession, source_system: str, spec: dict[str, Any],
             continue
         rows = _read_bronze(spark, source_system, table)
         start = since.get(table)
-        added = rows if start is None else _rows_added(spark, source_system, table, start, until[table],
-                                                       rows.schema)
+        added = rows if start is None else _rows_added(spark, source_system, table, start, until[table], rows.schema)
         if added is None:
             return None
-        (join_column, target), = lookup["join_on"].items()
+        ((join_column, target),) = lookup["join_on"].items()
         main_column = spec["columns"][target]["from"]
         joined = added.select(F.col(f"`{join_column}`").cast("string").alias("_v")).distinct()
         touched = touched.unionByName(
-            main.join(joined, F.col(f"`{main_column}`").cast("string") == joined["_v"], "left_semi")
-                .select(source_key(spec["key"]).alias("source_key")))
+            main.join(joined, F.col(f"`{main_column}`").cast("string") == joined["_v"], "left_semi").select(
+                source_key(spec["key"]).alias("source_key")
+            )
+        )
     return touched.distinct()
 
 
-def _lookup_rows(spark: SparkSession, source_system: str, spec: dict[str, Any],
-                 main_rows: DataFrame | None) -> dict[str, DataFrame | None]:
+def _lookup_rows(
+    spark: SparkSession, source_system: str, spec: dict[str, Any], main_rows: DataFrame | None
+) -> dict[str, DataFrame | None]:
     """Bronze rows of each lookup table; only those joining the given main rows when there are any."""
     result = {}
     for name, lookup in (spec.get("lookups") or {}).items():
         rows = _read_bronze(spark, source_system, lookup["bronze_table"])
         if rows is not None and main_rows is not None:
-            (join_column, target), = lookup["join_on"].items()
+            ((join_column, target),) = lookup["join_on"].items()
             values = main_rows.select(F.col(f"`{spec['columns'][target]['from']}`").cast("string").alias("_v"))
-            rows = rows.join(values.distinct(), F.col(f"`{join_column}`").cast("string") == F.col("_v"),
-                             "left_semi")
+            rows = rows.join(values.distinct(), F.col(f"`{join_column}`").cast("string") == F.col("_v"), "left_semi")
         result[name] = rows
     return result
 
 
-def standardize_table(spark: SparkSession, source_system: str, spec: dict[str, Any], state: dict[str, Any],
-                      full: bool = False) -> TableReport:
+def standardize_table(
+    spark: SparkSession, source_system: str, spec: dict[str, Any], state: dict[str, Any], full: bool = False
+) -> TableReport:
     """Bring one mapped table's silver rows and quarantine up to date with bronze; updates ``state``."""
     entity, table = spec["entity"], spec["bronze_table"]
     tag = f"{entity}/{table}"
@@ -544,22 +635,26 @@ def standardize_table(spark: SparkSession, source_system: str, spec: dict[str, A
         return TableReport(source_system, entity, table, "no_bronze")
     fingerprint = table_fingerprint(source_system, spec)
     checkpoint = state.get(tag)
-    incremental = (not full and checkpoint is not None and checkpoint["fingerprint"] == fingerprint
-                   and _exists(silver_path(entity)))
+    incremental = (
+        not full
+        and checkpoint is not None
+        and checkpoint["fingerprint"] == fingerprint
+        and _exists(silver_path(entity))
+    )
     if incremental and checkpoint["versions"] == until:
         return TableReport(source_system, entity, table, "no_change")
     main = _read_bronze(spark, source_system, table)
     detected_at = datetime.now().astimezone()
-    touched = (_touched_keys(spark, source_system, spec, main, checkpoint["versions"], until)
-               if incremental else None)
+    touched = _touched_keys(spark, source_system, spec, main, checkpoint["versions"], until) if incremental else None
     if touched is None:
         checked = _standardized(main, spec, source_system, _lookup_rows(spark, source_system, spec, None))
         checked = checked.persist()
         silver, quarantine = _split(checked, entity, detected_at)
         _replace_slice(silver, silver_path(entity), source_system, table)
         _replace_slice(quarantine, quarantine_path(), source_system, table, entity)
-        written, quarantined = checked.agg(F.sum((F.size("_violations") == 0).cast("int")),
-                                           F.sum(F.size("_violations"))).first()
+        written, quarantined = checked.agg(
+            F.sum((F.size("_violations") == 0).cast("int")), F.sum(F.size("_violations"))
+        ).first()
         written, quarantined = written or 0, quarantined or 0
         checked.unpersist()
         report = TableReport(source_system, entity, table, "full", silver_rows=written, quarantined=quarantined)
@@ -571,14 +666,14 @@ def standardize_table(spark: SparkSession, source_system: str, spec: dict[str, A
         checked = _standardized(rows, spec, source_system, _lookup_rows(spark, source_system, spec, rows))
         checked = checked.persist()
         silver, quarantine = _split(checked, entity, detected_at)
-        inserted, deleted = _merge_keys(spark, silver, touched, silver_path(entity), "source_key",
-                                        source_system, table)
+        inserted, deleted = _merge_keys(spark, silver, touched, silver_path(entity), "source_key", source_system, table)
         violations = checked.agg(F.sum(F.size("_violations"))).first()[0] or 0
         open_before = checkpoint.get("quarantine_open")
         quarantined, resolved = 0, 0
-        if violations or open_before != 0:   # nothing in quarantine before nor now: no MERGE needed
-            quarantined, resolved = _merge_keys(spark, quarantine, touched, quarantine_path(), "record_key",
-                                                source_system, table, entity)
+        if violations or open_before != 0:  # nothing in quarantine before nor now: no MERGE needed
+            quarantined, resolved = _merge_keys(
+                spark, quarantine, touched, quarantine_path(), "record_key", source_system, table, entity
+            )
         open_quarantine = None if open_before is None else open_before + quarantined - resolved
         checked.unpersist()
         touched.unpersist()
@@ -629,7 +724,7 @@ def prepare_silver(spark: SparkSession) -> bool:
 @dataclass(frozen=True)
 class TableFailure:
     source_system: str
-    entity: str            # "*" when the source failed before any table (e.g. its mapping does not load)
+    entity: str  # "*" when the source failed before any table (e.g. its mapping does not load)
     bronze_table: str
     error: str
 
@@ -648,9 +743,11 @@ class StandardizeError(RuntimeError):
         self.failures, self.reports = failures, reports
         sources = sorted({f.source_system for f in failures})
         super().__init__(
-            f"{len(failures)} table(s) could not be standardised: " + "; ".join(map(str, failures))
+            f"{len(failures)} table(s) could not be standardised: "
+            + "; ".join(map(str, failures))
             + f". The other tables are up to date. Fix the cause (the log has each traceback), then run "
-            f"`./drc silver --source {' --source '.join(sources)}`.")
+            f"`./drc silver --source {' --source '.join(sources)}`."
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -658,8 +755,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def standardize_sources(spark: SparkSession, sources: list[str], full: bool = False, progress: Any = None,
-                        workers: int = 3) -> list[TableReport]:
+def standardize_sources(
+    spark: SparkSession, sources: list[str], full: bool = False, progress: Any = None, workers: int = 3
+) -> list[TableReport]:
     """Every mapped table of these sources; sources run side by side (Spark fills the cores meanwhile).
 
     A table that fails in the parallel pass (e.g. a Delta conflict) is retried alone, where such a conflict
@@ -668,7 +766,7 @@ def standardize_sources(spark: SparkSession, sources: list[str], full: bool = Fa
     """
     prepare_silver(spark)
     reports: list[TableReport] = []
-    retry: dict[str, set[tuple[str, str]] | None] = {}   # source -> failed (entity, table); None = whole source
+    retry: dict[str, set[tuple[str, str]] | None] = {}  # source -> failed (entity, table); None = whole source
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="silver") as pool:
         futures = {pool.submit(run_standardize, spark, source, full, progress): source for source in sources}
         for future in as_completed(futures):
@@ -681,8 +779,12 @@ def standardize_sources(spark: SparkSession, sources: list[str], full: bool = Fa
                     log.warning("silver %s failed in the parallel pass, retrying it alone", failure)
                 retry[source] = {(f.entity, f.bronze_table) for f in exc.failures}
             except Exception as exc:
-                log.warning("silver %s failed in the parallel pass (%s), retrying it alone", source,
-                            _describe(exc), exc_info=exc)
+                log.warning(
+                    "silver %s failed in the parallel pass (%s), retrying it alone",
+                    source,
+                    _describe(exc),
+                    exc_info=exc,
+                )
                 retry[source] = None
     failures: list[TableFailure] = []
     for source, tables in retry.items():
@@ -699,8 +801,13 @@ def standardize_sources(spark: SparkSession, sources: list[str], full: bool = Fa
     return reports
 
 
-def run_standardize(spark: SparkSession, source_system: str, full: bool = False, progress: Any = None,
-                    tables: set[tuple[str, str]] | None = None) -> list[TableReport]:
+def run_standardize(
+    spark: SparkSession,
+    source_system: str,
+    full: bool = False,
+    progress: Any = None,
+    tables: set[tuple[str, str]] | None = None,
+) -> list[TableReport]:
     """Standardise every mapped table of one source (or only ``tables``: (entity, bronze table) pairs).
 
     ``progress(report)`` is called after each table. A failing table does not stop the others: each failure

@@ -16,6 +16,7 @@ Run with the Superset venv's python, with .env exported (./drc provision-dashboa
 Passwords are never in files: the warehouse one is passed to the import from DRC_BI_DB_PASSWORD, users' ones are
 derived by core.access.password. Nothing secret is printed. Exits 1 with "provision: error: ..." on any failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,17 +34,35 @@ HERE = Path(__file__).resolve().parent
 # over this folder, which shares its name)
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
-REQUIRED_ENV = ("DRC_PG_PORT", "DRC_PG_PASSWORD", "DRC_BI_DB_PASSWORD", "DRC_SUPERSET_SECRET_KEY",
-                "DRC_SUPERSET_DB_PASSWORD", "DRC_SUPERSET_ADMIN_PASSWORD")
+REQUIRED_ENV = (
+    "DRC_PG_PORT",
+    "DRC_PG_PASSWORD",
+    "DRC_BI_DB_PASSWORD",
+    "DRC_SUPERSET_SECRET_KEY",
+    "DRC_SUPERSET_DB_PASSWORD",
+    "DRC_SUPERSET_ADMIN_PASSWORD",
+)
 BI_SCHEMAS = ("marts", "reference", "ingest", "ops")
 # The first dashboard (医共体门急诊服务量监测, four charts over fct_daily_outpatient_visits), replaced by the
 # catalog-built ones: removed on provisioning so no analyst lands on it.
-RETIRED = {"dashboards": ["4fbfaf3d-0019-4f9a-8af7-34d9f3e81bef"],
-           "charts": ["55e978a5-89f9-4783-a574-db710aba283f", "f4369d53-9d98-4215-badf-574950cedbcd",
-                      "9c86be1d-32b0-415f-b125-8ef2d71c5515", "35859cc8-3a77-483f-a51e-db27b66fd23c"],
-           "datasets": ["50575f0d-b42d-4240-bb4c-d5751b799fef"]}
-DARK_THEME = {"algorithm": "dark", "token": {"colorBgBase": "#07162e", "colorPrimary": "#3aa0ff",
-                                             "fontFamily": "'Microsoft YaHei', 'WenQuanYi Micro Hei', sans-serif"}}
+RETIRED = {
+    "dashboards": ["4fbfaf3d-0019-4f9a-8af7-34d9f3e81bef"],
+    "charts": [
+        "55e978a5-89f9-4783-a574-db710aba283f",
+        "f4369d53-9d98-4215-badf-574950cedbcd",
+        "9c86be1d-32b0-415f-b125-8ef2d71c5515",
+        "35859cc8-3a77-483f-a51e-db27b66fd23c",
+    ],
+    "datasets": ["50575f0d-b42d-4240-bb4c-d5751b799fef"],
+}
+DARK_THEME = {
+    "algorithm": "dark",
+    "token": {
+        "colorBgBase": "#07162e",
+        "colorPrimary": "#3aa0ff",
+        "fontFamily": "'Microsoft YaHei', 'WenQuanYi Micro Hei', sans-serif",
+    },
+}
 THEME_UUID = "0b7e9b1e-5a55-4d5e-9a54-2c5f1c1b3d01"
 
 
@@ -54,8 +73,13 @@ def fail(msg: str) -> None:
 
 def scrub(text: str) -> str:
     """Remove every secret we know of from a message before it is shown."""
-    for name in ("DRC_PG_PASSWORD", "DRC_BI_DB_PASSWORD", "DRC_SUPERSET_DB_PASSWORD", "DRC_SUPERSET_SECRET_KEY",
-                 "DRC_SUPERSET_ADMIN_PASSWORD"):
+    for name in (
+        "DRC_PG_PASSWORD",
+        "DRC_BI_DB_PASSWORD",
+        "DRC_SUPERSET_DB_PASSWORD",
+        "DRC_SUPERSET_SECRET_KEY",
+        "DRC_SUPERSET_ADMIN_PASSWORD",
+    ):
         secret = os.environ.get(name)
         if secret:
             text = text.replace(secret, "***")
@@ -72,8 +96,15 @@ def causes(exc: BaseException) -> list[BaseException]:
 
 def warehouse_url(user: str, password: str):
     from sqlalchemy.engine import URL
-    return URL.create("postgresql+psycopg2", username=user, password=password, host="127.0.0.1",
-                      port=int(os.environ["DRC_PG_PORT"]), database="warehouse")
+
+    return URL.create(
+        "postgresql+psycopg2",
+        username=user,
+        password=password,
+        host="127.0.0.1",
+        port=int(os.environ["DRC_PG_PORT"]),
+        database="warehouse",
+    )
 
 
 def grant_bi_role() -> None:
@@ -91,15 +122,24 @@ def grant_bi_role() -> None:
                 conn.execute(text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO drc_bi"))
             conn.execute(text("GRANT USAGE ON SCHEMA staging TO drc_bi"))
             # ... except any table holding 身份证号, phone or address (dim_patient, served by the lookup API)
-            personal = conn.execute(text(
-                "SELECT DISTINCT table_schema || '.' || table_name FROM information_schema.columns "
-                "WHERE table_schema = ANY(:schemas) AND column_name ~ '(id_number|phone|address)$'"),
-                {"schemas": list(BI_SCHEMAS)}).scalars().all()
+            personal = (
+                conn.execute(
+                    text(
+                        "SELECT DISTINCT table_schema || '.' || table_name FROM information_schema.columns "
+                        "WHERE table_schema = ANY(:schemas) AND column_name ~ '(id_number|phone|address)$'"
+                    ),
+                    {"schemas": list(BI_SCHEMAS)},
+                )
+                .scalars()
+                .all()
+            )
             for table in personal:
                 conn.execute(text(f"REVOKE SELECT ON {table} FROM drc_bi"))
     except Exception as exc:
-        fail(f"cannot grant the warehouse to drc_bi as drc: {type(exc).__name__}: "
-             f"{str(exc).strip().splitlines()[0]} (is PostgreSQL up? ./drc setup)")
+        fail(
+            f"cannot grant the warehouse to drc_bi as drc: {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0]} (is PostgreSQL up? ./drc setup)"
+        )
     finally:
         engine.dispose()
 
@@ -116,21 +156,28 @@ def probe_datasets(datasets) -> dict[str, dict[str, str]]:
                 try:
                     conn.execute(text("DROP VIEW IF EXISTS pg_temp.drc_probe"))
                     conn.execute(text(f"CREATE TEMP VIEW drc_probe AS {ds.sql}"))
-                    rows = conn.execute(text(
-                        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-                        "WHERE attrelid = 'pg_temp.drc_probe'::regclass AND attnum > 0 AND NOT attisdropped"))
+                    rows = conn.execute(
+                        text(
+                            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                            "WHERE attrelid = 'pg_temp.drc_probe'::regclass AND attnum > 0 AND NOT attisdropped"
+                        )
+                    )
                     types[ds.name] = {name: re.sub(r"\(.*\)", "", t) for name, t in rows}
                     conn.commit()
                 except Exception as exc:
                     conn.rollback()
-                    fail(f"dataset {ds.name} (config/dashboards/_datasets.yaml) cannot be read as drc_bi: "
-                         f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]} -- has the pipeline built "
-                         "the marts (./drc transform)?")
+                    fail(
+                        f"dataset {ds.name} (config/dashboards/_datasets.yaml) cannot be read as drc_bi: "
+                        f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]} -- has the pipeline built "
+                        "the marts (./drc transform)?"
+                    )
     except SystemExit:
         raise
     except Exception as exc:
-        fail(f"cannot connect to the warehouse as drc_bi: {type(exc).__name__}: "
-             f"{str(exc).strip().splitlines()[0]} (./drc setup creates the role)")
+        fail(
+            f"cannot connect to the warehouse as drc_bi: {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0]} (./drc setup creates the role)"
+        )
     finally:
         engine.dispose()
     return types
@@ -145,7 +192,7 @@ def contents_for_import(bundle) -> tuple[dict[str, str], dict[str, str]]:
     rel = "databases/warehouse.yaml"
     config = yaml.safe_load(contents[rel])
     url = make_url(config["sqlalchemy_uri"]).set(port=int(os.environ["DRC_PG_PORT"]))
-    config["sqlalchemy_uri"] = url.render_as_string(hide_password=False)   # still the mask
+    config["sqlalchemy_uri"] = url.render_as_string(hide_password=False)  # still the mask
     contents[rel] = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
     return contents, {rel: os.environ["DRC_BI_DB_PASSWORD"]}
 
@@ -189,8 +236,7 @@ def provision_roles(db, security_manager, bundle) -> list[str]:
     roles, users = load_roles()
     gamma = security_manager.find_role("Gamma")
     by_slug = {d["slug"]: db.session.query(Dashboard).filter_by(uuid=d["uuid"]).one() for d in bundle.dashboards}
-    tables = {name: db.session.query(SqlaTable).filter_by(uuid=ds.uuid).one()
-              for name, ds in bundle.datasets.items()}
+    tables = {name: db.session.query(SqlaTable).filter_by(uuid=ds.uuid).one() for name, ds in bundle.datasets.items()}
     dashboard_roles: dict[str, list] = {slug: [] for slug in by_slug}
     report = []
     for role in roles.values():
@@ -199,13 +245,16 @@ def provision_roles(db, security_manager, bundle) -> list[str]:
         unknown = set(slugs) - set(by_slug)
         if unknown:
             fail(f"config/access/roles.yaml: role {role.name} names unknown dashboard(s) {', '.join(sorted(unknown))}")
-        used = {c.spec.get("dataset", "indicator") for d in bundle.dashboards if d["slug"] in slugs
-                for c in d["charts"]}
+        used = {
+            c.spec.get("dataset", "indicator") for d in bundle.dashboards if d["slug"] in slugs for c in d["charts"]
+        }
         if role.rows == "own_org":
             keyless = sorted(n for n in used if not bundle.datasets[n].org_column)
             if keyless:
-                fail(f"role {role.name} sees only its own institution, but its dashboards read dataset(s) "
-                     f"without org_column: {', '.join(keyless)}")
+                fail(
+                    f"role {role.name} sees only its own institution, but its dashboards read dataset(s) "
+                    f"without org_column: {', '.join(keyless)}"
+                )
         # Gamma's read-only permissions (no SQL Lab, no editing of others' objects), plus each dataset used
         perms = [p for p in gamma.permissions if p.permission.name != "can_csv"]
         for name in sorted(used):
@@ -242,8 +291,14 @@ def provision_roles(db, security_manager, bundle) -> list[str]:
             rls.tables = [tables[n] for n, ds in bundle.datasets.items() if ds.org_column]
         sm_user = security_manager.find_user(username=user.login)
         if sm_user is None:
-            sm_user = security_manager.add_user(user.login, user.name, base.zh[:60], f"{user.login}@drc.local",
-                                                user_roles, password=password(user.login))
+            sm_user = security_manager.add_user(
+                user.login,
+                user.name,
+                base.zh[:60],
+                f"{user.login}@drc.local",
+                user_roles,
+                password=password(user.login),
+            )
             if not sm_user:
                 fail(f"Superset refused to create user {user.login}")
         else:
@@ -285,8 +340,10 @@ def main() -> None:
         app = create_app()
     except Exception as exc:  # e.g. metadata DB down or not migrated: report the root cause
         root = causes(exc)[-1]
-        fail(f"Superset could not start with {os.environ['SUPERSET_CONFIG_PATH']}: "
-             f"{type(root).__name__}: {str(root).strip()}")
+        fail(
+            f"Superset could not start with {os.environ['SUPERSET_CONFIG_PATH']}: "
+            f"{type(root).__name__}: {str(root).strip()}"
+        )
     logging.getLogger().setLevel(logging.WARNING)
 
     with app.app_context():
@@ -314,8 +371,10 @@ def main() -> None:
             shutil.rmtree(app.config["DATA_CACHE_DIR"], ignore_errors=True)
             report = provision_roles(db, security_manager, bundle)
         charts = sum(len(d["charts"]) for d in bundle.dashboards)
-        print(f"provision: {len(bundle.dashboards)} dashboards, {charts} charts, {len(bundle.datasets)} datasets; "
-              + "; ".join(report))
+        print(
+            f"provision: {len(bundle.dashboards)} dashboards, {charts} charts, {len(bundle.datasets)} datasets; "
+            + "; ".join(report)
+        )
 
     port = os.environ.get("DRC_SUPERSET_PORT", "8088")
     for dash in bundle.dashboards:

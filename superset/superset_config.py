@@ -18,8 +18,7 @@ def _env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
         # Superset would otherwise start with its built-in dummy key / SQLite metadata DB.
-        sys.exit(f"superset_config.py: environment variable {name} is not set "
-                 f"(run through ./drc, which exports .env)")
+        sys.exit(f"superset_config.py: environment variable {name} is not set (run through ./drc, which exports .env)")
     return value
 
 
@@ -46,11 +45,18 @@ APP_NAME = "荥阳医共体数据资源中心"
 # to fetch the pack, so the login page stayed English). The pack is the public upstream file, so
 # serving it anonymously is safe.
 _ZH_FIXES = {
-    "Summary": "汇总", "Sign in": "登录", "Enter your login and password below:": "请输入用户名和密码：",
-    "entries": "条", "entries per page": "条/页", "%s record": "%s 条记录",
-    "Filters and controls": "筛选与控件", "Users": "用户", "Select all": "全选",
-    "Not in": "不属于", "not containing": "不包含",
-    "Choose...": "请选择…",   # upstream: 选择数据库 ("choose a database") on every list and filter select
+    "Summary": "汇总",
+    "Sign in": "登录",
+    "Enter your login and password below:": "请输入用户名和密码：",
+    "entries": "条",
+    "entries per page": "条/页",
+    "%s record": "%s 条记录",
+    "Filters and controls": "筛选与控件",
+    "Users": "用户",
+    "Select all": "全选",
+    "Not in": "不属于",
+    "not containing": "不包含",
+    "Choose...": "请选择…",  # upstream: 选择数据库 ("choose a database") on every list and filter select
 }
 
 
@@ -65,13 +71,14 @@ def FLASK_APP_MUTATOR(app):
             return None
         if not pack:
             import superset
-            src = os.path.join(os.path.dirname(superset.__file__),
-                               "translations", "zh", "LC_MESSAGES", "messages.json")
+
+            src = os.path.join(os.path.dirname(superset.__file__), "translations", "zh", "LC_MESSAGES", "messages.json")
             with open(src, encoding="utf-8") as f:
                 data = json.load(f)
             data["locale_data"]["superset"].update({k: [v] for k, v in _ZH_FIXES.items()})
             pack.append(json.dumps(data, ensure_ascii=False).encode("utf-8"))
         return Response(pack[0], mimetype="application/json")
+
 
 # No examples: nothing here runs `superset load_examples` (it downloads from GitHub); our
 # dashboards are built from config/dashboards/ by superset/bundle.py and provisioned by superset/provision.py.

@@ -63,8 +63,8 @@ def _release_spark_memory():
     if get_spark.cache_info().currsize:
         session = get_spark()
         session.catalog.clearCache()
-        gc.collect()                                     # releases the Python side's py4j references first
-        session.sparkContext._jvm.System.gc()            # the ContextCleaner then removes the orphaned blocks
+        gc.collect()  # releases the Python side's py4j references first
+        session.sparkContext._jvm.System.gc()  # the ContextCleaner then removes the orphaned blocks
 
 
 @pytest.fixture(scope="session")
@@ -78,18 +78,26 @@ def _reset_platform_state() -> None:
     settings = get_settings()
     with warehouse_engine().begin() as conn:
         # A logical replication slot pins its database: drop ours before the simulator drops the databases.
-        conn.execute(sa.text("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                             "WHERE slot_name LIKE 'drc%' AND NOT active"))
+        conn.execute(
+            sa.text(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name LIKE 'drc%' AND NOT active"
+            )
+        )
         conn.execute(sa.text("DROP SCHEMA IF EXISTS ingest CASCADE"))
         conn.execute(sa.text("DROP SCHEMA IF EXISTS export CASCADE"))
         conn.execute(sa.text("DROP SCHEMA IF EXISTS ops CASCADE"))
     for cached in (ensure_tables, ensure_alert_table, ensure_judgement_table):
         cached.cache_clear()
     County(load_simulator_config()).reset()
-    for folder in (settings.lake_root, settings.exports_dir, settings.state_dir / "archive",
-                   settings.state_dir / "quarantine"):
+    for folder in (
+        settings.lake_root,
+        settings.exports_dir,
+        settings.state_dir / "archive",
+        settings.state_dir / "quarantine",
+    ):
         shutil.rmtree(folder, ignore_errors=True)
-    inbox = Path(os.environ["DRC_SFTP_ROOT"]) / "chroot" / "inbox"      # what the receiving SFTP server holds
+    inbox = Path(os.environ["DRC_SFTP_ROOT"]) / "chroot" / "inbox"  # what the receiving SFTP server holds
     for delivered in inbox.iterdir() if inbox.exists() else ():
         shutil.rmtree(delivered)
 
@@ -101,8 +109,15 @@ def pipeline_done(spark) -> PipelineRun:
     start = load_simulator_config()["start_date"]
     run = PipelineRun(start, start + timedelta(days=PIPELINE_DAYS - 1))
     assert drc_main(["simulate", "--until", run.last_day.isoformat()]) == 0
-    for step in (["ingest"], ["deadline", "--through", run.last_day.isoformat()], ["silver"], ["empi"], ["quality"],
-                 ["publish"], ["transform"]):
+    for step in (
+        ["ingest"],
+        ["deadline", "--through", run.last_day.isoformat()],
+        ["silver"],
+        ["empi"],
+        ["quality"],
+        ["publish"],
+        ["transform"],
+    ):
         assert drc_main(step) == 0, f"pipeline step {step} failed"
     assert drc_main(["export", "run", "--through", run.last_day.isoformat(), "--include-open-periods"]) == 0
     assert drc_main(["provision-dashboards"]) == 0
@@ -117,6 +132,7 @@ def pytest_collection_modifyitems(items):
     def order(item) -> int:
         marker = item.get_closest_marker("runs_last")
         return 0 if marker is None else marker.kwargs.get("order", 1)
+
     items.sort(key=order)
 
 
@@ -129,9 +145,18 @@ def browser():
     profile = tempfile.mkdtemp(prefix="drc-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1920,1080", f"--user-data-dir={profile}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1920,1080",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     driver.set_page_load_timeout(90)

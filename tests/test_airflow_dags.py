@@ -26,8 +26,13 @@ REPORT_SCRIPT = PROJECT_ROOT / "tests" / "airflow" / "dagbag_report.py"
 def _parse(tmp_path: Path, **env: str) -> dict:
     airflow_python = Path(os.environ["DRC_AIRFLOW_BIN"]).with_name("python")
     out = tmp_path / f"dagbag-{len(list(tmp_path.iterdir()))}.json"
-    done = subprocess.run([str(airflow_python), str(REPORT_SCRIPT), str(DAGS), str(out)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **env})
+    done = subprocess.run(
+        [str(airflow_python), str(REPORT_SCRIPT), str(DAGS), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text(encoding="utf-8"))
 
@@ -70,7 +75,8 @@ def test_nightly_chain_runs_on_beijing_time_with_isolation_and_one_spark_step_at
     assert pipeline.pools["xydrc_spark"][0] == 1
     assert all(t["doc"] for t in tasks.values()) and dag["doc"]
     assert "xydrc_demo_simulate" in bag["dags"] and all(
-        "simulate" not in d["tasks"] for i, d in bag["dags"].items() if "production" in d["tags"])
+        "simulate" not in d["tasks"] for i, d in bag["dags"].items() if "production" in d["tags"]
+    )
     assert bag["dags"][pipeline.catch_up_dag_id]["schedule"] == "AssetTriggeredTimetable"
 
 

@@ -17,8 +17,9 @@ def _valid_id(body17: str) -> str:
     return body17 + check_char(body17)
 
 
-@pytest.mark.parametrize("role", [r for r in ROLES.values() if r.masking["id_number"] == "masked"],
-                         ids=lambda r: r.name)
+@pytest.mark.parametrize(
+    "role", [r for r in ROLES.values() if r.masking["id_number"] == "masked"], ids=lambda r: r.name
+)
 def test_a_masked_id_number_leaves_hundreds_of_candidates_even_with_birth_date_and_sex_shown(role):
     id_number = _valid_id("41018219800101123")
     masked = apply_masking({"id_number": id_number}, role)["id_number"]
@@ -38,13 +39,15 @@ def test_every_role_says_how_each_personal_field_is_shown_and_users_are_known():
     for role in ROLES.values():
         assert set(role.masking) == set(MASKED_FIELDS)
     assert {u.role for u in USERS.values()} == set(ROLES)
-    assert all(u.org_code and u.township for u in USERS.values() if ROLES[u.role].patients != "all"
-               and ROLES[u.role].patients != "none")
+    assert all(
+        u.org_code and u.township
+        for u in USERS.values()
+        if ROLES[u.role].patients != "all" and ROLES[u.role].patients != "none"
+    )
 
 
 def test_masks_keep_only_what_identifies_nobody():
     assert mask_phone("13812345678") == "138****5678"
     assert mask_address("河南省荥阳市广武镇王村3组12号") == "河南省荥阳市广武镇****"
     assert mask_id_number("410182800101123") == "410182*********"
-    assert apply_masking({"phone": "13812345678", "address": "x"}, ROLES["auditor"]) == {"phone": None,
-                                                                                       "address": None}
+    assert apply_masking({"phone": "13812345678", "address": "x"}, ROLES["auditor"]) == {"phone": None, "address": None}

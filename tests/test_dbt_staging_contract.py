@@ -37,8 +37,10 @@ ENTITIES = list(canonical_model()["entities"])
 OTHER_TABLES = {
     "quarantine": (list(QUARANTINE_COLUMNS), "spark_jobs/standardize.py QUARANTINE_COLUMNS"),
     "terminology_worklist": (list(WORKLIST_COLUMNS), "spark_jobs/publish.py WORKLIST_COLUMNS"),
-    **{f"empi_{name}": (list(columns), f"spark_jobs/publish.py EMPI_TABLES['{name}']")
-       for name, (_, columns) in EMPI_TABLES.items()},
+    **{
+        f"empi_{name}": (list(columns), f"spark_jobs/publish.py EMPI_TABLES['{name}']")
+        for name, (_, columns) in EMPI_TABLES.items()
+    },
 }
 
 
@@ -48,25 +50,30 @@ def rel(path) -> str:
 
 # --- a small parser for the select lists of a staging model ------------------------------------------------------
 
-BASE = "__ods_table__"   # what {{ source('ods', '<table>') }} stands for once the Jinja is stripped
-TOKEN = re.compile(r"""
+BASE = "__ods_table__"  # what {{ source('ods', '<table>') }} stands for once the Jinja is stripped
+TOKEN = re.compile(
+    r"""
     (?P<string>'(?:[^']|'')*')
   | (?P<qident>"(?:[^"]|"")*")
   | (?P<ident>[A-Za-z_][A-Za-z0-9_$]*)
   | (?P<number>\d+(?:\.\d+)?)
   | (?P<op>::|\|\||<=|>=|<>|!=|[-+*/%(),.;=<>\[\]])
   | (?P<space>\s+)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 # Reserved words: never a column unless quoted. (A type is skipped by position: after `::` or cast's `as`.)
-KEYWORDS = frozenset("""
+KEYWORDS = frozenset(
+    """
     all and any as asc both case cast desc distinct else end false from in interval is leading like not null or
     precision then trailing true when where with
-""".split())
+""".split()
+)
 
 
 @dataclass(frozen=True)
 class Token:
-    kind: str    # ident (lower-cased, unquoted or quoted), string, number, op
+    kind: str  # ident (lower-cased, unquoted or quoted), string, number, op
     value: str
     quoted: bool = False
 
@@ -76,7 +83,7 @@ class SqlError(ValueError):
 
 
 def tokenize(sql: str) -> list[Token]:
-    sql = re.sub(r"\{\{.*?\}\}", f" {BASE} ", sql, flags=re.DOTALL)   # {{ source(...) }}, {{ ref(...) }}
+    sql = re.sub(r"\{\{.*?\}\}", f" {BASE} ", sql, flags=re.DOTALL)  # {{ source(...) }}, {{ ref(...) }}
     if "{%" in sql:
         raise SqlError("Jinja control flow ({% ... %}) is not supported here: keep staging models plain SQL")
     sql = re.sub(r"\{#.*?#\}", " ", sql, flags=re.DOTALL)
@@ -86,7 +93,7 @@ def tokenize(sql: str) -> list[Token]:
     while pos < len(sql):
         match = TOKEN.match(sql, pos)
         if not match:
-            raise SqlError(f"cannot read the SQL at: {sql[pos:pos + 40]!r}")
+            raise SqlError(f"cannot read the SQL at: {sql[pos : pos + 40]!r}")
         pos = match.end()
         kind, text = match.lastgroup, match.group()
         if kind == "space":
@@ -135,8 +142,8 @@ def split_top_level(tokens: list[Token], separator: str = ",") -> list[list[Toke
 
 @dataclass(frozen=True)
 class Select:
-    items: tuple[tuple[str, frozenset[str]], ...] | None   # (output column, columns it reads); None for select *
-    source: str                                            # the CTE (or BASE) it selects from
+    items: tuple[tuple[str, frozenset[str]], ...] | None  # (output column, columns it reads); None for select *
+    source: str  # the CTE (or BASE) it selects from
 
 
 def parse_item(tokens: list[Token]) -> tuple[str, frozenset[str]]:
@@ -144,9 +151,12 @@ def parse_item(tokens: list[Token]) -> tuple[str, frozenset[str]]:
     text = " ".join(t.value for t in tokens)
     if len(tokens) >= 2 and is_word(tokens[-2], "as") and tokens[-1].kind == "ident":
         name, expression = tokens[-1].value, tokens[:-2]
-    elif tokens and tokens[-1].kind == "ident" and all(
-            t.kind == "ident" or (t.kind == "op" and t.value == ".") for t in tokens):
-        name, expression = tokens[-1].value, tokens          # column or qualifier.column
+    elif (
+        tokens
+        and tokens[-1].kind == "ident"
+        and all(t.kind == "ident" or (t.kind == "op" and t.value == ".") for t in tokens)
+    ):
+        name, expression = tokens[-1].value, tokens  # column or qualifier.column
     else:
         raise SqlError(f"select item `{text}` needs an alias: end it with `as <column>`")
     references = set()
@@ -156,9 +166,9 @@ def parse_item(tokens: list[Token]) -> tuple[str, frozenset[str]]:
         after = expression[i + 1] if i + 1 < len(expression) else None
         before = expression[i - 1] if i else None
         if after is not None and after.kind == "op" and after.value in ("(", "."):
-            continue                                          # a function, or a table qualifier
+            continue  # a function, or a table qualifier
         if before is not None and ((before.kind == "op" and before.value == "::") or is_word(before, "as")):
-            continue                                          # a type: x::date, cast(x as date)
+            continue  # a type: x::date, cast(x as date)
         if not token.quoted and token.value in KEYWORDS:
             continue
         references.add(token.value)
@@ -180,13 +190,20 @@ def parse_select(tokens: list[Token]) -> Select:
             break
     if cut is None or cut + 1 >= len(body) or body[cut + 1].kind != "ident":
         raise SqlError("expected `from <cte>` after the select list")
-    rest = body[cut + 2:]
-    if any(is_word(t, w) for t in rest for w in ("join", "union", "intersect", "except")) \
-            or len(split_top_level(rest)) > 1:
+    rest = body[cut + 2 :]
+    if (
+        any(is_word(t, w) for t in rest for w in ("join", "union", "intersect", "except"))
+        or len(split_top_level(rest)) > 1
+    ):
         raise SqlError("joins and set operations are not supported in a staging model: select from one CTE")
     items = split_top_level(body[:cut])
-    if len(items) == 1 and items[0] and items[0][-1].kind == "op" and items[0][-1].value == "*" \
-            and len(items[0]) in (1, 3):                                   # select *, select source.*
+    if (
+        len(items) == 1
+        and items[0]
+        and items[0][-1].kind == "op"
+        and items[0][-1].value == "*"
+        and len(items[0]) in (1, 3)
+    ):  # select *, select source.*
         return Select(None, body[cut + 1].value)
     return Select(tuple(parse_item(item) for item in items), body[cut + 1].value)
 
@@ -199,11 +216,15 @@ def parse_model(sql: str) -> tuple[dict[str, Select], Select]:
     if tokens and is_word(tokens[0], "with"):
         i = 1
         while True:
-            if not (i + 2 < len(tokens) and tokens[i].kind == "ident" and is_word(tokens[i + 1], "as")
-                    and tokens[i + 2].value == "("):
+            if not (
+                i + 2 < len(tokens)
+                and tokens[i].kind == "ident"
+                and is_word(tokens[i + 1], "as")
+                and tokens[i + 2].value == "("
+            ):
                 raise SqlError("expected `<name> as (` in the with clause")
             end = closing(tokens, i + 2)
-            ctes[tokens[i].value] = parse_select(tokens[i + 3:end])
+            ctes[tokens[i].value] = parse_select(tokens[i + 3 : end])
             i = end + 1
             if i < len(tokens) and tokens[i].kind == "op" and tokens[i].value == ",":
                 i += 1
@@ -225,13 +246,13 @@ def lineage(sql: str, published: list[str]) -> dict[str, frozenset[str]]:
             raise SqlError(f"selects from `{select.source}`, which is neither a CTE nor {{{{ source(...) }}}}")
         if select.items is None:
             return upstream
-        return {name: frozenset().union(*(upstream[r] for r in refs if r in upstream))
-                for name, refs in select.items}
+        return {name: frozenset().union(*(upstream[r] for r in refs if r in upstream)) for name, refs in select.items}
 
     return outputs(final, ())
 
 
 # --- the checks ----------------------------------------------------------------------------------------------------
+
 
 def staging_problems(table: str, published: dict[str, str]) -> list[str]:
     """What is wrong with the staging model of ods.<table>; ``published``: column -> where it is declared."""
@@ -248,9 +269,12 @@ def staging_problems(table: str, published: dict[str, str]) -> list[str]:
     except SqlError as error:
         return [f"{table}: cannot follow the select lists of {rel(sql_file)}: {error}"]
     carried = frozenset().union(*outputs.values())
-    problems = [f"{table}: column {column} (declared in {declared_in}) never reaches staging: add it to the "
-                f"select list of {rel(sql_file)} and document it in {rel(yml_file)}"
-                for column, declared_in in published.items() if column not in carried]
+    problems = [
+        f"{table}: column {column} (declared in {declared_in}) never reaches staging: add it to the "
+        f"select list of {rel(sql_file)} and document it in {rel(yml_file)}"
+        for column, declared_in in published.items()
+        if column not in carried
+    ]
     if not yml_file.exists():
         return [*problems, f"{table}: no YAML for {model}: create {rel(yml_file)} documenting its columns"]
     documents = yaml.safe_load(yml_file.read_text(encoding="utf-8")) or {}
@@ -258,20 +282,32 @@ def staging_problems(table: str, published: dict[str, str]) -> list[str]:
     if len(models) != 1:
         return [*problems, f"{table}: {rel(yml_file)} must describe model {model} exactly once"]
     documented = {c["name"]: c.get("description") for c in models[0].get("columns") or []}
-    problems += [f"{table}: output column {column} of {model} is not documented: add it with a description to "
-                 f"{rel(yml_file)}" for column in outputs if column not in documented]
-    problems += [f"{table}: output column {column} of {model} has no description in {rel(yml_file)}"
-                 for column in outputs if column in documented and not str(documented[column] or "").strip()]
-    problems += [f"{table}: {rel(yml_file)} documents column {column}, which {rel(sql_file)} does not output: "
-                 "remove it from the YAML or select it" for column in documented if column not in outputs]
+    problems += [
+        f"{table}: output column {column} of {model} is not documented: add it with a description to {rel(yml_file)}"
+        for column in outputs
+        if column not in documented
+    ]
+    problems += [
+        f"{table}: output column {column} of {model} has no description in {rel(yml_file)}"
+        for column in outputs
+        if column in documented and not str(documented[column] or "").strip()
+    ]
+    problems += [
+        f"{table}: {rel(yml_file)} documents column {column}, which {rel(sql_file)} does not output: "
+        "remove it from the YAML or select it"
+        for column in documented
+        if column not in outputs
+    ]
     return problems
 
 
 @pytest.mark.parametrize("entity", ENTITIES)
 def test_staging_model_carries_every_canonical_column(entity):
     own = {c["name"] for c in canonical_model()["entities"][entity]["columns"]}
-    published = {c["name"]: rel(MODEL_DIR / (f"{entity}.yaml" if c["name"] in own else "_lineage.yaml"))
-                 for c in entity_columns(entity)}
+    published = {
+        c["name"]: rel(MODEL_DIR / (f"{entity}.yaml" if c["name"] in own else "_lineage.yaml"))
+        for c in entity_columns(entity)
+    }
     problems = staging_problems(entity, published)
     assert not problems, "\n".join(problems)
 
@@ -292,8 +328,11 @@ def _setting(node: dict, name: str, default=None):
 
 
 def source_tables() -> tuple[dict, dict[str, dict]]:
-    sources = [s for s in (yaml.safe_load(SOURCES_FILE.read_text(encoding="utf-8")) or {}).get("sources") or []
-               if s.get("name") == SOURCE_NAME]
+    sources = [
+        s
+        for s in (yaml.safe_load(SOURCES_FILE.read_text(encoding="utf-8")) or {}).get("sources") or []
+        if s.get("name") == SOURCE_NAME
+    ]
     assert len(sources) == 1, f"{rel(SOURCES_FILE)} must define source '{SOURCE_NAME}' exactly once"
     return sources[0], {t["name"]: t for t in sources[0].get("tables") or []}
 
@@ -322,17 +361,23 @@ def test_sources_list_every_entity_with_freshness():
     problems = []
     for entity in ENTITIES:
         if entity not in tables:
-            problems.append(f"{entity}: ods.{entity} is not a table of source '{SOURCE_NAME}': add it to "
-                            f"{rel(SOURCES_FILE)} with a freshness threshold")
+            problems.append(
+                f"{entity}: ods.{entity} is not a table of source '{SOURCE_NAME}': add it to "
+                f"{rel(SOURCES_FILE)} with a freshness threshold"
+            )
             continue
         freshness, loaded_at = effective_freshness(source, tables[entity])
         columns = [c["name"] for c in entity_columns(entity)]
         if freshness is None:
-            problems.append(f"{entity}: ods.{entity} has no freshness threshold (warn_after/error_after): set one "
-                            f"in {rel(SOURCES_FILE)}")
+            problems.append(
+                f"{entity}: ods.{entity} has no freshness threshold (warn_after/error_after): set one "
+                f"in {rel(SOURCES_FILE)}"
+            )
         elif loaded_at not in columns:
-            problems.append(f"{entity}: the loaded_at_field of ods.{entity} is {loaded_at!r}, not a column of the "
-                            f"table ({rel(MODEL_DIR / f'{entity}.yaml')}): fix it in {rel(SOURCES_FILE)}")
+            problems.append(
+                f"{entity}: the loaded_at_field of ods.{entity} is {loaded_at!r}, not a column of the "
+                f"table ({rel(MODEL_DIR / f'{entity}.yaml')}): fix it in {rel(SOURCES_FILE)}"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -341,17 +386,21 @@ def test_sources_list_every_other_ods_table():
     problems = []
     for table, (columns, declared_in) in OTHER_TABLES.items():
         if table not in tables:
-            problems.append(f"{table}: ods.{table} is not a table of source '{SOURCE_NAME}': add it to "
-                            f"{rel(SOURCES_FILE)}")
+            problems.append(
+                f"{table}: ods.{table} is not a table of source '{SOURCE_NAME}': add it to {rel(SOURCES_FILE)}"
+            )
             continue
         freshness, loaded_at = effective_freshness(source, tables[table])
         if freshness is not None and loaded_at not in columns:
-            problems.append(f"{table}: the freshness of ods.{table} reads loaded_at_field {loaded_at!r}, not one of "
-                            f"its columns ({declared_in}): name one of {', '.join(columns)} or set freshness: null "
-                            f"in {rel(SOURCES_FILE)}")
+            problems.append(
+                f"{table}: the freshness of ods.{table} reads loaded_at_field {loaded_at!r}, not one of "
+                f"its columns ({declared_in}): name one of {', '.join(columns)} or set freshness: null "
+                f"in {rel(SOURCES_FILE)}"
+            )
     unknown = sorted(set(tables) - set(ENTITIES) - set(OTHER_TABLES))
-    problems += [f"{t}: {rel(SOURCES_FILE)} lists ods.{t}, which spark_jobs/publish.py does not publish"
-                 for t in unknown]
+    problems += [
+        f"{t}: {rel(SOURCES_FILE)} lists ods.{t}, which spark_jobs/publish.py does not publish" for t in unknown
+    ]
     assert not problems, "\n".join(problems)
 
 
@@ -373,7 +422,11 @@ def test_parser_follows_renames_and_drops():
     """
     outputs = lineage(sql, ["source_system", "t_id", "score", "born", "rows", "a", "b", "dropped", "missing"])
     assert outputs == {
-        "t_key": {"source_system", "t_id"}, "match_score": {"score"}, "birth_date": {"born"},
-        "row_count": {"rows"}, "a_or_b": {"a", "b"}}
+        "t_key": {"source_system", "t_id"},
+        "match_score": {"score"},
+        "birth_date": {"born"},
+        "row_count": {"rows"},
+        "a_or_b": {"a", "b"},
+    }
     with pytest.raises(SqlError, match="alias"):
         lineage("select a + b from {{ source('ods', 't') }}", ["a", "b"])

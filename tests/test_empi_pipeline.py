@@ -17,8 +17,10 @@ from spark_jobs.standardize import silver_path
 
 
 def _registry(spark) -> dict[str, str]:
-    return {r.record_id: r.master_id for r in read_delta(spark, identity.empi_path("records"))
-            .select("record_id", "master_id").collect()}
+    return {
+        r.record_id: r.master_id
+        for r in read_delta(spark, identity.empi_path("records")).select("record_id", "master_id").collect()
+    }
 
 
 def test_every_silver_person_record_has_a_master_id_published_with_its_cross_reference(spark, pipeline_done):
@@ -28,10 +30,13 @@ def test_every_silver_person_record_has_a_master_id_published_with_its_cross_ref
     with warehouse_engine().connect() as conn:
         pix = conn.execute(sa.text("SELECT count(*), count(DISTINCT master_id) FROM ods.empi_pix")).one()
         golden = conn.execute(sa.text("SELECT count(*) FROM marts.dim_patient")).scalar()
-        unmatched = conn.execute(sa.text(
-            "SELECT count(*) FROM ods.person p LEFT JOIN ods.empi_pix x "
-            "ON x.source_system = p.source_system AND x.local_patient_id = p.local_patient_id "
-            "WHERE x.master_id IS DISTINCT FROM p.master_id")).scalar()
+        unmatched = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM ods.person p LEFT JOIN ods.empi_pix x "
+                "ON x.source_system = p.source_system AND x.local_patient_id = p.local_patient_id "
+                "WHERE x.master_id IS DISTINCT FROM p.master_id"
+            )
+        ).scalar()
     assert pix[0] == person.count() and unmatched == 0
     assert golden == pix[1], "one golden record per resident"
 
@@ -58,13 +63,18 @@ def test_a_re_run_rematches_nothing_and_changes_no_master_id(spark, pipeline_don
 
 def test_a_manual_unmerge_is_remembered_by_later_runs_and_logged(spark, pipeline_done):
     registry = read_delta(spark, identity.empi_path("records"))
-    shared = (registry.groupBy("master_id").agg(F.sort_array(F.collect_list("record_id")).alias("records"))
-              .where(F.size("records") >= 2).orderBy("master_id").first())
+    shared = (
+        registry.groupBy("master_id")
+        .agg(F.sort_array(F.collect_list("record_id")).alias("records"))
+        .where(F.size("records") >= 2)
+        .orderBy("master_id")
+        .first()
+    )
     master, records = shared.master_id, shared.records
     split_out = records[-1]
 
     identity.unmerge(spark, master, [split_out], "赵审核员", "两人同名同生日，核实后拆分")
-    identity.run_empi(spark, full=True)                  # a full automatic re-match must obey the decision
+    identity.run_empi(spark, full=True)  # a full automatic re-match must obey the decision
     after = _registry(spark)
     assert after[split_out] != master and all(after[r] == master for r in records[:-1])
     identity.run_empi(spark)
@@ -88,19 +98,27 @@ def _assert_outputs_agree_with_the_registry(spark) -> None:
     golden = read_delta(spark, identity.empi_path("golden"))
     assert golden.count() == rebuilt.count() == registry.select("master_id").distinct().count()
     assert golden.exceptAll(rebuilt.select(*golden.columns)).count() == 0
-    silver = {f"{r.source_system}|{r.local_patient_id}": r.master_id
-              for r in read_delta(spark, silver_path("person")).collect()}
+    silver = {
+        f"{r.source_system}|{r.local_patient_id}": r.master_id
+        for r in read_delta(spark, silver_path("person")).collect()
+    }
     assert silver == _registry(spark)
 
 
 def test_batch_file_matches_known_residents_without_registering_anyone(spark, pipeline_done, tmp_path):
-    known = (read_delta(spark, silver_path("person")).where(F.col("id_number_valid"))
-             .orderBy("source_system", "local_patient_id").first())
+    known = (
+        read_delta(spark, silver_path("person"))
+        .where(F.col("id_number_valid"))
+        .orderBy("source_system", "local_patient_id")
+        .first()
+    )
     people = tmp_path / "people.csv"
     people.write_text(
         "record_id,source,name,sex,birth_date,id_number,phone,address\n"
         f"a1,import,{known.name},{known.sex_code},{known.birth_date},{known.id_number.lower()},,\n"
-        "a2,import,尉迟新人,女,1931-02-03,,,\n", encoding="utf-8")
+        "a2,import,尉迟新人,女,1931-02-03,,,\n",
+        encoding="utf-8",
+    )
     before = read_delta(spark, identity.empi_path("records")).count()
     matched = tmp_path / "matched.csv"
     assert match_file(spark, str(people), str(matched)) == 2

@@ -23,11 +23,16 @@ def test_spark_rule_matches_python_rule_on_valid_corrupted_and_legacy_numbers(sp
     rng = random.Random(7)
     cases = []
     for _ in range(300):
-        good = issue_id_number(rng, "410182", date(1930 + rng.randrange(90), 1 + rng.randrange(12),
-                                                   1 + rng.randrange(28)), rng.choice((1, 2)), set())
+        good = issue_id_number(
+            rng,
+            "410182",
+            date(1930 + rng.randrange(90), 1 + rng.randrange(12), 1 + rng.randrange(28)),
+            rng.choice((1, 2)),
+            set(),
+        )
         cases.append(good)
         cases.append(good[:17] + rng.choice([c for c in "0123456789X" if c != good[17]]))  # wrong check char
-        cases.append(good[:6] + good[8:17])                                                 # legacy 15-digit
+        cases.append(good[:6] + good[8:17])  # legacy 15-digit
     cases += ["", "41018219801301001X", "4101821980010100XX", "41018219800101001x"]
     df = spark.createDataFrame([(c,) for c in cases], "id_number string")
     spark_verdicts = dict(df.select("id_number", id_number_is_valid(F.col("id_number")).alias("ok")).collect())

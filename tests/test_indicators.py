@@ -17,8 +17,9 @@ from evaluation.indicators import TRUTH_EVENTS, account_encounters, mart_values,
 
 
 def _accounted(account, name, results_dir) -> None:
-    (results_dir / f"indicator_truth_{name}.json").write_text(json.dumps(account.__dict__, ensure_ascii=False,
-                                                                         indent=1, default=str))
+    (results_dir / f"indicator_truth_{name}.json").write_text(
+        json.dumps(account.__dict__, ensure_ascii=False, indent=1, default=str)
+    )
     assert not account.over_counted, f"counted but not a true visit: {account.over_counted}: {account.examples[:5]}"
     assert "unexplained" not in account.missing, f"true visits lost without a reason: {account.examples[:5]}"
     assert account.matched + sum(account.missing.values()) == account.true_visits
@@ -56,14 +57,21 @@ def test_indicator_numerators_never_exceed_the_truth_and_differ_only_by_accounte
 
 def test_every_institution_and_day_has_a_row_even_without_visits(pipeline_done):
     with warehouse_engine().connect() as conn:
-        institutions = conn.execute(sa.text(
-            "SELECT count(*) FROM marts.dim_organization WHERE org_type <> '卫生健康行政部门'")).scalar()
-        per_day = conn.execute(sa.text(
-            "SELECT visit_date, count(*), count(*) FILTER (WHERE total_visits = 0) "
-            "FROM marts.fct_daily_outpatient_visits GROUP BY visit_date")).all()
-        monthly = conn.execute(sa.text(
-            "SELECT count(*), count(*) FILTER (WHERE numerator = 0) FROM marts.fct_indicator_value "
-            "WHERE indicator_code = 'HO01' AND period_type = 'month' AND grain_type = 'institution'")).one()
+        institutions = conn.execute(
+            sa.text("SELECT count(*) FROM marts.dim_organization WHERE org_type <> '卫生健康行政部门'")
+        ).scalar()
+        per_day = conn.execute(
+            sa.text(
+                "SELECT visit_date, count(*), count(*) FILTER (WHERE total_visits = 0) "
+                "FROM marts.fct_daily_outpatient_visits GROUP BY visit_date"
+            )
+        ).all()
+        monthly = conn.execute(
+            sa.text(
+                "SELECT count(*), count(*) FILTER (WHERE numerator = 0) FROM marts.fct_indicator_value "
+                "WHERE indicator_code = 'HO01' AND period_type = 'month' AND grain_type = 'institution'"
+            )
+        ).one()
     assert len(per_day) == len(pipeline_done.days)
     for day, rows, silent in per_day:
         assert rows == institutions, day
@@ -76,16 +84,21 @@ def test_every_catalog_indicator_has_values_and_rates_follow_their_formula(pipel
     scalar = {c for c, i in catalog.indicators.items() if i.supported and i.kind == "scalar"}
     with warehouse_engine().connect() as conn:
         present = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT indicator_code FROM marts.fct_indicator_value"))}
-        wrong = conn.execute(sa.text(
-            "SELECT v.indicator_code, v.grain_code, v.numerator, v.denominator, v.value "
-            "FROM marts.fct_indicator_value v JOIN reference.indicator_catalog c USING (indicator_code) "
-            "WHERE c.denominator_measure IS NOT NULL AND ("
-            "(v.denominator = 0 AND v.value IS NOT NULL) OR "
-            "(v.denominator > 0 AND abs(v.value - round(v.numerator * c.scale / v.denominator, 4)) > 0.0001))"
-        )).all()
-        county_rate = conn.execute(sa.text(
-            "SELECT value FROM marts.fct_indicator_value WHERE indicator_code = 'MC02' AND period_type = 'year' "
-            "AND grain_type = 'county'")).scalar()
+        wrong = conn.execute(
+            sa.text(
+                "SELECT v.indicator_code, v.grain_code, v.numerator, v.denominator, v.value "
+                "FROM marts.fct_indicator_value v JOIN reference.indicator_catalog c USING (indicator_code) "
+                "WHERE c.denominator_measure IS NOT NULL AND ("
+                "(v.denominator = 0 AND v.value IS NOT NULL) OR "
+                "(v.denominator > 0 AND abs(v.value - round(v.numerator * c.scale / v.denominator, 4)) > 0.0001))"
+            )
+        ).all()
+        county_rate = conn.execute(
+            sa.text(
+                "SELECT value FROM marts.fct_indicator_value WHERE indicator_code = 'MC02' AND period_type = 'year' "
+                "AND grain_type = 'county'"
+            )
+        ).scalar()
     assert scalar == present
     assert not wrong, wrong[:5]
     assert county_rate is not None and 30 < float(county_rate) < 80, "基层诊疗量占比 outside any plausible range"

@@ -24,16 +24,27 @@ def test_visits_reconcile_source_bronze_silver_mart_per_day(spark, pipeline_done
     landed = current_state(read_delta(spark, bronze_path("rmyy_his", "MZ_JZJL")), ["JZID"])  # 作废 deletes applied
     bronze = dict(landed.groupBy(F.to_date("JZSJ")).agg(F.countDistinct("JZID")).collect())
     visits = read_delta(spark, silver_path("encounter")).where(
-        (F.col("source_system") == "rmyy_his") & F.col("encounter_class_code").isin("100", "200"))
+        (F.col("source_system") == "rmyy_his") & F.col("encounter_class_code").isin("100", "200")
+    )
     silver = dict(visits.groupBy("visit_date").count().collect())
     with warehouse_engine().connect() as conn:
-        mart = dict(conn.execute(sa.text(
-            "SELECT visit_date, SUM(total_visits) FROM marts.fct_daily_outpatient_visits "
-            "WHERE org_code = '410182001' GROUP BY 1")).all())
+        mart = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT visit_date, SUM(total_visits) FROM marts.fct_daily_outpatient_visits "
+                    "WHERE org_code = '410182001' GROUP BY 1"
+                )
+            ).all()
+        )
         # the mart counts each visit once: a duplicate save (a second id for the same registration) is flagged
-        flagged = dict(conn.execute(sa.text(
-            "SELECT visit_date, count(*) FROM marts.fct_encounter WHERE source_system = 'rmyy_his' "
-            "AND encounter_class_code IN ('100', '200') AND NOT is_counted GROUP BY 1")).all())
+        flagged = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT visit_date, count(*) FROM marts.fct_encounter WHERE source_system = 'rmyy_his' "
+                    "AND encounter_class_code IN ('100', '200') AND NOT is_counted GROUP BY 1"
+                )
+            ).all()
+        )
     assert bronze == source
     assert silver == source
     assert {day: mart[day] + flagged.get(day, 0) for day in mart} == source
@@ -53,13 +64,26 @@ def test_every_source_patient_is_in_silver_or_quarantine(spark, pipeline_done):
 def test_re_registered_resident_shares_one_master_id_and_bad_ids_stay_apart(pipeline_done):
     """The answer key says which local ids are one resident: valid ID numbers must link them."""
     with source_pg_engine("sim_truth").connect() as conn:
-        truth = {r.local_patient_id: r.resident_id for r in conn.execute(sa.text(
-            "SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = 'rmyy_his'"))}
-        defects = {(r.record_id, r.defect) for r in conn.execute(sa.text(
-            "SELECT record_id, defect FROM defect_log WHERE source_system = 'rmyy_his'"))}
+        truth = {
+            r.local_patient_id: r.resident_id
+            for r in conn.execute(
+                sa.text("SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = 'rmyy_his'")
+            )
+        }
+        defects = {
+            (r.record_id, r.defect)
+            for r in conn.execute(sa.text("SELECT record_id, defect FROM defect_log WHERE source_system = 'rmyy_his'"))
+        }
     with warehouse_engine().connect() as conn:
-        persons = {r.local_patient_id: r for r in conn.execute(sa.text(
-            "SELECT local_patient_id, master_id, id_number_valid FROM ods.person WHERE source_system = 'rmyy_his'"))}
+        persons = {
+            r.local_patient_id: r
+            for r in conn.execute(
+                sa.text(
+                    "SELECT local_patient_id, master_id, id_number_valid FROM ods.person WHERE source_system = "
+                    "'rmyy_his'"
+                )
+            )
+        }
     by_master: dict[str, set[int]] = {}
     for local_id, person in persons.items():
         by_master.setdefault(person.master_id, set()).add(truth[local_id])

@@ -30,10 +30,13 @@ def _rows(sql: str, **params) -> list[sa.Row]:
 def test_library_covers_every_dimension_and_descriptions_belong_to_rules():
     library = load_library()
     assert {r.dimension for r in library.rules} == set(dimensions())
-    not_null = [r for r in library.rules if r.kind == "expect"
-                and r.definition["expect"]["type"] == "expect_column_values_to_not_be_null"]
+    not_null = [
+        r
+        for r in library.rules
+        if r.kind == "expect" and r.definition["expect"]["type"] == "expect_column_values_to_not_be_null"
+    ]
     assert len(not_null) >= 3
-    assert len({r.description_zh for r in not_null}) == len(not_null)   # not one text per expectation type
+    assert len({r.description_zh for r in not_null}) == len(not_null)  # not one text per expectation type
 
 
 def test_every_rule_is_stored_with_its_own_description(pipeline_done):
@@ -51,27 +54,43 @@ def test_injected_defects_are_found_and_nothing_else(pipeline_done, results_dir)
     low = report["below_min_recall"]
     assert not low, f"defect types found below {MIN_RECALL:.0%}: {low} (details {results_dir}/quality_detection.json)"
     # no false alarm: every open problem is a record the simulator dirtied
-    assert not report["unexplained_problems"], \
+    assert not report["unexplained_problems"], (
         f"problems on records without a logged defect: {report['unexplained_by_rule']}"
+    )
 
 
 def test_scores_are_recomputed_from_audit_items(pipeline_done):
     """Every stored score equals the scheme applied to its 稽核条目: a score is traceable to what lowered it."""
-    items = [dict(r._mapping) for r in _rows(
-        "SELECT a.org_code, a.dataset, r.dimension, a.business_date, a.checked_rows, a.failed_rows, a.coefficient "
-        "FROM dq.audit_item a JOIN dq.rule r USING (rule_id)")]
+    items = [
+        dict(r._mapping)
+        for r in _rows(
+            "SELECT a.org_code, a.dataset, r.dimension, a.business_date, a.checked_rows, a.failed_rows, a.coefficient "
+            "FROM dq.audit_item a JOIN dq.rule r USING (rule_id)"
+        )
+    ]
     org_types = dict(_rows("SELECT org_code, org_type FROM marts.dim_organization"))
-    expected = {(s["org_code"], s["dataset"], s["dimension"], s["period_type"], s["period_start"]): s["score"]
-                for s in score_rows(items, org_types)}
-    stored = {(o, d, m, p, s): float(v) for o, d, m, p, s, v in _rows(
-        "SELECT org_code, dataset, dimension, period_type, period_start, score FROM dq.score")}
+    expected = {
+        (s["org_code"], s["dataset"], s["dimension"], s["period_type"], s["period_start"]): s["score"]
+        for s in score_rows(items, org_types)
+    }
+    stored = {
+        (o, d, m, p, s): float(v)
+        for o, d, m, p, s, v in _rows(
+            "SELECT org_code, dataset, dimension, period_type, period_start, score FROM dq.score"
+        )
+    }
     assert stored.keys() == expected.keys()
     assert all(abs(stored[k] - expected[k]) < 0.01 for k in stored)
-    lowered = _rows("SELECT org_code, period_start FROM dq.score WHERE dimension = '*' AND dataset = '*' "
-                    "AND period_type = 'day' AND score < 100")
-    for org, day in lowered:   # a score below 100 has failed rows in its audit items
-        assert _rows("SELECT 1 FROM dq.audit_item WHERE org_code = :org AND business_date = :day "
-                     "AND failed_rows > 0", org=org, day=day)
+    lowered = _rows(
+        "SELECT org_code, period_start FROM dq.score WHERE dimension = '*' AND dataset = '*' "
+        "AND period_type = 'day' AND score < 100"
+    )
+    for org, day in lowered:  # a score below 100 has failed rows in its audit items
+        assert _rows(
+            "SELECT 1 FROM dq.audit_item WHERE org_code = :org AND business_date = :day AND failed_rows > 0",
+            org=org,
+            day=day,
+        )
 
 
 def test_great_expectations_agrees_with_the_compiled_rules(pipeline_done, spark):
@@ -80,8 +99,10 @@ def test_great_expectations_agrees_with_the_compiled_rules(pipeline_done, spark)
     library = load_library()
     outcomes = run_gx(spark, library, load_datasets(spark))
     assert outcomes
-    ours = {(rule, dataset): failed for rule, dataset, failed in _rows(
-        "SELECT rule_id, dataset, sum(failed_rows) FROM dq.audit_item GROUP BY 1, 2")}
+    ours = {
+        (rule, dataset): failed
+        for rule, dataset, failed in _rows("SELECT rule_id, dataset, sum(failed_rows) FROM dq.audit_item GROUP BY 1, 2")
+    }
     for outcome in outcomes:
         assert ours.get((outcome.rule_id, outcome.dataset), 0) == outcome.unexpected_count, outcome
     assert data_docs_index().exists()
@@ -100,33 +121,45 @@ def test_the_death_the_rules_check_against_is_the_death_the_resident_mart_shows(
 
 
 def test_marts_serve_scores_problems_and_audit_items(pipeline_done):
-    problems = _rows("SELECT count(*), count(*) FILTER (WHERE org_name IS NULL AND org_code <> '') "
-                     "FROM marts.fct_dq_problem")[0]
+    problems = _rows(
+        "SELECT count(*), count(*) FILTER (WHERE org_name IS NULL AND org_code <> '') FROM marts.fct_dq_problem"
+    )[0]
     assert problems[0] > 0 and problems[1] == 0
-    totals = _rows("SELECT org_code, score, rank_in_type FROM marts.fct_dq_score WHERE dataset = '*' "
-                   "AND dimension = '*' AND period_type = 'month'")
+    totals = _rows(
+        "SELECT org_code, score, rank_in_type FROM marts.fct_dq_score WHERE dataset = '*' "
+        "AND dimension = '*' AND period_type = 'month'"
+    )
     assert totals and all(0 <= float(score) <= 100 and rank >= 1 for _, score, rank in totals)
 
 
-@pytest.mark.runs_last(order=1)   # republishes ods: after the tests that read it
+@pytest.mark.runs_last(order=1)  # republishes ods: after the tests that read it
 def test_a_blocking_rule_holds_back_only_its_source_and_dataset(pipeline_done, spark):
     """While a blocking rule fails for 人民医院's encounters, publishing keeps their last published rows and
     publishes everything else; once it passes, they are published again."""
     marker = "【上次发布】"
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("UPDATE ods.encounter SET doctor_name = :m WHERE source_system = 'rmyy_his'"),
-                     {"m": marker})
+        conn.execute(
+            sa.text("UPDATE ods.encounter SET doctor_name = :m WHERE source_system = 'rmyy_his'"), {"m": marker}
+        )
         conn.execute(sa.text("UPDATE ods.person SET name = :m WHERE source_system = 'rmyy_his'"), {"m": marker})
-        conn.execute(sa.text("INSERT INTO dq.blocked_publish VALUES ('rmyy_his', 'encounter', 'ENC-B01', 1, 1, "
-                             "'pytest')"))
-    silver = {r.source_system: r["count"] for r in
-              read_delta(spark, silver_path("encounter")).groupBy("source_system").count().collect()}
+        conn.execute(
+            sa.text("INSERT INTO dq.blocked_publish VALUES ('rmyy_his', 'encounter', 'ENC-B01', 1, 1, 'pytest')")
+        )
+    silver = {
+        r.source_system: r["count"]
+        for r in read_delta(spark, silver_path("encounter")).groupBy("source_system").count().collect()
+    }
     try:
         assert drc_main(["publish"]) == 0
-        published = {s: (n, held) for s, n, held in _rows(
-            "SELECT source_system, count(*), count(*) FILTER (WHERE doctor_name = :m) FROM ods.encounter "
-            "GROUP BY 1", m=marker)}
-        assert published["rmyy_his"][0] == published["rmyy_his"][1] > 0        # held back as last published
+        published = {
+            s: (n, held)
+            for s, n, held in _rows(
+                "SELECT source_system, count(*), count(*) FILTER (WHERE doctor_name = :m) FROM ods.encounter "
+                "GROUP BY 1",
+                m=marker,
+            )
+        }
+        assert published["rmyy_his"][0] == published["rmyy_his"][1] > 0  # held back as last published
         assert all(published[s] == (n, 0) for s, n in silver.items() if s != "rmyy_his")
         assert not _rows("SELECT 1 FROM ods.person WHERE name = :m", m=marker)  # other datasets publish
     finally:
@@ -137,7 +170,7 @@ def test_a_blocking_rule_holds_back_only_its_source_and_dataset(pipeline_done, s
     assert _rows("SELECT count(*) FROM ods.encounter WHERE source_system = 'rmyy_his'")[0][0] == silver["rmyy_his"]
 
 
-@pytest.mark.runs_last(order=3)   # changes the sources: after every test, including those adding days
+@pytest.mark.runs_last(order=3)  # changes the sources: after every test, including those adding days
 def test_problems_fixed_at_the_source_close_and_the_score_rises(pipeline_done):
     """The 整改 loop: institutions fix half of their reported problems in their own systems; the next collection
     brings the corrected rows, the next quality run closes exactly those problems and their scores rise."""
@@ -147,45 +180,65 @@ def test_problems_fixed_at_the_source_close_and_the_score_rises(pipeline_done):
 
     config = load_simulator_config()
     day_after = County(config).last_day() + timedelta(days=1)
-    assert drc_main(["quality"]) == 0       # the baseline: the lake as the tests before this one left it
+    assert drc_main(["quality"]) == 0  # the baseline: the lake as the tests before this one left it
 
-    open_problems = _rows("SELECT problem_id, rule_id, source_system, source_table, business_key, org_code "
-                          "FROM dq.problem WHERE status = 'open' AND source_system = 'cloud_his' "
-                          "AND source_table IS NOT NULL")
+    open_problems = _rows(
+        "SELECT problem_id, rule_id, source_system, source_table, business_key, org_code "
+        "FROM dq.problem WHERE status = 'open' AND source_system = 'cloud_his' "
+        "AND source_table IS NOT NULL"
+    )
     reported = sorted({ProblemRef(s, t, k) for _, _, s, t, k, _ in open_problems})
-    report = fix_reported_problems(config, reported, share=0.5, seed=20261204,
-                                   fixed_at=datetime.combine(day_after, time(10, 0)))
+    report = fix_reported_problems(
+        config, reported, share=0.5, seed=20261204, fixed_at=datetime.combine(day_after, time(10, 0))
+    )
     assert report.fixed, f"nothing fixable among {len(reported)} reported problems: {report.not_fixable[:3]}"
     fixed = {(f.problem, f.defect) for f in report.fixed}
     # the problems the fixed defects caused (a record may have other, unfixed ones)
-    fixed_problems = {(pid, org) for pid, rule, s, t, k, org in open_problems
-                      if any(p == ProblemRef(s, t, k) and rule.startswith(DETECTING_RULES[d]) for p, d in fixed)}
+    fixed_problems = {
+        (pid, org)
+        for pid, rule, s, t, k, org in open_problems
+        if any(p == ProblemRef(s, t, k) and rule.startswith(DETECTING_RULES[d]) for p, d in fixed)
+    }
     assert fixed_problems
     fixed_ids = [pid for pid, _ in fixed_problems]
     orgs = {org for _, org in fixed_problems}
-    score = ("SELECT org_code, avg(score) FROM dq.score WHERE dataset = '*' AND dimension = '*' "
-             "AND period_type = 'month' AND org_code = ANY(:orgs) GROUP BY 1")
+    score = (
+        "SELECT org_code, avg(score) FROM dq.score WHERE dataset = '*' AND dimension = '*' "
+        "AND period_type = 'month' AND org_code = ANY(:orgs) GROUP BY 1"
+    )
     before = dict(_rows(score, orgs=list(orgs)))
     sources = sorted({p.source_system for p, _ in fixed})
-    for step in (["ingest", *[a for s in sources for a in ("--source", s)]],
-                 ["silver", *[a for s in sources for a in ("--source", s)]], ["empi"], ["quality"]):
+    for step in (
+        ["ingest", *[a for s in sources for a in ("--source", s)]],
+        ["silver", *[a for s in sources for a in ("--source", s)]],
+        ["empi"],
+        ["quality"],
+    ):
         assert drc_main(step) == 0, step
     status = dict(_rows("SELECT problem_id, status FROM dq.problem WHERE problem_id = ANY(:ids)", ids=fixed_ids))
     assert set(status.values()) == {"closed"}, f"{sum(v == 'open' for v in status.values())} fixed problems still open"
     after = dict(_rows(score, orgs=list(orgs)))
     assert all(after[org] > before[org] for org in orgs), {o: (before[o], after[o]) for o in orgs}
-    unfixed_open = _rows("SELECT count(*) FROM dq.problem WHERE status = 'open' AND NOT (problem_id = ANY(:ids))",
-                         ids=fixed_ids)[0][0]
-    assert unfixed_open > 0          # the other half stays open until it is fixed
+    unfixed_open = _rows(
+        "SELECT count(*) FROM dq.problem WHERE status = 'open' AND NOT (problem_id = ANY(:ids))", ids=fixed_ids
+    )[0][0]
+    assert unfixed_open > 0  # the other half stays open until it is fixed
 
 
 def test_quality_reports_reach_every_institution(pipeline_done, tmp_path):
     """`./drc quality report`: every institution checked in the month gets its workbook and HTML report."""
     month = pipeline_done.first_day.replace(day=1)
-    assert drc_main(["quality", "report", "--period", "month", "--date", month.isoformat(),
-                     "--out", str(tmp_path)]) == 0
-    checked = {o for (o,) in _rows("SELECT DISTINCT org_code FROM dq.audit_item WHERE org_code <> '' "
-                                   "AND date_trunc('month', business_date) = :m", m=month)}
+    assert (
+        drc_main(["quality", "report", "--period", "month", "--date", month.isoformat(), "--out", str(tmp_path)]) == 0
+    )
+    checked = {
+        o
+        for (o,) in _rows(
+            "SELECT DISTINCT org_code FROM dq.audit_item WHERE org_code <> '' "
+            "AND date_trunc('month', business_date) = :m",
+            m=month,
+        )
+    }
     workbooks = {p.name.split("_")[0] for p in tmp_path.rglob("*.xlsx")}
     pages = {p.name.split("_")[0] for p in tmp_path.rglob("*.html") if p.name != "index.html"}
     assert checked and workbooks == pages == checked

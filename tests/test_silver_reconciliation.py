@@ -27,8 +27,8 @@ from spark_jobs.standardize import current_state, quarantine_path, silver_path, 
 from spark_jobs.terminology import add_concept_mapping, read_worklist
 
 CODE_DEFECTS = ("unknown_local_code", "unknown_sex_code")
-LOGIC_DEFECTS = {"discharge_before_admission": "discharged_at"}   # defect -> column its rule must check
-RARE_EVENTS = {"birth": "event_birth"}                             # entity -> its answer-key event table
+LOGIC_DEFECTS = {"discharge_before_admission": "discharged_at"}  # defect -> column its rule must check
+RARE_EVENTS = {"birth": "event_birth"}  # entity -> its answer-key event table
 
 
 def _mapped_tables() -> list[tuple[str, dict]]:
@@ -63,7 +63,7 @@ def test_every_source_row_is_in_silver_or_quarantine(spark, silver_state):
         state = current_state(bronze, spec["key"])
         if "where" in spec:
             state = state.where(spec["where"])
-        state = without_void(state, spec, f"{source}.{spec['bronze_table']}")   # 作废 rows are withdrawn
+        state = without_void(state, spec, f"{source}.{spec['bronze_table']}")  # 作废 rows are withdrawn
         keys = {r.k for r in state.select(source_key(spec["key"]).alias("k")).collect()}
         slot = (source, spec["bronze_table"], spec["entity"])
         assert silver_keys[slot] | quarantined[slot] == keys, f"{slot}: rows lost or invented"
@@ -82,22 +82,29 @@ def test_silver_business_keys_are_unique(spark, pipeline_done):
 
 def test_every_injected_code_and_logic_defect_is_flagged_or_quarantined(spark, silver_state):
     _, _, flags, rules = silver_state
-    rule_columns = {(source, rule["id"]): rule.get("expression", "") for source, spec in _mapped_tables()
-                    for rule in spec.get("rules") or []}
+    rule_columns = {
+        (source, rule["id"]): rule.get("expression", "")
+        for source, spec in _mapped_tables()
+        for rule in spec.get("rules") or []
+    }
     with source_pg_engine("sim_truth").connect() as conn:
-        defects = conn.execute(sa.text("SELECT source_system, table_name, record_id, defect FROM defect_log "
-                                       "WHERE defect = ANY(:kinds)"),
-                               {"kinds": [*CODE_DEFECTS, *LOGIC_DEFECTS]}).all()
+        defects = conn.execute(
+            sa.text("SELECT source_system, table_name, record_id, defect FROM defect_log WHERE defect = ANY(:kinds)"),
+            {"kinds": [*CODE_DEFECTS, *LOGIC_DEFECTS]},
+        ).all()
     assert defects, "the simulated county should contain code and logic defects"
-    sex_codes = {(r.source_system, r.local_patient_id): r.sex_code
-                 for r in read_delta(spark, silver_path("person")).select(
-                     "source_system", "local_patient_id", "sex_code").collect()}
+    sex_codes = {
+        (r.source_system, r.local_patient_id): r.sex_code
+        for r in read_delta(spark, silver_path("person"))
+        .select("source_system", "local_patient_id", "sex_code")
+        .collect()
+    }
     missed = []
     for d in defects:
         if d.source_system not in mapped_sources():
             continue
         found = (d.source_system, d.record_id)
-        if d.defect == "unknown_sex_code":   # mapped: the vendor's own 未知 codes mean GB/T 2261.1 '0'/'9'
+        if d.defect == "unknown_sex_code":  # mapped: the vendor's own 未知 codes mean GB/T 2261.1 '0'/'9'
             ok = sex_codes.get(found) in ("0", "9") or found in rules
         elif d.defect in CODE_DEFECTS:
             ok = any(f.startswith("UNMAPPED:") for f in flags.get(found, [])) or found in rules
@@ -119,16 +126,24 @@ def test_unmapped_codes_reach_the_worklist_and_a_new_mapping_fixes_history(spark
     original = path.read_bytes()
     flag = f"UNMAPPED:{item['column']}:{item['source_code']}"
     try:
-        add_concept_mapping(item["source_system"], item["concept_map"], item["source_code"], target,
-                            note="test: terminology admin maps a worklist code")
+        add_concept_mapping(
+            item["source_system"],
+            item["concept_map"],
+            item["source_code"],
+            target,
+            note="test: terminology admin maps a worklist code",
+        )
         with pytest.raises(ValueError, match="already mapped"):
             add_concept_mapping(item["source_system"], item["concept_map"], item["source_code"], target)
         assert drc_main(["silver", "--source", item["source_system"]]) == 0
         fixed = read_delta(spark, silver_path(item["entity"])).where(
-            (F.col("source_system") == item["source_system"]) & F.array_contains("dq_flags", flag))
+            (F.col("source_system") == item["source_system"]) & F.array_contains("dq_flags", flag)
+        )
         assert fixed.count() == 0, "adding the mapping must re-standardise rows already in silver"
-        assert all(i["source_code"] != item["source_code"] or i["concept_map"] != item["concept_map"]
-                   for i in read_worklist(spark))
+        assert all(
+            i["source_code"] != item["source_code"] or i["concept_map"] != item["concept_map"]
+            for i in read_worklist(spark)
+        )
     finally:
         path.write_bytes(original)
         assert drc_main(["silver", "--source", item["source_system"]]) == 0
@@ -153,16 +168,17 @@ def _true_events_at_mapping_sources(table: str, entity: str) -> int:
     sources = load_sources()
     orgs = sorted({sources[source].org_code for source, spec in _mapped_tables() if spec["entity"] == entity})
     with source_pg_engine(ANSWER_KEY).connect() as conn:
-        return conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE org_code = ANY(:orgs)"),
-                            {"orgs": orgs}).scalar_one()
+        return conn.execute(
+            sa.text(f"SELECT count(*) FROM {table} WHERE org_code = ANY(:orgs)"), {"orgs": orgs}
+        ).scalar_one()
 
 
 def test_silver_entities_have_rows(spark, pipeline_done):
-    counts = {e: read_delta(spark, silver_path(e)).count()
-              for e in {spec["entity"] for _, spec in _mapped_tables()}}
+    counts = {e: read_delta(spark, silver_path(e)).count() for e in {spec["entity"] for _, spec in _mapped_tables()}}
     # rare events may be absent from the three test days (≈ 0.4 births at the 妇幼 of 10,000 residents): their
     # table may be empty only when the answer key has none of them at an institution whose source maps them
-    may_be_empty = {entity for entity, table in RARE_EVENTS.items()
-                    if _true_events_at_mapping_sources(table, entity) == 0}
+    may_be_empty = {
+        entity for entity, table in RARE_EVENTS.items() if _true_events_at_mapping_sources(table, entity) == 0
+    }
     empty = sorted(e for e, n in counts.items() if n == 0 and e not in may_be_empty)
     assert not empty, f"silver tables without rows after the pipeline: {empty}"

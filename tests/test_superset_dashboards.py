@@ -8,6 +8,7 @@
 Needs ./drc test's environment (Superset running) and the `pipeline_done` fixture (pipeline ran,
 superset/provision.py ran).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ from superset.bundle import chart_specs, load_dashboards, sections
 TIMEOUT = 90
 RESULTS = Path(__file__).resolve().parent / "results"
 ANALYST = "wjw_analyst"
-INSTITUTION = "410182001"          # 荥阳市人民医院
+INSTITUTION = "410182001"  # 荥阳市人民医院
 INSTITUTION_USER = f"org_{INSTITUTION}"
 # A chart renders "no data" with one of these (Superset's own zh catalog, messages.po, and the en UI); an error
 # with an alert.
@@ -65,9 +66,11 @@ class Api:
 
     def __init__(self, login: str):
         self.session = requests.Session()
-        reply = self.session.post(f"{base_url()}/api/v1/security/login",
-                                  json={"username": login, "password": password(login), "provider": "db"},
-                                  timeout=60)
+        reply = self.session.post(
+            f"{base_url()}/api/v1/security/login",
+            json={"username": login, "password": password(login), "provider": "db"},
+            timeout=60,
+        )
         assert reply.status_code == 200, f"{login} cannot log in to Superset's API: {reply.text[:200]}"
         self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
 
@@ -92,8 +95,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 def warehouse():
-    url = (f"postgresql+psycopg2://drc:{quote(env('DRC_PG_PASSWORD'), safe='')}"
-           f"@127.0.0.1:{env('DRC_PG_PORT')}/warehouse")
+    url = f"postgresql+psycopg2://drc:{quote(env('DRC_PG_PASSWORD'), safe='')}@127.0.0.1:{env('DRC_PG_PORT')}/warehouse"
     engine = create_engine(url)
     yield engine
     engine.dispose()
@@ -144,16 +146,20 @@ def wait_for_charts(driver, expected: int) -> list[dict]:
     while time.monotonic() < deadline:
         driver.execute_script("window.scrollBy(0, 600)")
         states = chart_states(driver)
-        if len(states) >= expected and not any(s["loading"] for s in states) and all(
-                s["drawn"] or s["error"] for s in states):
+        if (
+            len(states) >= expected
+            and not any(s["loading"] for s in states)
+            and all(s["drawn"] or s["error"] for s in states)
+        ):
             break
         time.sleep(0.25)
     return states
 
 
 def open_tab(driver, title: str) -> None:
-    tab = WebDriverWait(driver, TIMEOUT).until(EC.element_to_be_clickable(
-        (By.XPATH, f"//div[@role='tab'][.//*[normalize-space(text())='{title}']]")))
+    tab = WebDriverWait(driver, TIMEOUT).until(
+        EC.element_to_be_clickable((By.XPATH, f"//div[@role='tab'][.//*[normalize-space(text())='{title}']]"))
+    )
     driver.execute_script("window.scrollTo(0, 0)")
     tab.click()
 
@@ -195,14 +201,18 @@ def test_institution_user_sees_its_own_rows_only(pipeline_done):
     # nothing: refused, or (the chart shares a dataset) no row passes the institution's row-level filter
     for chart_id in Api(ANALYST).charts("cockpit").values():
         reply = api.get(f"/api/v1/chart/{chart_id}/data/")
-        leaked = [] if reply.status_code in (403, 404) else [
-            row for row in reply.json()["result"][0]["data"] if any(v is not None for v in row.values())]
+        leaked = (
+            []
+            if reply.status_code in (403, 404)
+            else [row for row in reply.json()["result"][0]["data"] if any(v is not None for v in row.values())]
+        )
         assert not leaked, f"institution user read cockpit chart {chart_id}: {leaked[:3]}"
 
     own_name = None
     seen_rows = 0
-    may_be_empty = {title for dash in load_dashboards() for _, rows in sections(dash)
-                    for title in empty_ok_titles(rows)}
+    may_be_empty = {
+        title for dash in load_dashboards() for _, rows in sections(dash) for title in empty_ok_titles(rows)
+    }
     for slug in visible:
         for name, chart_id in api.charts(slug).items():
             result = api.chart_data(chart_id)
@@ -226,10 +236,15 @@ def test_institution_user_sees_its_own_rows_only(pipeline_done):
 def test_chart_numbers_and_days_equal_the_indicator_mart(pipeline_done, warehouse):
     api = Api(ANALYST)
     with warehouse.connect() as conn:
-        mart = {(code, grain, start, name): None if value is None else float(value)
-                for code, grain, start, name, value in conn.execute(text(
+        mart = {
+            (code, grain, start, name): None if value is None else float(value)
+            for code, grain, start, name, value in conn.execute(
+                text(
                     "SELECT indicator_code, grain_type, period_start, grain_name, value "
-                    "FROM marts.fct_indicator_value WHERE period_type = 'month'"))}
+                    "FROM marts.fct_indicator_value WHERE period_type = 'month'"
+                )
+            )
+        }
     latest = max(start for _, _, start, _ in mart)
 
     # a time axis: every point's day is the mart's period_start (Superset shows times in UTC)
@@ -245,8 +260,10 @@ def test_chart_numbers_and_days_equal_the_indicator_mart(pipeline_done, warehous
     # a daily axis (the issue's original case: every day shown one day early): the arrival heatmap's days and
     # rows are the collection log's, day by day
     with warehouse.connect() as conn:
-        arrived = {day: int(rows) for day, rows in conn.execute(text(
-            "SELECT business_date, sum(rows) FROM ingest.v_timeliness GROUP BY 1"))}
+        arrived = {
+            day: int(rows)
+            for day, rows in conn.execute(text("SELECT business_date, sum(rows) FROM ingest.v_timeliness GROUP BY 1"))
+        }
     heat = api.chart_data(api.charts("collection")["数据到达热力图（层级 × 业务日）"])
     shown: dict = {}
     for row in heat["data"]:
@@ -260,7 +277,7 @@ def test_chart_numbers_and_days_equal_the_indicator_mart(pipeline_done, warehous
     assert fees["rowcount"] > 5
     for row in fees["data"]:
         key = ("HO15", "institution", latest, row["org_name"])
-        assert row["门诊病人次均医药费用（元）"] == pytest.approx(mart[key]), key   # None: no visit, no value
+        assert row["门诊病人次均医药费用（元）"] == pytest.approx(mart[key]), key  # None: no visit, no value
 
     # a big number: the county's current month
     big = api.chart_data(api.charts("cockpit")["门急诊人次"])
@@ -277,23 +294,35 @@ def test_descriptions_carry_the_catalog_formula(pipeline_done):
     api = Api(ANALYST)
     reply = api.get("/api/v1/chart/", q="(page_size:200,columns:!(slice_name,description))")
     described = {c["slice_name"]: c["description"] or "" for c in reply.json()["result"]}
-    for chart, codes in {"基层诊疗量占比": ["MC02"], "门急诊人次趋势": ["HO01", "HO02", "HO03"],
-                         "各机构工作效率指标": ["HO06", "HO07", "HO08", "HO09", "HO10"]}.items():
+    for chart, codes in {
+        "基层诊疗量占比": ["MC02"],
+        "门急诊人次趋势": ["HO01", "HO02", "HO03"],
+        "各机构工作效率指标": ["HO06", "HO07", "HO08", "HO09", "HO10"],
+    }.items():
         for code in codes:
             assert catalog.indicators[code].formula in described[chart], f"{chart}: no formula of {code}"
 
 
 def test_no_role_can_reach_personal_data(pipeline_done, warehouse):
     """Superset reads the warehouse as drc_bi, which cannot read any table holding 身份证号 or phone."""
-    url = (f"postgresql+psycopg2://drc_bi:{quote(env('DRC_BI_DB_PASSWORD'), safe='')}"
-           f"@127.0.0.1:{env('DRC_PG_PORT')}/warehouse")
+    url = (
+        f"postgresql+psycopg2://drc_bi:{quote(env('DRC_BI_DB_PASSWORD'), safe='')}"
+        f"@127.0.0.1:{env('DRC_PG_PORT')}/warehouse"
+    )
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            readable = conn.execute(text(
-                "SELECT table_schema || '.' || table_name FROM information_schema.column_privileges "
-                "WHERE grantee = 'drc_bi' AND privilege_type = 'SELECT' "
-                "AND column_name ~ '(id_number|phone|address)$'")).scalars().all()
+            readable = (
+                conn.execute(
+                    text(
+                        "SELECT table_schema || '.' || table_name FROM information_schema.column_privileges "
+                        "WHERE grantee = 'drc_bi' AND privilege_type = 'SELECT' "
+                        "AND column_name ~ '(id_number|phone|address)$'"
+                    )
+                )
+                .scalars()
+                .all()
+            )
     finally:
         engine.dispose()
     assert readable == [], f"drc_bi can read personal data in {sorted(set(readable))}"

@@ -75,39 +75,72 @@ class ReviewPage(BaseModel):
     items: list[ReviewItem]
 
 
-REQUEST_COLUMNS = ("request_id, requested_at, actor, action, payload, reason, status, event_id, error, done_at")
+REQUEST_COLUMNS = "request_id, requested_at, actor, action, payload, reason, status, event_id, error, done_at"
 
 
-@router.get("/review-queue", response_model=ReviewPage,
-            summary="主索引待审队列（可能匹配） / EMPI review queue (possible matches)")
-def review_queue(principal: Caller, audit: Audit, conn: Db, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                 offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+@router.get(
+    "/review-queue",
+    response_model=ReviewPage,
+    summary="主索引待审队列（可能匹配） / EMPI review queue (possible matches)",
+)
+def review_queue(
+    principal: Caller,
+    audit: Audit,
+    conn: Db,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> dict[str, Any]:
     require_section(principal, "empi")
-    rows = conn.execute(sa.text(
-        "SELECT review_key AS record_id, candidate_master_id, candidate_record_key AS candidate_record_id, "
-        "comparison_levels, best_score, second_score, queued_at, count(*) OVER () AS _total "
-        "FROM staging.stg_ods__empi_review_queue ORDER BY best_score DESC NULLS LAST, review_key "
-        "LIMIT :limit OFFSET :offset"), {"limit": limit, "offset": offset}).mappings().all()
+    rows = (
+        conn.execute(
+            sa.text(
+                "SELECT review_key AS record_id, candidate_master_id, candidate_record_key AS candidate_record_id, "
+                "comparison_levels, best_score, second_score, queued_at, count(*) OVER () AS _total "
+                "FROM staging.stg_ods__empi_review_queue ORDER BY best_score DESC NULLS LAST, review_key "
+                "LIMIT :limit OFFSET :offset"
+            ),
+            {"limit": limit, "offset": offset},
+        )
+        .mappings()
+        .all()
+    )
     audit.resource_types, audit.resource_count = ["empi-review-queue"], len(rows)
-    return {"total": rows[0]["_total"] if rows else 0, "limit": limit, "offset": offset,
-            "items": [{k: v for k, v in r.items() if k != "_total"} for r in rows]}
+    return {
+        "total": rows[0]["_total"] if rows else 0,
+        "limit": limit,
+        "offset": offset,
+        "items": [{k: v for k, v in r.items() if k != "_total"} for r in rows],
+    }
 
 
 def _start_runner() -> None:
     """The runner applies every pending request; a second one started meanwhile waits on its lock."""
     log = open(os.path.join(get_settings().state_dir, "logs", "empi-requests.log"), "ab")
-    subprocess.Popen([sys.executable, "-m", "cli.main", "empi", "apply-requests"], cwd=PROJECT_ROOT,
-                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "empi", "apply-requests"],
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
-def _queue(conn: Db, principal: Caller, audit: Audit, action: str, payload: dict[str, Any],
-           reason: str) -> dict[str, Any]:
+def _queue(
+    conn: Db, principal: Caller, audit: Audit, action: str, payload: dict[str, Any], reason: str
+) -> dict[str, Any]:
     require_section(principal, "empi")
-    row = conn.execute(sa.text(
-        "INSERT INTO audit.empi_request (actor, action, payload, reason) "
-        f"VALUES (:actor, :action, CAST(:payload AS jsonb), :reason) RETURNING {REQUEST_COLUMNS}"),
-        {"actor": principal.login, "action": action, "payload": json.dumps(payload), "reason": reason}
-    ).mappings().one()
+    row = (
+        conn.execute(
+            sa.text(
+                "INSERT INTO audit.empi_request (actor, action, payload, reason) "
+                f"VALUES (:actor, :action, CAST(:payload AS jsonb), :reason) RETURNING {REQUEST_COLUMNS}"
+            ),
+            {"actor": principal.login, "action": action, "payload": json.dumps(payload), "reason": reason},
+        )
+        .mappings()
+        .one()
+    )
     conn.commit()
     audit.resource_types, audit.resource_count, audit.purpose = ["empi-request"], 1, reason
     audit.query = {"action": action, **payload}
@@ -117,35 +150,56 @@ def _queue(conn: Db, principal: Caller, audit: Audit, action: str, payload: dict
 
 
 def _require_master(conn: Db, master_id: str) -> None:
-    if conn.execute(sa.text("SELECT 1 FROM marts.dim_patient_lookup WHERE master_id = :m"),
-                    {"m": master_id}).first() is None:
+    if (
+        conn.execute(sa.text("SELECT 1 FROM marts.dim_patient_lookup WHERE master_id = :m"), {"m": master_id}).first()
+        is None
+    ):
         raise ApiError(status.HTTP_404_NOT_FOUND, f"主索引号 {master_id} 不存在", f"no resident {master_id}")
 
 
-@router.post("/review-decisions", response_model=EmpiRequest, status_code=status.HTTP_202_ACCEPTED,
-             summary="处理可能匹配：是同一人 / 不是同一人 — Decide a possible match: same person or never link")
+@router.post(
+    "/review-decisions",
+    response_model=EmpiRequest,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="处理可能匹配：是同一人 / 不是同一人 — Decide a possible match: same person or never link",
+)
 def decide_review(decision: ReviewDecision, principal: Caller, audit: Audit, conn: Db) -> dict[str, Any]:
     require_section(principal, "empi")
     _require_master(conn, decision.candidate_master_id)
     action = "link" if decision.same_person else "separate"
-    return _queue(conn, principal, audit, action, {"record_id": decision.record_id,
-                                             "master_id": decision.candidate_master_id}, decision.reason)
+    return _queue(
+        conn,
+        principal,
+        audit,
+        action,
+        {"record_id": decision.record_id, "master_id": decision.candidate_master_id},
+        decision.reason,
+    )
 
 
-@router.post("/merges", response_model=EmpiRequest, status_code=status.HTTP_202_ACCEPTED,
-             summary="合并两个主索引（同一居民） / Merge two master ids (one resident)")
+@router.post(
+    "/merges",
+    response_model=EmpiRequest,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="合并两个主索引（同一居民） / Merge two master ids (one resident)",
+)
 def merge(request: MergeRequest, principal: Caller, audit: Audit, conn: Db) -> dict[str, Any]:
     require_section(principal, "empi")
     if request.survivor == request.merged:
         raise ApiError(status.HTTP_400_BAD_REQUEST, "不能与自身合并", "survivor and merged are the same id")
     for master_id in (request.survivor, request.merged):
         _require_master(conn, master_id)
-    return _queue(conn, principal, audit, "merge", {"survivor": request.survivor, "merged": request.merged},
-                  request.reason)
+    return _queue(
+        conn, principal, audit, "merge", {"survivor": request.survivor, "merged": request.merged}, request.reason
+    )
 
 
-@router.post("/unmerges", response_model=EmpiRequest, status_code=status.HTTP_202_ACCEPTED,
-             summary="拆分主索引 / Separate records into a new resident")
+@router.post(
+    "/unmerges",
+    response_model=EmpiRequest,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="拆分主索引 / Separate records into a new resident",
+)
 def unmerge(request: UnmergeRequest, principal: Caller, audit: Audit, conn: Db) -> dict[str, Any]:
     require_section(principal, "empi")
     _require_master(conn, request.master_id)
@@ -153,13 +207,20 @@ def unmerge(request: UnmergeRequest, principal: Caller, audit: Audit, conn: Db) 
     return _queue(conn, principal, audit, "unmerge", payload, request.reason)
 
 
-@router.get("/requests/{request_id}", response_model=EmpiRequest,
-            summary="主索引管理请求的状态 / Status of an EMPI request")
-def request_status(request_id: Annotated[int, Path(ge=1, le=2**62)], principal: Caller, audit: Audit,
-                   conn: Db) -> dict[str, Any]:
+@router.get(
+    "/requests/{request_id}", response_model=EmpiRequest, summary="主索引管理请求的状态 / Status of an EMPI request"
+)
+def request_status(
+    request_id: Annotated[int, Path(ge=1, le=2**62)], principal: Caller, audit: Audit, conn: Db
+) -> dict[str, Any]:
     require_section(principal, "empi")
-    row = conn.execute(sa.text(f"SELECT {REQUEST_COLUMNS} FROM audit.empi_request WHERE request_id = :id"),
-                       {"id": request_id}).mappings().first()
+    row = (
+        conn.execute(
+            sa.text(f"SELECT {REQUEST_COLUMNS} FROM audit.empi_request WHERE request_id = :id"), {"id": request_id}
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         raise ApiError(status.HTTP_404_NOT_FOUND, f"请求 {request_id} 不存在", f"no request {request_id}")
     audit.resource_types, audit.resource_count = ["empi-request"], 1

@@ -21,18 +21,20 @@ from api.responses import FhirJSON
 from api.security import ApiError, Audit, Caller, Db
 
 router = APIRouter(tags=["FHIR R4"])
-MAX_EVERYTHING = 500          # per resource type in Patient/$everything
+MAX_EVERYTHING = 500  # per resource type in Patient/$everything
 Count = Annotated[int, Query(alias="_count", ge=1, le=200, description="每页条数")]
 Offset = Annotated[int, Query(alias="_offset", ge=0, le=1_000_000, description="跳过的条数")]
 Reason = Annotated[str | None, Query(max_length=200, description="紧急调阅理由 (break-glass)")]
 PatientRef = Annotated[str, Query(min_length=1, max_length=80, description="Patient/<主索引号> 或主索引号")]
 GENDER_CODES = {"male": ["1"], "female": ["2"], "unknown": ["0", "9"], "other": []}
 # FHIR resource type -> the record list (api/records.py) it is made from, and the mapping function
-SEARCHABLE = {"Encounter": ("encounters", resources.encounter),
-              "Condition": ("diagnoses", resources.condition),
-              "Observation": ("lab-results", resources.observation),
-              "MedicationRequest": ("prescriptions", resources.medication_request),
-              "ServiceRequest": ("referrals", resources.service_request)}
+SEARCHABLE = {
+    "Encounter": ("encounters", resources.encounter),
+    "Condition": ("diagnoses", resources.condition),
+    "Observation": ("lab-results", resources.observation),
+    "MedicationRequest": ("prescriptions", resources.medication_request),
+    "ServiceRequest": ("referrals", resources.service_request),
+}
 IDENTIFIER_HELP = "system|value: urn:xydrc:master-id|M…, urn:xydrc:pid:<来源系统>|<患者号>, 身份证号 system|号码"
 DATE_PREFIX = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4}-\d{2}-\d{2})$")
 
@@ -42,8 +44,9 @@ def fhir_response(body: dict[str, Any], status_code: int = 200) -> FhirJSON:
 
 
 def outcome_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> FhirJSON:
-    code = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 422: "invalid"}.get(status_code,
-                                                                                                   "exception")
+    code = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 422: "invalid"}.get(
+        status_code, "exception"
+    )
     return FhirJSON(resources.operation_outcome(code, message), status_code=status_code, headers=headers)
 
 
@@ -82,8 +85,7 @@ def _date_range(values: list[str] | None) -> tuple[date | None, date | None]:
 
 def _page_urls(request: Request, offset: int, count: int, total: int) -> tuple[str, str | None]:
     url = request.url
-    next_url = (str(url.include_query_params(_offset=offset + count, _count=count))
-                if offset + count < total else None)
+    next_url = str(url.include_query_params(_offset=offset + count, _count=count)) if offset + count < total else None
     return str(url), next_url
 
 
@@ -102,14 +104,19 @@ def metadata(request: Request) -> FhirJSON:
     return fhir_response(resources.capability_statement(_base(request), request.app.version))
 
 
-@router.get("/Patient",
-            summary="检索 Patient / Search Patient (identifier | name+birthdate, gender)")
-def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
-                   identifier: Annotated[str | None, Query(max_length=120, description=IDENTIFIER_HELP)] = None,
-                   name: Annotated[str | None, Query(max_length=50)] = None,
-                   birthdate: Annotated[date | None, Query()] = None,
-                   gender: Annotated[str | None, Query(pattern="^(male|female|other|unknown)$")] = None,
-                   count: Count = 20, offset: Offset = 0) -> FhirJSON:
+@router.get("/Patient", summary="检索 Patient / Search Patient (identifier | name+birthdate, gender)")
+def search_patient(
+    request: Request,
+    caller: Caller,
+    audit: Audit,
+    conn: Db,
+    identifier: Annotated[str | None, Query(max_length=120, description=IDENTIFIER_HELP)] = None,
+    name: Annotated[str | None, Query(max_length=50)] = None,
+    birthdate: Annotated[date | None, Query()] = None,
+    gender: Annotated[str | None, Query(pattern="^(male|female|other|unknown)$")] = None,
+    count: Count = 20,
+    offset: Offset = 0,
+) -> FhirJSON:
     require_section(caller, "demographics")
     criteria: dict[str, Any] = {}
     if identifier:
@@ -134,8 +141,9 @@ def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
     if gender:
         criteria["sex_codes"] = GENDER_CODES[gender]
     audit.query = {k: ("hmac:" + v[:12] if k == "id_number_hash" else v) for k, v in criteria.items()}
-    total, rows = search_patients(conn, org_code=caller.user.org_code, township=township_scope(caller), limit=count,
-                                  offset=offset, **criteria)
+    total, rows = search_patients(
+        conn, org_code=caller.user.org_code, township=township_scope(caller), limit=count, offset=offset, **criteria
+    )
     ids = local_ids_of(conn, [r["master_id"] for r in rows]) if "identifiers" in caller.role.sections else {}
     found = [resources.patient(apply_masking(row, caller.role), ids.get(row["master_id"], [])) for row in rows]
     audit.resource_types, audit.resource_count = ["Patient"], len(found)
@@ -145,17 +153,29 @@ def search_patient(request: Request, caller: Caller, audit: Audit, conn: Db,
 
 
 @router.get("/Patient/{master_id}", summary="读取 Patient / Read Patient")
-def read_patient(master_id: Annotated[str, Path(min_length=1, max_length=64)], caller: Caller, audit: Audit,
-                 conn: Db, reason: Reason = None) -> FhirJSON:
+def read_patient(
+    master_id: Annotated[str, Path(min_length=1, max_length=64)],
+    caller: Caller,
+    audit: Audit,
+    conn: Db,
+    reason: Reason = None,
+) -> FhirJSON:
     require_patient(conn, caller, audit, master_id, "demographics", reason)
     audit.resource_types, audit.resource_count = ["Patient"], 1
     return fhir_response(_patient_resource(conn, master_id, caller))
 
 
-@router.get("/Patient/{master_id}/$everything",
-            summary="Patient/$everything：该居民的全部资源 / all of a resident's resources")
-def patient_everything(request: Request, master_id: Annotated[str, Path(min_length=1, max_length=64)],
-                       caller: Caller, audit: Audit, conn: Db, reason: Reason = None) -> FhirJSON:
+@router.get(
+    "/Patient/{master_id}/$everything", summary="Patient/$everything：该居民的全部资源 / all of a resident's resources"
+)
+def patient_everything(
+    request: Request,
+    master_id: Annotated[str, Path(min_length=1, max_length=64)],
+    caller: Caller,
+    audit: Audit,
+    conn: Db,
+    reason: Reason = None,
+) -> FhirJSON:
     require_patient(conn, caller, audit, master_id, "clinical", reason)
     found = [_patient_resource(conn, master_id, caller)]
     for kind, to_resource in SEARCHABLE.values():
@@ -169,24 +189,46 @@ def _search_route(resource_type: str) -> None:
     kind, to_resource = SEARCHABLE[resource_type]
     spec = RECORD_LISTS[kind]
 
-    def search(request: Request, patient: PatientRef, caller: Caller, audit: Audit, conn: Db,
-               date_: Annotated[list[str] | None, Query(alias="date", max_length=4,
-                                                        description="日期，可带前缀 ge/gt/le/lt/eq")] = None,
-               code: Annotated[str | None, Query(max_length=60, description="代码（system|code 或 code）")] = None,
-               count: Count = 50, offset: Offset = 0, reason: Reason = None) -> FhirJSON:
+    def search(
+        request: Request,
+        patient: PatientRef,
+        caller: Caller,
+        audit: Audit,
+        conn: Db,
+        date_: Annotated[
+            list[str] | None, Query(alias="date", max_length=4, description="日期，可带前缀 ge/gt/le/lt/eq")
+        ] = None,
+        code: Annotated[str | None, Query(max_length=60, description="代码（system|code 或 code）")] = None,
+        count: Count = 50,
+        offset: Offset = 0,
+        reason: Reason = None,
+    ) -> FhirJSON:
         master_id = _patient_id(patient)
         date_from, date_to = _date_range(date_)
         require_patient(conn, caller, audit, master_id, spec.section, reason)
-        total, rows = list_records(conn, spec, master_id, limit=count, offset=offset, date_from=date_from,
-                                   date_to=date_to, code=code.rpartition("|")[2] if code else None)
+        total, rows = list_records(
+            conn,
+            spec,
+            master_id,
+            limit=count,
+            offset=offset,
+            date_from=date_from,
+            date_to=date_to,
+            code=code.rpartition("|")[2] if code else None,
+        )
         found = [to_resource(r | {"master_id": master_id}) for r in rows]
         audit.resource_types, audit.resource_count = [resource_type], len(found)
         audit.query = {k: v for k, v in {"date": date_, "code": code}.items() if v}
         self_url, next_url = _page_urls(request, offset, count, total)
         return fhir_response(resources.searchset(found, total, self_url, next_url, _base(request)))
 
-    router.add_api_route(f"/{resource_type}", search, methods=["GET"], name=f"fhir_search_{resource_type}",
-                         summary=f"检索 {resource_type}（patient 必填）")
+    router.add_api_route(
+        f"/{resource_type}",
+        search,
+        methods=["GET"],
+        name=f"fhir_search_{resource_type}",
+        summary=f"检索 {resource_type}（patient 必填）",
+    )
 
 
 for _type in SEARCHABLE:

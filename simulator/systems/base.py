@@ -23,9 +23,10 @@ class MemberSystem(ABC):
 
     def __init__(self, world: World, config: dict[str, Any]) -> None:
         self.world = world
-        self.config = config                       # this system's section of config/simulator.yaml
+        self.config = config  # this system's section of config/simulator.yaml
         self.institutions: dict[str, Institution] = {
-            i.org_code: i for i in world.institutions if i.source_system == self.source_system}
+            i.org_code: i for i in world.institutions if i.source_system == self.source_system
+        }
 
     def rng(self, day: date, purpose: str = "") -> random.Random:
         """A generator seeded by (seed, system, day, purpose): same seed, same data, whatever ran before."""

@@ -37,20 +37,84 @@ from simulator.world import World
 PREFIX = "FYBJY"
 ENCODING = "gbk"
 SEX = {1: "男", 2: "女"}
-MZJZ_COLUMNS = ["就诊流水号", "患者编号", "姓名", "性别", "出生日期", "身份证号", "联系电话", "家庭住址", "就诊时间",
-                "就诊类型", "科室编码", "科室名称", "医生工号", "医生姓名", "诊断编码", "诊断名称", "费用合计",
-                "医保标志", "最后修改时间"]
-CSDJ_COLUMNS = ["出生登记号", "母亲患者编号", "母亲姓名", "母亲身份证号", "母亲出生日期", "新生儿患者编号",
-                "新生儿姓名", "新生儿性别", "出生日期", "出生时间", "出生体重(克)", "出生机构", "家庭住址", "登记时间"]
-YCFSF_COLUMNS = ["随访编号", "患者编号", "孕产妇姓名", "身份证号", "就诊流水号", "随访日期", "随访类别", "孕周",
-                 "收缩压", "舒张压", "体重(kg)", "宫底高度(cm)", "胎心率", "随访医生", "最后修改时间"]
+MZJZ_COLUMNS = [
+    "就诊流水号",
+    "患者编号",
+    "姓名",
+    "性别",
+    "出生日期",
+    "身份证号",
+    "联系电话",
+    "家庭住址",
+    "就诊时间",
+    "就诊类型",
+    "科室编码",
+    "科室名称",
+    "医生工号",
+    "医生姓名",
+    "诊断编码",
+    "诊断名称",
+    "费用合计",
+    "医保标志",
+    "最后修改时间",
+]
+CSDJ_COLUMNS = [
+    "出生登记号",
+    "母亲患者编号",
+    "母亲姓名",
+    "母亲身份证号",
+    "母亲出生日期",
+    "新生儿患者编号",
+    "新生儿姓名",
+    "新生儿性别",
+    "出生日期",
+    "出生时间",
+    "出生体重(克)",
+    "出生机构",
+    "家庭住址",
+    "登记时间",
+]
+YCFSF_COLUMNS = [
+    "随访编号",
+    "患者编号",
+    "孕产妇姓名",
+    "身份证号",
+    "就诊流水号",
+    "随访日期",
+    "随访类别",
+    "孕周",
+    "收缩压",
+    "舒张压",
+    "体重(kg)",
+    "宫底高度(cm)",
+    "胎心率",
+    "随访医生",
+    "最后修改时间",
+]
 XG_OPERATION = {"update": "修改", "cancel": "作废"}
 # The vendor's department dictionary (by department name); unlisted names get a stable 9xxx code.
-DEPARTMENTS = {"妇产科": "2010", "妇科": "2011", "产科": "2012", "妇女保健科": "2020", "儿科": "3010",
-               "儿童保健科": "3020", "新生儿科": "3030", "急诊科": "1010", "内科": "4010", "外科": "4020"}
+DEPARTMENTS = {
+    "妇产科": "2010",
+    "妇科": "2011",
+    "产科": "2012",
+    "妇女保健科": "2020",
+    "儿科": "3010",
+    "儿童保健科": "3020",
+    "新生儿科": "3030",
+    "急诊科": "1010",
+    "内科": "4010",
+    "外科": "4020",
+}
 # What a clinician picks when correcting a diagnosis (the vendor's 4-character ICD-10 codes).
-CORRECTED_DIAGNOSES = [("J06.9", "急性上呼吸道感染"), ("J20.9", "急性支气管炎"), ("N76.0", "急性阴道炎"),
-                       ("N73.9", "盆腔炎"), ("K52.9", "胃肠炎"), ("Z34.9", "正常妊娠监督"), ("N92.6", "月经不规则")]
+CORRECTED_DIAGNOSES = [
+    ("J06.9", "急性上呼吸道感染"),
+    ("J20.9", "急性支气管炎"),
+    ("N76.0", "急性阴道炎"),
+    ("N73.9", "盆腔炎"),
+    ("K52.9", "胃肠炎"),
+    ("Z34.9", "正常妊娠监督"),
+    ("N92.6", "月经不规则"),
+]
 OBSTETRIC_STEMS = ("Z32", "Z33", "Z34", "Z35", "Z36", "Z39")
 DELIVERY_STEMS = ("O80", "O81", "O82", "O83", "O84")
 
@@ -67,8 +131,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def csv_bytes(columns: list[str], rows: Iterable[dict[str, Any]], encoding: str = ENCODING,
-              delimiter: str = ",", newline: str = "\r\n") -> bytes:
+def csv_bytes(
+    columns: list[str],
+    rows: Iterable[dict[str, Any]],
+    encoding: str = ENCODING,
+    delimiter: str = ",",
+    newline: str = "\r\n",
+) -> bytes:
     """One header line, then rows in column order; characters the encoding lacks become '?' as in the vendor's."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator=newline)
@@ -186,11 +255,11 @@ class FyFiles(FileSource):
         self.duplicate_row_rate = float(config.get("duplicate_row", 0.002))
         self.unknown_code_rate = float(config.get("unknown_local_code", 0.01))
         self.re_registration_rate = float(config.get("re_registration", 0.03))
-        self._known: dict[tuple[int, str], str] | None = None   # the answer key's, kept up to date day by day
+        self._known: dict[tuple[int, str], str] | None = None  # the answer key's, kept up to date day by day
 
     def create_schema(self, reset: bool = False) -> None:
         super().create_schema(reset)
-        self._known = None     # read again from the answer key (a reset empties it)
+        self._known = None  # read again from the answer key (a reset empties it)
 
     @cached_property
     def staff(self) -> dict[str, Staff]:
@@ -203,15 +272,21 @@ class FyFiles(FileSource):
         day = activity.day
         if self._known is None:
             self._known = answer_key.known_patients(self.source_system)
-        known, self._known = self._known, None      # dropped if this day fails
-        ctx = _Day(day, AnswerKey(self.source_system, day),
-                   ChainMap({p.resident_id: p for p in activity.new_people}, self.world.people),
-                   known, self.rng(day, "re_registration"))
+        known, self._known = self._known, None  # dropped if this day fails
+        ctx = _Day(
+            day,
+            AnswerKey(self.source_system, day),
+            ChainMap({p.resident_id: p for p in activity.new_people}, self.world.people),
+            known,
+            self.rng(day, "re_registration"),
+        )
         visits = [e for e in activity.encounters if e.org_code in self.institutions and e.kind != "inpatient"]
         visit_ids = {e.encounter_uid: f"MZ{day:%Y%m%d}{n:05d}" for n, e in enumerate(visits, 1)}
-        files = {"MZJZ": (MZJZ_COLUMNS, self._visit_rows(ctx, visits, visit_ids)),
-                 "CSDJ": (CSDJ_COLUMNS, self._birth_rows(ctx, activity)),
-                 "YCFSF": (YCFSF_COLUMNS, self._maternal_rows(ctx, activity, visit_ids))}
+        files = {
+            "MZJZ": (MZJZ_COLUMNS, self._visit_rows(ctx, visits, visit_ids)),
+            "CSDJ": (CSDJ_COLUMNS, self._birth_rows(ctx, activity)),
+            "YCFSF": (YCFSF_COLUMNS, self._maternal_rows(ctx, activity, visit_ids)),
+        }
         files.update(self._correction_files(ctx, activity))
         counts = {}
         for kind, (columns, rows) in files.items():
@@ -273,15 +348,29 @@ class FyFiles(FileSource):
                 code = unknown
             modified = visit.start_at + timedelta(minutes=rng.randrange(2, 30), seconds=rng.randrange(60))
             ctx.key.encounter(local_id, visit.encounter_uid)
-            rows.append({
-                "就诊流水号": local_id, "患者编号": patient_id, "姓名": who.name, "性别": SEX.get(who.sex, "未知"),
-                "出生日期": _ymd(who.birth_date), "身份证号": who.id_number or "", "联系电话": who.phone or "",
-                "家庭住址": who.address or "", "就诊时间": _ymd_hms(visit.start_at),
-                "就诊类型": "急诊" if visit.kind == "emergency" else "门诊",
-                "科室编码": vendor_department(visit.department_name), "科室名称": visit.department_name,
-                "医生工号": _staff_no(visit.doctor_id), "医生姓名": doctor.name if doctor else "",
-                "诊断编码": code, "诊断名称": main.name if main else "", "费用合计": f"{visit.total_yuan:.2f}",
-                "医保标志": "是" if visit.insured else "否", "最后修改时间": _ymd_hms(modified)})
+            rows.append(
+                {
+                    "就诊流水号": local_id,
+                    "患者编号": patient_id,
+                    "姓名": who.name,
+                    "性别": SEX.get(who.sex, "未知"),
+                    "出生日期": _ymd(who.birth_date),
+                    "身份证号": who.id_number or "",
+                    "联系电话": who.phone or "",
+                    "家庭住址": who.address or "",
+                    "就诊时间": _ymd_hms(visit.start_at),
+                    "就诊类型": "急诊" if visit.kind == "emergency" else "门诊",
+                    "科室编码": vendor_department(visit.department_name),
+                    "科室名称": visit.department_name,
+                    "医生工号": _staff_no(visit.doctor_id),
+                    "医生姓名": doctor.name if doctor else "",
+                    "诊断编码": code,
+                    "诊断名称": main.name if main else "",
+                    "费用合计": f"{visit.total_yuan:.2f}",
+                    "医保标志": "是" if visit.insured else "否",
+                    "最后修改时间": _ymd_hms(modified),
+                }
+            )
         return rows
 
     def _birth_rows(self, ctx: _Day, activity: DayActivity) -> list[dict[str, Any]]:
@@ -296,14 +385,24 @@ class FyFiles(FileSource):
             child_id = self._patient_newborn(ctx, birth.child_id, birth.org_code)
             registered = birth.at + timedelta(minutes=rng.randrange(30, 240))
             ctx.key.encounter(local_id, birth.birth_uid)
-            rows.append({
-                "出生登记号": local_id, "母亲患者编号": mother_id, "母亲姓名": mother.name,
-                "母亲身份证号": mother.id_number or "", "母亲出生日期": _cn_date(mother.birth_date),
-                "新生儿患者编号": child_id, "新生儿姓名": f"{mother.name}之{'子' if birth.sex == 1 else '女'}",
-                "新生儿性别": SEX.get(birth.sex, "未知"), "出生日期": _cn_date(birth.at.date()),
-                "出生时间": f"{birth.at:%H时%M分}", "出生体重(克)": str(birth.weight_g),
-                "出生机构": self.institutions[birth.org_code].name, "家庭住址": mother.address or "",
-                "登记时间": f"{registered:%Y年%m月%d日 %H:%M:%S}"})
+            rows.append(
+                {
+                    "出生登记号": local_id,
+                    "母亲患者编号": mother_id,
+                    "母亲姓名": mother.name,
+                    "母亲身份证号": mother.id_number or "",
+                    "母亲出生日期": _cn_date(mother.birth_date),
+                    "新生儿患者编号": child_id,
+                    "新生儿姓名": f"{mother.name}之{'子' if birth.sex == 1 else '女'}",
+                    "新生儿性别": SEX.get(birth.sex, "未知"),
+                    "出生日期": _cn_date(birth.at.date()),
+                    "出生时间": f"{birth.at:%H时%M分}",
+                    "出生体重(克)": str(birth.weight_g),
+                    "出生机构": self.institutions[birth.org_code].name,
+                    "家庭住址": mother.address or "",
+                    "登记时间": f"{registered:%Y年%m月%d日 %H:%M:%S}",
+                }
+            )
         return rows
 
     def _patient_newborn(self, ctx: _Day, child_id: int, org_code: str) -> str:
@@ -313,12 +412,12 @@ class FyFiles(FileSource):
         ctx.key.patient(local_id, child_id, org_code)
         return local_id
 
-    def _maternal_rows(self, ctx: _Day, activity: DayActivity,
-                       visit_ids: dict[str, str]) -> list[dict[str, Any]]:
+    def _maternal_rows(self, ctx: _Day, activity: DayActivity, visit_ids: dict[str, str]) -> list[dict[str, Any]]:
         """Obstetric contacts: FY encounters with an obstetric diagnosis, and maternal follow-up services."""
         rng = self.rng(ctx.day, "YCFSF")
         contacts: list[Encounter | PublicHealthService] = [
-            e for e in activity.encounters if e.org_code in self.institutions and _obstetric(e)]
+            e for e in activity.encounters if e.org_code in self.institutions and _obstetric(e)
+        ]
         contacts += [s for s in activity.services if s.org_code in self.institutions and s.kind == "maternal_followup"]
         rows = []
         for n, contact in enumerate(contacts, 1):
@@ -328,26 +427,39 @@ class FyFiles(FileSource):
             if isinstance(contact, Encounter):
                 at, uid, values = contact.start_at, contact.encounter_uid, {}
                 codes = [d.icd_code for d in contact.diagnoses]
-                stage = ("分娩" if any(c.startswith(DELIVERY_STEMS) for c in codes) else
-                         "产后访视" if any(c.startswith("Z39") for c in codes) else "产前检查")
+                stage = (
+                    "分娩"
+                    if any(c.startswith(DELIVERY_STEMS) for c in codes)
+                    else "产后访视"
+                    if any(c.startswith("Z39") for c in codes)
+                    else "产前检查"
+                )
                 visit_id = visit_ids.get(uid, "")
             else:
                 at, uid, values, stage, visit_id = contact.at, contact.service_uid, contact.values, "产前检查", ""
-            if not visit_id:   # a visit already in MZJZ is keyed there; the row links to it by 就诊流水号
+            if not visit_id:  # a visit already in MZJZ is keyed there; the row links to it by 就诊流水号
                 ctx.key.encounter(local_id, uid)
             week = {"产前检查": rng.randrange(8, 41), "分娩": rng.randrange(37, 42)}.get(stage)
             doctor = self.staff.get(contact.doctor_id)
-            rows.append({
-                "随访编号": local_id, "患者编号": patient_id, "孕产妇姓名": who.name,
-                "身份证号": who.id_number or "", "就诊流水号": visit_id, "随访日期": _ymd(at.date()),
-                "随访类别": stage, "孕周": week or "",
-                "收缩压": values.get("sbp", round(rng.gauss(116, 10))),
-                "舒张压": values.get("dbp", round(rng.gauss(74, 7))),
-                "体重(kg)": values.get("weight_kg", f"{rng.gauss(63, 8):.1f}"),
-                "宫底高度(cm)": week - rng.randrange(0, 4) if stage == "产前检查" and week and week >= 20 else "",
-                "胎心率": rng.randrange(120, 161) if stage != "产后访视" else "",
-                "随访医生": doctor.name if doctor else "",
-                "最后修改时间": _ymd_hms(at + timedelta(minutes=rng.randrange(5, 60)))})
+            rows.append(
+                {
+                    "随访编号": local_id,
+                    "患者编号": patient_id,
+                    "孕产妇姓名": who.name,
+                    "身份证号": who.id_number or "",
+                    "就诊流水号": visit_id,
+                    "随访日期": _ymd(at.date()),
+                    "随访类别": stage,
+                    "孕周": week or "",
+                    "收缩压": values.get("sbp", round(rng.gauss(116, 10))),
+                    "舒张压": values.get("dbp", round(rng.gauss(74, 7))),
+                    "体重(kg)": values.get("weight_kg", f"{rng.gauss(63, 8):.1f}"),
+                    "宫底高度(cm)": week - rng.randrange(0, 4) if stage == "产前检查" and week and week >= 20 else "",
+                    "胎心率": rng.randrange(120, 161) if stage != "产后访视" else "",
+                    "随访医生": doctor.name if doctor else "",
+                    "最后修改时间": _ymd_hms(at + timedelta(minutes=rng.randrange(5, 60))),
+                }
+            )
         return rows
 
     def _correction_files(self, ctx: _Day, activity: DayActivity) -> dict[str, tuple[list[str], list[dict]]]:
@@ -373,8 +485,13 @@ class FyFiles(FileSource):
                 row["诊断编码"], row["诊断名称"] = rng.choice(choices)
             elif correction.kind == "update":
                 row["收缩压"] = str(round(rng.gauss(116, 10)))
-            row.update({"操作类型": XG_OPERATION.get(correction.kind, "修改"), "修改原因": correction.reason,
-                        "最后修改时间": _ymd_hms(correction.at)})
+            row.update(
+                {
+                    "操作类型": XG_OPERATION.get(correction.kind, "修改"),
+                    "修改原因": correction.reason,
+                    "最后修改时间": _ymd_hms(correction.at),
+                }
+            )
             defect = "correction_cancel" if correction.kind == "cancel" else "correction_update"
             ctx.key.defect(f"{PREFIX}_{kind}", local_id, defect, correction.reason)
             columns = ["操作类型", *(MZJZ_COLUMNS if kind == "MZJZ" else YCFSF_COLUMNS), "修改原因"]

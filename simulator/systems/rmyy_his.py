@@ -36,49 +36,96 @@ from simulator.world import World
 ORG_CODE = "410182001"
 
 # --- the vendor's local code lists ------------------------------------------------------------------------
-SEX = {1: "男", 2: "女"}                     # anything else is stored as '未知'
+SEX = {1: "男", 2: "女"}  # anything else is stored as '未知'
 VISIT_TYPE = {"outpatient": "门诊", "emergency": "急诊"}
-PATIENT_SOURCE = {"outpatient": "1", "emergency": "2", "inpatient": "3"}     # BRLY 病人来源
-FEE_CLASS_SELF, FEE_CLASS_RESIDENT, FEE_CLASS_EMPLOYEE = "01", "02", "03"    # FB 费别: 自费/居民医保/职工医保
-DISCHARGE_STATE = {"治愈": "1", "好转": "2", "未愈": "3", "死亡": "4", "其他": "9"}   # CYQK 出院情况
-LEAVE_MODE_DEATH, LEAVE_MODE_ORDERED = "5", "1"                              # LYFS 离院方式 (首页)
-INCISION = {"I": "Ⅰ", "II": "Ⅱ", "III": "Ⅲ"}                               # QKDJ: Roman numerals, not 'I'
-ADMIT_ROUTE = (("1", 0.35), ("2", 0.60), ("9", 0.05))                        # RYTJ 急诊/门诊/其他
-ADMISSION_IN, ADMISSION_OUT, ADMISSION_VOID = "1", "2", "9"                  # ZY_RYDJ.ZT 在院/出院/作废
-CHARGE_PAID, CHARGE_REFUNDED = "1", "2"                                      # MZ_SF.SFZT 已收费/已退费
-LAB_REQUESTED, LAB_REPORTED = "1", "4"                                       # JY_SQD.ZT 已申请/已审核
-DIAG_ADMISSION, DIAG_DISCHARGE = "2", "3"                                    # ZY_ZDJL.ZDLB 入院/出院诊断
+PATIENT_SOURCE = {"outpatient": "1", "emergency": "2", "inpatient": "3"}  # BRLY 病人来源
+FEE_CLASS_SELF, FEE_CLASS_RESIDENT, FEE_CLASS_EMPLOYEE = "01", "02", "03"  # FB 费别: 自费/居民医保/职工医保
+DISCHARGE_STATE = {"治愈": "1", "好转": "2", "未愈": "3", "死亡": "4", "其他": "9"}  # CYQK 出院情况
+LEAVE_MODE_DEATH, LEAVE_MODE_ORDERED = "5", "1"  # LYFS 离院方式 (首页)
+INCISION = {"I": "Ⅰ", "II": "Ⅱ", "III": "Ⅲ"}  # QKDJ: Roman numerals, not 'I'
+ADMIT_ROUTE = (("1", 0.35), ("2", 0.60), ("9", 0.05))  # RYTJ 急诊/门诊/其他
+ADMISSION_IN, ADMISSION_OUT, ADMISSION_VOID = "1", "2", "9"  # ZY_RYDJ.ZT 在院/出院/作废
+CHARGE_PAID, CHARGE_REFUNDED = "1", "2"  # MZ_SF.SFZT 已收费/已退费
+LAB_REQUESTED, LAB_REPORTED = "1", "4"  # JY_SQD.ZT 已申请/已审核
+DIAG_ADMISSION, DIAG_DISCHARGE = "2", "3"  # ZY_ZDJL.ZDLB 入院/出院诊断
 # FYLB 费用类别 by the event's charge category (drugs split 西药/中成药 by the national code's first letter).
-FEE_TYPE = {"西药": "01", "中成药": "02", "检查": "04", "化验": "05", "治疗": "06", "手术": "07", "床位": "08",
-            "挂号": "09"}
+FEE_TYPE = {
+    "西药": "01",
+    "中成药": "02",
+    "检查": "04",
+    "化验": "05",
+    "治疗": "06",
+    "手术": "07",
+    "床位": "08",
+    "挂号": "09",
+}
 STAFF_GROUP = {"医师": ("医生", 1000), "护士": ("护士", 2000), "药师": ("药剂", 3000), "技师": ("医技", 4000)}
 
 # Department name (the events') -> the vendor's department code and name.
 DEPARTMENTS: dict[str, tuple[str, str]] = {
-    "内科": ("101", "内科"), "外科": ("201", "外科"), "儿科": ("301", "儿科"), "妇产科": ("401", "妇产科"),
-    "眼科": ("501", "眼科"), "口腔科": ("502", "口腔科"), "皮肤科": ("503", "皮肤科"), "急诊科": ("601", "急诊医学科"),
-    "全科": ("701", "全科医学科"), "中医科": ("801", "中医科"),
+    "内科": ("101", "内科"),
+    "外科": ("201", "外科"),
+    "儿科": ("301", "儿科"),
+    "妇产科": ("401", "妇产科"),
+    "眼科": ("501", "眼科"),
+    "口腔科": ("502", "口腔科"),
+    "皮肤科": ("503", "皮肤科"),
+    "急诊科": ("601", "急诊医学科"),
+    "全科": ("701", "全科医学科"),
+    "中医科": ("801", "中医科"),
 }
 # Wards (病区) with their share of the open beds; beds are numbered hospital-wide ('001'...) by ward in order.
 WARDS: list[tuple[str, str, int]] = [
-    ("B01", "内一病区（心血管）", 70), ("B02", "内二病区（呼吸）", 60), ("B03", "内三病区（消化内分泌）", 60),
-    ("B04", "神经内科病区", 50), ("B05", "外一病区（普外）", 60), ("B06", "外二病区（骨科）", 60),
-    ("B07", "外三病区（泌尿胸外）", 40), ("B08", "妇产科病区", 50), ("B09", "儿科病区", 50),
-    ("B10", "重症医学科", 12), ("B11", "中医康复病区", 40), ("B12", "五官科病区", 20), ("B13", "感染性疾病科病区", 28),
+    ("B01", "内一病区（心血管）", 70),
+    ("B02", "内二病区（呼吸）", 60),
+    ("B03", "内三病区（消化内分泌）", 60),
+    ("B04", "神经内科病区", 50),
+    ("B05", "外一病区（普外）", 60),
+    ("B06", "外二病区（骨科）", 60),
+    ("B07", "外三病区（泌尿胸外）", 40),
+    ("B08", "妇产科病区", 50),
+    ("B09", "儿科病区", 50),
+    ("B10", "重症医学科", 12),
+    ("B11", "中医康复病区", 40),
+    ("B12", "五官科病区", 20),
+    ("B13", "感染性疾病科病区", 28),
 ]
-DEPARTMENT_WARD = {"101": "B02", "201": "B05", "301": "B09", "401": "B08", "501": "B12", "502": "B12",
-                   "503": "B12", "601": "B10", "701": "B03", "801": "B11"}
+DEPARTMENT_WARD = {
+    "101": "B02",
+    "201": "B05",
+    "301": "B09",
+    "401": "B08",
+    "501": "B12",
+    "502": "B12",
+    "503": "B12",
+    "601": "B10",
+    "701": "B03",
+    "801": "B11",
+}
 # ICD-10 国家临床版 2.0 (truth) -> 本院疾病字典 code and name.
 DIAGNOSES: dict[str, tuple[str, str]] = {
-    "I10.x00": ("I10.X01", "高血压病"), "E11.900": ("E11.901", "2型糖尿病"),
-    "J06.900": ("J06.901", "上呼吸道感染"), "J20.900": ("J20.901", "急性支气管炎"), "J18.900": ("J18.901", "肺炎"),
-    "K29.700": ("K29.701", "胃炎"), "M54.500": ("M54.501", "腰痛"),
-    "I25.100": ("I25.101", "冠状动脉粥样硬化性心脏病"), "N39.000": ("N39.001", "尿路感染"),
-    "K52.900": ("K52.901", "急性胃肠炎"), "M17.900": ("M17.901", "膝关节骨关节病"), "L30.900": ("L30.901", "皮炎"),
-    "H10.900": ("H10.901", "结膜炎"), "K02.900": ("K02.901", "龋齿"), "I63.900": ("I63.901", "脑梗死"),
-    "R51.x00": ("R51.X01", "头痛"), "O80.000": ("O80.001", "单胎顺产"), "K35.800": ("K35.801", "急性阑尾炎"),
-    "S72.000": ("S72.001", "股骨颈骨折"), "J44.100": ("J44.101", "慢性阻塞性肺病急性加重"),
-    "I50.900": ("I50.901", "心力衰竭"), "K80.200": ("K80.201", "胆囊结石"),
+    "I10.x00": ("I10.X01", "高血压病"),
+    "E11.900": ("E11.901", "2型糖尿病"),
+    "J06.900": ("J06.901", "上呼吸道感染"),
+    "J20.900": ("J20.901", "急性支气管炎"),
+    "J18.900": ("J18.901", "肺炎"),
+    "K29.700": ("K29.701", "胃炎"),
+    "M54.500": ("M54.501", "腰痛"),
+    "I25.100": ("I25.101", "冠状动脉粥样硬化性心脏病"),
+    "N39.000": ("N39.001", "尿路感染"),
+    "K52.900": ("K52.901", "急性胃肠炎"),
+    "M17.900": ("M17.901", "膝关节骨关节病"),
+    "L30.900": ("L30.901", "皮炎"),
+    "H10.900": ("H10.901", "结膜炎"),
+    "K02.900": ("K02.901", "龋齿"),
+    "I63.900": ("I63.901", "脑梗死"),
+    "R51.x00": ("R51.X01", "头痛"),
+    "O80.000": ("O80.001", "单胎顺产"),
+    "K35.800": ("K35.801", "急性阑尾炎"),
+    "S72.000": ("S72.001", "股骨颈骨折"),
+    "J44.100": ("J44.101", "慢性阻塞性肺病急性加重"),
+    "I50.900": ("I50.901", "心力衰竭"),
+    "K80.200": ("K80.201", "胆囊结石"),
 }
 # What doctors type outside the dictionary: a 自定义诊断 (ZDY code) or a code of the retired dictionary version.
 UNKNOWN_SUFFIXES = ("待查", "？", "（初诊）", "可能")
@@ -103,17 +150,21 @@ LAB_ITEMS: dict[str, tuple[str, str, str, str, str]] = {
     "1742-6": ("ALT", "谷丙转氨酶", "U/L", "生化全项", "血清"),
 }
 # Exam modality (truth) -> PACS 检查类别 code and the item name pattern.
-EXAM_CLASS: dict[str, tuple[str, str]] = {"DR": ("FS", "{part}DR摄片"), "CT": ("CT", "{part}CT平扫"),
-                                          "超声": ("BC", "{part}彩超"), "心电图": ("XD", "常规十二导联心电图")}
+EXAM_CLASS: dict[str, tuple[str, str]] = {
+    "DR": ("FS", "{part}DR摄片"),
+    "CT": ("CT", "{part}CT平扫"),
+    "超声": ("BC", "{part}彩超"),
+    "心电图": ("XD", "常规十二导联心电图"),
+}
 ANAESTHESIA = {"47.0901": "全身麻醉", "51.2301": "全身麻醉", "79.3501": "腰硬联合麻醉"}
 
-DRIFT_COLUMN = "YBJZLSH"          # 医保就诊流水号, added to MZ_JZJL by the 医保 interface upgrade
+DRIFT_COLUMN = "YBJZLSH"  # 医保就诊流水号, added to MZ_JZJL by the 医保 interface upgrade
 DEFAULTS: dict[str, float] = {
-    "re_registration": 0.02,              # per visit of a known patient: registered again under a new BRID
-    "duplicate_submission": 0.005,        # per outpatient visit: saved twice (a second MZ_JZJL row)
-    "unknown_local_code": 0.02,           # per diagnosis row: a code outside 本院疾病字典
+    "re_registration": 0.02,  # per visit of a known patient: registered again under a new BRID
+    "duplicate_submission": 0.005,  # per outpatient visit: saved twice (a second MZ_JZJL row)
+    "unknown_local_code": 0.02,  # per diagnosis row: a code outside 本院疾病字典
     "discharge_before_admission": 0.003,  # per discharge: CYSJ typed before RYSJ
-    "late_submission": 0.01,              # per outpatient visit: entered (补录) after 24:00 of the next day
+    "late_submission": 0.01,  # per outpatient visit: entered (补录) after 24:00 of the next day
 }
 DEFAULT_DRIFT_DAY = date(2027, 1, 1)
 
@@ -251,25 +302,43 @@ class _Op:
     """One committed change: an insert, a guarded update, or a correction (作废 / 更正) run at ``at``."""
 
     at: datetime
-    op_id: str                 # deterministic: the same op rendered twice is stored once
-    ref: str                   # local encounter id it belongs to ('' for dictionary rows)
-    kind: str                  # insert / update / cancel / fix
+    op_id: str  # deterministic: the same op rendered twice is stored once
+    ref: str  # local encounter id it belongs to ('' for dictionary rows)
+    kind: str  # insert / update / cancel / fix
     table: str
-    row: dict[str, Any]        # insert: the row; update: SET values; cancel/fix: parameters
+    row: dict[str, Any]  # insert: the row; update: SET values; cancel/fix: parameters
     where: dict[str, Any] = field(default_factory=dict)
     # Answer-key defects this row carries, logged only when it is committed (a voided stay never discharges).
     defects: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def payload(self) -> str:
-        return json.dumps({"op_id": self.op_id, "ref": self.ref, "kind": self.kind, "table": self.table,
-                           "row": self.row, "where": self.where, "defects": self.defects},
-                          ensure_ascii=False, default=str)
+        return json.dumps(
+            {
+                "op_id": self.op_id,
+                "ref": self.ref,
+                "kind": self.kind,
+                "table": self.table,
+                "row": self.row,
+                "where": self.where,
+                "defects": self.defects,
+            },
+            ensure_ascii=False,
+            default=str,
+        )
 
     @classmethod
     def load(cls, at: datetime, payload: str) -> _Op:
         data = json.loads(payload)
-        return cls(at, data["op_id"], data["ref"], data["kind"], data["table"], data["row"], data["where"],
-                   [tuple(d) for d in data["defects"]])
+        return cls(
+            at,
+            data["op_id"],
+            data["ref"],
+            data["kind"],
+            data["table"],
+            data["row"],
+            data["where"],
+            [tuple(d) for d in data["defects"]],
+        )
 
 
 @dataclass
@@ -280,20 +349,27 @@ class _Day:
     key: AnswerKey
     ops: list[_Op] = field(default_factory=list)
     local_ids: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    identities: dict[str, dict[str, Any]] = field(default_factory=dict)   # BRID -> its GH_BRJBXX row
-    known: dict[tuple[int, str], str] = field(default_factory=dict)       # (resident, org) -> BRID after today
+    identities: dict[str, dict[str, Any]] = field(default_factory=dict)  # BRID -> its GH_BRJBXX row
+    known: dict[tuple[int, str], str] = field(default_factory=dict)  # (resident, org) -> BRID after today
 
-    def insert(self, table: str, pk: str, at: datetime, ref: str, row: dict[str, Any],
-               defects: list[tuple[str, str, str, str]] | None = None) -> _Op:
+    def insert(
+        self,
+        table: str,
+        pk: str,
+        at: datetime,
+        ref: str,
+        row: dict[str, Any],
+        defects: list[tuple[str, str, str, str]] | None = None,
+    ) -> _Op:
         op = _Op(at, f"I:{table}:{pk}", ref, "insert", table, {**row, "XGSJ": at}, defects=defects or [])
         self.ops.append(op)
         return op
 
-    def update(self, table: str, tag: str, at: datetime, ref: str, values: dict[str, Any],
-               where: dict[str, Any]) -> None:
+    def update(
+        self, table: str, tag: str, at: datetime, ref: str, values: dict[str, Any], where: dict[str, Any]
+    ) -> None:
         key = ":".join(str(v) for v in where.values())
-        self.ops.append(_Op(at, f"U:{table}:{key}:{tag}:{ref}", ref, "update", table, {**values, "XGSJ": at},
-                            where))
+        self.ops.append(_Op(at, f"U:{table}:{key}:{tag}:{ref}", ref, "update", table, {**values, "XGSJ": at}, where))
 
 
 class RmyyHis(MemberSystem):
@@ -315,7 +391,7 @@ class RmyyHis(MemberSystem):
         self.technicians = [s.name for s in world.staff[self.org_code] if s.role == "技师"]
         self.installed_at = datetime.combine(world.start_date - timedelta(days=730), time(9))
         self.beds = self._bed_master(self.institutions[self.org_code].open_beds)
-        self._known: dict[tuple[int, str], str] | None = None    # patients issued so far, kept between days
+        self._known: dict[tuple[int, str], str] | None = None  # patients issued so far, kept between days
 
     # --- schema -------------------------------------------------------------------------------------------
     @property
@@ -329,14 +405,18 @@ class RmyyHis(MemberSystem):
                     conn.execute(sa.text(f"DROP DATABASE IF EXISTS {db}"))
                 conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4"))
         with self.engine.begin() as conn:
-            legacy = conn.execute(sa.text(
-                "SELECT COUNT(*) FROM information_schema.TABLES t WHERE t.TABLE_SCHEMA = DATABASE() "
-                "AND t.TABLE_NAME = 'GH_BRJBXX' AND NOT EXISTS (SELECT 1 FROM information_schema.COLUMNS c "
-                "WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.COLUMN_NAME = 'YBKH')"
-            )).scalar()
+            legacy = conn.execute(
+                sa.text(
+                    "SELECT COUNT(*) FROM information_schema.TABLES t WHERE t.TABLE_SCHEMA = DATABASE() "
+                    "AND t.TABLE_NAME = 'GH_BRJBXX' AND NOT EXISTS (SELECT 1 FROM information_schema.COLUMNS c "
+                    "WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.COLUMN_NAME = 'YBKH')"
+                )
+            ).scalar()
             if legacy:
-                raise RuntimeError(f"database {self.database} holds the foundation slice's tables "
-                                   "(the foundation slice): recreate it with create_schema(reset=True)")
+                raise RuntimeError(
+                    f"database {self.database} holds the foundation slice's tables "
+                    "(the foundation slice): recreate it with create_schema(reset=True)"
+                )
             for table in TABLES:
                 conn.execute(sa.text(ddl(table)))
             for table, rows in self._master_rows().items():
@@ -362,17 +442,38 @@ class RmyyHis(MemberSystem):
         departments += [{"KSDM": c, "KSMC": n, "KSLB": "病区", "YXBZ": 1, "XGSJ": at} for c, n, _ in WARDS]
         staff = []
         for member in self.world.staff[self.org_code]:
-            staff.append({"GH": self._staff_no(member), "XM": member.name, "ZGLB": STAFF_GROUP[member.role][0],
-                          "ZC": member.title, "ZYZSBM": member.licence_no, "YXBZ": 1, "XGSJ": at})
+            staff.append(
+                {
+                    "GH": self._staff_no(member),
+                    "XM": member.name,
+                    "ZGLB": STAFF_GROUP[member.role][0],
+                    "ZC": member.title,
+                    "ZYZSBM": member.licence_no,
+                    "YXBZ": 1,
+                    "XGSJ": at,
+                }
+            )
         diseases = [{"JBBM": c, "JBMC": n, "GBBM": icd[:3], "YXBZ": 1, "XGSJ": at} for icd, (c, n) in DIAGNOSES.items()]
-        drugs = [{"YPDM": c, "YPMC": n, "GG": s, "DW": u, "LSJ": None, "YPLB": k, "YXBZ": 1, "XGSJ": at}
-                 for c, n, s, u, k in DRUGS.values()]
-        labs = [{"XMDM": c, "XMMC": n, "DW": u, "CKFW": None, "JYZH": g, "BBLX": b, "XGSJ": at}
-                for c, n, u, g, b in LAB_ITEMS.values()]
-        beds = [{"CWH": no, "BQDM": code, "BQMC": name, "CWLX": "1", "KFBZ": 1, "CWZT": "0", "ZYID": None,
-                 "XGSJ": at} for no, (code, name) in self.beds.items()]
-        return {"ZD_KSZD": departments, "ZD_ZGXX": staff, "ZD_JBZD": diseases, "YK_YPZD": drugs, "JY_XMZD": labs,
-                "ZY_CWXX": beds}
+        drugs = [
+            {"YPDM": c, "YPMC": n, "GG": s, "DW": u, "LSJ": None, "YPLB": k, "YXBZ": 1, "XGSJ": at}
+            for c, n, s, u, k in DRUGS.values()
+        ]
+        labs = [
+            {"XMDM": c, "XMMC": n, "DW": u, "CKFW": None, "JYZH": g, "BBLX": b, "XGSJ": at}
+            for c, n, u, g, b in LAB_ITEMS.values()
+        ]
+        beds = [
+            {"CWH": no, "BQDM": code, "BQMC": name, "CWLX": "1", "KFBZ": 1, "CWZT": "0", "ZYID": None, "XGSJ": at}
+            for no, (code, name) in self.beds.items()
+        ]
+        return {
+            "ZD_KSZD": departments,
+            "ZD_ZGXX": staff,
+            "ZD_JBZD": diseases,
+            "YK_YPZD": drugs,
+            "JY_XMZD": labs,
+            "ZY_CWXX": beds,
+        }
 
     @staticmethod
     def _staff_no(member: Staff) -> str:
@@ -400,9 +501,13 @@ class RmyyHis(MemberSystem):
         if self.drift_day is None or batch.day < self.drift_day:
             return False
         with self.engine.begin() as conn:
-            present = conn.execute(sa.text(
-                "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-                "AND TABLE_NAME = 'MZ_JZJL' AND COLUMN_NAME = :c"), {"c": DRIFT_COLUMN}).scalar()
+            present = conn.execute(
+                sa.text(
+                    "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                    "AND TABLE_NAME = 'MZ_JZJL' AND COLUMN_NAME = :c"
+                ),
+                {"c": DRIFT_COLUMN},
+            ).scalar()
             if not present:
                 conn.execute(sa.text(f"ALTER TABLE MZ_JZJL ADD COLUMN IF NOT EXISTS {DRIFT_COLUMN} VARCHAR(32)"))
         if not present or batch.day == self.drift_day:
@@ -415,8 +520,7 @@ class RmyyHis(MemberSystem):
             person = next(p for p in activity.new_people if p.resident_id == resident_id)
         return person
 
-    def _render_encounters(self, batch: _Day, encounters: list[Encounter], activity: DayActivity,
-                           drift: bool) -> None:
+    def _render_encounters(self, batch: _Day, encounters: list[Encounter], activity: DayActivity, drift: bool) -> None:
         if self._known is None:
             self._known = answer_key.known_patients(self.source_system)
         known = batch.known = dict(self._known)
@@ -456,19 +560,34 @@ class RmyyHis(MemberSystem):
         if not brids:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT * FROM GH_BRJBXX WHERE BRID IN :b").bindparams(
-                sa.bindparam("b", expanding=True)), {"b": brids}).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.text("SELECT * FROM GH_BRJBXX WHERE BRID IN :b").bindparams(sa.bindparam("b", expanding=True)),
+                    {"b": brids},
+                )
+                .mappings()
+                .all()
+            )
         return {r["BRID"]: dict(r) for r in rows}
 
-    def _register(self, batch: _Day, rng: random.Random, person: Person, brid: str, encounter: Encounter,
-                  previous: str | None) -> None:
+    def _register(
+        self, batch: _Day, rng: random.Random, person: Person, brid: str, encounter: Encounter, previous: str | None
+    ) -> None:
         """A new 病人ID: the front desk records the resident (with identity dirt) just before registration."""
         recorded = recorded_identity(rng, person, self.identity_dirt)
         created = max(_day_start(batch.day), encounter.start_at - timedelta(seconds=rng.randrange(60, 480)))
-        row = {"BRID": brid, "XM": recorded.name, "XB": SEX.get(recorded.sex, "未知"), "CSRQ": recorded.birth_date,
-               "SFZH": recorded.id_number, "LXDH": recorded.phone, "JTZZ": recorded.address,
-               "JDSJ": created.replace(microsecond=0), "MZ": person.ethnicity,
-               "YBKH": person.insurance_no if encounter.insured else None}
+        row = {
+            "BRID": brid,
+            "XM": recorded.name,
+            "XB": SEX.get(recorded.sex, "未知"),
+            "CSRQ": recorded.birth_date,
+            "SFZH": recorded.id_number,
+            "LXDH": recorded.phone,
+            "JTZZ": recorded.address,
+            "JDSJ": created.replace(microsecond=0),
+            "MZ": person.ethnicity,
+            "YBKH": person.insurance_no if encounter.insured else None,
+        }
         defects = [("GH_BRJBXX", brid, name, detail) for name, detail in recorded.defects]
         if previous is not None:
             defects.append(("GH_BRJBXX", brid, "re_registration", f"also {previous}"))
@@ -486,15 +605,16 @@ class RmyyHis(MemberSystem):
             return FEE_CLASS_SELF
         return FEE_CLASS_EMPLOYEE if encounter.resident_id % 5 == 0 else FEE_CLASS_RESIDENT
 
-    def _diagnosis(self, batch: _Day, rng: random.Random, table: str, zdid: str, dx: Diagnosis,
-                   at: datetime) -> tuple[dict[str, Any], list[tuple[str, str, str, str]]]:
+    def _diagnosis(
+        self, batch: _Day, rng: random.Random, table: str, zdid: str, dx: Diagnosis, at: datetime
+    ) -> tuple[dict[str, Any], list[tuple[str, str, str, str]]]:
         """The code a doctor picks (and its defect): now and then one outside the dictionary."""
         code, name = local_diagnosis(dx.icd_code, dx.name)
         if rng.random() < self.rates["unknown_local_code"]:
             if rng.random() < 0.5:
                 code, name = f"ZDY{rng.randrange(1, 10_000):04d}", f"{name}{rng.choice(UNKNOWN_SUFFIXES)}"
                 defect = "unknown_local_code"
-            else:   # the retired dictionary version's format: a dialect of a dictionary code the platform normalises
+            else:  # the retired dictionary version's format: a dialect of a dictionary code the platform normalises
                 code, defect = code.replace(".", "").lower(), "local_code_dialect"
             defects = [(table, zdid, defect, f"{code} {name} (ICD {dx.icd_code})")]
             return {"ZDDM": code, "ZDMC": name, "ZZDBZ": int(dx.is_main)}, defects
@@ -502,30 +622,55 @@ class RmyyHis(MemberSystem):
             batch.insert("ZD_JBZD", code, at, "", {"JBBM": code, "JBMC": name, "GBBM": dx.icd_code[:3], "YXBZ": 1})
         return {"ZDDM": code, "ZDMC": name, "ZZDBZ": int(dx.is_main)}, []
 
-    def _drug(self, batch: _Day, drug_code: str, name: str, spec: str, price: float,
-              at: datetime) -> tuple[str, str, str, str, str]:
+    def _drug(
+        self, batch: _Day, drug_code: str, name: str, spec: str, price: float, at: datetime
+    ) -> tuple[str, str, str, str, str]:
         """The 药品字典 entry; a drug the dictionary lacks is added when first prescribed."""
         entry = local_drug(drug_code, name, spec)
         if drug_code not in DRUGS:
             code, local_name, local_spec, unit, kind = entry
-            batch.insert("YK_YPZD", code, at, "", {"YPDM": code, "YPMC": local_name, "GG": local_spec, "DW": unit,
-                                                   "LSJ": price, "YPLB": kind, "YXBZ": 1})
+            batch.insert(
+                "YK_YPZD",
+                code,
+                at,
+                "",
+                {"YPDM": code, "YPMC": local_name, "GG": local_spec, "DW": unit, "LSJ": price, "YPLB": kind, "YXBZ": 1},
+            )
         return entry
 
     # --- outpatient / emergency ---------------------------------------------------------------------------
-    def _render_visit(self, batch: _Day, rng: random.Random, encounter: Encounter, brid: str, new: bool,
-                      jzid: str, duplicate: str | None, drift: bool) -> None:
+    def _render_visit(
+        self,
+        batch: _Day,
+        rng: random.Random,
+        encounter: Encounter,
+        brid: str,
+        new: bool,
+        jzid: str,
+        duplicate: str | None,
+        drift: bool,
+    ) -> None:
         first = len(batch.ops)
         start = encounter.start_at
         saved = _after(rng, start, 60, 1800)
         ksdm, ksmc = local_department(encounter.department_name)
         doctor, staff_no = self._doctor(encounter.doctor_id)
-        visit = {"JZID": jzid, "BRID": brid, "JZLX": VISIT_TYPE[encounter.kind], "KSDM": ksdm, "KSMC": ksmc,
-                 "YSXM": doctor, "JZSJ": start.replace(microsecond=0), "FB": self._fee_class(encounter),
-                 "CFZBZ": "1" if new else "2", "YSGH": staff_no}
+        visit = {
+            "JZID": jzid,
+            "BRID": brid,
+            "JZLX": VISIT_TYPE[encounter.kind],
+            "KSDM": ksdm,
+            "KSMC": ksmc,
+            "YSXM": doctor,
+            "JZSJ": start.replace(microsecond=0),
+            "FB": self._fee_class(encounter),
+            "CFZBZ": "1" if new else "2",
+            "YSGH": staff_no,
+        }
         if drift:
-            visit[DRIFT_COLUMN] = (f"YB{start:%Y%m%d}{_crc(encounter.encounter_uid, 10**8):08d}"
-                                   if encounter.insured else None)
+            visit[DRIFT_COLUMN] = (
+                f"YB{start:%Y%m%d}{_crc(encounter.encounter_uid, 10**8):08d}" if encounter.insured else None
+            )
         visit_op = batch.insert("MZ_JZJL", jzid, saved, jzid, visit)
         batch.local_ids[encounter.encounter_uid].append(jzid)
         batch.key.encounter(jzid, encounter.encounter_uid)
@@ -538,8 +683,16 @@ class RmyyHis(MemberSystem):
         paid = self._prescribe(batch, rng, encounter, brid, jzid, ksdm, staff_no, saved)
         for n, charge in enumerate(encounter.charges, 1):
             at = _after(rng, start, 1, 30) if charge.category == "挂号" else paid
-            self._charge(batch, "MZ_SF", f"SF{jzid[2:]}{n:02d}", jzid, brid, charge, at,
-                         {"SFSJ": at.replace(microsecond=0), "SFZT": CHARGE_PAID, "TFSJ": None})
+            self._charge(
+                batch,
+                "MZ_SF",
+                f"SF{jzid[2:]}{n:02d}",
+                jzid,
+                brid,
+                charge,
+                at,
+                {"SFSJ": at.replace(microsecond=0), "SFZT": CHARGE_PAID, "TFSJ": None},
+            )
         source = PATIENT_SOURCE[encounter.kind]
         self._labs(batch, rng, encounter, source, jzid, brid, ksdm, doctor, _after(rng, saved, 60, 600))
         self._exams(batch, rng, encounter, source, jzid, brid, _after(rng, saved, 600, 3600))
@@ -548,8 +701,17 @@ class RmyyHis(MemberSystem):
         if rng.random() < self.rates["late_submission"]:
             self._late(batch, rng, first, visit_op)
 
-    def _prescribe(self, batch: _Day, rng: random.Random, encounter: Encounter, brid: str, jzid: str, ksdm: str,
-                   staff_no: str | None, saved: datetime) -> datetime:
+    def _prescribe(
+        self,
+        batch: _Day,
+        rng: random.Random,
+        encounter: Encounter,
+        brid: str,
+        jzid: str,
+        ksdm: str,
+        staff_no: str | None,
+        saved: datetime,
+    ) -> datetime:
         """One 处方 per drug class (西药 '1', 中成药 '2'); returns when the patient paid at the cashier."""
         written = _after(rng, saved, 30, 300)
         groups: dict[str, list[tuple]] = defaultdict(list)
@@ -559,32 +721,87 @@ class RmyyHis(MemberSystem):
         for kind, lines in sorted(groups.items()):
             cfid = f"CF{jzid[2:]}{kind}"
             total = round(sum(p.quantity * p.unit_price for p, _ in lines), 2)
-            batch.insert("MZ_CF", cfid, written, jzid, {"CFID": cfid, "JZID": jzid, "BRID": brid, "CFLX": kind,
-                                                        "KSDM": ksdm, "YSGH": staff_no, "KFSJ": written.replace(
-                                                            microsecond=0), "CFJE": total})
+            batch.insert(
+                "MZ_CF",
+                cfid,
+                written,
+                jzid,
+                {
+                    "CFID": cfid,
+                    "JZID": jzid,
+                    "BRID": brid,
+                    "CFLX": kind,
+                    "KSDM": ksdm,
+                    "YSGH": staff_no,
+                    "KFSJ": written.replace(microsecond=0),
+                    "CFJE": total,
+                },
+            )
             for n, (p, (code, name, spec, unit, _)) in enumerate(lines, 1):
                 mxid = f"{cfid}{n:02d}"
-                batch.insert("MZ_CFMX", mxid, written, jzid, {
-                    "MXID": mxid, "CFID": cfid, "YPDM": code, "YPMC": name, "GG": spec, "SL": p.quantity, "DW": unit,
-                    "DJ": p.unit_price, "JE": round(p.quantity * p.unit_price, 2), "YFPC": rng.choice(FREQUENCIES)})
+                batch.insert(
+                    "MZ_CFMX",
+                    mxid,
+                    written,
+                    jzid,
+                    {
+                        "MXID": mxid,
+                        "CFID": cfid,
+                        "YPDM": code,
+                        "YPMC": name,
+                        "GG": spec,
+                        "SL": p.quantity,
+                        "DW": unit,
+                        "DJ": p.unit_price,
+                        "JE": round(p.quantity * p.unit_price, 2),
+                        "YFPC": rng.choice(FREQUENCIES),
+                    },
+                )
         return _after(rng, written, 300, 2400)
 
-    def _charge(self, batch: _Day, table: str, pk: str, ref: str, brid: str, charge: Charge, at: datetime,
-                extra: dict[str, Any]) -> None:
+    def _charge(
+        self, batch: _Day, table: str, pk: str, ref: str, brid: str, charge: Charge, at: datetime, extra: dict[str, Any]
+    ) -> None:
         code, name = charge.item_code, charge.item_name
         fee_type = FEE_TYPE.get(charge.category, "99")
         if charge.category == "药品":
             code, name, _, _, kind = local_drug(charge.item_code, charge.item_name, "")
             fee_type = FEE_TYPE[kind]
-        key_column, item_column, name_column = (("SFID", "SFXMDM", "SFXMMC") if table == "MZ_SF"
-                                                else ("FYID", "XMDM", "XMMC"))
+        key_column, item_column, name_column = (
+            ("SFID", "SFXMDM", "SFXMMC") if table == "MZ_SF" else ("FYID", "XMDM", "XMMC")
+        )
         link = {"JZID": ref} if table == "MZ_SF" else {"ZYID": ref}
-        batch.insert(table, pk, at, ref, {key_column: pk, **link, "BRID": brid, item_column: code, name_column: name,
-                                          "FYLB": fee_type, "SL": 1, "DJ": charge.amount_yuan,
-                                          "JE": charge.amount_yuan, **extra})
+        batch.insert(
+            table,
+            pk,
+            at,
+            ref,
+            {
+                key_column: pk,
+                **link,
+                "BRID": brid,
+                item_column: code,
+                name_column: name,
+                "FYLB": fee_type,
+                "SL": 1,
+                "DJ": charge.amount_yuan,
+                "JE": charge.amount_yuan,
+                **extra,
+            },
+        )
 
-    def _labs(self, batch: _Day, rng: random.Random, encounter: Encounter, source: str, ref: str, brid: str,
-              ksdm: str, doctor: str | None, requested: datetime) -> None:
+    def _labs(
+        self,
+        batch: _Day,
+        rng: random.Random,
+        encounter: Encounter,
+        source: str,
+        ref: str,
+        brid: str,
+        ksdm: str,
+        doctor: str | None,
+        requested: datetime,
+    ) -> None:
         """One 检验申请单 per 检验组合: requested, sampled, then reported (an UPDATE) with its results."""
         groups: dict[str, list[LabResult]] = defaultdict(list)
         for lab in encounter.labs:
@@ -594,45 +811,120 @@ class RmyyHis(MemberSystem):
             sampled = _after(rng, requested, 300, 1800)
             reported = _after(rng, sampled, 1800, 7200)
             specimen = local_lab(labs[0])[4]
-            batch.insert("JY_SQD", sqdh, requested, ref, {
-                "SQDH": sqdh, "BRLY": source, "JZH": ref, "BRID": brid, "JYZH": group, "BBLX": specimen,
-                "SQKS": ksdm, "SQYS": doctor, "SQSJ": requested.replace(microsecond=0), "CJSJ": None, "BGSJ": None,
-                "ZT": LAB_REQUESTED})
-            batch.update("JY_SQD", "report", reported, ref, {
-                "CJSJ": sampled.replace(microsecond=0), "BGSJ": reported.replace(microsecond=0), "ZT": LAB_REPORTED},
-                {"SQDH": sqdh})
+            batch.insert(
+                "JY_SQD",
+                sqdh,
+                requested,
+                ref,
+                {
+                    "SQDH": sqdh,
+                    "BRLY": source,
+                    "JZH": ref,
+                    "BRID": brid,
+                    "JYZH": group,
+                    "BBLX": specimen,
+                    "SQKS": ksdm,
+                    "SQYS": doctor,
+                    "SQSJ": requested.replace(microsecond=0),
+                    "CJSJ": None,
+                    "BGSJ": None,
+                    "ZT": LAB_REQUESTED,
+                },
+            )
+            batch.update(
+                "JY_SQD",
+                "report",
+                reported,
+                ref,
+                {"CJSJ": sampled.replace(microsecond=0), "BGSJ": reported.replace(microsecond=0), "ZT": LAB_REPORTED},
+                {"SQDH": sqdh},
+            )
             for k, lab in enumerate(labs, 1):
                 code, name, unit, _, _ = local_lab(lab)
                 jgid = f"{sqdh}{k:02d}"
-                batch.insert("JY_JG", jgid, reported, ref, {
-                    "JGID": jgid, "SQDH": sqdh, "XMDM": code, "XMMC": name, "JG": f"{lab.value:g}", "DW": unit,
-                    "CKFW": lab.reference_range, "YCBZ": abnormal_flag(lab.value, lab.reference_range),
-                    "BGSJ": reported.replace(microsecond=0)})
+                batch.insert(
+                    "JY_JG",
+                    jgid,
+                    reported,
+                    ref,
+                    {
+                        "JGID": jgid,
+                        "SQDH": sqdh,
+                        "XMDM": code,
+                        "XMMC": name,
+                        "JG": f"{lab.value:g}",
+                        "DW": unit,
+                        "CKFW": lab.reference_range,
+                        "YCBZ": abnormal_flag(lab.value, lab.reference_range),
+                        "BGSJ": reported.replace(microsecond=0),
+                    },
+                )
 
-    def _exams(self, batch: _Day, rng: random.Random, encounter: Encounter, source: str, ref: str, brid: str,
-               examined: datetime) -> None:
+    def _exams(
+        self,
+        batch: _Day,
+        rng: random.Random,
+        encounter: Encounter,
+        source: str,
+        ref: str,
+        brid: str,
+        examined: datetime,
+    ) -> None:
         for n, exam in enumerate(encounter.exams, 1):
             bgid = f"JC{ref}{n}"
             klass, pattern = EXAM_CLASS.get(exam.modality, ("QT", "{part}" + exam.modality))
             reported = _after(rng, examined, 1200, 7200)
-            batch.insert("JC_BG", bgid, reported, ref, {
-                "BGID": bgid, "BRLY": source, "JZH": ref, "BRID": brid, "JCLB": klass,
-                "JCXM": pattern.format(part=exam.body_part), "JCBW": exam.body_part,
-                "JCSJ": examined.replace(microsecond=0), "YXSJ": exam.finding, "ZDYJ": exam.conclusion,
-                "BGYS": rng.choice(self.technicians) if self.technicians else None,
-                "BGSJ": reported.replace(microsecond=0)})
+            batch.insert(
+                "JC_BG",
+                bgid,
+                reported,
+                ref,
+                {
+                    "BGID": bgid,
+                    "BRLY": source,
+                    "JZH": ref,
+                    "BRID": brid,
+                    "JCLB": klass,
+                    "JCXM": pattern.format(part=exam.body_part),
+                    "JCBW": exam.body_part,
+                    "JCSJ": examined.replace(microsecond=0),
+                    "YXSJ": exam.finding,
+                    "ZDYJ": exam.conclusion,
+                    "BGYS": rng.choice(self.technicians) if self.technicians else None,
+                    "BGSJ": reported.replace(microsecond=0),
+                },
+            )
 
-    def _duplicate(self, batch: _Day, rng: random.Random, encounter: Encounter, visit: dict[str, Any],
-                   diagnoses: list[tuple[dict[str, Any], list[tuple[str, str, str, str]]]], jzid: str,
-                   saved: datetime) -> None:
+    def _duplicate(
+        self,
+        batch: _Day,
+        rng: random.Random,
+        encounter: Encounter,
+        visit: dict[str, Any],
+        diagnoses: list[tuple[dict[str, Any], list[tuple[str, str, str, str]]]],
+        jzid: str,
+        saved: datetime,
+    ) -> None:
         """The visit saved twice (double click / network retry): a second MZ_JZJL row with its diagnoses."""
         at = _after(rng, saved, 1, 20)
-        batch.insert("MZ_JZJL", jzid, at, jzid, {**visit, "JZID": jzid},
-                     [("MZ_JZJL", jzid, "duplicate_submission", f"same visit as {visit['JZID']}")])
+        batch.insert(
+            "MZ_JZJL",
+            jzid,
+            at,
+            jzid,
+            {**visit, "JZID": jzid},
+            [("MZ_JZJL", jzid, "duplicate_submission", f"same visit as {visit['JZID']}")],
+        )
         for n, (row, defects) in enumerate(diagnoses, 1):
             zdid = f"{jzid}{n:02d}"
-            batch.insert("MZ_ZDJL", zdid, at, jzid, {"ZDID": zdid, "JZID": jzid, **row},
-                         [(table, zdid, name, detail) for table, _, name, detail in defects])
+            batch.insert(
+                "MZ_ZDJL",
+                zdid,
+                at,
+                jzid,
+                {"ZDID": zdid, "JZID": jzid, **row},
+                [(table, zdid, name, detail) for table, _, name, detail in defects],
+            )
         batch.local_ids[encounter.encounter_uid].append(jzid)
         batch.key.encounter(jzid, encounter.encounter_uid)
 
@@ -647,8 +939,7 @@ class RmyyHis(MemberSystem):
         visit.defects.append(("MZ_JZJL", visit.ref, "late_submission", f"committed {committed:%Y-%m-%d %H:%M:%S}"))
 
     # --- inpatient ----------------------------------------------------------------------------------------
-    def _render_admission(self, batch: _Day, rng: random.Random, encounter: Encounter, brid: str,
-                          zyid: str) -> None:
+    def _render_admission(self, batch: _Day, rng: random.Random, encounter: Encounter, brid: str, zyid: str) -> None:
         """Admission now; orders, labs, exams, surgery, daily charges, discharge and 病案首页 at their times."""
         start = encounter.start_at
         admitted = _after(rng, start, 300, 1200)
@@ -656,18 +947,41 @@ class RmyyHis(MemberSystem):
         doctor, _ = self._doctor(encounter.doctor_id)
         bed = encounter.bed_no or None
         ward = self.beds.get(bed) if bed else None
-        if bed and ward is None:    # a bed number outside the master: the ward puts up an extra bed (加床)
+        if bed and ward is None:  # a bed number outside the master: the ward puts up an extra bed (加床)
             code = DEPARTMENT_WARD.get(ksdm, "B02")
             ward = (code, next(n for c, n, _ in WARDS if c == code))
-            batch.insert("ZY_CWXX", bed, admitted, "", {"CWH": bed, "BQDM": ward[0], "BQMC": ward[1], "CWLX": "2",
-                                                        "KFBZ": 0, "CWZT": "0", "ZYID": None})
+            batch.insert(
+                "ZY_CWXX",
+                bed,
+                admitted,
+                "",
+                {"CWH": bed, "BQDM": ward[0], "BQMC": ward[1], "CWLX": "2", "KFBZ": 0, "CWZT": "0", "ZYID": None},
+            )
         admit_code, admit_name = self._main_diagnosis(encounter)
         route = rng.choices([r for r, _ in ADMIT_ROUTE], [w for _, w in ADMIT_ROUTE])[0]
-        batch.insert("ZY_RYDJ", zyid, admitted, zyid, {
-            "ZYID": zyid, "BRID": brid, "RYSJ": start.replace(microsecond=0), "RYKSDM": ksdm, "RYKSMC": ksmc,
-            "BQDM": ward[0] if ward else None, "CWH": bed, "ZZYS": doctor, "RYTJ": route, "RYZDDM": admit_code,
-            "RYZDMC": admit_name, "FB": self._fee_class(encounter), "CYSJ": None, "CYKSDM": None,
-            "ZT": ADMISSION_IN})
+        batch.insert(
+            "ZY_RYDJ",
+            zyid,
+            admitted,
+            zyid,
+            {
+                "ZYID": zyid,
+                "BRID": brid,
+                "RYSJ": start.replace(microsecond=0),
+                "RYKSDM": ksdm,
+                "RYKSMC": ksmc,
+                "BQDM": ward[0] if ward else None,
+                "CWH": bed,
+                "ZZYS": doctor,
+                "RYTJ": route,
+                "RYZDDM": admit_code,
+                "RYZDMC": admit_name,
+                "FB": self._fee_class(encounter),
+                "CYSJ": None,
+                "CYKSDM": None,
+                "ZT": ADMISSION_IN,
+            },
+        )
         batch.local_ids[encounter.encounter_uid].append(zyid)
         batch.key.encounter(zyid, encounter.encounter_uid)
         if bed:
@@ -676,15 +990,32 @@ class RmyyHis(MemberSystem):
         for n, dx in enumerate(encounter.diagnoses, 1):
             zdid = f"{zyid}{DIAG_ADMISSION}{n:02d}"
             row, defects = self._diagnosis(batch, rng, "ZY_ZDJL", zdid, dx, written)
-            batch.insert("ZY_ZDJL", zdid, written, zyid, {"ZDID": zdid, "ZYID": zyid, "ZDLB": DIAG_ADMISSION, **row},
-                         defects)
+            batch.insert(
+                "ZY_ZDJL", zdid, written, zyid, {"ZDID": zdid, "ZYID": zyid, "ZDLB": DIAG_ADMISSION, **row}, defects
+            )
         for n, p in enumerate(encounter.prescriptions, 1):
             code, name, spec, unit, _ = self._drug(batch, p.drug_code, p.name, p.spec, p.unit_price, written)
             yzid = f"YZ{zyid[2:]}{n:02d}"
-            batch.insert("ZY_YZJL", yzid, written, zyid, {
-                "YZID": yzid, "ZYID": zyid, "YZLB": "1", "YPDM": code, "YZMC": name, "GG": spec, "SL": p.quantity,
-                "DW": unit, "PC": rng.choice(FREQUENCIES), "KSSJ": written.replace(microsecond=0), "TZSJ": None,
-                "KZYS": doctor})
+            batch.insert(
+                "ZY_YZJL",
+                yzid,
+                written,
+                zyid,
+                {
+                    "YZID": yzid,
+                    "ZYID": zyid,
+                    "YZLB": "1",
+                    "YPDM": code,
+                    "YZMC": name,
+                    "GG": spec,
+                    "SL": p.quantity,
+                    "DW": unit,
+                    "PC": rng.choice(FREQUENCIES),
+                    "KSSJ": written.replace(microsecond=0),
+                    "TZSJ": None,
+                    "KZYS": doctor,
+                },
+            )
         lab_at = _after(rng, admitted, 3600, 12 * 3600)
         exam_at = _after(rng, admitted, 2 * 3600, 24 * 3600)
         self._labs(batch, rng, encounter, PATIENT_SOURCE["inpatient"], zyid, brid, ksdm, doctor, lab_at)
@@ -713,8 +1044,9 @@ class RmyyHis(MemberSystem):
         return local_diagnosis(main.icd_code, main.name) if main else (None, None)
 
     @staticmethod
-    def _daily_postings(rng: random.Random, start: datetime, end: datetime | None,
-                        amount: float) -> list[tuple[datetime, float]]:
+    def _daily_postings(
+        rng: random.Random, start: datetime, end: datetime | None, amount: float
+    ) -> list[tuple[datetime, float]]:
         """床位费/护理费: billed each night just after midnight; a same-day stay is billed at discharge."""
         if end is not None and end.date() == start.date():
             return [(_after(rng, end, 60, 600), amount)]
@@ -726,22 +1058,48 @@ class RmyyHis(MemberSystem):
             postings.append((at, each if k < nights else round(amount - each * (nights - 1), 2)))
         return postings
 
-    def _surgeries(self, batch: _Day, rng: random.Random, encounter: Encounter, zyid: str, brid: str,
-                   doctor: str | None) -> datetime | None:
+    def _surgeries(
+        self, batch: _Day, rng: random.Random, encounter: Encounter, zyid: str, brid: str, doctor: str | None
+    ) -> datetime | None:
         finished = None
         for n, surgery in enumerate(encounter.surgeries, 1):
             finished = _after(rng, surgery.at, 3600, 3 * 3600)
             recorded = _after(rng, finished, 600, 3600)
             ssid = f"SS{zyid[2:]}{n}"
-            batch.insert("SS_SSJL", ssid, recorded, zyid, {
-                "SSID": ssid, "ZYID": zyid, "BRID": brid, "SSDM": surgery.procedure_code, "SSMC": surgery.name,
-                "SSKSSJ": surgery.at.replace(microsecond=0), "SSJSSJ": finished.replace(microsecond=0),
-                "SSYS": doctor, "MZFS": ANAESTHESIA.get(surgery.procedure_code, "全身麻醉"),
-                "QKDJ": INCISION.get(surgery.incision_class, surgery.incision_class), "YHDJ": surgery.healing_grade})
+            batch.insert(
+                "SS_SSJL",
+                ssid,
+                recorded,
+                zyid,
+                {
+                    "SSID": ssid,
+                    "ZYID": zyid,
+                    "BRID": brid,
+                    "SSDM": surgery.procedure_code,
+                    "SSMC": surgery.name,
+                    "SSKSSJ": surgery.at.replace(microsecond=0),
+                    "SSJSSJ": finished.replace(microsecond=0),
+                    "SSYS": doctor,
+                    "MZFS": ANAESTHESIA.get(surgery.procedure_code, "全身麻醉"),
+                    "QKDJ": INCISION.get(surgery.incision_class, surgery.incision_class),
+                    "YHDJ": surgery.healing_grade,
+                },
+            )
         return finished
 
-    def _discharge(self, batch: _Day, rng: random.Random, encounter: Encounter, end: datetime, brid: str,
-                   zyid: str, department: tuple[str, str], doctor: str | None, bed: str | None, route: str) -> None:
+    def _discharge(
+        self,
+        batch: _Day,
+        rng: random.Random,
+        encounter: Encounter,
+        end: datetime,
+        brid: str,
+        zyid: str,
+        department: tuple[str, str],
+        doctor: str | None,
+        bed: str | None,
+        route: str,
+    ) -> None:
         """出院: ZY_RYDJ/bed/orders updated, ZY_CYJL and 出院诊断 inserted; the 病案首页 follows days later."""
         start, (ksdm, ksmc) = encounter.start_at, department
         done = _after(rng, end, 300, 1800)
@@ -749,47 +1107,98 @@ class RmyyHis(MemberSystem):
         defects = []
         if rng.random() < self.rates["discharge_before_admission"]:
             recorded -= timedelta(days=(end.date() - start.date()).days + rng.randrange(1, 4))
-            defects.append(("ZY_CYJL", zyid, "discharge_before_admission",
-                            f"CYSJ {recorded:%Y-%m-%d %H:%M} < RYSJ {start:%Y-%m-%d %H:%M}"))
-        batch.update("ZY_RYDJ", "out", done, zyid, {"CYSJ": recorded, "CYKSDM": ksdm, "ZT": ADMISSION_OUT},
-                     {"ZYID": zyid})
+            defects.append(
+                (
+                    "ZY_CYJL",
+                    zyid,
+                    "discharge_before_admission",
+                    f"CYSJ {recorded:%Y-%m-%d %H:%M} < RYSJ {start:%Y-%m-%d %H:%M}",
+                )
+            )
+        batch.update(
+            "ZY_RYDJ", "out", done, zyid, {"CYSJ": recorded, "CYKSDM": ksdm, "ZT": ADMISSION_OUT}, {"ZYID": zyid}
+        )
         if bed:
             batch.update("ZY_CWXX", "out", done, zyid, {"CWZT": "0", "ZYID": None}, {"CWH": bed, "ZYID": zyid})
         batch.update("ZY_YZJL", "stop", done, zyid, {"TZSJ": recorded}, {"ZYID": zyid, "TZSJ": None})
         main_code, main_name = self._main_diagnosis(encounter)
         others = [d for d in encounter.diagnoses if not d.is_main]
-        stay = (recorded.date() - start.date()).days    # as the HIS computes it: negative when CYSJ < RYSJ
-        batch.insert("ZY_CYJL", zyid, done, zyid, {
-            "ZYID": zyid, "BRID": brid, "RYSJ": start.replace(microsecond=0), "CYSJ": recorded, "CYKSDM": ksdm,
-            "CYKSMC": ksmc, "CYQK": DISCHARGE_STATE.get(encounter.discharge_status, "9"), "CYZDDM": main_code,
-            "CYZDMC": main_name, "ZYTS": max(1, stay) if recorded >= start else stay, "ZYYS": doctor}, defects)
+        stay = (recorded.date() - start.date()).days  # as the HIS computes it: negative when CYSJ < RYSJ
+        batch.insert(
+            "ZY_CYJL",
+            zyid,
+            done,
+            zyid,
+            {
+                "ZYID": zyid,
+                "BRID": brid,
+                "RYSJ": start.replace(microsecond=0),
+                "CYSJ": recorded,
+                "CYKSDM": ksdm,
+                "CYKSMC": ksmc,
+                "CYQK": DISCHARGE_STATE.get(encounter.discharge_status, "9"),
+                "CYZDDM": main_code,
+                "CYZDMC": main_name,
+                "ZYTS": max(1, stay) if recorded >= start else stay,
+                "ZYYS": doctor,
+            },
+            defects,
+        )
         for n, dx in enumerate(encounter.diagnoses, 1):
             zdid = f"{zyid}{DIAG_DISCHARGE}{n:02d}"
             row, defects = self._diagnosis(batch, rng, "ZY_ZDJL", zdid, dx, done)
-            batch.insert("ZY_ZDJL", zdid, done, zyid, {"ZDID": zdid, "ZYID": zyid, "ZDLB": DIAG_DISCHARGE, **row},
-                         defects)
+            batch.insert(
+                "ZY_ZDJL", zdid, done, zyid, {"ZDID": zdid, "ZYID": zyid, "ZDLB": DIAG_DISCHARGE, **row}, defects
+            )
         # 病案首页: the record room codes it (from the dictionary) and files it 1-5 days after discharge.
-        filed = _after(rng, datetime.combine(end.date() + timedelta(days=rng.randrange(1, 6)), time(8, 30)),
-                       0, 8 * 3600)
+        filed = _after(
+            rng, datetime.combine(end.date() + timedelta(days=rng.randrange(1, 6)), time(8, 30)), 0, 8 * 3600
+        )
         who = batch.identities.get(brid, {})
         birth = who.get("CSRQ")
         surgery = encounter.surgeries[0] if encounter.surgeries else None
         extra = {}
         for k, dx in enumerate(others[:2], 1):
             extra[f"QTZDDM{k}"], extra[f"QTZDMC{k}"] = local_diagnosis(dx.icd_code, dx.name)
-        batch.insert("BL_SYXX", zyid, filed, zyid, {
-            "ZYID": zyid, "BAH": brid, "BRID": brid, "XM": who.get("XM"), "XB": who.get("XB"), "CSRQ": birth,
-            "NL": (start.date() - birth).days // 365 if birth else None, "SFZH": who.get("SFZH"),
-            "XZZ": who.get("JTZZ"), "RYSJ": start.replace(microsecond=0), "CYSJ": end.replace(microsecond=0),
-            "SJZYTS": max(1, (end.date() - start.date()).days), "RYKS": ksmc, "CYKS": ksmc, "RYTJ": route,
-            "ZYZDDM": main_code, "ZYZDMC": main_name, "QTZDDM1": None, "QTZDMC1": None, "QTZDDM2": None,
-            "QTZDMC2": None, **extra, "SSCZDM": surgery.procedure_code if surgery else None,
-            "SSCZMC": surgery.name if surgery else None,
-            "SSCZRQ": surgery.at.replace(microsecond=0) if surgery else None,
-            "QKYH": f"{INCISION.get(surgery.incision_class, surgery.incision_class)}/{surgery.healing_grade}"
-            if surgery else None,
-            "LYFS": LEAVE_MODE_DEATH if encounter.discharge_status == "死亡" else LEAVE_MODE_ORDERED,
-            "ZFY": encounter.total_yuan, "ZZYS": doctor})
+        batch.insert(
+            "BL_SYXX",
+            zyid,
+            filed,
+            zyid,
+            {
+                "ZYID": zyid,
+                "BAH": brid,
+                "BRID": brid,
+                "XM": who.get("XM"),
+                "XB": who.get("XB"),
+                "CSRQ": birth,
+                "NL": (start.date() - birth).days // 365 if birth else None,
+                "SFZH": who.get("SFZH"),
+                "XZZ": who.get("JTZZ"),
+                "RYSJ": start.replace(microsecond=0),
+                "CYSJ": end.replace(microsecond=0),
+                "SJZYTS": max(1, (end.date() - start.date()).days),
+                "RYKS": ksmc,
+                "CYKS": ksmc,
+                "RYTJ": route,
+                "ZYZDDM": main_code,
+                "ZYZDMC": main_name,
+                "QTZDDM1": None,
+                "QTZDMC1": None,
+                "QTZDDM2": None,
+                "QTZDMC2": None,
+                **extra,
+                "SSCZDM": surgery.procedure_code if surgery else None,
+                "SSCZMC": surgery.name if surgery else None,
+                "SSCZRQ": surgery.at.replace(microsecond=0) if surgery else None,
+                "QKYH": f"{INCISION.get(surgery.incision_class, surgery.incision_class)}/{surgery.healing_grade}"
+                if surgery
+                else None,
+                "LYFS": LEAVE_MODE_DEATH if encounter.discharge_status == "死亡" else LEAVE_MODE_ORDERED,
+                "ZFY": encounter.total_yuan,
+                "ZZYS": doctor,
+            },
+        )
 
     # --- corrections --------------------------------------------------------------------------------------
     def _all_local_ids(self, uids: list[str]) -> dict[str, list[str]]:
@@ -797,9 +1206,14 @@ class RmyyHis(MemberSystem):
         if not uids:
             return {}
         with source_pg_engine(answer_key.DATABASE).connect() as conn:
-            rows = conn.execute(sa.text("SELECT encounter_uid, local_encounter_id FROM encounter_truth "
-                                        "WHERE source_system = :s AND encounter_uid = ANY(:u) "
-                                        "ORDER BY local_encounter_id"), {"s": self.source_system, "u": uids})
+            rows = conn.execute(
+                sa.text(
+                    "SELECT encounter_uid, local_encounter_id FROM encounter_truth "
+                    "WHERE source_system = :s AND encounter_uid = ANY(:u) "
+                    "ORDER BY local_encounter_id"
+                ),
+                {"s": self.source_system, "u": uids},
+            )
             result: dict[str, list[str]] = defaultdict(list)
             for r in rows:
                 result[r.encounter_uid].append(r.local_encounter_id)
@@ -817,17 +1231,30 @@ class RmyyHis(MemberSystem):
             for ref in targets:
                 inpatient = ref.startswith("ZY")
                 table = "ZY_RYDJ" if inpatient else "MZ_JZJL"
-                created = [f"I:{table}:{ref}"] + ([f"I:BL_SYXX:{ref}"] if inpatient and correction.kind == "update"
-                                                  else [])
+                created = [f"I:{table}:{ref}"] + (
+                    [f"I:BL_SYXX:{ref}"] if inpatient and correction.kind == "update" else []
+                )
                 at = _ms(correction.at)
                 for op_id in created:
-                    committed = today.get(op_id) or conn.exec_driver_sql(
-                        f"SELECT MAX(AT) FROM {self.state_database}.PENDING_OP WHERE OP_ID = %s", (op_id,)).scalar()
+                    committed = (
+                        today.get(op_id)
+                        or conn.exec_driver_sql(
+                            f"SELECT MAX(AT) FROM {self.state_database}.PENDING_OP WHERE OP_ID = %s", (op_id,)
+                        ).scalar()
+                    )
                     if committed is not None and committed >= at:
                         at = _ms(committed + timedelta(minutes=30))
                 kind = "cancel" if correction.kind == "cancel" else "fix"
-                ops.append(_Op(at, f"C:{kind}:{ref}", ref, kind, table,
-                               {"reason": correction.reason, "uid": correction.target_uid}))
+                ops.append(
+                    _Op(
+                        at,
+                        f"C:{kind}:{ref}",
+                        ref,
+                        kind,
+                        table,
+                        {"reason": correction.reason, "uid": correction.target_uid},
+                    )
+                )
         return ops
 
     def _run_correction(self, conn: sa.Connection, batch: _Day, op: _Op, counts: dict[str, int]) -> None:
@@ -838,22 +1265,26 @@ class RmyyHis(MemberSystem):
                 ("JY_JG", "DELETE JG FROM JY_JG JG JOIN JY_SQD SQ ON SQ.SQDH = JG.SQDH WHERE SQ.JZH = %s", (ref,)),
                 ("JY_SQD", "DELETE FROM JY_SQD WHERE JZH = %s", (ref,)),
                 ("JC_BG", "DELETE FROM JC_BG WHERE JZH = %s", (ref,)),
-                ("MZ_CFMX", "DELETE MX FROM MZ_CFMX MX JOIN MZ_CF CF ON CF.CFID = MX.CFID WHERE CF.JZID = %s",
-                 (ref,)),
+                ("MZ_CFMX", "DELETE MX FROM MZ_CFMX MX JOIN MZ_CF CF ON CF.CFID = MX.CFID WHERE CF.JZID = %s", (ref,)),
                 ("MZ_CF", "DELETE FROM MZ_CF WHERE JZID = %s", (ref,)),
                 ("MZ_ZDJL", "DELETE FROM MZ_ZDJL WHERE JZID = %s", (ref,)),
                 ("MZ_JZJL", "DELETE FROM MZ_JZJL WHERE JZID = %s", (ref,)),
-                ("MZ_SF", "UPDATE MZ_SF SET SFZT = %s, TFSJ = %s, XGSJ = %s WHERE JZID = %s AND SFZT = %s",
-                 (CHARGE_REFUNDED, at.replace(microsecond=0), at, ref, CHARGE_PAID)),
+                (
+                    "MZ_SF",
+                    "UPDATE MZ_SF SET SFZT = %s, TFSJ = %s, XGSJ = %s WHERE JZID = %s AND SFZT = %s",
+                    (CHARGE_REFUNDED, at.replace(microsecond=0), at, ref, CHARGE_PAID),
+                ),
             ]
             for table, sql, params in statements:
                 counts[table] += conn.exec_driver_sql(sql, params).rowcount
             batch.key.defect("MZ_JZJL", ref, "correction_cancel", op.row["reason"])
         elif op.kind == "cancel":
-            counts["ZY_RYDJ"] += conn.exec_driver_sql("UPDATE ZY_RYDJ SET ZT = %s, XGSJ = %s WHERE ZYID = %s",
-                                                      (ADMISSION_VOID, at, ref)).rowcount
+            counts["ZY_RYDJ"] += conn.exec_driver_sql(
+                "UPDATE ZY_RYDJ SET ZT = %s, XGSJ = %s WHERE ZYID = %s", (ADMISSION_VOID, at, ref)
+            ).rowcount
             counts["ZY_CWXX"] += conn.exec_driver_sql(
-                "UPDATE ZY_CWXX SET CWZT = '0', ZYID = NULL, XGSJ = %s WHERE ZYID = %s", (at, ref)).rowcount
+                "UPDATE ZY_CWXX SET CWZT = '0', ZYID = NULL, XGSJ = %s WHERE ZYID = %s", (at, ref)
+            ).rowcount
             batch.key.defect("ZY_RYDJ", ref, "correction_cancel", op.row["reason"])
         else:
             self._run_fix(conn, batch, op, counts)
@@ -862,11 +1293,14 @@ class RmyyHis(MemberSystem):
         """诊断更正: the main diagnosis recoded (outpatient: MZ_ZDJL; inpatient: the 病案首页, else 入院诊断)."""
         ref, at = op.ref, op.at
         if op.table == "MZ_JZJL":
-            targets = [("MZ_ZDJL", "SELECT ZDID, ZDDM FROM MZ_ZDJL WHERE JZID = %s AND ZZDBZ = 1", "ZDID",
-                        "ZDDM", "ZDMC")]
+            targets = [
+                ("MZ_ZDJL", "SELECT ZDID, ZDDM FROM MZ_ZDJL WHERE JZID = %s AND ZZDBZ = 1", "ZDID", "ZDDM", "ZDMC")
+            ]
         else:
-            targets = [("BL_SYXX", "SELECT ZYID, ZYZDDM FROM BL_SYXX WHERE ZYID = %s", "ZYID", "ZYZDDM", "ZYZDMC"),
-                       ("ZY_RYDJ", "SELECT ZYID, RYZDDM FROM ZY_RYDJ WHERE ZYID = %s", "ZYID", "RYZDDM", "RYZDMC")]
+            targets = [
+                ("BL_SYXX", "SELECT ZYID, ZYZDDM FROM BL_SYXX WHERE ZYID = %s", "ZYID", "ZYZDDM", "ZYZDMC"),
+                ("ZY_RYDJ", "SELECT ZYID, RYZDDM FROM ZY_RYDJ WHERE ZYID = %s", "ZYID", "RYZDDM", "RYZDMC"),
+            ]
         rng = random.Random(f"{self.world.seed}:{self.source_system}:fix:{op.row['uid']}")
         new_code, new_name = rng.choice(sorted(DIAGNOSES.values()))
         for table, select, key_column, code_column, name_column in targets:
@@ -874,10 +1308,11 @@ class RmyyHis(MemberSystem):
             if found is None:
                 continue
             record, old = found
-            if old != new_code:     # the recoding is fixed per encounter, so a re-run changes nothing
+            if old != new_code:  # the recoding is fixed per encounter, so a re-run changes nothing
                 counts[table] += conn.exec_driver_sql(
                     f"UPDATE {table} SET {code_column} = %s, {name_column} = %s, XGSJ = %s WHERE {key_column} = %s",
-                    (new_code, new_name, at, record)).rowcount
+                    (new_code, new_name, at, record),
+                ).rowcount
             batch.key.defect(table, record, "correction_update", f"{op.row['reason']}: {old}->{new_code}")
             return
 
@@ -888,8 +1323,12 @@ class RmyyHis(MemberSystem):
         pending = f"{self.state_database}.PENDING_OP"
         counts: dict[str, int] = defaultdict(int)
         with self.engine.begin() as conn:
-            due = [_Op.load(at, payload) for at, payload in conn.exec_driver_sql(
-                f"SELECT AT, PAYLOAD FROM {pending} WHERE DUE_DAY <= %s ORDER BY AT, OP_ID", (batch.day,))]
+            due = [
+                _Op.load(at, payload)
+                for at, payload in conn.exec_driver_sql(
+                    f"SELECT AT, PAYLOAD FROM {pending} WHERE DUE_DAY <= %s ORDER BY AT, OP_ID", (batch.day,)
+                )
+            ]
             ops = batch.ops + self._correction_ops(conn, batch, corrections)
             now = due + [op for op in ops if op.at < day_end]
             later = [op for op in ops if op.at >= day_end]
@@ -914,7 +1353,8 @@ class RmyyHis(MemberSystem):
             if later:
                 conn.exec_driver_sql(
                     f"INSERT IGNORE INTO {pending} (DUE_DAY, OP_ID, REF, AT, PAYLOAD) VALUES (%s, %s, %s, %s, %s)",
-                    [(op.at.date(), op.op_id, op.ref, op.at, op.payload()) for op in later])
+                    [(op.at.date(), op.op_id, op.ref, op.at, op.payload()) for op in later],
+                )
         return dict(counts)
 
     @staticmethod

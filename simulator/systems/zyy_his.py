@@ -39,35 +39,58 @@ TZ = ZoneInfo("Asia/Shanghai")
 SCHEMA = "his"
 
 # --- vendor code lists (our truth code -> the vendor's code and wording) ---------------------------------------
-SEX = {1: "M", 2: "F"}                       # anything else: 'U'
-FOREIGN_SEX_CODES = ("1", "2", "0", "9")     # GB/T 2261.1 codes leaking in from an old interface: not 'M'/'F'/'U'
-NATION = {"汉族": "01", "回族": "03"}          # GB 3304
+SEX = {1: "M", 2: "F"}  # anything else: 'U'
+FOREIGN_SEX_CODES = ("1", "2", "0", "9")  # GB/T 2261.1 codes leaking in from an old interface: not 'M'/'F'/'U'
+NATION = {"汉族": "01", "回族": "03"}  # GB 3304
 VISIT_TYPE = {"outpatient": "1", "emergency": "2"}
 OUTCOME = {"治愈": "1", "好转": "2", "未愈": "3", "死亡": "4", "其他": "9"}
 INCISION = {"I": "1", "II": "2", "III": "3"}
 HEALING = {"甲": "1", "乙": "2", "丙": "3"}
 # ICD-10 国家临床版 2.0 -> the vendor's older library: 4-character codes, 'X' upper-case, '.x00' sometimes dropped.
 DIAGNOSES = {
-    "I10.x00": ("I10.X00", "高血压病"), "E11.900": ("E11.9", "2型糖尿病"), "J06.900": ("J06.9", "上呼吸道感染"),
-    "J20.900": ("J20.9", "急性支气管炎"), "J18.900": ("J18.9", "肺炎"), "K29.700": ("K29.7", "胃炎"),
-    "M54.500": ("M54.5", "腰痛"), "I25.100": ("I25.1", "冠状动脉粥样硬化性心脏病"), "N39.000": ("N39.0", "尿路感染"),
-    "K52.900": ("K52.9", "胃肠炎"), "M17.900": ("M17.9", "膝骨关节炎"), "L30.900": ("L30.9", "皮炎"),
-    "H10.900": ("H10.9", "结膜炎"), "K02.900": ("K02.9", "龋齿"), "I63.900": ("I63.9", "脑梗死"),
-    "R51.x00": ("R51", "头痛"), "K35.800": ("K35.8", "急性阑尾炎"), "S72.000": ("S72.0", "股骨颈骨折"),
-    "J44.100": ("J44.1", "慢性阻塞性肺疾病急性加重"), "I50.900": ("I50.9", "心力衰竭"),
-    "K80.200": ("K80.2", "胆囊结石"), "O80.000": ("O80.0", "单胎顺产"),
+    "I10.x00": ("I10.X00", "高血压病"),
+    "E11.900": ("E11.9", "2型糖尿病"),
+    "J06.900": ("J06.9", "上呼吸道感染"),
+    "J20.900": ("J20.9", "急性支气管炎"),
+    "J18.900": ("J18.9", "肺炎"),
+    "K29.700": ("K29.7", "胃炎"),
+    "M54.500": ("M54.5", "腰痛"),
+    "I25.100": ("I25.1", "冠状动脉粥样硬化性心脏病"),
+    "N39.000": ("N39.0", "尿路感染"),
+    "K52.900": ("K52.9", "胃肠炎"),
+    "M17.900": ("M17.9", "膝骨关节炎"),
+    "L30.900": ("L30.9", "皮炎"),
+    "H10.900": ("H10.9", "结膜炎"),
+    "K02.900": ("K02.9", "龋齿"),
+    "I63.900": ("I63.9", "脑梗死"),
+    "R51.x00": ("R51", "头痛"),
+    "K35.800": ("K35.8", "急性阑尾炎"),
+    "S72.000": ("S72.0", "股骨颈骨折"),
+    "J44.100": ("J44.1", "慢性阻塞性肺疾病急性加重"),
+    "I50.900": ("I50.9", "心力衰竭"),
+    "K80.200": ("K80.2", "胆囊结石"),
+    "O80.000": ("O80.0", "单胎顺产"),
 }
 # 中医病名 by ICD-10 category: (disease code, name, syndrome codes the doctors use with it).
 TCM_DISEASES = {
-    "I10": ("BNX010", "眩晕病", ("ZBMGY", "ZYYXK", "ZTSZZ")), "E11": ("BNV060", "消渴病", ("ZQYLX", "ZYXRS")),
-    "J06": ("BWF010", "感冒", ("ZWFHS", "ZWFRF")), "J20": ("BNF020", "咳嗽病", ("ZWFRF", "ZTRYF")),
-    "J18": ("BNF090", "风温肺热病", ("ZTRYF",)), "J44": ("BNF050", "肺胀病", ("ZTZZF", "ZTRYF")),
-    "K29": ("BNP010", "胃脘痛", ("ZGWBH", "ZPWXH")), "K52": ("BNP100", "泄泻病", ("ZDCSR", "ZPWXH")),
-    "M54": ("BNS100", "腰痛病", ("ZHSBZ", "ZSQKX", "ZQZXY")), "M17": ("BGS010", "膝痹病", ("ZHSBZ", "ZQZXY")),
-    "I25": ("BNX020", "胸痹心痛病", ("ZXXYZ", "ZQXXY")), "I50": ("BNX040", "心衰病", ("ZQXXY",)),
-    "I63": ("BNG080", "中风病", ("ZFTYZ", "ZQXXY")), "R51": ("BNG010", "头痛病", ("ZBMGY", "ZWFHS")),
-    "N39": ("BNS020", "淋证", ("ZXJSR",)), "S72": ("BGG020", "骨折病", ("ZQZXY",)),
-    "K35": ("BWC060", "肠痈", ("ZDCSR",)), "K80": ("BNP070", "胆胀病", ("ZGDSR",)),
+    "I10": ("BNX010", "眩晕病", ("ZBMGY", "ZYYXK", "ZTSZZ")),
+    "E11": ("BNV060", "消渴病", ("ZQYLX", "ZYXRS")),
+    "J06": ("BWF010", "感冒", ("ZWFHS", "ZWFRF")),
+    "J20": ("BNF020", "咳嗽病", ("ZWFRF", "ZTRYF")),
+    "J18": ("BNF090", "风温肺热病", ("ZTRYF",)),
+    "J44": ("BNF050", "肺胀病", ("ZTZZF", "ZTRYF")),
+    "K29": ("BNP010", "胃脘痛", ("ZGWBH", "ZPWXH")),
+    "K52": ("BNP100", "泄泻病", ("ZDCSR", "ZPWXH")),
+    "M54": ("BNS100", "腰痛病", ("ZHSBZ", "ZSQKX", "ZQZXY")),
+    "M17": ("BGS010", "膝痹病", ("ZHSBZ", "ZQZXY")),
+    "I25": ("BNX020", "胸痹心痛病", ("ZXXYZ", "ZQXXY")),
+    "I50": ("BNX040", "心衰病", ("ZQXXY",)),
+    "I63": ("BNG080", "中风病", ("ZFTYZ", "ZQXXY")),
+    "R51": ("BNG010", "头痛病", ("ZBMGY", "ZWFHS")),
+    "N39": ("BNS020", "淋证", ("ZXJSR",)),
+    "S72": ("BGG020", "骨折病", ("ZQZXY",)),
+    "K35": ("BWC060", "肠痈", ("ZDCSR",)),
+    "K80": ("BNP070", "胆胀病", ("ZGDSR",)),
 }
 # 证候 code -> (name, the usual 方剂, its herbs with grams per 剂).
 SYNDROMES = {
@@ -93,45 +116,73 @@ SYNDROMES = {
     "ZXJSR": ("下焦湿热证", "八正散加减", "车前子15 栀子10 黄柏10 金钱草20 甘草6"),
 }
 # 中药饮片: the vendor numbers them YP50101.. in this order; price in yuan per gram.
-_HERB_PRICES = ("天麻 0.95 钩藤 0.12 石决明 0.04 栀子 0.10 黄芩 0.15 杜仲 0.18 牛膝 0.12 茯苓 0.10 半夏 0.26 "
-                "白术 0.16 陈皮 0.06 党参 0.32 黄芪 0.12 当归 0.36 川芎 0.15 丹参 0.10 红花 0.60 桃仁 0.20 甘草 0.06 "
-                "麦冬 0.30 生地黄 0.10 葛根 0.06 柴胡 0.30 白芍 0.10 金银花 0.40 连翘 0.20 桔梗 0.08 苦杏仁 0.12 "
-                "荆芥 0.10 防风 0.30 独活 0.20 桑寄生 0.08 山药 0.10 枸杞子 0.30 黄连 0.80 瓜蒌 0.10 地龙 0.50 "
-                "黄柏 0.12 车前子 0.08 金钱草 0.05 木香 0.15 桂枝 0.06").split()
-HERBS = {name: (f"YP{50101 + i}", float(price))
-         for i, (name, price) in enumerate(zip(_HERB_PRICES[::2], _HERB_PRICES[1::2], strict=True))}
+_HERB_PRICES = (
+    "天麻 0.95 钩藤 0.12 石决明 0.04 栀子 0.10 黄芩 0.15 杜仲 0.18 牛膝 0.12 茯苓 0.10 半夏 0.26 "
+    "白术 0.16 陈皮 0.06 党参 0.32 黄芪 0.12 当归 0.36 川芎 0.15 丹参 0.10 红花 0.60 桃仁 0.20 甘草 0.06 "
+    "麦冬 0.30 生地黄 0.10 葛根 0.06 柴胡 0.30 白芍 0.10 金银花 0.40 连翘 0.20 桔梗 0.08 苦杏仁 0.12 "
+    "荆芥 0.10 防风 0.30 独活 0.20 桑寄生 0.08 山药 0.10 枸杞子 0.30 黄连 0.80 瓜蒌 0.10 地龙 0.50 "
+    "黄柏 0.12 车前子 0.08 金钱草 0.05 木香 0.15 桂枝 0.06"
+).split()
+HERBS = {
+    name: (f"YP{50101 + i}", float(price))
+    for i, (name, price) in enumerate(zip(_HERB_PRICES[::2], _HERB_PRICES[1::2], strict=True))
+}
 # National drug code (our truth) -> the vendor's own drug code and name.
 DRUGS = {
-    "XC08CAA033A001010100223": ("YP00231", "氨氯地平片"), "XC09AAD082A001010100433": ("YP00235", "依那普利片"),
-    "XA10BAE064A001010100321": ("YP00412", "二甲双胍片"), "ZA01AAL0130010102050": ("YP10087", "连花清瘟胶囊"),
-    "XJ01CAA021E001010100987": ("YP00108", "阿莫西林胶囊"), "XR05CBA046B001010100765": ("YP00517", "氨溴索片"),
+    "XC08CAA033A001010100223": ("YP00231", "氨氯地平片"),
+    "XC09AAD082A001010100433": ("YP00235", "依那普利片"),
+    "XA10BAE064A001010100321": ("YP00412", "二甲双胍片"),
+    "ZA01AAL0130010102050": ("YP10087", "连花清瘟胶囊"),
+    "XJ01CAA021E001010100987": ("YP00108", "阿莫西林胶囊"),
+    "XR05CBA046B001010100765": ("YP00517", "氨溴索片"),
     "XJ01DDT160B002010100543": ("YP00126", "注射用头孢曲松钠"),
     "XA02BCO008E001010100654": ("YP00603", "奥美拉唑肠溶胶囊"),
 }
-RX_TYPE = {"western": "1", "patent": "2", "herbal": "3"}       # 西药 / 中成药 / 中药饮片
-FEE_CLASS = {"西药": "01", "中成药": "02", "中草药": "03", "检查": "04", "化验": "05", "治疗": "06", "床位": "07",
-             "手术": "08", "挂号": "09"}
+RX_TYPE = {"western": "1", "patent": "2", "herbal": "3"}  # 西药 / 中成药 / 中药饮片
+FEE_CLASS = {
+    "西药": "01",
+    "中成药": "02",
+    "中草药": "03",
+    "检查": "04",
+    "化验": "05",
+    "治疗": "06",
+    "床位": "07",
+    "手术": "08",
+    "挂号": "09",
+}
 # 医疗服务价格项目 code (truth) -> the vendor's charge item code and name.
-FEE_ITEMS = {"110200001": ("XM0001", "挂号费"), "250101001": ("XM2501", "化验费"),
-             "210102001": ("XM2101", "影像检查费"), "110900001": ("XM1109", "床位费"),
-             "120100001": ("XM1201", "护理费")}
-DAILY_CATEGORIES = ("床位", "治疗")          # inpatient charges the nightly 记账 job posts day by day
+FEE_ITEMS = {
+    "110200001": ("XM0001", "挂号费"),
+    "250101001": ("XM2501", "化验费"),
+    "210102001": ("XM2101", "影像检查费"),
+    "110900001": ("XM1109", "床位费"),
+    "120100001": ("XM1201", "护理费"),
+}
+DAILY_CATEGORIES = ("床位", "治疗")  # inpatient charges the nightly 记账 job posts day by day
 # LOINC -> the LIS's item code, abbreviation, name, unit spelling and specimen.
 LIS_ITEMS = {
-    "6690-2": ("1001", "WBC", "白细胞计数", "10*9/L", "全血"), "718-7": ("1003", "HGB", "血红蛋白", "g/L", "全血"),
-    "2345-7": ("2001", "GLU", "葡萄糖", "mmol/L", "血清"), "2160-0": ("2105", "CREA", "肌酐", "μmol/L", "血清"),
+    "6690-2": ("1001", "WBC", "白细胞计数", "10*9/L", "全血"),
+    "718-7": ("1003", "HGB", "血红蛋白", "g/L", "全血"),
+    "2345-7": ("2001", "GLU", "葡萄糖", "mmol/L", "血清"),
+    "2160-0": ("2105", "CREA", "肌酐", "μmol/L", "血清"),
     "1742-6": ("2201", "ALT", "谷丙转氨酶", "U/L", "血清"),
 }
 MODALITY = {"DR": "DX", "CT": "CT", "超声": "US", "心电图": "ECG"}
 # Our department code -> vendor department code/name and its ward (inpatients).
 DEPARTMENTS = {
-    "5001": ("0201", "中医内科", "B01", "中医内科病区"), "5002": ("0305", "针灸推拿科", "B03", "针灸康复病区"),
-    "5003": ("0402", "骨伤科", "B04", "骨伤科病区"), "0301": ("0701", "儿科", "B07", "儿科病区"),
-    "0401": ("0501", "妇产科", "B05", "妇产科病区"), "0901": ("0901", "急诊科", "B09", "急诊观察病区"),
+    "5001": ("0201", "中医内科", "B01", "中医内科病区"),
+    "5002": ("0305", "针灸推拿科", "B03", "针灸康复病区"),
+    "5003": ("0402", "骨伤科", "B04", "骨伤科病区"),
+    "0301": ("0701", "儿科", "B07", "儿科病区"),
+    "0401": ("0501", "妇产科", "B05", "妇产科病区"),
+    "0901": ("0901", "急诊科", "B09", "急诊观察病区"),
 }
-OPERATIONS = {"47.0901": ("47.01", "腹腔镜下阑尾切除术"), "79.3501": ("79.35", "股骨骨折切开复位内固定术"),
-              "51.2301": ("51.23", "腹腔镜下胆囊切除术")}
-PAY_CHANNELS = ("WX", "ZFB", "XJ", "YB")    # 微信 / 支付宝 / 现金 / 医保卡 (the column added by schema drift)
+OPERATIONS = {
+    "47.0901": ("47.01", "腹腔镜下阑尾切除术"),
+    "79.3501": ("79.35", "股骨骨折切开复位内固定术"),
+    "51.2301": ("51.23", "腹腔镜下胆囊切除术"),
+}
+PAY_CHANNELS = ("WX", "ZFB", "XJ", "YB")  # 微信 / 支付宝 / 现金 / 医保卡 (the column added by schema drift)
 DRIFT_COLUMN = ("op_reg", "pay_channel", "varchar(4)")
 
 _TS = "timestamp NOT NULL"
@@ -189,8 +240,8 @@ PRIMARY_KEYS = {"rx_item": ("rx_no", "item_no")}
 VISIT_INDEXED = ("rx_order", "lis_result", "pacs_report", "fee_detail")
 # Foreign keys looked up by 作废/退费 and 诊断更正 (and by the cascade): without an index every one scans the table.
 PARENT_INDEXED = (("op_diag", "reg_id"), ("ip_diag", "adm_no"), ("ip_oper", "adm_no"), ("fee_detail", "ref_fee_id"))
-Defect = tuple[str, str, str, str]              # (table, record id, defect name, detail) for the answer key
-TcmDiagnosis = tuple[str, str, str, str]        # (病名 code, 病名, 证候 code, 证候)
+Defect = tuple[str, str, str, str]  # (table, record id, defect name, detail) for the answer key
+TcmDiagnosis = tuple[str, str, str, str]  # (病名 code, 病名, 证候 code, 证候)
 PENDING_DDL = """CREATE TABLE IF NOT EXISTS sim.pending (
     tbl text NOT NULL, pk text NOT NULL, due_day date NOT NULL, visit_no text NOT NULL, row jsonb NOT NULL,
     defects jsonb NOT NULL DEFAULT '[]', PRIMARY KEY (tbl, pk))"""
@@ -240,12 +291,11 @@ class RenderedDay:
     drift: bool
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     pending: list[tuple[Any, ...]] = field(default_factory=list)
-    patients: dict[tuple[int, str], str] = field(default_factory=dict)   # (resident, org) -> pat_id used today
-    visits: dict[str, str] = field(default_factory=dict)        # encounter_uid -> visit number
+    patients: dict[tuple[int, str], str] = field(default_factory=dict)  # (resident, org) -> pat_id used today
+    visits: dict[str, str] = field(default_factory=dict)  # encounter_uid -> visit number
     next_patient: int = 1
 
-    def add(self, table: str, row: dict[str, Any], visit_no: str,
-            defects: tuple[Defect, ...] = ()) -> None:
+    def add(self, table: str, row: dict[str, Any], visit_no: str, defects: tuple[Defect, ...] = ()) -> None:
         """Keep a row for today, or park it (with its defects) for the day its commit time falls on."""
         due = row["updated_at"].date()
         if due <= self.day:
@@ -254,8 +304,16 @@ class RenderedDay:
                 self.key.defect(*defect)
         else:
             pk = "|".join(str(row[c]) for c in PRIMARY_KEYS.get(table, (next(iter(row)),)))
-            self.pending.append((table, pk, due, visit_no, json.dumps(row, default=_json_default, ensure_ascii=False),
-                                 json.dumps(defects, ensure_ascii=False)))
+            self.pending.append(
+                (
+                    table,
+                    pk,
+                    due,
+                    visit_no,
+                    json.dumps(row, default=_json_default, ensure_ascii=False),
+                    json.dumps(defects, ensure_ascii=False),
+                )
+            )
 
 
 class ZyyHis(MemberSystem):
@@ -270,15 +328,20 @@ class ZyyHis(MemberSystem):
         self.re_registration = float(config.get("re_registration", 0.03))
         self.unknown_code_rate = float(config.get("unknown_local_code", 0.003))
         self.disch_before_adm_rate = float(config.get("discharge_before_admission", 0.004))
-        self.tcm_rate = {"outpatient": float(config.get("tcm_outpatient_rate", 0.6)),
-                         "inpatient": float(config.get("tcm_inpatient_rate", 0.95))}
+        self.tcm_rate = {
+            "outpatient": float(config.get("tcm_outpatient_rate", 0.6)),
+            "inpatient": float(config.get("tcm_inpatient_rate", 0.95)),
+        }
         self.herbal_rx_rate = float(config.get("herbal_rx_rate", 0.4))
         drift = config.get("schema_drift_day", world.start_date + timedelta(days=45))
         self.schema_drift_day = None if drift is None else date.fromisoformat(str(drift))
         # The vendor's 工号: role digit + number (医师 1xxx, 护士 2xxx, 药师 3xxx, 技师 4xxx).
         roles = {"医": "1", "护": "2", "药": "3", "技": "4"}
-        self.employees = {s.staff_id: (roles[s.staff_id[len(s.org_code)]] + s.staff_id[-3:], s.name)
-                          for org in self.institutions for s in world.staff.get(org, [])}
+        self.employees = {
+            s.staff_id: (roles[s.staff_id[len(s.org_code)]] + s.staff_id[-3:], s.name)
+            for org in self.institutions
+            for s in world.staff.get(org, [])
+        }
         self._known: dict[tuple[int, str], str] | None = None
 
     # --- storage -------------------------------------------------------------------------------------------
@@ -325,11 +388,16 @@ class ZyyHis(MemberSystem):
                         copy_insert(cursor, f"{SCHEMA}.{table}", columns, [tuple(r[c] for c in columns) for r in rows])
                         counts[table] += len(rows)
                 if rendered.pending:
-                    copy_insert(cursor, "sim.pending", ["tbl", "pk", "due_day", "visit_no", "row", "defects"],
-                          rendered.pending)
-            conn.execute(sa.text(
-                f"UPDATE {SCHEMA}.ip_adm a SET adm_status = '2', updated_at = d.updated_at FROM {SCHEMA}.ip_disch d "
-                "WHERE d.adm_no = a.adm_no AND a.adm_status = '1'"))
+                    copy_insert(
+                        cursor, "sim.pending", ["tbl", "pk", "due_day", "visit_no", "row", "defects"], rendered.pending
+                    )
+            conn.execute(
+                sa.text(
+                    f"UPDATE {SCHEMA}.ip_adm a SET adm_status = '2', updated_at = d.updated_at FROM "
+                    f"{SCHEMA}.ip_disch d "
+                    "WHERE d.adm_no = a.adm_no AND a.adm_status = '1'"
+                )
+            )
             for table, n in self._apply_corrections(conn, activity, rendered).items():
                 counts[table] += n
         rendered.key.flush()
@@ -342,16 +410,23 @@ class ZyyHis(MemberSystem):
         """Local ids issued before ``day`` (ids start with their issue day, so a re-run day re-issues its own)."""
         if self._known is None:
             today = f"{day:%y%m%d}"
-            self._known = {k: v for k, v in answer_key.known_patients(self.source_system).items()
-                           if k[1] in self.institutions and v[:6] < today}
+            self._known = {
+                k: v
+                for k, v in answer_key.known_patients(self.source_system).items()
+                if k[1] in self.institutions and v[:6] < today
+            }
         return self._known
 
     def _add_drift_column(self, conn: sa.Connection, rendered: RenderedDay) -> None:
         """The vendor's upgrade adds a column; logged on the drift day (and whenever it is actually added)."""
         table, column, kind = DRIFT_COLUMN
-        exists = conn.execute(sa.text("SELECT 1 FROM information_schema.columns WHERE table_schema = :s "
-                                      "AND table_name = :t AND column_name = :c"),
-                              {"s": SCHEMA, "t": table, "c": column}).scalar()
+        exists = conn.execute(
+            sa.text(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = :s "
+                "AND table_name = :t AND column_name = :c"
+            ),
+            {"s": SCHEMA, "t": table, "c": column},
+        ).scalar()
         if not exists:
             conn.execute(sa.text(f"ALTER TABLE {SCHEMA}.{table} ADD COLUMN {column} {kind}"))
         if not exists or rendered.day == self.schema_drift_day:
@@ -360,16 +435,23 @@ class ZyyHis(MemberSystem):
     def _release_pending(self, conn: sa.Connection, rendered: RenderedDay, counts: dict[str, int]) -> None:
         """Insert the parked rows whose day has come, log their defects, and forget them."""
         due = {"d": rendered.day}
-        tables = dict(conn.execute(sa.text("SELECT tbl, count(*) FROM sim.pending WHERE due_day <= :d GROUP BY tbl"),
-                                   due).all())
+        tables = dict(
+            conn.execute(sa.text("SELECT tbl, count(*) FROM sim.pending WHERE due_day <= :d GROUP BY tbl"), due).all()
+        )
         for table in DDL:
             if table in tables:
-                conn.execute(sa.text(
-                    f"INSERT INTO {SCHEMA}.{table} SELECT (jsonb_populate_record(NULL::{SCHEMA}.{table}, row)).* "
-                    "FROM sim.pending WHERE tbl = :t AND due_day <= :d ON CONFLICT DO NOTHING"), {**due, "t": table})
+                conn.execute(
+                    sa.text(
+                        f"INSERT INTO {SCHEMA}.{table} SELECT (jsonb_populate_record(NULL::{SCHEMA}.{table}, row)).* "
+                        "FROM sim.pending WHERE tbl = :t AND due_day <= :d ON CONFLICT DO NOTHING"
+                    ),
+                    {**due, "t": table},
+                )
                 counts[table] += tables[table]
-        for (defects,) in conn.execute(sa.text("SELECT defects FROM sim.pending WHERE due_day <= :d "
-                                               "AND defects <> '[]'::jsonb ORDER BY tbl, pk"), due):
+        for (defects,) in conn.execute(
+            sa.text("SELECT defects FROM sim.pending WHERE due_day <= :d AND defects <> '[]'::jsonb ORDER BY tbl, pk"),
+            due,
+        ):
             for defect in defects:
                 rendered.key.defect(*defect)
         conn.execute(sa.text("DELETE FROM sim.pending WHERE due_day <= :d"), due)
@@ -377,8 +459,9 @@ class ZyyHis(MemberSystem):
     # --- rendering (no database access: same activity + same known ids = same rows) --------------------------
     def render_day(self, activity: DayActivity, known: dict[tuple[int, str], str]) -> RenderedDay:
         day = activity.day
-        rendered = RenderedDay(day, AnswerKey(self.source_system, day),
-                               self.schema_drift_day is not None and day >= self.schema_drift_day)
+        rendered = RenderedDay(
+            day, AnswerKey(self.source_system, day), self.schema_drift_day is not None and day >= self.schema_drift_day
+        )
         encounters = sorted(self.own_encounters(activity), key=lambda e: (e.start_at, e.encounter_uid))
         seq = {"O": 0, "I": 0}
         for encounter in encounters:
@@ -395,8 +478,9 @@ class ZyyHis(MemberSystem):
             self._encounter(rendered, encounter, visit_no, pat_id, rng)
         return rendered
 
-    def _patient(self, rendered: RenderedDay, encounter: Encounter, known: dict[tuple[int, str], str],
-                 rng: random.Random) -> str:
+    def _patient(
+        self, rendered: RenderedDay, encounter: Encounter, known: dict[tuple[int, str], str], rng: random.Random
+    ) -> str:
         """The 病历号 of the encounter's patient: reused when known, else a new pat_master record."""
         ident = (encounter.resident_id, encounter.org_code)
         again = rng.random() < self.re_registration
@@ -404,7 +488,7 @@ class ZyyHis(MemberSystem):
             return rendered.patients[ident]
         old = known.get(ident)
         if old is not None and not again:
-            rendered.patients[ident] = old       # a second visit the same day keeps the same 病历号
+            rendered.patients[ident] = old  # a second visit the same day keeps the same 病历号
             return old
         pat_id = f"{rendered.day:%y%m%d}{rendered.next_patient:05d}"
         rendered.next_patient += 1
@@ -421,23 +505,37 @@ class ZyyHis(MemberSystem):
             sex = prng.choice(FOREIGN_SEX_CODES)
             defects.append(("pat_master", pat_id, "unknown_local_code", f"sex={sex}"))
         # Committed before the registration that uses it, and within the day being written.
-        created = max(encounter.start_at - timedelta(seconds=prng.randrange(120, 300)),
-                      datetime.combine(rendered.day, time()))
-        rendered.add("pat_master", {
-            "pat_id": pat_id, "pat_name": identity.name, "sex": sex, "birth_date": identity.birth_date,
-            "id_card_type": "01", "id_card_no": identity.id_number or "", "nation_code": NATION.get(person.ethnicity),
-            "phone": identity.phone, "addr": identity.address,
-            "ins_card_no": person.insurance_no if encounter.insured else "", "create_time": created,
-            "updated_at": _commit(prng, created, 5, 100)}, "", tuple(defects))
+        created = max(
+            encounter.start_at - timedelta(seconds=prng.randrange(120, 300)), datetime.combine(rendered.day, time())
+        )
+        rendered.add(
+            "pat_master",
+            {
+                "pat_id": pat_id,
+                "pat_name": identity.name,
+                "sex": sex,
+                "birth_date": identity.birth_date,
+                "id_card_type": "01",
+                "id_card_no": identity.id_number or "",
+                "nation_code": NATION.get(person.ethnicity),
+                "phone": identity.phone,
+                "addr": identity.address,
+                "ins_card_no": person.insurance_no if encounter.insured else "",
+                "create_time": created,
+                "updated_at": _commit(prng, created, 5, 100),
+            },
+            "",
+            tuple(defects),
+        )
         return pat_id
 
-    def _encounter(self, rendered: RenderedDay, enc: Encounter, visit_no: str, pat_id: str,
-                   rng: random.Random) -> None:
+    def _encounter(self, rendered: RenderedDay, enc: Encounter, visit_no: str, pat_id: str, rng: random.Random) -> None:
         """Every row of one encounter, each stamped with the commit time of the moment it happened."""
         inpatient = enc.kind == "inpatient"
         vt = "I" if inpatient else "O"
         dept_code, dept_name, ward_code, ward_name = DEPARTMENTS.get(
-            enc.department_code, (f"9{enc.department_code}", enc.department_name, "B99", "综合病区"))
+            enc.department_code, (f"9{enc.department_code}", enc.department_name, "B99", "综合病区")
+        )
         doc_code, doc_name = self.employees.get(enc.doctor_id, (enc.doctor_id[-8:], ""))
         insured = "1" if enc.insured else "2"
         pay_channel = "YB" if enc.insured and rng.random() < 0.6 else rng.choice(PAY_CHANNELS[:3])
@@ -445,19 +543,41 @@ class ZyyHis(MemberSystem):
         diagnosis_rows, diagnoses, tcm = self._diagnoses(enc, visit_no, diag_time, rng)
         main_code, main_name = diagnoses[0] if diagnoses else ("", "")
         if inpatient:
-            rendered.add("ip_adm", {
-                "adm_no": visit_no, "pat_id": pat_id, "dept_code": dept_code, "dept_name": dept_name,
-                "ward_code": ward_code, "ward_name": ward_name,
-                "bed_no": f"{enc.bed_no.lstrip('0') or '0'}床" if enc.bed_no else None,
-                "adm_time": enc.start_at, "doc_code": doc_code, "doc_name": doc_name, "adm_diag_code": main_code,
-                "adm_diag_name": main_name, "adm_status": "1", "ins_type": insured,
-                "updated_at": _commit(rng, enc.start_at)}, visit_no)
+            rendered.add(
+                "ip_adm",
+                {
+                    "adm_no": visit_no,
+                    "pat_id": pat_id,
+                    "dept_code": dept_code,
+                    "dept_name": dept_name,
+                    "ward_code": ward_code,
+                    "ward_name": ward_name,
+                    "bed_no": f"{enc.bed_no.lstrip('0') or '0'}床" if enc.bed_no else None,
+                    "adm_time": enc.start_at,
+                    "doc_code": doc_code,
+                    "doc_name": doc_name,
+                    "adm_diag_code": main_code,
+                    "adm_diag_name": main_name,
+                    "adm_status": "1",
+                    "ins_type": insured,
+                    "updated_at": _commit(rng, enc.start_at),
+                },
+                visit_no,
+            )
         else:
             reg: dict[str, Any] = {
-                "reg_id": visit_no, "pat_id": pat_id, "visit_type": VISIT_TYPE[enc.kind], "dept_code": dept_code,
-                "dept_name": dept_name, "doc_code": doc_code, "doc_name": doc_name, "reg_time": enc.start_at,
-                "reg_fee": sum(c.amount_yuan for c in enc.charges if c.category == "挂号"), "ins_type": insured,
-                "updated_at": _commit(rng, enc.start_at, 5, 120)}
+                "reg_id": visit_no,
+                "pat_id": pat_id,
+                "visit_type": VISIT_TYPE[enc.kind],
+                "dept_code": dept_code,
+                "dept_name": dept_name,
+                "doc_code": doc_code,
+                "doc_name": doc_name,
+                "reg_time": enc.start_at,
+                "reg_fee": sum(c.amount_yuan for c in enc.charges if c.category == "挂号"),
+                "ins_type": insured,
+                "updated_at": _commit(rng, enc.start_at, 5, 120),
+            }
             if rendered.drift:
                 reg["pay_channel"] = pay_channel
             rendered.add("op_reg", reg, visit_no)
@@ -470,29 +590,56 @@ class ZyyHis(MemberSystem):
         for n, surgery in enumerate(enc.surgeries, 1):
             oper_code, oper_name = OPERATIONS.get(surgery.procedure_code, (surgery.procedure_code[:5], surgery.name))
             end = surgery.at + timedelta(minutes=rng.randrange(50, 180))
-            rendered.add("ip_oper", {
-                "oper_id": f"{visit_no}O{n:02d}", "adm_no": visit_no, "oper_code": oper_code, "oper_name": oper_name,
-                "oper_start": surgery.at, "oper_end": end, "incision_class": INCISION.get(surgery.incision_class, "9"),
-                "heal_grade": HEALING.get(surgery.healing_grade, "9"), "surgeon_code": doc_code,
-                "updated_at": _commit(rng, end)}, visit_no)
+            rendered.add(
+                "ip_oper",
+                {
+                    "oper_id": f"{visit_no}O{n:02d}",
+                    "adm_no": visit_no,
+                    "oper_code": oper_code,
+                    "oper_name": oper_name,
+                    "oper_start": surgery.at,
+                    "oper_end": end,
+                    "incision_class": INCISION.get(surgery.incision_class, "9"),
+                    "heal_grade": HEALING.get(surgery.healing_grade, "9"),
+                    "surgeon_code": doc_code,
+                    "updated_at": _commit(rng, end),
+                },
+                visit_no,
+            )
         times = {"化验": lab_time, "检查": exam_time, "手术": enc.surgeries[0].at if enc.surgeries else None}
         for charge in enc.charges:
             self._charge(enc, charge, drug_times, times, fees)
         total = 0.0
         for n, (charge, item_code, item_name, fee_class, qty, price, at) in enumerate(
-                sorted(fees, key=lambda f: f[6]), 1):
+            sorted(fees, key=lambda f: f[6]), 1
+        ):
             total += charge.amount_yuan
-            rendered.add("fee_detail", {
-                "fee_id": f"{visit_no}F{n:03d}", "visit_type": vt, "visit_no": visit_no, "pat_id": pat_id,
-                "item_code": item_code, "item_name": item_name, "fee_class": fee_class, "qty": qty, "price": price,
-                "amount": charge.amount_yuan, "ref_fee_id": None, "refund_reason": None, "fee_time": at,
-                "updated_at": _commit(rng, at, 5, 90)}, visit_no)
+            rendered.add(
+                "fee_detail",
+                {
+                    "fee_id": f"{visit_no}F{n:03d}",
+                    "visit_type": vt,
+                    "visit_no": visit_no,
+                    "pat_id": pat_id,
+                    "item_code": item_code,
+                    "item_name": item_name,
+                    "fee_class": fee_class,
+                    "qty": qty,
+                    "price": price,
+                    "amount": charge.amount_yuan,
+                    "ref_fee_id": None,
+                    "refund_reason": None,
+                    "fee_time": at,
+                    "updated_at": _commit(rng, at, 5, 90),
+                },
+                visit_no,
+            )
         if inpatient and enc.end_at is not None:
             self._discharge(rendered, enc, visit_no, dept_code, doc_code, diagnoses, tcm, round(total, 2), rng)
 
-    def _diagnoses(self, enc: Encounter, visit_no: str, at: datetime, rng: random.Random
-                   ) -> tuple[list[tuple[str, dict[str, Any], tuple[Defect, ...]]], list[tuple[str, str]],
-                              TcmDiagnosis | None]:
+    def _diagnoses(
+        self, enc: Encounter, visit_no: str, at: datetime, rng: random.Random
+    ) -> tuple[list[tuple[str, dict[str, Any], tuple[Defect, ...]]], list[tuple[str, str]], TcmDiagnosis | None]:
         """Western rows in the vendor's codes (a few custom 'ZDY' codes), then a 中医诊断 row for a share.
 
         Returns the rows (table, row, defects), the vendor (code, name) of each western diagnosis with the main
@@ -508,23 +655,53 @@ class ZyyHis(MemberSystem):
             diag_id = f"{visit_no}D{n:02d}"
             defects: tuple[Defect, ...] = ()
             if rng.random() < self.unknown_code_rate:
-                custom = f"ZDY{rng.randrange(1, 10000):04d}"    # 自定义诊断: free-typed, outside the library
+                custom = f"ZDY{rng.randrange(1, 10000):04d}"  # 自定义诊断: free-typed, outside the library
                 defects = ((table, diag_id, "unknown_local_code", f"diag_code={custom} for {diagnosis.icd_code}"),)
                 code = custom
             vendor.append(((code, name), diagnosis.is_main))
-            rows.append((table, {
-                "diag_id": diag_id, parent: visit_no, "diag_seq": n, "diag_class": "W", "diag_code": code,
-                "diag_name": name, "syn_code": None, "syn_name": None, "main_flag": "1" if diagnosis.is_main else "0",
-                "diag_time": at, "updated_at": updated}, defects))
+            rows.append(
+                (
+                    table,
+                    {
+                        "diag_id": diag_id,
+                        parent: visit_no,
+                        "diag_seq": n,
+                        "diag_class": "W",
+                        "diag_code": code,
+                        "diag_name": name,
+                        "syn_code": None,
+                        "syn_name": None,
+                        "main_flag": "1" if diagnosis.is_main else "0",
+                        "diag_time": at,
+                        "updated_at": updated,
+                    },
+                    defects,
+                )
+            )
         tcm = None
         if rng.random() < self.tcm_rate["inpatient" if inpatient else "outpatient"]:
             tcm = self._tcm(enc.diagnoses, rng)
         if tcm:
             n = len(enc.diagnoses) + 1
-            rows.append((table, {
-                "diag_id": f"{visit_no}D{n:02d}", parent: visit_no, "diag_seq": n, "diag_class": "Z",
-                "diag_code": tcm[0], "diag_name": tcm[1], "syn_code": tcm[2], "syn_name": tcm[3], "main_flag": "0",
-                "diag_time": at, "updated_at": updated}, ()))
+            rows.append(
+                (
+                    table,
+                    {
+                        "diag_id": f"{visit_no}D{n:02d}",
+                        parent: visit_no,
+                        "diag_seq": n,
+                        "diag_class": "Z",
+                        "diag_code": tcm[0],
+                        "diag_name": tcm[1],
+                        "syn_code": tcm[2],
+                        "syn_name": tcm[3],
+                        "main_flag": "0",
+                        "diag_time": at,
+                        "updated_at": updated,
+                    },
+                    (),
+                )
+            )
         return rows, [v for v, _ in sorted(vendor, key=lambda pair: not pair[1])], tcm
 
     @staticmethod
@@ -537,14 +714,24 @@ class ZyyHis(MemberSystem):
                 return disease[0], disease[1], syndrome, SYNDROMES[syndrome][0]
         return None
 
-    def _prescriptions(self, rendered: RenderedDay, enc: Encounter, visit_no: str, pat_id: str, vt: str,
-                       dept_code: str, doc_code: str, tcm: TcmDiagnosis | None,
-                       fees: list[tuple[Charge, str, str, str, float, float, datetime]],
-                       rng: random.Random) -> dict[str, datetime]:
+    def _prescriptions(
+        self,
+        rendered: RenderedDay,
+        enc: Encounter,
+        visit_no: str,
+        pat_id: str,
+        vt: str,
+        dept_code: str,
+        doc_code: str,
+        tcm: TcmDiagnosis | None,
+        fees: list[tuple[Charge, str, str, str, float, float, datetime]],
+        rng: random.Random,
+    ) -> dict[str, datetime]:
         """One order per kind (西药 / 中成药 / 中药饮片); returns the order time of each drug, for its charge."""
         inpatient = vt == "I"
-        at = enc.start_at + (timedelta(minutes=rng.randrange(60, 120)) if inpatient
-                             else timedelta(minutes=rng.randrange(8, 25)))
+        at = enc.start_at + (
+            timedelta(minutes=rng.randrange(60, 120)) if inpatient else timedelta(minutes=rng.randrange(8, 25))
+        )
         groups: dict[str, list[Prescription]] = defaultdict(list)
         for p in enc.prescriptions:
             groups["patent" if p.drug_code.startswith("Z") else "western"].append(p)
@@ -552,14 +739,41 @@ class ZyyHis(MemberSystem):
         for kind, items in groups.items():
             rx_no = f"{visit_no}R{RX_TYPE[kind]}"
             updated = _commit(rng, at)
-            rendered.add("rx_order", self._rx_order(rx_no, visit_no, pat_id, vt, kind, dept_code, doc_code, at, None,
-                                                    "口服" if kind == "patent" else "遵医嘱", updated), visit_no)
+            rendered.add(
+                "rx_order",
+                self._rx_order(
+                    rx_no,
+                    visit_no,
+                    pat_id,
+                    vt,
+                    kind,
+                    dept_code,
+                    doc_code,
+                    at,
+                    None,
+                    "口服" if kind == "patent" else "遵医嘱",
+                    updated,
+                ),
+                visit_no,
+            )
             for n, p in enumerate(items, 1):
                 code, name = vendor_drug(p.drug_code, p.name)
-                rendered.add("rx_item", {
-                    "rx_no": rx_no, "item_no": n, "drug_code": code, "drug_name": name, "spec": p.spec,
-                    "qty": p.quantity, "unit": "盒" if "*" in p.spec else "支", "price": p.unit_price,
-                    "amount": round(p.quantity * p.unit_price, 2), "updated_at": updated}, visit_no)
+                rendered.add(
+                    "rx_item",
+                    {
+                        "rx_no": rx_no,
+                        "item_no": n,
+                        "drug_code": code,
+                        "drug_name": name,
+                        "spec": p.spec,
+                        "qty": p.quantity,
+                        "unit": "盒" if "*" in p.spec else "支",
+                        "price": p.unit_price,
+                        "amount": round(p.quantity * p.unit_price, 2),
+                        "updated_at": updated,
+                    },
+                    visit_no,
+                )
                 times.setdefault(p.drug_code, at)
         if tcm and rng.random() < self.herbal_rx_rate:
             # 中药饮片 follow the 中医诊断 (which the vendor adds); they are charged like any drug.
@@ -567,69 +781,156 @@ class ZyyHis(MemberSystem):
             doses = 7 if inpatient else rng.choice((3, 5, 7, 7, 7, 10, 14))
             rx_no = f"{visit_no}R{RX_TYPE['herbal']}"
             updated = _commit(rng, at)
-            rendered.add("rx_order", self._rx_order(rx_no, visit_no, pat_id, vt, "herbal", dept_code, doc_code, at,
-                                                    doses, f"{formula} 水煎服，日一剂，早晚分服", updated), visit_no)
+            rendered.add(
+                "rx_order",
+                self._rx_order(
+                    rx_no,
+                    visit_no,
+                    pat_id,
+                    vt,
+                    "herbal",
+                    dept_code,
+                    doc_code,
+                    at,
+                    doses,
+                    f"{formula} 水煎服，日一剂，早晚分服",
+                    updated,
+                ),
+                visit_no,
+            )
             for n, herb in enumerate(herbs.split(), 1):
                 name = herb.rstrip("0123456789")
-                grams = int(herb[len(name):])
+                grams = int(herb[len(name) :])
                 code, price = HERBS[name]
                 amount = round(grams * doses * price, 2)
-                rendered.add("rx_item", {
-                    "rx_no": rx_no, "item_no": n, "drug_code": code, "drug_name": name, "spec": "饮片",
-                    "qty": grams, "unit": "g", "price": price, "amount": amount, "updated_at": updated}, visit_no)
-                fees.append((Charge(code, name, "中草药", amount), code, name, FEE_CLASS["中草药"], grams * doses,
-                             price, at))
+                rendered.add(
+                    "rx_item",
+                    {
+                        "rx_no": rx_no,
+                        "item_no": n,
+                        "drug_code": code,
+                        "drug_name": name,
+                        "spec": "饮片",
+                        "qty": grams,
+                        "unit": "g",
+                        "price": price,
+                        "amount": amount,
+                        "updated_at": updated,
+                    },
+                    visit_no,
+                )
+                fees.append(
+                    (Charge(code, name, "中草药", amount), code, name, FEE_CLASS["中草药"], grams * doses, price, at)
+                )
         return times
 
     @staticmethod
-    def _rx_order(rx_no: str, visit_no: str, pat_id: str, vt: str, kind: str, dept_code: str, doc_code: str,
-                  at: datetime, doses: int | None, usage: str, updated: datetime) -> dict[str, Any]:
-        return {"rx_no": rx_no, "visit_type": vt, "visit_no": visit_no, "pat_id": pat_id, "rx_type": RX_TYPE[kind],
-                "dept_code": dept_code, "doc_code": doc_code, "rx_time": at, "herb_doses": doses,
-                "usage_note": usage, "updated_at": updated}
+    def _rx_order(
+        rx_no: str,
+        visit_no: str,
+        pat_id: str,
+        vt: str,
+        kind: str,
+        dept_code: str,
+        doc_code: str,
+        at: datetime,
+        doses: int | None,
+        usage: str,
+        updated: datetime,
+    ) -> dict[str, Any]:
+        return {
+            "rx_no": rx_no,
+            "visit_type": vt,
+            "visit_no": visit_no,
+            "pat_id": pat_id,
+            "rx_type": RX_TYPE[kind],
+            "dept_code": dept_code,
+            "doc_code": doc_code,
+            "rx_time": at,
+            "herb_doses": doses,
+            "usage_note": usage,
+            "updated_at": updated,
+        }
 
-    def _labs(self, rendered: RenderedDay, enc: Encounter, visit_no: str, pat_id: str, vt: str,
-              rng: random.Random) -> datetime | None:
+    def _labs(
+        self, rendered: RenderedDay, enc: Encounter, visit_no: str, pat_id: str, vt: str, rng: random.Random
+    ) -> datetime | None:
         if not enc.labs:
             return None
-        sampled = enc.start_at + (timedelta(minutes=rng.randrange(120, 960)) if vt == "I"
-                                  else timedelta(minutes=rng.randrange(15, 40)))
+        sampled = enc.start_at + (
+            timedelta(minutes=rng.randrange(120, 960)) if vt == "I" else timedelta(minutes=rng.randrange(15, 40))
+        )
         reported = sampled + timedelta(minutes=rng.randrange(60, 180))
         updated = _commit(rng, reported)
         for n, lab in enumerate(enc.labs, 1):
             code, abbr, name, unit, sample = LIS_ITEMS.get(
-                lab.loinc, (_stable_code("9", lab.loinc), "", lab.item_name, lab.unit, "血清"))
+                lab.loinc, (_stable_code("9", lab.loinc), "", lab.item_name, lab.unit, "血清")
+            )
             low, _, high = lab.reference_range.partition("-")
             flag = ""
             if lab.abnormal:
                 flag = "L" if low and lab.value < float(low) else "H"
-            rendered.add("lis_result", {
-                "result_id": f"{visit_no}L{n:02d}", "req_no": f"JY{visit_no}", "visit_type": vt, "visit_no": visit_no,
-                "pat_id": pat_id, "item_code": code, "item_abbr": abbr, "item_name": name,
-                "result_value": f"{lab.value:g}", "unit": unit, "ref_range": f"{low}--{high}" if high else low,
-                "abn_flag": flag, "sample_type": sample, "sample_time": sampled, "report_time": reported,
-                "updated_at": updated}, visit_no)
+            rendered.add(
+                "lis_result",
+                {
+                    "result_id": f"{visit_no}L{n:02d}",
+                    "req_no": f"JY{visit_no}",
+                    "visit_type": vt,
+                    "visit_no": visit_no,
+                    "pat_id": pat_id,
+                    "item_code": code,
+                    "item_abbr": abbr,
+                    "item_name": name,
+                    "result_value": f"{lab.value:g}",
+                    "unit": unit,
+                    "ref_range": f"{low}--{high}" if high else low,
+                    "abn_flag": flag,
+                    "sample_type": sample,
+                    "sample_time": sampled,
+                    "report_time": reported,
+                    "updated_at": updated,
+                },
+                visit_no,
+            )
         return sampled
 
-    def _exams(self, rendered: RenderedDay, enc: Encounter, visit_no: str, pat_id: str, vt: str,
-               rng: random.Random) -> datetime | None:
+    def _exams(
+        self, rendered: RenderedDay, enc: Encounter, visit_no: str, pat_id: str, vt: str, rng: random.Random
+    ) -> datetime | None:
         if not enc.exams:
             return None
-        examined = enc.start_at + (timedelta(minutes=rng.randrange(180, 1560)) if vt == "I"
-                                   else timedelta(minutes=rng.randrange(20, 90)))
+        examined = enc.start_at + (
+            timedelta(minutes=rng.randrange(180, 1560)) if vt == "I" else timedelta(minutes=rng.randrange(20, 90))
+        )
         for n, exam in enumerate(enc.exams, 1):
             reported = examined + timedelta(minutes=rng.randrange(30, 120))
-            rendered.add("pacs_report", {
-                "report_id": f"{visit_no}P{n:02d}", "visit_type": vt, "visit_no": visit_no, "pat_id": pat_id,
-                "modality": MODALITY.get(exam.modality, "OT"), "exam_item": f"{exam.body_part}{exam.modality}",
-                "findings": exam.finding, "impression": exam.conclusion, "exam_time": examined,
-                "report_time": reported, "updated_at": _commit(rng, reported)}, visit_no)
+            rendered.add(
+                "pacs_report",
+                {
+                    "report_id": f"{visit_no}P{n:02d}",
+                    "visit_type": vt,
+                    "visit_no": visit_no,
+                    "pat_id": pat_id,
+                    "modality": MODALITY.get(exam.modality, "OT"),
+                    "exam_item": f"{exam.body_part}{exam.modality}",
+                    "findings": exam.finding,
+                    "impression": exam.conclusion,
+                    "exam_time": examined,
+                    "report_time": reported,
+                    "updated_at": _commit(rng, reported),
+                },
+                visit_no,
+            )
         return examined
 
     @staticmethod
-    def _charge(enc: Encounter, charge: Charge, drug_times: dict[str, datetime],
-                times: dict[str, datetime | None],
-                fees: list[tuple[Charge, str, str, str, float, float, datetime]]) -> None:
+    def _charge(
+        enc: Encounter,
+        charge: Charge,
+        drug_times: dict[str, datetime],
+        times: dict[str, datetime | None],
+        fees: list[tuple[Charge, str, str, str, float, float, datetime]],
+    ) -> None:
         """One charge as the vendor posts it: drugs with quantity and price, bed/nursing split by night."""
         if charge.category == "药品":
             code, name = vendor_drug(charge.item_code, charge.item_name)
@@ -651,35 +952,64 @@ class ZyyHis(MemberSystem):
             for night in range(nights):
                 amount = per_night if night < nights - 1 else round(charge.amount_yuan - per_night * (nights - 1), 2)
                 posted = min(datetime.combine(enc.start_at.date() + timedelta(days=night), time(23, 30)), enc.end_at)
-                fees.append((Charge(charge.item_code, name, charge.category, amount), code, name, fee_class, 1,
-                             amount, posted))
+                fees.append(
+                    (Charge(charge.item_code, name, charge.category, amount), code, name, fee_class, 1, amount, posted)
+                )
             return
         fees.append((charge, code, name, fee_class, 1, charge.amount_yuan, at))
 
-    def _discharge(self, rendered: RenderedDay, enc: Encounter, visit_no: str, dept_code: str, doc_code: str,
-                   diagnoses: list[tuple[str, str]], tcm: TcmDiagnosis | None, total: float,
-                   rng: random.Random) -> None:
+    def _discharge(
+        self,
+        rendered: RenderedDay,
+        enc: Encounter,
+        visit_no: str,
+        dept_code: str,
+        doc_code: str,
+        diagnoses: list[tuple[str, str]],
+        tcm: TcmDiagnosis | None,
+        total: float,
+        rng: random.Random,
+    ) -> None:
         """The ip_disch row, committed at the real discharge (so usually parked for a later day)."""
         assert enc.end_at is not None
         recorded = enc.end_at
         defects: tuple[Defect, ...] = ()
         if rng.random() < self.disch_before_adm_rate:
             recorded = enc.start_at - timedelta(days=rng.randrange(1, 4), minutes=rng.randrange(0, 600))
-            defects = (("ip_disch", visit_no, "discharge_before_admission",
-                        f"disch {recorded:%Y%m%d %H%M%S} < adm {enc.start_at:%Y%m%d %H%M%S}"),)
+            defects = (
+                (
+                    "ip_disch",
+                    visit_no,
+                    "discharge_before_admission",
+                    f"disch {recorded:%Y%m%d %H%M%S} < adm {enc.start_at:%Y%m%d %H%M%S}",
+                ),
+            )
         main_code, main_name = diagnoses[0] if diagnoses else ("", "")
-        rendered.add("ip_disch", {
-            "adm_no": visit_no, "disch_date": f"{recorded:%Y%m%d}", "disch_time": f"{recorded:%H%M%S}",
-            "disch_dept_code": dept_code, "outcome_code": OUTCOME.get(enc.discharge_status, "9"),
-            "main_diag_code": main_code, "main_diag_name": main_name,
-            "tcm_dis_code": tcm[0] if tcm else None, "tcm_dis_name": tcm[1] if tcm else None,
-            "tcm_syn_code": tcm[2] if tcm else None, "tcm_syn_name": tcm[3] if tcm else None,
-            "los_days": (recorded.date() - enc.start_at.date()).days, "total_fee": total, "doc_code": doc_code,
-            "updated_at": _commit(rng, enc.end_at, 120, 1800)}, visit_no, defects)
+        rendered.add(
+            "ip_disch",
+            {
+                "adm_no": visit_no,
+                "disch_date": f"{recorded:%Y%m%d}",
+                "disch_time": f"{recorded:%H%M%S}",
+                "disch_dept_code": dept_code,
+                "outcome_code": OUTCOME.get(enc.discharge_status, "9"),
+                "main_diag_code": main_code,
+                "main_diag_name": main_name,
+                "tcm_dis_code": tcm[0] if tcm else None,
+                "tcm_dis_name": tcm[1] if tcm else None,
+                "tcm_syn_code": tcm[2] if tcm else None,
+                "tcm_syn_name": tcm[3] if tcm else None,
+                "los_days": (recorded.date() - enc.start_at.date()).days,
+                "total_fee": total,
+                "doc_code": doc_code,
+                "updated_at": _commit(rng, enc.end_at, 120, 1800),
+            },
+            visit_no,
+            defects,
+        )
 
     # --- corrections -------------------------------------------------------------------------------------
-    def _apply_corrections(self, conn: sa.Connection, activity: DayActivity,
-                           rendered: RenderedDay) -> dict[str, int]:
+    def _apply_corrections(self, conn: sa.Connection, activity: DayActivity, rendered: RenderedDay) -> dict[str, int]:
         """Corrections of this system's encounters: a new main diagnosis, or a 作废 with 退费 rows."""
         corrections = sorted(activity.corrections, key=lambda c: (c.at, c.target_uid))
         local = answer_key.local_encounter_ids(self.source_system, [c.target_uid for c in corrections])
@@ -698,17 +1028,40 @@ class ZyyHis(MemberSystem):
     def _cancel(self, conn: sa.Connection, key: AnswerKey, visit_no: str, correction: Correction) -> int:
         """退费 every posted charge (negative rows), drop what was still to come, then 作废 the visit."""
         at = _aware(correction.at)
-        originals = conn.execute(sa.text(
-            f"SELECT f.* FROM {SCHEMA}.fee_detail f WHERE f.visit_no = :v AND f.ref_fee_id IS NULL AND NOT EXISTS "
-            f"(SELECT 1 FROM {SCHEMA}.fee_detail r WHERE r.ref_fee_id = f.fee_id) ORDER BY f.fee_id"),
-            {"v": visit_no}).mappings().all()
-        refunds = [{**dict(f), "fee_id": f"{f['fee_id']}R", "qty": -f["qty"], "amount": -f["amount"],
-                    "ref_fee_id": f["fee_id"], "refund_reason": correction.reason, "fee_time": correction.at,
-                    "updated_at": at + timedelta(seconds=n)} for n, f in enumerate(originals, 1)]
+        originals = (
+            conn.execute(
+                sa.text(
+                    f"SELECT f.* FROM {SCHEMA}.fee_detail f WHERE f.visit_no = :v AND f.ref_fee_id IS NULL AND NOT "
+                    "EXISTS "
+                    f"(SELECT 1 FROM {SCHEMA}.fee_detail r WHERE r.ref_fee_id = f.fee_id) ORDER BY f.fee_id"
+                ),
+                {"v": visit_no},
+            )
+            .mappings()
+            .all()
+        )
+        refunds = [
+            {
+                **dict(f),
+                "fee_id": f"{f['fee_id']}R",
+                "qty": -f["qty"],
+                "amount": -f["amount"],
+                "ref_fee_id": f["fee_id"],
+                "refund_reason": correction.reason,
+                "fee_time": correction.at,
+                "updated_at": at + timedelta(seconds=n),
+            }
+            for n, f in enumerate(originals, 1)
+        ]
         if refunds:
             columns = list(refunds[0])
-            conn.execute(sa.text(f"INSERT INTO {SCHEMA}.fee_detail ({', '.join(columns)}) VALUES "
-                                 f"({', '.join(':' + c for c in columns)}) ON CONFLICT DO NOTHING"), refunds)
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {SCHEMA}.fee_detail ({', '.join(columns)}) VALUES "
+                    f"({', '.join(':' + c for c in columns)}) ON CONFLICT DO NOTHING"
+                ),
+                refunds,
+            )
         conn.execute(sa.text("DELETE FROM sim.pending WHERE visit_no = :v"), {"v": visit_no})
         if visit_no.startswith("MZ"):
             for table in ("rx_order", "lis_result", "pacs_report"):
@@ -716,27 +1069,38 @@ class ZyyHis(MemberSystem):
             conn.execute(sa.text(f"DELETE FROM {SCHEMA}.op_reg WHERE reg_id = :v"), {"v": visit_no})
             key.defect("op_reg", visit_no, "correction_cancel", correction.reason)
         else:
-            conn.execute(sa.text(f"UPDATE {SCHEMA}.ip_adm SET adm_status = '9', updated_at = :at WHERE adm_no = :v"),
-                         {"v": visit_no, "at": at})
+            conn.execute(
+                sa.text(f"UPDATE {SCHEMA}.ip_adm SET adm_status = '9', updated_at = :at WHERE adm_no = :v"),
+                {"v": visit_no, "at": at},
+            )
             key.defect("ip_adm", visit_no, "correction_cancel", correction.reason)
         return len(refunds)
 
     def _update(self, conn: sa.Connection, rendered: RenderedDay, visit_no: str, correction: Correction) -> None:
         """诊断更正: the main western diagnosis is replaced (the truth carries no new value; any other one will do)."""
         table, parent = ("op_diag", "reg_id") if visit_no.startswith("MZ") else ("ip_diag", "adm_no")
-        current = conn.execute(sa.text(f"SELECT diag_id, diag_code, updated_at FROM {SCHEMA}.{table} "
-                                       f"WHERE {parent} = :v AND diag_class = 'W' AND main_flag = '1'"),
-                               {"v": visit_no}).first()
+        current = conn.execute(
+            sa.text(
+                f"SELECT diag_id, diag_code, updated_at FROM {SCHEMA}.{table} "
+                f"WHERE {parent} = :v AND diag_class = 'W' AND main_flag = '1'"
+            ),
+            {"v": visit_no},
+        ).first()
         if current is None:
             return
         at = _aware(correction.at)
         code = current.diag_code
-        if current.updated_at != at:        # not yet applied (a re-run of the day finds it applied)
+        if current.updated_at != at:  # not yet applied (a re-run of the day finds it applied)
             choices = sorted(set(DIAGNOSES.values()))
             code, name = self.rng(rendered.day, f"correction:{correction.target_uid}").choice(choices)
             if code == current.diag_code:
                 code, name = choices[(choices.index((code, name)) + 1) % len(choices)]
-            conn.execute(sa.text(f"UPDATE {SCHEMA}.{table} SET diag_code = :c, diag_name = :n, updated_at = :at "
-                                 "WHERE diag_id = :d"), {"c": code, "n": name, "at": at, "d": current.diag_id})
-        rendered.key.defect(table, current.diag_id, "correction_update",
-                            f"main diagnosis -> {code} ({correction.reason})")
+            conn.execute(
+                sa.text(
+                    f"UPDATE {SCHEMA}.{table} SET diag_code = :c, diag_name = :n, updated_at = :at WHERE diag_id = :d"
+                ),
+                {"c": code, "n": name, "at": at, "d": current.diag_id},
+            )
+        rendered.key.defect(
+            table, current.diag_id, "correction_update", f"main diagnosis -> {code} ({correction.reason})"
+        )

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from core.settings import get_settings
 from spark_jobs.empi.decide import RECORD_GROUP
 
-ID_GROUP = "ID|"   # a group of records sharing one valid ID number (a resident, known or not yet)
+ID_GROUP = "ID|"  # a group of records sharing one valid ID number (a resident, known or not yet)
 KNOWN_IDS_SCHEMA = "root string, _known string"
 
 
@@ -41,9 +41,12 @@ def resolved_master(group: str, known: str) -> Column:
     """Master id of a group: an anchored master id as it is, a known ID number's resident, else the salted
     hash of the ID number (``ID|``) or of the person's first record (``R|`` -> ``LOCAL|``)."""
     col = F.col(group)
-    return (F.when(col.startswith("M"), col).when(F.col(known).isNotNull(), F.col(known))
-            .when(col.startswith(ID_GROUP), master_id_of(col))
-            .when(col.startswith(RECORD_GROUP), master_id_of(F.concat(F.lit("LOCAL|"), F.substring(col, 3, 10_000)))))
+    return (
+        F.when(col.startswith("M"), col)
+        .when(F.col(known).isNotNull(), F.col(known))
+        .when(col.startswith(ID_GROUP), master_id_of(col))
+        .when(col.startswith(RECORD_GROUP), master_id_of(F.concat(F.lit("LOCAL|"), F.substring(col, 3, 10_000))))
+    )
 
 
 def registry_changes(records: DataFrame, registry: DataFrame) -> DataFrame:
@@ -53,12 +56,13 @@ def registry_changes(records: DataFrame, registry: DataFrame) -> DataFrame:
     Why: only these are normalised and matched again; every other record keeps its master id, so a day costs
     what the day brings. One narrow full join of (record, fingerprint) pairs.
     """
-    change = (F.when(F.col("fingerprint").isNull(), "deleted").when(F.col("_old").isNull(), "new")
-              .otherwise("changed"))
-    return (records.select("record_id", "fingerprint")
-            .join(registry.select("record_id", F.col("fingerprint").alias("_old")), "record_id", "full")
-            .where(~F.col("fingerprint").eqNullSafe(F.col("_old")))
-            .select("record_id", change.alias("change"), F.col("fingerprint").isNull().alias("deleted")))
+    change = F.when(F.col("fingerprint").isNull(), "deleted").when(F.col("_old").isNull(), "new").otherwise("changed")
+    return (
+        records.select("record_id", "fingerprint")
+        .join(registry.select("record_id", F.col("fingerprint").alias("_old")), "record_id", "full")
+        .where(~F.col("fingerprint").eqNullSafe(F.col("_old")))
+        .select("record_id", change.alias("change"), F.col("fingerprint").isNull().alias("deleted"))
+    )
 
 
 def known_ids(anchored: DataFrame, pins: DataFrame, only_ids_of: DataFrame | None = None) -> DataFrame:
@@ -84,9 +88,14 @@ def fresh_groups(fresh: DataFrame, known: DataFrame) -> DataFrame:
     Why: as a candidate, a record stands for its resident; a record without an ID (``R|``) is no resident at
     all: it is clustered with its like and never competes with residents.
     """
-    return (fresh.withColumn("root", id_group()).join(known, "root", "left")
-            .select(F.col("record_id").alias("id_r"),
-                    F.coalesce("_known", "root", F.concat(F.lit(RECORD_GROUP), "record_id")).alias("group")))
+    return (
+        fresh.withColumn("root", id_group())
+        .join(known, "root", "left")
+        .select(
+            F.col("record_id").alias("id_r"),
+            F.coalesce("_known", "root", F.concat(F.lit(RECORD_GROUP), "record_id")).alias("group"),
+        )
+    )
 
 
 def candidate_groups(fresh: DataFrame, known: DataFrame, anchored: DataFrame | None) -> DataFrame:
@@ -105,9 +114,9 @@ def forbidden_pairs(constraints: DataFrame) -> DataFrame:
 
     Why: a manual separation is a constraint every later run obeys; candidate_edges drops these pairs.
     """
-    return (constraints.where(F.col("kind") == "forbid")
-            .select(F.col("record_id").alias("id_l"), F.col("master_id").alias("group"),
-                    F.lit(True).alias("_forbidden")))
+    return constraints.where(F.col("kind") == "forbid").select(
+        F.col("record_id").alias("id_l"), F.col("master_id").alias("group"), F.lit(True).alias("_forbidden")
+    )
 
 
 def assignments(fresh: DataFrame, decided: DataFrame, known: DataFrame) -> DataFrame:
@@ -120,21 +129,32 @@ def assignments(fresh: DataFrame, decided: DataFrame, known: DataFrame) -> DataF
     master id too, so a reviewer sees the resident, not an internal group. ``decided``: decide_people's
     output; ``known``: known_ids.
     """
-    roots = (fresh.join(decided.select(F.col("record_id"), F.col("root").alias("_decided")), "record_id", "left")
-             .withColumn("root", F.coalesce("_decided", id_group()))
-             .drop("_decided"))
+    roots = (
+        fresh.join(decided.select(F.col("record_id"), F.col("root").alias("_decided")), "record_id", "left")
+        .withColumn("root", F.coalesce("_decided", id_group()))
+        .drop("_decided")
+    )
     known_candidates = known.select(F.col("root").alias("candidate"), F.col("_known").alias("_known_candidate"))
-    return (roots.join(known, "root", "left")
-            .join(decided.drop("root"), "record_id", "left")
-            .join(known_candidates, "candidate", "left")
-            .select(*fresh.columns, resolved_master("root", "_known").alias("master_id"),
-                    F.coalesce("decision", F.lit("id_number")).alias("decision"), "score",
-                    resolved_master("candidate", "_known_candidate").alias("candidate"),
-                    "candidate_record", "evidence", "second"))
+    return (
+        roots.join(known, "root", "left")
+        .join(decided.drop("root"), "record_id", "left")
+        .join(known_candidates, "candidate", "left")
+        .select(
+            *fresh.columns,
+            resolved_master("root", "_known").alias("master_id"),
+            F.coalesce("decision", F.lit("id_number")).alias("decision"),
+            "score",
+            resolved_master("candidate", "_known_candidate").alias("candidate"),
+            "candidate_record",
+            "evidence",
+            "second",
+        )
+    )
 
 
-def affected_residents(decided: DataFrame, changes: DataFrame, registry: DataFrame,
-                       broadcast: bool = False) -> DataFrame:
+def affected_residents(
+    decided: DataFrame, changes: DataFrame, registry: DataFrame, broadcast: bool = False
+) -> DataFrame:
     """master_id of every resident whose golden record must be rebuilt: the residents this run's records now
     belong to, and the ones they (and the deleted records) belonged to before.
 

@@ -45,11 +45,13 @@ def _check_utf8(path: Path) -> None:
                 data.decode("utf-8")
                 tail = b""
             except UnicodeDecodeError as exc:
-                if exc.start >= len(data) - 3:      # a character cut at the chunk boundary
-                    tail = data[exc.start:]
+                if exc.start >= len(data) - 3:  # a character cut at the chunk boundary
+                    tail = data[exc.start :]
                     continue
-                raise BatchFileError(f"{path}: not UTF-8 text at byte {offset + exc.start - len(tail)}; "
-                                     "save the file as UTF-8 (GBK exports: iconv -f GBK -t UTF-8)") from exc
+                raise BatchFileError(
+                    f"{path}: not UTF-8 text at byte {offset + exc.start - len(tail)}; "
+                    "save the file as UTF-8 (GBK exports: iconv -f GBK -t UTF-8)"
+                ) from exc
             offset += len(chunk)
 
 
@@ -64,44 +66,60 @@ def read_batch(spark: SparkSession, path: str) -> DataFrame:
         df = df.withColumn("_line", F.monotonically_increasing_id() + 1)
     elif file.suffix.lower() == ".csv":
         _check_utf8(file)
-        df = spark.read.option("header", True).option("encoding", "UTF-8").csv(path)   # every column as text
-        df = df.withColumn("_line", F.monotonically_increasing_id() + 2)   # header is line 1
+        df = spark.read.option("header", True).option("encoding", "UTF-8").csv(path)  # every column as text
+        df = df.withColumn("_line", F.monotonically_increasing_id() + 2)  # header is line 1
     else:
         raise BatchFileError(f"{path}: use a .csv (UTF-8) or .parquet file")
     missing = [c for c in ("record_id", "source") if c not in df.columns]
     unknown = [c for c in df.columns if c not in (*COLUMNS, "_line")]
     if missing or unknown:
-        raise BatchFileError(f"{path}: columns must be {', '.join(COLUMNS)}"
-                             + (f"; missing {', '.join(missing)}" if missing else "")
-                             + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+        raise BatchFileError(
+            f"{path}: columns must be {', '.join(COLUMNS)}"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(unknown)}" if unknown else "")
+        )
     for column in COLUMNS:
         if column not in df.columns:
             df = df.withColumn(column, F.lit(None).cast("string"))
     sex_ok = F.col("sex").isNull() | (F.trim("sex") == "") | F.trim("sex").isin(*SEX_CODES)
-    date_ok = (F.col("birth_date").isNull() | (F.trim("birth_date") == "")
-               | (F.trim("birth_date").rlike(r"^\d{4}-\d{2}-\d{2}$")
-                  & F.to_date(F.trim("birth_date"), "yyyy-MM-dd").isNotNull()))
+    date_ok = (
+        F.col("birth_date").isNull()
+        | (F.trim("birth_date") == "")
+        | (
+            F.trim("birth_date").rlike(r"^\d{4}-\d{2}-\d{2}$")
+            & F.to_date(F.trim("birth_date"), "yyyy-MM-dd").isNotNull()
+        )
+    )
     key_ok = (F.trim(F.coalesce("record_id", F.lit(""))) != "") & (F.trim(F.coalesce("source", F.lit(""))) != "")
     duplicate = F.count("*").over(Window.partitionBy("record_id")) > 1
-    checked = df.withColumn("_problem", F.when(~key_ok, "record_id and source are required")
-                            .when(~sex_ok, F.concat(F.lit("sex must be 0/1/2/9 or 男/女, not "), F.col("sex")))
-                            .when(~date_ok, F.concat(F.lit("birth_date must be YYYY-MM-DD, not "),
-                                                     F.col("birth_date")))
-                            .when(duplicate, F.concat(F.lit("record_id repeated: "), F.col("record_id"))))
+    checked = df.withColumn(
+        "_problem",
+        F.when(~key_ok, "record_id and source are required")
+        .when(~sex_ok, F.concat(F.lit("sex must be 0/1/2/9 or 男/女, not "), F.col("sex")))
+        .when(~date_ok, F.concat(F.lit("birth_date must be YYYY-MM-DD, not "), F.col("birth_date")))
+        .when(duplicate, F.concat(F.lit("record_id repeated: "), F.col("record_id"))),
+    )
     problems = checked.where(F.col("_problem").isNotNull()).orderBy("_line").limit(5).collect()
     if problems:
         total = checked.where(F.col("_problem").isNotNull()).count()
         listed = "; ".join(f"line {r._line}: {r._problem}" for r in problems)
         raise BatchFileError(f"{path}: {total} invalid row(s), nothing matched. {listed}")
     sex_map = F.create_map(*[F.lit(x) for pair in SEX_CODES.items() for x in pair])
-    return df.select(F.concat(F.lit("BATCH|"), F.trim("record_id")).alias("record_id"),
-                     F.trim("source").alias("source_system"), "name", sex_map[F.trim("sex")].alias("sex_code"),
-                     F.to_date(F.trim("birth_date"), "yyyy-MM-dd").alias("birth_date"), "id_number", "phone",
-                     "address")
+    return df.select(
+        F.concat(F.lit("BATCH|"), F.trim("record_id")).alias("record_id"),
+        F.trim("source").alias("source_system"),
+        "name",
+        sex_map[F.trim("sex")].alias("sex_code"),
+        F.to_date(F.trim("birth_date"), "yyyy-MM-dd").alias("birth_date"),
+        "id_number",
+        "phone",
+        "address",
+    )
 
 
-def match_file(spark: SparkSession, input_path: str, output_path: str,
-               progress: Callable[[str], None] = lambda done: None) -> int:
+def match_file(
+    spark: SparkSession, input_path: str, output_path: str, progress: Callable[[str], None] = lambda done: None
+) -> int:
     """Match the file's records against the registry (and each other); returns the number of records written.
     ``progress`` hears each stage's end with the seconds since the start."""
     started = time.perf_counter()
@@ -119,17 +137,23 @@ def match_file(spark: SparkSession, input_path: str, output_path: str,
     # yet, the file's own records when there are enough of them
     estimate = registry is None and batch.count() >= empi_config()["estimate_min_records"]
     assignments, _ = match_records(spark, batch, anchored, estimate=estimate, step=step)
-    known = (registry.select("master_id").distinct().withColumn("_known", F.lit(True)) if registry is not None
-             else spark.createDataFrame([], "master_id string, _known boolean"))
-    result = (assignments.join(known, "master_id", "left")
-              .select(_without_prefix("record_id").alias("record_id"), "master_id",
-                      F.when(F.col("decision") == "review", "possible_match")
-                       .when(F.col("_known"), "match").otherwise("new").alias("decision"),
-                      F.round("score", 2).alias("score"),
-                      F.when(F.col("decision") == "review", F.col("candidate")).alias("candidate_master_id"),
-                      F.when(F.col("decision") == "review", _without_prefix("candidate_record"))
-                       .alias("candidate_record_id"),
-                      F.when(F.col("decision") == "review", F.col("evidence")).alias("evidence")))
+    known = (
+        registry.select("master_id").distinct().withColumn("_known", F.lit(True))
+        if registry is not None
+        else spark.createDataFrame([], "master_id string, _known boolean")
+    )
+    result = assignments.join(known, "master_id", "left").select(
+        _without_prefix("record_id").alias("record_id"),
+        "master_id",
+        F.when(F.col("decision") == "review", "possible_match")
+        .when(F.col("_known"), "match")
+        .otherwise("new")
+        .alias("decision"),
+        F.round("score", 2).alias("score"),
+        F.when(F.col("decision") == "review", F.col("candidate")).alias("candidate_master_id"),
+        F.when(F.col("decision") == "review", _without_prefix("candidate_record")).alias("candidate_record_id"),
+        F.when(F.col("decision") == "review", F.col("evidence")).alias("evidence"),
+    )
     _write_single(result.orderBy("record_id"), output_path)
     return result.count()
 

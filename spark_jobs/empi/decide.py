@@ -15,7 +15,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-RECORD_GROUP = "R|"   # a candidate that is itself a record without a valid ID number (not a resident)
+RECORD_GROUP = "R|"  # a candidate that is itself a record without a valid ID number (not a resident)
 
 
 def union_find(edges: list[tuple[str, str]]) -> dict[str, str]:
@@ -50,11 +50,17 @@ def candidate_edges(scored: DataFrame, groups: DataFrame, forbidden: DataFrame, 
     """
     loners = forbidden.select("id_l").distinct()
     loner_groups = loners.select(F.concat(F.lit(RECORD_GROUP), "id_l").alias("group"))
-    return (scored.where(F.col("score") >= review).join(groups, "id_r")
-            .join(forbidden, ["id_l", "group"], "left").where(F.col("_forbidden").isNull()).drop("_forbidden")
-            .join(loner_groups, "group", "left_anti")
-            .join(loners.withColumn("_loner", F.lit(True)), "id_l", "left")
-            .where(F.col("_loner").isNull() | ~F.col("group").startswith(RECORD_GROUP)).drop("_loner"))
+    return (
+        scored.where(F.col("score") >= review)
+        .join(groups, "id_r")
+        .join(forbidden, ["id_l", "group"], "left")
+        .where(F.col("_forbidden").isNull())
+        .drop("_forbidden")
+        .join(loner_groups, "group", "left_anti")
+        .join(loners.withColumn("_loner", F.lit(True)), "id_l", "left")
+        .where(F.col("_loner").isNull() | ~F.col("group").startswith(RECORD_GROUP))
+        .drop("_loner")
+    )
 
 
 def unidentified_people(spark: SparkSession, edges: DataFrame, records: DataFrame, link: float) -> DataFrame:
@@ -63,14 +69,18 @@ def unidentified_people(spark: SparkSession, edges: DataFrame, records: DataFram
     The strong links among records without an ID are few (a county has a few in a hundred such records):
     union-find on the driver.
     """
-    strong = (edges.where(F.col("group").startswith(RECORD_GROUP) & (F.col("score") >= link))
-              .select("id_l", "id_r").collect())
+    strong = (
+        edges.where(F.col("group").startswith(RECORD_GROUP) & (F.col("score") >= link)).select("id_l", "id_r").collect()
+    )
     roots = union_find([(RECORD_GROUP + r.id_l, RECORD_GROUP + r.id_r) for r in strong])
-    clustered = spark.createDataFrame([(k[len(RECORD_GROUP):], v) for k, v in roots.items()] or [("", "")],
-                                      "record_id string, person string")
-    return (records.select("record_id").join(F.broadcast(clustered) if len(roots) < 1_000_000 else clustered,
-                                             "record_id", "left")
-            .select("record_id", F.coalesce("person", F.concat(F.lit(RECORD_GROUP), "record_id")).alias("person")))
+    clustered = spark.createDataFrame(
+        [(k[len(RECORD_GROUP) :], v) for k, v in roots.items()] or [("", "")], "record_id string, person string"
+    )
+    return (
+        records.select("record_id")
+        .join(F.broadcast(clustered) if len(roots) < 1_000_000 else clustered, "record_id", "left")
+        .select("record_id", F.coalesce("person", F.concat(F.lit(RECORD_GROUP), "record_id")).alias("person"))
+    )
 
 
 def decide_people(edges: DataFrame, people: DataFrame, link: float, margin: float) -> DataFrame:
@@ -86,30 +96,45 @@ def decide_people(edges: DataFrame, people: DataFrame, link: float, margin: floa
     with_person = edges.join(person_of, "id_l")
     is_record = F.col("group").startswith(RECORD_GROUP)
     # a record candidate stands for its whole person; the person's own records are no candidates at all
-    resolved = (with_person.join(other_person, "id_r", "left")
-                .withColumn("group", F.when(is_record, F.col("_other")).otherwise(F.col("group")))
-                .where(F.col("group") != F.col("person")).drop("_other"))
+    resolved = (
+        with_person.join(other_person, "id_r", "left")
+        .withColumn("group", F.when(is_record, F.col("_other")).otherwise(F.col("group")))
+        .where(F.col("group") != F.col("person"))
+        .drop("_other")
+    )
     best_pair = F.struct(F.col("score"), F.col("id_r"))
     per_candidate = resolved.groupBy("person", "group").agg(
-        F.max("score").alias("score"), F.max_by("id_r", best_pair).alias("candidate_record"),
-        F.max_by("evidence", best_pair).alias("evidence"))
+        F.max("score").alias("score"),
+        F.max_by("id_r", best_pair).alias("candidate_record"),
+        F.max_by("evidence", best_pair).alias("evidence"),
+    )
     order = Window.partitionBy("person").orderBy(F.col("score").desc(), "group")
-    residents = (per_candidate.where(~F.col("group").startswith(RECORD_GROUP))
-                 .withColumn("_rank", F.row_number().over(order)))
+    residents = per_candidate.where(~F.col("group").startswith(RECORD_GROUP)).withColumn(
+        "_rank", F.row_number().over(order)
+    )
     best = residents.where("_rank = 1").drop("_rank")
     second = residents.where("_rank = 2").select("person", F.col("score").alias("second"))
     # with no resident in sight, a weakly similar other person is still worth a reviewer's look
-    others = (per_candidate.where(F.col("group").startswith(RECORD_GROUP))
-              .withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
-              .join(best.select("person"), "person", "left_anti"))
+    others = (
+        per_candidate.where(F.col("group").startswith(RECORD_GROUP))
+        .withColumn("_rank", F.row_number().over(order))
+        .where("_rank = 1")
+        .drop("_rank")
+        .join(best.select("person"), "person", "left_anti")
+    )
     chosen = best.unionByName(others)
     clear = F.col("second").isNull() | (F.col("score") - F.col("second") >= margin)
-    decisions = (chosen.join(second, "person", "left")
-                 .withColumn("decision", F.when(~F.col("group").startswith(RECORD_GROUP)
-                                                & (F.col("score") >= link) & clear, "link")
-                             .otherwise("review")))
-    return (people.join(decisions, "person", "left")
-            .select("record_id",
-                    F.when(F.col("decision") == "link", F.col("group")).otherwise(F.col("person")).alias("root"),
-                    F.coalesce("decision", F.lit("new")).alias("decision"), "score",
-                    F.col("group").alias("candidate"), "candidate_record", "evidence", "second"))
+    decisions = chosen.join(second, "person", "left").withColumn(
+        "decision",
+        F.when(~F.col("group").startswith(RECORD_GROUP) & (F.col("score") >= link) & clear, "link").otherwise("review"),
+    )
+    return people.join(decisions, "person", "left").select(
+        "record_id",
+        F.when(F.col("decision") == "link", F.col("group")).otherwise(F.col("person")).alias("root"),
+        F.coalesce("decision", F.lit("new")).alias("decision"),
+        "score",
+        F.col("group").alias("candidate"),
+        "candidate_record",
+        "evidence",
+        "second",
+    )

@@ -67,8 +67,13 @@ INCREMENTAL_BROADCAST_LIMIT = 200_000
 PAIR_BROADCAST_LIMIT = 100_000
 # What a decision carries besides the master id: its weight, the best candidate's master id and record, the
 # comparison levels of that pair, the runner-up resident's weight.
-DECISION_DETAIL = {"score": "double", "candidate": "string", "candidate_record": "string", "evidence": "string",
-                   "second": "double"}
+DECISION_DETAIL = {
+    "score": "double",
+    "candidate": "string",
+    "candidate_record": "string",
+    "evidence": "string",
+    "second": "double",
+}
 
 
 def empi_path(table: str) -> str:
@@ -81,19 +86,24 @@ def person_records(spark: SparkSession) -> DataFrame | None:
     if person is None:
         return None
     return person.select(
-        F.concat_ws("|", "source_system", "local_patient_id").alias("record_id"), "source_system",
-        "local_patient_id", *IDENTITY_COLUMNS, "source_updated_at",
-        F.sha2(F.concat_ws("\u0001", *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in IDENTITY_COLUMNS]),
-               256).alias("fingerprint"))
+        F.concat_ws("|", "source_system", "local_patient_id").alias("record_id"),
+        "source_system",
+        "local_patient_id",
+        *IDENTITY_COLUMNS,
+        "source_updated_at",
+        F.sha2(
+            F.concat_ws("\u0001", *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in IDENTITY_COLUMNS]), 256
+        ).alias("fingerprint"),
+    )
 
 
 @dataclass(frozen=True)
 class EmpiReport:
     records: int
-    matched: int            # records (re)matched in this run
-    linked: int             # of those, joined to an existing/other resident
-    review: int             # records in the review queue (possible matches awaiting a decision)
-    masters: int            # residents (distinct master ids) after the run
+    matched: int  # records (re)matched in this run
+    linked: int  # of those, joined to an existing/other resident
+    review: int  # records in the review queue (possible matches awaiting a decision)
+    masters: int  # residents (distinct master ids) after the run
     seconds: float
 
 
@@ -116,9 +126,14 @@ def model_params(spark: SparkSession) -> Params:
     return params if shape == {c: len(p["m"]) for c, p in priors.items()} else priors
 
 
-def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | None, params: Params | None = None,
-                  estimate: bool = False, step: Callable[[str], None] = lambda done: None
-                  ) -> tuple[DataFrame, Params]:
+def match_records(
+    spark: SparkSession,
+    fresh: DataFrame,
+    anchored: DataFrame | None,
+    params: Params | None = None,
+    estimate: bool = False,
+    step: Callable[[str], None] = lambda done: None,
+) -> tuple[DataFrame, Params]:
     """Assign master ids to ``fresh`` records (normalised features), given ``anchored`` ones with master ids.
 
     ``estimate``: first estimate m/u on these records (a full run over enough of them). Returns (assignments:
@@ -141,14 +156,15 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     everyone = fresh
     if anchored is not None:
         everyone = fresh.unionByName(anchored.drop("master_id"))
-        if not incremental:   # every blocking rule and both comparison joins read it whole
+        if not incremental:  # every blocking rule and both comparison joins read it whole
             everyone = everyone.localCheckpoint()
     # block: the records without a valid ID number (and, for an estimate, a sample of all) against everyone
     sample_share = min(1.0, config["estimate_sample_records"] / max(total, 1)) if estimate else 0.0
     compared = records_to_compare(fresh, sample_share).localCheckpoint()
     few = compared.count() <= INCREMENTAL_BROADCAST_LIMIT
-    pairs = candidate_pairs(compared, everyone, config["blocking"], config["max_block_size"], same_side=False,
-                            few_left=few).localCheckpoint()
+    pairs = candidate_pairs(
+        compared, everyone, config["blocking"], config["max_block_size"], same_side=False, few_left=few
+    ).localCheckpoint()
     pair_count = pairs.count()
     # compare
     all_levels = comparison_levels(pairs, everyone, few_pairs=pair_count <= PAIR_BROADCAST_LIMIT).persist()
@@ -162,8 +178,9 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     # score
     params = params or model_params(spark)
     frequencies = name_frequencies(everyone, only=unidentified if few else None)
-    scored = evidence(score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"],
-                            thresholds["review"]))
+    scored = evidence(
+        score(levels, params, frequencies, thresholds["tf_adjust_floor"], thresholds["link"], thresholds["review"])
+    )
     # the resident each candidate belongs to
     if anchored is not None:
         pins = constraints.where("kind = 'assign'").select("record_id")
@@ -175,8 +192,10 @@ def match_records(spark: SparkSession, fresh: DataFrame, anchored: DataFrame | N
     edges = candidate_edges(scored, groups, forbidden_pairs(constraints), thresholds["review"]).persist()
     people = unidentified_people(spark, edges, unidentified, thresholds["link"])
     decided = decide_people(edges, people, thresholds["link"], thresholds["ambiguity_margin"]).persist()
-    step(f"{decided.count():,} records without a valid ID number scored ({pair_count:,} candidate pairs compared, "
-         f"{decided.where('score IS NOT NULL').count():,} records with a candidate)")
+    step(
+        f"{decided.count():,} records without a valid ID number scored ({pair_count:,} candidate pairs compared, "
+        f"{decided.where('score IS NOT NULL').count():,} records with a candidate)"
+    )
     # assign (the records carry their features through: callers keep them, no second join of the county's)
     assigned = assignments(fresh, decided, known).localCheckpoint()
     edges.unpersist()
@@ -203,7 +222,7 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     if records is None:
         raise RuntimeError("silver.person is empty: run `./drc silver` first")
     lineage = ("fingerprint", "source_updated_at", "local_patient_id")
-    registry = None if full else _pinned(spark, empi_path("records"))   # this run overwrites it
+    registry = None if full else _pinned(spark, empi_path("records"))  # this run overwrites it
     if registry is not None and not set(FEATURES) <= set(registry.columns):
         step("the registry predates today's comparison features: every record is matched again")
         registry = None
@@ -211,19 +230,21 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
         changed_records, unchanged, differing = records, None, None
     else:
         differing = registry_changes(records, registry).localCheckpoint()
-        changed_records = records.join(_small(differing.where("NOT deleted").select("record_id")), "record_id",
-                                       "left_semi")
+        changed_records = records.join(
+            _small(differing.where("NOT deleted").select("record_id")), "record_id", "left_semi"
+        )
         unchanged = registry.join(_small(differing.select("record_id")), "record_id", "left_anti")
     changed = normalize_records(changed_records, keep=lineage).localCheckpoint()
     step(f"{changed.count():,} new or changed records normalised")
     feature_columns = changed.columns
     pinned = _constraints(spark).where("kind = 'assign'").select("record_id", F.col("master_id").alias("pinned"))
     everyone = changed if unchanged is None else changed.unionByName(unchanged.select(*feature_columns))
-    pinned_rows = (everyone.join(F.broadcast(pinned), "record_id").withColumnRenamed("pinned", "master_id")
-                   .localCheckpoint())
+    pinned_rows = (
+        everyone.join(F.broadcast(pinned), "record_id").withColumnRenamed("pinned", "master_id").localCheckpoint()
+    )
     fresh = changed.join(F.broadcast(pinned), "record_id", "left_anti")
     kept = unchanged.join(F.broadcast(pinned), "record_id", "left_anti") if unchanged is not None else None
-    if kept is not None:   # records still on their own may belong to a resident who only arrived now
+    if kept is not None:  # records still on their own may belong to a resident who only arrived now
         loose = _loose_records_near(kept, fresh)
         fresh = fresh.unionByName(loose.select(*feature_columns)).localCheckpoint()
         kept = kept.join(_small(loose.select("record_id")), "record_id", "left_anti")
@@ -231,15 +252,20 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     anchored = pinned_rows if kept is None else kept.select(*feature_columns, "master_id").unionByName(pinned_rows)
     matched = fresh.count()
     estimate = registry is None and matched >= empi_config()["estimate_min_records"]
-    assigned, params = match_records(spark, fresh, anchored if kept is not None or pinned_rows.count() else None,
-                                     estimate=estimate, step=step)
+    assigned, params = match_records(
+        spark, fresh, anchored if kept is not None or pinned_rows.count() else None, estimate=estimate, step=step
+    )
     if estimate:
         Path(empi_path("model.json")).parent.mkdir(parents=True, exist_ok=True)
         Path(empi_path("model.json")).write_text(json.dumps(params, indent=1), encoding="utf-8")
     now = F.lit(datetime.now().astimezone()).cast("timestamp")
-    manual = pinned_rows.select(*feature_columns, "master_id", F.lit("manual").alias("decision"),
-                                *[F.lit(None).cast(t).alias(c) for c, t in DECISION_DETAIL.items()])
-    decided = assigned.unionByName(manual).withColumn("matched_at", now)   # assigned is checkpointed
+    manual = pinned_rows.select(
+        *feature_columns,
+        "master_id",
+        F.lit("manual").alias("decision"),
+        *[F.lit(None).cast(t).alias(c) for c, t in DECISION_DETAIL.items()],
+    )
+    decided = assigned.unionByName(manual).withColumn("matched_at", now)  # assigned is checkpointed
     step(f"{matched:,} records matched")
     new_registry = decided if kept is None else decided.unionByName(kept.select(*decided.columns))
     update_silver_master_ids(spark, decided, kept)
@@ -252,22 +278,34 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
         affected = affected_residents(decided, differing, registry, broadcast=few_touched).localCheckpoint()
         members = new_registry.join(_small(affected), "master_id", "left_semi").localCheckpoint()
         their_records = records.join(_small(members.select("record_id")), "record_id", "left_semi")
-        golden = (old_golden.join(_small(affected), "master_id", "left_anti")
-                  .unionByName(golden_records(members, their_records)))
+        golden = old_golden.join(_small(affected), "master_id", "left_anti").unionByName(
+            golden_records(members, their_records)
+        )
     golden.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("golden"))
     step("golden records written")
-    review_queue = (new_registry.where("decision = 'review'")
-                    .select("record_id", "candidate", "candidate_record", "evidence", "score", "second",
-                            F.col("matched_at").alias("queued_at")))
+    review_queue = new_registry.where("decision = 'review'").select(
+        "record_id",
+        "candidate",
+        "candidate_record",
+        "evidence",
+        "score",
+        "second",
+        F.col("matched_at").alias("queued_at"),
+    )
     review_queue.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-        empi_path("review_queue"))
+        empi_path("review_queue")
+    )
     new_registry.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(empi_path("records"))
     step("review queue and registry written")
     linked = decided.where(F.col("decision").isin("link", "id_number")).count()
-    return EmpiReport(read_delta(spark, empi_path("records")).count(), matched, linked,
-                      read_delta(spark, empi_path("review_queue")).count(),
-                      read_delta(spark, empi_path("golden")).count(),
-                      round((datetime.now() - started).total_seconds(), 1))
+    return EmpiReport(
+        read_delta(spark, empi_path("records")).count(),
+        matched,
+        linked,
+        read_delta(spark, empi_path("review_queue")).count(),
+        read_delta(spark, empi_path("golden")).count(),
+        round((datetime.now() - started).total_seconds(), 1),
+    )
 
 
 def _pinned(spark: SparkSession, path: str) -> DataFrame | None:
@@ -288,8 +326,14 @@ def _loose_records_near(kept: DataFrame, fresh: DataFrame) -> DataFrame:
     block with this run's records: they are matched again, now that their resident may have turned up."""
     config = empi_config()
     loose = kept.where(F.col("decision").isin("new", "review") & ~F.col("id_valid"))
-    near = candidate_pairs(fresh, loose, config["blocking"], config["max_block_size"], same_side=False,
-                           few_left=fresh.count() <= INCREMENTAL_BROADCAST_LIMIT)
+    near = candidate_pairs(
+        fresh,
+        loose,
+        config["blocking"],
+        config["max_block_size"],
+        same_side=False,
+        few_left=fresh.count() <= INCREMENTAL_BROADCAST_LIMIT,
+    )
     near = near.select(F.col("id_r").alias("record_id")).distinct()
     return loose.join(near, "record_id", "left_semi").localCheckpoint()
 
@@ -299,17 +343,23 @@ def golden_records(registry: DataFrame, records: DataFrame) -> DataFrame:
     trust = empi_config()["survivorship"]["source_trust"]
     rank_of = F.create_map(*[F.lit(x) for i, s in enumerate(trust) for x in (s, i)])
     joined = registry.select("record_id", "master_id", "id_valid").join(
-        records.select("record_id", "source_system", *IDENTITY_COLUMNS, "source_updated_at"), "record_id")
+        records.select("record_id", "source_system", *IDENTITY_COLUMNS, "source_updated_at"), "record_id"
+    )
     # best first: a valid ID, then the most trusted source, then the most recently updated. One aggregation
     # instead of three window passes: each attribute is the value whose record has the smallest such key
     # among the records that have one.
-    best_first = F.struct(~F.col("id_valid"), F.coalesce(rank_of[F.col("source_system")], F.lit(99)),
-                          F.coalesce(-F.unix_micros("source_updated_at"), F.lit(2**62)), F.col("record_id"))
+    best_first = F.struct(
+        ~F.col("id_valid"),
+        F.coalesce(rank_of[F.col("source_system")], F.lit(99)),
+        F.coalesce(-F.unix_micros("source_updated_at"), F.lit(2**62)),
+        F.col("record_id"),
+    )
     return joined.groupBy("master_id").agg(
         *[F.min_by(c, F.when(F.col(c).isNotNull(), best_first)).alias(c) for c in IDENTITY_COLUMNS],
         F.count("*").alias("record_count"),
         F.max(F.col("id_valid").cast("int")).cast("boolean").alias("id_number_valid"),
-        F.max("source_updated_at").alias("last_updated_at"))
+        F.max("source_updated_at").alias("last_updated_at"),
+    )
 
 
 def update_silver_master_ids(spark: SparkSession, decided: DataFrame, kept: DataFrame | None) -> None:
@@ -318,20 +368,27 @@ def update_silver_master_ids(spark: SparkSession, decided: DataFrame, kept: Data
     ``decided``: this run's assignments; ``kept``: everyone else's, needed only for silver rows that have no
     master id although their record was not matched now (silver was rebuilt).
     """
-    silver = read_delta(spark, silver_path("person")).select("source_system", "local_patient_id",
-                                                            F.col("master_id").alias("_current"))
+    silver = read_delta(spark, silver_path("person")).select(
+        "source_system", "local_patient_id", F.col("master_id").alias("_current")
+    )
     key = ["source_system", "local_patient_id"]
     rows = decided.select(*key, "master_id")
     if kept is not None:
         unset = silver.where(F.col("_current").isNull()).select(*key)
         rows = rows.unionByName(kept.join(_small(unset), key, "left_semi").select(*key, "master_id"))
     # only rows whose master id differs: a MERGE rewrites every file it touches
-    updates = (silver.join(_small(rows), key)
-               .where(F.col("_current").isNull() | (F.col("_current") != F.col("master_id"))).drop("_current"))
-    (DeltaTable.forPath(spark, silver_path("person")).alias("t")
+    updates = (
+        silver.join(_small(rows), key)
+        .where(F.col("_current").isNull() | (F.col("_current") != F.col("master_id")))
+        .drop("_current")
+    )
+    (
+        DeltaTable.forPath(spark, silver_path("person"))
+        .alias("t")
         .merge(updates.alias("s"), "t.source_system = s.source_system AND t.local_patient_id = s.local_patient_id")
         .whenMatchedUpdate(condition="t.master_id IS DISTINCT FROM s.master_id", set={"master_id": "s.master_id"})
-        .execute())
+        .execute()
+    )
 
 
 def review_entries(spark: SparkSession, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
@@ -341,28 +398,44 @@ def review_entries(spark: SparkSession, limit: int = 20) -> tuple[int, list[dict
     if queue is None:
         return 0, []
     masked = {"id_number": _masked_tail(4), "phone": _masked_tail(4)}
-    people = person_records(spark).select("record_id", "source_system", *[
-        masked[c](F.col(c)).alias(c) if c in masked else F.col(c) for c in IDENTITY_COLUMNS])
+    people = person_records(spark).select(
+        "record_id",
+        "source_system",
+        *[masked[c](F.col(c)).alias(c) if c in masked else F.col(c) for c in IDENTITY_COLUMNS],
+    )
     side = {s: people.select(*[F.col(c).alias(f"{s}_{c}") for c in people.columns]) for s in ("record", "candidate")}
-    top = (queue.orderBy(F.col("score").desc(), "record_id").limit(limit)
-           .join(side["record"], F.col("record_id") == F.col("record_record_id"), "left")
-           .join(side["candidate"], F.col("candidate_record") == F.col("candidate_record_id"), "left"))
+    top = (
+        queue.orderBy(F.col("score").desc(), "record_id")
+        .limit(limit)
+        .join(side["record"], F.col("record_id") == F.col("record_record_id"), "left")
+        .join(side["candidate"], F.col("candidate_record") == F.col("candidate_record_id"), "left")
+    )
     return queue.count(), [r.asDict() for r in top.orderBy(F.col("score").desc(), "record_id").collect()]
 
 
 def _masked_tail(keep: int) -> Callable[[Column], Column]:
-    return lambda c: F.when(c.isNotNull(), F.concat(F.repeat(F.lit("*"), F.greatest(F.length(c) - keep, F.lit(0))),
-                                                    F.substring(c, -keep, keep)))
+    return lambda c: F.when(
+        c.isNotNull(),
+        F.concat(F.repeat(F.lit("*"), F.greatest(F.length(c) - keep, F.lit(0))), F.substring(c, -keep, keep)),
+    )
 
 
 # --- manual decisions (CLI now, the API later) ----------------------------------------------------------
-def _log_event(spark: SparkSession, action: str, actor: str, reason: str, records: list[str],
-               masters: list[str]) -> str:
+def _log_event(
+    spark: SparkSession, action: str, actor: str, reason: str, records: list[str], masters: list[str]
+) -> str:
     event_id = uuid.uuid4().hex
     row = [(event_id, datetime.now().astimezone(), actor, action, reason, records, masters)]
-    (spark.createDataFrame(row, "event_id string, at timestamp, actor string, action string, reason string, "
-                                "record_ids array<string>, master_ids array<string>")
-     .write.format("delta").mode("append").save(empi_path("events")))
+    (
+        spark.createDataFrame(
+            row,
+            "event_id string, at timestamp, actor string, action string, reason string, "
+            "record_ids array<string>, master_ids array<string>",
+        )
+        .write.format("delta")
+        .mode("append")
+        .save(empi_path("events"))
+    )
     return event_id
 
 
@@ -375,10 +448,11 @@ def _add_constraints(spark: SparkSession, rows: list[tuple[str, str, str, str]])
         return
     assigns = [r for r in rows if r[1] == "assign"]
     table = DeltaTable.forPath(spark, path)
-    if assigns:   # a new assignment supersedes the record's previous one
+    if assigns:  # a new assignment supersedes the record's previous one
         old = spark.createDataFrame([(r[0],) for r in assigns], "record_id string")
-        table.alias("t").merge(old.alias("s"), "t.record_id = s.record_id AND t.kind = 'assign'") \
-            .whenMatchedDelete().execute()
+        table.alias("t").merge(
+            old.alias("s"), "t.record_id = s.record_id AND t.kind = 'assign'"
+        ).whenMatchedDelete().execute()
     new.write.format("delta").mode("append").save(path)
 
 
@@ -414,8 +488,10 @@ def unlink(spark: SparkSession, record_id: str, actor: str, reason: str) -> str:
 def separate(spark: SparkSession, record_id: str, master_id: str, actor: str, reason: str) -> str:
     """A reviewed possible match is not the same person: the record never joins that resident."""
     registry = read_delta(spark, empi_path("records"))
-    _require(registry is not None and registry.where(F.col("record_id") == record_id).limit(1).count() == 1,
-             f"no record {record_id} in the EMPI registry")
+    _require(
+        registry is not None and registry.where(F.col("record_id") == record_id).limit(1).count() == 1,
+        f"no record {record_id} in the EMPI registry",
+    )
     _require(bool(_records_of(spark, master_id)), f"no resident {master_id} in the EMPI registry")
     event = _log_event(spark, "separate", actor, reason, [record_id], [master_id])
     _add_constraints(spark, [(record_id, "forbid", master_id, event)])
@@ -434,8 +510,10 @@ def merge(spark: SparkSession, survivor: str, merged: str, actor: str, reason: s
 def unmerge(spark: SparkSession, master_id: str, record_ids: list[str], actor: str, reason: str) -> str:
     """Split records out of a resident into a new one; automatic runs never put them back together."""
     members = set(_records_of(spark, master_id))
-    _require(set(record_ids) <= members and set(record_ids) != members,
-             f"records to split must be some (not all) records of {master_id}")
+    _require(
+        set(record_ids) <= members and set(record_ids) != members,
+        f"records to split must be some (not all) records of {master_id}",
+    )
     new_master = _new_master_id(spark, sorted(record_ids)[0])
     event = _log_event(spark, "unmerge", actor, reason, record_ids, [master_id, new_master])
     rows = [(r, "assign", new_master, event) for r in record_ids]

@@ -19,8 +19,22 @@ from pyspark.sql import functions as F
 
 from core.settings import CONFIG_DIR
 
-FEATURES = ("record_id", "name_n", "pinyin", "id18", "id17", "id_valid", "birth", "sex", "phone_n",
-            "township", "village", "house_no", "address_n", "birth_stated")
+FEATURES = (
+    "record_id",
+    "name_n",
+    "pinyin",
+    "id18",
+    "id17",
+    "id_valid",
+    "birth",
+    "sex",
+    "phone_n",
+    "township",
+    "village",
+    "house_no",
+    "address_n",
+    "birth_stated",
+)
 
 
 @cache
@@ -28,8 +42,9 @@ def empi_config() -> dict[str, Any]:
     return yaml.safe_load((CONFIG_DIR / "empi.yaml").read_text(encoding="utf-8"))
 
 
-def candidate_pairs(left: DataFrame, right: DataFrame, rules: list[list[str]], max_block: int,
-                    same_side: bool, few_left: bool = False) -> DataFrame:
+def candidate_pairs(
+    left: DataFrame, right: DataFrame, rules: list[list[str]], max_block: int, same_side: bool, few_left: bool = False
+) -> DataFrame:
     """(id_l, id_r) pairs agreeing on all columns of at least one rule; id_l < id_r when both sides match.
 
     ``few_left``: ``left`` is a day's records against the whole registry; the registry is first narrowed to
@@ -60,8 +75,7 @@ def records_to_compare(records: DataFrame, sample_share: float) -> DataFrame:
     estimated on the sample's pairs (the level-pattern shares EM works on barely move with the sample's size).
     One blocking and comparison pass serves both.
     """
-    return (records.withColumn("_sampled", F.rand(seed=11) < sample_share)
-            .where(~F.col("id_valid") | F.col("_sampled")))
+    return records.withColumn("_sampled", F.rand(seed=11) < sample_share).where(~F.col("id_valid") | F.col("_sampled"))
 
 
 def comparison_levels(pairs: DataFrame, features: DataFrame, few_pairs: bool = False) -> DataFrame:
@@ -74,8 +88,7 @@ def comparison_levels(pairs: DataFrame, features: DataFrame, few_pairs: bool = F
         df = left.join(F.broadcast(pairs), F.col("id_l") == F.col("record_id_l"))
         df = right.join(F.broadcast(df), F.col("id_r") == F.col("record_id_r"))
     else:
-        df = pairs.join(left, F.col("id_l") == F.col("record_id_l")).join(right,
-                                                                          F.col("id_r") == F.col("record_id_r"))
+        df = pairs.join(left, F.col("id_l") == F.col("record_id_l")).join(right, F.col("id_r") == F.col("record_id_r"))
     return _compared(df)
 
 
@@ -97,54 +110,84 @@ def _compared(df: DataFrame) -> DataFrame:
     name_edits = F.levenshtein("name_n_l", "name_n_r")
     shorter = F.least(F.length("name_n_l"), F.length("name_n_r"))
     # ... or one name inside the other (a given name or a surname left out: livia / liviaswetnam)
-    within = (shorter >= 2) & (F.col("name_n_l").contains(F.col("name_n_r"))
-                               | F.col("name_n_r").contains(F.col("name_n_l")))
+    within = (shorter >= 2) & (
+        F.col("name_n_l").contains(F.col("name_n_r")) | F.col("name_n_r").contains(F.col("name_n_l"))
+    )
     similar = chars | (name_edits <= 1) | ((name_edits <= 2) & (shorter >= 9)) | within
     # share of the two addresses' character pairs they have in common (typos, a word split or left out)
     address_overlap = F.size(F.array_intersect(_bigrams("address_n_l"), _bigrams("address_n_r"))) / F.size(
-        F.array_union(_bigrams("address_n_l"), _bigrams("address_n_r")))
-    swapped = ((F.month("birth_l") == F.dayofmonth("birth_r")) & (F.dayofmonth("birth_l") == F.month("birth_r"))
-               & (F.year("birth_l") == F.year("birth_r")))
-    one_field = ((F.year("birth_l") == F.year("birth_r")).cast("int") + (F.month("birth_l") == F.month("birth_r"))
-                 .cast("int") + (F.dayofmonth("birth_l") == F.dayofmonth("birth_r")).cast("int")) == 2
+        F.array_union(_bigrams("address_n_l"), _bigrams("address_n_r"))
+    )
+    swapped = (
+        (F.month("birth_l") == F.dayofmonth("birth_r"))
+        & (F.dayofmonth("birth_l") == F.month("birth_r"))
+        & (F.year("birth_l") == F.year("birth_r"))
+    )
+    one_field = (
+        (F.year("birth_l") == F.year("birth_r")).cast("int")
+        + (F.month("birth_l") == F.month("birth_r")).cast("int")
+        + (F.dayofmonth("birth_l") == F.dayofmonth("birth_r")).cast("int")
+    ) == 2
     # only the year known: the desk wrote 1 January of it
     year_only = (F.year("birth_l") == F.year("birth_r")) & (
-        (F.date_format("birth_l", "MMdd") == "0101") | (F.date_format("birth_r", "MMdd") == "0101"))
+        (F.date_format("birth_l", "MMdd") == "0101") | (F.date_format("birth_r", "MMdd") == "0101")
+    )
     # one pair of neighbouring digits swapped (19 81 for 19 18) is one slip, as one digit off is
     id_slip = (F.levenshtein("id17_l", "id17_r") <= 1) | (
-        (F.levenshtein("id17_l", "id17_r") == 2) & (F.length("id17_l") == F.length("id17_r"))
-        & (F.array_sort(F.split("id17_l", "")) == F.array_sort(F.split("id17_r", ""))))
+        (F.levenshtein("id17_l", "id17_r") == 2)
+        & (F.length("id17_l") == F.length("id17_r"))
+        & (F.array_sort(F.split("id17_l", "")) == F.array_sort(F.split("id17_r", "")))
+    )
     return df.select(
-        "id_l", "id_r", "name_n_l", "name_n_r", "id_valid_l", "id_valid_r", "id18_l", "id18_r",
+        "id_l",
+        "id_r",
+        "name_n_l",
+        "name_n_r",
+        "id_valid_l",
+        "id_valid_r",
+        "id18_l",
+        "id18_r",
         (F.col("birth_stated_l") & F.col("birth_stated_r")).alias("births_stated"),
-        F.when(both("name_n"), F.when(eq("name_n"), 0).when(eq("pinyin"), 1).when(similar, 2).otherwise(3))
-        .alias("name"),
+        F.when(both("name_n"), F.when(eq("name_n"), 0).when(eq("pinyin"), 1).when(similar, 2).otherwise(3)).alias(
+            "name"
+        ),
         # the same characters in another order, or one dropped or added (白明 for 白永明): a clerk's slip,
         # never how twins' names differ (same length, one character apart)
-        (both("name_n") & ~eq("name_n") & (chars | (name_edits == 1) & (F.length("name_n_l") != F.length("name_n_r"))))
-        .alias("name_slip"),
-        F.when(both("birth"), F.when(eq("birth"), 0).when(swapped | one_field | year_only, 1).otherwise(2))
-        .alias("birth"),
+        (
+            both("name_n")
+            & ~eq("name_n")
+            & (chars | (name_edits == 1) & (F.length("name_n_l") != F.length("name_n_r")))
+        ).alias("name_slip"),
+        F.when(both("birth"), F.when(eq("birth"), 0).when(swapped | one_field | year_only, 1).otherwise(2)).alias(
+            "birth"
+        ),
         F.when(both("sex"), F.when(eq("sex"), 0).otherwise(1)).alias("sex"),
         F.when(both("id17"), F.when(eq("id17"), 0).when(id_slip, 1).otherwise(2)).alias("id"),
-        F.when(both("phone_n"), F.when(eq("phone_n"), 0)
-               .when(F.levenshtein("phone_n_l", "phone_n_r") <= 1, 1).otherwise(2)).alias("phone"),
-        F.when(both("township") & both("village"),
-               F.when(eq("township") & eq("village") & eq("house_no"), 0)
-                .when(eq("township") & eq("village"), 1).otherwise(2))
-         # an address that does not parse (another county's, an abbreviation): compared as text
-         .when(F.col("township_l").isNull() & F.col("township_r").isNull() & both("address_n"),
-               F.when(eq("address_n"), 0)
-                .when(address_overlap >= 0.6, 1).otherwise(2))
-        .alias("address"))
+        F.when(
+            both("phone_n"), F.when(eq("phone_n"), 0).when(F.levenshtein("phone_n_l", "phone_n_r") <= 1, 1).otherwise(2)
+        ).alias("phone"),
+        F.when(
+            both("township") & both("village"),
+            F.when(eq("township") & eq("village") & eq("house_no"), 0)
+            .when(eq("township") & eq("village"), 1)
+            .otherwise(2),
+        )
+        # an address that does not parse (another county's, an abbreviation): compared as text
+        .when(
+            F.col("township_l").isNull() & F.col("township_r").isNull() & both("address_n"),
+            F.when(eq("address_n"), 0).when(address_overlap >= 0.6, 1).otherwise(2),
+        )
+        .alias("address"),
+    )
 
 
 def _bigrams(column: str) -> Column:
-    return F.expr(f"array_distinct(transform(sequence(1, greatest(length({column}) - 1, 1)), "
-                  f"i -> substring({column}, i, 2)))")
+    return F.expr(
+        f"array_distinct(transform(sequence(1, greatest(length({column}) - 1, 1)), i -> substring({column}, i, 2)))"
+    )
 
 
-Params = dict[str, dict[str, list[float]]]   # comparison -> {"m": [P(level | same)], "u": [P(level | different)]}
+Params = dict[str, dict[str, list[float]]]  # comparison -> {"m": [P(level | same)], "u": [P(level | different)]}
 
 
 def prior_params() -> Params:
@@ -153,12 +196,19 @@ def prior_params() -> Params:
 
 
 def level_weights(params: Params) -> dict[str, list[float]]:
-    return {name: [math.log2(m / u) for m, u in zip(spec["m"], spec["u"], strict=True)]
-            for name, spec in params.items()}
+    return {
+        name: [math.log2(m / u) for m, u in zip(spec["m"], spec["u"], strict=True)] for name, spec in params.items()
+    }
 
 
-def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor: float,
-          link_threshold: float, review_threshold: float) -> DataFrame:
+def score(
+    levels: DataFrame,
+    params: Params,
+    name_frequency: DataFrame,
+    tf_floor: float,
+    link_threshold: float,
+    review_threshold: float,
+) -> DataFrame:
     """Total match weight per pair; exact names weigh log2(m / frequency of that name) instead of log2(m/u)."""
     terms = []
     for comparison, values in level_weights(params).items():
@@ -166,8 +216,9 @@ def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor
         for level, weight in enumerate(values):
             term = F.when(F.col(comparison) == level, F.lit(weight)).otherwise(term)
         terms.append(F.coalesce(term, F.lit(0.0)))
-    scored = levels.join(F.broadcast(name_frequency), levels["name_n_l"] == name_frequency["name_n"], "left") \
-        .drop("name_n")
+    scored = levels.join(F.broadcast(name_frequency), levels["name_n_l"] == name_frequency["name_n"], "left").drop(
+        "name_n"
+    )
     # u of agreeing on this very name is the chance a random record carries it: its frequency (floored)
     u_name = F.greatest(F.coalesce("frequency", F.lit(tf_floor)), F.lit(tf_floor))
     exact = F.log2(F.lit(params["name"]["m"][0]) / u_name)
@@ -182,8 +233,11 @@ def score(levels: DataFrame, params: Params, name_frequency: DataFrame, tf_floor
     # Nor for a different name with the same birth date, when both records state it (a renamed or
     # misspelt resident; a child on a parent's number has its own birth date, or none but the number's).
     typo_vouched = (F.col("id") == 0) & ((F.col("name") == 2) | ((F.col("birth") == 0) & F.col("births_stated")))
-    unlike_names = ((F.col("name").isNull() | (F.col("name") >= 2)) & ~F.coalesce("name_slip", F.lit(False))
-                    & ~F.coalesce(typo_vouched, F.lit(False)))
+    unlike_names = (
+        (F.col("name").isNull() | (F.col("name") >= 2))
+        & ~F.coalesce("name_slip", F.lit(False))
+        & ~F.coalesce(typo_vouched, F.lit(False))
+    )
     # The rule holds where names are reliable: where records of one resident rarely carry another name (m of
     # "different", estimated on the data being linked). Where they often do (names typed from handwriting,
     # heavily corrupted files), a name says little either way and the other fields decide.
@@ -218,8 +272,7 @@ def name_frequencies(features: DataFrame, only: DataFrame | None = None) -> Data
     named = features.where(F.col("name_n").isNotNull()).select("name_n")
     if only is not None:
         named = named.join(F.broadcast(only.select("name_n").distinct()), "name_n", "left_semi")
-    return (named.groupBy("name_n").count()
-            .select("name_n", (F.col("count") / F.lit(max(total, 1))).alias("frequency")))
+    return named.groupBy("name_n").count().select("name_n", (F.col("count") / F.lit(max(total, 1))).alias("frequency"))
 
 
 def random_pair_levels(features: DataFrame, pairs: int, seed: int) -> DataFrame:
@@ -233,8 +286,14 @@ def random_pair_levels(features: DataFrame, pairs: int, seed: int) -> DataFrame:
     return _compared(crossed.withColumn("id_l", F.col("record_id_l")).withColumn("id_r", F.col("record_id_r")))
 
 
-def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_count: int = 1_000_000,
-                    iterations: int = 30, seed: int = 7, min_labelled_pairs: int = 500) -> Params:
+def estimate_params(
+    features: DataFrame,
+    blocked_levels: DataFrame,
+    random_pair_count: int = 1_000_000,
+    iterations: int = 30,
+    seed: int = 7,
+    min_labelled_pairs: int = 500,
+) -> Params:
     """m and u from the county's own records, the Fellegi–Sunter way.
 
     u: how often each level occurs between random pairs of records (almost all of them different residents).
@@ -250,17 +309,33 @@ def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_
     names = list(priors)
     sizes = {c: len(priors[c]["m"]) for c in names}
     at_random = random_pair_levels(features, random_pair_count, seed)
-    counts = at_random.agg(*[F.sum((F.col(c) == lv).cast("int")).alias(f"{c}_{lv}")
-                             for c in names for lv in range(sizes[c])]).first().asDict()
+    counts = (
+        at_random.agg(
+            *[F.sum((F.col(c) == lv).cast("int")).alias(f"{c}_{lv}") for c in names for lv in range(sizes[c])]
+        )
+        .first()
+        .asDict()
+    )
     u = {}
     for c in names:
         seen = [counts[f"{c}_{lv}"] or 0 for lv in range(sizes[c])]
-        u[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]     # smoothed: no level is impossible
+        u[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]  # smoothed: no level is impossible
     same_id = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") == F.col("id18_r"))
     labelled = {}
-    label_counts = blocked_levels.where(same_id).agg(
-        F.count("*").alias("pairs"), *[F.sum((F.col(c) == lv).cast("int")).alias(f"{c}_{lv}")
-                                       for c in names if c != "id" for lv in range(sizes[c])]).first().asDict()
+    label_counts = (
+        blocked_levels.where(same_id)
+        .agg(
+            F.count("*").alias("pairs"),
+            *[
+                F.sum((F.col(c) == lv).cast("int")).alias(f"{c}_{lv}")
+                for c in names
+                if c != "id"
+                for lv in range(sizes[c])
+            ],
+        )
+        .first()
+        .asDict()
+    )
     if (label_counts["pairs"] or 0) >= min_labelled_pairs:
         for c in names:
             if c != "id":
@@ -285,6 +360,8 @@ def estimate_params(features: DataFrame, blocked_levels: DataFrame, random_pair_
                 if level is not None:
                     numerator[c][level] += weight
         share = min(max(matched / total, 1e-6), 1 - 1e-6)
-        m = {c: labelled.get(c) or [(x + 0.5) / (sum(numerator[c]) + 0.5 * sizes[c]) for x in numerator[c]]
-             for c in names}
+        m = {
+            c: labelled.get(c) or [(x + 0.5) / (sum(numerator[c]) + 0.5 * sizes[c]) for x in numerator[c]]
+            for c in names
+        }
     return {c: {"m": m[c], "u": u[c]} for c in names}

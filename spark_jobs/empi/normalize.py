@@ -21,7 +21,7 @@ from pyspark.sql.types import StringType
 from spark_jobs.model import ORGANIZATIONS_FILE
 from spark_jobs.standardize import FULL_WIDTH, HALF_WIDTH, id_check_char, id_number_is_valid
 
-DOTS = "•・.．"                       # written for the middle dot of minority names
+DOTS = "•・.．"  # written for the middle dot of minority names
 # Fuzzy pinyin: sounds a clerk (or a patient's accent) confuses are folded onto one spelling.
 FUZZY_INITIALS = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"), ("f", "h"), ("r", "l"))
 FUZZY_FINALS = (("iang", "ian"), ("uang", "uan"), ("ang", "an"), ("eng", "en"), ("ing", "in"))
@@ -61,8 +61,9 @@ def id18(raw: Column) -> Column:
     """18-character ID: cleaned, upper-cased; a legacy 15-digit number converted (19 inserted, check added)."""
     cleaned = F.upper(F.regexp_replace(F.translate(raw, FULL_WIDTH, HALF_WIDTH), r"\s", ""))
     first17 = F.concat(F.substring(cleaned, 1, 6), F.lit("19"), F.substring(cleaned, 7, 9))
-    return (F.when(cleaned.rlike("^[0-9]{15}$"), F.concat(first17, id_check_char(first17)))
-             .when(cleaned.rlike("^[0-9]{17}[0-9X]$"), cleaned))
+    return F.when(cleaned.rlike("^[0-9]{15}$"), F.concat(first17, id_check_char(first17))).when(
+        cleaned.rlike("^[0-9]{17}[0-9X]$"), cleaned
+    )
 
 
 def id_key(raw: Column) -> Column:
@@ -71,8 +72,9 @@ def id_key(raw: Column) -> Column:
     check character, a passport or another system's identifier)."""
     cleaned = F.upper(F.regexp_replace(F.translate(raw, FULL_WIDTH, HALF_WIDTH), r"[\s-]", ""))
     ident = id18(raw)
-    return (F.when(F.length(ident) == 18, F.substring(ident, 1, 17))
-             .when(F.length(cleaned) >= 5, F.substring(cleaned, 1, 17)))
+    return F.when(F.length(ident) == 18, F.substring(ident, 1, 17)).when(
+        F.length(cleaned) >= 5, F.substring(cleaned, 1, 17)
+    )
 
 
 def name_words(raw: Column) -> Column:
@@ -86,7 +88,7 @@ def name_words(raw: Column) -> Column:
 def _fuzzy(syllable: str) -> str:
     for long, short in FUZZY_INITIALS:
         if syllable.startswith(long):
-            syllable = short + syllable[len(long):]
+            syllable = short + syllable[len(long) :]
             break
     for long, short in FUZZY_FINALS:
         if syllable.endswith(long):
@@ -133,8 +135,9 @@ def fuzzy_pinyin(names: pd.Series) -> pd.Series:
 def phone_key(raw: Column) -> Column:
     """Digits only; a mobile number as its 11 digits (country code and separators dropped)."""
     digits = F.regexp_replace(F.translate(raw, FULL_WIDTH, HALF_WIDTH), "[^0-9]", "")
-    return (F.when(digits.rlike("1[3-9][0-9]{9}$"), F.regexp_extract(digits, "(1[3-9][0-9]{9})$", 1))
-             .when(F.length(digits) >= 7, digits))
+    return F.when(digits.rlike("1[3-9][0-9]{9}$"), F.regexp_extract(digits, "(1[3-9][0-9]{9})$", 1)).when(
+        F.length(digits) >= 7, digits
+    )
 
 
 def address_text(raw: Column) -> Column:
@@ -155,13 +158,17 @@ def address_parts(raw: Column) -> tuple[Column, Column, Column]:
     text = F.regexp_replace(text, "办事处|(?<=路|河)办(?!公)", "街道")
     full = "(" + "|".join(re.escape(t) for t in townships()) + ")"
     stems = township_stems()
-    short = ("^(" + "|".join(re.escape(t) for t in sorted(stems, key=len, reverse=True))
-             + ")(?:回族乡|街道|镇|乡)?(?![路街])")   # 金寨乡 for 金寨回族乡
+    short = (
+        "^("
+        + "|".join(re.escape(t) for t in sorted(stems, key=len, reverse=True))
+        + ")(?:回族乡|街道|镇|乡)?(?![路街])"
+    )  # 金寨乡 for 金寨回族乡
     named = F.nullif(F.regexp_extract(text, full, 1), F.lit(""))
     shortened = F.nullif(F.regexp_extract(text, short, 1), F.lit(""))
     township = F.coalesce(named, F.create_map(*[F.lit(x) for pair in stems.items() for x in pair])[shortened])
     rest = F.when(named.isNotNull(), F.regexp_replace(text, "^.*?" + full, "")).otherwise(
-        F.regexp_replace(text, short, ""))
+        F.regexp_replace(text, short, "")
+    )
     # the village's first two characters, before 村 / 组 / 第 / a number (贾村10村民组 and 贾村10组 alike)
     village = F.nullif(F.substring(F.regexp_extract(rest, r"^([^0-9#号组村第]+)", 1), 1, 2), F.lit(""))
     number = F.nullif(F.regexp_extract(rest, r"([0-9]+)(号|#)?$", 1), F.lit(""))
@@ -178,23 +185,31 @@ def normalize_records(people: DataFrame, keep: tuple[str, ...] = ()) -> DataFram
     valid = id_number_is_valid(ident)
     township, village, number = address_parts(F.col("address"))
     sex = F.when(F.col("sex_code").isin("1", "2"), F.col("sex_code"))
-    id_birth = F.to_date(F.substring(ident, 7, 8), "yyyyMMdd")    # also right when only the check char is wrong
+    id_birth = F.to_date(F.substring(ident, 7, 8), "yyyyMMdd")  # also right when only the check char is wrong
     id_sex = F.when(F.substring(ident, 17, 1).cast("int") % 2 == 1, "1").otherwise("2")
-    return (people.select(
-        "record_id", "source_system",
-        name_words(F.col("name")).alias("_words"),
-        F.when(valid, ident).alias("id18"),
-        id_key(F.col("id_number")).alias("id17"),
-        valid.alias("id_valid"),
-        F.coalesce(F.col("birth_date"), id_birth).alias("birth"),
-        F.col("birth_date").isNotNull().alias("birth_stated"),      # not taken from the ID number
-        F.coalesce(sex, F.when(valid, id_sex)).alias("sex"),
-        # the ID and the recorded birth date / sex disagree: one of them is wrong (kept as evidence)
-        (valid & F.col("birth_date").isNotNull() & (F.col("birth_date") != id_birth)).alias("id_birth_conflict"),
-        phone_key(F.col("phone")).alias("phone_n"),
-        township.alias("township"), village.alias("village"), number.alias("house_no"),
-        address_text(F.col("address")).alias("address_n"), *keep)
+    return (
+        people.select(
+            "record_id",
+            "source_system",
+            name_words(F.col("name")).alias("_words"),
+            F.when(valid, ident).alias("id18"),
+            id_key(F.col("id_number")).alias("id17"),
+            valid.alias("id_valid"),
+            F.coalesce(F.col("birth_date"), id_birth).alias("birth"),
+            F.col("birth_date").isNotNull().alias("birth_stated"),  # not taken from the ID number
+            F.coalesce(sex, F.when(valid, id_sex)).alias("sex"),
+            # the ID and the recorded birth date / sex disagree: one of them is wrong (kept as evidence)
+            (valid & F.col("birth_date").isNotNull() & (F.col("birth_date") != id_birth)).alias("id_birth_conflict"),
+            phone_key(F.col("phone")).alias("phone_n"),
+            township.alias("township"),
+            village.alias("village"),
+            number.alias("house_no"),
+            address_text(F.col("address")).alias("address_n"),
+            *keep,
+        )
         .withColumn("name_n", F.nullif(F.regexp_replace("_words", " ", ""), F.lit("")))
-        .withColumn("pinyin", fuzzy_pinyin(F.col("_words"))).drop("_words")
+        .withColumn("pinyin", fuzzy_pinyin(F.col("_words")))
+        .drop("_words")
         .withColumn("birth_year", F.year("birth"))
-        .withColumn("birth_md", F.date_format("birth", "MMdd")))
+        .withColumn("birth_md", F.date_format("birth", "MMdd"))
+    )

@@ -43,9 +43,12 @@ def apply_requests(spark: SparkSession, progress: Callable[[str], None] = print)
         applied = 0
         while True:
             with warehouse_engine().connect() as conn:
-                pending = conn.execute(sa.text(
-                    "SELECT request_id, action, payload, actor, reason FROM audit.empi_request "
-                    "WHERE status = 'pending' ORDER BY request_id")).all()
+                pending = conn.execute(
+                    sa.text(
+                        "SELECT request_id, action, payload, actor, reason FROM audit.empi_request "
+                        "WHERE status = 'pending' ORDER BY request_id"
+                    )
+                ).all()
             if not pending:
                 break
             for r in pending:
@@ -56,11 +59,18 @@ def apply_requests(spark: SparkSession, progress: Callable[[str], None] = print)
                     event, status, error = None, "failed", str(exc)
                 progress(f"request {r.request_id} ({r.action}): {status}{' — ' + error if error else ''}")
                 with warehouse_engine().begin() as conn:
-                    conn.execute(sa.text(
-                        "UPDATE audit.empi_request SET status = :status, event_id = :event, error = :error, "
-                        "done_at = now() WHERE request_id = :id"),
-                        {"status": "applying" if status == "done" else status, "event": event, "error": error,
-                         "id": r.request_id})
+                    conn.execute(
+                        sa.text(
+                            "UPDATE audit.empi_request SET status = :status, event_id = :event, error = :error, "
+                            "done_at = now() WHERE request_id = :id"
+                        ),
+                        {
+                            "status": "applying" if status == "done" else status,
+                            "event": event,
+                            "error": error,
+                            "id": r.request_id,
+                        },
+                    )
                 applied += status == "done"
             report = identity.apply_manual_decisions(spark)
             progress(f"re-matched: {report.masters:,} residents")

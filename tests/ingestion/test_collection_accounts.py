@@ -20,17 +20,24 @@ def _qualified(source: SourceConfig, table: str) -> str:
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda s: s.name)
 def test_the_collection_account_reads_and_cannot_write(pipeline_done, source: SourceConfig):
-    assert source.connection.user not in ("his", "root", "postgres"), \
+    assert source.connection.user not in ("his", "root", "postgres"), (
         f"{source.name} is collected with the member system's owner account"
+    )
     engine = sa.create_engine(source.connection.sqlalchemy_url(), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             for table in source.tables:
                 conn.execute(sa.text(f"SELECT 1 FROM {_qualified(source, table.name)} LIMIT 1"))
         first = _qualified(source, source.tables[0].name)
-        for statement in (f"DELETE FROM {first}", f"CREATE TABLE {_qualified(source, 'drc_probe')} (x int)",
-                          f"DROP TABLE {first}"):
-            with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match=r"(?i)denied|permission|must be owner"):
+        for statement in (
+            f"DELETE FROM {first}",
+            f"CREATE TABLE {_qualified(source, 'drc_probe')} (x int)",
+            f"DROP TABLE {first}",
+        ):
+            with (
+                engine.connect() as conn,
+                pytest.raises(sa.exc.DBAPIError, match=r"(?i)denied|permission|must be owner"),
+            ):
                 conn.execute(sa.text(statement))
                 conn.rollback()
         with engine.connect() as conn:

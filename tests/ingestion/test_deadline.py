@@ -16,8 +16,10 @@ def _week(org: str, days: int = 7) -> dict:
 
 
 def _status(arrived: dict, now: datetime = AFTER_DEADLINE, down: bool = False, was_missing=frozenset()) -> dict:
-    return {j.org_code: j.status for j in classify("his", (HOSPITAL, VILLAGE), [DAY], arrived, down=down,
-                                                   was_missing=set(was_missing), now=now)}
+    return {
+        j.org_code: j.status
+        for j in classify("his", (HOSPITAL, VILLAGE), [DAY], arrived, down=down, was_missing=set(was_missing), now=now)
+    }
 
 
 def test_the_deadline_is_24_00_of_the_next_day_beijing_time():
@@ -26,7 +28,7 @@ def test_the_deadline_is_24_00_of_the_next_day_beijing_time():
 
 def test_a_regular_sender_with_nothing_is_missing_after_the_deadline_and_pending_before():
     arrived = {**_week(HOSPITAL), (VILLAGE, DAY - timedelta(days=3)): (2, 0, None)}
-    assert _status(arrived) == {HOSPITAL: "missing", VILLAGE: "no_activity"}    # a quiet village day is no alarm
+    assert _status(arrived) == {HOSPITAL: "missing", VILLAGE: "no_activity"}  # a quiet village day is no alarm
     assert _status(arrived, now=deadline_of(DAY) - timedelta(hours=1))[HOSPITAL] == "pending"
 
 
@@ -40,7 +42,7 @@ def test_rows_committed_after_the_deadline_or_after_a_missing_judgement_are_late
 def test_when_the_source_is_down_everyone_who_ever_sent_is_missing():
     arrived = {(VILLAGE, DAY - timedelta(days=2)): (2, 0, None), **_week(HOSPITAL, 1)}
     assert _status(arrived, down=True) == {HOSPITAL: "missing", VILLAGE: "missing"}
-    assert _status({}, down=True) == {HOSPITAL: "no_activity", VILLAGE: "no_activity"}   # never sent: unknown
+    assert _status({}, down=True) == {HOSPITAL: "no_activity", VILLAGE: "no_activity"}  # never sent: unknown
 
 
 def test_one_day_of_history_does_not_make_an_institution_expected():

@@ -90,16 +90,25 @@ def _cleanup(copies: list[SourceConfig]) -> None:
         forget_source(copy.name)
     shutil.rmtree(settings.state_dir / "fault_inbox", ignore_errors=True)
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                             f"WHERE slot_name LIKE '%{PREFIX.replace('_', '#_')}%' ESCAPE '#' AND NOT active"))
+        conn.execute(
+            sa.text(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                f"WHERE slot_name LIKE '%{PREFIX.replace('_', '#_')}%' ESCAPE '#' AND NOT active"
+            )
+        )
 
 
 def _collect_and_kill(source: SourceConfig, sources_dir: Path, delay: float) -> bool:
     """Run one collection of a source copy as its own process; SIGKILL it after ``delay`` seconds."""
     env = {**os.environ, "DRC_SOURCES_DIR": str(sources_dir)}
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", "ingest", "--source", source.name],
-                               env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "ingest", "--source", source.name],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         process.wait(timeout=delay)
         return False
@@ -174,8 +183,20 @@ def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(spark, pi
         results = collect_all(spark, copies)  # catch up, uninterrupted
         assert not [r for r in results if r.status not in ("success", "no_change")], results
         # The reference: the platform's own uninterrupted collection of the same deliveries.
-        assert drc_main(["ingest", *[a for c in copies if c.kind in ("files", "http")
-                                     for a in ("--source", c.name.removeprefix(PREFIX))]]) == 0
+        assert (
+            drc_main(
+                [
+                    "ingest",
+                    *[
+                        a
+                        for c in copies
+                        if c.kind in ("files", "http")
+                        for a in ("--source", c.name.removeprefix(PREFIX))
+                    ],
+                ]
+            )
+            == 0
+        )
         for copy in copies:
             _assert_no_duplicates(spark, copy)
             if copy.kind in DATABASE_KINDS:

@@ -73,8 +73,9 @@ def scratch(tmp_path, monkeypatch):
     _forget()
 
 
-def csv_bytes(rows: list[list[str]], header: list[str] = COLUMNS, encoding: str = "gbk", newline: str = "\r\n"
-              ) -> bytes:
+def csv_bytes(
+    rows: list[list[str]], header: list[str] = COLUMNS, encoding: str = "gbk", newline: str = "\r\n"
+) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator=newline).writerows([header, *rows])
     return buffer.getvalue().encode(encoding)
@@ -96,9 +97,16 @@ def version(spark, table: str = "VISIT") -> int:
 
 def ledger() -> list[dict]:
     with warehouse_engine().connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.text(
-            "SELECT file_name, status, reason, rows, encoding, batch_id, moved_to FROM ingest.file_ledger "
-            "WHERE source_system = :s ORDER BY file_id"), {"s": SOURCE})]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT file_name, status, reason, rows, encoding, batch_id, moved_to FROM ingest.file_ledger "
+                    "WHERE source_system = :s ORDER BY file_id"
+                ),
+                {"s": SOURCE},
+            )
+        ]
 
 
 def inbox(root: Path) -> list[str]:
@@ -118,10 +126,10 @@ def test_gbk_and_utf8_files_land_as_sent_and_re_sends_land_nothing(spark, scratc
     gbk = csv_bytes(GBK_ROWS)
     drop(root, "ZZ_VISIT_20261101.csv", gbk)
     drop(root, "ZZ_VISIT_20261102.csv", csv_bytes(UTF8_ROWS, encoding="utf-8", newline="\n"))
-    drop(root, "ZZ_VISIT_20261101_1.csv", gbk)                    # the vendor's identical re-send
-    drop(root, ".ZZ_VISIT_20261103.csv.tmp", b"half written")      # still being written: ignored
-    drop(root, "ZZ_VISIT_20261105.csv", csv_bytes([]))               # header-only days: identical bytes,
-    drop(root, "ZZ_VISIT_20261106.csv", csv_bytes([]))               # yet two deliveries
+    drop(root, "ZZ_VISIT_20261101_1.csv", gbk)  # the vendor's identical re-send
+    drop(root, ".ZZ_VISIT_20261103.csv.tmp", b"half written")  # still being written: ignored
+    drop(root, "ZZ_VISIT_20261105.csv", csv_bytes([]))  # header-only days: identical bytes,
+    drop(root, "ZZ_VISIT_20261106.csv", csv_bytes([]))  # yet two deliveries
 
     results = {r.table: r for r in collect(spark, source)}
     assert results["VISIT"].rows == 5 and results["VISIT"].status == "success"
@@ -130,9 +138,9 @@ def test_gbk_and_utf8_files_land_as_sent_and_re_sends_land_nothing(spark, scratc
     assert rows["MZ2"]["体重(kg)"] == "" and rows["MZ1"]["就诊时间"] == "2026/11/01 08:00:00"
     assert [rows[k]["_source_line"] for k in ("MZ1", "MZ2", "MZ3")] == [2, 3, 4]
     assert rows["MZ1"]["_source_file"] == "ZZ_VISIT_20261101.csv" and {r["_op"] for r in rows.values()} == {"r"}
-    assert rows["MZ2"]["_source_ts"] == datetime(2026, 11, 1, 9, 0)      # the row's 最后修改时间
+    assert rows["MZ2"]["_source_ts"] == datetime(2026, 11, 1, 9, 0)  # the row's 最后修改时间
     assert rows["MZ1"]["_org_code"] == "410182003" and rows["MZ1"]["_source_system"] == SOURCE
-    assert len({len(r["_source_pos"]) for r in rows.values()}) == 1     # fixed width
+    assert len({len(r["_source_pos"]) for r in rows.values()}) == 1  # fixed width
     assert sorted(rows, key=lambda k: rows[k]["_source_pos"]) == ["MZ1", "MZ2", "MZ3", "MZ4", "MZ5"]
     log = {r["file_name"]: r for r in ledger()}
     assert log["ZZ_VISIT_20261101.csv"]["status"] == "landed" and log["ZZ_VISIT_20261101.csv"]["rows"] == 3
@@ -146,10 +154,10 @@ def test_gbk_and_utf8_files_land_as_sent_and_re_sends_land_nothing(spark, scratc
     assert (root / "archive/20261102/ZZ_VISIT_20261102.csv").exists()
 
     landed_version = version(spark)
-    assert sum(r.rows for r in collect(spark, source)) == 0              # re-run: no-op
+    assert sum(r.rows for r in collect(spark, source)) == 0  # re-run: no-op
     assert version(spark) == landed_version
 
-    drop(root, "ZZ_VISIT_20261101.csv", gbk)                             # rewritten with identical bytes
+    drop(root, "ZZ_VISIT_20261101.csv", gbk)  # rewritten with identical bytes
     assert sum(r.rows for r in collect(spark, source)) == 0
     assert version(spark) == landed_version and bronze(spark).count() == 5
     assert [r["status"] for r in ledger()].count("duplicate") == 2 and inbox(root) == [".ZZ_VISIT_20261103.csv.tmp"]
@@ -158,14 +166,17 @@ def test_gbk_and_utf8_files_land_as_sent_and_re_sends_land_nothing(spark, scratc
 def test_corrections_land_as_updates_and_deletes_that_sort_after_the_originals(spark, scratch):
     source, root = scratch
     drop(root, "ZZ_VISIT_20261101.csv", csv_bytes(GBK_ROWS))
-    corrections = [["修改", *visit("MZ1", "荥阳张三", "01", "61.0", "18:00:00"), "体重录入错误"],
-                   ["作废", *visit("MZ2", "李,四", "01", "", "18:05:00"), "退费"]]
+    corrections = [
+        ["修改", *visit("MZ1", "荥阳张三", "01", "61.0", "18:00:00"), "体重录入错误"],
+        ["作废", *visit("MZ2", "李,四", "01", "", "18:05:00"), "退费"],
+    ]
     drop(root, "ZZ_VISIT_20261101_XG.csv", csv_bytes(corrections, header=XG_COLUMNS))
     assert collect(spark, source)[0].rows == 5
 
     latest = Window.partitionBy("就诊流水号").orderBy(F.col("_source_pos").desc())
-    state = {r["就诊流水号"]: r for r in bronze(spark).withColumn("n", F.row_number().over(latest))
-             .where("n = 1").collect()}
+    state = {
+        r["就诊流水号"]: r for r in bronze(spark).withColumn("n", F.row_number().over(latest)).where("n = 1").collect()
+    }
     assert state["MZ1"]["_op"] == "u" and state["MZ1"]["体重(kg)"] == "61.0"
     assert state["MZ1"]["修改原因"] == "体重录入错误"
     assert state["MZ2"]["_op"] == "d" and state["MZ2"]["操作类型"] == "作废"
@@ -174,8 +185,11 @@ def test_corrections_land_as_updates_and_deletes_that_sort_after_the_originals(s
 
 def test_bad_files_go_to_quarantine_with_the_rule_and_the_row_and_the_rest_lands(spark, scratch):
     source, root = scratch
-    drop(root, "ZZ_VISIT_20261104.csv", csv_bytes([r[:3] + r[4:] for r in GBK_ROWS],
-                                                  header=[c for c in COLUMNS if c != "体重(kg)"]))
+    drop(
+        root,
+        "ZZ_VISIT_20261104.csv",
+        csv_bytes([r[:3] + r[4:] for r in GBK_ROWS], header=[c for c in COLUMNS if c != "体重(kg)"]),
+    )
     bad_date = [visit("MZ51", "甲", "05"), ["MZ52", "乙", "2026-11-05 09:00", "1.0", "2026/11/05 09:30:00"]]
     drop(root, "ZZ_VISIT_20261105.csv", csv_bytes(bad_date))
     drop(root, "ZZ_VISIT_20261106.csv", csv_bytes([]) + b"\xff\xfe\xfd broken\r\n")
@@ -195,8 +209,12 @@ def test_bad_files_go_to_quarantine_with_the_rule_and_the_row_and_the_rest_lands
     assert "rule: encoding" in (quarantine / "ZZ_VISIT_20261106.csv.reason.txt").read_text(encoding="utf-8")
     assert "matches no table's pattern" in (quarantine / "readme.txt.reason.txt").read_text(encoding="utf-8")
     assert {r["file_name"]: r["status"] for r in ledger()} == {
-        "ZZ_VISIT_20261104.csv": "quarantined", "ZZ_VISIT_20261105.csv": "quarantined",
-        "ZZ_VISIT_20261106.csv": "quarantined", "ZZ_VISIT_20261107.csv": "landed", "readme.txt": "quarantined"}
+        "ZZ_VISIT_20261104.csv": "quarantined",
+        "ZZ_VISIT_20261105.csv": "quarantined",
+        "ZZ_VISIT_20261106.csv": "quarantined",
+        "ZZ_VISIT_20261107.csv": "landed",
+        "readme.txt": "quarantined",
+    }
     assert inbox(root) == [] and (quarantine / "ZZ_VISIT_20261105.csv").exists()
 
     # fixed and put back: it lands
@@ -210,8 +228,8 @@ def test_a_kill_after_the_commit_is_finished_on_restart_without_landing_twice(sp
     spec = FileSpec.of(source, source.table("VISIT"))
     committed = Delivered.read(drop(root, "ZZ_VISIT_20261101.csv", csv_bytes(GBK_ROWS)))
     recorded = Delivered.read(drop(root, "ZZ_VISIT_20261102.csv", csv_bytes(UTF8_ROWS, encoding="utf-8")))
-    landed = land_file(spark, source, spec, committed, parse_file(spec, committed)[0])   # killed after the commit
-    second = land_file(spark, source, spec, recorded, parse_file(spec, recorded)[0])     # ... after the ledger row
+    landed = land_file(spark, source, spec, committed, parse_file(spec, committed)[0])  # killed after the commit
+    second = land_file(spark, source, spec, recorded, parse_file(spec, recorded)[0])  # ... after the ledger row
     record_file(SOURCE, "VISIT", recorded, "landed", landed=second)
     before = version(spark)
     assert bronze(spark).count() == 5 and len(inbox(root)) == 2
@@ -239,8 +257,11 @@ def test_excel_and_json_files_land_as_text(spark, scratch):
     buffer = io.BytesIO()
     book.save(buffer)
     drop(root, "ZZ_CAT_20261101.xlsx", buffer.getvalue())
-    drop(root, "ZZ_CAT_20261101.json", json.dumps([{"编码": "J1", "名称": "索河", "数量": 5}],
-                                                  ensure_ascii=False).encode("gbk"))
+    drop(
+        root,
+        "ZZ_CAT_20261101.json",
+        json.dumps([{"编码": "J1", "名称": "索河", "数量": 5}], ensure_ascii=False).encode("gbk"),
+    )
     drop(root, "ZZ_CAT_20261102.jsonl", '{"编码": "J2", "数量": "7"}\n{"编码": "J3", "名称": "广武"}\n'.encode())
     results = {r.table: r.rows for r in collect(spark, source)}
     assert results["CAT_XLSX"] == 2 and results["CAT_JSON"] == 3
@@ -250,10 +271,17 @@ def test_excel_and_json_files_land_as_text(spark, scratch):
     assert js == {"J1": ("索河", "5"), "J2": (None, "7"), "J3": ("广武", None)}
 
 
-@pytest.mark.parametrize("original, broken, message", [
-    ("体重(kg): decimal", "体重(kg): decimals", "formats.体重(kg) 'decimals' is not a valid rule"),
-    ("required: [就诊流水号, 最后修改时间]", "required: [就诊流水号, 科室]", "['科室'] not among the table's columns"),
-])
+@pytest.mark.parametrize(
+    "original, broken, message",
+    [
+        ("体重(kg): decimal", "体重(kg): decimals", "formats.体重(kg) 'decimals' is not a valid rule"),
+        (
+            "required: [就诊流水号, 最后修改时间]",
+            "required: [就诊流水号, 科室]",
+            "['科室'] not among the table's columns",
+        ),
+    ],
+)
 def test_table_rules_are_checked_when_the_source_is_loaded(tmp_path, monkeypatch, original, broken, message):
     monkeypatch.setenv("SCRATCH_FILE_DROP", str(tmp_path))
     (tmp_path / "bad.yaml").write_text(YAML.replace(original, broken), encoding="utf-8")
@@ -265,7 +293,7 @@ def test_table_rules_are_checked_when_the_source_is_loaded(tmp_path, monkeypatch
 def test_a_table_creation_killed_before_its_first_commit_does_not_block_the_table(spark, scratch):
     source, root = scratch
     leftover = Path(bronze_path(SOURCE, "VISIT"))
-    (leftover / "_delta_log").mkdir(parents=True)          # what kill -9 during the creation leaves behind
+    (leftover / "_delta_log").mkdir(parents=True)  # what kill -9 during the creation leaves behind
     (leftover / "part-00000-orphan.parquet").write_bytes(b"never committed")
     drop(root, "ZZ_VISIT_20261101.csv", csv_bytes(GBK_ROWS))
     [result] = [r for r in collect(spark, source) if r.table == "VISIT"]

@@ -38,8 +38,7 @@ def _mariadb(database: str = "mysql") -> sa.Engine:
 
 
 def _pg(database: str) -> sa.Engine:
-    return sa.create_engine(source_pg_url(database), poolclass=sa.pool.NullPool,
-                            isolation_level="AUTOCOMMIT")
+    return sa.create_engine(source_pg_url(database), poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
 
 
 def _run(engine: sa.Engine, *statements: str, **params) -> None:
@@ -63,8 +62,11 @@ tables:
 @pytest.fixture
 def scratch_mariadb(tmp_path):
     _run(_mariadb(), f"DROP DATABASE IF EXISTS {SOURCE}", f"CREATE DATABASE {SOURCE} CHARACTER SET utf8mb4")
-    _run(_mariadb(SOURCE), "CREATE TABLE ZZ_VISIT (ID INT PRIMARY KEY, V VARCHAR(8), JZSJ DATETIME, XGSJ DATETIME(3))",
-         "CREATE TABLE ZZ_DIAG (ID INT PRIMARY KEY, D VARCHAR(8), XGSJ DATETIME(3))")
+    _run(
+        _mariadb(SOURCE),
+        "CREATE TABLE ZZ_VISIT (ID INT PRIMARY KEY, V VARCHAR(8), JZSJ DATETIME, XGSJ DATETIME(3))",
+        "CREATE TABLE ZZ_DIAG (ID INT PRIMARY KEY, D VARCHAR(8), XGSJ DATETIME(3))",
+    )
     shutil.rmtree(get_settings().lake_path("bronze", SOURCE), ignore_errors=True)
     forget_source(SOURCE)
     yield load_source(_yaml(tmp_path, MARIADB_YAML))
@@ -107,10 +109,15 @@ def test_a_correction_after_the_deadline_is_not_a_late_submission(spark, scratch
     _run(_mariadb(SOURCE), "INSERT INTO ZZ_VISIT VALUES (2, 'new', :d, :t)", d=T0, t=after_deadline)
     assert collect_incremental_table(spark, scratch_mariadb, table).rows == 2
     with warehouse_engine().connect() as conn:
-        arrived = conn.execute(sa.text(
-            "SELECT sum(a.rows), sum(a.late_rows) FROM ingest.arrival a JOIN ingest.landed_batch b USING (batch_id) "
-            "WHERE b.source_system = :s AND b.table_name = 'ZZ_VISIT' GROUP BY b.batch_id "
-            "ORDER BY max(b.finished_at) DESC LIMIT 1"), {"s": SOURCE}).one()
+        arrived = conn.execute(
+            sa.text(
+                "SELECT sum(a.rows), sum(a.late_rows) FROM ingest.arrival a JOIN ingest.landed_batch b USING "
+                "(batch_id) "
+                "WHERE b.source_system = :s AND b.table_name = 'ZZ_VISIT' GROUP BY b.batch_id "
+                "ORDER BY max(b.finished_at) DESC LIMIT 1"
+            ),
+            {"s": SOURCE},
+        ).one()
     assert tuple(arrived) == (2, 1), "two rows arrived after the deadline; only the first-time one is late"
 
 
@@ -162,8 +169,12 @@ tables:
 def test_snapshot_mode_lands_only_the_difference_including_deletes(spark, tmp_path):
     _run(_pg("postgres"), f"DROP DATABASE IF EXISTS {SOURCE}", f"CREATE DATABASE {SOURCE}")
     try:
-        _run(_pg(SOURCE), "CREATE SCHEMA dict", "CREATE TABLE dict.dept (code text PRIMARY KEY, name text)",
-             "INSERT INTO dict.dept VALUES ('01', '内科'), ('02', '外科'), ('03', '儿科')")
+        _run(
+            _pg(SOURCE),
+            "CREATE SCHEMA dict",
+            "CREATE TABLE dict.dept (code text PRIMARY KEY, name text)",
+            "INSERT INTO dict.dept VALUES ('01', '内科'), ('02', '外科'), ('03', '儿科')",
+        )
         # One delete of three keys is a third of this tiny dictionary: allow it (the default is 0.2).
         source = load_source(_yaml(tmp_path, SNAPSHOT_YAML.replace("{share}", "0.5"), f"{SOURCE}_pg"))
         table = source.tables[0]
@@ -171,13 +182,20 @@ def test_snapshot_mode_lands_only_the_difference_including_deletes(spark, tmp_pa
         forget_source(source.name)
         assert collect_snapshot_table(spark, source, table).rows == 3
         assert collect_snapshot_table(spark, source, table).rows == 0
-        _run(_pg(SOURCE), "UPDATE dict.dept SET name = '普外科' WHERE code = '02'",
-             "DELETE FROM dict.dept WHERE code = '03'", "INSERT INTO dict.dept VALUES ('04', '中医科')")
+        _run(
+            _pg(SOURCE),
+            "UPDATE dict.dept SET name = '普外科' WHERE code = '02'",
+            "DELETE FROM dict.dept WHERE code = '03'",
+            "INSERT INTO dict.dept VALUES ('04', '中医科')",
+        )
         assert collect_snapshot_table(spark, source, table).rows == 3
         assert collect_snapshot_table(spark, source, table).rows == 0
         changes = read_delta(spark, bronze_path(source.name, "dept")).where(F.col("_batch_id").endswith(".1"))
         assert sorted((r.code, r._op, r.name) for r in changes.collect()) == [
-            ("02", "u", "普外科"), ("03", "d", "儿科"), ("04", "c", "中医科")]
+            ("02", "u", "普外科"),
+            ("03", "d", "儿科"),
+            ("04", "c", "中医科"),
+        ]
     finally:
         shutil.rmtree(get_settings().lake_path("bronze", f"{SOURCE}_pg"), ignore_errors=True)
         _run(_pg("postgres"), f"DROP DATABASE IF EXISTS {SOURCE} WITH (FORCE)")
@@ -207,7 +225,7 @@ def test_rows_with_a_null_watermark_are_collected_counted_and_land_once(spark, s
     results = {r.table: r for r in collect_source(spark, scratch_mariadb)}
     assert results["ZZ_VISIT"].rows == 3 and results["ZZ_VISIT"].status == "success"
     assert "ZZ_VISIT" in results["ZZ_VISIT"].error and "XGSJ" in results["ZZ_VISIT"].error
-    assert "7" in results["ZZ_VISIT"].error                                 # names a row key
+    assert "7" in results["ZZ_VISIT"].error  # names a row key
     assert last_counts(SOURCE, "ZZ_VISIT") == {"null_watermark": 2, "null_watermark_landed": 2}
     status = {r["table_name"]: r for r in source_status() if r["source_system"] == SOURCE}
     assert status["ZZ_VISIT"]["last_counts"]["null_watermark"] == 2 and status["ZZ_VISIT"]["rows_total"] == 3
@@ -218,7 +236,7 @@ def test_rows_with_a_null_watermark_are_collected_counted_and_land_once(spark, s
     assert {r.table: r.rows for r in collect_source(spark, scratch_mariadb)} == {"ZZ_VISIT": 0, "ZZ_DIAG": 0}
     assert last_counts(SOURCE, "ZZ_VISIT") == {"null_watermark": 2, "null_watermark_landed": 0}
     _visit(2, "b", T0 + timedelta(minutes=1))
-    _run(_mariadb(SOURCE), "UPDATE ZZ_VISIT SET V = 'n7b' WHERE ID = 7")     # changed, still NULL
+    _run(_mariadb(SOURCE), "UPDATE ZZ_VISIT SET V = 'n7b' WHERE ID = 7")  # changed, still NULL
     _run(_mariadb(SOURCE), "UPDATE ZZ_VISIT SET XGSJ = :t WHERE ID = 8", t=T0 + timedelta(minutes=2))  # filled
     assert {r.table: r.rows for r in collect_source(spark, scratch_mariadb)} == {"ZZ_VISIT": 3, "ZZ_DIAG": 0}
     assert last_counts(SOURCE, "ZZ_VISIT") == {"null_watermark": 1, "null_watermark_landed": 1}
@@ -234,24 +252,34 @@ def test_snapshot_that_would_delete_too_much_stops_until_accepted(spark, tmp_pat
     name = f"{SOURCE}_pg"
     _run(_pg("postgres"), f"DROP DATABASE IF EXISTS {SOURCE}", f"CREATE DATABASE {SOURCE}")
     try:
-        _run(_pg(SOURCE), "CREATE SCHEMA dict", "CREATE TABLE dict.dept (code text PRIMARY KEY, name text)",
-             "INSERT INTO dict.dept SELECT lpad(n::text, 2, '0'), '科室' || n FROM generate_series(1, 10) n")
+        _run(
+            _pg(SOURCE),
+            "CREATE SCHEMA dict",
+            "CREATE TABLE dict.dept (code text PRIMARY KEY, name text)",
+            "INSERT INTO dict.dept SELECT lpad(n::text, 2, '0'), '科室' || n FROM generate_series(1, 10) n",
+        )
         source = load_source(_yaml(tmp_path, SNAPSHOT_YAML.replace("{share}", "0.2"), name))
         shutil.rmtree(get_settings().lake_path("bronze", name), ignore_errors=True)
         forget_source(name)
         assert [r.rows for r in collect_source(spark, source)] == [10]
-        _run(_pg(SOURCE), "DELETE FROM dict.dept WHERE code = '10'")           # 10 %: within the share
+        _run(_pg(SOURCE), "DELETE FROM dict.dept WHERE code = '10'")  # 10 %: within the share
         assert [r.rows for r in collect_source(spark, source)] == [1]
 
-        _run(_pg(SOURCE), "DELETE FROM dict.dept WHERE code > '02'")           # 7 of 9 live keys
-        for _ in range(2):                                                      # stays stopped until accepted
+        _run(_pg(SOURCE), "DELETE FROM dict.dept WHERE code > '02'")  # 7 of 9 live keys
+        for _ in range(2):  # stays stopped until accepted
             [result] = collect_source(spark, source)
             assert result.status == "stopped" and result.rows == 0
-            for part in (f"{name}.dept", "read 2 rows", "holds 9 live keys", "delete 7 keys", "max_delete_share",
-                         f"./drc ingest accept-deletes --source {name} --table dept"):
+            for part in (
+                f"{name}.dept",
+                "read 2 rows",
+                "holds 9 live keys",
+                "delete 7 keys",
+                "max_delete_share",
+                f"./drc ingest accept-deletes --source {name} --table dept",
+            ):
                 assert part in result.error, part
         bronze = read_delta(spark, bronze_path(name, "dept"))
-        assert bronze.where(F.col("_op") == "d").count() == 1                  # nothing more withdrawn
+        assert bronze.where(F.col("_op") == "d").count() == 1  # nothing more withdrawn
         status = {r["table_name"]: r for r in source_status() if r["source_system"] == name}
         assert status["dept"]["last_status"] == "stopped" and "accept-deletes" in status["dept"]["last_error"]
 
@@ -262,7 +290,7 @@ def test_snapshot_that_would_delete_too_much_stops_until_accepted(spark, tmp_pat
         current = latest_versions(read_delta(spark, bronze_path(name, "dept")), ["code"])
         assert sorted(r.code for r in current.where(F.col("_op") != "d").collect()) == ["01", "02"]
 
-        _run(_pg(SOURCE), "DELETE FROM dict.dept")                             # the acceptance was used up
+        _run(_pg(SOURCE), "DELETE FROM dict.dept")  # the acceptance was used up
         assert collect_source(spark, source)[0].status == "stopped"
         with pytest.raises(SystemExit, match="nothing to accept"):
             drc_main(["ingest", "accept-deletes", "--source", name, "--table", "other"])

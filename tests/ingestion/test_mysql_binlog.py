@@ -67,10 +67,11 @@ def _source(tmp_path, batch_size: int = 50_000) -> SourceConfig:
 def scratch(tmp_path):
     _forget()
     _run(f"CREATE DATABASE {SOURCE} CHARACTER SET utf8mb4", f"CREATE DATABASE {OTHER_DB}", database="mysql")
-    _run("CREATE TABLE ZZ_VISIT (ID INT PRIMARY KEY, V VARCHAR(16), JE DECIMAL(10,2), JZSJ DATETIME, "
-         "XGSJ DATETIME(3))",
-         "CREATE TABLE ZZ_DICT (CODE VARCHAR(8) PRIMARY KEY, NAME VARCHAR(32), YXBZ TINYINT, XGSJ DATETIME(3))",
-         "CREATE TABLE ZZ_UNLISTED (ID INT PRIMARY KEY)")
+    _run(
+        "CREATE TABLE ZZ_VISIT (ID INT PRIMARY KEY, V VARCHAR(16), JE DECIMAL(10,2), JZSJ DATETIME, XGSJ DATETIME(3))",
+        "CREATE TABLE ZZ_DICT (CODE VARCHAR(8) PRIMARY KEY, NAME VARCHAR(32), YXBZ TINYINT, XGSJ DATETIME(3))",
+        "CREATE TABLE ZZ_UNLISTED (ID INT PRIMARY KEY)",
+    )
     _run("CREATE TABLE ZZ_VISIT (ID INT PRIMARY KEY, V VARCHAR(16))", database=OTHER_DB)
     for i in range(1, 6):
         _visit(i, f"初{i}")
@@ -94,8 +95,7 @@ def _versions(spark, table: str) -> int:
 
 def _current(bronze: DataFrame, keys: list[str]) -> DataFrame:
     latest = Window.partitionBy(*keys).orderBy(F.col("_source_pos").desc())
-    return (bronze.withColumn("_rank", F.row_number().over(latest))
-            .where((F.col("_rank") == 1) & (F.col("_op") != "d")))
+    return bronze.withColumn("_rank", F.row_number().over(latest)).where((F.col("_rank") == 1) & (F.col("_op") != "d"))
 
 
 def _assert_reconciles(spark, source: SourceConfig, table: str) -> None:
@@ -112,16 +112,16 @@ def _results(spark, source: SourceConfig) -> dict[str, tuple[str, int]]:
 
 
 def test_snapshot_then_changes_reconcile_and_rerun_lands_nothing(spark, scratch):
-    source = _source(scratch, batch_size=4)   # several batches, each cut at a transaction end
+    source = _source(scratch, batch_size=4)  # several batches, each cut at a transaction end
     assert _results(spark, source) == {"ZZ_VISIT": ("success", 5), "ZZ_DICT": ("success", 3)}
     assert {r._op for r in _bronze(spark, "ZZ_VISIT").select("_op").distinct().collect()} == {"r"}
     assert not os.path.exists(bronze_path(SOURCE, "ZZ_UNLISTED"))
 
-    for i in range(6, 16):   # ten inserts in five transactions
+    for i in range(6, 16):  # ten inserts in five transactions
         _visit(i, f"新{i}", minutes=i)
     _run("UPDATE ZZ_VISIT SET V = '改', XGSJ = :t WHERE ID IN (1, 7)", t=T0 + timedelta(hours=1))
     _run("DELETE FROM ZZ_VISIT WHERE ID IN (2, 8)")
-    _run("UPDATE ZZ_VISIT SET ID = 100, XGSJ = :t WHERE ID = 3", t=T0 + timedelta(hours=2))   # key change
+    _run("UPDATE ZZ_VISIT SET ID = 100, XGSJ = :t WHERE ID = 3", t=T0 + timedelta(hours=2))  # key change
     _run("UPDATE ZZ_DICT SET NAME = '普外科', YXBZ = 0, XGSJ = :t WHERE CODE = '201'", t=T0 + timedelta(hours=1))
     _run("DELETE FROM ZZ_DICT WHERE CODE = '301'")
     _run("INSERT INTO ZZ_UNLISTED VALUES (1)")
@@ -140,8 +140,9 @@ def test_snapshot_then_changes_reconcile_and_rerun_lands_nothing(spark, scratch)
     positions = [(r._op, r._source_pos) for r in visits.select("_op", "_source_pos").collect()]
     assert len({p for _, p in positions}) == len(positions), "every landed row has its own position"
     assert len({len(p) for _, p in positions}) == 1, "positions are fixed width"
-    assert max(p for op, p in positions if op == "r") < min(p for op, p in positions if op != "r"), \
+    assert max(p for op, p in positions if op == "r") < min(p for op, p in positions if op != "r"), (
         "the snapshot sorts before later changes"
+    )
     changed = visits.where("_op IN ('c', 'u')")
     assert changed.where("_source_ts <> XGSJ").count() == 0, "c/u rows carry the row's own commit time"
     assert not os.path.exists(bronze_path(SOURCE, "ZZ_UNLISTED"))
@@ -168,7 +169,7 @@ def test_added_column_arrives(spark, scratch):
 def test_dropped_column_stops_only_that_table(spark, scratch):
     source = _source(scratch)
     _results(spark, source)
-    _run("INSERT INTO ZZ_DICT VALUES ('401', '妇产科', 1, :t)", t=T0)      # before the drop: still lands
+    _run("INSERT INTO ZZ_DICT VALUES ('401', '妇产科', 1, :t)", t=T0)  # before the drop: still lands
     _run("ALTER TABLE ZZ_DICT DROP COLUMN YXBZ")
     _run("INSERT INTO ZZ_DICT VALUES ('501', '眼科', :t)", t=T0)
     _visit(6, "照常")
@@ -187,25 +188,37 @@ def test_dropped_column_stops_only_that_table(spark, scratch):
 def test_cdc_throughput(spark, scratch, results_dir):
     """Updates from binlog to bronze; DRC_BINLOG_BENCH_EVENTS sets the count (benchmark: 100000)."""
     events = int(os.environ.get("DRC_BINLOG_BENCH_EVENTS", "2000"))
-    _run("CREATE TABLE ZZ_BENCH (ID INT PRIMARY KEY, V INT, NAME VARCHAR(32), JE DECIMAL(12,2), JZSJ DATETIME, "
-         "XGSJ DATETIME(3))")
+    _run(
+        "CREATE TABLE ZZ_BENCH (ID INT PRIMARY KEY, V INT, NAME VARCHAR(32), JE DECIMAL(12,2), JZSJ DATETIME, "
+        "XGSJ DATETIME(3))"
+    )
     with _engine(SOURCE).begin() as conn:
-        conn.execute(sa.text("INSERT INTO ZZ_BENCH VALUES (:i, 0, '门诊病人', 12.50, :t, :t)"),
-                     [{"i": i, "t": T0} for i in range(events)])
+        conn.execute(
+            sa.text("INSERT INTO ZZ_BENCH VALUES (:i, 0, '门诊病人', 12.50, :t, :t)"),
+            [{"i": i, "t": T0} for i in range(events)],
+        )
     path = scratch / "bench.yaml"
-    path.write_text(YAML.replace("{batch_size}", "50000").replace(
-        "tables:", "tables:\n  - {name: ZZ_BENCH, keys: [ID], commit_time: XGSJ, business_time: JZSJ}"), "utf-8")
+    path.write_text(
+        YAML.replace("{batch_size}", "50000").replace(
+            "tables:", "tables:\n  - {name: ZZ_BENCH, keys: [ID], commit_time: XGSJ, business_time: JZSJ}"
+        ),
+        "utf-8",
+    )
     source = load_source(path)
     started = time.perf_counter()
     assert _results(spark, source)["ZZ_BENCH"] == ("success", events)
     snapshot_seconds = time.perf_counter() - started
-    for low in range(0, events, 10_000):   # transactions of 10k row changes
+    for low in range(0, events, 10_000):  # transactions of 10k row changes
         _run("UPDATE ZZ_BENCH SET V = V + 1, XGSJ = NOW(3) WHERE ID >= :low AND ID < :high", low=low, high=low + 10_000)
     started = time.perf_counter()
     assert _results(spark, source)["ZZ_BENCH"] == ("success", events)
     cdc_seconds = time.perf_counter() - started
     _assert_reconciles(spark, source, "ZZ_BENCH")
-    figures = {"events": events, "snapshot_seconds": round(snapshot_seconds, 1),
-               "cdc_seconds": round(cdc_seconds, 1), "cdc_events_per_second": round(events / cdc_seconds)}
+    figures = {
+        "events": events,
+        "snapshot_seconds": round(snapshot_seconds, 1),
+        "cdc_seconds": round(cdc_seconds, 1),
+        "cdc_events_per_second": round(events / cdc_seconds),
+    }
     (results_dir / "mysql_binlog_throughput.json").write_text(json.dumps(figures, indent=2), "utf-8")
     print(figures)

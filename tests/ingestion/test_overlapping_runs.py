@@ -39,19 +39,22 @@ def _connections(port: int) -> dict[str, str]:
         "mysql_binlog": database % "mariadb",
         "pg_logical": database % "postgresql",
         "http_api": f"{{kind: http, base_url: 'http://127.0.0.1:{port}', client_id: c, "
-                    "secret_env: DRC_HIS_DB_PASSWORD}",
+        "secret_env: DRC_HIS_DB_PASSWORD}",
         "file_drop": "{kind: files, inbox: '${SCRATCH_OVERLAP}/inbox', archive: '${SCRATCH_OVERLAP}/archive', "
-                     "quarantine: '${SCRATCH_OVERLAP}/quarantine'}",
+        "quarantine: '${SCRATCH_OVERLAP}/quarantine'}",
     }
 
 
 def _source(tmp_path, mode: str, lock_wait: float = 0):
-    tables = {"jdbc_incremental": "{name: T, keys: [ID], watermark: XGSJ}",
-              "http_api": "{name: T, keys: [id], endpoint: /api/v1/t, commit_time: updatedAt}",
-              "file_drop": "{name: T, keys: [c], pattern: '^T_\\d{8}\\.csv$', columns: [c, n]}"}
+    tables = {
+        "jdbc_incremental": "{name: T, keys: [ID], watermark: XGSJ}",
+        "http_api": "{name: T, keys: [id], endpoint: /api/v1/t, commit_time: updatedAt}",
+        "file_drop": "{name: T, keys: [c], pattern: '^T_\\d{8}\\.csv$', columns: [c, n]}",
+    }
     table = tables.get(mode, "{name: T, keys: [ID]}")
     path = tmp_path / f"{SOURCE}.yaml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 name: {SOURCE}
 org_code: "410182199"
 mode: {mode}
@@ -59,7 +62,9 @@ connection: {_connections(_closed_port())[mode]}
 strategy: {{retries: 0, retry_backoff_seconds: 0.01, lock_wait_seconds: {lock_wait}}}
 tables:
   - {table}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return load_source(path)
 
 
@@ -75,13 +80,14 @@ def scratch(tmp_path, monkeypatch):
     forget_source(SOURCE)
 
 
-@pytest.mark.parametrize("mode", ["jdbc_incremental", "jdbc_snapshot", "mysql_binlog", "pg_logical", "http_api",
-                                  "file_drop"])
+@pytest.mark.parametrize(
+    "mode", ["jdbc_incremental", "jdbc_snapshot", "mysql_binlog", "pg_logical", "http_api", "file_drop"]
+)
 def test_a_second_run_of_a_source_skips_with_a_message_naming_it(spark, scratch, mode):
     source = _source(scratch, mode)
-    with source_lock(SOURCE) as mine:                       # the first run, still going
+    with source_lock(SOURCE) as mine:  # the first run, still going
         assert mine
-        with source_lock(SOURCE) as also:                   # the lock is exclusive, even within one process
+        with source_lock(SOURCE) as also:  # the lock is exclusive, even within one process
             assert not also
         started = time.monotonic()
         [result] = collect_source(spark, source, sleep=lambda _: None)
@@ -121,5 +127,5 @@ def test_a_second_run_waits_for_the_first_when_configured(spark, scratch):
         holder.join(30)
     assert [(r.table, r.status, r.rows) for r in results] == [("T", "success", 2)]
     [commit] = commit_log(SOURCE, "T")
-    assert released and commit["timestamp"] >= released[0]   # landed only after the first run let go
+    assert released and commit["timestamp"] >= released[0]  # landed only after the first run let go
     assert read_delta(spark, bronze_path(SOURCE, "T")).count() == 2

@@ -49,8 +49,9 @@ DDL = [
 
 def _connect(database: str):
     settings = get_settings()
-    conn = psycopg2.connect(host=settings.pg_host, port=settings.pg_port, dbname=database, user="his",
-                            password=owner_password())
+    conn = psycopg2.connect(
+        host=settings.pg_host, port=settings.pg_port, dbname=database, user="his", password=owner_password()
+    )
     conn.autocommit = True
     return conn
 
@@ -66,8 +67,9 @@ def _sql(*statements: str, params: tuple = ()) -> None:
 
 def _drop_database() -> None:
     with closing(_connect("postgres")) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
-                    (SOURCE,))
+        cur.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (SOURCE,)
+        )
         cur.execute(f"DROP DATABASE IF EXISTS {SOURCE} WITH (FORCE)")
 
 
@@ -125,9 +127,11 @@ def _slot_lsn(config: SourceConfig) -> int:
 
 def test_snapshot_then_inserts_updates_deletes_reconcile_and_rerun_lands_nothing(spark, source):
     _visits(range(1, 6), "v")
-    _sql("INSERT INTO his.diag VALUES ('D1', 1, 'I10', 1, '2026-11-10 08:01:00.123')",
-         "INSERT INTO his.diag VALUES ('D2', 2, 'J06.9', 1, '2026-11-10 08:02:00')",
-         "INSERT INTO his.not_listed VALUES (1)")
+    _sql(
+        "INSERT INTO his.diag VALUES ('D1', 1, 'I10', 1, '2026-11-10 08:01:00.123')",
+        "INSERT INTO his.diag VALUES ('D2', 2, 'J06.9', 1, '2026-11-10 08:02:00')",
+        "INSERT INTO his.not_listed VALUES (1)",
+    )
 
     first = pg_logical.collect(spark, source)
     assert _statuses(first) == {"visit": "success", "diag": "success"}
@@ -139,15 +143,23 @@ def test_snapshot_then_inserts_updates_deletes_reconcile_and_rerun_lands_nothing
 
     # One transaction with more rows than batch_size, then updates, a key change, deletes, a re-insert.
     _visits(range(6, 11), "w", day=1)
-    _sql("UPDATE his.visit SET status = '2', amount = 99.99, updated_at = '2026-11-11 09:00+08' WHERE id IN (1, 6)",
-         "DELETE FROM his.visit WHERE id = 2",
-         "UPDATE his.diag SET code = 'I10.X00', updated_at = '2026-11-11 09:00' WHERE diag_id = 'D1'")
-    _sql("UPDATE his.diag SET diag_id = 'D2B' WHERE diag_id = 'D2'",
-         "DELETE FROM his.visit WHERE id = 7",
-         "INSERT INTO his.visit VALUES (2, 'again', 1.00, '1', '410182', '2026-11-11 10:00', '2026-11-11 10:00+08')")
+    _sql(
+        "UPDATE his.visit SET status = '2', amount = 99.99, updated_at = '2026-11-11 09:00+08' WHERE id IN (1, 6)",
+        "DELETE FROM his.visit WHERE id = 2",
+        "UPDATE his.diag SET code = 'I10.X00', updated_at = '2026-11-11 09:00' WHERE diag_id = 'D1'",
+    )
+    _sql(
+        "UPDATE his.diag SET diag_id = 'D2B' WHERE diag_id = 'D2'",
+        "DELETE FROM his.visit WHERE id = 7",
+        "INSERT INTO his.visit VALUES (2, 'again', 1.00, '1', '410182', '2026-11-11 10:00', '2026-11-11 10:00+08')",
+    )
     with closing(_connect(SOURCE)) as conn, conn.cursor() as cur:  # COPY: one WAL record for several rows
-        cur.copy_expert("COPY his.visit FROM STDIN", io.StringIO(
-            "".join(f"{i}\tcopy{i}\t1.5\t1\t\t2026-11-11 11:00\t2026-11-11 11:00+08\n" for i in (20, 21, 22))))
+        cur.copy_expert(
+            "COPY his.visit FROM STDIN",
+            io.StringIO(
+                "".join(f"{i}\tcopy{i}\t1.5\t1\t\t2026-11-11 11:00\t2026-11-11 11:00+08\n" for i in (20, 21, 22))
+            ),
+        )
     before = datetime.now()
     second = pg_logical.collect(spark, source)
     assert _statuses(second) == {"visit": "success", "diag": "success"}
@@ -198,8 +210,10 @@ def test_a_kill_between_landing_and_advancing_the_slot_duplicates_nothing(spark,
 def test_an_added_column_arrives(spark, source):
     _visits(range(1, 3), "v")
     pg_logical.collect(spark, source)
-    _sql("ALTER TABLE his.visit ADD COLUMN pay_channel varchar(3)",
-         "INSERT INTO his.visit VALUES (3, 'n', 3.00, '1', '', '2026-11-11 08:00', '2026-11-11 08:00+08', 'WX')")
+    _sql(
+        "ALTER TABLE his.visit ADD COLUMN pay_channel varchar(3)",
+        "INSERT INTO his.visit VALUES (3, 'n', 3.00, '1', '', '2026-11-11 08:00', '2026-11-11 08:00+08', 'WX')",
+    )
     _sql("UPDATE his.visit SET pay_channel = 'XJ' WHERE id = 1")
     assert _statuses(pg_logical.collect(spark, source))["visit"] == "success"
     visit = _bronze(spark, "visit")
@@ -213,8 +227,10 @@ def test_a_retyped_column_stops_only_its_table_and_holds_the_slot_until_accepted
     _sql("INSERT INTO his.diag VALUES ('D1', 1, 'I10', 1, '2026-11-10 08:01:00')")
     pg_logical.collect(spark, source)
     held = _slot_lsn(source)
-    _sql("ALTER TABLE his.diag ALTER COLUMN seq TYPE integer",
-         "INSERT INTO his.diag VALUES ('D2', 2, 'R51', 2, '2026-11-11 08:00:00')")
+    _sql(
+        "ALTER TABLE his.diag ALTER COLUMN seq TYPE integer",
+        "INSERT INTO his.diag VALUES ('D2', 2, 'R51', 2, '2026-11-11 08:00:00')",
+    )
     _visits(range(3, 5), "w", day=1)
 
     results = {r.table: r for r in pg_logical.collect(spark, source)}
@@ -256,14 +272,17 @@ def test_a_lost_slot_is_recreated_and_bronze_resynchronised_with_deletes(spark, 
 
 def test_postgres_types_map_like_the_jdbc_reader(spark, source):
     """The stream builds each column with the type the JDBC snapshot gives it, so bronze never flips types."""
-    _sql("CREATE TABLE his.typed (id integer PRIMARY KEY, a smallint, b bigint, c numeric(12,4), d numeric, "
-         "e real, f double precision, g boolean, h date, i timestamp(3), j timestamptz, k char(2), l text, "
-         "m jsonb, n bytea)")
+    _sql(
+        "CREATE TABLE his.typed (id integer PRIMARY KEY, a smallint, b bigint, c numeric(12,4), d numeric, "
+        "e real, f double precision, g boolean, h date, i timestamp(3), j timestamptz, k char(2), l text, "
+        "m jsonb, n bytea)"
+    )
     jdbc = _source_table(spark, source, "typed")
     with closing(pg_logical.connect(source)) as conn:
         catalog = pg_logical.read_catalog(conn, "his", ["typed"])["typed"]
-    assert {name: pg_logical.spark_type(t) for name, t in catalog.columns.items()} == \
-        {f.name: f.dataType.simpleString() for f in jdbc.schema.fields}
+    assert {name: pg_logical.spark_type(t) for name, t in catalog.columns.items()} == {
+        f.name: f.dataType.simpleString() for f in jdbc.schema.fields
+    }
     with pytest.raises(pg_logical.UnsupportedColumnType):
         pg_logical.spark_type("integer[]")
 
@@ -272,15 +291,18 @@ def test_a_stopped_table_holds_the_slot_only_up_to_the_configured_wal_size(spark
     """The member's database keeps every WAL byte a held slot needs: past max_slot_wal_mb the stopped table
     lets go of the slot (alerted, recorded) and is re-synchronised by snapshot difference once it runs again."""
     path = tmp_path / "capped.yaml"
-    path.write_text(YAML.replace("retries: 0}", "retries: 0, max_slot_wal_mb: 0.01, alert_slot_wal_mb: 0.005}"),
-                    encoding="utf-8")
+    path.write_text(
+        YAML.replace("retries: 0}", "retries: 0, max_slot_wal_mb: 0.01, alert_slot_wal_mb: 0.005}"), encoding="utf-8"
+    )
     capped = load_source(path)
     _visits(range(1, 3), "v")
     _sql("INSERT INTO his.diag VALUES ('D1', 1, 'I10', 1, '2026-11-10 08:01:00')")
     pg_logical.collect(spark, capped)
     held = _slot_lsn(capped)
-    _sql("ALTER TABLE his.diag ALTER COLUMN seq TYPE integer",
-         "INSERT INTO his.diag VALUES ('D2', 2, 'R51', 2, '2026-11-11 08:00:00')")
+    _sql(
+        "ALTER TABLE his.diag ALTER COLUMN seq TYPE integer",
+        "INSERT INTO his.diag VALUES ('D2', 2, 'R51', 2, '2026-11-11 08:00:00')",
+    )
     _visits(range(3, 5), "w", day=1)
     _sql("INSERT INTO his.not_listed SELECT generate_series(1, 2000)")  # the hospital keeps writing: WAL grows
 
@@ -289,20 +311,20 @@ def test_a_stopped_table_holds_the_slot_only_up_to_the_configured_wal_size(spark
     slot = pg_logical.slot_name(capped)
     alert = results["*"].error
     assert slot in alert and "diag" in alert and "max_slot_wal_mb" in alert and "re-synchronise" in alert
-    assert _slot_lsn(capped) > held                                    # released, not held for ever
+    assert _slot_lsn(capped) > held  # released, not held for ever
     assert monitoring.slot_status(SOURCE)["released"] == "diag"
     status = {r["source_system"]: r for r in monitoring.source_rollup()}
     assert status[SOURCE]["slot_retained_bytes"] is not None
     operator_alert = [a for a in open_alerts() if a["kind"] == "slot_wal" and a["subject"] == SOURCE]
     assert operator_alert and slot in operator_alert[0]["message"], "the operators' alert table has it too"
 
-    _visits(range(5, 6), "x", day=2)                                    # still drifted: stopped, holds nothing
+    _visits(range(5, 6), "x", day=2)  # still drifted: stopped, holds nothing
     results = {r.table: r for r in pg_logical.collect(spark, capped)}
     assert (results["visit"].status, results["diag"].status) == ("success", "stopped")
     assert monitoring.slot_status(SOURCE)["held_by"] is None
     assert _bronze(spark, "visit").count() == 5
 
-    accept_schema_change(SOURCE, "diag")                               # fixed: diag resumes from a snapshot
+    accept_schema_change(SOURCE, "diag")  # fixed: diag resumes from a snapshot
     results = {r.table: r for r in pg_logical.collect(spark, capped)}
     assert results["diag"].status == "success"
     diag = _bronze(spark, "diag")

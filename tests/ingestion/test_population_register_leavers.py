@@ -43,14 +43,23 @@ tables:
     required: [姓名, 公民身份号码]
 """
 # 公民身份号码 of residents born 1960-01-01 .. 1960-01-10 (the mapping checks the birth date against them).
-IDS = ["410182196001010012", "410182196001020018", "410182196001030013", "410182196001040019",
-       "410182196001050014", "410182196001060011", "410182196001070017", "410182196001080012",
-       "410182196001090018", "410182196001100011"]
+IDS = [
+    "410182196001010012",
+    "410182196001020018",
+    "410182196001030013",
+    "410182196001040019",
+    "410182196001050014",
+    "410182196001060011",
+    "410182196001070017",
+    "410182196001080012",
+    "410182196001090018",
+    "410182196001100011",
+]
 
 
 def _forget() -> None:
     shutil.rmtree(get_settings().lake_path("bronze", SOURCE), ignore_errors=True)
-    forget_source(SOURCE)   # ledger, runs and the delete guard
+    forget_source(SOURCE)  # ledger, runs and the delete guard
 
 
 @pytest.fixture
@@ -66,8 +75,10 @@ def register(tmp_path, monkeypatch):
 def month_file(root: Path, month: str, ids: list[str]) -> str:
     """The register at the end of ``month`` (YYYYMM), GBK like the real feed, one row per listed resident."""
     buffer = io.StringIO()
-    rows = [[f"居民{i[-4:]}", "男", i[6:14], i, "汉族", "乔楼镇", "宋楼村", "410182000000001", "户籍",
-             "乔楼镇宋楼村1号"] for i in ids]
+    rows = [
+        [f"居民{i[-4:]}", "男", i[6:14], i, "汉族", "乔楼镇", "宋楼村", "410182000000001", "户籍", "乔楼镇宋楼村1号"]
+        for i in ids
+    ]
     csv.writer(buffer, lineterminator="\r\n").writerows([COLUMNS, *rows])
     name = f"QYRK_410182_{month}.csv"
     (root / "inbox" / name).write_bytes(buffer.getvalue().encode("gbk"))
@@ -92,7 +103,7 @@ def test_a_resident_missing_from_the_newest_month_is_withdrawn(spark, register):
     source, root = register
     month_file(root, "202609", IDS[:6])
     assert collect(spark, source)[0].rows == 6
-    month_file(root, "202610", IDS[:4] + IDS[5:7])     # IDS[4] died in October, IDS[6] was born
+    month_file(root, "202610", IDS[:4] + IDS[5:7])  # IDS[4] died in October, IDS[6] was born
     result = collect(spark, source)[0]
     assert result.status == "success" and result.rows == 6
     assert (result.counts or {}).get("deleted") == 1
@@ -102,12 +113,12 @@ def test_a_resident_missing_from_the_newest_month_is_withdrawn(spark, register):
 
     # An older month arrives late (the vendor re-ran August): it brings nobody back, the newest month still
     # decides who is in the register.
-    month_file(root, "202608", IDS[:6] + IDS[7:8])     # August: IDS[7] moved away before September
+    month_file(root, "202608", IDS[:6] + IDS[7:8])  # August: IDS[7] moved away before September
     collect(spark, source)
     assert silver_ids(spark) == sorted(IDS[:4] + IDS[5:7])
     assert current(spark)[IDS[7]] == "d"
 
-    assert sum(r.rows for r in collect(spark, source)) == 0   # nothing new: nothing withdrawn twice
+    assert sum(r.rows for r in collect(spark, source)) == 0  # nothing new: nothing withdrawn twice
     deletes = spark.read.format("delta").load(bronze_path(SOURCE, "QYRK")).where(F.col("_op") == "d")
     assert deletes.count() == 2
 
@@ -116,17 +127,17 @@ def test_a_month_that_would_withdraw_too_many_stops_until_accepted(spark, regist
     source, root = register
     month_file(root, "202609", IDS)
     assert collect(spark, source)[0].rows == 10
-    truncated = month_file(root, "202610", IDS[:3])    # a truncated export: 7 of 10 would leave (70 % > 30 %)
+    truncated = month_file(root, "202610", IDS[:3])  # a truncated export: 7 of 10 would leave (70 % > 30 %)
     result = collect(spark, source)[0]
     assert result.status == "stopped" and result.rows == 0
     assert "7" in result.error and "max_delete_share" in result.error and truncated in result.error
     assert f"./drc ingest accept-deletes --source {SOURCE} --table QYRK" in result.error
-    assert (root / "inbox" / truncated).exists()                 # the file waits in the inbox
-    assert set(current(spark).values()) == {"r"}                 # nobody withdrawn
+    assert (root / "inbox" / truncated).exists()  # the file waits in the inbox
+    assert set(current(spark).values()) == {"r"}  # nobody withdrawn
     assert len(silver_ids(spark)) == 10
 
-    assert collect(spark, source)[0].status == "stopped"          # still stopped on the next run
-    assert accept_deletes(SOURCE, "QYRK")                          # the operator confirms with the sender
+    assert collect(spark, source)[0].status == "stopped"  # still stopped on the next run
+    assert accept_deletes(SOURCE, "QYRK")  # the operator confirms with the sender
     result = collect(spark, source)[0]
     assert result.status == "success" and (result.counts or {}).get("deleted") == 7
     assert silver_ids(spark) == sorted(IDS[:3])

@@ -21,11 +21,30 @@ from simulator.events import Correction, DayActivity, Encounter
 from simulator.systems.cloud_his import PENDING_TABLE, VISIT_CHILDREN, CloudHis, vendor_icd
 from tests.simulator.conftest import make_day
 
-D1, D2, D3 = date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 11)   # D3: the day D1/D2 stays end
-DIRTY = {"duplicate_submission": 0.05, "unknown_local_code": 0.05, "unknown_sex_code": 0.03,
-         "re_registration": 0.1, "discharge_before_admission": 0.3}
-TABLES = ("sys_tenant", "sys_dept", "sys_user", "t_drug_dict", "t_patient", "t_visit", "t_visit_diag", "t_recipe",
-          "t_recipe_detail", "t_charge", "t_inpatient", "t_operation", "t_lab", "t_exam")
+D1, D2, D3 = date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 11)  # D3: the day D1/D2 stays end
+DIRTY = {
+    "duplicate_submission": 0.05,
+    "unknown_local_code": 0.05,
+    "unknown_sex_code": 0.03,
+    "re_registration": 0.1,
+    "discharge_before_admission": 0.3,
+}
+TABLES = (
+    "sys_tenant",
+    "sys_dept",
+    "sys_user",
+    "t_drug_dict",
+    "t_patient",
+    "t_visit",
+    "t_visit_diag",
+    "t_recipe",
+    "t_recipe_detail",
+    "t_charge",
+    "t_inpatient",
+    "t_operation",
+    "t_lab",
+    "t_exam",
+)
 
 
 class PytestCloudHis(CloudHis):
@@ -37,7 +56,7 @@ class PytestCloudHisB(CloudHis):
 
 
 def _drop(system: CloudHis) -> None:
-    system.create_schema(reset=True)   # also clears the system's answer-key rows
+    system.create_schema(reset=True)  # also clears the system's answer-key rows
     with system.engine.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA {system.schema} CASCADE"))
 
@@ -53,9 +72,14 @@ def _truth(sql: str, **params: Any) -> list[sa.Row]:
 
 
 def _defects(system: CloudHis, defect: str) -> dict[str, str]:
-    return {r.record_id: r.detail for r in _truth(
-        "SELECT record_id, detail FROM defect_log WHERE source_system = :s AND defect = :d",
-        s=system.source_system, d=defect)}
+    return {
+        r.record_id: r.detail
+        for r in _truth(
+            "SELECT record_id, detail FROM defect_log WHERE source_system = :s AND defect = :d",
+            s=system.source_system,
+            d=defect,
+        )
+    }
 
 
 def _own(system: CloudHis, activity: DayActivity) -> list[Encounter]:
@@ -66,29 +90,46 @@ def _own(system: CloudHis, activity: DayActivity) -> list[Encounter]:
 def county(small_world):
     """D1 and D2 (with corrections of D1 and the schema drift), then D3 on which D1/D2 inpatients leave."""
     answer_key.create_schema()
-    system = PytestCloudHis(small_world, {"schema": "pytest_cloud_his", "schema_drift_day": D2.isoformat(),
-                                          **DIRTY})
+    system = PytestCloudHis(small_world, {"schema": "pytest_cloud_his", "schema_drift_day": D2.isoformat(), **DIRTY})
     system.create_schema(reset=True)
     day1, day2, day3 = make_day(small_world, D1), make_day(small_world, D2), DayActivity(day=D3)
     own1 = _own(system, day1)
     village_visit = next(e for e in own1 if system.institutions[e.org_code].org_type == "村卫生室")
-    centre_visit = next(e for e in own1 if e.kind == "emergency" and e.prescriptions and e.labs
-                        and system.institutions[e.org_code].org_type == "乡镇卫生院")
+    centre_visit = next(
+        e
+        for e in own1
+        if e.kind == "emergency"
+        and e.prescriptions
+        and e.labs
+        and system.institutions[e.org_code].org_type == "乡镇卫生院"
+    )
     cancel_at, update_at = datetime(2026, 11, 3, 9, 30), datetime(2026, 11, 3, 10, 15)
-    day2.corrections += [Correction(centre_visit.encounter_uid, "cancel", cancel_at, "退费"),
-                         Correction(village_visit.encounter_uid, "update", update_at, "诊断更正")]
+    day2.corrections += [
+        Correction(centre_visit.encounter_uid, "cancel", cancel_at, "退费"),
+        Correction(village_visit.encounter_uid, "update", update_at, "诊断更正"),
+    ]
     written = {D1: system.write_day(day1), D2: system.write_day(day2)}
     still_in = _rows(system, "SELECT count(*) FILTER (WHERE in_status = '1'), count(*) FROM his.t_inpatient")[0]
     written[D3] = system.write_day(day3)
-    yield {"system": system, "days": {D1: day1, D2: day2, D3: day3}, "written": written, "still_in": still_in,
-           "cancelled": centre_visit, "updated": village_visit, "cancel_at": cancel_at, "update_at": update_at}
+    yield {
+        "system": system,
+        "days": {D1: day1, D2: day2, D3: day3},
+        "written": written,
+        "still_in": still_in,
+        "cancelled": centre_visit,
+        "updated": village_visit,
+        "cancel_at": cancel_at,
+        "update_at": update_at,
+    }
     _drop(system)
 
 
 def _visit_ids(county: dict) -> dict[str, int]:
     system = county["system"]
-    return {r.encounter_uid: int(r.local_encounter_id) for r in _truth(
-        "SELECT * FROM encounter_truth WHERE source_system = :s", s=system.source_system)}
+    return {
+        r.encounter_uid: int(r.local_encounter_id)
+        for r in _truth("SELECT * FROM encounter_truth WHERE source_system = :s", s=system.source_system)
+    }
 
 
 def test_rows_reconcile_with_the_days_events(county):
@@ -106,10 +147,11 @@ def test_rows_reconcile_with_the_days_events(county):
 
         assert count("t_visit_diag") == sum(len(e.diagnoses) for e in own)
         assert count("t_recipe_detail", "recipe_id", [i * 10 + 1 for i in ids]) == sum(
-            len(e.prescriptions) for e in own)
+            len(e.prescriptions) for e in own
+        )
         assert count("t_lab") == sum(len(e.labs) for e in own)
         assert count("t_exam") == sum(len(e.exams) for e in own)
-        assert count("t_charge") == sum(len(e.charges) for e in own)   # inpatient charges settled on D3
+        assert count("t_charge") == sum(len(e.charges) for e in own)  # inpatient charges settled on D3
         beds = [e for e in own if e.kind == "inpatient" and system.institutions[e.org_code].open_beds]
         assert count("t_inpatient") == len(beds)
         assert count("t_operation") == sum(len(e.surgeries) for e in beds)
@@ -127,32 +169,36 @@ def test_referential_integrity_inside_the_source(county):
     unknown_drugs = {int(r) for r, d in _defects(system, "unknown_local_code").items() if d.startswith("drug_code")}
     orphans = {
         "visit without patient": "SELECT v.id FROM his.t_visit v LEFT JOIN his.t_patient p ON p.id = v.patient_id "
-                                 "WHERE p.id IS NULL OR p.tenant_id <> v.tenant_id",
+        "WHERE p.id IS NULL OR p.tenant_id <> v.tenant_id",
         "recipe detail without recipe": "SELECT d.id FROM his.t_recipe_detail d "
-                                        "LEFT JOIN his.t_recipe r ON r.id = d.recipe_id WHERE r.id IS NULL",
+        "LEFT JOIN his.t_recipe r ON r.id = d.recipe_id WHERE r.id IS NULL",
         "drug outside the dictionary": "SELECT d.id FROM his.t_recipe_detail d LEFT JOIN his.t_drug_dict x "
-                                       "ON x.drug_code = d.drug_code WHERE x.drug_code IS NULL",
+        "ON x.drug_code = d.drug_code WHERE x.drug_code IS NULL",
         "doctor unknown": "SELECT v.id FROM his.t_visit v LEFT JOIN his.sys_user u ON u.user_id = v.doctor_id "
-                          "WHERE u.user_id IS NULL OR u.tenant_id <> v.tenant_id",
+        "WHERE u.user_id IS NULL OR u.tenant_id <> v.tenant_id",
         "department unknown": "SELECT v.id FROM his.t_visit v LEFT JOIN his.sys_dept d "
-                              "ON (d.tenant_id, d.dept_code) = (v.tenant_id, v.dept_code) WHERE d.id IS NULL",
+        "ON (d.tenant_id, d.dept_code) = (v.tenant_id, v.dept_code) WHERE d.id IS NULL",
         "operation without stay": "SELECT o.id FROM his.t_operation o LEFT JOIN his.t_inpatient i "
-                                  "ON i.id = o.inpatient_id WHERE i.id IS NULL",
+        "ON i.id = o.inpatient_id WHERE i.id IS NULL",
         "parent tenant unknown": "SELECT t.tenant_id FROM his.sys_tenant t LEFT JOIN his.sys_tenant p "
-                                 "ON p.tenant_id = t.parent_tenant_id WHERE p.tenant_id IS NULL "
-                                 "AND t.parent_tenant_id <> '0'",
+        "ON p.tenant_id = t.parent_tenant_id WHERE p.tenant_id IS NULL "
+        "AND t.parent_tenant_id <> '0'",
     }
     for table in VISIT_CHILDREN:
-        orphans[f"{table} without visit"] = (f"SELECT c.id FROM his.{table} c LEFT JOIN his.t_visit v "
-                                             f"ON v.id = c.visit_id WHERE v.id IS NULL OR v.tenant_id <> c.tenant_id")
+        orphans[f"{table} without visit"] = (
+            f"SELECT c.id FROM his.{table} c LEFT JOIN his.t_visit v "
+            f"ON v.id = c.visit_id WHERE v.id IS NULL OR v.tenant_id <> c.tenant_id"
+        )
     for table in TABLES[1:]:
         if table != "t_drug_dict":
-            orphans[f"{table} tenant unknown"] = (f"SELECT 1 FROM his.{table} x LEFT JOIN his.sys_tenant t "
-                                                  f"ON t.tenant_id = x.tenant_id WHERE t.tenant_id IS NULL")
+            orphans[f"{table} tenant unknown"] = (
+                f"SELECT 1 FROM his.{table} x LEFT JOIN his.sys_tenant t "
+                f"ON t.tenant_id = x.tenant_id WHERE t.tenant_id IS NULL"
+            )
     for what, sql in orphans.items():
         found = {r[0] for r in _rows(system, sql)}
         if what == "drug outside the dictionary":
-            assert found == unknown_drugs and found, what   # exactly the injected 自备药 codes
+            assert found == unknown_drugs and found, what  # exactly the injected 自备药 codes
         else:
             assert not found, what
     assert _rows(system, "SELECT count(*) FROM his.sys_tenant")[0][0] == 13 + 2 + 289
@@ -164,17 +210,23 @@ def test_codes_are_the_vendors_own(county):
     assert {r[0] for r in _rows(system, "SELECT DISTINCT nation FROM his.t_patient")} <= {"01", "03"}
     levels = dict(_rows(system, "SELECT tenant_level, count(*) FROM his.sys_tenant GROUP BY 1"))
     assert levels == {"1": 13, "2": 2, "3": 289}
-    assert all(re.fullmatch(r"T4101821\d\d|T410182[3-5]\d\d", r[0])
-               for r in _rows(system, "SELECT tenant_id FROM his.sys_tenant"))
-    village_types = _rows(system, "SELECT DISTINCT v.visit_type FROM his.t_visit v JOIN his.sys_tenant t "
-                                  "USING (tenant_id) WHERE t.tenant_level = '3'")
-    assert [r[0] for r in village_types] == ["1"]   # the village module is outpatient only
+    assert all(
+        re.fullmatch(r"T4101821\d\d|T410182[3-5]\d\d", r[0])
+        for r in _rows(system, "SELECT tenant_id FROM his.sys_tenant")
+    )
+    village_types = _rows(
+        system,
+        "SELECT DISTINCT v.visit_type FROM his.t_visit v JOIN his.sys_tenant t "
+        "USING (tenant_id) WHERE t.tenant_level = '3'",
+    )
+    assert [r[0] for r in village_types] == ["1"]  # the village module is outpatient only
     assert {r[0] for r in _rows(system, "SELECT DISTINCT visit_type FROM his.t_visit")} == {"1", "2", "3"}
-    codes = _rows(system, "SELECT d.diag_code, t.tenant_level FROM his.t_visit_diag d JOIN his.sys_tenant t "
-                          "USING (tenant_id)")
-    assert all(re.fullmatch(r"[A-Z]\d\d(\.\d)?|ZDY\d{3}", c) for c, _ in codes if c)   # never I10.x00
+    codes = _rows(
+        system, "SELECT d.diag_code, t.tenant_level FROM his.t_visit_diag d JOIN his.sys_tenant t USING (tenant_id)"
+    )
+    assert all(re.fullmatch(r"[A-Z]\d\d(\.\d)?|ZDY\d{3}", c) for c, _ in codes if c)  # never I10.x00
     free_text = {level for c, level in codes if c is None}
-    assert free_text == {"3"}                                   # free text only at village clinics
+    assert free_text == {"3"}  # free text only at village clinics
     assert vendor_icd("I10.x00") == "I10" and vendor_icd("E11.900") == "E11.9"
     drugs = {r[0] for r in _rows(system, "SELECT DISTINCT drug_code FROM his.t_recipe_detail")}
     assert all(re.fullmatch(r"YP\d{8}|ZB\d{4}", c) for c in drugs)
@@ -182,8 +234,10 @@ def test_codes_are_the_vendors_own(county):
 
 def test_answer_key_covers_every_patient_and_visit(county):
     system, visit_of = county["system"], _visit_ids(county)
-    truth = {int(r.local_patient_id): (r.resident_id, r.org_code) for r in _truth(
-        "SELECT * FROM patient_truth WHERE source_system = :s", s=system.source_system)}
+    truth = {
+        int(r.local_patient_id): (r.resident_id, r.org_code)
+        for r in _truth("SELECT * FROM patient_truth WHERE source_system = :s", s=system.source_system)
+    }
     patients = _rows(system, "SELECT id, tenant_id FROM his.t_patient")
     assert {p.id for p in patients} == set(truth)
     assert all(truth[p.id][1] == p.tenant_id[1:] for p in patients)
@@ -193,18 +247,19 @@ def test_answer_key_covers_every_patient_and_visit(county):
             assert truth[patient_of_visit[visit_of[e.encounter_uid]]] == (e.resident_id, e.org_code)
     duplicates = {int(r): int(d.split()[-1]) for r, d in _defects(system, "duplicate_submission").items()}
     assert set(patient_of_visit) == set(visit_of.values()) | set(duplicates)
-    assert 40 <= len(duplicates) <= 170   # 5% of ~1,900 visits
+    assert 40 <= len(duplicates) <= 170  # 5% of ~1,900 visits
 
 
 def test_logged_defects_are_what_is_in_the_data(county):
     system = county["system"]
     patients = {r.id: r for r in _rows(system, "SELECT * FROM his.t_patient")}
-    logged = lambda defect: {int(r) for r in _defects(system, defect)}   # noqa: E731
+    logged = lambda defect: {int(r) for r in _defects(system, defect)}  # noqa: E731
     assert logged("unknown_sex_code") == {i for i, p in patients.items() if p.sex in ("0", "9")}
     assert logged("missing_id_number") == {i for i, p in patients.items() if p.id_card is None}
     assert logged("legacy_15_digit") == {i for i, p in patients.items() if p.id_card and len(p.id_card) == 15}
-    assert logged("wrong_check_digit") == {i for i, p in patients.items()
-                                           if p.id_card and len(p.id_card) == 18 and not is_valid(p.id_card)}
+    assert logged("wrong_check_digit") == {
+        i for i, p in patients.items() if p.id_card and len(p.id_card) == 18 and not is_valid(p.id_card)
+    }
     for new, detail in _defects(system, "re_registration").items():
         old = int(detail.split()[-1])
         assert patients[int(new)].tenant_id == patients[old].tenant_id and int(new) > old
@@ -212,9 +267,11 @@ def test_logged_defects_are_what_is_in_the_data(county):
     made_up = _rows(system, "SELECT d.id, d.visit_id FROM his.t_visit_diag d WHERE d.diag_code LIKE 'ZDY%'")
     unknown = {int(r): d for r, d in _defects(system, "unknown_local_code").items()}
     assert {i for i, visit in made_up if visit not in duplicates} == {
-        i for i, d in unknown.items() if d.startswith("diag_code")}
+        i for i, d in unknown.items() if d.startswith("diag_code")
+    }
     assert {r[0] for r in _rows(system, "SELECT id FROM his.t_recipe_detail WHERE drug_code LIKE 'ZB%'")} == {
-        i for i, d in unknown.items() if d.startswith("drug_code")}
+        i for i, d in unknown.items() if d.startswith("drug_code")
+    }
     backwards = {r[0] for r in _rows(system, "SELECT id FROM his.t_inpatient WHERE out_time < in_time")}
     assert backwards and logged("discharge_before_admission") == backwards
 
@@ -241,7 +298,7 @@ def test_corrections_soft_delete_and_resave(county):
 def test_stays_are_discharged_on_their_day_with_settled_charges(county):
     system = county["system"]
     still_in, admitted = county["still_in"]
-    assert still_in == admitted > 0            # nothing was known about the discharges before D3
+    assert still_in == admitted > 0  # nothing was known about the discharges before D3
     stays = _rows(system, "SELECT * FROM his.t_inpatient")
     assert len(stays) == admitted and {s.in_status for s in stays} == {"2"}
     ends = {e.start_at: e.end_at for d in (D1, D2) for e in _own(system, county["days"][d]) if e.kind == "inpatient"}
@@ -258,12 +315,16 @@ def test_stays_are_discharged_on_their_day_with_settled_charges(county):
 
 def test_schema_drift_adds_a_column_from_its_day(county):
     system = county["system"]
-    by_day = _rows(system, "SELECT visit_time::date AS day, medical_insurance_type AS mi_type, count(*) "
-                           "FROM his.t_visit GROUP BY 1, 2")
+    by_day = _rows(
+        system,
+        "SELECT visit_time::date AS day, medical_insurance_type AS mi_type, count(*) FROM his.t_visit GROUP BY 1, 2",
+    )
     assert {(r.day, r.mi_type) for r in by_day if r.day == D1} == {(D1, None)}
     assert {r.mi_type for r in by_day if r.day == D2} == {"310", "390"}
-    drift = _truth("SELECT record_id, day FROM defect_log WHERE source_system = :s AND defect = 'schema_drift'",
-                   s=system.source_system)
+    drift = _truth(
+        "SELECT record_id, day FROM defect_log WHERE source_system = :s AND defect = 'schema_drift'",
+        s=system.source_system,
+    )
     assert [tuple(r) for r in drift] == [("medical_insurance_type", D2)]
 
 
@@ -295,6 +356,10 @@ def test_same_seed_same_rows_and_a_crashed_day_does_not_duplicate(small_world):
     rerun = PytestCloudHisB(small_world, config)
     written = rerun.write_day(make_day(small_world, D1))
     assert sum(written.values()) == 0 and snapshot(rerun) == rows
-    assert Counter(r.defect for r in _truth("SELECT defect FROM defect_log WHERE source_system = :s",
-                                            s=again.source_system))["duplicate_submission"] > 0
+    assert (
+        Counter(
+            r.defect for r in _truth("SELECT defect FROM defect_log WHERE source_system = :s", s=again.source_system)
+        )["duplicate_submission"]
+        > 0
+    )
     _drop(rerun)

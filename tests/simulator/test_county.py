@@ -56,8 +56,9 @@ def test_twins_and_namesakes_are_distinct_people():
 def test_activity_is_deterministic_and_mostly_primary_care():
     def day_of(seed: int):
         world = World({"seed": seed, "start_date": date(2026, 11, 1), "residents": 5000})
-        world.people = {p.resident_id: p for p in generate_population(seed, 5000, world.institutions,
-                                                                      date(2026, 11, 1))}
+        world.people = {
+            p.resident_id: p for p in generate_population(seed, 5000, world.institutions, date(2026, 11, 1))
+        }
         world.appeared = {r: date(2026, 10, 31) for r in world.people}
         engine = ActivityEngine(world)
         engine._corrections = lambda rng, day, activity: None  # no answer-key writes in this unit test
@@ -67,8 +68,9 @@ def test_activity_is_deterministic_and_mostly_primary_care():
     _, again = day_of(9)
     assert first == again
     encounters = [e for day in first for e in day.encounters]
-    primary = sum(world.by_code[e.org_code].org_type in ("村卫生室", "乡镇卫生院", "社区卫生服务中心")
-                  for e in encounters)
+    primary = sum(
+        world.by_code[e.org_code].org_type in ("村卫生室", "乡镇卫生院", "社区卫生服务中心") for e in encounters
+    )
     assert 0.45 <= primary / len(encounters) <= 0.65
     assert all(e.end_at > e.start_at for e in encounters if e.kind == "inpatient")
 
@@ -76,6 +78,7 @@ def test_activity_is_deterministic_and_mostly_primary_care():
 def test_answer_key_covers_every_simulated_patient_record(pipeline_done):
     rows = _truth("SELECT source_system, count(*) FROM patient_truth GROUP BY 1")
     assert dict(rows).get("rmyy_his", 0) > 0
-    unknown = _truth("SELECT count(*) FROM patient_truth t LEFT JOIN person p USING (resident_id) "
-                     "WHERE p.resident_id IS NULL")
+    unknown = _truth(
+        "SELECT count(*) FROM patient_truth t LEFT JOIN person p USING (resident_id) WHERE p.resident_id IS NULL"
+    )
     assert unknown[0][0] == 0

@@ -19,7 +19,7 @@ SEED = 20261101
 @pytest.fixture(scope="module")
 def samplers():
     with pytest.MonkeyPatch.context() as env:
-        env.delenv("DRC_SIM_DIAGNOSIS_TAIL", raising=False)     # the tail as configured, whatever the test run sets
+        env.delenv("DRC_SIM_DIAGNOSIS_TAIL", raising=False)  # the tail as configured, whatever the test run sets
         return tail_samplers(SEED, load_simulator_config("test")["activity"]["diagnosis_tail"])
 
 
@@ -35,8 +35,10 @@ def test_every_tail_code_is_a_valid_clinical_code_of_a_who_category():
 
 def test_a_village_clinic_uses_a_few_dozen_codes_and_the_lead_hospital_thousands(samplers):
     rng = random.Random(1)
-    drawn = {org_type: Counter(d.code for d in (sampler.draw(rng, 2) for _ in range(20_000)) if d)
-             for org_type, (_, sampler) in samplers.items()}
+    drawn = {
+        org_type: Counter(d.code for d in (sampler.draw(rng, 2) for _ in range(20_000)) if d)
+        for org_type, (_, sampler) in samplers.items()
+    }
     assert len(drawn["村卫生室"]) <= 60
     assert len(drawn["综合医院"]) > 2_000
     assert len(drawn["村卫生室"]) < len(drawn["乡镇卫生院"]) < len(drawn["综合医院"])
@@ -52,13 +54,16 @@ def test_a_code_of_one_sex_is_never_drawn_for_the_other(samplers):
     assert not [d.code for d in for_men if d.code[:3] >= "N70" and d.code[:3] <= "N98"]
 
 
-@pytest.mark.parametrize("render", [
-    pytest.param(cloud_his.vendor_icd, id="cloud_his"),
-    pytest.param(fy_files.vendor_icd, id="fy_files"),
-    pytest.param(private_api.vendor_icd, id="private_api"),
-    pytest.param(lambda code: rmyy_his.local_diagnosis(code, "")[0], id="rmyy_his"),
-    pytest.param(lambda code: zyy_his.vendor_diagnosis(code, "")[0], id="zyy_his"),
-])
+@pytest.mark.parametrize(
+    "render",
+    [
+        pytest.param(cloud_his.vendor_icd, id="cloud_his"),
+        pytest.param(fy_files.vendor_icd, id="fy_files"),
+        pytest.param(private_api.vendor_icd, id="private_api"),
+        pytest.param(lambda code: rmyy_his.local_diagnosis(code, "")[0], id="rmyy_his"),
+        pytest.param(lambda code: zyy_his.vendor_diagnosis(code, "")[0], id="zyy_his"),
+    ],
+)
 def test_each_vendors_form_of_a_tail_code_rolls_up_to_its_true_category(render):
     codes = [d.code for d in tail_catalog(SEED, 0.3)[::7]]
     wrong = {}

@@ -31,9 +31,20 @@ ZERO = IdentityDirt(**{f.name: 0.0 for f in fields(IdentityDirt)})
 
 def _person(name: str = "张伟华", birth: date = date(1975, 3, 8), resident_id: int = 1) -> Person:
     first17 = f"410182{birth:%Y%m%d}123"
-    return Person(resident_id=resident_id, household_id=1, name=name, sex=1, birth_date=birth, ethnicity="汉族",
-                  id_number=first17 + check_char(first17), phone="13812345678", insurance_no="YB4101820000000001",
-                  township="乔楼镇", village="王庄村", address="河南省荥阳市乔楼镇王庄村12号")
+    return Person(
+        resident_id=resident_id,
+        household_id=1,
+        name=name,
+        sex=1,
+        birth_date=birth,
+        ethnicity="汉族",
+        id_number=first17 + check_char(first17),
+        phone="13812345678",
+        insurance_no="YB4101820000000001",
+        township="乔楼镇",
+        village="王庄村",
+        address="河南省荥阳市乔楼镇王庄村12号",
+    )
 
 
 def _only(**rates: float) -> IdentityDirt:
@@ -57,8 +68,9 @@ def test_zero_rates_record_the_person_exactly(small_world: World) -> None:
     rng = random.Random(1)
     for person in small_world.people.values():
         record = recorded_identity(rng, person, ZERO)
-        assert record == RecordedIdentity(person.name, person.sex, person.birth_date, person.id_number,
-                                          person.phone, person.address, ())
+        assert record == RecordedIdentity(
+            person.name, person.sex, person.birth_date, person.id_number, person.phone, person.address, ()
+        )
 
 
 def test_same_seed_same_dirt(small_world: World) -> None:
@@ -132,7 +144,7 @@ def test_homophones_keep_pinyin_and_stay_in_the_given_name(small_world: World) -
             assert record.name == person.name and record.defects == ()
             continue
         applied += 1
-        (name, detail), = record.defects
+        ((name, detail),) = record.defects
         old, new = detail.split("->")
         assert name == "homophone" and old != new and PINYIN[old] == PINYIN[new]
         assert record.name.startswith(surname) and len(record.name) == len(person.name)

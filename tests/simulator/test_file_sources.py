@@ -40,8 +40,14 @@ RMYY = "410182001"
 NOV = [date(2026, 11, d) for d in range(1, 31)]
 TEST_SYSTEMS = ("test_fy_files", "test_population_register", "test_yb_settlement")
 FY_NAME = re.compile(r"^FYBJY_(MZJZ|CSDJ|YCFSF)_(\d{8})(_XG)?(_1)?\.csv$")
-CLEAN = {"late_submission": 0, "duplicate_file": 0, "duplicate_row": 0, "unknown_local_code": 0,
-         "re_registration": 0, "identity_dirt": {"missing_id_number": 0, "address_variant": 0}}
+CLEAN = {
+    "late_submission": 0,
+    "duplicate_file": 0,
+    "duplicate_row": 0,
+    "unknown_local_code": 0,
+    "re_registration": 0,
+    "identity_dirt": {"missing_id_number": 0, "address_variant": 0},
+}
 
 
 def _truth(sql: str, **params: Any) -> list:
@@ -78,7 +84,8 @@ def _renamed(cls: type, owner: str) -> type:
 
 def _system(cls: type, world: World, root: Path, **config: Any) -> Any:
     system = _renamed(cls, "fy_files" if cls is FyFiles else "")(
-        world, {"inbox_dir": root / "inbox", "outbox_dir": root / "outbox", **config})
+        world, {"inbox_dir": root / "inbox", "outbox_dir": root / "outbox", **config}
+    )
     system.create_schema()
     return system
 
@@ -92,8 +99,11 @@ def _listing(folder: Path) -> dict[str, bytes]:
 
 
 def _women(world: World, day: date) -> list[Person]:
-    return [p for p in sorted(world.people.values(), key=lambda p: p.resident_id)
-            if p.sex == 2 and 20 <= (day - p.birth_date).days // 365 <= 40]
+    return [
+        p
+        for p in sorted(world.people.values(), key=lambda p: p.resident_id)
+        if p.sex == 2 and 20 <= (day - p.birth_date).days // 365 <= 40
+    ]
 
 
 def fy_day(world: World, day: date) -> DayActivity:
@@ -102,35 +112,88 @@ def fy_day(world: World, day: date) -> DayActivity:
     mother, other = _women(world, day)[:2]
     doctor = world.doctors(FY)[1].staff_id
     at = datetime.combine(day, time(9, 15))
-    activity.encounters.append(Encounter(
-        f"OB{day:%Y%m%d}", mother.resident_id, FY, "outpatient", "0402", "妇女保健科", doctor, at,
-        diagnoses=[Diagnosis("Z34.900", "正常妊娠监督", True)], charges=[Charge("110200001", "挂号费", "挂号", 6.0)]))
-    activity.encounters.append(Encounter(
-        f"D{day:%Y%m%d}", mother.resident_id, FY, "inpatient", "0401", "妇产科", doctor, at - timedelta(hours=6),
-        end_at=at + timedelta(days=3), diagnoses=[Diagnosis("O80.000", "单胎顺产", True)]))
+    activity.encounters.append(
+        Encounter(
+            f"OB{day:%Y%m%d}",
+            mother.resident_id,
+            FY,
+            "outpatient",
+            "0402",
+            "妇女保健科",
+            doctor,
+            at,
+            diagnoses=[Diagnosis("Z34.900", "正常妊娠监督", True)],
+            charges=[Charge("110200001", "挂号费", "挂号", 6.0)],
+        )
+    )
+    activity.encounters.append(
+        Encounter(
+            f"D{day:%Y%m%d}",
+            mother.resident_id,
+            FY,
+            "inpatient",
+            "0401",
+            "妇产科",
+            doctor,
+            at - timedelta(hours=6),
+            end_at=at + timedelta(days=3),
+            diagnoses=[Diagnosis("O80.000", "单胎顺产", True)],
+        )
+    )
     for n, (parent, org) in enumerate(((mother, FY), (other, RMYY)), 1):
-        child = Person(100_000 + day.day * 10 + n, parent.household_id, parent.name[0] + "子浩", n, day,
-                       parent.ethnicity, issue_id_number(random.Random(n), "410182", day, n, set()),
-                       parent.phone, f"YB410182{100_000 + day.day * 10 + n:010d}", parent.township, parent.village,
-                       parent.address)
+        child = Person(
+            100_000 + day.day * 10 + n,
+            parent.household_id,
+            parent.name[0] + "子浩",
+            n,
+            day,
+            parent.ethnicity,
+            issue_id_number(random.Random(n), "410182", day, n, set()),
+            parent.phone,
+            f"YB410182{100_000 + day.day * 10 + n:010d}",
+            parent.township,
+            parent.village,
+            parent.address,
+        )
         activity.new_people.append(child)
-        activity.births.append(Birth(f"B{day:%Y%m%d}{n}", parent.resident_id, child.resident_id, org,
-                                     at - timedelta(hours=2), 3200 + n * 10, n))
+        activity.births.append(
+            Birth(
+                f"B{day:%Y%m%d}{n}",
+                parent.resident_id,
+                child.resident_id,
+                org,
+                at - timedelta(hours=2),
+                3200 + n * 10,
+                n,
+            )
+        )
     return activity
 
 
 def _fy_truth(system: FyFiles) -> tuple[dict[str, int], dict[str, str]]:
-    patients = {r.local_patient_id: r.resident_id for r in _truth(
-        "SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = :s", s=system.source_system)}
-    encounters = {r.local_encounter_id: r.encounter_uid for r in _truth(
-        "SELECT local_encounter_id, encounter_uid FROM encounter_truth WHERE source_system = :s",
-        s=system.source_system)}
+    patients = {
+        r.local_patient_id: r.resident_id
+        for r in _truth(
+            "SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = :s", s=system.source_system
+        )
+    }
+    encounters = {
+        r.local_encounter_id: r.encounter_uid
+        for r in _truth(
+            "SELECT local_encounter_id, encounter_uid FROM encounter_truth WHERE source_system = :s",
+            s=system.source_system,
+        )
+    }
     return patients, encounters
 
 
 def _defects(system: Any, defect: str | None = None) -> list:
-    return _truth("SELECT table_name, record_id, defect, detail, day FROM defect_log WHERE source_system = :s "
-                  "AND (CAST(:d AS text) IS NULL OR defect = :d) ORDER BY 1, 2", s=system.source_system, d=defect)
+    return _truth(
+        "SELECT table_name, record_id, defect, detail, day FROM defect_log WHERE source_system = :s "
+        "AND (CAST(:d AS text) IS NULL OR defect = :d) ORDER BY 1, 2",
+        s=system.source_system,
+        d=defect,
+    )
 
 
 # --- 妇幼保健院 ---------------------------------------------------------------------------------------
@@ -178,8 +241,9 @@ def test_fy_files_are_gbk_vendor_files_that_reconcile_with_the_events(truth, sma
     assert by_uid[encounters[prenatal["就诊流水号"]]].encounter_uid == f"OB{NOV[1]:%Y%m%d}"
     assert encounters[delivery["随访编号"]] == f"D{NOV[1]:%Y%m%d}" and not delivery["就诊流水号"]
     assert prenatal["患者编号"] == delivery["患者编号"] == row["母亲患者编号"]
-    every_patient = {r["患者编号"] for r in mzjz + ycfsf} | {r["母亲患者编号"] for r in csdj} | {
-        r["新生儿患者编号"] for r in csdj}
+    every_patient = (
+        {r["患者编号"] for r in mzjz + ycfsf} | {r["母亲患者编号"] for r in csdj} | {r["新生儿患者编号"] for r in csdj}
+    )
     assert every_patient <= set(patients)
 
 
@@ -213,9 +277,11 @@ def test_corrections_arrive_as_xg_files(truth, small_world, tmp_path):
     fy_visits = [e for e in first.encounters if e.org_code == FY and e.kind != "inpatient"]
     second = fy_day(small_world, NOV[2])
     update_at, cancel_at = datetime(2026, 11, 3, 10, 5, 7), datetime(2026, 11, 3, 11, 0, 0)
-    second.corrections = [Correction(fy_visits[0].encounter_uid, "update", update_at, "诊断更正"),
-                          Correction(fy_visits[1].encounter_uid, "cancel", cancel_at, "退费"),
-                          Correction("E-not-ours", "cancel", cancel_at, "退费")]
+    second.corrections = [
+        Correction(fy_visits[0].encounter_uid, "update", update_at, "诊断更正"),
+        Correction(fy_visits[1].encounter_uid, "cancel", cancel_at, "退费"),
+        Correction("E-not-ours", "cancel", cancel_at, "退费"),
+    ]
     counts = system.write_day(second)
     assert counts["FYBJY_MZJZ_XG"] == 2
     original = {r["就诊流水号"]: r for r in _rows(tmp_path / "inbox" / "FYBJY_MZJZ_20261102.csv")}
@@ -227,14 +293,21 @@ def test_corrections_arrive_as_xg_files(truth, small_world, tmp_path):
     assert updated["诊断编码"] != original[updated["就诊流水号"]]["诊断编码"]
     assert updated["最后修改时间"] == "2026/11/03 10:05:07" and cancelled["修改原因"] == "退费"
     assert {k: v for k, v in cancelled.items() if k not in ("操作类型", "修改原因", "最后修改时间")} == {
-        k: v for k, v in original[cancelled["就诊流水号"]].items() if k != "最后修改时间"}
+        k: v for k, v in original[cancelled["就诊流水号"]].items() if k != "最后修改时间"
+    }
     logged = {(r.record_id, r.defect) for r in _defects(system) if r.defect.startswith("correction")}
     assert logged == {(updated["就诊流水号"], "correction_update"), (cancelled["就诊流水号"], "correction_cancel")}
 
 
 def test_dirt_in_fy_files_matches_the_answer_key(truth, small_world, tmp_path):
-    dirt = {"late_submission": 0, "duplicate_file": 0, "duplicate_row": 0.3, "unknown_local_code": 0.4,
-            "re_registration": 0.5, "identity_dirt": {"missing_id_number": 0.3, "homophone": 0.3}}
+    dirt = {
+        "late_submission": 0,
+        "duplicate_file": 0,
+        "duplicate_row": 0.3,
+        "unknown_local_code": 0.4,
+        "re_registration": 0.5,
+        "identity_dirt": {"missing_id_number": 0.3, "homophone": 0.3},
+    }
     system = _system(FyFiles, small_world, tmp_path, **dirt)
     for day in NOV[1:4]:
         system.write_day(fy_day(small_world, day))
@@ -242,8 +315,9 @@ def test_dirt_in_fy_files_matches_the_answer_key(truth, small_world, tmp_path):
     patients, _ = _fy_truth(system)
     ids = [r["就诊流水号"] for r in mzjz]
     repeated = {i for i in ids if ids.count(i) == 2}
-    assert repeated and repeated == {r.record_id for r in _defects(system, "duplicate_submission")
-                                     if r.table_name == "FYBJY_MZJZ"}
+    assert repeated and repeated == {
+        r.record_id for r in _defects(system, "duplicate_submission") if r.table_name == "FYBJY_MZJZ"
+    }
     unknown = {r.record_id for r in _defects(system, "unknown_local_code")}
     assert unknown and unknown == {r["就诊流水号"] for r in mzjz if r["诊断编码"].startswith("ZDY")}
     missing = {r.record_id for r in _defects(system, "missing_id_number")}
@@ -258,8 +332,13 @@ def test_dirt_in_fy_files_matches_the_answer_key(truth, small_world, tmp_path):
 
 
 def test_rerunning_a_day_is_a_noop_and_rendering_is_reproducible(truth, small_world, tmp_path):
-    dirt = {"late_submission": 0.3, "duplicate_file": 0.3, "duplicate_row": 0.05, "unknown_local_code": 0.2,
-            "re_registration": 0.3}
+    dirt = {
+        "late_submission": 0.3,
+        "duplicate_file": 0.3,
+        "duplicate_row": 0.05,
+        "unknown_local_code": 0.2,
+        "re_registration": 0.3,
+    }
     first = _system(FyFiles, small_world, tmp_path / "a", **dirt)
     activities = [fy_day(small_world, day) for day in NOV[1:5]]
     for activity in activities:
@@ -270,8 +349,10 @@ def test_rerunning_a_day_is_a_noop_and_rendering_is_reproducible(truth, small_wo
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a" / "inbox").iterdir()} == stamps
     # A crash after the answer key was flushed but before the day was marked: the re-run writes the same bytes.
     with source_pg_engine(answer_key.DATABASE).begin() as conn:
-        conn.execute(sa.text("DELETE FROM system_day WHERE source_system = :s AND day = :d"),
-                     {"s": first.source_system, "d": activities[-1].day})
+        conn.execute(
+            sa.text("DELETE FROM system_day WHERE source_system = :s AND day = :d"),
+            {"s": first.source_system, "d": activities[-1].day},
+        )
     assert first.write_day(activities[-1])
     assert _listing(tmp_path / "a" / "inbox") == before
     # Same seed, empty answer key, another inbox: identical files, delivered and held.
@@ -280,8 +361,10 @@ def test_rerunning_a_day_is_a_noop_and_rendering_is_reproducible(truth, small_wo
     for activity in activities:
         second.write_day(activity)
     assert _listing(tmp_path / "b" / "inbox") == before
-    held = [{p.relative_to(tmp_path / root): p.read_bytes() for p in (tmp_path / root / "outbox").rglob("*.csv")}
-            for root in ("a", "b")]
+    held = [
+        {p.relative_to(tmp_path / root): p.read_bytes() for p in (tmp_path / root / "outbox").rglob("*.csv")}
+        for root in ("a", "b")
+    ]
     assert held[0] and held[0] == held[1]
 
 
@@ -294,9 +377,14 @@ def _register_world(small_world: World) -> World:
     adults[0].death_date = date(2026, 9, 1)
     adults[1].death_date = date(2026, 11, 30)
     mother = _women(world, date(2026, 11, 30))[0]
-    world.people[9999] = replace(mother, resident_id=9999, name=mother.name[0] + "诺", birth_date=date(2026, 11, 30),
-                                 id_number=issue_id_number(random.Random(1), "410182", date(2026, 11, 30), 2, set()),
-                                 death_date=None)
+    world.people[9999] = replace(
+        mother,
+        resident_id=9999,
+        name=mother.name[0] + "诺",
+        birth_date=date(2026, 11, 30),
+        id_number=issue_id_number(random.Random(1), "410182", date(2026, 11, 30), 2, set()),
+        death_date=None,
+    )
     return world
 
 
@@ -315,14 +403,22 @@ def test_population_register_lists_the_living_with_denominators(truth, small_wor
     rows, summary = _rows(rows_file), _rows(summary_file)
     living = {p.id_number for p in world.people.values() if p.death_date is None or p.death_date > date(2026, 11, 30)}
     assert {r["公民身份号码"] for r in rows} == living and len(rows) == len(living)
-    assert counts == {"QYRK": len(rows), "QYRK_HZ": len(TOWNSHIPS) * 2 * len(AGE_BANDS)} == {
-        "QYRK": len(rows), "QYRK_HZ": len(summary)}
+    assert (
+        counts
+        == {"QYRK": len(rows), "QYRK_HZ": len(TOWNSHIPS) * 2 * len(AGE_BANDS)}
+        == {"QYRK": len(rows), "QYRK_HZ": len(summary)}
+    )
     assert sum(int(r["常住人口数"]) for r in summary) == len(rows)
     assert sum(int(r["户籍人口数"]) for r in summary) == sum(r["人口类别"] == "户籍" for r in rows) < len(rows)
     assert sum(int(r["常住人口数"]) for r in summary if r["年龄组"] == "0-4岁" and r["性别"] == "女") == sum(
-        1 for r in rows if r["性别"] == "女" and r["出生日期"] >= "20211201")
-    patients = {r.local_patient_id: r.resident_id for r in _truth(
-        "SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = :s", s=register.source_system)}
+        1 for r in rows if r["性别"] == "女" and r["出生日期"] >= "20211201"
+    )
+    patients = {
+        r.local_patient_id: r.resident_id
+        for r in _truth(
+            "SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = :s", s=register.source_system
+        )
+    }
     by_id = {p.id_number: p.resident_id for p in world.people.values()}
     assert all(patients[r["公民身份号码"]] == by_id[r["公民身份号码"]] for r in rows)
 
@@ -332,8 +428,10 @@ def test_population_register_lags_recent_births_and_deaths(truth, small_world, t
     register = _system(PopulationRegister, world, tmp_path, lag_rate=1.0, max_lag_days=30)
     register.write_day(DayActivity(date(2026, 12, 1)))
     listed = {r["公民身份号码"] for r in _rows(tmp_path / "inbox" / "QYRK_410182_202611.csv")}
-    newborn, died_recently = world.people[9999], next(p for p in world.people.values()
-                                                       if p.death_date == date(2026, 11, 30))
+    newborn, died_recently = (
+        world.people[9999],
+        next(p for p in world.people.values() if p.death_date == date(2026, 11, 30)),
+    )
     died_long_ago = next(p for p in world.people.values() if p.death_date == date(2026, 9, 1))
     assert newborn.id_number not in listed and died_recently.id_number in listed
     assert died_long_ago.id_number not in listed
@@ -352,17 +450,54 @@ def _settlement_day(world: World, day: date) -> DayActivity:
     outpatient = [e for e in activity.encounters if e.kind == "outpatient" and e.org_code in (FY, RMYY, "410182101")]
     inpatient = next(e for e in activity.encounters if e.kind == "inpatient" and e.org_code == RMYY)
     for n, e in enumerate(outpatient):
-        settled = e.start_at + timedelta(minutes=50) if n else datetime.combine(day, time(23, 50)) + timedelta(
-            minutes=20)   # the first visit settles after midnight: it belongs to the next day's file
-        activity.settlements.append(InsuranceSettlement(f"Y{day:%Y%m%d}{n:03d}", e.resident_id, e.org_code, "",
-                                                        e.kind, None, None, settled, e.total_yuan,
-                                                        round(e.total_yuan * 0.4, 2), e.encounter_uid))
-    activity.settlements.append(InsuranceSettlement(
-        f"Y{day:%Y%m%d}IP", inpatient.resident_id, RMYY, "", "inpatient", day, day + timedelta(days=2),
-        datetime.combine(day + timedelta(days=2), time(10)), 4800.5, 3120.33, inpatient.encounter_uid))
-    activity.settlements.append(InsuranceSettlement(
-        f"W{day:%Y%m%d}", outpatient[0].resident_id, "", "郑州大学第一附属医院", "inpatient",
-        day - timedelta(days=9), day, datetime.combine(day, time(9, 30)), 23456.78, 12901.23, ""))
+        settled = (
+            e.start_at + timedelta(minutes=50) if n else datetime.combine(day, time(23, 50)) + timedelta(minutes=20)
+        )  # the first visit settles after midnight: it belongs to the next day's file
+        activity.settlements.append(
+            InsuranceSettlement(
+                f"Y{day:%Y%m%d}{n:03d}",
+                e.resident_id,
+                e.org_code,
+                "",
+                e.kind,
+                None,
+                None,
+                settled,
+                e.total_yuan,
+                round(e.total_yuan * 0.4, 2),
+                e.encounter_uid,
+            )
+        )
+    activity.settlements.append(
+        InsuranceSettlement(
+            f"Y{day:%Y%m%d}IP",
+            inpatient.resident_id,
+            RMYY,
+            "",
+            "inpatient",
+            day,
+            day + timedelta(days=2),
+            datetime.combine(day + timedelta(days=2), time(10)),
+            4800.5,
+            3120.33,
+            inpatient.encounter_uid,
+        )
+    )
+    activity.settlements.append(
+        InsuranceSettlement(
+            f"W{day:%Y%m%d}",
+            outpatient[0].resident_id,
+            "",
+            "郑州大学第一附属医院",
+            "inpatient",
+            day - timedelta(days=9),
+            day,
+            datetime.combine(day, time(9, 30)),
+            23456.78,
+            12901.23,
+            "",
+        )
+    )
     return activity
 
 
@@ -390,13 +525,21 @@ def test_settlement_file_is_pipe_separated_utf8_with_out_of_county_care(truth, s
     assert all(r["医疗机构编码"] not in codes and r["医疗类别"] == "住院" for r in outside)
     inside = [r for r in rows if r["就医地"] == "县内"]
     stays = [r for r in inside if r["医疗类别"] == "住院"]
-    assert [r["入院日期"] for r in stays] == ["2026-11-02", "2026-11-03"]   # settled at discharge, 2 days later
+    assert [r["入院日期"] for r in stays] == ["2026-11-02", "2026-11-03"]  # settled at discharge, 2 days later
 
-    patients = {r.local_patient_id: r.resident_id for r in _truth(
-        "SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = :s", s=system.source_system)}
-    encounters = {r.local_encounter_id: r.encounter_uid for r in _truth(
-        "SELECT local_encounter_id, encounter_uid FROM encounter_truth WHERE source_system = :s",
-        s=system.source_system)}
+    patients = {
+        r.local_patient_id: r.resident_id
+        for r in _truth(
+            "SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = :s", s=system.source_system
+        )
+    }
+    encounters = {
+        r.local_encounter_id: r.encounter_uid
+        for r in _truth(
+            "SELECT local_encounter_id, encounter_uid FROM encounter_truth WHERE source_system = :s",
+            s=system.source_system,
+        )
+    }
     by_truth = {s.encounter_uid or s.settlement_uid: s for s in all_settlements}
     for row in rows:
         settlement = by_truth[encounters[row["结算流水号"]]]
@@ -420,13 +563,15 @@ def test_cancelled_visits_are_reversed_and_reruns_change_nothing(truth, small_wo
     second = _settlement_day(small_world, NOV[2])
     second.corrections = [Correction(settled.encounter_uid, "cancel", datetime(2026, 11, 3, 9, 1, 2), "退费")]
     system.write_day(second)
-    reversal = next(r for r in _rows(tmp_path / "inbox" / "YBJS_410182_20261103.txt", "utf-8", "|")
-                    if r["结算类型"] == "冲销")
+    reversal = next(
+        r for r in _rows(tmp_path / "inbox" / "YBJS_410182_20261103.txt", "utf-8", "|") if r["结算类型"] == "冲销"
+    )
     target = next(r for r in original if r["结算流水号"] == reversal["原结算流水号"])
     assert target["总费用"] == f"{settled.total_yuan:.2f}" and reversal["总费用"] == f"{-settled.total_yuan:.2f}"
     assert reversal["结算时间"] == "2026-11-03 09:01:02" and reversal["医保号"] == target["医保号"]
     assert {(r.record_id, r.defect) for r in _defects(system, "correction_cancel")} == {
-        (target["结算流水号"], "correction_cancel")}
+        (target["结算流水号"], "correction_cancel")
+    }
     before = _listing(tmp_path / "inbox")
     assert system.write_day(first) == {} and system.write_day(second) == {}
     assert _listing(tmp_path / "inbox") == before

@@ -27,9 +27,15 @@ FIRST = date(2026, 11, 2)
 DAYS = [FIRST + timedelta(days=n) for n in range(10)]
 DRIFT_DAY = FIRST + timedelta(days=3)
 CONFIG = {
-    "pg_schema": SCHEMA, "schema_drift_day": DRIFT_DAY.isoformat(),
-    "dirt": {"re_registration": 0.2, "duplicate_submission": 0.1, "unknown_local_code": 0.1,
-             "late_submission": 0.1, "discharge_before_admission": 0.3},
+    "pg_schema": SCHEMA,
+    "schema_drift_day": DRIFT_DAY.isoformat(),
+    "dirt": {
+        "re_registration": 0.2,
+        "duplicate_submission": 0.1,
+        "unknown_local_code": 0.1,
+        "late_submission": 0.1,
+        "discharge_before_admission": 0.3,
+    },
     "identity_dirt": {"missing_id_number": 0.2, "homophone": 0.2, "changed_phone": 0.2},
 }
 SECRET = "pytest-secret"
@@ -56,15 +62,18 @@ def _activities(world: Any) -> list[DayActivity]:
     activities = [make_day(world, day, per_institution=10) for day in DAYS]
     mine = [e for e in activities[0].encounters if e.org_code in ("410182004", "410182005") and e.kind != "inpatient"]
     at = datetime.combine(DAYS[1], time(10, 15))
-    activities[1].corrections = [Correction(mine[0].encounter_uid, "cancel", at, "退费"),
-                                 Correction(mine[1].encounter_uid, "update", at, "诊断更正")]
+    activities[1].corrections = [
+        Correction(mine[0].encounter_uid, "cancel", at, "退费"),
+        Correction(mine[1].encounter_uid, "update", at, "诊断更正"),
+    ]
     return activities
 
 
 def _rows(schema: str, table: str) -> list[dict[str, Any]]:
     with source_pg_engine(DATABASE).connect() as conn:
-        return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {schema}.{table} ORDER BY updated_at, id"))
-                .mappings()]
+        return [
+            dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {schema}.{table} ORDER BY updated_at, id")).mappings()
+        ]
 
 
 def _pending(schema: str) -> list[Any]:
@@ -74,8 +83,10 @@ def _pending(schema: str) -> list[Any]:
 
 def _defects(truth: str) -> list[Any]:
     with source_pg_engine(answer_key.DATABASE).connect() as conn:
-        return conn.execute(sa.text("SELECT table_name, record_id, defect, detail, day FROM defect_log "
-                                    "WHERE source_system = :s"), {"s": truth}).all()
+        return conn.execute(
+            sa.text("SELECT table_name, record_id, defect, detail, day FROM defect_log WHERE source_system = :s"),
+            {"s": truth},
+        ).all()
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +133,21 @@ def test_rows_reconcile_with_events(written) -> None:
     assert len(stored["visits"]) == len(clinic) + defects["duplicate_submission"]
     assert len(stored["admissions"]) == len(inpatient)
     assert len(stored["diagnoses"]) == sum(len(e.diagnoses) for e in clinic) + 2 * sum(
-        len(e.diagnoses) for e in inpatient)   # admission and discharge diagnoses
-    assert len(stored["orders"]) == sum(len(e.prescriptions) + len(e.labs) + len(e.exams) + len(e.surgeries)
-                                        for e in mine)
+        len(e.diagnoses) for e in inpatient
+    )  # admission and discharge diagnoses
+    assert len(stored["orders"]) == sum(
+        len(e.prescriptions) + len(e.labs) + len(e.exams) + len(e.surgeries) for e in mine
+    )
     assert len(stored["charges"]) == sum(len(e.charges) for e in mine)
     with source_pg_engine(DATABASE).connect() as conn:
-        queued = conn.execute(sa.text(f"SELECT sum((payload->>'amount')::numeric) FROM {SCHEMA}.sim_pending "
-                                      "WHERE table_name = 'charges'")).scalar() or 0
+        queued = (
+            conn.execute(
+                sa.text(
+                    f"SELECT sum((payload->>'amount')::numeric) FROM {SCHEMA}.sim_pending WHERE table_name = 'charges'"
+                )
+            ).scalar()
+            or 0
+        )
     served = sum(r["amount"] for r in _rows(SCHEMA, "charges"))
     assert float(served + queued) == pytest.approx(sum(e.total_yuan for e in mine))
     assert sum(written["counts"][0].values()) > 0
@@ -177,11 +196,16 @@ def test_codes_are_the_vendors(written) -> None:
 
 def test_answer_key_covers_every_patient_record(written) -> None:
     with source_pg_engine(answer_key.DATABASE).connect() as conn:
-        truth = {r.local_patient_id: r for r in conn.execute(sa.text(
-            "SELECT * FROM patient_truth WHERE source_system = :s"), {"s": SCHEMA})}
+        truth = {
+            r.local_patient_id: r
+            for r in conn.execute(sa.text("SELECT * FROM patient_truth WHERE source_system = :s"), {"s": SCHEMA})
+        }
     world = written["system"].world
-    renamed = {d.record_id for d in _defects(SCHEMA) if d.defect in ("homophone", "name_typo", "swapped_chars",
-                                                                      "traditional_chars")}
+    renamed = {
+        d.record_id
+        for d in _defects(SCHEMA)
+        if d.defect in ("homophone", "name_typo", "swapped_chars", "traditional_chars")
+    }
     patients = _rows(SCHEMA, "patients")
     assert {r["id"] for r in patients} == set(truth)
     org = {"HZ001": "410182004", "RX001": "410182005"}
@@ -196,9 +220,17 @@ def test_defects_logged_match_the_data(written) -> None:
     by_kind: dict[str, set[str]] = {}
     for d in defects:
         by_kind.setdefault(d.defect, set()).add(d.record_id)
-    for kind in ("missing_id_number", "re_registration", "duplicate_submission", "unknown_local_code",
-                 "late_submission", "discharge_before_admission", "correction_cancel", "correction_update",
-                 "schema_drift"):
+    for kind in (
+        "missing_id_number",
+        "re_registration",
+        "duplicate_submission",
+        "unknown_local_code",
+        "late_submission",
+        "discharge_before_admission",
+        "correction_cancel",
+        "correction_update",
+        "schema_drift",
+    ):
         assert by_kind.get(kind), f"no {kind} injected"
     patients = {r["id"]: r for r in _rows(SCHEMA, "patients")}
     assert {i for i, r in patients.items() if r["id_card_no"] is None} == by_kind["missing_id_number"]
@@ -212,13 +244,17 @@ def test_defects_logged_match_the_data(written) -> None:
     for d in (d for d in defects if d.defect == "duplicate_submission" and d.record_id in visits):
         original, duplicate = visits[d.detail.split()[-1]], visits[d.record_id]
         assert (original["patient_id"], original["visit_time"], original["dept_code"]) == (
-            duplicate["patient_id"], duplicate["visit_time"], duplicate["dept_code"])
+            duplicate["patient_id"],
+            duplicate["visit_time"],
+            duplicate["dept_code"],
+        )
     for record_id in by_kind["late_submission"] - pending:
-        assert visits[record_id]["updated_at"] >= datetime.combine(visits[record_id]["visit_time"].date()
-                                                                   + timedelta(days=2), time())
+        assert visits[record_id]["updated_at"] >= datetime.combine(
+            visits[record_id]["visit_time"].date() + timedelta(days=2), time()
+        )
     admissions = {r["id"]: r for r in _rows(SCHEMA, "admissions")}
     backwards = {i for i, r in admissions.items() if r["discharge_time"] and r["discharge_time"] < r["admit_time"]}
-    assert backwards == by_kind["discharge_before_admission"] - pending   # logged at admission, served at discharge
+    assert backwards == by_kind["discharge_before_admission"] - pending  # logged at admission, served at discharge
     assert {d.day for d in defects if d.defect == "schema_drift"} == {DRIFT_DAY}
 
 
@@ -277,8 +313,10 @@ def test_page_numbers_and_total(client) -> None:
     url = "/api/v1/hospitals/RX001/visits"
     first = client.get(url, headers=headers, params={"page": 1, "page_size": 5}).json()["data"]
     total = first["total"]
-    pages = [client.get(url, headers=headers, params={"page": p, "page_size": 5}).json()["data"]
-             for p in range(1, total // 5 + 2)]
+    pages = [
+        client.get(url, headers=headers, params={"page": p, "page_size": 5}).json()["data"]
+        for p in range(1, total // 5 + 2)
+    ]
     ids = [r["id"] for page in pages for r in page["list"]]
     assert ids == [r["id"] for r in _rows(SCHEMA, "visits") if r["hospital_code"] == "RX001"]
     assert pages[-1]["nextCursor"] is None and first["nextCursor"] and first["pageSize"] == 5
@@ -299,8 +337,15 @@ def test_corrections_arrive_as_tombstones(client, written) -> None:
     headers = _token(client)
     cancel, update = written["activities"][1].corrections
     with source_pg_engine(answer_key.DATABASE).connect() as conn:
-        local = dict(conn.execute(sa.text("SELECT encounter_uid, min(local_encounter_id) FROM encounter_truth "
-                                          "WHERE source_system = :s GROUP BY encounter_uid"), {"s": SCHEMA}).all())
+        local = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT encounter_uid, min(local_encounter_id) FROM encounter_truth "
+                    "WHERE source_system = :s GROUP BY encounter_uid"
+                ),
+                {"s": SCHEMA},
+            ).all()
+        )
     since = datetime.combine(DAYS[1], time()).isoformat()
     changed = {}
     for resource in ("visits", "diagnoses", "charges"):
@@ -315,12 +360,13 @@ def test_corrections_arrive_as_tombstones(client, written) -> None:
     redone = [r for r in changed.values() if r.get("visitId") == local[update.target_uid]]
     assert {r["deleted"] for r in redone} == {True, False}
     assert sorted(r["diagnosisCode"] for r in redone if r["deleted"]) == sorted(
-        r["diagnosisCode"] for r in redone if not r["deleted"])
+        r["diagnosisCode"] for r in redone if not r["deleted"]
+    )
 
 
 def test_schema_drift_adds_a_field(client) -> None:
     visits = _page_through(client, _token(client), "/api/v1/hospitals/HZ001/visits", page_size=500)
-    assert all("payType" in r for r in visits)   # null on records created before the drift day
+    assert all("payType" in r for r in visits)  # null on records created before the drift day
     drifted = {r["payType"] for r in visits if r["createdAt"] >= DRIFT_DAY.isoformat()}
     assert drifted and drifted <= {"insurance", "self_pay"}
 

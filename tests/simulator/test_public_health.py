@@ -31,18 +31,26 @@ from tests.simulator.conftest import make_day
 
 DATABASE = "public_health_test"
 DAY1, DAY2 = date(2026, 11, 2), date(2026, 11, 3)
-LAST = DAY1 + timedelta(days=16)          # late forms (≤ 5 days), re-edits (≤ 10 days), referral steps all due
+LAST = DAY1 + timedelta(days=16)  # late forms (≤ 5 days), re-edits (≤ 10 days), referral steps all due
 CONFIG: dict[str, Any] = {
-    "database": DATABASE, "re_registration": 0.15, "unknown_local_code": 0.15, "late_submission": 0.3,
-    "late_max_days": 5, "correction_update": 0.2,
+    "database": DATABASE,
+    "re_registration": 0.15,
+    "unknown_local_code": 0.15,
+    "late_submission": 0.3,
+    "late_max_days": 5,
+    "correction_update": 0.2,
     "identity_dirt": {"missing_id_number": 0.2, "homophone": 0.2, "changed_phone": 0.2, "address_variant": 0.3},
 }
 REFERRAL_CONFIG: dict[str, Any] = {"database": DATABASE, "reject_rate": 0.15, "unconfirmed_rate": 0.15}
-CODED = {"gxy_sf": {"sffs": "SFFS", "zz": "GXYZZ", "fyycx": "FYYCX", "ywblfy": "YWBLFY", "cfsffl": "SFFL"},
-         "tnb_sf": {"sffs": "SFFS", "fyycx": "FYYCX", "dxtfy": "DXTFY", "cfsffl": "SFFL"},
-         "lnr_tj": {"jkztpg": "JKZTPG", "shzlnl": "SHZLNL", "jkpj": "JKPJ"}, "et_jkgl": {"tzpj": "TZPJ"},
-         "ycf_sf": {"sflx": "YCFSFLX"}, "jtys_qy": {"fwbdm": "FWB", "qyzt": "QYZT"},
-         "jkda_grjbxx": {"xb": "XB", "mz": "MZ", "czlx": "CZLX", "dazt": "DAZT"}}
+CODED = {
+    "gxy_sf": {"sffs": "SFFS", "zz": "GXYZZ", "fyycx": "FYYCX", "ywblfy": "YWBLFY", "cfsffl": "SFFL"},
+    "tnb_sf": {"sffs": "SFFS", "fyycx": "FYYCX", "dxtfy": "DXTFY", "cfsffl": "SFFL"},
+    "lnr_tj": {"jkztpg": "JKZTPG", "shzlnl": "SHZLNL", "jkpj": "JKPJ"},
+    "et_jkgl": {"tzpj": "TZPJ"},
+    "ycf_sf": {"sflx": "YCFSFLX"},
+    "jtys_qy": {"fwbdm": "FWB", "qyzt": "QYZT"},
+    "jkda_grjbxx": {"xb": "XB", "mz": "MZ", "czlx": "CZLX", "dazt": "DAZT"},
+}
 
 
 class _PublicHealth(PublicHealth):
@@ -61,7 +69,7 @@ def _rich_day(world: World, day: date, start: int) -> DayActivity:
     clinics = [i for i in world.institutions if i.org_type == "村卫生室"]
     kinds = [*SERVICE_TABLES, "filing"]
     n = 0
-    for i, person in enumerate(people[start:start + 60]):
+    for i, person in enumerate(people[start : start + 60]):
         org = (centres if i % 3 else clinics)[i % 7]
         doctor = world.doctors(org.org_code)[0].staff_id
         for k in range(1 + i % 3):
@@ -71,21 +79,39 @@ def _rich_day(world: World, day: date, start: int) -> DayActivity:
             values: dict[str, float | str] = {"sbp": 150.0, "dbp": 92.0} if kind == "htn_followup" else {}
             if kind == "dm_followup":
                 values = {"fbg": 8.1}
-            activity.services.append(PublicHealthService(f"S{day:%Y%m%d}T{n:04d}", person.resident_id,
-                                                         org.org_code, kind, at, doctor, values))
+            activity.services.append(
+                PublicHealthService(
+                    f"S{day:%Y%m%d}T{n:04d}", person.resident_id, org.org_code, kind, at, doctor, values
+                )
+            )
     hospital = world.by_code["410182001"]
-    activity.services.append(PublicHealthService(f"S{day:%Y%m%d}H0001", people[0].resident_id, hospital.org_code,
-                                                 "htn_followup", datetime.combine(day, time(9)),
-                                                 world.doctors(hospital.org_code)[0].staff_id, {"sbp": 130.0}))
-    for j, person in enumerate(people[start:start + 12]):
+    activity.services.append(
+        PublicHealthService(
+            f"S{day:%Y%m%d}H0001",
+            people[0].resident_id,
+            hospital.org_code,
+            "htn_followup",
+            datetime.combine(day, time(9)),
+            world.doctors(hospital.org_code)[0].staff_id,
+            {"sbp": 130.0},
+        )
+    )
+    for j, person in enumerate(people[start : start + 12]):
         up = j % 2 == 0
         centre = centres[j % len(centres)].org_code
-        submitted = day + timedelta(days=0 if up else j % 4)       # a down-referral is submitted at discharge
-        activity.referrals.append(Referral(
-            f"R{day:%Y%m%d}T{j:03d}", person.resident_id, centre if up else "410182001",
-            "410182001" if up else centre, "up" if up else "down",
-            datetime.combine(submitted, time(10)) + timedelta(minutes=13 * j), "I63.900" if up else "Z51.x00",
-            "病情需要" if up else "康复期转基层管理"))
+        submitted = day + timedelta(days=0 if up else j % 4)  # a down-referral is submitted at discharge
+        activity.referrals.append(
+            Referral(
+                f"R{day:%Y%m%d}T{j:03d}",
+                person.resident_id,
+                centre if up else "410182001",
+                "410182001" if up else centre,
+                "up" if up else "down",
+                datetime.combine(submitted, time(10)) + timedelta(minutes=13 * j),
+                "I63.900" if up else "Z51.x00",
+                "病情需要" if up else "康复期转基层管理",
+            )
+        )
     return activity
 
 
@@ -94,10 +120,12 @@ def _corrections(first: DayActivity, day: date) -> list[Correction]:
     services = [s for s in first.services if s.kind in ("htn_followup", "dm_followup") and "T" in s.service_uid]
     referrals = [r for r in first.referrals if "T" in r.referral_uid]
     at = datetime.combine(day, time(9))
-    return [Correction(services[0].service_uid, "cancel", at, "作废"),
-            Correction(services[1].service_uid, "update", at + timedelta(hours=1), "随访数据更正"),
-            Correction(referrals[0].referral_uid, "cancel", at, "患者放弃转诊"),
-            Correction(referrals[2].referral_uid, "update", at, "补充病情摘要")]
+    return [
+        Correction(services[0].service_uid, "cancel", at, "作废"),
+        Correction(services[1].service_uid, "update", at + timedelta(hours=1), "随访数据更正"),
+        Correction(referrals[0].referral_uid, "cancel", at, "患者放弃转诊"),
+        Correction(referrals[2].referral_uid, "update", at, "补充病情摘要"),
+    ]
 
 
 def _clear_truth(source_system: str) -> None:
@@ -108,20 +136,31 @@ def _clear_truth(source_system: str) -> None:
 
 def _dump(schema: str) -> dict[str, list[tuple]]:
     with source_pg_engine(DATABASE).connect() as conn:
-        tables = conn.execute(sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
-                              {"s": schema}).scalars().all()
-        return {t: sorted(map(tuple, conn.execute(sa.text(f"SELECT * FROM {schema}.{t}")).all()), key=repr)
-                for t in tables}
+        tables = (
+            conn.execute(
+                sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"), {"s": schema}
+            )
+            .scalars()
+            .all()
+        )
+        return {
+            t: sorted(map(tuple, conn.execute(sa.text(f"SELECT * FROM {schema}.{t}")).all()), key=repr) for t in tables
+        }
 
 
 def _max_times(schema: str) -> datetime:
     """The latest timestamp of any kind in a schema (no row may carry a time after the day written)."""
     with source_pg_engine(DATABASE).connect() as conn:
-        columns = conn.execute(sa.text(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = :s "
-            "AND data_type LIKE 'timestamp%'"), {"s": schema}).all()
-        return max(conn.execute(sa.text(f"SELECT max({c}) FROM {schema}.{t}")).scalar() or datetime.min
-                   for t, c in columns)
+        columns = conn.execute(
+            sa.text(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = :s "
+                "AND data_type LIKE 'timestamp%'"
+            ),
+            {"s": schema},
+        ).all()
+        return max(
+            conn.execute(sa.text(f"SELECT max({c}) FROM {schema}.{t}")).scalar() or datetime.min for t, c in columns
+        )
 
 
 def _simulate(world: World, fresh_each_day: bool = False) -> dict[str, Any]:
@@ -175,7 +214,7 @@ def _own_services(run: dict[str, Any]) -> list[PublicHealthService]:
 
 def test_rows_reconcile_with_services(run: dict[str, Any]) -> None:
     services = _own_services(run)
-    assert len(services) < sum(len(a.services) for a in run["days"])        # the hospital's service is not ours
+    assert len(services) < sum(len(a.services) for a in run["days"])  # the hospital's service is not ours
     by_kind = Counter(s.kind for s in services)
     for kind, (table, _, _) in SERVICE_TABLES.items():
         assert _query(f"SELECT count(*) FROM gw.{table}")[0][0] == by_kind[kind], table
@@ -210,7 +249,7 @@ def test_archive_numbers_well_formed(run: dict[str, Any], small_world: World) ->
         village = row.grdabh[9:12]
         assert ("001" <= village <= "199") if person.township.endswith("街道") else village >= "200"
         seqs[row.grdabh[:12]] += 1
-    for prefix, count in seqs.items():     # sequences per village run 1..n without gaps
+    for prefix, count in seqs.items():  # sequences per village run 1..n without gaps
         numbers = sorted(int(r.grdabh[12:]) for r in rows if r.grdabh.startswith(prefix))
         assert numbers == list(range(1, count + 1))
 
@@ -242,7 +281,7 @@ def test_referential_integrity_and_vendor_codes(run: dict[str, Any], small_world
 def test_status_flow_monotonic(run: dict[str, Any]) -> None:
     rows = _query("SELECT * FROM referral.zz_record")
     states = Counter(r.zt for r in rows)
-    assert states["3"] and states["4"] and states["5"] and states["2"]      # completed, rejected, cancelled, open
+    assert states["3"] and states["4"] and states["5"] and states["2"]  # completed, rejected, cancelled, open
     for r in rows:
         times = [t for t in (r.sqsj, r.jssj, r.wcsj) if t is not None]
         assert times == sorted(times) and r.xgsj >= max([*times, r.cxsj or r.sqsj])
@@ -250,9 +289,10 @@ def test_status_flow_monotonic(run: dict[str, Any]) -> None:
         assert (r.jssj is not None) == (r.zt in ("2", "3", "4") or (r.zt == "5" and r.jssj is not None))
         assert (r.wcsj is not None) == (r.zt == "3") and (r.cxsj is not None) == (r.zt == "5")
         assert (r.jjyy is not None) == (r.zt == "4")
-    days_with_updates = [day for day, (_, referral) in zip(run["days"], run["stats"], strict=True)
-                         if referral.get("status_updates")]
-    assert len(days_with_updates) >= 3          # 接收 and 完成 arrive over the following days
+    days_with_updates = [
+        day for day, (_, referral) in zip(run["days"], run["stats"], strict=True) if referral.get("status_updates")
+    ]
+    assert len(days_with_updates) >= 3  # 接收 and 完成 arrive over the following days
 
 
 def test_no_row_is_dated_after_the_day_written(run: dict[str, Any]) -> None:
@@ -278,11 +318,14 @@ def test_corrections_applied_and_logged(run: dict[str, Any]) -> None:
     corrections = run["days"][1].corrections
     local = answer_key.local_encounter_ids("test_public_health", [c.target_uid for c in corrections])
     cancelled, updated = local[corrections[0].target_uid], local[corrections[1].target_uid]
-    rows = {r.id: r for table, pk, _ in SERVICE_TABLES.values()
-            for r in _query(f"SELECT {pk} AS id, zfbz, cjsj, xgsj FROM gw.{table}")}
+    rows = {
+        r.id: r
+        for table, pk, _ in SERVICE_TABLES.values()
+        for r in _query(f"SELECT {pk} AS id, zfbz, cjsj, xgsj FROM gw.{table}")
+    }
     assert rows[cancelled].zfbz == "1" and cancelled in _defects("test_public_health", "correction_cancel")
     edits = _defects("test_public_health", "correction_update")
-    assert updated in edits and len(edits) > 1                     # the event's update and the vendor's re-edits
+    assert updated in edits and len(edits) > 1  # the event's update and the vendor's re-edits
     for record_id in edits:
         assert rows[record_id].xgsj > rows[record_id].cjsj
     numbers = answer_key.local_encounter_ids("test_referral", [c.target_uid for c in corrections])
@@ -298,8 +341,11 @@ def test_answer_key_covers_every_record(run: dict[str, Any]) -> None:
     first_service: dict[int, str] = {}
     for service in sorted(_own_services(run), key=lambda s: (s.at, s.service_uid)):
         first_service.setdefault(service.resident_id, service.service_uid)
-    recorded = {s.service_uid for s in _own_services(run)            # a filing of a filed resident is a review
-                if s.kind != "filing" or first_service[s.resident_id] == s.service_uid}
+    recorded = {
+        s.service_uid
+        for s in _own_services(run)  # a filing of a filed resident is a review
+        if s.kind != "filing" or first_service[s.resident_id] == s.service_uid
+    }
     assert recorded <= set(encounters)
     numbers = {r.zzdh for r in _query("SELECT zzdh FROM referral.zz_record")}
     assert numbers == {r.local_patient_id for r in _truth("patient_truth", "test_referral")}
@@ -308,8 +354,9 @@ def test_answer_key_covers_every_record(run: dict[str, Any]) -> None:
 
 def test_identity_defects_match_the_data(run: dict[str, Any]) -> None:
     for source, sql, key_column in (
-            ("test_public_health", "SELECT grdabh AS id, sfzh AS id_number FROM gw.jkda_grjbxx", "grdabh"),
-            ("test_referral", "SELECT zzdh AS id, hzsfzh AS id_number FROM referral.zz_record", "zzdh")):
+        ("test_public_health", "SELECT grdabh AS id, sfzh AS id_number FROM gw.jkda_grjbxx", "grdabh"),
+        ("test_referral", "SELECT zzdh AS id, hzsfzh AS id_number FROM referral.zz_record", "zzdh"),
+    ):
         missing = _defects(source, "missing_id_number")
         assert missing, key_column
         for row in _query(sql):
@@ -334,15 +381,41 @@ def test_same_seed_same_rows(run: dict[str, Any], small_world: World) -> None:
 def test_filing_without_dirt_records_the_truth(small_world: World) -> None:
     """With every rate at zero, an archive carries the resident exactly (sex GB/T, 民族 GB 3304)."""
     person = next(iter(small_world.people.values()))
-    ph = _PublicHealth(small_world, {"identity_dirt": dict.fromkeys(
-        ("missing_id_number", "wrong_check_digit", "legacy_15_digit", "name_typo", "homophone", "swapped_chars",
-         "traditional_chars", "day_month_swap", "changed_phone", "address_variant"), 0.0)})
-    service = PublicHealthService("S1", person.resident_id, "410182101", "filing", datetime(2026, 11, 2, 9),
-                                  small_world.doctors("410182101")[0].staff_id)
-    row = ph._archive_row(ph.rng(DAY1, "x"), person, "41018210020100001", service,
-                          answer_key.AnswerKey("none", DAY1))
-    assert (row["xm"], row["sfzh"], row["xb"], row["csrq"]) == (person.name, person.id_number, str(person.sex),
-                                                               person.birth_date)
+    ph = _PublicHealth(
+        small_world,
+        {
+            "identity_dirt": dict.fromkeys(
+                (
+                    "missing_id_number",
+                    "wrong_check_digit",
+                    "legacy_15_digit",
+                    "name_typo",
+                    "homophone",
+                    "swapped_chars",
+                    "traditional_chars",
+                    "day_month_swap",
+                    "changed_phone",
+                    "address_variant",
+                ),
+                0.0,
+            )
+        },
+    )
+    service = PublicHealthService(
+        "S1",
+        person.resident_id,
+        "410182101",
+        "filing",
+        datetime(2026, 11, 2, 9),
+        small_world.doctors("410182101")[0].staff_id,
+    )
+    row = ph._archive_row(ph.rng(DAY1, "x"), person, "41018210020100001", service, answer_key.AnswerKey("none", DAY1))
+    assert (row["xm"], row["sfzh"], row["xb"], row["csrq"]) == (
+        person.name,
+        person.id_number,
+        str(person.sex),
+        person.birth_date,
+    )
     assert row["mz"] == ("03" if person.ethnicity == "回族" else "01") and row["jdjgdm"] == "410182001000"
 
 
@@ -361,7 +434,8 @@ def test_a_card_holder_who_died_in_hospital_gets_fabricated_follow_ups_on_weekda
     monday, saturday = date(2026, 11, 9), date(2026, 11, 7)
     fabricated = Dying(small_world, {"followup_after_death": 1.0})._followups_after_death(monday, state)
     assert [(s.resident_id, s.kind, s.at.date(), died) for s, died in fabricated] == [
-        (holder, "htn_followup", monday, died_on)]
+        (holder, "htn_followup", monday, died_on)
+    ]
     assert fabricated[0][0].org_code in Dying(small_world, {}).institutions
     assert Dying(small_world, {"followup_after_death": 1.0})._followups_after_death(saturday, state) == []
-    assert Dying(small_world, {})._followups_after_death(monday, state) == []     # a county without dirt
+    assert Dying(small_world, {})._followups_after_death(monday, state) == []  # a county without dirt

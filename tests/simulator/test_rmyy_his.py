@@ -27,13 +27,25 @@ from tests.simulator.conftest import make_day
 
 DAY0 = date(2026, 11, 2)
 HISTORY_DAYS = 6
-CLEAN: dict[str, Any] = {**dict.fromkeys(DEFAULTS, 0.0), "schema_drift_day": None,
-                         "identity_dirt": {f.name: 0.0 for f in fields(IdentityDirt)}}
+CLEAN: dict[str, Any] = {
+    **dict.fromkeys(DEFAULTS, 0.0),
+    "schema_drift_day": None,
+    "identity_dirt": {f.name: 0.0 for f in fields(IdentityDirt)},
+}
 DIRTY: dict[str, Any] = {
-    "re_registration": 0.2, "duplicate_submission": 0.15, "unknown_local_code": 0.15,
-    "discharge_before_admission": 0.3, "late_submission": 0.1, "schema_drift_day": DAY0 + timedelta(days=3),
-    "identity_dirt": {"missing_id_number": 0.2, "wrong_check_digit": 0.1, "legacy_15_digit": 0.1,
-                      "name_typo": 0.2, "homophone": 0.2},
+    "re_registration": 0.2,
+    "duplicate_submission": 0.15,
+    "unknown_local_code": 0.15,
+    "discharge_before_admission": 0.3,
+    "late_submission": 0.1,
+    "schema_drift_day": DAY0 + timedelta(days=3),
+    "identity_dirt": {
+        "missing_id_number": 0.2,
+        "wrong_check_digit": 0.1,
+        "legacy_15_digit": 0.1,
+        "name_typo": 0.2,
+        "homophone": 0.2,
+    },
 }
 
 
@@ -59,18 +71,26 @@ def busy_day(world: World, day: date, extra: int = 24) -> DayActivity:
         base = template[k % len(template)]
         start = datetime.combine(day, time(7)) + timedelta(minutes=37 * k)
         if k == extra - 1:
-            base, start = template[2], datetime.combine(day, time(23, 50))    # its work spills past midnight
+            base, start = template[2], datetime.combine(day, time(23, 50))  # its work spills past midnight
         stay = timedelta(days=k % 3, hours=3) if base.kind == "inpatient" else None
-        activity.encounters.append(replace(
-            base, encounter_uid=f"X{day:%Y%m%d}{k:04d}", resident_id=residents[(k * 13 + day.day * 7) % len(residents)],
-            start_at=start, end_at=start + stay if stay else None,
-            surgeries=[replace(s, at=start + timedelta(hours=2)) for s in base.surgeries]))
+        activity.encounters.append(
+            replace(
+                base,
+                encounter_uid=f"X{day:%Y%m%d}{k:04d}",
+                resident_id=residents[(k * 13 + day.day * 7) % len(residents)],
+                start_at=start,
+                end_at=start + stay if stay else None,
+                surgeries=[replace(s, at=start + timedelta(hours=2)) for s in base.surgeries],
+            )
+        )
     if day > DAY0:
-        activity.corrections.append(Correction(f"X{day - timedelta(days=1):%Y%m%d}0001", "cancel",
-                                               datetime.combine(day, time(10)), "退费"))
+        activity.corrections.append(
+            Correction(f"X{day - timedelta(days=1):%Y%m%d}0001", "cancel", datetime.combine(day, time(10)), "退费")
+        )
     if day > DAY0 + timedelta(days=1):
-        activity.corrections.append(Correction(f"X{day - timedelta(days=2):%Y%m%d}0004", "update",
-                                               datetime.combine(day, time(11)), "诊断更正"))
+        activity.corrections.append(
+            Correction(f"X{day - timedelta(days=2):%Y%m%d}0004", "update", datetime.combine(day, time(11)), "诊断更正")
+        )
     return activity
 
 
@@ -85,8 +105,10 @@ def _ids(system: RmyyHis, sql: str) -> set:
 
 def _defects(system: RmyyHis, defect: str) -> dict[str, str]:
     with source_pg_engine(answer_key.DATABASE).connect() as conn:
-        rows = conn.execute(sa.text("SELECT record_id, detail FROM defect_log WHERE source_system = :s "
-                                    "AND defect = :d"), {"s": system.source_system, "d": defect}).all()
+        rows = conn.execute(
+            sa.text("SELECT record_id, detail FROM defect_log WHERE source_system = :s AND defect = :d"),
+            {"s": system.source_system, "d": defect},
+        ).all()
     return dict(rows)
 
 
@@ -122,8 +144,11 @@ def test_tables_keep_every_column_the_pipeline_reads(clean_day):
             needed.setdefault(part["bronze_table"], set()).update(columns)
     for table in load_sources()["rmyy_his"].tables:
         needed.setdefault(table.name, set()).update({*table.keys, table.commit_time})
-    present = _rows(system, "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
-                            "WHERE TABLE_SCHEMA = :db", db=system.database)
+    present = _rows(
+        system,
+        "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :db",
+        db=system.database,
+    )
     have: dict[str, set[str]] = {}
     for table, column in present:
         have.setdefault(table, set()).add(column)
@@ -139,20 +164,30 @@ def test_clean_day_reconciles_with_the_events(clean_day):
     stays = [e for e in mine if e.kind == "inpatient"]
     groups = {(e.encounter_uid, lab.loinc in ("6690-2", "718-7")) for e in mine for lab in e.labs}
     expected = {
-        "GH_BRJBXX": len({e.resident_id for e in mine}), "MZ_JZJL": len(visits),
+        "GH_BRJBXX": len({e.resident_id for e in mine}),
+        "MZ_JZJL": len(visits),
         "MZ_ZDJL": sum(len(e.diagnoses) for e in visits),
         "MZ_CF": len({(e.encounter_uid, p.drug_code[0]) for e in visits for p in e.prescriptions}),
-        "MZ_CFMX": sum(len(e.prescriptions) for e in visits), "MZ_SF": sum(len(e.charges) for e in visits),
-        "ZY_RYDJ": len(stays), "ZY_ZDJL": 2 * sum(len(e.diagnoses) for e in stays),
-        "ZY_YZJL": sum(len(e.prescriptions) for e in stays), "ZY_FYMX": sum(len(e.charges) for e in stays),
-        "SS_SSJL": sum(len(e.surgeries) for e in stays), "ZY_CYJL": len(stays), "BL_SYXX": len(stays),
-        "JY_SQD": len(groups), "JY_JG": sum(len(e.labs) for e in mine), "JC_BG": sum(len(e.exams) for e in mine),
+        "MZ_CFMX": sum(len(e.prescriptions) for e in visits),
+        "MZ_SF": sum(len(e.charges) for e in visits),
+        "ZY_RYDJ": len(stays),
+        "ZY_ZDJL": 2 * sum(len(e.diagnoses) for e in stays),
+        "ZY_YZJL": sum(len(e.prescriptions) for e in stays),
+        "ZY_FYMX": sum(len(e.charges) for e in stays),
+        "SS_SSJL": sum(len(e.surgeries) for e in stays),
+        "ZY_CYJL": len(stays),
+        "BL_SYXX": len(stays),
+        "JY_SQD": len(groups),
+        "JY_JG": sum(len(e.labs) for e in mine),
+        "JC_BG": sum(len(e.exams) for e in mine),
     }
-    waiting = Counter(r[0].split(":")[1] for r in _rows(
-        system, f"SELECT OP_ID FROM {system.state_database}.PENDING_OP WHERE OP_ID LIKE 'I:%'"))
+    waiting = Counter(
+        r[0].split(":")[1]
+        for r in _rows(system, f"SELECT OP_ID FROM {system.state_database}.PENDING_OP WHERE OP_ID LIKE 'I:%'")
+    )
     actual = {t: _rows(system, f"SELECT COUNT(*) FROM {t}")[0][0] + waiting[t] for t in expected}
     assert actual == expected
-    assert waiting["ZY_CYJL"] == len(stays)          # discharges are not known before they happen
+    assert waiting["ZY_CYJL"] == len(stays)  # discharges are not known before they happen
     assert _rows(system, "SELECT COUNT(*) FROM ZY_CWXX WHERE KFBZ = 1")[0][0] == 600
 
 
@@ -160,8 +195,7 @@ def test_codes_are_the_vendors(clean_day):
     system, activity = clean_day
     dictionary = _ids(system, "SELECT JBBM FROM ZD_JBZD")
     assert _ids(system, "SELECT ZDDM FROM MZ_ZDJL") <= dictionary
-    assert not _ids(system, "SELECT ZDDM FROM MZ_ZDJL") & {d.icd_code for e in activity.encounters
-                                                           for d in e.diagnoses}
+    assert not _ids(system, "SELECT ZDDM FROM MZ_ZDJL") & {d.icd_code for e in activity.encounters for d in e.diagnoses}
     assert _ids(system, "SELECT XB FROM GH_BRJBXX") <= {"男", "女"}
     assert _ids(system, "SELECT JZLX FROM MZ_JZJL") == {"门诊", "急诊"}
     assert all(code.startswith("YP") for code in _ids(system, "SELECT YPDM FROM MZ_CFMX"))
@@ -190,19 +224,29 @@ def test_referential_integrity(history):
     for table in ("ZY_ZDJL", "ZY_YZJL", "ZY_FYMX", "SS_SSJL", "ZY_CYJL", "BL_SYXX"):
         orphans[f"{table}.ZYID"] = f"SELECT ZYID FROM {table} WHERE ZYID NOT IN (SELECT ZYID FROM ZY_RYDJ)"
     for table in ("JY_SQD", "JC_BG"):
-        orphans[f"{table}.JZH"] = (f"SELECT JZH FROM {table} WHERE JZH NOT IN (SELECT JZID FROM MZ_JZJL) "
-                                   "AND JZH NOT IN (SELECT ZYID FROM ZY_RYDJ)")
+        orphans[f"{table}.JZH"] = (
+            f"SELECT JZH FROM {table} WHERE JZH NOT IN (SELECT JZID FROM MZ_JZJL) "
+            "AND JZH NOT IN (SELECT ZYID FROM ZY_RYDJ)"
+        )
     assert {name: _rows(system, sql) for name, sql in orphans.items()} == {name: [] for name in orphans}
-    assert _rows(system, "SELECT COUNT(*) FROM ZY_CYJL")[0][0] > 10     # short stays were discharged
+    assert _rows(system, "SELECT COUNT(*) FROM ZY_CYJL")[0][0] > 10  # short stays were discharged
 
 
 def test_answer_key_covers_every_record(history):
     system, activities = history
     with source_pg_engine(answer_key.DATABASE).connect() as conn:
-        patients = dict(conn.execute(sa.text("SELECT local_patient_id, resident_id FROM patient_truth "
-                                             "WHERE source_system = :s"), {"s": system.source_system}).all())
-        encounters = dict(conn.execute(sa.text("SELECT local_encounter_id, encounter_uid FROM encounter_truth "
-                                               "WHERE source_system = :s"), {"s": system.source_system}).all())
+        patients = dict(
+            conn.execute(
+                sa.text("SELECT local_patient_id, resident_id FROM patient_truth WHERE source_system = :s"),
+                {"s": system.source_system},
+            ).all()
+        )
+        encounters = dict(
+            conn.execute(
+                sa.text("SELECT local_encounter_id, encounter_uid FROM encounter_truth WHERE source_system = :s"),
+                {"s": system.source_system},
+            ).all()
+        )
     assert _ids(system, "SELECT BRID FROM GH_BRJBXX") == set(patients)
     resident = {e.encounter_uid: e.resident_id for a in activities for e in a.encounters}
     for sql in ("SELECT JZID, BRID FROM MZ_JZJL", "SELECT ZYID, BRID FROM ZY_RYDJ"):
@@ -215,9 +259,11 @@ def test_defects_logged_match_the_data(history):
     patients = {r[0]: r[1:] for r in _rows(system, "SELECT BRID, SFZH FROM GH_BRJBXX")}
     assert {b for b, (sfzh,) in patients.items() if sfzh is None} == set(_defects(system, "missing_id_number"))
     assert {b for b, (sfzh,) in patients.items() if sfzh and len(sfzh) == 15} == set(
-        _defects(system, "legacy_15_digit"))
+        _defects(system, "legacy_15_digit")
+    )
     assert {b for b, (sfzh,) in patients.items() if sfzh and len(sfzh) == 18 and not is_valid(sfzh)} == set(
-        _defects(system, "wrong_check_digit"))
+        _defects(system, "wrong_check_digit")
+    )
     assert _defects(system, "re_registration")
 
     visits = {r[0]: r[1:] for r in _rows(system, f"SELECT JZID, BRID, JZSJ, XGSJ, {DRIFT_COLUMN} FROM MZ_JZJL")}
@@ -229,8 +275,9 @@ def test_defects_logged_match_the_data(history):
         assert jzid in cancelled or visits[jzid][:2] == visits[original][:2]
     late = _defects(system, "late_submission")
     assert late
-    committed_late = {j for j, (_, at, saved, _) in visits.items() if saved >= datetime.combine(
-        at.date() + timedelta(days=2), time())}
+    committed_late = {
+        j for j, (_, at, saved, _) in visits.items() if saved >= datetime.combine(at.date() + timedelta(days=2), time())
+    }
     assert committed_late == {j for j in visits if j in late or duplicates.get(j, " ").rsplit(" ", 1)[1] in late}
 
     for ref in cancelled:
@@ -245,8 +292,12 @@ def test_defects_logged_match_the_data(history):
         assert _rows(system, "SELECT ZDDM FROM MZ_ZDJL WHERE ZDID = :z", z=zdid) == [(detail.rsplit(">", 1)[1],)]
 
     dictionary = _ids(system, "SELECT JBBM FROM ZD_JBZD")
-    outside = {r[0] for t in ("MZ_ZDJL", "ZY_ZDJL") for r in _rows(system, f"SELECT ZDID, ZDDM FROM {t}")
-               if r[1] not in dictionary}
+    outside = {
+        r[0]
+        for t in ("MZ_ZDJL", "ZY_ZDJL")
+        for r in _rows(system, f"SELECT ZDID, ZDDM FROM {t}")
+        if r[1] not in dictionary
+    }
     # codes outside 本院疾病字典: unknown local codes, and the retired dictionary's dialect (J189 for J18.9)
     unknown = set(_defects(system, "unknown_local_code")) | set(_defects(system, "local_code_dialect"))
     assert outside and outside <= unknown
@@ -281,9 +332,10 @@ def test_a_day_replayed_after_a_crash_adds_no_rows(small_world):
         params = {"s": system.source_system, "d": last, "b": new}
         conn.execute(sa.text("DELETE FROM system_day WHERE source_system = :s AND day = :d"), params)
         conn.execute(sa.text("DELETE FROM defect_log WHERE source_system = :s AND day = :d"), params)
-        conn.execute(sa.text("DELETE FROM patient_truth WHERE source_system = :s AND local_patient_id = ANY(:b)"),
-                     params)
-    restarted = type(system)(small_world, system.config)     # a crash ends the process
+        conn.execute(
+            sa.text("DELETE FROM patient_truth WHERE source_system = :s AND local_patient_id = ANY(:b)"), params
+        )
+    restarted = type(system)(small_world, system.config)  # a crash ends the process
     restarted.write_day(busy_day(small_world, last))
     assert _dump(system) == before
     assert answer_key.last_written_day(system.source_system) == last
@@ -293,7 +345,7 @@ def test_same_seed_gives_identical_rows(small_world):
     dumps = []
     for _ in range(2):
         system = _renderer(small_world, "test_rmyy_his_seed", DIRTY)
-        for k in range(3):      # the third day applies a 诊断更正
+        for k in range(3):  # the third day applies a 诊断更正
             system.write_day(busy_day(small_world, DAY0 + timedelta(days=k)))
         dumps.append(_dump(system))
     assert dumps[0] == dumps[1]

@@ -41,8 +41,18 @@ class DayLog(MemberSystem):
 
 
 def _systems(world: World, tmp_path: Path, costs: dict[str, float], fail: str = "", on: date | None = None):
-    return [DayLog(world, {"name": name, "path": tmp_path / f"{name}.jsonl", "write_cost": cost,
-                           **({"fail_on": on} if name == fail else {})}) for name, cost in costs.items()]
+    return [
+        DayLog(
+            world,
+            {
+                "name": name,
+                "path": tmp_path / f"{name}.jsonl",
+                "write_cost": cost,
+                **({"fail_on": on} if name == fail else {}),
+            },
+        )
+        for name, cost in costs.items()
+    ]
 
 
 def _log(tmp_path: Path, name: str) -> list[dict]:
@@ -50,13 +60,14 @@ def _log(tmp_path: Path, name: str) -> list[dict]:
 
 
 def test_systems_are_balanced_by_write_cost(small_world, tmp_path):
-    systems = _systems(small_world, tmp_path, {"his": 1.5, "cloud": 1.2, "gw": 1.2, "yb": 0.7, "api": 0.5,
-                                              "zyy": 0.4, "fy": 0.1})
+    systems = _systems(
+        small_world, tmp_path, {"his": 1.5, "cloud": 1.2, "gw": 1.2, "yb": 0.7, "api": 0.5, "zyy": 0.4, "fy": 0.1}
+    )
     groups = balanced_groups(systems, 2)
     assert sorted(s.source_system for g in groups for s in g) == sorted(s.source_system for s in systems)
     loads = sorted(sum(s.config["write_cost"] for s in g) for g in groups)
     assert loads[1] - loads[0] <= 0.1
-    assert len(balanced_groups(systems[:1], 3)) == 1   # never an idle process
+    assert len(balanced_groups(systems[:1], 3)) == 1  # never an idle process
 
 
 def test_every_system_writes_every_day_in_order_and_sees_the_newcomers(small_world, tmp_path):
@@ -86,4 +97,4 @@ def test_a_failing_system_stops_the_run_with_its_name_and_day(small_world, tmp_p
             writers.write(DayActivity(D1 + timedelta(days=i)))
         writers.finish()
     assert [e["day"] for e in _log(tmp_path, "broken")] == ["2026-11-01"]
-    writers.close()   # safe to call again
+    writers.close()  # safe to call again

@@ -47,8 +47,14 @@ SYSTEM = "zyy_his_test"
 ZYY = "410182002"
 DAY1 = date(2026, 11, 2)
 DRIFT_DAY = DAY1 + timedelta(days=2)
-CONFIG = {"database": "zyy_his_test", "unknown_local_code": 0.15, "discharge_before_admission": 0.3,
-          "re_registration": 0.2, "herbal_rx_rate": 0.5, "schema_drift_day": DRIFT_DAY.isoformat()}
+CONFIG = {
+    "database": "zyy_his_test",
+    "unknown_local_code": 0.15,
+    "discharge_before_admission": 0.3,
+    "re_registration": 0.2,
+    "herbal_rx_rate": 0.5,
+    "schema_drift_day": DRIFT_DAY.isoformat(),
+}
 HERBAL_CLASS = "03"
 
 
@@ -57,9 +63,9 @@ def _encounter(rng: random.Random, world: World, day: date, n: int) -> Encounter
     inpatient = n % 5 == 0
     kind = "inpatient" if inpatient else ("emergency" if n % 7 == 3 else "outpatient")
     residents = sorted(world.people)
-    resident = residents[(n * 13 + day.toordinal() % 5) % 60]     # a small pool, so residents come back
+    resident = residents[(n * 13 + day.toordinal() % 5) % 60]  # a small pool, so residents come back
     start = datetime.combine(day, time(8)) + timedelta(minutes=rng.randrange(600))
-    if kind == "emergency":       # just after midnight, or late enough for its lab report to arrive tomorrow
+    if kind == "emergency":  # just after midnight, or late enough for its lab report to arrive tomorrow
         start = datetime.combine(day, time(23, 50) if n % 2 else time(0, 1))
     if inpatient:
         code, name, _ = rng.choice(clinical.INPATIENT_DIAGNOSES)
@@ -68,9 +74,20 @@ def _encounter(rng: random.Random, world: World, day: date, n: int) -> Encounter
     diagnoses = [Diagnosis(code, name, True)] + ([Diagnosis(*clinical.HYPERTENSION, False)] if n % 3 == 0 else [])
     nights = rng.randrange(1, 3) if inpatient else 0
     encounter = Encounter(
-        f"T{day:%Y%m%d}{ZYY}{n:05d}", resident, ZYY, kind, "5001", "中医内科", f"{ZYY}医{n % 8:03d}", start,
-        end_at=start + timedelta(days=nights, hours=2) if inpatient else None, bed_no="007" if inpatient else "",
-        discharge_status="好转" if inpatient else "", diagnoses=diagnoses, insured=n % 4 != 1)
+        f"T{day:%Y%m%d}{ZYY}{n:05d}",
+        resident,
+        ZYY,
+        kind,
+        "5001",
+        "中医内科",
+        f"{ZYY}医{n % 8:03d}",
+        start,
+        end_at=start + timedelta(days=nights, hours=2) if inpatient else None,
+        bed_no="007" if inpatient else "",
+        discharge_status="好转" if inpatient else "",
+        diagnoses=diagnoses,
+        insured=n % 4 != 1,
+    )
     charges = [Charge("110200001", "挂号费", "挂号", 6.0)]
     for diagnosis in diagnoses:
         for drug_code, atc, drug, spec, price in clinical.DRUGS.get(diagnosis.icd_code, [])[:1]:
@@ -86,8 +103,10 @@ def _encounter(rng: random.Random, world: World, day: date, n: int) -> Encounter
         encounter.exams.append(ExamReport(*rng.choice(clinical.EXAMS)))
         charges.append(Charge("210102001", "影像检查费", "检查", 120.0))
     if inpatient:
-        charges += [Charge("110900001", "床位费", "床位", 30.0 * nights),
-                    Charge("120100001", "护理费", "治疗", 25.0 * nights)]
+        charges += [
+            Charge("110900001", "床位费", "床位", 30.0 * nights),
+            Charge("120100001", "护理费", "治疗", 25.0 * nights),
+        ]
         if n % 10 == 0:
             encounter.surgeries.append(Surgery("47.0901", "腹腔镜阑尾切除术", start + timedelta(hours=5), "II", "甲"))
             charges.append(Charge("47.0901", "腹腔镜阑尾切除术", "手术", 3200.0))
@@ -104,8 +123,11 @@ def zyy_day(world: World, day: date, extra: int = 30) -> DayActivity:
 
 
 def _own(activity: DayActivity, inpatient: bool | None = None) -> list[Encounter]:
-    return [e for e in activity.encounters
-            if e.org_code == ZYY and (inpatient is None or (e.kind == "inpatient") == inpatient)]
+    return [
+        e
+        for e in activity.encounters
+        if e.org_code == ZYY and (inpatient is None or (e.kind == "inpatient") == inpatient)
+    ]
 
 
 def _query(sql: str, **params: Any) -> list[sa.Row]:
@@ -120,7 +142,7 @@ def _truth(sql: str) -> list[sa.Row]:
 
 def _system(world: World) -> ZyyHis:
     system = ZyyHis(world, CONFIG)
-    system.source_system = SYSTEM       # keeps the institutions of zyy_his, under a scratch answer-key name
+    system.source_system = SYSTEM  # keeps the institutions of zyy_his, under a scratch answer-key name
     return system
 
 
@@ -136,10 +158,10 @@ def written(small_world) -> dict[str, Any]:
     days = [zyy_day(small_world, DAY1 + timedelta(days=i)) for i in range(4)]
     day1_outpatients = _own(days[0], inpatient=False)
     cancelled, updated = day1_outpatients[0], day1_outpatients[1]
-    days[1].corrections += [Correction(cancelled.encounter_uid, "cancel", datetime.combine(days[1].day, time(10)),
-                                       "作废"),
-                            Correction(updated.encounter_uid, "update", datetime.combine(days[1].day, time(11)),
-                                       "诊断更正")]
+    days[1].corrections += [
+        Correction(cancelled.encounter_uid, "cancel", datetime.combine(days[1].day, time(10)), "作废"),
+        Correction(updated.encounter_uid, "update", datetime.combine(days[1].day, time(11)), "诊断更正"),
+    ]
     # Then quiet days until make_day's own 8-day admissions of the first days have ended.
     days += [make_day(small_world, DAY1 + timedelta(days=i)) for i in range(4, 11)]
     commits = {}
@@ -157,8 +179,12 @@ def _older_rows(start: datetime) -> dict[str, int]:
 
 
 def _defects(defect: str) -> set[tuple[str, str]]:
-    return {(r.table_name, r.record_id) for r in _truth(
-        f"SELECT table_name, record_id FROM defect_log WHERE source_system = :s AND defect = '{defect}'")}
+    return {
+        (r.table_name, r.record_id)
+        for r in _truth(
+            f"SELECT table_name, record_id FROM defect_log WHERE source_system = :s AND defect = '{defect}'"
+        )
+    }
 
 
 def test_every_encounter_lands_in_its_table(written):
@@ -175,17 +201,23 @@ def test_every_encounter_lands_in_its_table(written):
     ended = {local[e.encounter_uid] for e in encounters if e.end_at and e.end_at.date() <= last}
     assert ended and ended != admissions
     assert {r[0] for r in _query("SELECT adm_no FROM his.ip_disch")} == ended
-    assert dict(_query("SELECT adm_no, adm_status FROM his.ip_adm")) == {a: "2" if a in ended else "1"
-                                                                         for a in admissions}
+    assert dict(_query("SELECT adm_no, adm_status FROM his.ip_adm")) == {
+        a: "2" if a in ended else "1" for a in admissions
+    }
     western = _query("SELECT reg_id, count(*) FROM his.op_diag WHERE diag_class = 'W' GROUP BY reg_id")
-    assert dict(western) == {local[e.encounter_uid]: len(e.diagnoses) for e in encounters
-                             if e.kind != "inpatient" and local[e.encounter_uid] != cancelled}
+    assert dict(western) == {
+        local[e.encounter_uid]: len(e.diagnoses)
+        for e in encounters
+        if e.kind != "inpatient" and local[e.encounter_uid] != cancelled
+    }
     labs = dict(_query("SELECT visit_no, count(*) FROM his.lis_result GROUP BY visit_no"))
-    assert labs == {local[e.encounter_uid]: len(e.labs) for e in encounters
-                    if e.labs and local[e.encounter_uid] != cancelled}
+    assert labs == {
+        local[e.encounter_uid]: len(e.labs) for e in encounters if e.labs and local[e.encounter_uid] != cancelled
+    }
     exams = dict(_query("SELECT visit_no, count(*) FROM his.pacs_report GROUP BY visit_no"))
-    assert exams == {local[e.encounter_uid]: len(e.exams) for e in encounters
-                     if e.exams and local[e.encounter_uid] != cancelled}
+    assert exams == {
+        local[e.encounter_uid]: len(e.exams) for e in encounters if e.exams and local[e.encounter_uid] != cancelled
+    }
     opers = dict(_query("SELECT adm_no, count(*) FROM his.ip_oper GROUP BY adm_no"))
     assert opers == {local[e.encounter_uid]: len(e.surgeries) for e in encounters if e.surgeries}
 
@@ -194,24 +226,43 @@ def test_money_reconciles_with_the_events(written):
     """Charges (退费 rows aside) equal the events' charges once every nightly row is posted."""
     local = dict(_truth("SELECT encounter_uid, local_encounter_id FROM encounter_truth WHERE source_system = :s"))
     posting = {r[0] for r in _query("SELECT visit_no FROM sim.pending")}
-    expected = {local[e.encounter_uid]: e.total_yuan for a in written["days"] for e in _own(a)
-                if local[e.encounter_uid] not in posting}
+    expected = {
+        local[e.encounter_uid]: e.total_yuan
+        for a in written["days"]
+        for e in _own(a)
+        if local[e.encounter_uid] not in posting
+    }
     assert any(v.startswith("ZY") for v in expected)
-    fees = dict(_query(f"SELECT visit_no, sum(amount) FROM his.fee_detail WHERE fee_class <> '{HERBAL_CLASS}' "
-                       "AND ref_fee_id IS NULL GROUP BY visit_no"))
+    fees = dict(
+        _query(
+            f"SELECT visit_no, sum(amount) FROM his.fee_detail WHERE fee_class <> '{HERBAL_CLASS}' "
+            "AND ref_fee_id IS NULL GROUP BY visit_no"
+        )
+    )
     assert {v: float(fees[v]) for v in expected} == pytest.approx(expected)
     # 中药饮片 (added by the vendor with its 中医诊断) are charged as prescribed: grams × price × 剂数.
     cancelled = local[written["cancelled"].encounter_uid]
-    herbal = dict(_query("SELECT o.visit_no, sum(i.qty * i.price * o.herb_doses) FROM his.rx_order o "
-                         "JOIN his.rx_item i USING (rx_no) WHERE o.rx_type = '3' GROUP BY o.visit_no"))
-    charged = dict(_query(f"SELECT visit_no, sum(amount) FROM his.fee_detail WHERE fee_class = '{HERBAL_CLASS}' "
-                          "AND ref_fee_id IS NULL AND visit_no <> :v GROUP BY visit_no", v=cancelled))
+    herbal = dict(
+        _query(
+            "SELECT o.visit_no, sum(i.qty * i.price * o.herb_doses) FROM his.rx_order o "
+            "JOIN his.rx_item i USING (rx_no) WHERE o.rx_type = '3' GROUP BY o.visit_no"
+        )
+    )
+    charged = dict(
+        _query(
+            f"SELECT visit_no, sum(amount) FROM his.fee_detail WHERE fee_class = '{HERBAL_CLASS}' "
+            "AND ref_fee_id IS NULL AND visit_no <> :v GROUP BY visit_no",
+            v=cancelled,
+        )
+    )
     assert herbal and {v: float(a) for v, a in herbal.items()} == pytest.approx(
-        {v: float(a) for v, a in charged.items()}, abs=0.05)
+        {v: float(a) for v, a in charged.items()}, abs=0.05
+    )
     discharge_totals = dict(_query("SELECT adm_no, total_fee FROM his.ip_disch"))
     all_fees = dict(_query("SELECT visit_no, sum(amount) FROM his.fee_detail GROUP BY visit_no"))
     assert {a: float(t) for a, t in discharge_totals.items()} == pytest.approx(
-        {a: float(all_fees[a]) for a in discharge_totals})
+        {a: float(all_fees[a]) for a in discharge_totals}
+    )
 
 
 def test_referential_integrity(written):
@@ -219,10 +270,11 @@ def test_referential_integrity(written):
     for table in ("rx_order", "lis_result", "pacs_report"):
         assert not _query(f"SELECT visit_no FROM his.{table} WHERE visit_no NOT IN ({visits})"), table
     # Money outlives a 作废 visit, but only as charges balanced by their 退费 rows.
-    orphans = _query(f"SELECT visit_no, sum(amount) FROM his.fee_detail WHERE visit_no NOT IN ({visits}) "
-                     "GROUP BY visit_no")
+    orphans = _query(
+        f"SELECT visit_no, sum(amount) FROM his.fee_detail WHERE visit_no NOT IN ({visits}) GROUP BY visit_no"
+    )
     assert orphans and all(total == 0 for _, total in orphans)
-    for table in ("rx_order", "lis_result", "pacs_report", "fee_detail"):   # pat_id is not a declared reference
+    for table in ("rx_order", "lis_result", "pacs_report", "fee_detail"):  # pat_id is not a declared reference
         assert not _query(f"SELECT pat_id FROM his.{table} WHERE pat_id NOT IN (SELECT pat_id FROM his.pat_master)")
     assert not _query("SELECT rx_no FROM his.rx_order WHERE rx_no NOT IN (SELECT rx_no FROM his.rx_item)")
     staying = "SELECT adm_no FROM his.ip_adm WHERE adm_status = '1'"
@@ -232,15 +284,20 @@ def test_referential_integrity(written):
 def test_codes_are_the_vendors_not_ours(written):
     assert {r[0] for r in _query("SELECT sex FROM his.pat_master")} >= {"M", "F"}
     sexes = {r[0] for r in _query("SELECT pat_id FROM his.pat_master WHERE sex NOT IN ('M', 'F', 'U')")}
-    assert sexes and {("pat_master", p) for p in sexes} == {d for d in _defects("unknown_local_code")
-                                                            if d[0] == "pat_master"}
+    assert sexes and {("pat_master", p) for p in sexes} == {
+        d for d in _defects("unknown_local_code") if d[0] == "pat_master"
+    }
     vendor_codes = {code for code, _ in DIAGNOSES.values()}
-    western = _query("SELECT diag_id, diag_code FROM his.op_diag WHERE diag_class = 'W' UNION ALL "
-                     "SELECT diag_id, diag_code FROM his.ip_diag WHERE diag_class = 'W'")
+    western = _query(
+        "SELECT diag_id, diag_code FROM his.op_diag WHERE diag_class = 'W' UNION ALL "
+        "SELECT diag_id, diag_code FROM his.ip_diag WHERE diag_class = 'W'"
+    )
     assert {code for _, code in western} & {"I10.x00", "J06.900", "R51.x00"} == set()
     assert all(code in vendor_codes or code.startswith("ZDY") for _, code in western)
-    tcm = _query("SELECT diag_code, syn_code, syn_name FROM his.op_diag WHERE diag_class = 'Z' UNION ALL "
-                 "SELECT diag_code, syn_code, syn_name FROM his.ip_diag WHERE diag_class = 'Z'")
+    tcm = _query(
+        "SELECT diag_code, syn_code, syn_name FROM his.op_diag WHERE diag_class = 'Z' UNION ALL "
+        "SELECT diag_code, syn_code, syn_name FROM his.ip_diag WHERE diag_class = 'Z'"
+    )
     assert tcm and all(d in {v[0] for v in TCM_DISEASES.values()} and SYNDROMES[s][0] == n for d, s, n in tcm)
     drugs = {r[0] for r in _query("SELECT drug_code FROM his.rx_item")}
     assert all(code.startswith("YP") for code in drugs) and not drugs & set(DRUGS)
@@ -259,14 +316,24 @@ def test_answer_key_covers_every_patient_record(written):
 
 
 def test_defects_logged_match_the_data(written):
-    custom = {r[0] for r in _query("SELECT diag_id FROM his.op_diag WHERE diag_code LIKE 'ZDY%' UNION ALL "
-                                   "SELECT diag_id FROM his.ip_diag WHERE diag_code LIKE 'ZDY%'")}
+    custom = {
+        r[0]
+        for r in _query(
+            "SELECT diag_id FROM his.op_diag WHERE diag_code LIKE 'ZDY%' UNION ALL "
+            "SELECT diag_id FROM his.ip_diag WHERE diag_code LIKE 'ZDY%'"
+        )
+    }
     logged = {r for t, r in _defects("unknown_local_code") if t in ("op_diag", "ip_diag")}
     cancelled_diags = {r for r in logged if r.startswith(_local(written["cancelled"].encounter_uid))}
     assert custom and custom == logged - cancelled_diags
-    early = {r[0] for r in _query("SELECT d.adm_no FROM his.ip_disch d JOIN his.ip_adm a USING (adm_no) "
-                                  "WHERE to_timestamp(d.disch_date || d.disch_time, 'YYYYMMDDHH24MISS')::timestamp "
-                                  "< a.adm_time")}
+    early = {
+        r[0]
+        for r in _query(
+            "SELECT d.adm_no FROM his.ip_disch d JOIN his.ip_adm a USING (adm_no) "
+            "WHERE to_timestamp(d.disch_date || d.disch_time, 'YYYYMMDDHH24MISS')::timestamp "
+            "< a.adm_time"
+        )
+    }
     assert early and {("ip_disch", a) for a in early} == _defects("discharge_before_admission")
     missing = {r[0] for r in _query("SELECT pat_id FROM his.pat_master WHERE id_card_no = ''")}
     assert {("pat_master", p) for p in missing} == _defects("missing_id_number")
@@ -281,16 +348,25 @@ def _local(encounter_uid: str) -> str:
 
 def test_corrections_delete_refund_and_update(written):
     cancelled = _local(written["cancelled"].encounter_uid)
-    for table, column in (("op_reg", "reg_id"), ("op_diag", "reg_id"), ("rx_order", "visit_no"),
-                          ("lis_result", "visit_no"), ("pacs_report", "visit_no")):
+    for table, column in (
+        ("op_reg", "reg_id"),
+        ("op_diag", "reg_id"),
+        ("rx_order", "visit_no"),
+        ("lis_result", "visit_no"),
+        ("pacs_report", "visit_no"),
+    ):
         assert not _query(f"SELECT 1 FROM his.{table} WHERE {column} = :v", v=cancelled), table
-    refunds = _query("SELECT r.amount, f.amount, r.refund_reason FROM his.fee_detail r "
-                     "JOIN his.fee_detail f ON f.fee_id = r.ref_fee_id WHERE r.visit_no = :v", v=cancelled)
+    refunds = _query(
+        "SELECT r.amount, f.amount, r.refund_reason FROM his.fee_detail r "
+        "JOIN his.fee_detail f ON f.fee_id = r.ref_fee_id WHERE r.visit_no = :v",
+        v=cancelled,
+    )
     assert refunds and all(r == -f and reason == "作废" for r, f, reason in refunds)
     assert len(refunds) == len(_query("SELECT 1 FROM his.fee_detail WHERE visit_no = :v AND amount > 0", v=cancelled))
     updated = _local(written["updated"].encounter_uid)
-    main = _query("SELECT diag_id, diag_code, updated_at FROM his.op_diag WHERE reg_id = :v AND main_flag = '1'",
-                  v=updated)[0]
+    main = _query(
+        "SELECT diag_id, diag_code, updated_at FROM his.op_diag WHERE reg_id = :v AND main_flag = '1'", v=updated
+    )[0]
     assert main.updated_at == datetime.combine(DAY1 + timedelta(days=1), time(11), tzinfo=TZ)
     assert _defects("correction_cancel") == {("op_reg", cancelled)}
     assert _defects("correction_update") == {("op_diag", main.diag_id)}
@@ -304,7 +380,7 @@ def test_rows_never_arrive_before_their_commit_day(written):
     """Writing a day adds no row committed on an earlier or a later day (watermark collection relies on it)."""
     for day, (before, after, latest) in written["commits"].items():
         assert latest.astimezone(TZ).date() == day
-        assert all(after[t] <= before[t] for t in DDL), day     # (a 作废 may delete older rows)
+        assert all(after[t] <= before[t] for t in DDL), day  # (a 作废 may delete older rows)
     discharged = {e.encounter_uid: e.end_at for a in written["days"] for e in _own(a, inpatient=True)}
     rows = _query("SELECT adm_no, updated_at FROM his.ip_disch")
     local = dict(_truth("SELECT local_encounter_id, encounter_uid FROM encounter_truth WHERE source_system = :s"))
@@ -344,21 +420,34 @@ def test_defect_rates_follow_the_config(small_world):
     """On 1,500 rendered encounters, each injected defect occurs at its configured rate."""
     rng = random.Random("zyy-rates")
     people = sorted(small_world.people)
-    activity = DayActivity(day=DAY1, encounters=[
-        replace(_encounter(rng, small_world, DAY1, n), resident_id=rng.choice(people)) for n in range(1, 1501)])
+    activity = DayActivity(
+        day=DAY1,
+        encounters=[
+            replace(_encounter(rng, small_world, DAY1, n), resident_id=rng.choice(people)) for n in range(1, 1501)
+        ],
+    )
     known = {(rid, ZYY): f"26010100{i:03d}" for i, rid in enumerate(people)}
     rendered = _system(small_world).render_day(activity, known)
     logged = [(d.table_name, d.defect) for d in rendered.key.defects]
     western = [r for t in ("op_diag", "ip_diag") for r in rendered.rows[t] if r["diag_class"] == "W"]
-    assert _near(logged.count(("op_diag", "unknown_local_code")) + logged.count(("ip_diag", "unknown_local_code")),
-                 len(western), CONFIG["unknown_local_code"])
+    assert _near(
+        logged.count(("op_diag", "unknown_local_code")) + logged.count(("ip_diag", "unknown_local_code")),
+        len(western),
+        CONFIG["unknown_local_code"],
+    )
     first_visits = len({e.resident_id for e in activity.encounters})
     assert _near(logged.count(("pat_master", "re_registration")), first_visits, CONFIG["re_registration"])
     discharges = [e for e in activity.encounters if e.kind == "inpatient"]
-    assert _near(logged.count(("ip_disch", "discharge_before_admission")) + sum(
-        json.loads(p[5]) != [] for p in rendered.pending if p[0] == "ip_disch"), len(discharges),
-        CONFIG["discharge_before_admission"])
+    assert _near(
+        logged.count(("ip_disch", "discharge_before_admission"))
+        + sum(json.loads(p[5]) != [] for p in rendered.pending if p[0] == "ip_disch"),
+        len(discharges),
+        CONFIG["discharge_before_admission"],
+    )
     with_tcm = {r["reg_id"] for r in rendered.rows["op_diag"] if r["diag_class"] == "Z"}
-    eligible = [e for e in activity.encounters if e.kind != "inpatient"
-                and any(d.icd_code[:3] in TCM_DISEASES for d in e.diagnoses)]
+    eligible = [
+        e
+        for e in activity.encounters
+        if e.kind != "inpatient" and any(d.icd_code[:3] in TCM_DISEASES for d in e.diagnoses)
+    ]
     assert _near(len(with_tcm), len(eligible), 0.6)

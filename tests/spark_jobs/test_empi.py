@@ -13,8 +13,10 @@ from spark_jobs.empi.identity import match_records
 from spark_jobs.empi.match import empi_config, prior_params
 from spark_jobs.empi.normalize import normalize_records
 
-SCHEMA = ("record_id string, source_system string, name string, sex_code string, birth_date date, "
-          "id_number string, phone string, address string")
+SCHEMA = (
+    "record_id string, source_system string, name string, sex_code string, birth_date date, "
+    "id_number string, phone string, address string"
+)
 ADDRESS = "河南省荥阳市乔楼镇丁营村169号"
 PEOPLE = [
     # one resident, four desks: valid ID; legacy 15-digit ID; wrong check digit + traditional characters;
@@ -56,13 +58,13 @@ def assigned(spark):
 def test_one_resident_recorded_four_ways_gets_one_master_id(assigned):
     ids, _ = assigned
     assert len({ids[r].master_id for r in ("his|1", "zyy|1", "cloud|1", "ph|1")}) == 1
-    assert ids["ph|1"].decision == "link"            # no ID at all: linked on name sound, birth, phone, address
+    assert ids["ph|1"].decision == "link"  # no ID at all: linked on name sound, birth, phone, address
 
 
 def test_twins_are_never_merged(assigned):
     ids, _review = assigned
     assert ids["his|2"].master_id != ids["his|3"].master_id
-    assert ids["zyy|3"].master_id == ids["his|3"].master_id      # the twin without ID joins the right twin
+    assert ids["zyy|3"].master_id == ids["his|3"].master_id  # the twin without ID joins the right twin
     assert ids["zyy|3"].master_id != ids["his|2"].master_id
 
 
@@ -88,7 +90,7 @@ def test_a_changed_phone_and_a_birth_date_typo_are_linked_or_reviewed_never_sile
     assert old.decision in ("link", "review")
     if old.decision == "link":
         assert old.master_id == ids["his|S0"].master_id
-    else:   # a reviewer gets the resident, her closest record and what agreed
+    else:  # a reviewer gets the resident, her closest record and what agreed
         assert old.candidate == ids["his|S0"].master_id
         assert old.candidate_record is not None
         assert "phone=different" in old.evidence and "birth=near" in old.evidence
@@ -104,11 +106,13 @@ def test_master_ids_are_stable_and_reveal_no_id_number(spark, assigned):
 
 def test_a_new_record_matches_incrementally_against_known_residents(spark, assigned):
     ids, _ = assigned
-    known = (normalize_records(spark.createDataFrame(PEOPLE, SCHEMA))
-             .join(spark.createDataFrame([(k, v.master_id) for k, v in ids.items()], "record_id string, master_id "
-                                         "string"), "record_id"))
-    newcomer = spark.createDataFrame([("fy|9", "fy", "欧阳 娜", "女", date(1980, 5, 6), None, "138-0371-1234",
-                                       ADDRESS)], SCHEMA)
+    known = normalize_records(spark.createDataFrame(PEOPLE, SCHEMA)).join(
+        spark.createDataFrame([(k, v.master_id) for k, v in ids.items()], "record_id string, master_id string"),
+        "record_id",
+    )
+    newcomer = spark.createDataFrame(
+        [("fy|9", "fy", "欧阳 娜", "女", date(1980, 5, 6), None, "138-0371-1234", ADDRESS)], SCHEMA
+    )
     newcomer = normalize_records(newcomer.withColumn("sex_code", F.lit("2")))
     result, _ = match_records(spark, newcomer, known, prior_params())
     assert result.first().master_id == ids["his|1"].master_id
@@ -120,8 +124,7 @@ def test_a_batch_file_links_its_records_to_each_other_and_explains_possible_matc
     people = tmp_path / "people.csv"
     lines = ["record_id,source,name,sex,birth_date,id_number,phone,address"]
     for record_id, source, name, sex, birth, id_number, phone, address in RESIDENT_WITH_ID_LESS_RECORDS + PEOPLE:
-        lines.append(",".join([record_id, source, name, sex, birth.isoformat(), id_number or "", phone or "",
-                               address]))
+        lines.append(",".join([record_id, source, name, sex, birth.isoformat(), id_number or "", phone or "", address]))
     people.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "matched.csv"
     assert match_file(spark, str(people), str(out)) == len(lines) - 1
@@ -129,7 +132,7 @@ def test_a_batch_file_links_its_records_to_each_other_and_explains_possible_matc
 
     rows = {r["record_id"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
     assert rows["vc|S1"]["master_id"] == rows["fy|S1"]["master_id"] == rows["his|S0"]["master_id"]
-    assert {r["decision"] for r in rows.values()} <= {"new", "possible_match"}   # nobody is registered yet
+    assert {r["decision"] for r in rows.values()} <= {"new", "possible_match"}  # nobody is registered yet
     for r in rows.values():
         if r["decision"] == "possible_match":
             assert r["candidate_master_id"].startswith("M") and r["candidate_record_id"] in rows, r
@@ -140,9 +143,11 @@ def test_a_batch_file_links_its_records_to_each_other_and_explains_possible_matc
 
 def test_malformed_batch_files_are_refused_with_the_line_and_rule(spark, tmp_path):
     bad = tmp_path / "people.csv"
-    bad.write_text("record_id,source,name,sex,birth_date,id_number,phone,address\n"
-                   "1,his,张三,男,1980-01-02,,,\n2,his,李四,X,1980-01-02,,,\n3,his,王五,女,02/01/1980,,,\n",
-                   encoding="utf-8")
+    bad.write_text(
+        "record_id,source,name,sex,birth_date,id_number,phone,address\n"
+        "1,his,张三,男,1980-01-02,,,\n2,his,李四,X,1980-01-02,,,\n3,his,王五,女,02/01/1980,,,\n",
+        encoding="utf-8",
+    )
     with pytest.raises(BatchFileError, match=r"2 invalid row\(s\).*line 3: sex must be.*line 4: birth_date"):
         read_batch(spark, str(bad))
     gbk = tmp_path / "gbk.csv"
@@ -165,8 +170,9 @@ def test_matching_meets_the_quality_goals_on_a_dirty_synthetic_county(spark, mon
     from evaluation.empi import pairwise
 
     records, truth = build_records(3_000, seed=11)
-    frame = pd.DataFrame(records)[["record_id", "source_system", "name", "sex_code", "birth_date", "id_number",
-                                   "phone", "address"]]
+    frame = pd.DataFrame(records)[
+        ["record_id", "source_system", "name", "sex_code", "birth_date", "id_number", "phone", "address"]
+    ]
     people = normalize_records(spark.createDataFrame(frame, SCHEMA)).localCheckpoint()
     if weights == "configured priors":
         assignments, _ = match_records(spark, people, None, prior_params())

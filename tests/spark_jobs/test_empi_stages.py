@@ -15,11 +15,13 @@ from spark_jobs.empi.assign import (
 )
 from spark_jobs.empi.match import records_to_compare
 
-SUN_ID = "410182196702030044"     # a resident already in the registry (master M_SUN)
-NEW_ID = "410182200103040076"     # an ID number nobody in the registry carries yet
+SUN_ID = "410182196702030044"  # a resident already in the registry (master M_SUN)
+NEW_ID = "410182200103040076"  # an ID number nobody in the registry carries yet
 FEATURES = "record_id string, id_valid boolean, id18 string, name string"
-DECIDED = ("record_id string, root string, decision string, score double, candidate string, "
-           "candidate_record string, evidence string, second double")
+DECIDED = (
+    "record_id string, root string, decision string, score double, candidate string, "
+    "candidate_record string, evidence string, second double"
+)
 CONSTRAINTS = "record_id string, kind string, master_id string, event_id string"
 
 
@@ -27,6 +29,7 @@ CONSTRAINTS = "record_id string, kind string, master_id string, event_id string"
 def frames(spark):
     def make(rows, schema):
         return spark.createDataFrame(rows, schema)
+
     return make
 
 
@@ -40,6 +43,7 @@ def _known(frames, anchored_rows, pins=(), only=None):
 
 
 # --- which records a run looks at again -----------------------------------------------------------------
+
 
 def test_changed_new_and_deleted_records_are_told_apart_and_unchanged_ones_left_alone(frames):
     schema = "record_id string, fingerprint string"
@@ -57,6 +61,7 @@ def test_records_with_a_valid_id_are_compared_only_when_sampled_for_the_estimate
 
 # --- the resident each candidate stands for -------------------------------------------------------------
 
+
 def test_an_id_number_already_held_by_a_resident_is_known_unless_its_record_was_pinned_by_hand(frames):
     anchored = [("his|S0", True, SUN_ID, "孙秀英", "M_SUN"), ("vc|S1", False, None, "孙秀英", "M_SUN")]
     assert {r.root: r._known for r in _known(frames, anchored).collect()} == {f"ID|{SUN_ID}": "M_SUN"}
@@ -73,9 +78,14 @@ def test_known_ids_can_be_narrowed_to_the_numbers_of_the_days_records(frames):
 def test_each_candidate_stands_for_its_resident_and_an_id_less_record_for_itself(frames):
     anchored_rows = [("his|S0", True, SUN_ID, "孙秀英", "M_SUN")]
     known = _known(frames, anchored_rows)
-    fresh = frames([("zyy|S2", True, SUN_ID, "孙秀英"),     # her number: she is known
-                    ("his|T1", True, NEW_ID, "马海涛"),      # a number nobody holds yet
-                    ("vc|X", False, None, "孙秀英")], FEATURES)
+    fresh = frames(
+        [
+            ("zyy|S2", True, SUN_ID, "孙秀英"),  # her number: she is known
+            ("his|T1", True, NEW_ID, "马海涛"),  # a number nobody holds yet
+            ("vc|X", False, None, "孙秀英"),
+        ],
+        FEATURES,
+    )
     got = {r.id_r: r.group for r in candidate_groups(fresh, known, _anchored(frames, anchored_rows)).collect()}
     assert got == {"his|S0": "M_SUN", "zyy|S2": "M_SUN", "his|T1": f"ID|{NEW_ID}", "vc|X": "R|vc|X"}
 
@@ -87,6 +97,7 @@ def test_only_separations_are_forbidden_pairs(frames):
 
 # --- the master id each record ends up with -------------------------------------------------------------
 
+
 def _assign(frames, fresh_rows, decided_rows, anchored_rows=()):
     fresh = frames(fresh_rows, FEATURES)
     known = _known(frames, list(anchored_rows))
@@ -94,10 +105,11 @@ def _assign(frames, fresh_rows, decided_rows, anchored_rows=()):
 
 
 def test_a_record_with_a_known_id_number_gets_that_residents_master_id(frames):
-    got = _assign(frames, [("zyy|S2", True, SUN_ID, "孙秀英")], [],
-                  anchored_rows=[("his|S0", True, SUN_ID, "孙秀英", "M_SUN")])
+    got = _assign(
+        frames, [("zyy|S2", True, SUN_ID, "孙秀英")], [], anchored_rows=[("his|S0", True, SUN_ID, "孙秀英", "M_SUN")]
+    )
     assert (got["zyy|S2"].master_id, got["zyy|S2"].decision) == ("M_SUN", "id_number")
-    assert got["zyy|S2"].candidate is None and got["zyy|S2"].name == "孙秀英"    # features carried through
+    assert got["zyy|S2"].candidate is None and got["zyy|S2"].name == "孙秀英"  # features carried through
 
 
 def test_records_sharing_a_new_id_number_share_one_master_id_that_does_not_reveal_it(frames):
@@ -107,15 +119,19 @@ def test_records_sharing_a_new_id_number_share_one_master_id_that_does_not_revea
 
 
 def test_a_linked_record_takes_its_residents_master_id(frames):
-    got = _assign(frames, [("ph|S3", False, None, "孙秀英")],
-                  [("ph|S3", "M_SUN", "link", 30.0, "M_SUN", "his|S0", "name=exact", None)])
+    got = _assign(
+        frames,
+        [("ph|S3", False, None, "孙秀英")],
+        [("ph|S3", "M_SUN", "link", 30.0, "M_SUN", "his|S0", "name=exact", None)],
+    )
     assert (got["ph|S3"].master_id, got["ph|S3"].decision, got["ph|S3"].candidate) == ("M_SUN", "link", "M_SUN")
 
 
 def test_a_review_keeps_its_own_master_id_and_names_the_candidate_resident(frames):
     decided = [("vc|X", "R|vc|X", "review", 18.0, f"ID|{SUN_ID}", "his|S0", "name=exact phone=other", 16.0)]
-    got = _assign(frames, [("vc|X", False, None, "孙秀英")], decided,
-                  anchored_rows=[("his|S0", True, SUN_ID, "孙秀英", "M_SUN")])["vc|X"]
+    got = _assign(
+        frames, [("vc|X", False, None, "孙秀英")], decided, anchored_rows=[("his|S0", True, SUN_ID, "孙秀英", "M_SUN")]
+    )["vc|X"]
     assert got.decision == "review" and got.master_id != "M_SUN" and got.master_id.startswith("M")
     # the candidate is named as the resident holding that ID number, with the record and levels behind it
     assert (got.candidate, got.candidate_record, got.evidence) == ("M_SUN", "his|S0", "name=exact phone=other")
@@ -123,23 +139,29 @@ def test_a_review_keeps_its_own_master_id_and_names_the_candidate_resident(frame
 
 
 def test_id_less_records_of_one_new_person_share_a_master_id_distinct_from_others(frames):
-    decided = [("vc|X", "R|fy|X", "new", None, None, None, None, None),
-               ("fy|X", "R|fy|X", "new", None, None, None, None, None),
-               ("vc|Z", "R|vc|Z", "new", None, None, None, None, None)]
-    got = _assign(frames, [("vc|X", False, None, "a"), ("fy|X", False, None, "a"), ("vc|Z", False, None, "b")],
-                  decided)
+    decided = [
+        ("vc|X", "R|fy|X", "new", None, None, None, None, None),
+        ("fy|X", "R|fy|X", "new", None, None, None, None, None),
+        ("vc|Z", "R|vc|Z", "new", None, None, None, None, None),
+    ]
+    got = _assign(frames, [("vc|X", False, None, "a"), ("fy|X", False, None, "a"), ("vc|Z", False, None, "b")], decided)
     assert got["vc|X"].master_id == got["fy|X"].master_id != got["vc|Z"].master_id
     assert {r.decision for r in got.values()} == {"new"}
 
 
 # --- which golden records a run rebuilds ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("broadcast", [False, True])
 def test_residents_gaining_or_losing_a_record_get_a_new_golden_record_and_no_one_else(frames, broadcast):
-    registry = frames([("vc|X", "M_OLD"), ("his|D", "M_GONE"), ("his|S0", "M_SUN"), ("his|Q", "M_QUIET")],
-                      "record_id string, master_id string")
+    registry = frames(
+        [("vc|X", "M_OLD"), ("his|D", "M_GONE"), ("his|S0", "M_SUN"), ("his|Q", "M_QUIET")],
+        "record_id string, master_id string",
+    )
     decided = frames([("vc|X", "M_SUN"), ("fy|N", "M_NEW")], "record_id string, master_id string")
-    changes = frames([("vc|X", "changed", False), ("his|D", "deleted", True), ("fy|N", "new", False)],
-                     "record_id string, change string, deleted boolean")
+    changes = frames(
+        [("vc|X", "changed", False), ("his|D", "deleted", True), ("fy|N", "new", False)],
+        "record_id string, change string, deleted boolean",
+    )
     got = {r.master_id for r in affected_residents(decided, changes, registry, broadcast).collect()}
     assert got == {"M_SUN", "M_NEW", "M_OLD", "M_GONE"}

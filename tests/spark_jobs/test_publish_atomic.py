@@ -16,7 +16,7 @@ from core.db import ensure_schemas, warehouse_engine
 from spark_jobs import publish
 
 TARGET = "ods.scratch_publish_atomic"
-VIEW = "ods.scratch_publish_atomic_v"   # stands for a dbt staging view (bound to the table, not its name)
+VIEW = "ods.scratch_publish_atomic_v"  # stands for a dbt staging view (bound to the table, not its name)
 COLUMNS = {"record_id": "string", "name": "string", "amount": "double"}
 
 
@@ -35,10 +35,17 @@ def scratch_ods(spark, tmp_path):
     path = str(tmp_path / "silver_scratch")
 
     def write_silver(rows: int, partitions: int = 1) -> None:
-        (spark.range(rows, numPartitions=partitions)
-            .select(F.format_string("R%07d", "id").alias("record_id"), F.lit("张三").alias("name"),
-                    (F.col("id") * 1.5).alias("amount"))
-            .write.format("delta").mode("overwrite").save(path))
+        (
+            spark.range(rows, numPartitions=partitions)
+            .select(
+                F.format_string("R%07d", "id").alias("record_id"),
+                F.lit("张三").alias("name"),
+                (F.col("id") * 1.5).alias("amount"),
+            )
+            .write.format("delta")
+            .mode("overwrite")
+            .save(path)
+        )
 
     write_silver(1000)
     assert publish.publish_table(spark, path, TARGET, COLUMNS) == 1000
@@ -55,7 +62,7 @@ def _count(conn: sa.Connection) -> int:
 def test_a_reader_during_publish_never_sees_an_empty_or_partial_table(spark, scratch_ods):
     path, write_silver = scratch_ods
     new_rows = 200_000
-    write_silver(new_rows, partitions=8)   # eight JDBC tasks: the old way committed each one separately
+    write_silver(new_rows, partitions=8)  # eight JDBC tasks: the old way committed each one separately
     seen: list[int] = []
     done = threading.Event()
 
@@ -78,11 +85,12 @@ def test_a_reader_during_publish_never_sees_an_empty_or_partial_table(spark, scr
     assert seen and seen[0] == 1000
     assert set(seen) <= {1000, new_rows}, f"a reader saw {sorted(set(seen) - {1000, new_rows})[:5]} rows"
     with warehouse_engine().connect() as conn:
-        assert _count(conn) == new_rows          # the view over the table reads the new rows
-        staged = conn.execute(sa.text(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"),
-            {"s": publish.STAGE_SCHEMA}).scalar()
-    assert staged == 0                           # the staging table is gone
+        assert _count(conn) == new_rows  # the view over the table reads the new rows
+        staged = conn.execute(
+            sa.text("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"),
+            {"s": publish.STAGE_SCHEMA},
+        ).scalar()
+    assert staged == 0  # the staging table is gone
 
 
 def test_a_publish_that_fails_half_way_leaves_the_old_rows(spark, scratch_ods, monkeypatch):
@@ -90,13 +98,14 @@ def test_a_publish_that_fails_half_way_leaves_the_old_rows(spark, scratch_ods, m
     write_silver(50_000, partitions=4)
     read = publish.read_delta
 
-    def breaks_on_one_row(spark, at):   # a value the load cannot take, found only when that task runs
+    def breaks_on_one_row(spark, at):  # a value the load cannot take, found only when that task runs
         df = read(spark, at)
-        return df.withColumn("name", F.when(F.col("record_id") == "R0040000", F.raise_error(F.lit("bad row")))
-                             .otherwise(F.col("name")))
+        return df.withColumn(
+            "name", F.when(F.col("record_id") == "R0040000", F.raise_error(F.lit("bad row"))).otherwise(F.col("name"))
+        )
 
     monkeypatch.setattr(publish, "read_delta", breaks_on_one_row)
     with pytest.raises(Exception, match="bad row"):
         publish.publish_table(spark, path, TARGET, COLUMNS)
     with warehouse_engine().connect() as conn:
-        assert _count(conn) == 1000              # yesterday's data, not an empty or partial table
+        assert _count(conn) == 1000  # yesterday's data, not an empty or partial table

@@ -22,38 +22,86 @@ APPLIED = datetime(2026, 11, 2, 11, 8, 25)
 
 
 def _form(zzdh: str, **extra: Any) -> dict[str, Any]:
-    return {"zzdh": zzdh, "zzlx": "01", "zcjgbm": "XYYGT02008", "zcjgmc": "荥阳市高山镇卫生院", "zcys": "杨洁洁",
-            "zrjgbm": "XYYGT01002", "zrjgmc": "荥阳市中医院", "hzxm": "郭琳倩", "hzxb": "女", "hznl": 20,
-            "hzsfzh": "410182200609091508", "hzlxdh": "18045237148", "hzzz": "河南省荥阳市高山镇刘庄村203号",
-            "zdbm": "M54.5", "zdmc": "腰痛", "zzyy": "病情需要", "zt": "1", "sqsj": APPLIED, "jssj": None, "jsys": None,
-            "jjyy": None, "wcsj": None, "cxsj": None, "bz": None, "xgsj": APPLIED, **extra}
+    return {
+        "zzdh": zzdh,
+        "zzlx": "01",
+        "zcjgbm": "XYYGT02008",
+        "zcjgmc": "荥阳市高山镇卫生院",
+        "zcys": "杨洁洁",
+        "zrjgbm": "XYYGT01002",
+        "zrjgmc": "荥阳市中医院",
+        "hzxm": "郭琳倩",
+        "hzxb": "女",
+        "hznl": 20,
+        "hzsfzh": "410182200609091508",
+        "hzlxdh": "18045237148",
+        "hzzz": "河南省荥阳市高山镇刘庄村203号",
+        "zdbm": "M54.5",
+        "zdmc": "腰痛",
+        "zzyy": "病情需要",
+        "zt": "1",
+        "sqsj": APPLIED,
+        "jssj": None,
+        "jsys": None,
+        "jjyy": None,
+        "wcsj": None,
+        "cxsj": None,
+        "bz": None,
+        "xgsj": APPLIED,
+        **extra,
+    }
 
 
-ORGS = [{"jgbm": "XYYGT01002", "jgmc": "荥阳市中医院", "jgcj": "01", "sjjgbm": None},
-        {"jgbm": "XYYGT02008", "jgmc": "荥阳市高山镇卫生院", "jgcj": "02", "sjjgbm": "XYYGT01001"},
-        {"jgbm": "XYYGT02001", "jgmc": "荥阳市京城路社区卫生服务中心", "jgcj": "02", "sjjgbm": "XYYGT01001"},
-        {"jgbm": "XYYGT03001", "jgmc": "荥阳市乔楼镇丁楼村卫生室", "jgcj": "03", "sjjgbm": "XYYGT02003"},
-        {"jgbm": "XYYGT03999", "jgmc": "荥阳市乔楼镇新建村卫生室", "jgcj": "03", "sjjgbm": "XYYGT02003"}]
+ORGS = [
+    {"jgbm": "XYYGT01002", "jgmc": "荥阳市中医院", "jgcj": "01", "sjjgbm": None},
+    {"jgbm": "XYYGT02008", "jgmc": "荥阳市高山镇卫生院", "jgcj": "02", "sjjgbm": "XYYGT01001"},
+    {"jgbm": "XYYGT02001", "jgmc": "荥阳市京城路社区卫生服务中心", "jgcj": "02", "sjjgbm": "XYYGT01001"},
+    {"jgbm": "XYYGT03001", "jgmc": "荥阳市乔楼镇丁楼村卫生室", "jgcj": "03", "sjjgbm": "XYYGT02003"},
+    {"jgbm": "XYYGT03999", "jgmc": "荥阳市乔楼镇新建村卫生室", "jgcj": "03", "sjjgbm": "XYYGT02003"},
+]
 ACCEPTED = datetime(2026, 11, 2, 16, 43, 19)
 FORMS = [
     _form(R1),
-    _form(R1, zt="2", jssj=ACCEPTED, jsys="吕华帅", xgsj=ACCEPTED),                    # 接收: a later UPDATE
-    _form(R1, zt="3", jssj=ACCEPTED, jsys="吕华帅", wcsj=datetime(2026, 11, 3, 12, 37),
-          xgsj=datetime(2026, 11, 3, 12, 37)),                                          # 完成
-    _form(R2, zzlx="02", zcjgbm="XYYGT01002", zrjgbm="XYYGT02008", hzxb="男", hzsfzh=None, zdbm="I63.9",
-          zdmc="脑梗死", zzyy="康复期转基层管理"),
-    _form(R3, zdbm="C34.9", zdmc=None),                            # outside the concept map, but a WHO code
+    _form(R1, zt="2", jssj=ACCEPTED, jsys="吕华帅", xgsj=ACCEPTED),  # 接收: a later UPDATE
+    _form(
+        R1, zt="3", jssj=ACCEPTED, jsys="吕华帅", wcsj=datetime(2026, 11, 3, 12, 37), xgsj=datetime(2026, 11, 3, 12, 37)
+    ),  # 完成
+    _form(
+        R2,
+        zzlx="02",
+        zcjgbm="XYYGT01002",
+        zrjgbm="XYYGT02008",
+        hzxb="男",
+        hzsfzh=None,
+        zdbm="I63.9",
+        zdmc="脑梗死",
+        zzyy="康复期转基层管理",
+    ),
+    _form(R3, zdbm="C34.9", zdmc=None),  # outside the concept map, but a WHO code
     _form(R4, zt="5", cxsj=datetime(2026, 11, 2, 15), bz="患者要求撤销"),
-    _form(R5, jssj=datetime(2026, 11, 1, 9), zt="2"),                                   # received before applied
+    _form(R5, jssj=datetime(2026, 11, 1, 9), zt="2"),  # received before applied
 ]
 
 
 @pytest.fixture(scope="module")
 def results(spark) -> dict[str, tuple[dict[str, Any], list[Any]]]:
-    frames = {"zz_jgxx": bronze_frame(spark, SOURCE, ORGS, org_code="410182000"),
-              "zz_record": bronze_frame(spark, SOURCE, FORMS, org_code="410182108",
-                                        types={"hznl": "smallint", "sqsj": "timestamp", "jssj": "timestamp",
-                                               "wcsj": "timestamp", "cxsj": "timestamp", "xgsj": "timestamp"})}
+    frames = {
+        "zz_jgxx": bronze_frame(spark, SOURCE, ORGS, org_code="410182000"),
+        "zz_record": bronze_frame(
+            spark,
+            SOURCE,
+            FORMS,
+            org_code="410182108",
+            types={
+                "hznl": "smallint",
+                "sqsj": "timestamp",
+                "jssj": "timestamp",
+                "wcsj": "timestamp",
+                "cxsj": "timestamp",
+                "xgsj": "timestamp",
+            },
+        ),
+    }
     return standardize_source(SOURCE, frames, by_entity)
 
 
@@ -67,7 +115,7 @@ def test_mapping_loads_and_every_concept_map_target_is_a_standard_code():
             if "concept_map" in spec and label:
                 assert set(concept_map(SOURCE, spec["concept_map"]).values()) <= set(code_system(label))
                 checked += 1
-    assert checked == 2                                                    # sex, diagnosis
+    assert checked == 2  # sex, diagnosis
 
 
 def test_platform_institutions_map_to_county_codes(results):
@@ -75,7 +123,10 @@ def test_platform_institutions_map_to_county_codes(results):
     assert (orgs["XYYGT01002"].organization_code, orgs["XYYGT01002"].organization_type) == ("410182002", "县级医院")
     centre = orgs["XYYGT02008"]
     assert (centre.organization_code, centre.parent_organization_code, centre.organization_type) == (
-        "410182108", "410182001", "乡镇卫生院")
+        "410182108",
+        "410182001",
+        "乡镇卫生院",
+    )
     assert orgs["XYYGT02001"].organization_type == "社区卫生服务中心"
     assert (orgs["XYYGT03001"].organization_code, orgs["XYYGT03001"].organization_type) == ("410182300", "村卫生室")
     assert orgs["XYYGT03999"].organization_code is None
@@ -91,10 +142,17 @@ def test_referral_forms_take_their_latest_status_and_standard_codes(results):
     assert (up.diagnosis_code, up.diagnosis_name, up.sex_code) == ("M54.500", "腰痛", "2")
     assert (up.requested_at, up.received_at, up.dq_flags) == (APPLIED, ACCEPTED, [])
     assert (down.direction, down.from_organization_code, down.to_organization_code) == (
-        "down", "410182002", "410182108")
+        "down",
+        "410182002",
+        "410182108",
+    )
     assert (down.diagnosis_code, down.sex_code, down.id_number, down.reason) == (
-        "I63.900", "1", None, "康复期转基层管理")
-    assert forms[R4].status == "已撤销"                                   # a withdrawal is kept, not deleted
+        "I63.900",
+        "1",
+        None,
+        "康复期转基层管理",
+    )
+    assert forms[R4].status == "已撤销"  # a withdrawal is kept, not deleted
 
 
 def test_a_who_code_outside_the_map_is_kept_and_a_receipt_before_application_quarantined(results):
