@@ -170,7 +170,9 @@ def match_records(
     all_levels = comparison_levels(pairs, everyone, few_pairs=pair_count <= PAIR_BROADCAST_LIMIT).persist()
     if estimate:
         sampled = compared.where("_sampled").select(F.col("record_id").alias("id_l"))
-        params = estimate_params(everyone, all_levels.join(_small(sampled), "id_l", "left_semi"))
+        params = estimate_params(
+            everyone, all_levels.join(_small(sampled), "id_l", "left_semi"), compared_records=sampled.count()
+        )
         step("m and u estimated on the records' own pairs")
     unidentified = compared.where(~F.col("id_valid"))
     without_id = unidentified.select(F.col("record_id").alias("id_l"))

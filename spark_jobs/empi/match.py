@@ -293,6 +293,7 @@ def estimate_params(
     iterations: int = 30,
     seed: int = 7,
     min_labelled_pairs: int = 500,
+    compared_records: int | None = None,
 ) -> Params:
     """m and u from the county's own records, the Fellegi–Sunter way.
 
@@ -303,7 +304,8 @@ def estimate_params(
     independent, a missing value not counted) only for what such pairs cannot show (the ID comparison), or
     for everything when too few records carry an ID. EM alone takes household members (same phone, address,
     surname) for one resident and underrates every disagreement. Only level-pattern counts (a few hundred
-    rows) leave Spark; the pairs stay distributed.
+    rows) leave Spark; the pairs stay distributed. ``compared_records``: how many records ``blocked_levels``
+    pairs with everyone (the matches' share among all pairs is counted against them).
     """
     priors = prior_params()
     names = list(priors)
@@ -316,10 +318,11 @@ def estimate_params(
         .first()
         .asDict()
     )
-    u = {}
+    u_seen, floor = {}, {}
     for c in names:
         seen = [counts[f"{c}_{lv}"] or 0 for lv in range(sizes[c])]
-        u[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]  # smoothed: no level is impossible
+        floor[c] = 0.5 / (sum(seen) + 0.5 * sizes[c])
+        u_seen[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]  # smoothed: no level is impossible
     same_id = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") == F.col("id18_r"))
     labelled = {}
     label_counts = (
@@ -343,25 +346,46 @@ def estimate_params(
                 labelled[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]
     patterns = [(tuple(r[c] for c in names), r["count"]) for r in blocked_levels.groupBy(*names).count().collect()]
     total = sum(n for _, n in patterns) or 1
-    m = {c: list(labelled.get(c, priors[c]["m"])) for c in names}
-    share = 0.1
-    for _ in range(iterations):
-        matched = 0.0
-        numerator = {c: [0.0] * sizes[c] for c in names}
-        for pattern, n in patterns:
-            pm, pu = share, 1.0 - share
-            for c, level in zip(names, pattern, strict=True):
-                if level is not None:
-                    pm *= m[c][level]
-                    pu *= u[c][level]
-            weight = n * pm / (pm + pu)
-            matched += weight
-            for c, level in zip(names, pattern, strict=True):
-                if level is not None:
-                    numerator[c][level] += weight
-        share = min(max(matched / total, 1e-6), 1 - 1e-6)
-        m = {
-            c: labelled.get(c) or [(x + 0.5) / (sum(numerator[c]) + 0.5 * sizes[c]) for x in numerator[c]]
-            for c in names
-        }
+
+    def expectation_maximisation(u: dict[str, list[float]]) -> tuple[dict[str, list[float]], float]:
+        """m, and how many of the candidate pairs are matches, with u fixed."""
+        m = {c: list(labelled.get(c, priors[c]["m"])) for c in names}
+        share, matched = 0.1, 0.0
+        for _ in range(iterations):
+            matched = 0.0
+            numerator = {c: [0.0] * sizes[c] for c in names}
+            for pattern, n in patterns:
+                pm, pu = share, 1.0 - share
+                for c, level in zip(names, pattern, strict=True):
+                    if level is not None:
+                        pm *= m[c][level]
+                        pu *= u[c][level]
+                weight = n * pm / (pm + pu)
+                matched += weight
+                for c, level in zip(names, pattern, strict=True):
+                    if level is not None:
+                        numerator[c][level] += weight
+            share = min(max(matched / total, 1e-6), 1 - 1e-6)
+            m = {
+                c: labelled.get(c) or [(x + 0.5) / (sum(numerator[c]) + 0.5 * sizes[c]) for x in numerator[c]]
+                for c in names
+            }
+        return m, matched
+
+    m, matched = expectation_maximisation(u_seen)
+    # Random pairs hold matches too: negligible in a county (two records are one resident about once in a million
+    # pairs), not in a small file full of duplicates (FEBRL3: one pair in two thousand), where they inflate u of
+    # every agreeing level (an identical identifier seemed a thousand times commoner among different people than
+    # it is). Take them out, u = (u_seen − λ·m) / (1 − λ), λ = the share of matches among all the pairs the
+    # compared records make (EM's matched candidate pairs; blocking misses few), then estimate m again.
+    if compared_records is None:  # the records whose candidate pairs these are (some may have none)
+        compared_records = blocked_levels.select("id_l").distinct().count()
+    every_pair = max(compared_records * (features.count() - 1), 1)
+    share_at_random = min(matched / every_pair, 0.5)
+    u = {
+        c: [max((seen - share_at_random * m[c][lv]) / (1 - share_at_random), floor[c]) for lv, seen in enumerate(u_c)]
+        for c, u_c in u_seen.items()
+    }
+    u = {c: [x / sum(levels) for x in levels] for c, levels in u.items()}
+    m, _ = expectation_maximisation(u)
     return {c: {"m": m[c], "u": u[c]} for c in names}

@@ -185,3 +185,36 @@ def test_matching_meets_the_quality_goals_on_a_dirty_synthetic_county(spark, mon
     assert quality["precision"] >= 0.999, quality
     assert quality["recall"] >= 0.98, quality
     assert sum(r.decision == "review" for r in rows) <= 0.02 * len(rows)
+
+
+def test_u_leaves_out_the_matches_among_random_pairs_of_a_file_full_of_duplicates(spark):
+    """300 people with four records each, every record carrying its person's 7-digit identifier (no ID number):
+    a random pair is the same person once in 400, so nearly every random pair with one identifier is a match.
+    u, the chance of that agreement between *different* people, must not count those, or the strongest evidence
+    in such a file (FEBRL's) would weigh little and its duplicates would wait in review."""
+    import random
+
+    from spark_jobs.empi.match import candidate_pairs, comparison_levels, estimate_params
+
+    rng = random.Random(3)
+    surnames, given = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗", "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平"
+    rows = []
+    for person in range(300):
+        identifier = str(rng.randrange(10**6, 10**7))
+        name = rng.choice(surnames) + rng.choice(given) + rng.choice(given)
+        born = date(1940 + rng.randrange(60), 1 + rng.randrange(12), 1 + rng.randrange(28))
+        village = f"河南省荥阳市乔楼镇{rng.choice(given)}{rng.choice(surnames)}村{rng.randrange(1, 300)}号"
+        for copy in range(4):  # a typo in some names, a birth date missing in some records
+            written = name if copy != 3 else name[:-1] + rng.choice(given)
+            rows.append(
+                (f"p{person}|{copy}", f"s{copy}", written, None, born if copy != 2 else None, identifier, None, village)
+            )
+    features = normalize_records(spark.createDataFrame(rows, SCHEMA)).localCheckpoint()
+    config = empi_config()
+    pairs = candidate_pairs(features, features, config["blocking"], config["max_block_size"], same_side=False)
+    params = estimate_params(
+        features, comparison_levels(pairs, features), random_pair_count=40_000, compared_records=len(rows)
+    )
+    share_at_random = 3 / (len(rows) - 1)  # of a random pair's records, how often they share the identifier
+    assert params["id"]["u"][0] < share_at_random / 10, params["id"]  # uncorrected: about the share itself
+    assert params["id"]["m"][0] > 0.9, params["id"]
