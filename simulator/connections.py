@@ -67,9 +67,12 @@ def mariadb_engine(database: str) -> sa.Engine:
     return track_engine(sa.create_engine(mariadb_url(database), pool_pre_ping=True, hide_parameters=True))
 
 
-def collector_account(source_system: str) -> str:
-    """The account the platform collects ``source_system`` with (its registry entry's ``connection.user``)."""
+def collector_account(source_system: str) -> str | None:
+    """The account the platform collects ``source_system`` with (its registry entry's ``connection.user``), or
+    None when no registry entry collects it (a test's scratch copy of a system)."""
     path = CONFIG_DIR / "sources" / f"{source_system}.yaml"
+    if not path.exists():
+        return None
     user = (yaml.safe_load(path.read_text(encoding="utf-8")).get("connection") or {}).get("user")
     if not user:
         raise ValueError(f"{path}: connection.user is missing: name the account the platform collects with")
@@ -79,8 +82,11 @@ def collector_account(source_system: str) -> str:
 def grant_collector(conn: sa.Connection, source_system: str, schema: str) -> None:
     """Let the platform's collection account read ``schema`` (its tables now and later), nothing more: what a
     hospital's DBA grants. Run by the schema's owner each time the schema is (re)created."""
+    account = collector_account(source_system)
+    if account is None:
+        return
     quote = conn.dialect.identifier_preparer.quote
-    role, schema = quote(collector_account(source_system)), quote(schema)
+    role, schema = quote(account), quote(schema)
     conn.execute(sa.text(f"GRANT USAGE ON SCHEMA {schema} TO {role}"))
     conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}"))
     conn.execute(sa.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {role}"))
