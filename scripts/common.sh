@@ -36,14 +36,12 @@ DRC_EMPI_SALT=$(s)
 DRC_FERNET_KEY=$(python3 -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())')
 ENV
   fi
-  # Secrets introduced after a .env was generated: appended once, then kept like the others.
+  # Secrets introduced after a .env was generated, and each source's collection account password
+  # (connection.password_env in config/sources: onboarding a source by configuration gives it its own):
+  # appended once, then kept like the others.
   local name
-  for name in DRC_API_DB_PASSWORD DRC_ID_LOOKUP_KEY DRC_AIRFLOW_JWT_SECRET DRC_EXPORT_PSEUDONYM_KEY; do
-    grep -q "^$name=" .env || echo "$name=$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')" >> .env
-  done
-  # Each source's collection account (connection.password_env in config/sources): onboarding a source by
-  # configuration gives it its own password here.
-  for name in $(sed -n 's/^ *password_env: *\([A-Z0-9_]*\).*/\1/p' config/sources/*.yaml | sort -u); do
+  for name in DRC_API_DB_PASSWORD DRC_ID_LOOKUP_KEY DRC_AIRFLOW_JWT_SECRET DRC_EXPORT_PSEUDONYM_KEY \
+              $(sed -n 's/^ *password_env: *\([A-Z0-9_]*\).*/\1/p' config/sources/*.yaml | sort -u); do
     grep -q "^$name=" .env || echo "$name=$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')" >> .env
   done
   set -a; # shellcheck disable=SC1091

@@ -123,15 +123,12 @@ CONF
 # go through stdin, never a command line.
 collection_accounts() {  # kind mode user password_env database, one line per local database source
   "$(lake_py)" - <<'PY'
-import pathlib
+from ingestion.registry import load_sources
 
-import yaml
-
-for path in sorted(pathlib.Path("config/sources").glob("*.yaml")):
-    source = yaml.safe_load(path.read_text(encoding="utf-8"))
-    conn = source.get("connection") or {}
-    if conn.get("kind") in ("postgresql", "mariadb", "mysql") and conn.get("password_env") and not conn.get("host"):
-        print(conn["kind"], source["mode"], conn["user"], conn["password_env"], conn["database"])
+for source in load_sources().values():
+    conn = source.connection
+    if conn.kind in ("postgresql", "mariadb", "mysql") and conn.password_env and not conn.host:
+        print(conn.kind, source.mode, conn.user, conn.password_env, conn.database)
 PY
 }
 

@@ -11,10 +11,10 @@ import os
 from functools import lru_cache
 
 import sqlalchemy as sa
-import yaml
 
 from core.db import track_engine
-from core.settings import CONFIG_DIR, get_settings
+from core.settings import get_settings
+from ingestion.registry import load_source, sources_dir
 
 OWNER = "his"
 
@@ -70,13 +70,8 @@ def mariadb_engine(database: str) -> sa.Engine:
 def collector_account(source_system: str) -> str | None:
     """The account the platform collects ``source_system`` with (its registry entry's ``connection.user``), or
     None when no registry entry collects it (a test's scratch copy of a system)."""
-    path = CONFIG_DIR / "sources" / f"{source_system}.yaml"
-    if not path.exists():
-        return None
-    user = (yaml.safe_load(path.read_text(encoding="utf-8")).get("connection") or {}).get("user")
-    if not user:
-        raise ValueError(f"{path}: connection.user is missing: name the account the platform collects with")
-    return str(user)
+    path = sources_dir() / f"{source_system}.yaml"
+    return load_source(path).connection.user if path.exists() else None
 
 
 def grant_collector(conn: sa.Connection, source_system: str, schema: str) -> None:

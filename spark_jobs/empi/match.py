@@ -293,7 +293,8 @@ def estimate_params(
     iterations: int = 30,
     seed: int = 7,
     min_labelled_pairs: int = 500,
-    compared_records: int | None = None,
+    *,
+    compared_records: int,
 ) -> Params:
     """m and u from the county's own records, the Fellegi–Sunter way.
 
@@ -378,8 +379,6 @@ def estimate_params(
     # every agreeing level (an identical identifier seemed a thousand times commoner among different people than
     # it is). Take them out, u = (u_seen − λ·m) / (1 − λ), λ = the share of matches among all the pairs the
     # compared records make (EM's matched candidate pairs; blocking misses few), then estimate m again.
-    if compared_records is None:  # the records whose candidate pairs these are (some may have none)
-        compared_records = blocked_levels.select("id_l").distinct().count()
     every_pair = max(compared_records * (features.count() - 1), 1)
     share_at_random = min(matched / every_pair, 0.5)
     u = {
