@@ -350,7 +350,11 @@ def with_violations(df: DataFrame, entity: str, rules: list[dict[str, Any]]) -> 
 # --- entity enrichment ------------------------------------------------------------------------------------
 def id_check_char(first17: Column) -> Column:
     """The GB 11643 (ISO 7064 MOD 11-2) check character of 17 digits, as a column (core/gb11643.py's rule)."""
-    weighted = sum(F.substring(first17, i + 1, 1).cast("int") * w for i, w in enumerate(gb11643.WEIGHTS))
+    # digits zipped with their weights: the column appears once in the expression tree, not 17 times (ID
+    # numbers are checked inside larger expressions; 17 copies of each made plans megabytes large)
+    digits = F.transform(F.slice(F.split(first17, ""), 1, 17), lambda digit: digit.cast("int"))
+    products = F.zip_with(digits, F.array(*[F.lit(w) for w in gb11643.WEIGHTS]), lambda digit, w: digit * w)
+    weighted = F.aggregate(products, F.lit(0), lambda total, product: total + product)
     return F.substring(F.lit(gb11643.CHECK_CHARS), (weighted % 11 + 1).cast("int"), 1)
 
 

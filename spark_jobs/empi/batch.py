@@ -153,8 +153,9 @@ def match_file(
         F.when(F.col("decision") == "review", F.col("candidate")).alias("candidate_master_id"),
         F.when(F.col("decision") == "review", _without_prefix("candidate_record")).alias("candidate_record_id"),
         F.when(F.col("decision") == "review", F.col("evidence")).alias("evidence"),
-    )
-    _write_single(result.orderBy("record_id"), output_path)
+    ).localCheckpoint()
+    # one output file in record order: one task sorts it (no range-partitioning pass for a file's worth)
+    _write_single(result.coalesce(1).sortWithinPartitions("record_id"), output_path)
     return result.count()
 
 

@@ -48,6 +48,7 @@ def candidate_edges(scored: DataFrame, groups: DataFrame, forbidden: DataFrame, 
     A record a steward took out of a resident stays on its own: it neither clusters with nor is offered as the
     candidate of other records without an ID (they may lead straight back to that resident).
     """
+    forbidden = F.broadcast(forbidden)  # a steward's decisions: a handful
     loners = forbidden.select("id_l").distinct()
     loner_groups = loners.select(F.concat(F.lit(RECORD_GROUP), "id_l").alias("group"))
     return (
@@ -56,8 +57,8 @@ def candidate_edges(scored: DataFrame, groups: DataFrame, forbidden: DataFrame, 
         .join(forbidden, ["id_l", "group"], "left")
         .where(F.col("_forbidden").isNull())
         .drop("_forbidden")
-        .join(loner_groups, "group", "left_anti")
-        .join(loners.withColumn("_loner", F.lit(True)), "id_l", "left")
+        .join(F.broadcast(loner_groups), "group", "left_anti")
+        .join(F.broadcast(loners.withColumn("_loner", F.lit(True))), "id_l", "left")
         .where(F.col("_loner").isNull() | ~F.col("group").startswith(RECORD_GROUP))
         .drop("_loner")
     )
@@ -91,8 +92,9 @@ def decide_people(edges: DataFrame, people: DataFrame, link: float, margin: floa
     candidate_record (the record that scored best), evidence (the comparison levels of that pair), second
     (the best *other* resident's score).
     """
-    person_of = people.select(F.col("record_id").alias("id_l"), "person")
-    other_person = people.select(F.col("record_id").alias("id_r"), F.col("person").alias("_other"))
+    # records without a valid ID number: a few in a hundred of a county's, broadcast to their pairs
+    person_of = F.broadcast(people.select(F.col("record_id").alias("id_l"), "person"))
+    other_person = F.broadcast(people.select(F.col("record_id").alias("id_r"), F.col("person").alias("_other")))
     with_person = edges.join(person_of, "id_l")
     is_record = F.col("group").startswith(RECORD_GROUP)
     # a record candidate stands for its whole person; the person's own records are no candidates at all

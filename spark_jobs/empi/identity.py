@@ -161,13 +161,21 @@ def match_records(
     # block: the records without a valid ID number (and, for an estimate, a sample of all) against everyone
     sample_share = min(1.0, config["estimate_sample_records"] / max(total, 1)) if estimate else 0.0
     compared = records_to_compare(fresh, sample_share).localCheckpoint()
-    few = compared.count() <= INCREMENTAL_BROADCAST_LIMIT
+    # a day's records against the registry are few; a file or a county matched on its own is not (its left
+    # side is most of the right one: narrowing the right side to the left side's blocks would not narrow it)
+    few = compared.count() <= INCREMENTAL_BROADCAST_LIMIT and anchored is not None
     pairs = candidate_pairs(
         compared, everyone, config["blocking"], config["max_block_size"], same_side=False, few_left=few
     ).localCheckpoint()
     pair_count = pairs.count()
     # compare
-    all_levels = comparison_levels(pairs, everyone, few_pairs=pair_count <= PAIR_BROADCAST_LIMIT).persist()
+    if pair_count <= PAIR_BROADCAST_LIMIT:
+        broadcast = "pairs"
+    elif anchored is None and total <= INCREMENTAL_BROADCAST_LIMIT:
+        broadcast = "features"  # a file matched on its own: its records are fewer than their pairs
+    else:
+        broadcast = None
+    all_levels = comparison_levels(pairs, everyone, broadcast).persist()
     if estimate:
         sampled = compared.where("_sampled").select(F.col("record_id").alias("id_l"))
         params = estimate_params(

@@ -47,22 +47,30 @@ def candidate_pairs(
 ) -> DataFrame:
     """(id_l, id_r) pairs agreeing on all columns of at least one rule; id_l < id_r when both sides match.
 
-    ``few_left``: ``left`` is a day's records against the whole registry; the registry is first narrowed to
-    the blocks those records fall in (a broadcast filter, no shuffle of the county).
+    Each record carries one block key per rule it can be blocked on (rule number + its values), so every rule
+    is served by one join of the keys instead of one join per rule. ``few_left``: ``left`` is a day's records
+    against the whole registry; the registry is first narrowed to the blocks those records fall in (a
+    broadcast filter, no shuffle of the county).
     """
-    pairs = []
-    for rule in rules:
-        present = reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in rule])
-        lhs = left.where(present).select(F.col("record_id").alias("id_l"), *rule)
-        r = right.where(present).select("record_id", *rule)
-        if few_left:
-            r = r.join(F.broadcast(lhs.select(*rule).distinct()), rule, "left_semi")
-        r = r.withColumn("_n", F.count("*").over(Window.partitionBy(*rule)))
-        r = r.where(F.col("_n") <= max_block).drop("_n")
-        joined = lhs.join(r.withColumnRenamed("record_id", "id_r"), rule)
-        keep = (F.col("id_l") < F.col("id_r")) if same_side else (F.col("id_l") != F.col("id_r"))
-        pairs.append(joined.where(keep).select("id_l", "id_r"))
-    return reduce(DataFrame.unionByName, pairs).distinct()
+    lhs = _block_keys(left, rules).withColumnRenamed("record_id", "id_l")
+    rhs = _block_keys(right, rules).withColumnRenamed("record_id", "id_r")
+    if few_left:
+        rhs = rhs.join(F.broadcast(lhs.select("_block").distinct()), "_block", "left_semi")
+    rhs = rhs.withColumn("_n", F.count("*").over(Window.partitionBy("_block"))).where(F.col("_n") <= max_block)
+    keep = (F.col("id_l") < F.col("id_r")) if same_side else (F.col("id_l") != F.col("id_r"))
+    return lhs.join(rhs.drop("_n"), "_block").where(keep).select("id_l", "id_r").distinct()
+
+
+def _block_keys(records: DataFrame, rules: list[list[str]]) -> DataFrame:
+    """record_id, _block: one row per rule whose columns the record all has (rule number and the values)."""
+    keys = [
+        F.when(
+            reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in rule]),
+            F.concat_ws("\u0001", F.lit(str(number)), *[F.col(c).cast("string") for c in rule]),
+        )
+        for number, rule in enumerate(rules)
+    ]
+    return records.select("record_id", F.explode(F.array(*keys)).alias("_block")).where(F.col("_block").isNotNull())
 
 
 def records_to_compare(records: DataFrame, sample_share: float) -> DataFrame:
@@ -78,16 +86,19 @@ def records_to_compare(records: DataFrame, sample_share: float) -> DataFrame:
     return records.withColumn("_sampled", F.rand(seed=11) < sample_share).where(~F.col("id_valid") | F.col("_sampled"))
 
 
-def comparison_levels(pairs: DataFrame, features: DataFrame, few_pairs: bool = False) -> DataFrame:
+def comparison_levels(pairs: DataFrame, features: DataFrame, broadcast: str | None = None) -> DataFrame:
     """Each pair with both records' features and one level column per comparison (NULL = not comparable).
 
-    ``few_pairs``: a day's pairs, broadcast to the features instead of shuffling every record to them.
+    ``broadcast``: ``"pairs"`` (a day's pairs, sent to the features instead of shuffling every record to
+    them) or ``"features"`` (a file's records, sent to the pairs instead of shuffling the pairs twice).
     """
     left, right = _side(features, "l"), _side(features, "r")
-    if few_pairs:
+    if broadcast == "pairs":
         df = left.join(F.broadcast(pairs), F.col("id_l") == F.col("record_id_l"))
         df = right.join(F.broadcast(df), F.col("id_r") == F.col("record_id_r"))
     else:
+        if broadcast == "features":
+            left, right = F.broadcast(left), F.broadcast(right)
         df = pairs.join(left, F.col("id_l") == F.col("record_id_l")).join(right, F.col("id_r") == F.col("record_id_r"))
     return _compared(df)
 
@@ -105,15 +116,18 @@ def _compared(df: DataFrame) -> DataFrame:
     def eq(column: str) -> Column:
         return F.col(f"{column}_l") == F.col(f"{column}_r")
 
-    chars = F.array_sort(F.split(F.col("name_n_l"), "")) == F.array_sort(F.split(F.col("name_n_r"), ""))
-    # one character off, dropped or added (two in a long alphabetic name), or the same characters reordered
-    name_edits = F.levenshtein("name_n_l", "name_n_r")
+    chars = (F.length("name_n_l") == F.length("name_n_r")) & (
+        F.array_sort(F.split(F.col("name_n_l"), "")) == F.array_sort(F.split(F.col("name_n_r"), ""))
+    )
+    # one character off, dropped or added (two in a long alphabetic name), or the same characters reordered;
+    # edit distances are only counted up to what a level asks (-1 beyond: no full distance matrix per pair)
+    name_edits = F.levenshtein("name_n_l", "name_n_r", 2)
     shorter = F.least(F.length("name_n_l"), F.length("name_n_r"))
     # ... or one name inside the other (a given name or a surname left out: livia / liviaswetnam)
     within = (shorter >= 2) & (
         F.col("name_n_l").contains(F.col("name_n_r")) | F.col("name_n_r").contains(F.col("name_n_l"))
     )
-    similar = chars | (name_edits <= 1) | ((name_edits <= 2) & (shorter >= 9)) | within
+    similar = chars | name_edits.between(0, 1) | ((name_edits == 2) & (shorter >= 9)) | within
     # share of the two addresses' character pairs they have in common (typos, a word split or left out)
     address_overlap = F.size(F.array_intersect(_bigrams("address_n_l"), _bigrams("address_n_r"))) / F.size(
         F.array_union(_bigrams("address_n_l"), _bigrams("address_n_r"))
@@ -133,8 +147,9 @@ def _compared(df: DataFrame) -> DataFrame:
         (F.date_format("birth_l", "MMdd") == "0101") | (F.date_format("birth_r", "MMdd") == "0101")
     )
     # one pair of neighbouring digits swapped (19 81 for 19 18) is one slip, as one digit off is
-    id_slip = (F.levenshtein("id17_l", "id17_r") <= 1) | (
-        (F.levenshtein("id17_l", "id17_r") == 2)
+    id_edits = F.levenshtein("id17_l", "id17_r", 2)
+    id_slip = id_edits.between(0, 1) | (
+        (id_edits == 2)
         & (F.length("id17_l") == F.length("id17_r"))
         & (F.array_sort(F.split("id17_l", "")) == F.array_sort(F.split("id17_r", "")))
     )
@@ -142,11 +157,8 @@ def _compared(df: DataFrame) -> DataFrame:
         "id_l",
         "id_r",
         "name_n_l",
-        "name_n_r",
-        "id_valid_l",
-        "id_valid_r",
-        "id18_l",
-        "id18_r",
+        # both valid ID numbers: the same one (labels a match) or two different ones (never a match)
+        F.when(F.col("id_valid_l") & F.col("id_valid_r"), eq("id18")).alias("same_valid_id"),
         (F.col("birth_stated_l") & F.col("birth_stated_r")).alias("births_stated"),
         F.when(both("name_n"), F.when(eq("name_n"), 0).when(eq("pinyin"), 1).when(similar, 2).otherwise(3)).alias(
             "name"
@@ -164,7 +176,7 @@ def _compared(df: DataFrame) -> DataFrame:
         F.when(both("sex"), F.when(eq("sex"), 0).otherwise(1)).alias("sex"),
         F.when(both("id17"), F.when(eq("id17"), 0).when(id_slip, 1).otherwise(2)).alias("id"),
         F.when(
-            both("phone_n"), F.when(eq("phone_n"), 0).when(F.levenshtein("phone_n_l", "phone_n_r") <= 1, 1).otherwise(2)
+            both("phone_n"), F.when(eq("phone_n"), 0).when(F.levenshtein("phone_n_l", "phone_n_r", 1) >= 0, 1).otherwise(2)
         ).alias("phone"),
         F.when(
             both("township") & both("village"),
@@ -248,7 +260,7 @@ def score(
     household = (F.col("name") == 3) & (F.col("birth") == 2) & ~F.coalesce(F.col("id") == 0, F.lit(False))
     total = F.when(household, F.least(total, F.lit(review_threshold - 0.01))).otherwise(total)
     # Two different valid ID numbers are two residents (twins, namesakes): never a match, whatever else agrees.
-    distinct_ids = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") != F.col("id18_r"))
+    distinct_ids = ~F.col("same_valid_id")
     return scored.withColumn("score", F.when(distinct_ids, F.lit(-99.0)).otherwise(total))
 
 
@@ -324,28 +336,22 @@ def estimate_params(
         seen = [counts[f"{c}_{lv}"] or 0 for lv in range(sizes[c])]
         floor[c] = 0.5 / (sum(seen) + 0.5 * sizes[c])
         u_seen[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]  # smoothed: no level is impossible
-    same_id = F.col("id_valid_l") & F.col("id_valid_r") & (F.col("id18_l") == F.col("id18_r"))
+    # the candidate pairs' level patterns, split by whether both records carry one valid ID number: the
+    # labelled matches (m where labels exist) and EM's input come from one pass over the pairs
+    labelled_patterns = [
+        (tuple(r[c] for c in names), r["count"], r["same_valid_id"] is True)
+        for r in blocked_levels.groupBy(*names, "same_valid_id").count().collect()
+    ]
     labelled = {}
-    label_counts = (
-        blocked_levels.where(same_id)
-        .agg(
-            F.count("*").alias("pairs"),
-            *[
-                F.sum((F.col(c) == lv).cast("int")).alias(f"{c}_{lv}")
-                for c in names
-                if c != "id"
-                for lv in range(sizes[c])
-            ],
-        )
-        .first()
-        .asDict()
-    )
-    if (label_counts["pairs"] or 0) >= min_labelled_pairs:
-        for c in names:
+    if sum(n for _, n, same in labelled_patterns if same) >= min_labelled_pairs:
+        for i, c in enumerate(names):
             if c != "id":
-                seen = [label_counts[f"{c}_{lv}"] or 0 for lv in range(sizes[c])]
+                seen = [sum(n for p, n, same in labelled_patterns if same and p[i] == lv) for lv in range(sizes[c])]
                 labelled[c] = [(n + 0.5) / (sum(seen) + 0.5 * sizes[c]) for n in seen]
-    patterns = [(tuple(r[c] for c in names), r["count"]) for r in blocked_levels.groupBy(*names).count().collect()]
+    merged: dict[tuple, int] = {}
+    for pattern, n, _ in labelled_patterns:
+        merged[pattern] = merged.get(pattern, 0) + n
+    patterns = list(merged.items())
     total = sum(n for _, n in patterns) or 1
 
     def expectation_maximisation(u: dict[str, list[float]]) -> tuple[dict[str, list[float]], float]:

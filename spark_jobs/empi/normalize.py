@@ -181,14 +181,16 @@ def normalize_records(people: DataFrame, keep: tuple[str, ...] = ()) -> DataFram
     Input columns: record_id, source_system, name, sex_code, birth_date, id_number, phone, address; ``keep``
     names further input columns passed through unchanged.
     """
-    ident = id18(F.col("id_number"))
-    valid = id_number_is_valid(ident)
+    # the ID number is cleaned once and validated once (columns, not expressions repeated in every use)
+    ident, valid = F.col("_id18"), F.col("_id_valid")
     township, village, number = address_parts(F.col("address"))
     sex = F.when(F.col("sex_code").isin("1", "2"), F.col("sex_code"))
     id_birth = F.to_date(F.substring(ident, 7, 8), "yyyyMMdd")  # also right when only the check char is wrong
     id_sex = F.when(F.substring(ident, 17, 1).cast("int") % 2 == 1, "1").otherwise("2")
     return (
-        people.select(
+        people.withColumn("_id18", id18(F.col("id_number")))
+        .withColumn("_id_valid", id_number_is_valid(F.col("_id18")))
+        .select(
             "record_id",
             "source_system",
             name_words(F.col("name")).alias("_words"),
