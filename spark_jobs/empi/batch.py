@@ -142,18 +142,22 @@ def match_file(
         if registry is not None
         else spark.createDataFrame([], "master_id string, _known boolean")
     )
-    result = assignments.join(known, "master_id", "left").select(
-        _without_prefix("record_id").alias("record_id"),
-        "master_id",
-        F.when(F.col("decision") == "review", "possible_match")
-        .when(F.col("_known"), "match")
-        .otherwise("new")
-        .alias("decision"),
-        F.round("score", 2).alias("score"),
-        F.when(F.col("decision") == "review", F.col("candidate")).alias("candidate_master_id"),
-        F.when(F.col("decision") == "review", _without_prefix("candidate_record")).alias("candidate_record_id"),
-        F.when(F.col("decision") == "review", F.col("evidence")).alias("evidence"),
-    ).localCheckpoint()
+    result = (
+        assignments.join(known, "master_id", "left")
+        .select(
+            _without_prefix("record_id").alias("record_id"),
+            "master_id",
+            F.when(F.col("decision") == "review", "possible_match")
+            .when(F.col("_known"), "match")
+            .otherwise("new")
+            .alias("decision"),
+            F.round("score", 2).alias("score"),
+            F.when(F.col("decision") == "review", F.col("candidate")).alias("candidate_master_id"),
+            F.when(F.col("decision") == "review", _without_prefix("candidate_record")).alias("candidate_record_id"),
+            F.when(F.col("decision") == "review", F.col("evidence")).alias("evidence"),
+        )
+        .localCheckpoint()
+    )
     # one output file in record order: one task sorts it (no range-partitioning pass for a file's worth)
     _write_single(result.coalesce(1).sortWithinPartitions("record_id"), output_path)
     return result.count()

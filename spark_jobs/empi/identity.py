@@ -161,9 +161,11 @@ def match_records(
     # block: the records without a valid ID number (and, for an estimate, a sample of all) against everyone
     sample_share = min(1.0, config["estimate_sample_records"] / max(total, 1)) if estimate else 0.0
     compared = records_to_compare(fresh, sample_share).localCheckpoint()
-    # a day's records against the registry are few; a file or a county matched on its own is not (its left
-    # side is most of the right one: narrowing the right side to the left side's blocks would not narrow it)
-    few = compared.count() <= INCREMENTAL_BROADCAST_LIMIT and anchored is not None
+    # a day's records against the registry are few, and so are a county's records without an ID against the
+    # county; a file whose records mostly go unidentified is not (it is most of the right side: narrowing
+    # that to the left side's blocks would not narrow it)
+    compared_count = compared.count()
+    few = compared_count <= INCREMENTAL_BROADCAST_LIMIT and (anchored is not None or compared_count * 4 <= total)
     pairs = candidate_pairs(
         compared, everyone, config["blocking"], config["max_block_size"], same_side=False, few_left=few
     ).localCheckpoint()

@@ -178,7 +178,8 @@ def _compared(df: DataFrame) -> DataFrame:
         F.when(both("sex"), F.when(eq("sex"), 0).otherwise(1)).alias("sex"),
         F.when(both("id17"), F.when(eq("id17"), 0).when(id_slip, 1).otherwise(2)).alias("id"),
         F.when(
-            both("phone_n"), F.when(eq("phone_n"), 0).when(F.levenshtein("phone_n_l", "phone_n_r", 1) >= 0, 1).otherwise(2)
+            both("phone_n"),
+            F.when(eq("phone_n"), 0).when(F.levenshtein("phone_n_l", "phone_n_r", 1) >= 0, 1).otherwise(2),
         ).alias("phone"),
         F.when(
             both("township") & both("village"),
@@ -199,9 +200,8 @@ def _bigrams(column: str) -> Column:
     """The distinct character pairs of a text, each as a 32-bit hash: intersecting integer arrays is several
     times cheaper than intersecting strings, and a collision among one address's few dozen pairs is
     negligible."""
-    return F.expr(
-        f"array_distinct(transform(sequence(1, greatest(length({column}) - 1, 1)), i -> hash(substring({column}, i, 2))))"
-    )
+    pairs = f"transform(sequence(1, greatest(length({column}) - 1, 1)), i -> hash(substring({column}, i, 2)))"
+    return F.expr(f"array_distinct({pairs})")
 
 
 Params = dict[str, dict[str, list[float]]]  # comparison -> {"m": [P(level | same)], "u": [P(level | different)]}
