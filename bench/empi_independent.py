@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -232,6 +233,7 @@ def run_ours(records: Path, truth: dict[str, str], work: Path) -> dict:
             "tail": (done.stdout + done.stderr)[-1500:],
         }
     rows = pq.read_table(output, columns=["record_id", "master_id", "decision"]).to_pylist()
+    stages = time_by_stage(done.stdout + done.stderr, seconds)
     decisions = Counter(r["decision"] for r in rows)
     result = {
         "seconds": seconds,
@@ -241,8 +243,34 @@ def run_ours(records: Path, truth: dict[str, str], work: Path) -> dict:
         "decisions": dict(decisions),
         "review": decisions.get("possible_match", 0),
         "review_share": round(decisions.get("possible_match", 0) / max(len(rows), 1), 5),
+        "stages": stages,
     }
     return result
+
+
+# what `empi match` prints at the end of each stage, with the seconds since matching began
+STAGE_MARKS = (
+    ("read and normalised", r"records read and normalised \(([\d.]+) s\)"),
+    ("blocked and compared, m and u estimated", r"estimated on the records' own pairs \(([\d.]+) s\)"),
+    ("scored and decided", r"with a candidate\) \(([\d.]+) s\)"),
+    ("master ids assigned, output written", r"output written \(([\d.]+) s\)"),
+)
+
+
+def time_by_stage(log: str, seconds: float) -> dict[str, float]:
+    """Seconds per stage of one ``empi match`` run, from its progress lines; the rest of the process's time
+    (Python and JVM start, the Spark session, the JVM's exit, and any stage after the last one printed) is
+    ``start-up and exit``: the fixed cost a file of any size pays."""
+    text = " ".join(log.split())  # the console wraps long lines
+    stages, previous = {}, 0.0
+    for label, pattern in STAGE_MARKS:
+        found = re.search(pattern, text)
+        if found:
+            stages[label] = round(float(found.group(1)) - previous, 1)
+            previous = float(found.group(1))
+    written = STAGE_MARKS[-1][0] in stages
+    stages["start-up and exit" if written else "start-up, assignment, output and exit"] = round(seconds - previous, 1)
+    return stages
 
 
 # ------------------------------------------------------------------------------------------ Splink
@@ -513,6 +541,11 @@ def table(result: dict) -> str:
                 f"| {name} | {size} | {label} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} "
                 f"| {review} | {r['seconds']} |"
             )
+    timed = {name: d["ours"]["stages"] for name, d in result["datasets"].items() if "stages" in d.get("ours", {})}
+    if timed:
+        lines += ["", "Where ours' seconds went (from its progress lines):", ""]
+        for name, stages in timed.items():
+            lines.append(f"- {name}: " + ", ".join(f"{label} {value}" for label, value in stages.items()))
     codes = {
         json.dumps(d["ours"]["code"], sort_keys=True)
         for d in result["datasets"].values()

@@ -189,6 +189,14 @@ def render_empi_independent(results: dict) -> str:
         ),
         "",
     ]
+    stages = results["datasets"][first]["ours"].get("stages")
+    if stages:
+        lines += [
+            f"Where ours' {measured(ours_s)} went on the {EMPI_NAMES.get(first, first)} file (its progress lines): "
+            + ", ".join(f"{label} {value} s" for label, value in stages.items())
+            + ".",
+            "",
+        ]
     if code:
         lines += [
             "EMPI code measured: "

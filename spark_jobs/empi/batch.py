@@ -160,7 +160,9 @@ def match_file(
     )
     # one output file in record order: one task sorts it (no range-partitioning pass for a file's worth)
     _write_single(result.coalesce(1).sortWithinPartitions("record_id"), output_path)
-    return result.count()
+    written = result.count()
+    step(f"{written:,} records' master ids assigned, output written")
+    return written
 
 
 def _without_prefix(column: str) -> Column:
