@@ -31,12 +31,7 @@ grouped as (
 ),
 
 periods as (
-    select * from {{ ref('int_indicator_periods') }}
-),
-
--- the period types the catalog reports each ranking for
-catalog as (
-    select indicator_code, string_to_array(periods, '|') as period_types from {{ ref('indicator_catalog') }}
+    select * from {{ ref('int_indicator_reported_periods') }}
 ),
 
 counted as (
@@ -50,8 +45,7 @@ counted as (
         grouped.group_code,
         count(*) as cases
     from grouped
-    inner join catalog on catalog.indicator_code = grouped.indicator_code
-    inner join periods on periods.period_type = any(catalog.period_types)
+    inner join periods on periods.indicator_code = grouped.indicator_code
         and grouped.event_date between periods.period_start and periods.period_end
     group by grouping sets (
         (grouped.indicator_code, periods.period_type, periods.period_start, grouped.group_level,

@@ -8,7 +8,7 @@ with catalog as (
 ),
 
 periods as (
-    select * from {{ ref('int_indicator_periods') }}
+    select * from {{ ref('int_indicator_reported_periods') }}
 ),
 
 grains as (
@@ -31,11 +31,13 @@ spine as (
         periods.period_type,
         periods.period_start,
         periods.period_end,
+        periods.period_label,
+        periods.previous_period_start,
         grains.grain_type,
         grains.grain_code,
         grains.grain_name
     from catalog
-    inner join periods on periods.period_type = any(string_to_array(catalog.periods, '|'))
+    inner join periods on periods.indicator_code = catalog.indicator_code
     inner join grains on grains.grain_type = any(string_to_array(catalog.grains, '|'))
 ),
 
@@ -67,6 +69,8 @@ final as (
         period_type::text as period_type,
         period_start::date as period_start,
         period_end::date as period_end,
+        period_label::text as period_label,
+        previous_period_start::date as previous_period_start,
         grain_type::text as grain_type,
         grain_code::text as grain_code,
         grain_name::text as grain_name,

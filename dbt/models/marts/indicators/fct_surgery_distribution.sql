@@ -11,12 +11,7 @@ with surgeries as (
 ),
 
 periods as (
-    select * from {{ ref('int_indicator_periods') }}
-),
-
--- the period types the catalog reports each distribution for
-catalog as (
-    select indicator_code, string_to_array(periods, '|') as period_types from {{ ref('indicator_catalog') }}
+    select * from {{ ref('int_indicator_reported_periods') }}
 ),
 
 categorised as (
@@ -35,8 +30,7 @@ counted as (
         categorised.category,
         count(*) as cases
     from categorised
-    inner join catalog on catalog.indicator_code = categorised.indicator_code
-    inner join periods on periods.period_type = any(catalog.period_types)
+    inner join periods on periods.indicator_code = categorised.indicator_code
         and categorised.surgery_date between periods.period_start and periods.period_end
     group by grouping sets (
         (categorised.indicator_code, periods.period_type, periods.period_start, categorised.category,
