@@ -16,37 +16,55 @@ import sqlalchemy as sa
 from core.db import warehouse_engine
 from core.indicators import load_catalog
 from simulator.connections import source_pg_engine
+from simulator.world import HOSPITALS
 
 COUNTY = "410182"
-# Truth numerators per indicator: SQL over sim_truth returning (org_code, event_date, amount) rows, as of :last.
-# Written from the catalog's formulas (docs/indicators.md), independently of the dbt models. Not here: HO14 中医门诊
-# 人次 (whether a 中医 diagnosis is recorded is the 中医院 HIS renderer's choice, which the answer key does not log).
+# 基层医疗卫生机构: every institution of the simulated county that is not one of its five hospitals (卫生院,
+# 社区卫生服务中心, 村卫生室), from the simulator's world, not from the platform's organisation directory.
+_HOSPITALS = ", ".join(f"'{code}'" for code, *_ in HOSPITALS)
 _NOT_CANCELLED = (
     "NOT EXISTS (SELECT 1 FROM event_correction c WHERE c.target_uid = e.encounter_uid "
     "AND c.kind = 'cancel' AND c.day <= :last)"
 )
-TRUTH_EVENTS = {
-    "HO01": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind IN ('outpatient', 'emergency') "
-    f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
-    "HO02": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind = 'outpatient' "
-    f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
-    "HO03": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind = 'emergency' "
-    f"AND start_at::date <= :last AND {_NOT_CANCELLED}",
-    "HO04": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
+_VISITS = (
+    f"FROM event_encounter e WHERE kind IN ('outpatient', 'emergency') AND start_at::date <= :last AND {_NOT_CANCELLED}"
+)
+_DISCHARGES = "FROM event_encounter e WHERE kind = 'inpatient' AND end_at::date <= :last"
+_SURGERIES = "FROM event_surgery s JOIN event_encounter e USING (encounter_uid) WHERE s.at::date <= :last"
+_REFERRALS = "SELECT from_org, at::date, 1 FROM event_referral WHERE at::date <= :last"
+_INPATIENT_SETTLEMENTS = (
+    "SELECT org_code, settled_at::date, 1 FROM event_settlement WHERE kind = 'inpatient' AND settled_at::date <= :last"
+)
+# True values per measure (config/indicators/_measures.yaml): SQL over sim_truth returning (org_code, event_date,
+# amount) rows, as of :last. Written from the measures' definitions in words (docs/indicators.md), independently
+# of the dbt models. Every indicator whose numerator (and denominator, if any) is one of these is proven against
+# the truth. Not here:
+# - 中医门急诊人次 and fees (HO14–HO20): the 中医院 HIS renderer decides which visits get a 中医 diagnosis and a
+#   中草药 prescription (with its charges), and the answer key logs neither; the true fees of the other institutions
+#   agree with the mart, the 中医院's herbal charges do not exist in the truth.
+# - bed-days in hospital at midnight, stocks (population, records, contracts), staff and beds.
+TRUTH_MEASURES = {
+    "oe_visits": f"SELECT org_code, start_at::date, 1 {_VISITS}",
+    "outpatient_visits": f"SELECT org_code, start_at::date, 1 {_VISITS} AND kind = 'outpatient'",
+    "emergency_visits": f"SELECT org_code, start_at::date, 1 {_VISITS} AND kind = 'emergency'",
+    "primary_care_oe_visits": f"SELECT org_code, start_at::date, 1 {_VISITS} AND org_code NOT IN ({_HOSPITALS})",
+    "admissions": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
     "AND start_at::date <= :last",
-    "HO05": "SELECT org_code, end_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
-    "AND end_at::date <= :last",
-    "HO21": "SELECT org_code, end_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
-    "AND discharge_status = '死亡' AND end_at::date <= :last",
-    "HO22": "SELECT e.org_code, s.at::date, 1 FROM event_surgery s JOIN event_encounter e USING (encounter_uid) "
-    "WHERE s.at::date <= :last",
-    "HO23": "SELECT e.org_code, s.at::date, 1 FROM event_surgery s JOIN event_encounter e USING (encounter_uid) "
-    "WHERE s.incision_class = 'I' AND s.healing_grade = '甲' AND s.at::date <= :last",
-    "MC01": "SELECT org_code, settled_at::date, 1 FROM event_settlement WHERE kind = 'inpatient' "
-    "AND out_of_county_hospital = '' AND settled_at::date <= :last",
-    "MC03": "SELECT from_org, at::date, 1 FROM event_referral WHERE direction = 'up' AND at::date <= :last",
-    "MC04": "SELECT from_org, at::date, 1 FROM event_referral WHERE direction = 'down' AND at::date <= :last",
+    "discharges": f"SELECT org_code, end_at::date, 1 {_DISCHARGES}",
+    # 同日入出院计 1 床日
+    "discharged_bed_days": f"SELECT org_code, end_at::date, greatest(end_at::date - start_at::date, 1) {_DISCHARGES}",
+    "discharged_deaths": f"SELECT org_code, end_at::date, 1 {_DISCHARGES} AND discharge_status = '死亡'",
+    "surgeries": f"SELECT e.org_code, s.at::date, 1 {_SURGERIES}",
+    "clean_incisions": f"SELECT e.org_code, s.at::date, 1 {_SURGERIES} AND s.incision_class = 'I'",
+    "clean_incisions_grade_a": f"SELECT e.org_code, s.at::date, 1 {_SURGERIES} AND s.incision_class = 'I' "
+    "AND s.healing_grade = '甲'",
+    "referrals_out": _REFERRALS,
+    "up_referrals": f"{_REFERRALS} AND direction = 'up'",
+    "down_referrals": f"{_REFERRALS} AND direction = 'down'",
+    "inpatient_settlements": _INPATIENT_SETTLEMENTS,
+    "in_county_inpatient_settlements": f"{_INPATIENT_SETTLEMENTS} AND out_of_county_hospital = ''",
 }
+Key = tuple[str, str, date, str, str, str]  # indicator, period type, period start, grain type, grain code, part
 
 
 def _period_starts(day: date, periods: tuple[str, ...]) -> list[tuple[str, date]]:
@@ -60,33 +78,57 @@ def _period_starts(day: date, periods: tuple[str, ...]) -> list[tuple[str, date]
     return [(period, starts[period]) for period in periods]
 
 
-def truth_values(last_day: date) -> dict[tuple[str, str, date, str, str], float]:
-    """(indicator, period_type, period_start, grain_type, grain_code) -> true numerator, for the institution and
-    county grains of every indicator in TRUTH_EVENTS."""
-    values: dict[tuple[str, str, date, str, str], float] = defaultdict(float)
+def proven_indicators() -> dict[str, dict[str, str]]:
+    """Supported scalar indicators whose measures all have a truth: code -> {"numerator": m, "denominator": m}."""
+    proven = {}
+    for code, indicator in load_catalog().indicators.items():
+        parts = {"numerator": indicator.numerator, "denominator": indicator.denominator}
+        parts = {part: measure for part, measure in parts.items() if measure}
+        if indicator.supported and indicator.kind == "scalar" and all(m in TRUTH_MEASURES for m in parts.values()):
+            proven[code] = parts
+    return proven
+
+
+def truth_values(last_day: date) -> dict[Key, float]:
+    """(indicator, period_type, period_start, grain_type, grain_code, part) -> true value of the numerator or
+    denominator, at the institution and county grains of every proven indicator."""
+    catalog = load_catalog()
+    rows: dict[str, list] = {}
     with source_pg_engine("sim_truth").connect() as conn:
-        for code, query in TRUTH_EVENTS.items():
-            indicator = load_catalog().indicators[code]
-            for org_code, day, amount in conn.execute(sa.text(query), {"last": last_day}):
+        for measure in {m for parts in proven_indicators().values() for m in parts.values()}:
+            rows[measure] = conn.execute(sa.text(TRUTH_MEASURES[measure]), {"last": last_day}).all()
+    values: dict[Key, float] = defaultdict(float)
+    for code, parts in proven_indicators().items():
+        indicator = catalog.indicators[code]
+        for part, measure in parts.items():
+            by_institution = catalog.measures[measure].attribution == "institution"
+            per_institution = by_institution and "institution" in indicator.grains
+            for org_code, day, amount in rows[measure]:
                 for period_type, start in _period_starts(day, indicator.periods):
-                    if "institution" in indicator.grains:
-                        values[(code, period_type, start, "institution", org_code)] += float(amount)
-                    values[(code, period_type, start, "county", COUNTY)] += float(amount)
+                    if per_institution:
+                        values[(code, period_type, start, "institution", org_code, part)] += float(amount)
+                    if "county" in indicator.grains:
+                        values[(code, period_type, start, "county", COUNTY, part)] += float(amount)
     return dict(values)
 
 
-def mart_values(codes: list[str]) -> dict[tuple[str, str, date, str, str], float]:
+def mart_values(codes: list[str]) -> dict[Key, float]:
     """The same keys from marts.fct_indicator_value."""
     with warehouse_engine().connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT indicator_code, period_type, period_start, grain_type, grain_code, numerator "
+                "SELECT indicator_code, period_type, period_start, grain_type, grain_code, numerator, denominator "
                 "FROM marts.fct_indicator_value WHERE indicator_code = ANY(:codes) "
                 "AND grain_type IN ('institution', 'county')"
             ),
             {"codes": codes},
         ).all()
-    return {(r[0], r[1], r[2], r[3], r[4]): float(r[5]) for r in rows}
+    values = {}
+    for r in rows:
+        values[(r[0], r[1], r[2], r[3], r[4], "numerator")] = float(r[5])
+        if r[6] is not None:
+            values[(r[0], r[1], r[2], r[3], r[4], "denominator")] = float(r[6])
+    return values
 
 
 @dataclass
