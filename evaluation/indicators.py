@@ -38,21 +38,24 @@ _INPATIENT_SETTLEMENTS = (
 # True values per measure (config/indicators/_measures.yaml): SQL over sim_truth returning (org_code, event_date,
 # amount) rows, as of :last. Written from the measures' definitions in words (docs/indicators.md), independently
 # of the dbt models. Every indicator whose numerator (and denominator, if any) is one of these is proven against
-# the truth. Not here:
-# - 中医门急诊人次 and fees (HO14–HO20): the 中医院 HIS renderer decides which visits get a 中医 diagnosis and a
-#   中草药 prescription (with its charges), and the answer key logs neither; the true fees of the other institutions
-#   agree with the mart, the 中医院's herbal charges do not exist in the truth.
-# - bed-days in hospital at midnight, stocks (population, records, contracts), staff and beds.
+# the truth. Not here: income by fee category (HO20: the true charges are summed per encounter, not per
+# category), bed-days in hospital at midnight, stocks (population, records, contracts), staff and beds.
 TRUTH_MEASURES = {
     "oe_visits": f"SELECT org_code, start_at::date, 1 {_VISITS}",
     "outpatient_visits": f"SELECT org_code, start_at::date, 1 {_VISITS} AND kind = 'outpatient'",
     "emergency_visits": f"SELECT org_code, start_at::date, 1 {_VISITS} AND kind = 'emergency'",
+    # 中医: a 中医诊断 or a 中医 department (诊疗科目 50 中医科: 中医内科, 针灸推拿科, 中医骨伤科 …)
+    "tcm_oe_visits": f"SELECT org_code, start_at::date, 1 {_VISITS} AND (tcm_diagnosis OR department_code LIKE '50%')",
+    "oe_fees": f"SELECT org_code, start_at::date, total_yuan {_VISITS}",
+    "oe_drug_fees": f"SELECT org_code, start_at::date, drug_yuan {_VISITS}",
     "primary_care_oe_visits": f"SELECT org_code, start_at::date, 1 {_VISITS} AND org_code NOT IN ({_HOSPITALS})",
     "admissions": "SELECT org_code, start_at::date, 1 FROM event_encounter e WHERE kind = 'inpatient' "
     "AND start_at::date <= :last",
     "discharges": f"SELECT org_code, end_at::date, 1 {_DISCHARGES}",
     # 同日入出院计 1 床日
     "discharged_bed_days": f"SELECT org_code, end_at::date, greatest(end_at::date - start_at::date, 1) {_DISCHARGES}",
+    "inpatient_fees": f"SELECT org_code, end_at::date, total_yuan {_DISCHARGES}",
+    "inpatient_drug_fees": f"SELECT org_code, end_at::date, drug_yuan {_DISCHARGES}",
     "discharged_deaths": f"SELECT org_code, end_at::date, 1 {_DISCHARGES} AND discharge_status = '死亡'",
     "surgeries": f"SELECT e.org_code, s.at::date, 1 {_SURGERIES}",
     "clean_incisions": f"SELECT e.org_code, s.at::date, 1 {_SURGERIES} AND s.incision_class = 'I'",

@@ -39,6 +39,7 @@ from simulator.events import (
     Referral,
     Surgery,
 )
+from simulator.tcm import TcmPractice
 from simulator.world import World, issue_id_number
 
 COUNTY_POPULATION = 650_000
@@ -101,6 +102,7 @@ class ActivityEngine:
         self.tails: dict[str, tuple[float, TailSampler]] = tail_samplers(
             world.seed, self.config.get("diagnosis_tail", {})
         )
+        self.tcm = TcmPractice(self.config.get("tcm"))
 
     # --- population ---------------------------------------------------------------------------------
     def _living(self, day: date) -> list[Person]:
@@ -182,6 +184,7 @@ class ActivityEngine:
             return
         doctors = self.world.doctors(inst.org_code)
         tail_rng = self._tail_rng(inst, day)
+        tcm_rng = self._tcm_rng(inst, day)
         for n in range(_poisson(rng, self._daily_visit_mean(inst, catchments, day, population))):
             person = self._pick(rng, candidates, day)
             if person is None:
@@ -207,6 +210,8 @@ class ActivityEngine:
                 diagnoses=diagnoses,
             )
             self._orders(rng, encounter, inst)
+            if tcm_rng:
+                self.tcm.treat(tcm_rng, encounter)
             activity.encounters.append(encounter)
 
     @staticmethod
@@ -221,6 +226,12 @@ class ActivityEngine:
         """The long-tail draws have their own stream: changing the tail's settings changes the day's other draws
         only through what a tail diagnosis changes downstream (it has no prescription, so no quantity is drawn)."""
         return random.Random(f"{self.world.seed}:diagnosis-tail:{day.isoformat()}:{inst.org_code}")
+
+    def _tcm_rng(self, inst: Institution, day: date) -> random.Random | None:
+        """The 中医 decisions' own stream (simulator/tcm.py), for the institution types that practise 中医."""
+        if inst.org_type not in self.tcm.org_types:
+            return None
+        return random.Random(f"{self.world.seed}:tcm:{day.isoformat()}:{inst.org_code}")
 
     def _with_tail(
         self, rng: random.Random, inst: Institution, person: Person, diagnoses: list[Diagnosis]
@@ -282,6 +293,7 @@ class ActivityEngine:
         mean_stay = MEAN_STAY_DAYS[inst.org_type]
         doctors = self.world.doctors(inst.org_code)
         tail_rng = self._tail_rng(inst, day)
+        tcm_rng = self._tcm_rng(inst, day)
         for n in range(_poisson(rng, beds * OCCUPANCY / mean_stay)):
             person = self._pick(rng, catchments[inst.org_code], day)
             if person is None:
@@ -316,6 +328,8 @@ class ActivityEngine:
                     )
                 )
             self._orders(rng, encounter, inst, days=stay)
+            if tcm_rng:
+                self.tcm.treat(tcm_rng, encounter)
             activity.encounters.append(encounter)
             if died:  # no visit, follow-up or contract after the day of death
                 activity.deaths.append(Death(person.resident_id, encounter.end_at, code, "医院"))

@@ -211,7 +211,7 @@ def fixed_defects(source_system: str) -> set[tuple[str, str, str]]:
 def record_events(activity: DayActivity) -> None:
     """Store the day's true events (replacing an earlier run of the same day): the indicators' ground truth."""
     day = activity.day
-    drug = "药品"
+    drugs = ("药品", "中草药")  # 西药 and 中成药 are 药品; 中药饮片 are charged as 中草药
     tables: dict[str, tuple[tuple[str, ...], list[tuple]]] = {
         "event_encounter": (
             (
@@ -244,9 +244,9 @@ def record_events(activity: DayActivity) -> None:
                     e.end_at,
                     e.discharge_status,
                     next((d.icd_code for d in e.diagnoses if d.is_main), None),
-                    any(d.tcm_code for d in e.diagnoses),
+                    e.tcm is not None,
                     e.total_yuan,
-                    round(sum(c.amount_yuan for c in e.charges if c.category == drug), 2),
+                    round(sum(c.amount_yuan for c in e.charges if c.category in drugs), 2),
                     e.insured,
                 )
                 for e in activity.encounters

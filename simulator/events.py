@@ -64,7 +64,19 @@ class Diagnosis:
     icd_code: str  # ICD-10 国家临床版 2.0
     name: str
     is_main: bool
-    tcm_code: str = ""  # TCM disease/syndrome code (中医院 only)
+
+
+@dataclass(frozen=True)
+class TcmTreatment:
+    """A 中医诊断 (病名 + 证候, GB/T 15657 codes) and, when prescribed, its 中药饮片 (simulator/tcm.py)."""
+
+    disease_code: str
+    disease_name: str
+    syndrome_code: str
+    syndrome_name: str
+    formula: str = ""  # 方剂 of the 中药饮片 prescription ("" when none was prescribed)
+    doses: int = 0  # 剂数
+    herbs: tuple[tuple[str, int], ...] = ()  # (herb, grams per 剂)
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,7 @@ class Encounter:
     charges: list[Charge] = field(default_factory=list)
     surgeries: list[Surgery] = field(default_factory=list)
     insured: bool = True
+    tcm: TcmTreatment | None = None  # 中医诊断 and 中药饮片 (中医医院 only)
 
     @property
     def total_yuan(self) -> float:

@@ -30,9 +30,10 @@ from simulator import answer_key
 from simulator.answer_key import AnswerKey
 from simulator.connections import grant_collector, source_pg_engine
 from simulator.dirt import IdentityDirt, recorded_identity
-from simulator.events import Charge, Correction, DayActivity, Diagnosis, Encounter, Prescription
+from simulator.events import Charge, Correction, DayActivity, Encounter, Prescription
 from simulator.pg_copy import copy_insert
 from simulator.systems.base import MemberSystem
+from simulator.tcm import HERB_PRICES
 from simulator.world import World
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -71,62 +72,8 @@ DIAGNOSES = {
     "K80.200": ("K80.2", "胆囊结石"),
     "O80.000": ("O80.0", "单胎顺产"),
 }
-# 中医病名 by ICD-10 category: (disease code, name, syndrome codes the doctors use with it).
-TCM_DISEASES = {
-    "I10": ("BNX010", "眩晕病", ("ZBMGY", "ZYYXK", "ZTSZZ")),
-    "E11": ("BNV060", "消渴病", ("ZQYLX", "ZYXRS")),
-    "J06": ("BWF010", "感冒", ("ZWFHS", "ZWFRF")),
-    "J20": ("BNF020", "咳嗽病", ("ZWFRF", "ZTRYF")),
-    "J18": ("BNF090", "风温肺热病", ("ZTRYF",)),
-    "J44": ("BNF050", "肺胀病", ("ZTZZF", "ZTRYF")),
-    "K29": ("BNP010", "胃脘痛", ("ZGWBH", "ZPWXH")),
-    "K52": ("BNP100", "泄泻病", ("ZDCSR", "ZPWXH")),
-    "M54": ("BNS100", "腰痛病", ("ZHSBZ", "ZSQKX", "ZQZXY")),
-    "M17": ("BGS010", "膝痹病", ("ZHSBZ", "ZQZXY")),
-    "I25": ("BNX020", "胸痹心痛病", ("ZXXYZ", "ZQXXY")),
-    "I50": ("BNX040", "心衰病", ("ZQXXY",)),
-    "I63": ("BNG080", "中风病", ("ZFTYZ", "ZQXXY")),
-    "R51": ("BNG010", "头痛病", ("ZBMGY", "ZWFHS")),
-    "N39": ("BNS020", "淋证", ("ZXJSR",)),
-    "S72": ("BGG020", "骨折病", ("ZQZXY",)),
-    "K35": ("BWC060", "肠痈", ("ZDCSR",)),
-    "K80": ("BNP070", "胆胀病", ("ZGDSR",)),
-}
-# 证候 code -> (name, the usual 方剂, its herbs with grams per 剂).
-SYNDROMES = {
-    "ZBMGY": ("肝阳上亢证", "天麻钩藤饮", "天麻10 钩藤15 石决明30 栀子10 黄芩10 杜仲12 牛膝15 茯苓15"),
-    "ZYYXK": ("阴虚阳亢证", "杞菊地黄汤加减", "枸杞子15 生地黄15 山药15 茯苓12 牛膝12 白芍12"),
-    "ZTSZZ": ("痰湿中阻证", "半夏白术天麻汤", "半夏9 白术12 天麻10 茯苓15 陈皮9 甘草6"),
-    "ZQYLX": ("气阴两虚证", "生脉散合玉液汤加减", "黄芪30 麦冬15 生地黄15 山药20 葛根15 党参15"),
-    "ZYXRS": ("阴虚热盛证", "玉女煎加减", "生地黄20 麦冬15 黄连6 牛膝12 葛根15"),
-    "ZWFHS": ("风寒束表证", "荆防败毒散", "荆芥10 防风10 柴胡10 川芎10 桔梗10 茯苓12 甘草6"),
-    "ZWFRF": ("风热犯表证", "银翘散", "金银花15 连翘15 桔梗10 荆芥10 甘草6"),
-    "ZTRYF": ("痰热壅肺证", "清金化痰汤加减", "黄芩12 栀子10 桔梗10 瓜蒌15 麦冬12 茯苓12 甘草6"),
-    "ZTZZF": ("痰浊阻肺证", "二陈汤合三子养亲汤加减", "半夏9 陈皮10 茯苓15 苦杏仁10 甘草6"),
-    "ZGWBH": ("肝胃不和证", "柴胡疏肝散", "柴胡10 白芍12 川芎10 陈皮10 木香6 甘草6"),
-    "ZPWXH": ("脾胃虚寒证", "黄芪建中汤", "黄芪20 桂枝10 白芍20 甘草6 党参15"),
-    "ZDCSR": ("大肠湿热证", "葛根芩连汤", "葛根20 黄芩10 黄连6 木香6 甘草6"),
-    "ZHSBZ": ("寒湿痹阻证", "独活寄生汤", "独活10 桑寄生15 杜仲12 牛膝12 当归10 川芎10 白芍12 桂枝6"),
-    "ZSQKX": ("肾气亏虚证", "肾气丸加减", "生地黄15 山药15 茯苓12 杜仲12 桑寄生15 枸杞子12"),
-    "ZQZXY": ("气滞血瘀证", "桃红四物汤", "桃仁10 红花9 当归12 川芎10 白芍12 生地黄12"),
-    "ZXXYZ": ("心血瘀阻证", "血府逐瘀汤", "桃仁10 红花9 当归10 川芎9 生地黄12 牛膝10 柴胡6 桔梗6 甘草6"),
-    "ZQXXY": ("气虚血瘀证", "补阳还五汤", "黄芪30 当归10 川芎9 桃仁9 红花6 地龙10 白芍12"),
-    "ZFTYZ": ("风痰瘀阻证", "化痰通络汤", "半夏9 白术12 天麻10 丹参15 茯苓15 地龙10"),
-    "ZGDSR": ("肝胆湿热证", "龙胆泻肝汤加减", "柴胡10 黄芩10 栀子10 金钱草30 车前子15 甘草6"),
-    "ZXJSR": ("下焦湿热证", "八正散加减", "车前子15 栀子10 黄柏10 金钱草20 甘草6"),
-}
-# 中药饮片: the vendor numbers them YP50101.. in this order; price in yuan per gram.
-_HERB_PRICES = (
-    "天麻 0.95 钩藤 0.12 石决明 0.04 栀子 0.10 黄芩 0.15 杜仲 0.18 牛膝 0.12 茯苓 0.10 半夏 0.26 "
-    "白术 0.16 陈皮 0.06 党参 0.32 黄芪 0.12 当归 0.36 川芎 0.15 丹参 0.10 红花 0.60 桃仁 0.20 甘草 0.06 "
-    "麦冬 0.30 生地黄 0.10 葛根 0.06 柴胡 0.30 白芍 0.10 金银花 0.40 连翘 0.20 桔梗 0.08 苦杏仁 0.12 "
-    "荆芥 0.10 防风 0.30 独活 0.20 桑寄生 0.08 山药 0.10 枸杞子 0.30 黄连 0.80 瓜蒌 0.10 地龙 0.50 "
-    "黄柏 0.12 车前子 0.08 金钱草 0.05 木香 0.15 桂枝 0.06"
-).split()
-HERBS = {
-    name: (f"YP{50101 + i}", float(price))
-    for i, (name, price) in enumerate(zip(_HERB_PRICES[::2], _HERB_PRICES[1::2], strict=True))
-}
+# The vendor's codes of the 中药饮片: YP50101.. in the order of the price list.
+HERBS = {name: (f"YP{50101 + i}", price) for i, (name, price) in enumerate(HERB_PRICES.items())}
 # National drug code (our truth) -> the vendor's own drug code and name.
 DRUGS = {
     "XC08CAA033A001010100223": ("YP00231", "氨氯地平片"),
@@ -241,7 +188,6 @@ VISIT_INDEXED = ("rx_order", "lis_result", "pacs_report", "fee_detail")
 # Foreign keys looked up by 作废/退费 and 诊断更正 (and by the cascade): without an index every one scans the table.
 PARENT_INDEXED = (("op_diag", "reg_id"), ("ip_diag", "adm_no"), ("ip_oper", "adm_no"), ("fee_detail", "ref_fee_id"))
 Defect = tuple[str, str, str, str]  # (table, record id, defect name, detail) for the answer key
-TcmDiagnosis = tuple[str, str, str, str]  # (病名 code, 病名, 证候 code, 证候)
 PENDING_DDL = """CREATE TABLE IF NOT EXISTS sim.pending (
     tbl text NOT NULL, pk text NOT NULL, due_day date NOT NULL, visit_no text NOT NULL, row jsonb NOT NULL,
     defects jsonb NOT NULL DEFAULT '[]', PRIMARY KEY (tbl, pk))"""
@@ -328,11 +274,6 @@ class ZyyHis(MemberSystem):
         self.re_registration = float(config.get("re_registration", 0.03))
         self.unknown_code_rate = float(config.get("unknown_local_code", 0.003))
         self.disch_before_adm_rate = float(config.get("discharge_before_admission", 0.004))
-        self.tcm_rate = {
-            "outpatient": float(config.get("tcm_outpatient_rate", 0.6)),
-            "inpatient": float(config.get("tcm_inpatient_rate", 0.95)),
-        }
-        self.herbal_rx_rate = float(config.get("herbal_rx_rate", 0.4))
         drift = config.get("schema_drift_day", world.start_date + timedelta(days=45))
         self.schema_drift_day = None if drift is None else date.fromisoformat(str(drift))
         # The vendor's 工号: role digit + number (医师 1xxx, 护士 2xxx, 药师 3xxx, 技师 4xxx).
@@ -540,7 +481,7 @@ class ZyyHis(MemberSystem):
         insured = "1" if enc.insured else "2"
         pay_channel = "YB" if enc.insured and rng.random() < 0.6 else rng.choice(PAY_CHANNELS[:3])
         diag_time = enc.start_at + timedelta(minutes=rng.randrange(20, 60) if inpatient else rng.randrange(5, 15))
-        diagnosis_rows, diagnoses, tcm = self._diagnoses(enc, visit_no, diag_time, rng)
+        diagnosis_rows, diagnoses = self._diagnoses(enc, visit_no, diag_time, rng)
         main_code, main_name = diagnoses[0] if diagnoses else ("", "")
         if inpatient:
             rendered.add(
@@ -584,7 +525,7 @@ class ZyyHis(MemberSystem):
         for table, row, defects in diagnosis_rows:
             rendered.add(table, row, visit_no, defects)
         fees: list[tuple[Charge, str, str, str, float, float, datetime]] = []
-        drug_times = self._prescriptions(rendered, enc, visit_no, pat_id, vt, dept_code, doc_code, tcm, fees, rng)
+        drug_times = self._prescriptions(rendered, enc, visit_no, pat_id, vt, dept_code, doc_code, fees, rng)
         lab_time = self._labs(rendered, enc, visit_no, pat_id, vt, rng)
         exam_time = self._exams(rendered, enc, visit_no, pat_id, vt, rng)
         for n, surgery in enumerate(enc.surgeries, 1):
@@ -608,7 +549,8 @@ class ZyyHis(MemberSystem):
             )
         times = {"化验": lab_time, "检查": exam_time, "手术": enc.surgeries[0].at if enc.surgeries else None}
         for charge in enc.charges:
-            self._charge(enc, charge, drug_times, times, fees)
+            if charge.category != "中草药":  # posted with their 中药饮片 prescription
+                self._charge(enc, charge, drug_times, times, fees)
         total = 0.0
         for n, (charge, item_code, item_name, fee_class, qty, price, at) in enumerate(
             sorted(fees, key=lambda f: f[6]), 1
@@ -635,11 +577,11 @@ class ZyyHis(MemberSystem):
                 visit_no,
             )
         if inpatient and enc.end_at is not None:
-            self._discharge(rendered, enc, visit_no, dept_code, doc_code, diagnoses, tcm, round(total, 2), rng)
+            self._discharge(rendered, enc, visit_no, dept_code, doc_code, diagnoses, round(total, 2), rng)
 
     def _diagnoses(
         self, enc: Encounter, visit_no: str, at: datetime, rng: random.Random
-    ) -> tuple[list[tuple[str, dict[str, Any], tuple[Defect, ...]]], list[tuple[str, str]], TcmDiagnosis | None]:
+    ) -> tuple[list[tuple[str, dict[str, Any], tuple[Defect, ...]]], list[tuple[str, str]]]:
         """Western rows in the vendor's codes (a few custom 'ZDY' codes), then a 中医诊断 row for a share.
 
         Returns the rows (table, row, defects), the vendor (code, name) of each western diagnosis with the main
@@ -678,9 +620,7 @@ class ZyyHis(MemberSystem):
                     defects,
                 )
             )
-        tcm = None
-        if rng.random() < self.tcm_rate["inpatient" if inpatient else "outpatient"]:
-            tcm = self._tcm(enc.diagnoses, rng)
+        tcm = enc.tcm
         if tcm:
             n = len(enc.diagnoses) + 1
             rows.append(
@@ -691,10 +631,10 @@ class ZyyHis(MemberSystem):
                         parent: visit_no,
                         "diag_seq": n,
                         "diag_class": "Z",
-                        "diag_code": tcm[0],
-                        "diag_name": tcm[1],
-                        "syn_code": tcm[2],
-                        "syn_name": tcm[3],
+                        "diag_code": tcm.disease_code,
+                        "diag_name": tcm.disease_name,
+                        "syn_code": tcm.syndrome_code,
+                        "syn_name": tcm.syndrome_name,
                         "main_flag": "0",
                         "diag_time": at,
                         "updated_at": updated,
@@ -702,17 +642,7 @@ class ZyyHis(MemberSystem):
                     (),
                 )
             )
-        return rows, [v for v, _ in sorted(vendor, key=lambda pair: not pair[1])], tcm
-
-    @staticmethod
-    def _tcm(diagnoses: list[Diagnosis], rng: random.Random) -> TcmDiagnosis | None:
-        """(病名 code, 病名, 证候 code, 证候) for the first diagnosis the vendor's TCM library covers."""
-        for diagnosis in sorted(diagnoses, key=lambda d: not d.is_main):
-            disease = TCM_DISEASES.get(diagnosis.icd_code[:3])
-            if disease:
-                syndrome = rng.choice(disease[2])
-                return disease[0], disease[1], syndrome, SYNDROMES[syndrome][0]
-        return None
+        return rows, [v for v, _ in sorted(vendor, key=lambda pair: not pair[1])]
 
     def _prescriptions(
         self,
@@ -723,7 +653,6 @@ class ZyyHis(MemberSystem):
         vt: str,
         dept_code: str,
         doc_code: str,
-        tcm: TcmDiagnosis | None,
         fees: list[tuple[Charge, str, str, str, float, float, datetime]],
         rng: random.Random,
     ) -> dict[str, datetime]:
@@ -775,10 +704,10 @@ class ZyyHis(MemberSystem):
                     visit_no,
                 )
                 times.setdefault(p.drug_code, at)
-        if tcm and rng.random() < self.herbal_rx_rate:
-            # 中药饮片 follow the 中医诊断 (which the vendor adds); they are charged like any drug.
-            _, formula, herbs = SYNDROMES[tcm[2]]
-            doses = 7 if inpatient else rng.choice((3, 5, 7, 7, 7, 10, 14))
+        tcm = enc.tcm
+        if tcm and tcm.doses:
+            # 中药饮片 follow the 中医诊断; each herb is charged like any drug (its charge is the encounter's).
+            herb_charges = {c.item_code: c for c in enc.charges if c.category == "中草药"}
             rx_no = f"{visit_no}R{RX_TYPE['herbal']}"
             updated = _commit(rng, at)
             rendered.add(
@@ -792,17 +721,15 @@ class ZyyHis(MemberSystem):
                     dept_code,
                     doc_code,
                     at,
-                    doses,
-                    f"{formula} 水煎服，日一剂，早晚分服",
+                    tcm.doses,
+                    f"{tcm.formula} 水煎服，日一剂，早晚分服",
                     updated,
                 ),
                 visit_no,
             )
-            for n, herb in enumerate(herbs.split(), 1):
-                name = herb.rstrip("0123456789")
-                grams = int(herb[len(name) :])
+            for n, (name, grams) in enumerate(tcm.herbs, 1):
                 code, price = HERBS[name]
-                amount = round(grams * doses * price, 2)
+                charge = herb_charges[name]
                 rendered.add(
                     "rx_item",
                     {
@@ -814,14 +741,12 @@ class ZyyHis(MemberSystem):
                         "qty": grams,
                         "unit": "g",
                         "price": price,
-                        "amount": amount,
+                        "amount": charge.amount_yuan,
                         "updated_at": updated,
                     },
                     visit_no,
                 )
-                fees.append(
-                    (Charge(code, name, "中草药", amount), code, name, FEE_CLASS["中草药"], grams * doses, price, at)
-                )
+                fees.append((charge, code, name, FEE_CLASS["中草药"], grams * tcm.doses, price, at))
         return times
 
     @staticmethod
@@ -966,7 +891,6 @@ class ZyyHis(MemberSystem):
         dept_code: str,
         doc_code: str,
         diagnoses: list[tuple[str, str]],
-        tcm: TcmDiagnosis | None,
         total: float,
         rng: random.Random,
     ) -> None:
@@ -995,10 +919,10 @@ class ZyyHis(MemberSystem):
                 "outcome_code": OUTCOME.get(enc.discharge_status, "9"),
                 "main_diag_code": main_code,
                 "main_diag_name": main_name,
-                "tcm_dis_code": tcm[0] if tcm else None,
-                "tcm_dis_name": tcm[1] if tcm else None,
-                "tcm_syn_code": tcm[2] if tcm else None,
-                "tcm_syn_name": tcm[3] if tcm else None,
+                "tcm_dis_code": enc.tcm.disease_code if enc.tcm else None,
+                "tcm_dis_name": enc.tcm.disease_name if enc.tcm else None,
+                "tcm_syn_code": enc.tcm.syndrome_code if enc.tcm else None,
+                "tcm_syn_name": enc.tcm.syndrome_name if enc.tcm else None,
                 "los_days": (recorded.date() - enc.start_at.date()).days,
                 "total_fee": total,
                 "doc_code": doc_code,
