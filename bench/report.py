@@ -508,6 +508,65 @@ def render_quality_clean(results: dict) -> str:
     )
 
 
+# ---------------------------------------------------------------- indicators
+
+
+def _amount(value: float) -> str:
+    return f"{value:,.2f}" if value != int(value) else f"{int(value):,}"
+
+
+def render_indicator_truth(results: dict) -> str:
+    """Each proven indicator's keys (period × place × numerator/denominator) against the simulator's truth."""
+    rows = [
+        [
+            f"{code} {s['name']}",
+            f"{s['keys']:,}",
+            f"{s['equal']:,}",
+            f"{s['under']:,}",
+            f"**{s['over']:,}**",
+            f"{_amount(s.get('county_numerator_truth', 0))} / {_amount(s.get('county_numerator_mart', 0))}",
+        ]
+        for code, s in results["indicators"].items()
+    ]
+    lines = [
+        table(["indicator", "keys", "equal", "below truth", "above truth", "county numerator: truth / mart"], rows),
+        "",
+    ]
+    for title, missing in (("门急诊 visits", results["missing_visits"]), ("admissions", results["missing_admissions"])):
+        reasons = ", ".join(f"{why}: {n:,}" for why, n in sorted(missing.items(), key=lambda m: -m[1])) or "none"
+        lines.append(f"True {title} the mart does not count, by the reason the platform records: {reasons}.")
+    scope = f"{results['scale']} county, {results['residents']:,} residents, {results['days']}, dirt {results['dirt']}"
+    return "\n".join([*lines, "", source_line(results["name"], results, runs=f"1 run; {scope}")])
+
+
+TRANSFORM_RUNS = {"year": "a county year, whole build", "next_day": "the same + one more day"}
+
+
+def render_transform(results: dict) -> str:
+    """The dbt build's time per run (a county year, then one more day) and where the year's build went."""
+    runs = results["runs"]
+    rows = [
+        [
+            TRANSFORM_RUNS.get(name, name),
+            run["days"],
+            f"{run['rows']['marts.fct_encounter']:,}",
+            f"{run['rows']['marts.fct_indicator_value']:,}",
+            run["nodes"],
+            f"**{measured(run['seconds'])}**",
+            f"≤ {run['goal_seconds']} s {ok(run['seconds'] <= run['goal_seconds'])}",
+        ]
+        for name, run in runs.items()
+    ]
+    lines = [table(["run", "days", "encounters", "indicator values", "dbt nodes", "build", "goal"], rows), ""]
+    for name, run in runs.items():
+        slowest = ", ".join(f"`{n['node']}` {n['seconds']:.0f} s" for n in run["slowest"][:8])
+        kinds = ", ".join(f"{kind} {seconds:,.0f} s" for kind, seconds in run["seconds_by_kind"].items())
+        lines.append(f"- {TRANSFORM_RUNS.get(name, name)}: nodes' own time {kinds}; slowest: {slowest}.")
+    first = next(iter(runs.values()))
+    when = first["measured_at"][:16].replace("T", " ")
+    return "\n".join([*lines, "", source_line("transform", first, when=when, runs=f"1 run each of {len(runs)}")])
+
+
 # ---------------------------------------------------------------- serving
 
 API_SCENARIOS = {
@@ -677,6 +736,7 @@ BLOCKS: dict[str, Block] = {
     "quality": Block("quality", "docs/quality.md", render_quality),
     "quality_detection": Block("quality_detection", "docs/quality.md", render_quality_detection),
     "quality_clean": Block("quality_clean", "docs/quality.md", render_quality_clean),
+    "indicator_truth": Block("indicator_truth", "docs/warehouse.md", render_indicator_truth),
     "api": Block("api", "docs/api.md", render_api),
     "dashboards": Block("dashboards", "docs/dashboards.md", render_dashboards),
     "terminology": Block("terminology", "docs/terminology.md", render_terminology),

@@ -954,6 +954,18 @@ def cmd_bench_quality_detection(args: argparse.Namespace) -> None:
     bench_main(["--clean"] if args.clean else [])
 
 
+def cmd_bench_indicator_truth(args: argparse.Namespace) -> None:
+    from bench.indicator_truth import main as bench_main
+
+    bench_main(["--clean"] if args.clean else [])
+
+
+def cmd_bench_transform(args: argparse.Namespace) -> None:
+    from bench.transform import main as bench_main
+
+    bench_main(["--run", args.run])
+
+
 def cmd_bench_dashboards(args: argparse.Namespace) -> None:
     from bench.dashboards import main as bench_main
 
@@ -1267,6 +1279,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
     p.set_defaults(func=cmd_bench_quality_detection)
+
+    p = sub.add_parser(
+        "bench-indicator-truth", help="every proven supervision indicator against the simulated county's truth"
+    )
+    p.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
+    p.set_defaults(func=cmd_bench_indicator_truth)
+
+    p = sub.add_parser("bench-transform", help="time the whole dbt build on the warehouse now (a county year)")
+    p.add_argument("--run", choices=["year", "next_day"], required=True, help="what the warehouse holds")
+    p.set_defaults(func=cmd_bench_transform)
 
     p = sub.add_parser(
         "bench-terminology",

@@ -223,14 +223,24 @@ def _measure_sql(measure: Measure, periods: tuple[str, ...]) -> str:
     else:
         source = f"select * from {{{{ ref('{measure.model}') }}}}"
     if measure.kind == "event":
-        in_period = f"({measure.date}) between p.period_start and p.period_end"
+        # Each row's own period starts, then an equality join: a range join (date between start and end) is a
+        # nested loop over every period of a year, for every row.
+        starts = ", ".join(f"('{p}', date_trunc('{p}', ({measure.date})::timestamp)::date)" for p in periods)
+        join = (
+            f"    cross join lateral (values {starts}) as k (period_type, period_start)\n"
+            f"    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start\n"
+            f"        and ({measure.date}) <= p.period_end"
+        )
     else:
         valid_to = (
             f" and (({measure.valid_to}) is null or ({measure.valid_to}) >= p.period_end)" if measure.valid_to else ""
         )
-        in_period = f"({measure.valid_from}) <= p.period_end{valid_to}"
+        period_types = ", ".join(f"'{p}'" for p in periods)
+        join = (
+            f"    inner join periods as p on p.period_type in ({period_types})\n"
+            f"        and ({measure.valid_from}) <= p.period_end{valid_to}"
+        )
     where = f"\n    where {measure.filter}" if measure.filter else ""
-    period_types = ", ".join(f"'{p}'" for p in periods)
     return (
         f"-- {measure.zh}\n"
         f"select\n"
@@ -241,7 +251,7 @@ def _measure_sql(measure: Measure, periods: tuple[str, ...]) -> str:
         f"    (coalesce({grain_code}))::text as grain_code,\n"
         f"    ({measure.value})::numeric as value\n"
         f"from (\n        {source}\n    ) as f\n"
-        f"    inner join periods as p on p.period_type in ({period_types}) and {in_period}{where}\n"
+        f"{join}{where}\n"
         f"group by grouping sets ({', '.join(sets)})"
     )
 

@@ -135,6 +135,48 @@ def mart_values(codes: list[str]) -> dict[Key, float]:
 
 
 @dataclass
+class TruthComparison:
+    """Each proven indicator's numerators and denominators in the mart against the truth, key by key."""
+
+    last_day: date
+    indicators: dict[str, dict] = field(default_factory=dict)  # code -> name, keys, equal, under, over, totals
+    differences: list[dict] = field(default_factory=list)  # every key where mart and truth differ
+
+    @property
+    def over(self) -> list[dict]:
+        """Keys where the mart counts more than happened: always a defect (double counting, a wrong filter)."""
+        return [d for d in self.differences if d["mart"] > d["truth"]]
+
+
+def compare_with_truth(last_day: date) -> TruthComparison:
+    """Compare every proven indicator at every period and at the institution and county grains, to the fen."""
+    catalog = load_catalog()
+    proven = proven_indicators()
+    truth, mart = truth_values(last_day), mart_values(list(proven))
+    comparison = TruthComparison(last_day)
+    for code in proven:
+        comparison.indicators[code] = {
+            "name": catalog.indicators[code].zh,
+            "keys": 0,
+            "equal": 0,
+            "under": 0,
+            "over": 0,
+        }
+    for key in sorted(set(truth) | {k for k, v in mart.items() if v}, key=str):
+        true_value, mart_value = round(truth.get(key, 0.0), 2), round(mart.get(key, 0.0), 2)
+        summary = comparison.indicators[key[0]]
+        summary["keys"] += 1
+        verdict = "equal" if true_value == mart_value else "over" if mart_value > true_value else "under"
+        summary[verdict] += 1
+        if verdict != "equal":
+            comparison.differences.append({"key": [str(k) for k in key], "truth": true_value, "mart": mart_value})
+        if key[1] == "year" and key[3] == "county":  # the whole run, county-wide
+            summary[f"county_{key[5]}_truth"] = summary.get(f"county_{key[5]}_truth", 0) + true_value
+            summary[f"county_{key[5]}_mart"] = summary.get(f"county_{key[5]}_mart", 0) + mart_value
+    return comparison
+
+
+@dataclass
 class EncounterAccount:
     """Every true visit of a class, and every counted one, accounted for record by record."""
 

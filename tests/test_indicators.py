@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from core.db import warehouse_engine
 from core.indicators import load_catalog
-from evaluation.indicators import account_encounters, mart_values, proven_indicators, truth_values
+from evaluation.indicators import account_encounters, compare_with_truth
 
 
 def _accounted(account, name, results_dir) -> None:
@@ -39,27 +39,17 @@ def test_every_true_admission_is_counted_once_or_accounted_for(pipeline_done, re
 def test_indicators_never_exceed_the_truth_and_differ_only_by_accounted_rows(pipeline_done, results_dir):
     """Per institution and county and every period: each proven indicator's numerator and denominator in the mart
     against the true events' (evaluation.indicators.TRUTH_MEASURES)."""
-    proven = proven_indicators()
-    assert len(proven) >= 15, f"only {sorted(proven)} are proven against the truth"
-    truth = truth_values(pipeline_done.last_day)
-    mart = mart_values(list(proven))
+    comparison = compare_with_truth(pipeline_done.last_day)
+    (results_dir / "indicator_truth_values.json").write_text(
+        json.dumps(comparison.__dict__, ensure_ascii=False, indent=1, default=str)
+    )
+    assert len(comparison.indicators) >= 21, f"only {sorted(comparison.indicators)} are proven against the truth"
+    assert not comparison.over, f"mart above the truth (double counting?): {comparison.over[:10]}"
+    oe_visits = comparison.indicators["HO01"]
     outpatient_missing = sum(account_encounters(pipeline_done.last_day).missing.values())
-    report, over = [], []
-    for key in sorted(set(truth) | {k for k, v in mart.items() if v}, key=str):
-        true_value, mart_value = round(truth.get(key, 0.0), 2), round(mart.get(key, 0.0), 2)  # money to the fen
-        if true_value != mart_value:
-            report.append({"key": [str(k) for k in key], "truth": true_value, "mart": mart_value})
-        if mart_value > true_value:
-            over.append((key, true_value, mart_value))
-    (results_dir / "indicator_truth_values.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-    assert not over, f"mart above the truth (double counting?): {over[:10]}"
-    county_year = {
-        k[0]: (truth.get(k, 0), mart.get(k, 0))
-        for k in truth
-        if k[1] == "year" and k[3] == "county" and k[5] == "numerator"
-    }
-    true_oe, mart_oe = county_year["HO01"]
-    assert true_oe - mart_oe == outpatient_missing, "门急诊人次 shortfall is not the accounted missing visits"
+    assert oe_visits["county_numerator_truth"] - oe_visits["county_numerator_mart"] == outpatient_missing, (
+        "门急诊人次 shortfall is not the accounted missing visits"
+    )
 
 
 def test_every_institution_and_day_has_a_row_even_without_visits(pipeline_done):

@@ -26,7 +26,8 @@ select
 from (
         select * from {{ ref('fct_health_record') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (filed_date) <= p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year')
+        and (filed_date) <= p.period_end
     where is_active
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -45,7 +46,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (admitted_at::date) between p.period_start and p.period_end
+    cross join lateral (values ('day', date_trunc('day', (admitted_at::date)::timestamp)::date), ('month', date_trunc('month', (admitted_at::date)::timestamp)::date), ('quarter', date_trunc('quarter', (admitted_at::date)::timestamp)::date), ('year', date_trunc('year', (admitted_at::date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (admitted_at::date) <= p.period_end
     where is_counted and encounter_class_code = '300'
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -64,7 +67,9 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -82,7 +87,9 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -100,7 +107,9 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -118,7 +127,9 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (day) <= p.period_end
     where inst_is_primary_care
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -135,7 +146,9 @@ select
 from (
         select * from {{ ref('fct_public_health_service') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (service_date) between p.period_start and p.period_end
+    cross join lateral (values ('year', date_trunc('year', (service_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (service_date) <= p.period_end
     where service_kind = 'child_check' and age_at_service <= 6
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -154,7 +167,9 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (surgery_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (surgery_date)::timestamp)::date), ('quarter', date_trunc('quarter', (surgery_date)::timestamp)::date), ('year', date_trunc('year', (surgery_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (surgery_date) <= p.period_end
     where incision_class_code = 'I' and healing_grade is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -173,7 +188,9 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (surgery_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (surgery_date)::timestamp)::date), ('quarter', date_trunc('quarter', (surgery_date)::timestamp)::date), ('year', date_trunc('year', (surgery_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (surgery_date) <= p.period_end
     where incision_class_code = 'I' and healing_grade = '甲'
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -190,7 +207,8 @@ select
 from (
         select * from {{ ref('fct_family_doctor_contract') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year')
+        and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
     where status_is_valid
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -207,7 +225,8 @@ select
 from (
         select * from {{ ref('fct_family_doctor_contract') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year')
+        and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
     where status_is_valid and is_key_population
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -226,7 +245,9 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -244,7 +265,9 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where at_contracted_org
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -263,7 +286,9 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where with_contracted_doctor
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -280,7 +305,8 @@ select
 from (
         select * from {{ ref('fct_family_doctor_contract') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year')
+        and (valid_from) <= p.period_end and ((valid_to) is null or (valid_to) >= p.period_end)
     where status_is_valid
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -299,7 +325,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -318,7 +346,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null and is_died
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -337,7 +367,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
+    cross join lateral (values ('day', date_trunc('day', (discharge_date)::timestamp)::date), ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -354,7 +386,9 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
+    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (year_start) <= p.period_end
     where disease = 'diabetes' and is_managed and is_controlled_last
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -371,7 +405,9 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
+    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (year_start) <= p.period_end
     where disease = 'diabetes' and is_managed
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -388,7 +424,9 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
+    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (year_start) <= p.period_end
     where disease = 'diabetes' and is_managed and is_standard_managed
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -407,7 +445,9 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (request_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (request_date)::timestamp)::date), ('quarter', date_trunc('quarter', (request_date)::timestamp)::date), ('year', date_trunc('year', (request_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (request_date) <= p.period_end
     where not is_rejected and not is_withdrawn and direction = 'down'
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -426,7 +466,9 @@ from (
         from {{ ref('fct_fee_org_month') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (month) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (month)::timestamp)::date), ('quarter', date_trunc('quarter', (month)::timestamp)::date), ('year', date_trunc('year', (month)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (month) <= p.period_end
     where is_drug_category
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -443,7 +485,8 @@ select
 from (
         select * from {{ ref('fct_health_record') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (filed_date) <= p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year')
+        and (filed_date) <= p.period_end
     where is_active and is_dynamic
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -460,7 +503,9 @@ select
 from (
         select * from {{ ref('fct_public_health_service') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (service_date) between p.period_start and p.period_end
+    cross join lateral (values ('year', date_trunc('year', (service_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (service_date) <= p.period_end
     where service_kind = 'elderly_check' and age_at_service >= 65
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -479,7 +524,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('day', date_trunc('day', (visit_date)::timestamp)::date), ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where is_counted and encounter_class_code = '200'
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -496,7 +543,9 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (settled_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (settled_date)::timestamp)::date), ('quarter', date_trunc('quarter', (settled_date)::timestamp)::date), ('year', date_trunc('year', (settled_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (settled_date) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start))
 
 union all
@@ -512,7 +561,8 @@ select
 from (
         select * from {{ ref('fct_health_record') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (filed_date) <= p.period_end
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year')
+        and (filed_date) <= p.period_end
     where is_active
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -529,7 +579,9 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
+    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (year_start) <= p.period_end
     where disease = 'hypertension' and is_managed and is_controlled_last
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -546,7 +598,9 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
+    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (year_start) <= p.period_end
     where disease = 'hypertension' and is_managed
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -563,7 +617,9 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (year_start) between p.period_start and p.period_end
+    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (year_start) <= p.period_end
     where disease = 'hypertension' and is_managed and is_standard_managed
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -580,7 +636,9 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (settled_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (settled_date)::timestamp)::date), ('quarter', date_trunc('quarter', (settled_date)::timestamp)::date), ('year', date_trunc('year', (settled_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (settled_date) <= p.period_end
     where not is_out_of_county
 group by grouping sets ((p.period_type, p.period_start))
 
@@ -597,7 +655,9 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (settled_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (settled_date)::timestamp)::date), ('quarter', date_trunc('quarter', (settled_date)::timestamp)::date), ('year', date_trunc('year', (settled_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (settled_date) <= p.period_end
     where is_counted and encounter_kind = 'inpatient' and not is_out_of_county
 group by grouping sets ((p.period_type, p.period_start))
 
@@ -616,7 +676,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -635,7 +697,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (discharge_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -652,7 +716,9 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (settled_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (settled_date)::timestamp)::date), ('quarter', date_trunc('quarter', (settled_date)::timestamp)::date), ('year', date_trunc('year', (settled_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (settled_date) <= p.period_end
     where is_counted and encounter_kind = 'inpatient'
 group by grouping sets ((p.period_type, p.period_start))
 
@@ -671,7 +737,9 @@ from (
         from {{ ref('fct_fee_org_month') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (month) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (month)::timestamp)::date), ('quarter', date_trunc('quarter', (month)::timestamp)::date), ('year', date_trunc('year', (month)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (month) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -689,7 +757,9 @@ from (
         from {{ ref('fct_inpatient_bed_day') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -707,7 +777,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200')
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -726,7 +798,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200')
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -745,7 +819,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('day', date_trunc('day', (visit_date)::timestamp)::date), ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200')
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -764,7 +840,9 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -782,7 +860,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('day', 'month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('day', date_trunc('day', (visit_date)::timestamp)::date), ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where is_counted and encounter_class_code = '100'
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -801,7 +881,9 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -819,7 +901,9 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (day) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (day) <= p.period_end
     where is_working_day
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -836,7 +920,8 @@ select
 from (
         select * from {{ ref('fct_population_month') }}
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
+    inner join periods as p on p.period_type in ('month', 'quarter', 'year')
+        and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
 union all
@@ -852,7 +937,8 @@ select
 from (
         select * from {{ ref('fct_population_month') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
+    inner join periods as p on p.period_type in ('year')
+        and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
     where age_band = '0-6'
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -869,7 +955,8 @@ select
 from (
         select * from {{ ref('fct_population_month') }}
     ) as f
-    inner join periods as p on p.period_type in ('year') and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
+    inner join periods as p on p.period_type in ('year')
+        and (month) <= p.period_end and (((month + interval '1 month' - interval '1 day')::date) is null or ((month + interval '1 month' - interval '1 day')::date) >= p.period_end)
     where age_band = '65+'
 group by grouping sets ((p.period_type, p.period_start, f.township), (p.period_type, p.period_start))
 
@@ -888,7 +975,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200') and inst_is_primary_care
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -907,7 +996,9 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (request_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (request_date)::timestamp)::date), ('quarter', date_trunc('quarter', (request_date)::timestamp)::date), ('year', date_trunc('year', (request_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (request_date) <= p.period_end
     where not is_rejected and not is_withdrawn
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -926,7 +1017,9 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (surgery_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (surgery_date)::timestamp)::date), ('quarter', date_trunc('quarter', (surgery_date)::timestamp)::date), ('year', date_trunc('year', (surgery_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (surgery_date) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
 union all
@@ -944,7 +1037,9 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (visit_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200') and is_tcm
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 
@@ -963,7 +1058,9 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    inner join periods as p on p.period_type in ('month', 'quarter', 'year') and (request_date) between p.period_start and p.period_end
+    cross join lateral (values ('month', date_trunc('month', (request_date)::timestamp)::date), ('quarter', date_trunc('quarter', (request_date)::timestamp)::date), ('year', date_trunc('year', (request_date)::timestamp)::date)) as k (period_type, period_start)
+    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
+        and (request_date) <= p.period_end
     where not is_rejected and not is_withdrawn and direction = 'up'
 group by grouping sets ((p.period_type, p.period_start, f.from_org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
 

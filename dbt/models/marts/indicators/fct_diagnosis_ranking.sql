@@ -45,8 +45,15 @@ counted as (
         grouped.group_code,
         count(*) as cases
     from grouped
+    -- the row's own period starts, then an equality join (a range join would loop over every period)
+    cross join lateral (
+        values ('day', grouped.event_date), ('month', date_trunc('month', grouped.event_date::timestamp)::date),
+            ('quarter', date_trunc('quarter', grouped.event_date::timestamp)::date),
+            ('year', date_trunc('year', grouped.event_date::timestamp)::date)
+    ) as starts (period_type, period_start)
     inner join periods on periods.indicator_code = grouped.indicator_code
-        and grouped.event_date between periods.period_start and periods.period_end
+        and periods.period_type = starts.period_type and periods.period_start = starts.period_start
+        and grouped.event_date <= periods.period_end
     group by grouping sets (
         (grouped.indicator_code, periods.period_type, periods.period_start, grouped.group_level,
          grouped.group_code, grouped.org_code),

@@ -30,8 +30,15 @@ counted as (
         categorised.category,
         count(*) as cases
     from categorised
+    -- the row's own period starts, then an equality join (a range join would loop over every period)
+    cross join lateral (
+        values ('day', categorised.surgery_date), ('month', date_trunc('month', categorised.surgery_date::timestamp)::date),
+            ('quarter', date_trunc('quarter', categorised.surgery_date::timestamp)::date),
+            ('year', date_trunc('year', categorised.surgery_date::timestamp)::date)
+    ) as starts (period_type, period_start)
     inner join periods on periods.indicator_code = categorised.indicator_code
-        and categorised.surgery_date between periods.period_start and periods.period_end
+        and periods.period_type = starts.period_type and periods.period_start = starts.period_start
+        and categorised.surgery_date <= periods.period_end
     group by grouping sets (
         (categorised.indicator_code, periods.period_type, periods.period_start, categorised.category,
          categorised.org_code),

@@ -1,0 +1,75 @@
+"""Benchmark: every proven supervision indicator of the county on the platform against the simulator's truth.
+
+    ./drc bench-indicator-truth            # a county with dirt: no key above the truth, shortfalls accounted for
+    ./drc bench-indicator-truth --clean    # a county simulated with DRC_SIM_DIRT=off: every key equal
+
+Reads ``marts.fct_indicator_value`` and the answer key (``sim_truth``) of the county on the platform now, so
+build it first with the same ``DRC_SIM_SCALE`` (and ``DRC_SIM_DIRT``) as this command, e.g.
+
+    DRC_SIM_SCALE=demo ./drc simulate --reset --until 2026-11-14 && ./drc ingest && ./drc silver && ./drc empi \\
+        && ./drc quality && ./drc publish && ./drc transform
+
+The truth is taken as of the last day the platform has visits for; a county simulated further than it was
+collected would show the uncollected days as shortfalls. Writes bench/results/indicator_truth.json, or
+indicator_truth_clean.json; ``./drc docs-figures`` puts its table into docs/warehouse.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bench.machine import machine
+from bench.report import render_indicator_truth
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="bench-indicator-truth")
+    parser.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
+    args = parser.parse_args(argv)
+    from core.db import warehouse_engine
+    from evaluation.indicators import account_encounters, compare_with_truth
+    from simulator.config import load_simulator_config
+
+    if args.clean and os.environ.get("DRC_SIM_DIRT") != "off":
+        raise SystemExit("--clean compares a county without dirt: run with DRC_SIM_DIRT=off, as it was simulated")
+    with warehouse_engine().connect() as conn:
+        first, last = conn.execute(
+            sa.text("SELECT min(visit_date), max(visit_date) FROM marts.fct_encounter WHERE is_counted")
+        ).one()
+    if last is None:
+        raise SystemExit("marts.fct_encounter has no visits: build the county and run ./drc transform first")
+    config = load_simulator_config()
+    comparison = compare_with_truth(last)
+    name = "indicator_truth_clean" if args.clean else "indicator_truth"
+    result = {
+        "name": name,
+        "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "scale": config["scale"],
+        "residents": config["residents"],
+        "dirt": "off" if args.clean else "on",
+        "days": f"{first} – {last}",
+        "indicators": comparison.indicators,
+        "keys_over_truth": len(comparison.over),
+        "differences": comparison.differences,
+        "missing_visits": account_encounters(last).missing,
+        "missing_admissions": account_encounters(last, kinds=("inpatient",)).missing,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, ensure_ascii=False, indent=1, default=str) + "\n")
+    print(render_indicator_truth(result))
+    if comparison.over or (args.clean and comparison.differences):
+        raise SystemExit(f"{len(comparison.differences)} keys differ from the truth: see {RESULTS / name}.json")
+    return result
+
+
+if __name__ == "__main__":
+    main()
