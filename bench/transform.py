@@ -5,8 +5,8 @@
 
 Build the county first (DRC_SIM_SCALE=county; simulate, ingest, silver, empi, quality, publish). Each run is
 stored under its name in bench/results/transform.json with the build's seconds, the slowest nodes (from dbt's
-run_results.json) and the size of the facts it built; ``./drc docs-figures`` puts the table into
-docs/warehouse.md.
+run_results.json) and the size of the facts it built, and the table (bench/report.py ``render_transform``)
+is printed.
 """
 
 from __future__ import annotations
