@@ -95,13 +95,13 @@ def proven_indicators() -> dict[str, dict[str, str]]:
 def truth_values(last_day: date) -> dict[Key, float]:
     """(indicator, period_type, period_start, grain_type, grain_code, part) -> true value of the numerator or
     denominator, at the institution and county grains of every proven indicator."""
-    catalog = load_catalog()
+    catalog, proven = load_catalog(), proven_indicators()
     rows: dict[str, list] = {}
     with source_pg_engine("sim_truth").connect() as conn:
-        for measure in {m for parts in proven_indicators().values() for m in parts.values()}:
+        for measure in {m for parts in proven.values() for m in parts.values()}:
             rows[measure] = conn.execute(sa.text(TRUTH_MEASURES[measure]), {"last": last_day}).all()
     values: dict[Key, float] = defaultdict(float)
-    for code, parts in proven_indicators().items():
+    for code, parts in proven.items():
         indicator = catalog.indicators[code]
         for part, measure in parts.items():
             by_institution = catalog.measures[measure].attribution == "institution"

@@ -45,12 +45,7 @@ counted as (
         grouped.group_code,
         count(*) as cases
     from grouped
-    -- the row's own period starts, then an equality join (a range join would loop over every period)
-    cross join lateral (
-        values ('day', grouped.event_date), ('month', date_trunc('month', grouped.event_date::timestamp)::date),
-            ('quarter', date_trunc('quarter', grouped.event_date::timestamp)::date),
-            ('year', date_trunc('year', grouped.event_date::timestamp)::date)
-    ) as starts (period_type, period_start)
+    {{ period_starts('grouped.event_date') }}
     inner join periods on periods.indicator_code = grouped.indicator_code
         and periods.period_type = starts.period_type and periods.period_start = starts.period_start
         and grouped.event_date <= periods.period_end

@@ -30,12 +30,7 @@ counted as (
         categorised.category,
         count(*) as cases
     from categorised
-    -- the row's own period starts, then an equality join (a range join would loop over every period)
-    cross join lateral (
-        values ('day', categorised.surgery_date), ('month', date_trunc('month', categorised.surgery_date::timestamp)::date),
-            ('quarter', date_trunc('quarter', categorised.surgery_date::timestamp)::date),
-            ('year', date_trunc('year', categorised.surgery_date::timestamp)::date)
-    ) as starts (period_type, period_start)
+    {{ period_starts('categorised.surgery_date') }}
     inner join periods on periods.indicator_code = categorised.indicator_code
         and periods.period_type = starts.period_type and periods.period_start = starts.period_start
         and categorised.surgery_date <= periods.period_end
