@@ -31,7 +31,8 @@ _VISITS = (
 )
 _DISCHARGES = "FROM event_encounter e WHERE kind = 'inpatient' AND end_at::date <= :last"
 _SURGERIES = "FROM event_surgery s JOIN event_encounter e USING (encounter_uid) WHERE s.at::date <= :last"
-_REFERRALS = "SELECT from_org, at::date, 1 FROM event_referral WHERE at::date <= :last"
+# a referral counts unless the receiving institution refused it (拒收); the county's activity never withdraws one
+_REFERRALS = "SELECT from_org, at::date, 1 FROM event_referral WHERE at::date <= :last AND NOT refused"
 _INPATIENT_SETTLEMENTS = (
     "SELECT org_code, settled_at::date, 1 FROM event_settlement WHERE kind = 'inpatient' AND settled_at::date <= :last"
 )

@@ -103,6 +103,7 @@ class ActivityEngine:
             world.seed, self.config.get("diagnosis_tail", {})
         )
         self.tcm = TcmPractice(self.config.get("tcm"))
+        self.refusal_rate = float(self.config.get("referral_refusal_rate", 0.03))
 
     # --- population ---------------------------------------------------------------------------------
     def _living(self, day: date) -> list[Person]:
@@ -354,9 +355,12 @@ class ActivityEngine:
             else:
                 continue
             main = encounter.diagnoses[0]
+            uid = self._uid("R", activity.day, n)
+            # whether the receiving side refuses it: a decision of the day, on its own stream per referral
+            refused = random.Random(f"{self.world.seed}:referral-refusal:{uid}").random() < self.refusal_rate
             activity.referrals.append(
                 Referral(
-                    self._uid("R", activity.day, n),
+                    uid,
                     encounter.resident_id,
                     encounter.org_code,
                     target,
@@ -364,6 +368,7 @@ class ActivityEngine:
                     at,
                     main.icd_code,
                     "病情需要" if direction == "up" else "康复期转基层管理",
+                    refused,
                 )
             )
 

@@ -53,7 +53,9 @@ DDL = [
         incision_class text NOT NULL, healing_grade text NOT NULL, PRIMARY KEY (encounter_uid, procedure_code))""",
     """CREATE TABLE IF NOT EXISTS event_referral (
         referral_uid text PRIMARY KEY, day date NOT NULL, resident_id integer NOT NULL, from_org text NOT NULL,
-        to_org text NOT NULL, direction text NOT NULL, at timestamp NOT NULL)""",
+        to_org text NOT NULL, direction text NOT NULL, at timestamp NOT NULL, refused boolean NOT NULL)""",
+    # answer keys created before referrals could be refused
+    "ALTER TABLE event_referral ADD COLUMN IF NOT EXISTS refused boolean NOT NULL DEFAULT false",
     """CREATE TABLE IF NOT EXISTS event_service (
         service_uid text PRIMARY KEY, day date NOT NULL, resident_id integer NOT NULL, org_code text NOT NULL,
         kind text NOT NULL, at timestamp NOT NULL, sbp numeric, dbp numeric, fbg numeric)""",
@@ -261,8 +263,11 @@ def record_events(activity: DayActivity) -> None:
             ],
         ),
         "event_referral": (
-            ("referral_uid", "day", "resident_id", "from_org", "to_org", "direction", "at"),
-            [(r.referral_uid, day, r.resident_id, r.from_org, r.to_org, r.direction, r.at) for r in activity.referrals],
+            ("referral_uid", "day", "resident_id", "from_org", "to_org", "direction", "at", "refused"),
+            [
+                (r.referral_uid, day, r.resident_id, r.from_org, r.to_org, r.direction, r.at, r.refused)
+                for r in activity.referrals
+            ],
         ),
         "event_service": (
             ("service_uid", "day", "resident_id", "org_code", "kind", "at", "sbp", "dbp", "fbg"),

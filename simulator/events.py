@@ -161,6 +161,7 @@ class Referral:
     at: datetime
     icd_code: str
     reason: str
+    refused: bool = False  # 拒收: the receiving institution turned it down (simulator/activity.py)
 
 
 @dataclass(frozen=True)

@@ -1247,7 +1247,6 @@ class ReferralPlatform(MemberSystem):
         self.identity_dirt = IdentityDirt.from_config(
             {"missing_id_number": 0.10, **(config.get("identity_dirt") or {})}
         )
-        self.reject_rate = float(config.get("reject_rate", 0.03))
         self.unconfirmed_rate = float(config.get("unconfirmed_rate", 0.05))
         self.org_codes: dict[str, str] = {}
         tiers = {"村卫生室": "03", "乡镇卫生院": "02", "社区卫生服务中心": "02"}
@@ -1328,7 +1327,7 @@ class ReferralPlatform(MemberSystem):
         accepted = _office_hours(rng, applied + timedelta(hours=rng.uniform(0.3, 20) if up else rng.uniform(2, 60)))
         receivers = self.world.doctors(referral.to_org) if referral.to_org in self.world.staff else []
         steps: list[tuple[str, datetime, dict[str, Any]]] = []
-        if rng.random() < self.reject_rate:
+        if referral.refused:
             steps.append(("reject", accepted, {"jjyy": rng.choice(REJECT_REASONS)}))
         else:
             steps.append(("accept", accepted, {"jsys": rng.choice(receivers).name if receivers else None}))

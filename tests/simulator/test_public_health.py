@@ -41,7 +41,7 @@ CONFIG: dict[str, Any] = {
     "correction_update": 0.2,
     "identity_dirt": {"missing_id_number": 0.2, "homophone": 0.2, "changed_phone": 0.2, "address_variant": 0.3},
 }
-REFERRAL_CONFIG: dict[str, Any] = {"database": DATABASE, "reject_rate": 0.15, "unconfirmed_rate": 0.15}
+REFERRAL_CONFIG: dict[str, Any] = {"database": DATABASE, "unconfirmed_rate": 0.15}
 CODED = {
     "gxy_sf": {"sffs": "SFFS", "zz": "GXYZZ", "fyycx": "FYYCX", "ywblfy": "YWBLFY", "cfsffl": "SFFL"},
     "tnb_sf": {"sffs": "SFFS", "fyycx": "FYYCX", "dxtfy": "DXTFY", "cfsffl": "SFFL"},
@@ -110,6 +110,7 @@ def _rich_day(world: World, day: date, start: int) -> DayActivity:
                 datetime.combine(submitted, time(10)) + timedelta(minutes=13 * j),
                 "I63.900" if up else "Z51.x00",
                 "病情需要" if up else "康复期转基层管理",
+                refused=j % 7 == 3,  # the activity's decision (simulator/activity.py), here about one in seven
             )
         )
     return activity
