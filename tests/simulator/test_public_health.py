@@ -296,6 +296,14 @@ def test_status_flow_monotonic(run: dict[str, Any]) -> None:
     assert len(days_with_updates) >= 3  # 接收 and 完成 arrive over the following days
 
 
+def test_the_platform_refuses_what_the_receiving_side_decided(run: dict[str, Any]) -> None:
+    """拒收 is the activity's decision (and the answer key's): the platform writes down exactly those referrals."""
+    refused = sum(r.refused for a in run["days"] for r in a.referrals)
+    rejected = _query("SELECT count(*) FROM referral.zz_record WHERE zt = '4'")[0][0]
+    cancelled_first = len(_defects("test_referral", "correction_cancel"))  # 撤销 before the answer: never refused
+    assert refused and refused - cancelled_first <= rejected <= refused
+
+
 def test_no_row_is_dated_after_the_day_written(run: dict[str, Any]) -> None:
     """Late forms, status changes and re-edits appear on their own day: watermarks never run ahead."""
     for day, gw_latest, referral_latest in run["latest"]:
