@@ -28,6 +28,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bench.empi_independent import describe_stages
 from bench.machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,8 +193,8 @@ def render_empi_independent(results: dict) -> str:
     stages = results["datasets"][first]["ours"].get("stages")
     if stages:
         lines += [
-            f"Where ours' {measured(ours_s)} went on the {EMPI_NAMES.get(first, first)} file (its progress lines): "
-            + ", ".join(f"{label} {value} s" for label, value in stages.items())
+            f"Where ours' {measured(ours_s)} went on the {EMPI_NAMES.get(first, first)} file (`empi match --timings`): "
+            + describe_stages(stages)
             + ".",
             "",
         ]

@@ -432,7 +432,9 @@ def cmd_empi(args: argparse.Namespace) -> None:
 
         if not (args.input and args.output):
             raise SystemExit("./drc empi match --input FILE(.csv|.parquet) --output FILE")
-        written = match_file(spark, args.input, args.output, progress=lambda step: console.print(f"  {step}"))
+        written = match_file(
+            spark, args.input, args.output, progress=lambda step: console.print(f"  {step}"), timings_path=args.timings
+        )
         console.print(f"  {written:,} records matched → {args.output}")
         return
     if args.action == "review":
@@ -1160,6 +1162,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="match: where to write record_id, master_id, decision, score, candidate_master_id, "
         "candidate_record_id, evidence",
     )
+    p.add_argument("--timings", help="match: also write each stage's seconds to this JSON file")
     p.add_argument("--limit", type=int, default=20, help="review: how many possible matches to show")
     p.add_argument("--record", help="link/unlink: record id (source_system|local_patient_id)")
     p.add_argument("--record-list", nargs="+", help="unmerge: the record ids to split out")

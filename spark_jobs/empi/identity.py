@@ -126,13 +126,19 @@ def model_params(spark: SparkSession) -> Params:
     return params if shape == {c: len(p["m"]) for c, p in priors.items()} else priors
 
 
+# the stages of match_records whose end a caller may time (without an estimate, the comparison ends unnoticed
+# and its seconds count with the decision)
+STAGE_COMPARED = "blocked and compared, m and u estimated"
+STAGE_DECIDED = "scored and decided"
+
+
 def match_records(
     spark: SparkSession,
     fresh: DataFrame,
     anchored: DataFrame | None,
     params: Params | None = None,
     estimate: bool = False,
-    step: Callable[[str], None] = lambda done: None,
+    step: Callable[..., None] = lambda done, stage=None: None,
 ) -> tuple[DataFrame, Params]:
     """Assign master ids to ``fresh`` records (normalised features), given ``anchored`` ones with master ids.
 
@@ -140,7 +146,7 @@ def match_records(
     the records with master_id, decision and DECISION_DETAIL; the m/u used). A possible match (decision
     ``review``) keeps its own master id until someone decides; ``candidate`` is the master id of the resident
     it may be, ``candidate_record`` that resident's best-matching record, ``evidence`` their comparison levels.
-    ``step`` hears each stage's end.
+    ``step`` hears each stage's end: a message, and the stage's name (``STAGE_COMPARED``, ``STAGE_DECIDED``).
 
     The I/O shell around the pure stages block (candidate_pairs) -> compare (comparison_levels) -> score
     (score, evidence) -> decide (candidate_edges, unidentified_people, decide_people) -> assign
@@ -183,7 +189,7 @@ def match_records(
         params = estimate_params(
             everyone, all_levels.join(_small(sampled), "id_l", "left_semi"), compared_records=sampled.count()
         )
-        step("m and u estimated on the records' own pairs")
+        step("m and u estimated on the records' own pairs", stage=STAGE_COMPARED)
     unidentified = compared.where(~F.col("id_valid"))
     without_id = unidentified.select(F.col("record_id").alias("id_l"))
     levels = all_levels.join(_small(without_id), "id_l", "left_semi")
@@ -206,7 +212,8 @@ def match_records(
     decided = decide_people(edges, people, thresholds["link"], thresholds["ambiguity_margin"]).persist()
     step(
         f"{decided.count():,} records without a valid ID number scored ({pair_count:,} candidate pairs compared, "
-        f"{decided.where('score IS NOT NULL').count():,} records with a candidate)"
+        f"{decided.where('score IS NOT NULL').count():,} records with a candidate)",
+        stage=STAGE_DECIDED,
     )
     # assign (the records carry their features through: callers keep them, no second join of the county's)
     assigned = assignments(fresh, decided, known).localCheckpoint()
@@ -226,7 +233,7 @@ def run_empi(spark: SparkSession, full: bool = False, progress: Callable[[str], 
     """
     started = datetime.now()
 
-    def step(done: str) -> None:
+    def step(done: str, stage: str | None = None) -> None:
         if progress:
             progress(f"{done} ({(datetime.now() - started).total_seconds():.1f} s)")
 
