@@ -197,6 +197,24 @@ def cmd_ingest_accept_deletes(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_ingest_accept_rewind(args: argparse.Namespace) -> None:
+    from ingestion.monitoring import accept_rewind
+
+    if not args.source or len(args.source) != 1 or not args.table:
+        raise SystemExit("name one source and its table: ./drc ingest accept-rewind --source S --table T")
+    accepted = accept_rewind(args.source[0], args.table)
+    if not accepted:
+        raise SystemExit(
+            f"{args.source[0]}.{args.table} has no table stopped for going back below bronze: nothing to "
+            "accept (see `./drc ingest status`)"
+        )
+    for guard in accepted:
+        console.print(
+            f"  accepted that {args.source[0]}.{guard['table_name']} went back to {guard['source_newest']} "
+            f"(bronze holds changes up to {guard['bronze_newest']}); the next `./drc ingest` reads it whole"
+        )
+
+
 def cmd_ingest_drop_slot(args: argparse.Namespace) -> None:
     """Decommissioning a CDC source: its replication slot would otherwise keep the member's WAL for ever."""
     from ingestion import pg_logical
@@ -219,6 +237,7 @@ INGEST_ACTIONS = {
     "status": cmd_ingest_status,
     "accept-drift": cmd_ingest_accept_drift,
     "accept-deletes": cmd_ingest_accept_deletes,
+    "accept-rewind": cmd_ingest_accept_rewind,
     "drop-slot": cmd_ingest_drop_slot,
 }
 
@@ -1084,11 +1103,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default="run",
         choices=sorted(INGEST_ACTIONS),
-        help="run (default) | validate | status | accept-drift | accept-deletes | drop-slot (decommission "
-        "a pg_logical source)",
+        help="run (default) | validate | status | accept-drift | accept-deletes | accept-rewind (a watermark "
+        "source restored from an older backup) | drop-slot (decommission a pg_logical source)",
     )
     p.add_argument("--source", action="append", help="a source name (repeatable; default: all in config/sources)")
-    p.add_argument("--table", help="the table, for accept-drift and accept-deletes")
+    p.add_argument("--table", help="the table, for accept-drift, accept-deletes and accept-rewind")
     p.add_argument(
         "--follow",
         type=float,

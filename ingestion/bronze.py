@@ -44,6 +44,10 @@ class TooManyDeletes(TableStopped):
     """A snapshot would delete more than the configured share of a table: nothing lands until accepted."""
 
 
+class SourceWentBack(TableStopped):
+    """A watermark source's newest change is older than bronze's (reset or restored): stopped until accepted."""
+
+
 @dataclass(frozen=True)
 class TableResult:
     source: str

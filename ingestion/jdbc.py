@@ -11,7 +11,11 @@ What a watermark cannot see:
  - rows whose watermark is NULL: no comparison selects them, so each run reads them separately
    (``<watermark> IS NULL``), lands those bronze does not hold with the same content (position ``0<read
    time>|key``, before every dated version of the key), and reports how many there are
-   (``table_run.counts.null_watermark``) with sample keys.
+   (``table_run.counts.null_watermark``) with sample keys;
+ - a source that goes back (reset, restored from an older backup): its rows written again with watermarks
+   below bronze's newest would fall below the window. When the source's newest watermark is older than
+   bronze's, the table stops (``guard_rewind``) until ``./drc ingest accept-rewind`` confirms it; from then on
+   each run reads the table whole (landing only versions bronze lacks) until the source passes bronze's newest.
 
 Snapshot (``jdbc_snapshot``): each run reads the whole table and lands only the difference to bronze's
 current state: new keys as ``c``, changed rows as ``u``, keys gone from the source as ``d``. Re-running on an
@@ -33,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ingestion.bronze import (
+    SourceWentBack,
     TableResult,
     bronze_path,
     committed_offset,
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 
 FETCH_SIZE = "10000"
 POSITION_TIME = "yyyyMMddHHmmssSSSSSS"
+WATERMARK_TEXT = "yyyy-MM-dd HH:mm:ss.SSSSSS"  # as the source compares it (and as offsets are kept)
 NULL_POSITION = "0"  # positions of NULL-watermark rows start with 0: before every dated one (yyyy… ≥ 1000)
 SAMPLE_KEYS = 5
 
@@ -100,14 +106,13 @@ def collect_incremental_table(spark: SparkSession, source: SourceConfig, table: 
     # Watermarks travel as strings in the source's local time: no driver/time-zone conversion in between.
     # NULL-watermark rows carry their read time as _source_ts: they must not move the window.
     dated = None if bronze is None else bronze.where(F.col("_source_pos") >= "1")
-    low = (
-        None
+    low, bronze_newest = (
+        (None, None)
         if dated is None
         else dated.agg(
-            F.date_format(
-                F.max("_source_ts") - F.expr(f"INTERVAL {window_minutes} MINUTES"), "yyyy-MM-dd HH:mm:ss.SSSSSS"
-            )
-        ).first()[0]
+            F.date_format(F.max("_source_ts") - F.expr(f"INTERVAL {window_minutes} MINUTES"), WATERMARK_TEXT),
+            F.date_format(F.max("_source_ts"), WATERMARK_TEXT),
+        ).first()
     )
     name = qualified(source, table)
     with _engine(source).connect() as conn:
@@ -128,6 +133,9 @@ def collect_incremental_table(spark: SparkSession, source: SourceConfig, table: 
     offset = committed_offset(spark, source.name, table.name)
     if newest is not None:
         offset = newest.strftime("%Y-%m-%d %H:%M:%S.%f")
+        if bronze_newest is not None and offset < bronze_newest:
+            guard_rewind(source, table, source_newest=offset, bronze_newest=bronze_newest)
+            low = None  # accepted: read it whole, land what bronze lacks
         window = f"{table.watermark} <= '{offset}'" + (f" AND {table.watermark} > '{low}'" if low else "")
         position = F.concat_ws("|", F.date_format(table.watermark, POSITION_TIME), _key(table))
         rows = read_table(spark, source, table, window).withColumn("_source_pos", position)
@@ -159,6 +167,27 @@ def collect_incremental_table(spark: SparkSession, source: SourceConfig, table: 
         "success" if total else "no_change",
         error=note,
         counts={"null_watermark": int(nulls), "null_watermark_landed": null_landed},
+    )
+
+
+def guard_rewind(source: SourceConfig, table: TableConfig, *, source_newest: str, bronze_newest: str) -> None:
+    """Stop a watermark table whose source went back below what bronze holds, unless an operator accepted it.
+
+    The window starts at bronze's newest change, so after a reset or a restore from an older backup every row
+    the source writes (again) with an older watermark would be skipped without a word.
+    """
+    from ingestion import monitoring
+
+    if monitoring.rewind_accepted(source.name, table.name, bronze_newest):
+        return
+    monitoring.record_rewind(source.name, table.name, source_newest=source_newest, bronze_newest=bronze_newest)
+    raise SourceWentBack(
+        f"{source.name}.{table.name}: the source's newest {table.watermark} is {source_newest}, older than the "
+        f"newest change bronze already holds ({bronze_newest}): the source was reset or restored from an older "
+        "backup, and rows it writes again with an older watermark would never be read. Nothing landed and "
+        "collection of this table is stopped; other tables keep flowing. Check with the source's administrator; "
+        f"then run `./drc ingest accept-rewind --source {source.name} --table {table.name}`, and each run reads "
+        "the table whole (landing only what bronze lacks) until the source passes bronze's newest change."
     )
 
 

@@ -4,7 +4,8 @@ Tables: ``landed_batch`` (one row per bronze commit), ``file_ledger`` (every del
 (rows per institution and business day of each batch, with the ones committed after the 24:00 next-day
 deadline), ``table_run`` (every attempt, including failures), ``schema_change``, ``source_checkpoint``
 (resume point of log-based streams), ``replication_slot`` (WAL a CDC slot retains), ``delete_guard``
-(snapshots stopped for deleting too much, and their acceptance). ``table_run.counts`` holds what a run saw
+(snapshots stopped for deleting too much, and their acceptance), ``rewind_guard`` (watermark sources stopped
+for going back below bronze's newest change, and their acceptance). ``table_run.counts`` holds what a run saw
 besides the rows it landed (NULL-watermark rows, re-ordered records, deletes). Views: ``v_table_status``,
 ``v_source_status``, ``v_timeliness``. Every write is idempotent. :func:`source_lock` is the one lock that
 keeps two runs of a source apart.
@@ -85,6 +86,16 @@ DDL = [
         detected_at     timestamptz NOT NULL DEFAULT now(),
         accepted_at     timestamptz,
         used_at         timestamptz)""",
+    # A watermark source whose newest change went back below bronze's (reset, restored from an older backup):
+    # stopped until an operator accepts, then read whole once per run until it passes bronze's newest again.
+    """CREATE TABLE IF NOT EXISTS ingest.rewind_guard (
+        guard_id        bigserial PRIMARY KEY,
+        source_system   text NOT NULL,
+        table_name      text NOT NULL,
+        source_newest   text NOT NULL,
+        bronze_newest   text NOT NULL,
+        detected_at     timestamptz NOT NULL DEFAULT now(),
+        accepted_at     timestamptz)""",
     # The WAL a logical replication slot makes its source keep (pg_logical), and who holds it.
     """CREATE TABLE IF NOT EXISTS ingest.replication_slot (
         source_system   text PRIMARY KEY,
@@ -355,6 +366,61 @@ def take_accepted_deletes(source: str, table: str) -> bool:
         )
 
 
+# --- the rewind guard of watermark sources -----------------------------------------------------------
+def rewind_accepted(source: str, table: str, bronze_newest: str) -> bool:
+    """Whether an operator accepted that this table's source went back below ``bronze_newest``."""
+    ensure_tables()
+    with warehouse_engine().connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT 1 FROM ingest.rewind_guard WHERE source_system = :s AND table_name = :t "
+                    "AND bronze_newest = :b AND accepted_at IS NOT NULL"
+                ),
+                {"s": source, "t": table, "b": bronze_newest},
+            ).first()
+        )
+
+
+def record_rewind(source: str, table: str, *, source_newest: str, bronze_newest: str) -> None:
+    """A watermark source went back: one open entry per table and bronze state, refreshed by every run."""
+    ensure_tables()
+    params = {"s": source, "t": table, "n": source_newest, "b": bronze_newest}
+    with warehouse_engine().begin() as conn:
+        updated = conn.execute(
+            sa.text(
+                "UPDATE ingest.rewind_guard SET source_newest = :n, detected_at = now() WHERE source_system = :s "
+                "AND table_name = :t AND bronze_newest = :b AND accepted_at IS NULL"
+            ),
+            params,
+        ).rowcount
+        if not updated:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ingest.rewind_guard (source_system, table_name, source_newest, bronze_newest) "
+                    "VALUES (:s, :t, :n, :b)"
+                ),
+                params,
+            )
+
+
+def accept_rewind(source: str, table: str) -> list[dict]:
+    """An operator confirms a source went back (a restore); its table is then read whole until it catches up."""
+    ensure_tables()
+    with warehouse_engine().begin() as conn:
+        return [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.text(
+                    "UPDATE ingest.rewind_guard SET accepted_at = now() WHERE source_system = :s "
+                    "AND lower(table_name) = lower(:t) AND accepted_at IS NULL "
+                    "RETURNING table_name, source_newest, bronze_newest, detected_at"
+                ),
+                {"s": source, "t": table},
+            )
+        ]
+
+
 # --- one run per source -------------------------------------------------------------------------------
 def _lock_key(source: str) -> str:
     return f"drc_collect:{source}"
@@ -514,6 +580,7 @@ def forget_source(source: str) -> None:
             "source_checkpoint",
             "file_ledger",
             "delete_guard",
+            "rewind_guard",
             "replication_slot",
         ):
             conn.execute(sa.text(f"DELETE FROM ingest.{table} WHERE source_system = :s"), {"s": source})

@@ -298,3 +298,41 @@ def test_snapshot_that_would_delete_too_much_stops_until_accepted(spark, tmp_pat
         shutil.rmtree(get_settings().lake_path("bronze", name), ignore_errors=True)
         forget_source(name)
         _run(_pg("postgres"), f"DROP DATABASE IF EXISTS {SOURCE} WITH (FORCE)")
+
+
+def test_a_source_restored_from_an_older_backup_stops_until_accepted_then_nothing_is_skipped(spark, scratch_mariadb):
+    """A member restores last week's backup and types the lost records in again with their original times: the
+    window (from bronze's newest change) would skip them without a word, so the table stops, says why and what
+    to do, and after the operator's acceptance every row the source holds that bronze lacks lands."""
+    table = scratch_mariadb.table("ZZ_VISIT")
+    for i in range(4):
+        _visit(i, "a", T0 + timedelta(hours=i))
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 4
+
+    _run(_mariadb(SOURCE), "DELETE FROM ZZ_VISIT WHERE ID >= 2")  # the restore: the last two changes are gone
+    _visit(7, "again", T0 + timedelta(hours=1, minutes=30))  # typed in again, stamped with its own (older) time
+    for _ in range(2):  # stays stopped until accepted
+        [result] = collect_source(spark, scratch_mariadb)[:1]
+        assert (result.table, result.status, result.rows) == ("ZZ_VISIT", "stopped", 0)
+        for part in (
+            f"{SOURCE}.ZZ_VISIT",
+            "2026-11-10 09:30:00.123000",  # the source's newest
+            "2026-11-10 11:00:00.123000",  # bronze's newest
+            "restored from an older backup",
+            f"./drc ingest accept-rewind --source {SOURCE} --table ZZ_VISIT",
+        ):
+            assert part in result.error, part
+    status = {r["table_name"]: r for r in source_status() if r["source_system"] == SOURCE}
+    assert status["ZZ_VISIT"]["last_status"] == "stopped" and "accept-rewind" in status["ZZ_VISIT"]["last_error"]
+
+    assert drc_main(["ingest", "accept-rewind", "--source", SOURCE, "--table", "ZZ_VISIT"]) == 0
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 1  # ID 7, below the old window
+    _visit(8, "again", T0 + timedelta(hours=1, minutes=45))  # still behind bronze: read whole again
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 1
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 0  # nothing lands twice
+    _visit(9, "new", T0 + timedelta(hours=5))  # caught up: the usual window again
+    assert collect_incremental_table(spark, scratch_mariadb, table).rows == 1
+    landed = read_delta(spark, bronze_path(SOURCE, "ZZ_VISIT"))
+    assert sorted(r.ID for r in landed.collect()) == [0, 1, 2, 3, 7, 8, 9]
+    with pytest.raises(SystemExit, match="nothing to accept"):
+        drc_main(["ingest", "accept-rewind", "--source", SOURCE, "--table", "ZZ_VISIT"])
