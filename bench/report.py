@@ -523,16 +523,37 @@ def render_indicator_truth(results: dict) -> str:
             f"{code} {s['name']}",
             f"{s['keys']:,}",
             f"{s['equal']:,}",
-            f"{s['under']:,}",
+            f"{s['under']:,}" + (f" ({s['not_carried']:,})" if s.get("not_carried") else ""),
             f"**{s['over']:,}**",
             f"{_amount(s.get('county_numerator_truth', 0))} / {_amount(s.get('county_numerator_mart', 0))}",
         ]
         for code, s in results["indicators"].items()
     ]
     lines = [
-        table(["indicator", "keys", "equal", "below truth", "above truth", "county numerator: truth / mart"], rows),
+        table(
+            [
+                "indicator",
+                "keys",
+                "equal",
+                "below truth (of which not carried)",
+                "above truth",
+                "county numerator: truth / mart",
+            ],
+            rows,
+        ),
         "",
     ]
+    by_institution: dict[str, list[str]] = {}
+    for part, institutions in results.get("not_carried", {}).items():
+        for institution in institutions:
+            by_institution.setdefault(institution, []).append(part)
+    for institution, parts in by_institution.items():
+        lines.append(
+            f"Not carried: {institution}'s source delivers none of {', '.join(parts)} over the whole run (below "
+            "the truth by exactly that, at its own keys and the county's)."
+        )
+    if "keys_unexplained" in results:
+        lines.append(f"Keys that differ for any other reason: **{results['keys_unexplained']:,}**.")
     for title, missing in (("门急诊 visits", results["missing_visits"]), ("admissions", results["missing_admissions"])):
         reasons = ", ".join(f"{why}: {n:,}" for why, n in sorted(missing.items(), key=lambda m: -m[1])) or "none"
         lines.append(f"True {title} the mart does not count, by the reason the platform records: {reasons}.")

@@ -68,6 +68,41 @@ TRUTH_MEASURES = {
     "inpatient_settlements": _INPATIENT_SETTLEMENTS,
     "in_county_inpatient_settlements": f"{_INPATIENT_SETTLEMENTS} AND out_of_county_hospital = ''",
 }
+# What an institution's member system must deliver for the platform to count a measure there: SQL over the
+# published silver (ods) giving the institutions whose source delivered at least one such row. Where the truth
+# has some of a measure, the mart none over the whole run, and the source delivered nothing it could be counted
+# from (a 妇幼 file has no stays, a private hospital's API no incision class), the shortfall is the source's gap.
+_OE, _INPATIENT = "('100', '200')", "('300')"  # 就诊类别 codes of the canonical encounter
+
+
+def _encounters(classes: str, extra: str = "") -> str:
+    return f"SELECT DISTINCT org_code FROM ods.encounter WHERE encounter_class_code IN {classes}{extra}"
+
+
+def _fees(classes: str) -> str:
+    return (
+        "SELECT DISTINCT f.org_code FROM ods.fee f JOIN ods.encounter e USING (encounter_id) "
+        f"WHERE e.encounter_class_code IN {classes}"
+    )
+
+
+_SURGERY = "SELECT DISTINCT org_code FROM ods.surgery WHERE procedure_code IS NOT NULL"
+_REFERRED = "SELECT DISTINCT from_organization_code FROM ods.referral"
+DELIVERED = {
+    **dict.fromkeys(
+        ("oe_visits", "outpatient_visits", "emergency_visits", "tcm_oe_visits", "primary_care_oe_visits"),
+        _encounters(_OE),
+    ),
+    **dict.fromkeys(("oe_fees", "oe_drug_fees"), _fees(_OE)),
+    "admissions": _encounters(_INPATIENT),
+    **dict.fromkeys(("discharges", "discharged_bed_days"), _encounters(_INPATIENT, " AND discharged_at IS NOT NULL")),
+    "discharged_deaths": _encounters(_INPATIENT, " AND discharge_outcome_code IS NOT NULL"),
+    **dict.fromkeys(("inpatient_fees", "inpatient_drug_fees"), _fees(_INPATIENT)),
+    "surgeries": _SURGERY,
+    "clean_incisions": f"{_SURGERY} AND incision_class_code IS NOT NULL",
+    "clean_incisions_grade_a": f"{_SURGERY} AND incision_class_code IS NOT NULL AND healing_grade_code IS NOT NULL",
+    **dict.fromkeys(("referrals_out", "up_referrals", "down_referrals"), _REFERRED),
+}
 Key = tuple[str, str, date, str, str, str]  # indicator, period type, period start, grain type, grain code, part
 
 
@@ -142,11 +177,20 @@ class TruthComparison:
     last_day: date
     indicators: dict[str, dict] = field(default_factory=dict)  # code -> name, keys, equal, under, over, totals
     differences: list[dict] = field(default_factory=list)  # every key where mart and truth differ
+    # (indicator, part) -> institutions whose numbers the mart has none of over the whole run, though they
+    # happened: their source system does not carry them (a 妇幼 file has no stays); what is short there is a gap
+    # of the source, which the quality system reports, not a defect of the pipeline
+    not_carried: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def over(self) -> list[dict]:
         """Keys where the mart counts more than happened: always a defect (double counting, a wrong filter)."""
         return [d for d in self.differences if d["mart"] > d["truth"]]
+
+    @property
+    def unexplained(self) -> list[dict]:
+        """Differences other than the shortfall of what an institution's source does not carry."""
+        return [d for d in self.differences if not d["not_carried"]]
 
 
 def compare_with_truth(last_day: date) -> TruthComparison:
@@ -163,6 +207,12 @@ def compare_with_truth(last_day: date) -> TruthComparison:
             "under": 0,
             "over": 0,
         }
+    not_carried = _not_carried(truth, mart, proven)
+    # a county key short by exactly what those institutions did is short for that reason alone
+    uncarried_truth: dict[tuple, float] = defaultdict(float)
+    for (code, period, start, grain, org, part), value in truth.items():
+        if grain == "institution" and (code, part, org) in not_carried:
+            uncarried_truth[(code, period, start, part)] += value
     for key in sorted(set(truth) | {k for k, v in mart.items() if v}, key=str):
         true_value, mart_value = round(truth.get(key, 0.0), 2), round(mart.get(key, 0.0), 2)
         summary = comparison.indicators[key[0]]
@@ -170,11 +220,40 @@ def compare_with_truth(last_day: date) -> TruthComparison:
         verdict = "equal" if true_value == mart_value else "over" if mart_value > true_value else "under"
         summary[verdict] += 1
         if verdict != "equal":
-            comparison.differences.append({"key": [str(k) for k in key], "truth": true_value, "mart": mart_value})
+            code, period, start, grain, org, part = key
+            uncarried = (
+                (code, part, org) in not_carried
+                if grain == "institution"
+                else round(mart_value + uncarried_truth.get((code, period, start, part), 0.0), 2) == true_value
+            )
+            summary["not_carried"] = summary.get("not_carried", 0) + uncarried
+            comparison.differences.append(
+                {"key": [str(k) for k in key], "truth": true_value, "mart": mart_value, "not_carried": uncarried}
+            )
         if key[1] == "year" and key[3] == "county":  # the whole run, county-wide
             summary[f"county_{key[5]}_truth"] = summary.get(f"county_{key[5]}_truth", 0) + true_value
             summary[f"county_{key[5]}_mart"] = summary.get(f"county_{key[5]}_mart", 0) + mart_value
+    for code, part, org in sorted(not_carried):
+        comparison.not_carried.setdefault(f"{code} {part}", []).append(org)
     return comparison
+
+
+def _not_carried(
+    truth: dict[Key, float], mart: dict[Key, float], proven: dict[str, dict[str, str]]
+) -> set[tuple[str, str, str]]:
+    """(indicator, part, institution) where the truth has some, the mart none at all over every period, and the
+    institution's source delivered no row the measure could be counted from (``DELIVERED``)."""
+    happened: dict[tuple, float] = defaultdict(float)
+    counted: dict[tuple, float] = defaultdict(float)
+    for values, totals in ((truth, happened), (mart, counted)):
+        for (code, _, _, grain, org, part), value in values.items():
+            if grain == "institution":
+                totals[(code, part, org)] += abs(value)
+    short = {k for k, v in happened.items() if v and not counted.get(k)}
+    measures = {proven[code][part] for code, part, _ in short if proven[code][part] in DELIVERED}
+    with warehouse_engine().connect() as conn:
+        delivered = {m: {r[0] for r in conn.execute(sa.text(DELIVERED[m]))} for m in measures}
+    return {(code, part, org) for code, part, org in short if org not in delivered.get(proven[code][part], {org})}
 
 
 @dataclass
