@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -27,20 +26,20 @@ import sqlalchemy as sa
 
 from bench.machine import machine
 from bench.report import render_indicator_truth
+from bench.simulated import add_clean_option, check_clean_setting
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="bench-indicator-truth")
-    parser.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
+    add_clean_option(parser)
     args = parser.parse_args(argv)
     from core.db import warehouse_engine
     from evaluation.indicators import account_encounters, compare_with_truth
     from simulator.config import load_simulator_config
 
-    if args.clean and os.environ.get("DRC_SIM_DIRT") != "off":
-        raise SystemExit("--clean compares a county without dirt: run with DRC_SIM_DIRT=off, as it was simulated")
+    check_clean_setting(args.clean)
     with warehouse_engine().connect() as conn:
         first, last = conn.execute(
             sa.text("SELECT min(visit_date), max(visit_date) FROM marts.fct_encounter WHERE is_counted")

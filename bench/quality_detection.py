@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.machine import describe, machine
+from bench.simulated import add_clean_option, check_clean_setting
 
 RESULTS = Path(__file__).parent / "results"
 MIN_RECALL = 0.95
@@ -82,12 +82,11 @@ def _clean_result() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="bench-quality-detection")
-    parser.add_argument("--clean", action="store_true", help="the county was simulated with DRC_SIM_DIRT=off")
+    add_clean_option(parser)
     args = parser.parse_args(argv)
     from evaluation.quality import detection_report
 
-    if args.clean and os.environ.get("DRC_SIM_DIRT") != "off":
-        raise SystemExit("--clean measures a county without dirt: run with DRC_SIM_DIRT=off, as it was simulated")
+    check_clean_setting(args.clean)
     result = {
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
