@@ -225,9 +225,8 @@ def _measure_sql(measure: Measure, periods: tuple[str, ...]) -> str:
     if measure.kind == "event":
         # Each row's own period starts, then an equality join: a range join (date between start and end) is a
         # nested loop over every period of a year, for every row.
-        starts = ", ".join(f"('{p}', date_trunc('{p}', ({measure.date})::timestamp)::date)" for p in periods)
         join = (
-            f"    cross join lateral (values {starts}) as k (period_type, period_start)\n"
+            f"    {{{{ period_starts({measure.date!r}, {list(periods)!r}, 'k') }}}}\n"
             f"    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start\n"
             f"        and ({measure.date}) <= p.period_end"
         )

@@ -46,7 +46,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('day', date_trunc('day', (admitted_at::date)::timestamp)::date), ('month', date_trunc('month', (admitted_at::date)::timestamp)::date), ('quarter', date_trunc('quarter', (admitted_at::date)::timestamp)::date), ('year', date_trunc('year', (admitted_at::date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('admitted_at::date', ['day', 'month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (admitted_at::date) <= p.period_end
     where is_counted and encounter_class_code = '300'
@@ -67,7 +67,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('day', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -87,7 +87,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('day', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -107,7 +107,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('day', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -127,7 +127,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('day', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (day) <= p.period_end
     where inst_is_primary_care
@@ -146,7 +146,7 @@ select
 from (
         select * from {{ ref('fct_public_health_service') }}
     ) as f
-    cross join lateral (values ('year', date_trunc('year', (service_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('service_date', ['year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (service_date) <= p.period_end
     where service_kind = 'child_check' and age_at_service <= 6
@@ -167,7 +167,7 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (surgery_date)::timestamp)::date), ('quarter', date_trunc('quarter', (surgery_date)::timestamp)::date), ('year', date_trunc('year', (surgery_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('surgery_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (surgery_date) <= p.period_end
     where incision_class_code = 'I' and healing_grade is not null
@@ -188,7 +188,7 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (surgery_date)::timestamp)::date), ('quarter', date_trunc('quarter', (surgery_date)::timestamp)::date), ('year', date_trunc('year', (surgery_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('surgery_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (surgery_date) <= p.period_end
     where incision_class_code = 'I' and healing_grade = '甲'
@@ -245,7 +245,7 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -265,7 +265,7 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where at_contracted_org
@@ -286,7 +286,7 @@ from (
         from {{ ref('int_encounters__contracted_residents') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where with_contracted_doctor
@@ -325,7 +325,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('discharge_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
@@ -346,7 +346,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('discharge_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null and is_died
@@ -367,7 +367,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('day', date_trunc('day', (discharge_date)::timestamp)::date), ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('discharge_date', ['day', 'month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
@@ -386,7 +386,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('year_start', ['year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (year_start) <= p.period_end
     where disease = 'diabetes' and is_managed and is_controlled_last
@@ -405,7 +405,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('year_start', ['year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (year_start) <= p.period_end
     where disease = 'diabetes' and is_managed
@@ -424,7 +424,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('year_start', ['year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (year_start) <= p.period_end
     where disease = 'diabetes' and is_managed and is_standard_managed
@@ -445,7 +445,7 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (request_date)::timestamp)::date), ('quarter', date_trunc('quarter', (request_date)::timestamp)::date), ('year', date_trunc('year', (request_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('request_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (request_date) <= p.period_end
     where not is_rejected and not is_withdrawn and direction = 'down'
@@ -466,7 +466,7 @@ from (
         from {{ ref('fct_fee_org_month') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (month)::timestamp)::date), ('quarter', date_trunc('quarter', (month)::timestamp)::date), ('year', date_trunc('year', (month)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('month', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (month) <= p.period_end
     where is_drug_category
@@ -503,7 +503,7 @@ select
 from (
         select * from {{ ref('fct_public_health_service') }}
     ) as f
-    cross join lateral (values ('year', date_trunc('year', (service_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('service_date', ['year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (service_date) <= p.period_end
     where service_kind = 'elderly_check' and age_at_service >= 65
@@ -524,7 +524,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('day', date_trunc('day', (visit_date)::timestamp)::date), ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['day', 'month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where is_counted and encounter_class_code = '200'
@@ -543,7 +543,7 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (settled_date)::timestamp)::date), ('quarter', date_trunc('quarter', (settled_date)::timestamp)::date), ('year', date_trunc('year', (settled_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('settled_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (settled_date) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start))
@@ -579,7 +579,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('year_start', ['year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (year_start) <= p.period_end
     where disease = 'hypertension' and is_managed and is_controlled_last
@@ -598,7 +598,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('year_start', ['year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (year_start) <= p.period_end
     where disease = 'hypertension' and is_managed
@@ -617,7 +617,7 @@ select
 from (
         select * from {{ ref('fct_chronic_management_year') }}
     ) as f
-    cross join lateral (values ('year', date_trunc('year', (year_start)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('year_start', ['year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (year_start) <= p.period_end
     where disease = 'hypertension' and is_managed and is_standard_managed
@@ -636,7 +636,7 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (settled_date)::timestamp)::date), ('quarter', date_trunc('quarter', (settled_date)::timestamp)::date), ('year', date_trunc('year', (settled_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('settled_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (settled_date) <= p.period_end
     where not is_out_of_county
@@ -655,7 +655,7 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (settled_date)::timestamp)::date), ('quarter', date_trunc('quarter', (settled_date)::timestamp)::date), ('year', date_trunc('year', (settled_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('settled_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (settled_date) <= p.period_end
     where is_counted and encounter_kind = 'inpatient' and not is_out_of_county
@@ -676,7 +676,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('discharge_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
@@ -697,7 +697,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (discharge_date)::timestamp)::date), ('quarter', date_trunc('quarter', (discharge_date)::timestamp)::date), ('year', date_trunc('year', (discharge_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('discharge_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (discharge_date) <= p.period_end
     where is_counted and encounter_class_code = '300' and discharge_date is not null
@@ -716,7 +716,7 @@ select
 from (
         select * from {{ ref('fct_insurance_settlement') }}
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (settled_date)::timestamp)::date), ('quarter', date_trunc('quarter', (settled_date)::timestamp)::date), ('year', date_trunc('year', (settled_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('settled_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (settled_date) <= p.period_end
     where is_counted and encounter_kind = 'inpatient'
@@ -737,7 +737,7 @@ from (
         from {{ ref('fct_fee_org_month') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (month)::timestamp)::date), ('quarter', date_trunc('quarter', (month)::timestamp)::date), ('year', date_trunc('year', (month)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('month', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (month) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -757,7 +757,7 @@ from (
         from {{ ref('fct_inpatient_bed_day') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('day', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -777,7 +777,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200')
@@ -798,7 +798,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200')
@@ -819,7 +819,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('day', date_trunc('day', (visit_date)::timestamp)::date), ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['day', 'month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200')
@@ -840,7 +840,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('day', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -860,7 +860,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('day', date_trunc('day', (visit_date)::timestamp)::date), ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['day', 'month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where is_counted and encounter_class_code = '100'
@@ -881,7 +881,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('day', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (day) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -901,7 +901,7 @@ from (
         from {{ ref('int_institution_days') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (day)::timestamp)::date), ('quarter', date_trunc('quarter', (day)::timestamp)::date), ('year', date_trunc('year', (day)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('day', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (day) <= p.period_end
     where is_working_day
@@ -975,7 +975,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200') and inst_is_primary_care
@@ -996,7 +996,7 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (request_date)::timestamp)::date), ('quarter', date_trunc('quarter', (request_date)::timestamp)::date), ('year', date_trunc('year', (request_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('request_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (request_date) <= p.period_end
     where not is_rejected and not is_withdrawn
@@ -1017,7 +1017,7 @@ from (
         from {{ ref('fct_surgery') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (surgery_date)::timestamp)::date), ('quarter', date_trunc('quarter', (surgery_date)::timestamp)::date), ('year', date_trunc('year', (surgery_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('surgery_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (surgery_date) <= p.period_end
 group by grouping sets ((p.period_type, p.period_start, f.org_code), (p.period_type, p.period_start, f.inst_type), (p.period_type, p.period_start, f.inst_township), (p.period_type, p.period_start))
@@ -1037,7 +1037,7 @@ from (
         from {{ ref('fct_encounter') }} as f
         left join institutions as i on i.org_code = f.org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (visit_date)::timestamp)::date), ('quarter', date_trunc('quarter', (visit_date)::timestamp)::date), ('year', date_trunc('year', (visit_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('visit_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (visit_date) <= p.period_end
     where is_counted and encounter_class_code in ('100', '200') and is_tcm
@@ -1058,7 +1058,7 @@ from (
         from {{ ref('fct_referral') }} as f
         left join institutions as i on i.org_code = f.from_org_code
     ) as f
-    cross join lateral (values ('month', date_trunc('month', (request_date)::timestamp)::date), ('quarter', date_trunc('quarter', (request_date)::timestamp)::date), ('year', date_trunc('year', (request_date)::timestamp)::date)) as k (period_type, period_start)
+    {{ period_starts('request_date', ['month', 'quarter', 'year'], 'k') }}
     inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start
         and (request_date) <= p.period_end
     where not is_rejected and not is_withdrawn and direction = 'up'
