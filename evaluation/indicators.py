@@ -177,9 +177,9 @@ class TruthComparison:
     last_day: date
     indicators: dict[str, dict] = field(default_factory=dict)  # code -> name, keys, equal, under, over, totals
     differences: list[dict] = field(default_factory=list)  # every key where mart and truth differ
-    # (indicator, part) -> institutions whose numbers the mart has none of over the whole run, though they
-    # happened: their source system does not carry them (a 妇幼 file has no stays); what is short there is a gap
-    # of the source, which the quality system reports, not a defect of the pipeline
+    # "indicator part" -> institutions whose numbers the mart has none of over the whole run, though they happened,
+    # and whose source delivered nothing they could be counted from (DELIVERED: a 妇幼 file has no stays); what is
+    # short there is a gap of the source, which the quality system reports, not a defect of the pipeline
     not_carried: dict[str, list[str]] = field(default_factory=dict)
 
     @property
