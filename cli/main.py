@@ -166,14 +166,25 @@ def cmd_ingest_status(args: argparse.Namespace) -> None:
     console.print(table)
 
 
+def _accept(args: argparse.Namespace, action: str, accept: Callable[[str, str], list], nothing: str) -> list:
+    """An operator's acceptance names one source and its table; accepting what is not stopped is an error."""
+    if not args.source or len(args.source) != 1 or not args.table:
+        raise SystemExit(f"name one source and its table: ./drc ingest {action} --source S --table T")
+    accepted = accept(args.source[0], args.table)
+    if not accepted:
+        raise SystemExit(
+            f"{args.source[0]}.{args.table} has no {nothing}: nothing to accept (see `./drc ingest status`)"
+        )
+    return accepted
+
+
 def cmd_ingest_accept_drift(args: argparse.Namespace) -> None:
     from ingestion.monitoring import accept_schema_change
 
-    if not args.source or len(args.source) != 1 or not args.table:
-        raise SystemExit("name one source and its table: ./drc ingest accept-drift --source S --table T")
-    accepted = accept_schema_change(args.source[0], args.table)
+    accepted = _accept(args, "accept-drift", accept_schema_change, "schema change waiting")
+    changes = ", ".join(f"{change['column_name']} {change['action']}" for change in accepted)
     console.print(
-        f"  accepted {accepted} schema change(s) of {args.source[0]}.{args.table}; "
+        f"  accepted the schema change of {args.source[0]}.{args.table} ({changes}); "
         "the next `./drc ingest` resumes the table"
     )
 
@@ -181,15 +192,7 @@ def cmd_ingest_accept_drift(args: argparse.Namespace) -> None:
 def cmd_ingest_accept_deletes(args: argparse.Namespace) -> None:
     from ingestion.monitoring import accept_deletes
 
-    if not args.source or len(args.source) != 1 or not args.table:
-        raise SystemExit("name one source and its table: ./drc ingest accept-deletes --source S --table T")
-    accepted = accept_deletes(args.source[0], args.table)
-    if not accepted:
-        raise SystemExit(
-            f"{args.source[0]}.{args.table} has no snapshot stopped for too many deletes: nothing to "
-            "accept (see `./drc ingest status`)"
-        )
-    for guard in accepted:
+    for guard in _accept(args, "accept-deletes", accept_deletes, "snapshot stopped for too many deletes"):
         console.print(
             f"  accepted {guard['deletes']:,} deletes of {args.source[0]}.{guard['table_name']} "
             f"(read {guard['read_rows']:,} rows, bronze held {guard['current_rows']:,}); "
@@ -200,15 +203,7 @@ def cmd_ingest_accept_deletes(args: argparse.Namespace) -> None:
 def cmd_ingest_accept_rewind(args: argparse.Namespace) -> None:
     from ingestion.monitoring import accept_rewind
 
-    if not args.source or len(args.source) != 1 or not args.table:
-        raise SystemExit("name one source and its table: ./drc ingest accept-rewind --source S --table T")
-    accepted = accept_rewind(args.source[0], args.table)
-    if not accepted:
-        raise SystemExit(
-            f"{args.source[0]}.{args.table} has no table stopped for going back below bronze: nothing to "
-            "accept (see `./drc ingest status`)"
-        )
-    for guard in accepted:
+    for guard in _accept(args, "accept-rewind", accept_rewind, "table stopped for going back below bronze"):
         console.print(
             f"  accepted that {args.source[0]}.{guard['table_name']} went back to {guard['source_newest']} "
             f"(bronze holds changes up to {guard['bronze_newest']}); the next `./drc ingest` reads it whole"

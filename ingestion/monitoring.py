@@ -311,44 +311,63 @@ def slot_status(source: str) -> dict | None:
     return None if row is None else dict(row._mapping)
 
 
-# --- the delete guard of snapshots --------------------------------------------------------------------
-def record_pending_deletes(source: str, table: str, *, deletes: int, current: int, read: int) -> None:
-    """A snapshot was stopped for deleting too much: one open entry per table, refreshed by every run."""
+# --- the guards: a stopped table waits in an open entry until an operator accepts it ------------------
+_DELETES_OPEN = "accepted_at IS NULL AND used_at IS NULL"
+_REWIND_OPEN = "accepted_at IS NULL"
+
+
+def _record_open(guard: str, open_clause: str, keys: dict, values: dict) -> None:
+    """Keep one open entry per key in a guard table: every run that stops again refreshes it."""
     ensure_tables()
-    params = {"s": source, "t": table, "d": deletes, "c": current, "r": read}
+    params = {**keys, **values}
+    where = " AND ".join(f"{column} = :{column}" for column in keys)
     with warehouse_engine().begin() as conn:
         updated = conn.execute(
             sa.text(
-                "UPDATE ingest.delete_guard SET deletes = :d, current_rows = :c, read_rows = :r, detected_at = now() "
-                "WHERE source_system = :s AND table_name = :t AND accepted_at IS NULL AND used_at IS NULL"
+                f"UPDATE ingest.{guard} SET {', '.join(f'{c} = :{c}' for c in values)}, detected_at = now() "
+                f"WHERE {where} AND {open_clause}"
             ),
             params,
         ).rowcount
         if not updated:
             conn.execute(
                 sa.text(
-                    "INSERT INTO ingest.delete_guard (source_system, table_name, deletes, current_rows, read_rows) "
-                    "VALUES (:s, :t, :d, :c, :r)"
+                    f"INSERT INTO ingest.{guard} ({', '.join(params)}) VALUES ({', '.join(':' + c for c in params)})"
                 ),
                 params,
             )
 
 
-def accept_deletes(source: str, table: str) -> list[dict]:
-    """An operator confirms the deletes a stopped snapshot found; the next run of the table lands them."""
+def _accept_open(guard: str, open_clause: str, source: str, table: str, returning: str) -> list[dict]:
+    """An operator accepts the open entries of one table (its name in any case); what was accepted comes back."""
     ensure_tables()
     with warehouse_engine().begin() as conn:
         return [
             dict(r._mapping)
             for r in conn.execute(
                 sa.text(
-                    "UPDATE ingest.delete_guard SET accepted_at = now() WHERE source_system = :s "
-                    "AND lower(table_name) = lower(:t) AND accepted_at IS NULL AND used_at IS NULL "
-                    "RETURNING table_name, deletes, current_rows, read_rows, detected_at"
+                    f"UPDATE ingest.{guard} SET accepted_at = now() WHERE source_system = :s "
+                    f"AND lower(table_name) = lower(:t) AND {open_clause} "
+                    f"RETURNING table_name, {returning}, detected_at"
                 ),
                 {"s": source, "t": table},
             )
         ]
+
+
+def record_pending_deletes(source: str, table: str, *, deletes: int, current: int, read: int) -> None:
+    """A snapshot was stopped for deleting too much."""
+    _record_open(
+        "delete_guard",
+        _DELETES_OPEN,
+        {"source_system": source, "table_name": table},
+        {"deletes": deletes, "current_rows": current, "read_rows": read},
+    )
+
+
+def accept_deletes(source: str, table: str) -> list[dict]:
+    """An operator confirms the deletes a stopped snapshot found; the next run of the table lands them."""
+    return _accept_open("delete_guard", _DELETES_OPEN, source, table, "deletes, current_rows, read_rows")
 
 
 def take_accepted_deletes(source: str, table: str) -> bool:
@@ -366,7 +385,16 @@ def take_accepted_deletes(source: str, table: str) -> bool:
         )
 
 
-# --- the rewind guard of watermark sources -----------------------------------------------------------
+def record_rewind(source: str, table: str, *, source_newest: str, bronze_newest: str) -> None:
+    """A watermark source went back: one open entry per table and bronze state."""
+    _record_open(
+        "rewind_guard",
+        _REWIND_OPEN,
+        {"source_system": source, "table_name": table, "bronze_newest": bronze_newest},
+        {"source_newest": source_newest},
+    )
+
+
 def rewind_accepted(source: str, table: str, bronze_newest: str) -> bool:
     """Whether an operator accepted that this table's source went back below ``bronze_newest``."""
     ensure_tables()
@@ -382,43 +410,9 @@ def rewind_accepted(source: str, table: str, bronze_newest: str) -> bool:
         )
 
 
-def record_rewind(source: str, table: str, *, source_newest: str, bronze_newest: str) -> None:
-    """A watermark source went back: one open entry per table and bronze state, refreshed by every run."""
-    ensure_tables()
-    params = {"s": source, "t": table, "n": source_newest, "b": bronze_newest}
-    with warehouse_engine().begin() as conn:
-        updated = conn.execute(
-            sa.text(
-                "UPDATE ingest.rewind_guard SET source_newest = :n, detected_at = now() WHERE source_system = :s "
-                "AND table_name = :t AND bronze_newest = :b AND accepted_at IS NULL"
-            ),
-            params,
-        ).rowcount
-        if not updated:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO ingest.rewind_guard (source_system, table_name, source_newest, bronze_newest) "
-                    "VALUES (:s, :t, :n, :b)"
-                ),
-                params,
-            )
-
-
 def accept_rewind(source: str, table: str) -> list[dict]:
     """An operator confirms a source went back (a restore); its table is then read whole until it catches up."""
-    ensure_tables()
-    with warehouse_engine().begin() as conn:
-        return [
-            dict(r._mapping)
-            for r in conn.execute(
-                sa.text(
-                    "UPDATE ingest.rewind_guard SET accepted_at = now() WHERE source_system = :s "
-                    "AND lower(table_name) = lower(:t) AND accepted_at IS NULL "
-                    "RETURNING table_name, source_newest, bronze_newest, detected_at"
-                ),
-                {"s": source, "t": table},
-            )
-        ]
+    return _accept_open("rewind_guard", _REWIND_OPEN, source, table, "source_newest, bronze_newest")
 
 
 # --- one run per source -------------------------------------------------------------------------------
@@ -487,16 +481,9 @@ def record_schema_change(source: str, table: str, columns: list[str], action: st
         )
 
 
-def accept_schema_change(source: str, table: str) -> int:
-    ensure_tables()
-    with warehouse_engine().begin() as conn:
-        return conn.execute(
-            sa.text(
-                "UPDATE ingest.schema_change SET accepted_at = now() WHERE source_system = :s AND table_name = :t "
-                "AND accepted_at IS NULL"
-            ),
-            {"s": source, "t": table},
-        ).rowcount
+def accept_schema_change(source: str, table: str) -> list[dict]:
+    """An operator accepts a table's drift: a removed column then lands as NULL, a retyped one is cast."""
+    return _accept_open("schema_change", "accepted_at IS NULL", source, table, "column_name, action")
 
 
 def accepted_changes(source: str, table: str) -> set[tuple[str, str]]:
