@@ -600,8 +600,11 @@ def cmd_publish(args: argparse.Namespace) -> None:
     from core.spark import get_spark
     from spark_jobs.publish import run_publish
 
-    for table, rows in run_publish(get_spark()).items():
-        console.print(f"  {table}: {rows} rows")
+    for table, done in run_publish(get_spark(), whole=args.whole).items():
+        if done.mode == "changes":
+            console.print(f"  {table}: {done.rows:,} rows of changed keys in place of {done.removed:,}")
+        else:
+            console.print(f"  {table}: {done.mode}, {done.rows:,} rows")
 
 
 @_step("建模 transform (dbt build)")
@@ -1200,7 +1203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", type=_day, help="report: a day inside the period (default today)")
     p.add_argument("--out", type=Path, help="report: the folder (default: the exports folder's quality_reports/)")
     p.set_defaults(func=cmd_quality)
-    sub.add_parser("publish", help="publish silver to the warehouse ods schema").set_defaults(func=cmd_publish)
+    p = sub.add_parser("publish", help="publish silver to the warehouse ods schema (by changes after the first load)")
+    p.add_argument("--whole", action="store_true", help="reload every table whole (e.g. after ods was edited by hand)")
+    p.set_defaults(func=cmd_publish)
 
     sub.add_parser(
         "indicators",

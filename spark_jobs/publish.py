@@ -13,12 +13,25 @@ never an empty or half-loaded table (it waits for the few seconds of the copy), 
 the old rows in place. The ods table itself is never dropped or renamed: dbt's staging models are views over
 it, and a PostgreSQL view is bound to the table it was created on, so a swap by rename would leave them
 reading the old table (and block dropping it); copying within one transaction keeps every view as it is.
+
+After the first load a table with a change key (the lineage key of every entity, the event id of the EMPI log)
+is published by its changes: Delta's change data feed (switched on for the silver table at its first load) names
+the keys written since the version last published, and one transaction replaces the ods rows of those keys by
+their rows now (deletes included), so a county day moves thousands of rows, not millions. The version published
+is kept per table and per source (``ods_load.publish_state``, in the same transaction): a source a blocking rule
+holds back keeps its version and catches up when released. Anything the feed cannot answer — a table created
+anew, a column added, versions no longer in the log, a key with a NULL — falls back to a whole reload.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import sqlalchemy as sa
-from pyspark.sql import SparkSession
+from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core.db import ensure_schemas, warehouse_engine
@@ -31,6 +44,9 @@ from spark_jobs.standardize import QUARANTINE_COLUMNS, quarantine_path, silver_p
 from spark_jobs.terminology import worklist_path
 
 STAGE_SCHEMA = "ods_load"  # where a reload lands before it is swapped into ods in one transaction
+STATE_TABLE = f"{STAGE_SCHEMA}.publish_state"  # the silver version each ods table (and held-back source) holds
+BASE = ""  # the state row of every source not held back
+LINEAGE_KEY = ("source_system", "source_table", "source_key")  # the rows one source row became
 
 # Spark type (config/model's `type`, or a DataFrame field's simpleString) -> the PostgreSQL type Spark's JDBC
 # writer creates for it. Arrays are published as comma-joined text (see publish_table).
@@ -61,7 +77,9 @@ WORKLIST_COLUMNS = {  # as spark_jobs.terminology.refresh_worklist writes silver
     "example_keys": "string",
     "concept_map": "string",
 }
-# The master patient index (spark_jobs/empi): cross-reference, golden records, review queue, event log.
+# The master patient index (spark_jobs/empi): cross-reference, golden records, review queue, event log. The
+# first three are rewritten whole by every EMPI run, so they are reloaded whole; the log only grows.
+EMPI_KEYS = {"events": ("event_id",)}
 EMPI_TABLES = {
     "pix": (
         "records",
@@ -130,27 +148,53 @@ def pg_type(spark_type: str) -> str:
     return PG_TYPES[name]
 
 
-def ods_tables() -> list[tuple[str, str, dict[str, str]]]:
-    """(silver Delta path, ods table, columns as name -> Spark type) of every table publish maintains."""
+@dataclass(frozen=True)
+class OdsTable:
+    path: str  # the silver (or EMPI) Delta table
+    target: str  # schema.table in the warehouse
+    columns: dict[str, str]  # name -> Spark type
+    key: tuple[str, ...] | None = None  # the columns naming the rows a change replaces; None: reloaded whole
+
+
+@dataclass(frozen=True)
+class Published:
+    mode: str  # created (empty), full, changes, unchanged
+    rows: int  # rows loaded: all of them (full) or those of the changed keys (changes)
+    removed: int = 0  # rows the changed keys replaced or deleted (changes)
+
+
+def _columns(entity: str) -> dict[str, str]:
+    return {c["name"]: c["type"] for c in entity_columns(entity)}
+
+
+def ods_tables() -> list[OdsTable]:
+    """Every table publish maintains."""
     tables = [
-        (silver_path(entity), f"ods.{entity}", {c["name"]: c["type"] for c in entity_columns(entity)})
+        OdsTable(
+            silver_path(entity), f"ods.{entity}", {c["name"]: c["type"] for c in entity_columns(entity)}, LINEAGE_KEY
+        )
         for entity in canonical_model()["entities"]
     ]
-    tables.append((quarantine_path(), "ods.quarantine", QUARANTINE_COLUMNS))
-    tables.append((worklist_path(), "ods.terminology_worklist", WORKLIST_COLUMNS))
-    tables += [(empi_path(delta), f"ods.empi_{name}", columns) for name, (delta, columns) in EMPI_TABLES.items()]
+    tables.append(OdsTable(quarantine_path(), "ods.quarantine", QUARANTINE_COLUMNS))
+    tables.append(OdsTable(worklist_path(), "ods.terminology_worklist", WORKLIST_COLUMNS))
+    tables += [
+        OdsTable(empi_path(delta), f"ods.empi_{name}", columns, EMPI_KEYS.get(name))
+        for name, (delta, columns) in EMPI_TABLES.items()
+    ]
     return tables
 
 
-def ensure_table(target: str, columns: dict[str, str]) -> bool:
+def ensure_table(target: str, columns: dict[str, str], key: tuple[str, ...] | None = None) -> str | None:
     """Create ``target`` (schema.table) with ``columns`` if it is missing, else add the columns it lacks.
 
     Columns the table has beyond ``columns`` are left in place (views may read them) but made nullable, so a
-    reload without them still inserts. Returns True when the table was created.
+    reload without them still inserts. ``key``: indexed, for the deletes of a publish by changes. Returns
+    "created" or "widened" (columns added: the rows it holds lack them), None when the table was as declared.
     """
     schema, table = target.split(".")
     quote = warehouse_engine().dialect.identifier_preparer.quote
     qualified = f"{quote(schema)}.{quote(table)}"
+    changed = None
     with warehouse_engine().begin() as conn:
         existing = dict(
             conn.execute(
@@ -164,14 +208,20 @@ def ensure_table(target: str, columns: dict[str, str]) -> bool:
         if not existing:
             definition = ", ".join(f"{quote(name)} {pg_type(kind)}" for name, kind in columns.items())
             conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {qualified} ({definition})"))
-            return True
+            changed = "created"
         for name, kind in columns.items():
-            if name not in existing:
+            if existing and name not in existing:
                 conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN {quote(name)} {pg_type(kind)}"))
+                changed = "widened"
         for name, nullable in existing.items():
             if name not in columns and nullable == "NO":
                 conn.execute(sa.text(f"ALTER TABLE {qualified} ALTER COLUMN {quote(name)} DROP NOT NULL"))
-    return False
+        if key:
+            index = quote(f"{table}_change_key")
+            conn.execute(
+                sa.text(f"CREATE INDEX IF NOT EXISTS {index} ON {qualified} ({', '.join(quote(c) for c in key)})")
+            )
+    return changed
 
 
 def _qualified(name: str) -> str:
@@ -216,45 +266,200 @@ def swap_in(target: str, stage: str, names: list[str], keep_sources: list[str] |
     return rows
 
 
-def publish_table(spark: SparkSession, path: str, target: str, columns: dict[str, str]) -> int | None:
-    """Reload ``target`` from the Delta table at ``path``; rows published, or None when ``path`` has no data yet.
+def _ensure_state_table() -> None:
+    ensure_schemas(STAGE_SCHEMA)
+    with warehouse_engine().begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (target text NOT NULL, source_system text NOT NULL, "
+                "table_id text NOT NULL, version bigint, published_at timestamptz NOT NULL DEFAULT now(), "
+                "PRIMARY KEY (target, source_system))"
+            )
+        )
+
+
+def _published_state(target: str, table_id: str) -> dict[str, int | None]:
+    """Source -> the silver version its ods rows are at (``BASE``: every source not named); empty when ``target``
+    was never published from this Delta table (a table made anew has another id)."""
+    _ensure_state_table()
+    with warehouse_engine().connect() as conn:
+        rows = conn.execute(
+            sa.text(f"SELECT source_system, table_id, version FROM {STATE_TABLE} WHERE target = :t"), {"t": target}
+        ).all()
+    state = {source: version for source, table, version in rows if table == table_id}
+    return state if BASE in state and len(state) == len(rows) else {}
+
+
+def _save_state(conn: sa.Connection, target: str, table_id: str, state: dict[str, int | None]) -> None:
+    conn.execute(sa.text(f"DELETE FROM {STATE_TABLE} WHERE target = :t"), {"t": target})
+    for source, version in state.items():
+        conn.execute(
+            sa.text(f"INSERT INTO {STATE_TABLE} (target, source_system, table_id, version) VALUES (:t, :s, :i, :v)"),
+            {"t": target, "s": source, "i": table_id, "v": version},
+        )
+
+
+def _delta_version(path: str) -> int:
+    """The newest version of the Delta table at ``path`` (its newest commit file, no Spark job)."""
+    return max(int(p.stem) for p in (Path(path) / "_delta_log").glob("*.json") if p.stem.isdigit())
+
+
+def _with_change_feed(spark: SparkSession, path: str) -> str:
+    """Switch Delta's change data feed on for the table (from its next version on); the table's id."""
+    detail = DeltaTable.forPath(spark, path).detail().select("id", "properties").first()
+    if detail["properties"].get("delta.enableChangeDataFeed") != "true":
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+    return detail["id"]
+
+
+def _write_stage(df: DataFrame, stage: str) -> None:
+    url, props = get_settings().warehouse_jdbc
+    df.write.format("jdbc").mode("append").option("url", url).option("dbtable", stage).option(
+        "batchsize", "5000"
+    ).options(**props).save()
+
+
+def _changed_keys(
+    spark: SparkSession, path: str, key: tuple[str, ...], state: dict[str, int | None], version: int, held: list[str]
+) -> DataFrame | None:
+    """The keys written since each source's published version (a source held back: none), or None when the
+    change feed cannot say (versions gone from the log, the feed off for some of them)."""
+    since = min(v for s, v in state.items() if v is not None and s not in held)
+    if since >= version:
+        return spark.createDataFrame([], ", ".join(f"`{c}` string" for c in key))
+    newer: Column = F.col("_commit_version") > F.lit(state[BASE])
+    if "source_system" in key:
+        by_source = F.when(F.col("source_system").isin(held), F.lit(False))
+        for source, published in state.items():
+            if source != BASE:
+                by_source = by_source.when(
+                    F.col("source_system") == source,
+                    F.lit(False) if published is None else F.col("_commit_version") > F.lit(published),
+                )
+        newer = by_source.otherwise(newer)
+    try:
+        changes = (
+            spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", since + 1)
+            .option("endingVersion", version)
+            .load(path)
+        )
+        keys = changes.where(newer).select(*key).distinct().localCheckpoint()
+    except AnalysisException:
+        return None
+    return keys
+
+
+def _publish_changes(
+    spark: SparkSession,
+    df: DataFrame,
+    table: OdsTable,
+    table_id: str,
+    state: dict[str, int | None],
+    version: int,
+    held: list[str],
+) -> Published | None:
+    """Replace the ods rows of the keys changed since the published versions by their rows now, in one
+    transaction with the new state; None when a whole reload is needed instead."""
+    key = table.key or ()
+    keys = _changed_keys(spark, table.path, key, state, version, held)
+    if keys is None or keys.where(" OR ".join(f"`{c}` IS NULL" for c in key)).limit(1).count():
+        return None
+    # a source released after being held back from a whole reload has no version: its rows are reloaded
+    reload = [s for s, v in state.items() if s != BASE and v is None and s not in held]
+    rows = df.join(keys, list(key), "left_semi")
+    if reload:
+        rows = rows.unionByName(df.where(F.col("source_system").isin(reload)))
+    new_state = {BASE: version} | {s: state.get(s, state[BASE]) for s in held}
+    if not keys.limit(1).count() and not reload:
+        with warehouse_engine().begin() as conn:
+            _save_state(conn, table.target, table_id, new_state)
+        return Published("unchanged", 0)
+    key_stage, row_stage = f"{STAGE_SCHEMA}.keys__{table.target.replace('.', '__')}", stage_table(table.target)
+    quote = warehouse_engine().dialect.identifier_preparer.quote
+    key_list = ", ".join(quote(c) for c in key)
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {_qualified(key_stage)}"))
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {_qualified(key_stage)} AS SELECT {key_list} FROM {_qualified(table.target)} LIMIT 0"
+            )
+        )
+    _write_stage(keys, key_stage)
+    _write_stage(rows, row_stage)
+    columns = ", ".join(quote(c) for c in df.columns)
+    matches = " AND ".join(f"t.{quote(c)} = k.{quote(c)}" for c in key)
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text(f"ANALYZE {_qualified(key_stage)}"))
+        removed = conn.execute(
+            sa.text(f"DELETE FROM {_qualified(table.target)} t USING {_qualified(key_stage)} k WHERE {matches}")
+        ).rowcount
+        if reload:
+            removed += conn.execute(
+                sa.text(f"DELETE FROM {_qualified(table.target)} WHERE source_system = ANY(:reload)"),
+                {"reload": reload},
+            ).rowcount
+        inserted = conn.execute(
+            sa.text(f"INSERT INTO {_qualified(table.target)} ({columns}) SELECT {columns} FROM {_qualified(row_stage)}")
+        ).rowcount
+        conn.execute(sa.text(f"DROP TABLE {_qualified(key_stage)}, {_qualified(row_stage)}"))
+        _save_state(conn, table.target, table_id, new_state)
+    return Published("changes", inserted, removed)
+
+
+def publish_table(
+    spark: SparkSession,
+    path: str,
+    target: str,
+    columns: dict[str, str],
+    key: tuple[str, ...] | None = None,
+    whole: bool = False,
+) -> Published:
+    """Bring ``target`` up to the Delta table at ``path``: by its changes when it has a change key and was
+    published before from the same table, else (or ``whole``) by a whole reload.
 
     The table is created from ``columns`` first if need be, so it exists even while its silver table does not
-    (then it is left as it is: 0 rows when just created). The rows are loaded into a staging table first and
-    swapped in atomically (:func:`swap_in`).
+    (then it is left as it is: 0 rows when just created). A whole reload is loaded into a staging table first
+    and swapped in atomically (:func:`swap_in`).
     """
+    table = OdsTable(path, target, columns, key)
     df = read_delta(spark, path)
+    if df is not None and key:  # the rows of the version whose changes are read next time, whatever lands now
+        table_id = _with_change_feed(spark, path)
+        version = _delta_version(path)
+        df = spark.read.format("delta").option("versionAsOf", version).load(path)
     if df is not None:
         df = df.select(*[c for c in columns if c in df.columns])  # the declared columns only (e.g. no features)
         # PostgreSQL gets arrays as text[]; keep flags readable for analysts as a comma list instead.
         for field in df.schema.fields:
             if field.dataType.typeName() == "array":
                 df = df.withColumn(field.name, F.array_join(field.name, ","))
-    created = ensure_table(target, columns)
+    shape = ensure_table(target, columns, key)
     if df is None:
-        return 0 if created else None
-    held_back = blocked_sources(target.split(".")[1]) if "source_system" in df.columns else []
-    if held_back:
-        df = df.where(~F.col("source_system").isin(held_back))
+        return Published("created" if shape == "created" else "unchanged", 0)
+    held = blocked_sources(target.split(".")[1]) if "source_system" in df.columns else []
+    current = df.where(~F.col("source_system").isin(held)) if held else df
+    if key:
+        state = _published_state(target, table_id)
+        if state and shape is None and not whole:
+            done = _publish_changes(spark, current, table, table_id, state, version, held)
+            if done is not None:
+                return done
+        with warehouse_engine().begin() as conn:  # until the reload is in, the next run must reload too
+            _save_state(conn, target, table_id, {})
     stage = stage_table(target)
-    url, props = get_settings().warehouse_jdbc
-    (
-        df.write.format("jdbc")
-        .mode("append")
-        .option("url", url)
-        .option("dbtable", stage)
-        .option("batchsize", "5000")
-        .options(**props)
-        .save()
-    )
-    return swap_in(target, stage, df.columns, held_back)
+    _write_stage(current, stage)
+    rows = swap_in(target, stage, df.columns, held)
+    if key:  # a source held back keeps the version it was at (none known: reloaded whole when released)
+        with warehouse_engine().begin() as conn:
+            _save_state(conn, target, table_id, {BASE: version} | {s: state.get(s) for s in held})
+    return Published("full", rows)
 
 
-def run_publish(spark: SparkSession) -> dict[str, int]:
+def run_publish(spark: SparkSession, whole: bool = False) -> dict[str, Published]:
     ensure_schemas("ods")
-    published = {}
-    for path, target, columns in ods_tables():
-        rows = publish_table(spark, path, target, columns)
-        if rows is not None:
-            published[target] = rows
-    return published
+    return {
+        table.target: publish_table(spark, table.path, table.target, table.columns, table.key, whole)
+        for table in ods_tables()
+    }

@@ -8,10 +8,11 @@ from datetime import datetime, time, timedelta
 
 import pytest
 import sqlalchemy as sa
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from cli.main import main as drc_main
 from core.db import warehouse_engine
-from core.spark import read_delta
 from evaluation.quality import DETECTING_RULES, detection_report
 from expectations.engine import load_datasets, register_views
 from expectations.gx_check import data_docs_index, run_gx
@@ -132,42 +133,48 @@ def test_marts_serve_scores_problems_and_audit_items(pipeline_done):
     assert totals and all(0 <= float(score) <= 100 and rank >= 1 for _, score, rank in totals)
 
 
-@pytest.mark.runs_last(order=1)  # republishes ods: after the tests that read it
+@pytest.mark.runs_last(order=1)  # changes silver and republishes ods: after the tests that read them
 def test_a_blocking_rule_holds_back_only_its_source_and_dataset(pipeline_done, spark):
     """While a blocking rule fails for 人民医院's encounters, publishing keeps their last published rows and
-    publishes everything else; once it passes, they are published again."""
-    marker = "【上次发布】"
+    publishes everything else; once it passes, they are published again. Silver changes for every source (a
+    doctor's name corrected everywhere) and is restored afterwards."""
+    marker = "【本次更正】"
+    encounters = DeltaTable.forPath(spark, silver_path("encounter"))
+    persons = DeltaTable.forPath(spark, silver_path("person"))
+    before = {table: table.history(1).first()["version"] for table in (encounters, persons)}
+    silver = {r.source_system: r["count"] for r in encounters.toDF().groupBy("source_system").count().collect()}
+    encounters.update(set={"doctor_name": F.lit(marker)})
+    persons.update(F.col("source_system") == "rmyy_his", {"name": F.lit(marker)})
     with warehouse_engine().begin() as conn:
-        conn.execute(
-            sa.text("UPDATE ods.encounter SET doctor_name = :m WHERE source_system = 'rmyy_his'"), {"m": marker}
-        )
-        conn.execute(sa.text("UPDATE ods.person SET name = :m WHERE source_system = 'rmyy_his'"), {"m": marker})
         conn.execute(
             sa.text("INSERT INTO dq.blocked_publish VALUES ('rmyy_his', 'encounter', 'ENC-B01', 1, 1, 'pytest')")
         )
-    silver = {
-        r.source_system: r["count"]
-        for r in read_delta(spark, silver_path("encounter")).groupBy("source_system").count().collect()
-    }
     try:
         assert drc_main(["publish"]) == 0
         published = {
-            s: (n, held)
-            for s, n, held in _rows(
+            s: (n, changed)
+            for s, n, changed in _rows(
                 "SELECT source_system, count(*), count(*) FILTER (WHERE doctor_name = :m) FROM ods.encounter "
                 "GROUP BY 1",
                 m=marker,
             )
         }
-        assert published["rmyy_his"][0] == published["rmyy_his"][1] > 0  # held back as last published
-        assert all(published[s] == (n, 0) for s, n in silver.items() if s != "rmyy_his")
-        assert not _rows("SELECT 1 FROM ods.person WHERE name = :m", m=marker)  # other datasets publish
+        assert published["rmyy_his"][0] > 0 and published["rmyy_his"][1] == 0  # held back as last published
+        assert all(published[s] == (n, n) for s, n in silver.items() if s != "rmyy_his")
+        assert _rows("SELECT 1 FROM ods.person WHERE name = :m", m=marker)  # other datasets publish
+        with warehouse_engine().begin() as conn:
+            conn.execute(sa.text("DELETE FROM dq.blocked_publish WHERE run_id = 'pytest'"))
+        assert drc_main(["publish"]) == 0
+        released = "SELECT count(*) FILTER (WHERE doctor_name = :m) FROM ods.encounter WHERE source_system = :s"
+        assert _rows(released, m=marker, s="rmyy_his")[0][0] == silver["rmyy_his"]
     finally:
         with warehouse_engine().begin() as conn:
             conn.execute(sa.text("DELETE FROM dq.blocked_publish WHERE run_id = 'pytest'"))
-    assert drc_main(["publish"]) == 0
+        for table, version in before.items():
+            table.restoreToVersion(version)
+    assert drc_main(["publish"]) == 0  # the restore is a change too: ods is as before
     assert not _rows("SELECT 1 FROM ods.encounter WHERE doctor_name = :m", m=marker)
-    assert _rows("SELECT count(*) FROM ods.encounter WHERE source_system = 'rmyy_his'")[0][0] == silver["rmyy_his"]
+    assert not _rows("SELECT 1 FROM ods.person WHERE name = :m", m=marker)
 
 
 @pytest.mark.runs_last(order=3)  # changes the sources: after every test, including those adding days

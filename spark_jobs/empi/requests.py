@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from core.db import warehouse_engine
 from core.settings import get_settings
 from spark_jobs.empi import identity
-from spark_jobs.publish import EMPI_TABLES, publish_table
+from spark_jobs.publish import EMPI_KEYS, EMPI_TABLES, publish_table
 
 
 def _apply(spark: SparkSession, action: str, payload: dict, actor: str, reason: str) -> str:
@@ -75,7 +75,7 @@ def apply_requests(spark: SparkSession, progress: Callable[[str], None] = print)
             report = identity.apply_manual_decisions(spark)
             progress(f"re-matched: {report.masters:,} residents")
             for name, (delta, columns) in EMPI_TABLES.items():
-                publish_table(spark, identity.empi_path(delta), f"ods.empi_{name}", columns)
+                publish_table(spark, identity.empi_path(delta), f"ods.empi_{name}", columns, EMPI_KEYS.get(name))
             with warehouse_engine().begin() as conn:
                 conn.execute(sa.text("UPDATE audit.empi_request SET status = 'done' WHERE status = 'applying'"))
         return applied
