@@ -47,6 +47,10 @@ STAGE_SCHEMA = "ods_load"  # where a reload lands before it is swapped into ods 
 STATE_TABLE = f"{STAGE_SCHEMA}.publish_state"  # the silver version each ods table (and held-back source) holds
 BASE = ""  # the state row of every source not held back
 LINEAGE_KEY = ("source_system", "source_table", "source_key")  # the rows one source row became
+# What each publish changed, for dbt's incremental models: the lineage keys replaced, a source's whole slice (key
+# NULL) or the whole table (source NULL too); kept CHANGE_LOG_DAYS.
+CHANGE_LOG = "ods.published_change"
+CHANGE_LOG_DAYS = 35
 
 # Spark type (config/model's `type`, or a DataFrame field's simpleString) -> the PostgreSQL type Spark's JDBC
 # writer creates for it. Arrays are published as comma-joined text (see publish_table).
@@ -267,7 +271,7 @@ def swap_in(target: str, stage: str, names: list[str], keep_sources: list[str] |
 
 
 def _ensure_state_table() -> None:
-    ensure_schemas(STAGE_SCHEMA)
+    ensure_schemas(STAGE_SCHEMA, "ods")
     with warehouse_engine().begin() as conn:
         conn.execute(
             sa.text(
@@ -275,6 +279,33 @@ def _ensure_state_table() -> None:
                 "table_id text NOT NULL, version bigint, published_at timestamptz NOT NULL DEFAULT now(), "
                 "PRIMARY KEY (target, source_system))"
             )
+        )
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE IF NOT EXISTS {CHANGE_LOG} (dataset text NOT NULL, source_system text, "
+                "source_table text, source_key text, published_at timestamptz NOT NULL DEFAULT now())"
+            )
+        )
+        conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS published_change_at ON {CHANGE_LOG} (dataset, published_at)"))
+
+
+def _log_changes(conn: sa.Connection, table: OdsTable, sources: list[str | None], key_stage: str | None = None) -> None:
+    """Write what this publish replaced into the change log (entity tables only): the keys staged in
+    ``key_stage``, and each of ``sources`` whole (None: the whole table)."""
+    if table.key != LINEAGE_KEY:
+        return
+    dataset = table.target.split(".")[1]
+    if key_stage:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {CHANGE_LOG} (dataset, source_system, source_table, source_key) "
+                f"SELECT :d, source_system, source_table, source_key FROM {_qualified(key_stage)}"
+            ),
+            {"d": dataset},
+        )
+    for source in sources:
+        conn.execute(
+            sa.text(f"INSERT INTO {CHANGE_LOG} (dataset, source_system) VALUES (:d, :s)"), {"d": dataset, "s": source}
         )
 
 
@@ -403,6 +434,7 @@ def _publish_changes(
         inserted = conn.execute(
             sa.text(f"INSERT INTO {_qualified(table.target)} ({columns}) SELECT {columns} FROM {_qualified(row_stage)}")
         ).rowcount
+        _log_changes(conn, table, reload, key_stage)
         conn.execute(sa.text(f"DROP TABLE {_qualified(key_stage)}, {_qualified(row_stage)}"))
         _save_state(conn, table.target, table_id, new_state)
     return Published("changes", inserted, removed)
@@ -453,12 +485,18 @@ def publish_table(
     rows = swap_in(target, stage, df.columns, held)
     if key:  # a source held back keeps the version it was at (none known: reloaded whole when released)
         with warehouse_engine().begin() as conn:
+            _log_changes(conn, table, [None])
             _save_state(conn, target, table_id, {BASE: version} | {s: state.get(s) for s in held})
     return Published("full", rows)
 
 
 def run_publish(spark: SparkSession, whole: bool = False) -> dict[str, Published]:
-    ensure_schemas("ods")
+    _ensure_state_table()
+    with warehouse_engine().begin() as conn:
+        conn.execute(
+            sa.text(f"DELETE FROM {CHANGE_LOG} WHERE published_at < now() - make_interval(days => :d)"),
+            {"d": CHANGE_LOG_DAYS},
+        )
     return {
         table.target: publish_table(spark, table.path, table.target, table.columns, table.key, whole)
         for table in ods_tables()

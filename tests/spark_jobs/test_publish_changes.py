@@ -29,6 +29,7 @@ def _clean() -> None:
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {TARGET}"))
         conn.execute(sa.text(f"DELETE FROM {publish.STATE_TABLE} WHERE target = :t"), {"t": TARGET})
+        conn.execute(sa.text(f"DELETE FROM {publish.CHANGE_LOG} WHERE dataset = 'scratch_publish_changes'"))
         conn.execute(sa.text("DELETE FROM dq.blocked_publish WHERE dataset = 'scratch_publish_changes'"))
 
 
@@ -87,6 +88,17 @@ def test_the_next_publish_moves_only_the_changed_keys_and_ods_equals_silver(spar
     # replaced: K0001 (1), K0010 (2), K0020 (2), K0003 (1), K0030 (2), K0040 (2); back: 5 changed + K0040's one
     assert (second.rows, second.removed) == (5 + 1 + 2, 10)
     assert _ods() == _silver(spark, silver)
+    with warehouse_engine().connect() as conn:  # what dbt's incremental models read: the whole table, then keys
+        logged = conn.execute(
+            sa.text(
+                f"SELECT source_system, source_key FROM {publish.CHANGE_LOG} WHERE dataset = 'scratch_publish_changes' "
+                "ORDER BY published_at, source_key NULLS FIRST"
+            )
+        ).all()
+    assert logged[0] == (None, None)
+    assert sorted(key for _, key in logged[1:]) == sorted(
+        ["K0001", "K0010", "K0020", "K0003", "K0030", "K0040", "K9000", "K9001"]
+    )
 
     assert _publish(spark, silver).mode == "unchanged"
     assert _ods() == _silver(spark, silver)
