@@ -47,8 +47,9 @@ STAGE_SCHEMA = "ods_load"  # where a reload lands before it is swapped into ods 
 STATE_TABLE = f"{STAGE_SCHEMA}.publish_state"  # the silver version each ods table (and held-back source) holds
 BASE = ""  # the state row of every source not held back
 LINEAGE_KEY = ("source_system", "source_table", "source_key")  # the rows one source row became
-# What each publish changed, for dbt's incremental models: the lineage keys replaced, a source's whole slice (key
-# NULL) or the whole table (source NULL too); kept CHANGE_LOG_DAYS.
+# What each publish changed, for dbt's incremental models: each lineage key replaced (``before`` NULL) and each row
+# it replaced as it was (``before``, so a deleted fee still names its encounter), a source's whole slice (key NULL)
+# or the whole table (source NULL too); kept CHANGE_LOG_DAYS.
 CHANGE_LOG = "ods.published_change"
 CHANGE_LOG_DAYS = 35
 
@@ -286,6 +287,7 @@ def _ensure_state_table() -> None:
                 "source_table text, source_key text, published_at timestamptz NOT NULL DEFAULT now())"
             )
         )
+        conn.execute(sa.text(f"ALTER TABLE {CHANGE_LOG} ADD COLUMN IF NOT EXISTS before jsonb"))
         conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS published_change_at ON {CHANGE_LOG} (dataset, published_at)"))
 
 
@@ -307,6 +309,21 @@ def _log_changes(conn: sa.Connection, table: OdsTable, sources: list[str | None]
         conn.execute(
             sa.text(f"INSERT INTO {CHANGE_LOG} (dataset, source_system) VALUES (:d, :s)"), {"d": dataset, "s": source}
         )
+
+
+def _delete_keys(conn: sa.Connection, table: OdsTable, key_stage: str, matches: str) -> int:
+    """Delete the rows of the staged keys from ``table``; an entity's rows go to the change log as they were."""
+    deleting = f"DELETE FROM {_qualified(table.target)} t USING {_qualified(key_stage)} k WHERE {matches}"
+    if table.key != LINEAGE_KEY:
+        return conn.execute(sa.text(deleting)).rowcount
+    return conn.execute(
+        sa.text(
+            f"WITH gone AS ({deleting} RETURNING t.*) INSERT INTO {CHANGE_LOG} "
+            "(dataset, source_system, source_table, source_key, before) "
+            "SELECT :d, source_system, source_table, source_key, to_jsonb(gone) FROM gone"
+        ),
+        {"d": table.target.split(".")[1]},
+    ).rowcount
 
 
 def _published_state(target: str, table_id: str) -> dict[str, int | None]:
@@ -423,9 +440,7 @@ def _publish_changes(
     matches = " AND ".join(f"t.{quote(c)} = k.{quote(c)}" for c in key)
     with warehouse_engine().begin() as conn:
         conn.execute(sa.text(f"ANALYZE {_qualified(key_stage)}"))
-        removed = conn.execute(
-            sa.text(f"DELETE FROM {_qualified(table.target)} t USING {_qualified(key_stage)} k WHERE {matches}")
-        ).rowcount
+        removed = _delete_keys(conn, table, key_stage, matches)
         if reload:
             removed += conn.execute(
                 sa.text(f"DELETE FROM {_qualified(table.target)} WHERE source_system = ANY(:reload)"),

@@ -91,14 +91,16 @@ def test_the_next_publish_moves_only_the_changed_keys_and_ods_equals_silver(spar
     with warehouse_engine().connect() as conn:  # what dbt's incremental models read: the whole table, then keys
         logged = conn.execute(
             sa.text(
-                f"SELECT source_system, source_key FROM {publish.CHANGE_LOG} WHERE dataset = 'scratch_publish_changes' "
-                "ORDER BY published_at, source_key NULLS FIRST"
+                f"SELECT source_system, source_key, before FROM {publish.CHANGE_LOG} "
+                "WHERE dataset = 'scratch_publish_changes' ORDER BY published_at, source_key NULLS FIRST"
             )
         ).all()
-    assert logged[0] == (None, None)
-    assert sorted(key for _, key in logged[1:]) == sorted(
+    assert logged[0] == (None, None, None)
+    assert sorted(key for _, key, before in logged[1:] if before is None) == sorted(
         ["K0001", "K0010", "K0020", "K0003", "K0030", "K0040", "K9000", "K9001"]
     )
+    replaced = sorted((before["source_key"], before["line"], before["amount"]) for *_, before in logged if before)
+    assert len(replaced) == 10 and ("K0030", 2, 30.0) in replaced  # a deleted row, as it was
 
     assert _publish(spark, silver).mode == "unchanged"
     assert _ods() == _silver(spark, silver)
