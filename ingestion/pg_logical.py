@@ -373,8 +373,14 @@ def _escape(name: str) -> str:
     return re.sub(r"([\\,.*])", r"\\\1", name)
 
 
-def peek_changes(conn: Any, source: SourceConfig, slot: str) -> Iterator[dict[str, Any]]:
-    """Every whole transaction committed up to now on the source's tables, as wal2json format-2 messages."""
+def current_lsn(conn: Any) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn()::text")
+        return lsn_int(cur.fetchone()[0])
+
+
+def peek_changes(conn: Any, source: SourceConfig, slot: str, upto: int) -> Iterator[dict[str, Any]]:
+    """Every whole transaction committed before ``upto`` on the source's tables, as wal2json format-2 messages."""
     tables = ",".join(f"{_escape(schema_name(source))}.{_escape(t.name)}" for t in source.tables)
     options = [
         "format-version",
@@ -390,14 +396,11 @@ def peek_changes(conn: Any, source: SourceConfig, slot: str) -> Iterator[dict[st
     ]
     conn.autocommit = False
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_current_wal_lsn()::text")
-            upto = cur.fetchone()[0]
         with conn.cursor(name="drc_pg_logical") as cur:
             cur.itersize = FETCH_ROWS
             cur.execute(
                 "SELECT data FROM pg_logical_slot_peek_changes(%s, %s::pg_lsn, NULL, VARIADIC %s::text[])",
-                (slot, upto, options),
+                (slot, lsn_text(upto), options),
             )
             for (data,) in cur:
                 yield DECODER.decode(data)
@@ -634,7 +637,11 @@ def collect(spark: SparkSession, source: SourceConfig) -> list[TableResult]:
         floors = {t.name: position(start) if t.name in snapshot else offsets[t.name]["pos"] for t in source.tables}
         with tempfile.TemporaryDirectory(prefix=f"{source.name}-", dir=_spool_dir()) as directory:
             spool = Spool(Path(directory), source.strategy.batch_size)
-            end = spool_changes(peek_changes(conn, source, slot), source, floors, spool)
+            # Read up to the WAL position now. The slot may then move that far even when the member's database
+            # had no transaction: its WAL is shared with every other database of the server (a quiet database
+            # must not make the server keep the WAL the others write).
+            upto = current_lsn(conn)
+            end = max(spool_changes(peek_changes(conn, source, slot, upto), source, floors, spool) or 0, upto)
 
             def collect_table(table: TableConfig) -> int:
                 info = check_table(source, table, catalog.get(table.name))

@@ -331,3 +331,19 @@ def test_a_stopped_table_holds_the_slot_only_up_to_the_configured_wal_size(spark
     assert sorted((r.diag_id, r.seq) for r in diag.collect()) == [("D1", 1), ("D2", 2)]
     assert pg_logical._load_state(capped).get("resync") == []
     _assert_reconciles(spark, capped, "visit")
+
+
+def test_a_quiet_member_database_does_not_make_the_server_keep_the_wal_others_write(spark, source):
+    """WAL is shared by every database of a server: while the member's own database has no transaction, the
+    others' writes (here the warehouse's) must not pile up behind its slot."""
+    _visits(range(1, 3), "v")
+    pg_logical.collect(spark, source)
+    with closing(_connect("postgres")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE elsewhere AS SELECT generate_series(1, 50000) AS n")  # another database's WAL
+        cur.execute("SELECT pg_current_wal_lsn()::text")
+        written = pg_logical.lsn_int(cur.fetchone()[0])
+    results = _statuses(pg_logical.collect(spark, source))
+    assert results["visit"] == "no_change" and _slot_lsn(source) >= written
+    _visits(range(3, 4), "w")  # and what the member writes next still arrives
+    pg_logical.collect(spark, source)
+    _assert_reconciles(spark, source, "visit")
