@@ -25,6 +25,7 @@ anew, a column added, versions no longer in the log, a key with a NULL — falls
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ BASE = ""  # the state row of every source not held back
 LINEAGE_KEY = ("source_system", "source_table", "source_key")  # the rows one source row became
 # What each publish changed, for dbt's incremental models: each lineage key replaced (``before`` NULL) and each row
 # it replaced as it was (``before``, so a deleted fee still names its encounter), a source's whole slice (key NULL)
-# or the whole table (source NULL too); kept CHANGE_LOG_DAYS.
+# or the whole table (source NULL too), with the transaction that wrote it (``xact``); kept CHANGE_LOG_DAYS.
 CHANGE_LOG = "ods.published_change"
 CHANGE_LOG_DAYS = 35
 
@@ -281,6 +282,7 @@ def _ensure_state_table() -> None:
                 "PRIMARY KEY (target, source_system))"
             )
         )
+        conn.execute(sa.text(f"ALTER TABLE {STATE_TABLE} ADD COLUMN IF NOT EXISTS commit_ts bigint"))
         conn.execute(
             sa.text(
                 f"CREATE TABLE IF NOT EXISTS {CHANGE_LOG} (dataset text NOT NULL, source_system text, "
@@ -288,6 +290,13 @@ def _ensure_state_table() -> None:
             )
         )
         conn.execute(sa.text(f"ALTER TABLE {CHANGE_LOG} ADD COLUMN IF NOT EXISTS before jsonb"))
+        # the writing transaction: a reader takes exactly the rows of transactions older than its snapshot's xmin
+        # (all committed), where a time would miss a long publish that commits after a later one was read
+        conn.execute(
+            sa.text(
+                f"ALTER TABLE {CHANGE_LOG} ADD COLUMN IF NOT EXISTS xact xid8 NOT NULL DEFAULT pg_current_xact_id()"
+            )
+        )
         conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS published_change_at ON {CHANGE_LOG} (dataset, published_at)"))
 
 
@@ -338,18 +347,46 @@ def _published_state(target: str, table_id: str) -> dict[str, int | None]:
     return state if BASE in state and len(state) == len(rows) else {}
 
 
-def _save_state(conn: sa.Connection, target: str, table_id: str, state: dict[str, int | None]) -> None:
+def _save_state(
+    conn: sa.Connection, target: str, table_id: str, state: dict[str, int | None], commit_ts: int | None = None
+) -> None:
+    """Replace ``target``'s state; ``commit_ts``: the commit time of the base version (see :func:`_up_to_date`)."""
     conn.execute(sa.text(f"DELETE FROM {STATE_TABLE} WHERE target = :t"), {"t": target})
     for source, version in state.items():
         conn.execute(
-            sa.text(f"INSERT INTO {STATE_TABLE} (target, source_system, table_id, version) VALUES (:t, :s, :i, :v)"),
-            {"t": target, "s": source, "i": table_id, "v": version},
+            sa.text(
+                f"INSERT INTO {STATE_TABLE} (target, source_system, table_id, version, commit_ts) "
+                "VALUES (:t, :s, :i, :v, :c)"
+            ),
+            {"t": target, "s": source, "i": table_id, "v": version, "c": commit_ts if source == BASE else None},
         )
 
 
-def _delta_version(path: str) -> int:
-    """The newest version of the Delta table at ``path`` (its newest commit file, no Spark job)."""
-    return max(int(p.stem) for p in (Path(path) / "_delta_log").glob("*.json") if p.stem.isdigit())
+def _newest_commit(path: str) -> tuple[int, int]:
+    """(version, commit time in ms) of the newest commit of the Delta table at ``path``, read from its log
+    without a Spark job; the time tells a table made anew apart from one at the same version."""
+    newest = max((p for p in (Path(path) / "_delta_log").glob("*.json") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    for line in newest.read_text(encoding="utf-8").splitlines():
+        if line.startswith('{"commitInfo"'):
+            return int(newest.stem), int(json.loads(line)["commitInfo"]["timestamp"])
+    return int(newest.stem), 0
+
+
+def _up_to_date(path: str, target: str, held: list[str]) -> bool:
+    """Whether ``target`` holds the newest version of ``path`` for every source not held back (no Spark job:
+    most tables have not changed since the last publish)."""
+    if not (Path(path) / "_delta_log").is_dir():
+        return False
+    version, stamp = _newest_commit(path)
+    _ensure_state_table()
+    with warehouse_engine().connect() as conn:
+        rows = conn.execute(
+            sa.text(f"SELECT source_system, version, commit_ts FROM {STATE_TABLE} WHERE target = :t"), {"t": target}
+        ).all()
+    state = {source: (published, at) for source, published, at in rows}
+    return state.get(BASE) == (version, stamp) and all(
+        published == version or source in held for source, (published, _) in state.items()
+    )
 
 
 def _with_change_feed(spark: SparkSession, path: str) -> str:
@@ -405,12 +442,13 @@ def _publish_changes(
     table: OdsTable,
     table_id: str,
     state: dict[str, int | None],
-    version: int,
+    commit: tuple[int, int],
     held: list[str],
 ) -> Published | None:
     """Replace the ods rows of the keys changed since the published versions by their rows now, in one
     transaction with the new state; None when a whole reload is needed instead."""
     key = table.key or ()
+    version, stamp = commit
     keys = _changed_keys(spark, table.path, key, state, version, held)
     if keys is None or keys.where(" OR ".join(f"`{c}` IS NULL" for c in key)).limit(1).count():
         return None
@@ -422,7 +460,7 @@ def _publish_changes(
     new_state = {BASE: version} | {s: state.get(s, state[BASE]) for s in held}
     if not keys.limit(1).count() and not reload:
         with warehouse_engine().begin() as conn:
-            _save_state(conn, table.target, table_id, new_state)
+            _save_state(conn, table.target, table_id, new_state, stamp)
         return Published("unchanged", 0)
     key_stage, row_stage = f"{STAGE_SCHEMA}.keys__{table.target.replace('.', '__')}", stage_table(table.target)
     quote = warehouse_engine().dialect.identifier_preparer.quote
@@ -451,7 +489,7 @@ def _publish_changes(
         ).rowcount
         _log_changes(conn, table, reload, key_stage)
         conn.execute(sa.text(f"DROP TABLE {_qualified(key_stage)}, {_qualified(row_stage)}"))
-        _save_state(conn, table.target, table_id, new_state)
+        _save_state(conn, table.target, table_id, new_state, stamp)
     return Published("changes", inserted, removed)
 
 
@@ -471,26 +509,27 @@ def publish_table(
     and swapped in atomically (:func:`swap_in`).
     """
     table = OdsTable(path, target, columns, key)
+    shape = ensure_table(target, columns, key)
+    held = blocked_sources(target.split(".")[1]) if "source_system" in columns else []
+    if shape is None and not whole and _up_to_date(path, target, held):
+        return Published("unchanged", 0)
     df = read_delta(spark, path)
-    if df is not None and key:  # the rows of the version whose changes are read next time, whatever lands now
-        table_id = _with_change_feed(spark, path)
-        version = _delta_version(path)
+    if df is not None:  # the rows of the version recorded as published, whatever lands meanwhile
+        table_id = _with_change_feed(spark, path) if key else ""
+        version, stamp = _newest_commit(path)
         df = spark.read.format("delta").option("versionAsOf", version).load(path)
-    if df is not None:
         df = df.select(*[c for c in columns if c in df.columns])  # the declared columns only (e.g. no features)
         # PostgreSQL gets arrays as text[]; keep flags readable for analysts as a comma list instead.
         for field in df.schema.fields:
             if field.dataType.typeName() == "array":
                 df = df.withColumn(field.name, F.array_join(field.name, ","))
-    shape = ensure_table(target, columns, key)
     if df is None:
         return Published("created" if shape == "created" else "unchanged", 0)
-    held = blocked_sources(target.split(".")[1]) if "source_system" in df.columns else []
     current = df.where(~F.col("source_system").isin(held)) if held else df
     if key:
         state = _published_state(target, table_id)
         if state and shape is None and not whole:
-            done = _publish_changes(spark, current, table, table_id, state, version, held)
+            done = _publish_changes(spark, current, table, table_id, state, (version, stamp), held)
             if done is not None:
                 return done
         with warehouse_engine().begin() as conn:  # until the reload is in, the next run must reload too
@@ -498,10 +537,11 @@ def publish_table(
     stage = stage_table(target)
     _write_stage(current, stage)
     rows = swap_in(target, stage, df.columns, held)
-    if key:  # a source held back keeps the version it was at (none known: reloaded whole when released)
-        with warehouse_engine().begin() as conn:
-            _log_changes(conn, table, [None])
-            _save_state(conn, target, table_id, {BASE: version} | {s: state.get(s) for s in held})
+    # a source held back keeps the version it was at (none known: reloaded whole when released)
+    held_at = {s: state.get(s) for s in held} if key else dict.fromkeys(held)
+    with warehouse_engine().begin() as conn:
+        _log_changes(conn, table, [None])
+        _save_state(conn, target, table_id, {BASE: version} | held_at, stamp)
     return Published("full", rows)
 
 
