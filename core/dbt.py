@@ -40,9 +40,10 @@ def prepare_project() -> None:
     write_generated_files()
 
 
-def dbt_build(select: str | None = None) -> None:
+def dbt_build(select: str | None = None, full_refresh: bool = False) -> None:
+    """``dbt build`` (models, tests, snapshots, seeds); ``full_refresh``: incremental marts rebuilt whole."""
     prepare_project()
-    _invoke(["build", *(["--select", select] if select else [])])
+    _invoke(["build", *(["--select", select] if select else []), *(["--full-refresh"] if full_refresh else [])])
 
 
 def dbt_docs_generate() -> None:

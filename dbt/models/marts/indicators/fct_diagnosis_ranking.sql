@@ -3,16 +3,19 @@
 -- and by the WHO block and chapter the category belongs to (reference.icd10_who), ranked per period, place and
 -- grouping level. 门急诊 by visit date, 住院 by discharge date (出院者主要诊断). Diagnoses that carry no ICD-10 code
 -- (unmapped local text) are left out of the ranking; the terminology worklist lists them. A category the WHO
--- table does not know is ranked as a category only.
+-- table does not know is ranked as a category only. Encounters are counted per institution, day and category
+-- first: the levels and periods multiply those counts, not the county's millions of encounters.
 with encounters as (
     select
         org_code,
         case when encounter_class_code = '300' then 'HO25' else 'HO24' end as indicator_code,
         case when encounter_class_code = '300' then discharge_date else visit_date end as event_date,
-        substring(upper(primary_diagnosis_code) from '^[A-Z][0-9]{2}') as icd_category
+        substring(upper(primary_diagnosis_code) from '^[A-Z][0-9]{2}') as icd_category,
+        count(*) as cases
     from {{ ref('fct_encounter') }}
     where is_counted
         and (encounter_class_code in ('100', '200') or discharge_date is not null)
+    group by 1, 2, 3, 4
 ),
 
 who as (
@@ -21,7 +24,7 @@ who as (
 
 grouped as (
     select encounters.org_code, encounters.indicator_code, encounters.event_date, levels.group_level,
-        levels.group_code
+        levels.group_code, encounters.cases
     from encounters
     left join who as category on category.level = 'category' and category.code = encounters.icd_category
     cross join lateral (
@@ -43,7 +46,7 @@ counted as (
         coalesce(grouped.org_code, '410182') as grain_code,
         grouped.group_level,
         grouped.group_code,
-        count(*) as cases
+        sum(grouped.cases) as cases
     from grouped
     {{ period_starts('grouped.event_date') }}
     inner join periods on periods.indicator_code = grouped.indicator_code

@@ -1,0 +1,126 @@
+"""Incremental marts against a whole rebuild, on the shared pipeline's county: a day's corrections reach
+fct_encounter through publish's change log, and the incremental build equals rebuilding the mart whole."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from cli.main import main as drc_main
+from core.db import warehouse_engine
+from core.dbt import dbt_build
+from spark_jobs.standardize import silver_path
+
+ENCOUNTER_MODELS = "int_changes__window int_encounters__changed fct_encounter"
+
+
+def _rows(sql: str, **params) -> list[sa.Row]:
+    with warehouse_engine().connect() as conn:
+        return conn.execute(sa.text(sql), params).all()
+
+
+def _differences() -> tuple[int, int]:
+    """(rows only in the incremental build, rows only in a whole rebuild) of fct_encounter."""
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS public.pytest_fct_encounter_incremental"))
+        conn.execute(
+            sa.text("CREATE TABLE public.pytest_fct_encounter_incremental AS SELECT * FROM marts.fct_encounter")
+        )
+    dbt_build("fct_encounter", full_refresh=True)
+    only_incremental, only_whole = _rows(
+        "SELECT (SELECT count(*) FROM (SELECT * FROM public.pytest_fct_encounter_incremental "
+        "EXCEPT ALL SELECT * FROM marts.fct_encounter) a), "
+        "(SELECT count(*) FROM (SELECT * FROM marts.fct_encounter "
+        "EXCEPT ALL SELECT * FROM public.pytest_fct_encounter_incremental) b)"
+    )[0]
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text("DROP TABLE public.pytest_fct_encounter_incremental"))
+    return only_incremental, only_whole
+
+
+@pytest.mark.runs_last(order=1)  # changes silver (restored at the end): after the tests that read the marts
+def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_build(pipeline_done, spark):
+    """An encounter deleted at the source, a second save of a visit, a fee gone from another visit and a person
+    linked to another resident: the incremental build rebuilds those encounters, the person's and the duplicate's
+    original (its group), nothing else, and fct_encounter equals a whole rebuild row for row."""
+    tables = {name: DeltaTable.forPath(spark, silver_path(name)) for name in ("encounter", "fee", "person")}
+    versions = {name: table.history(1).first()["version"] for name, table in tables.items()}
+    encounters, fees = tables["encounter"].toDF(), tables["fee"].toDF()
+    charged = encounters.join(
+        fees.select("source_system", "encounter_id").distinct(), ["source_system", "encounter_id"]
+    )
+    deleted, visit, fee_of = charged.orderBy("source_system", "encounter_id").take(3)
+    fee = fees.where((F.col("source_system") == fee_of.source_system) & (F.col("encounter_id") == fee_of.encounter_id))
+    fee_id = fee.orderBy("fee_id").first().fee_id
+    moved = tables["person"].toDF().where("master_id IS NOT NULL").orderBy(F.col("local_patient_id").desc()).first()
+    try:
+        dbt_build(ENCOUNTER_MODELS)  # consume whatever earlier tests published: the window starts here
+        same = F.col("source_system") == deleted.source_system
+        tables["encounter"].delete(same & (F.col("encounter_id") == deleted.encounter_id))
+        (
+            encounters.where(
+                (F.col("source_system") == visit.source_system) & (F.col("encounter_id") == visit.encounter_id)
+            )
+            .withColumn("encounter_id", F.concat("encounter_id", F.lit("-2")))
+            .withColumn("source_key", F.concat("source_key", F.lit("-2")))
+            .withColumn("visit_at", F.col("visit_at") + F.expr("INTERVAL 2 MINUTES"))
+            .write.format("delta")
+            .mode("append")
+            .save(silver_path("encounter"))
+        )
+        tables["fee"].delete((F.col("source_system") == fee_of.source_system) & (F.col("fee_id") == fee_id))
+        tables["person"].update(
+            (F.col("source_system") == moved.source_system) & (F.col("local_patient_id") == moved.local_patient_id),
+            {"master_id": F.lit("M-PYTEST-RELINKED")},
+        )
+        assert drc_main(["publish"]) == 0
+        dbt_build(ENCOUNTER_MODELS)
+
+        rebuilt = {key for key, rebuild_all in _rows("SELECT * FROM intermediate.int_encounters__changed")}
+        key = "{}|{}".format
+        persons_encounters = {
+            r[0]
+            for r in _rows(
+                "SELECT source_system || '|' || encounter_id FROM ods.encounter WHERE source_system = :s "
+                "AND local_patient_id = :p",
+                s=moved.source_system,
+                p=moved.local_patient_id,
+            )
+        }
+        second_save = key(visit.source_system, visit.encounter_id + "-2")
+        assert (
+            rebuilt
+            == {
+                key(deleted.source_system, deleted.encounter_id),
+                key(visit.source_system, visit.encounter_id),
+                second_save,
+                key(fee_of.source_system, fee_of.encounter_id),
+            }
+            | persons_encounters
+        )
+        flags = _rows(
+            "SELECT is_duplicate_save, duplicate_of_encounter_key FROM marts.fct_encounter WHERE encounter_key = :k",
+            k=second_save,
+        )
+        if visit.encounter_class_code in ("100", "200"):
+            assert flags == [(True, key(visit.source_system, visit.encounter_id))]
+        assert not _rows(
+            "SELECT 1 FROM marts.fct_encounter WHERE encounter_key = :k",
+            k=key(deleted.source_system, deleted.encounter_id),
+        )
+        assert {
+            r[0]
+            for r in _rows(
+                "SELECT master_id FROM marts.fct_encounter WHERE encounter_key = ANY(:k)", k=list(persons_encounters)
+            )
+        } <= {"M-PYTEST-RELINKED"}
+        assert _differences() == (0, 0)
+    finally:
+        for name, table in tables.items():
+            table.restoreToVersion(versions[name])
+    assert drc_main(["publish"]) == 0
+    dbt_build(ENCOUNTER_MODELS)
+    assert _differences() == (0, 0)
+    assert not _rows("SELECT 1 FROM marts.fct_encounter WHERE master_id = 'M-PYTEST-RELINKED'")
