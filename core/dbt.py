@@ -40,10 +40,12 @@ def prepare_project() -> None:
     write_generated_files()
 
 
-def dbt_build(select: str | None = None, full_refresh: bool = False) -> None:
-    """``dbt build`` (models, tests, snapshots, seeds); ``full_refresh``: incremental marts rebuilt whole."""
+def dbt_build(select: str | None = None, full_refresh: bool = False, tests: bool = True) -> None:
+    """``dbt build`` (models, tests, snapshots, seeds), or ``dbt run`` without ``tests`` (a selection whose
+    neighbours' relationship tests would see them half rebuilt); ``full_refresh``: incremental marts whole."""
     prepare_project()
-    _invoke(["build", *(["--select", select] if select else []), *(["--full-refresh"] if full_refresh else [])])
+    args = ["build" if tests else "run", *(["--select", select] if select else [])]
+    _invoke([*args, *(["--full-refresh"] if full_refresh else [])])
 
 
 def dbt_docs_generate() -> None:

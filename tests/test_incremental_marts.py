@@ -28,7 +28,7 @@ def _differences() -> tuple[int, int]:
         conn.execute(
             sa.text("CREATE TABLE public.pytest_fct_encounter_incremental AS SELECT * FROM marts.fct_encounter")
         )
-    dbt_build("fct_encounter", full_refresh=True)
+    dbt_build("fct_encounter", full_refresh=True, tests=False)
     only_incremental, only_whole = _rows(
         "SELECT (SELECT count(*) FROM (SELECT * FROM public.pytest_fct_encounter_incremental "
         "EXCEPT ALL SELECT * FROM marts.fct_encounter) a), "
@@ -56,7 +56,7 @@ def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_buil
     fee_id = fee.orderBy("fee_id").first().fee_id
     moved = tables["person"].toDF().where("master_id IS NOT NULL").orderBy(F.col("local_patient_id").desc()).first()
     try:
-        dbt_build(ENCOUNTER_MODELS)  # consume whatever earlier tests published: the window starts here
+        dbt_build(ENCOUNTER_MODELS, tests=False)  # consume whatever earlier tests published: the window starts here
         same = F.col("source_system") == deleted.source_system
         tables["encounter"].delete(same & (F.col("encounter_id") == deleted.encounter_id))
         (
@@ -76,7 +76,7 @@ def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_buil
             {"master_id": F.lit("M-PYTEST-RELINKED")},
         )
         assert drc_main(["publish"]) == 0
-        dbt_build(ENCOUNTER_MODELS)
+        dbt_build(ENCOUNTER_MODELS, tests=False)
 
         rebuilt = {key for key, rebuild_all in _rows("SELECT * FROM intermediate.int_encounters__changed")}
         key = "{}|{}".format
@@ -121,6 +121,6 @@ def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_buil
         for name, table in tables.items():
             table.restoreToVersion(versions[name])
     assert drc_main(["publish"]) == 0
-    dbt_build(ENCOUNTER_MODELS)
+    dbt_build(ENCOUNTER_MODELS, tests=False)
     assert _differences() == (0, 0)
     assert not _rows("SELECT 1 FROM marts.fct_encounter WHERE master_id = 'M-PYTEST-RELINKED'")
