@@ -50,8 +50,11 @@ def get_spark() -> SparkSession:
     return spark
 
 
-def read_delta(spark: SparkSession, path: str) -> DataFrame | None:
-    """A Delta table, or None when nothing has been written there yet."""
+def read_delta(spark: SparkSession, path: str, version: int | None = None) -> DataFrame | None:
+    """A Delta table (as of ``version``, else its newest), or None when nothing has been written there yet."""
     from delta.tables import DeltaTable
 
-    return spark.read.format("delta").load(path) if DeltaTable.isDeltaTable(spark, path) else None
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    reader = spark.read.format("delta")
+    return (reader if version is None else reader.option("versionAsOf", version)).load(path)

@@ -20,7 +20,9 @@ the keys written since the version last published, and one transaction replaces 
 their rows now (deletes included), so a county day moves thousands of rows, not millions. The version published
 is kept per table and per source (``ods_load.publish_state``, in the same transaction): a source a blocking rule
 holds back keeps its version and catches up when released. Anything the feed cannot answer — a table created
-anew, a column added, versions no longer in the log, a key with a NULL — falls back to a whole reload.
+anew, a column added, versions no longer in the log, a key with a NULL — falls back to a whole reload. A table
+(keyed or not) whose newest version and commit time are those published is left as it is without a Spark job.
+Each change is also written to ``ods.published_change`` for dbt's incremental marts (dbt/macros/incremental.sql).
 """
 
 from __future__ import annotations
@@ -176,9 +178,7 @@ def _columns(entity: str) -> dict[str, str]:
 def ods_tables() -> list[OdsTable]:
     """Every table publish maintains."""
     tables = [
-        OdsTable(
-            silver_path(entity), f"ods.{entity}", {c["name"]: c["type"] for c in entity_columns(entity)}, LINEAGE_KEY
-        )
+        OdsTable(silver_path(entity), f"ods.{entity}", _columns(entity), LINEAGE_KEY)
         for entity in canonical_model()["entities"]
     ]
     tables.append(OdsTable(quarantine_path(), "ods.quarantine", QUARANTINE_COLUMNS))
@@ -513,11 +513,12 @@ def publish_table(
     held = blocked_sources(target.split(".")[1]) if "source_system" in columns else []
     if shape is None and not whole and _up_to_date(path, target, held):
         return Published("unchanged", 0)
-    df = read_delta(spark, path)
-    if df is not None:  # the rows of the version recorded as published, whatever lands meanwhile
+    df = None
+    if (Path(path) / "_delta_log").is_dir():  # the rows of the version recorded as published, whatever lands meanwhile
         table_id = _with_change_feed(spark, path) if key else ""
         version, stamp = _newest_commit(path)
-        df = spark.read.format("delta").option("versionAsOf", version).load(path)
+        df = read_delta(spark, path, version)
+    if df is not None:
         df = df.select(*[c for c in columns if c in df.columns])  # the declared columns only (e.g. no features)
         # PostgreSQL gets arrays as text[]; keep flags readable for analysts as a comma list instead.
         for field in df.schema.fields:

@@ -98,8 +98,8 @@ def test_a_publish_that_fails_half_way_leaves_the_old_rows(spark, scratch_ods, m
     write_silver(50_000, partitions=4)
     read = publish.read_delta
 
-    def breaks_on_one_row(spark, at):  # a value the load cannot take, found only when that task runs
-        df = read(spark, at)
+    def breaks_on_one_row(spark, at, version=None):  # a value the load cannot take, found only when that task runs
+        df = read(spark, at, version)
         return df.withColumn(
             "name", F.when(F.col("record_id") == "R0040000", F.raise_error(F.lit("bad row"))).otherwise(F.col("name"))
         )
