@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> dict:
     from core.db import warehouse_engine
     from core.dbt import DBT_DIR, dbt_build
     from expectations.store import ensure_tables
+    from spark_jobs.publish import ensure_publish_tables
 
     ensure_tables()
+    ensure_publish_tables()
     started = time.monotonic()
     dbt_build()
     seconds = round(time.monotonic() - started, 1)

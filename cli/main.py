@@ -611,8 +611,10 @@ def cmd_publish(args: argparse.Namespace) -> None:
 def cmd_transform(args: argparse.Namespace) -> None:
     from core.dbt import dbt_build, dbt_docs_generate
     from expectations.store import ensure_tables
+    from spark_jobs.publish import ensure_publish_tables
 
     ensure_tables()  # the dq.* sources exist even before the first quality run
+    ensure_publish_tables()  # and the change log the incremental marts read, before the first publish
     dbt_build(args.select)
     if not args.select:
         dbt_docs_generate()

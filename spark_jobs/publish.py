@@ -272,7 +272,9 @@ def swap_in(target: str, stage: str, names: list[str], keep_sources: list[str] |
     return rows
 
 
-def _ensure_state_table() -> None:
+def ensure_publish_tables() -> None:
+    """Publish's bookkeeping (state, change log) exists with today's columns: dbt's incremental marts read the
+    change log, so a transform run before the first publish of a new version must find it too."""
     ensure_schemas(STAGE_SCHEMA, "ods")
     with warehouse_engine().begin() as conn:
         conn.execute(
@@ -338,7 +340,7 @@ def _delete_keys(conn: sa.Connection, table: OdsTable, key_stage: str, matches: 
 def _published_state(target: str, table_id: str) -> dict[str, int | None]:
     """Source -> the silver version its ods rows are at (``BASE``: every source not named); empty when ``target``
     was never published from this Delta table (a table made anew has another id)."""
-    _ensure_state_table()
+    ensure_publish_tables()
     with warehouse_engine().connect() as conn:
         rows = conn.execute(
             sa.text(f"SELECT source_system, table_id, version FROM {STATE_TABLE} WHERE target = :t"), {"t": target}
@@ -378,7 +380,7 @@ def _up_to_date(path: str, target: str, held: list[str]) -> bool:
     if not (Path(path) / "_delta_log").is_dir():
         return False
     version, stamp = _newest_commit(path)
-    _ensure_state_table()
+    ensure_publish_tables()
     with warehouse_engine().connect() as conn:
         rows = conn.execute(
             sa.text(f"SELECT source_system, version, commit_ts FROM {STATE_TABLE} WHERE target = :t"), {"t": target}
@@ -547,7 +549,7 @@ def publish_table(
 
 
 def run_publish(spark: SparkSession, whole: bool = False) -> dict[str, Published]:
-    _ensure_state_table()
+    ensure_publish_tables()
     with warehouse_engine().begin() as conn:
         conn.execute(
             sa.text(f"DELETE FROM {CHANGE_LOG} WHERE published_at < now() - make_interval(days => :d)"),

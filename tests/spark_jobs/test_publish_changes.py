@@ -38,7 +38,7 @@ def silver(spark, tmp_path):
     """A silver table of 1,000 source rows from two sources (every tenth one two rows: a visit's diagnoses)."""
     ensure_schemas("ods", publish.STAGE_SCHEMA)
     ensure_tables()
-    publish._ensure_state_table()
+    publish.ensure_publish_tables()
     _clean()
     path = str(tmp_path / "silver_changes")
     base = spark.range(1000).select(
