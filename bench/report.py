@@ -760,6 +760,7 @@ BLOCKS: dict[str, Block] = {
     "quality_clean": Block("quality_clean", "docs/quality.md", render_quality_clean),
     "indicator_truth": Block("indicator_truth", "docs/warehouse.md", render_indicator_truth),
     "indicator_truth_clean": Block("indicator_truth_clean", "docs/warehouse.md", render_indicator_truth),
+    "transform": Block("transform", "docs/warehouse.md", render_transform),
     "api": Block("api", "docs/api.md", render_api),
     "dashboards": Block("dashboards", "docs/dashboards.md", render_dashboards),
     "terminology": Block("terminology", "docs/terminology.md", render_terminology),
