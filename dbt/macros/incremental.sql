@@ -1,8 +1,9 @@
 {#-
   Incremental marts: each is rebuilt for the keys the publishes since its last build changed, read from
   ods.published_change (spark_jobs/publish.py). The window of a build is a range of writing transactions:
-  (the xmin of the snapshot its last build read, the xmin of this build's snapshot]; every transaction older
-  than a snapshot's xmin has ended, so no change is read twice or missed, however long a publish runs.
+  from the xmin of the snapshot its last build read (included) to the xmin of this build's snapshot (excluded);
+  every transaction older than a snapshot's xmin has ended, so no change is read twice or missed, however long
+  a publish runs.
   The window is taken once per run (int_changes__window) and recorded after the model is built
   (dbt_meta.incremental_watermark), so a failed build reads the same changes again.
 -#}
