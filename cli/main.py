@@ -615,7 +615,7 @@ def cmd_transform(args: argparse.Namespace) -> None:
 
     ensure_tables()  # the dq.* sources exist even before the first quality run
     ensure_publish_tables()  # and the change log the incremental marts read, before the first publish
-    dbt_build(args.select)
+    dbt_build(args.select, full_refresh=args.full_refresh)
     if not args.select:
         dbt_docs_generate()
     clear_dashboard_cache()
@@ -1216,6 +1216,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transform", help="dbt build: staging, intermediate, marts with tests, then dbt docs")
     p.add_argument("--select", help="dbt selection")
+    p.add_argument(
+        "--full-refresh", action="store_true", help="rebuild the incremental marts whole (after a change to their SQL)"
+    )
     p.set_defaults(func=cmd_transform)
 
     p = sub.add_parser(
