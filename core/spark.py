@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from functools import lru_cache
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -48,6 +50,17 @@ def get_spark() -> SparkSession:
     )
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def newest_commit(path: str) -> tuple[int, dict]:
+    """(version, commitInfo) of the newest commit of the Delta table at ``path``, read from its log without a
+    Spark job (the newest commit file is always kept)."""
+    log = Path(path) / "_delta_log"
+    newest = max((p for p in log.glob("*.json") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    for line in newest.read_text(encoding="utf-8").splitlines():
+        if line.startswith('{"commitInfo"'):
+            return int(newest.stem), json.loads(line)["commitInfo"]
+    return int(newest.stem), {}
 
 
 def read_delta(spark: SparkSession, path: str, version: int | None = None) -> DataFrame | None:

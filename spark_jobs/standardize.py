@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from core import gb11643
 from core.settings import get_settings
-from core.spark import read_delta
+from core.spark import newest_commit, read_delta
 from ingestion.bronze import bronze_path, bronze_version, files_added_since, landed_between, uses_column_mapping
 from ingestion.registry import load_sources
 from spark_jobs.codes import (
@@ -510,13 +510,8 @@ class TableReport:
 
 
 def _commit_metrics(path: str) -> dict[str, int]:
-    log = Path(path) / "_delta_log"
-    newest = max((p for p in log.glob("*.json") if p.stem.isdigit()), key=lambda p: int(p.stem))
-    for line in newest.read_text(encoding="utf-8").splitlines():
-        if line.startswith('{"commitInfo"'):
-            metrics = json.loads(line)["commitInfo"].get("operationMetrics") or {}
-            return {k: int(v) for k, v in metrics.items() if str(v).isdigit()}
-    return {}
+    metrics = newest_commit(path)[1].get("operationMetrics") or {}
+    return {k: int(v) for k, v in metrics.items() if str(v).isdigit()}
 
 
 def _exists(path: str) -> bool:
