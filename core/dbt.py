@@ -19,7 +19,7 @@ SEEDS_FROM_CONFIG = {
 }
 
 
-def _invoke(args: list[str]) -> None:
+def _invoke(args: list[str]):
     # The ID-number lookup key reaches dbt's sessions as a setting (dim_patient_lookup), not as SQL text.
     key = os.environ.get("DRC_ID_LOOKUP_KEY")
     if key and "drc.id_lookup_key" not in os.environ.get("PGOPTIONS", ""):
@@ -30,6 +30,7 @@ def _invoke(args: list[str]) -> None:
             f"dbt {args[0]} failed ({result.exception or 'see the failing models and tests above'}); "
             f"details in {DBT_DIR / 'logs' / 'dbt.log'}"
         )
+    return result
 
 
 def prepare_project() -> None:
@@ -46,6 +47,12 @@ def dbt_build(select: str | None = None, full_refresh: bool = False, tests: bool
     prepare_project()
     args = ["build" if tests else "run", *(["--select", select] if select else [])]
     _invoke([*args, *(["--full-refresh"] if full_refresh else [])])
+
+
+def compile_sql(sql: str) -> str:
+    """SQL with dbt's refs and macros (``{{ ref(...) }}``) resolved against the project, to run as it is."""
+    result = _invoke(["compile", "--inline", sql, "--quiet"])
+    return result.result.results[0].node.compiled_code
 
 
 def dbt_docs_generate() -> None:

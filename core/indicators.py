@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -194,42 +195,87 @@ def load_catalog(directory: Path = CATALOG_DIR) -> Catalog:
 # --- dbt: the measures model ------------------------------------------------------------------------------
 
 
-def _grain_columns(measure: Measure) -> tuple[dict[str, str], str]:
-    """SQL column per grain the measure supports, and the extra select of institution attributes."""
+def _grain_columns(measure: Measure, key: str | None = None) -> dict[str, str]:
+    """SQL column per grain the measure supports; ``key``: the column that holds the institution or township when
+    it is not the measure's own (a roll-up's ``grain_key``)."""
+    if measure.attribution == "institution":
+        return {
+            "institution": key or f"f.{measure.org}",
+            "institution_type": "f.inst_type",
+            "township": "f.inst_township",
+        }
+    if measure.attribution == "residence":
+        return {"township": key or "f.township"}
+    return {}
+
+
+# A count or a sum adds up: its value for a month, a township or the county is the sum of its values per day and
+# institution, so it is computed once per day and place in one pass over its mart (all such measures of that mart
+# and date together) and rolled up from there; distinct counts and averages are computed from the rows.
+_ADDITIVE = (
+    (re.compile(r"count\(\*\)"), "count(*)", "sum(value)"),
+    (re.compile(r"sum\((?P<expr>.+)\)"), "sum({expr})", "sum(value)"),
+    (re.compile(r"coalesce\(sum\((?P<expr>.+)\), 0\)"), "sum({expr})", "coalesce(sum(value), 0)"),
+)
+
+
+def _additive(measure: Measure) -> tuple[str, str] | None:
+    """(aggregate per day and place, aggregate rolling those up) of an additive event measure; None otherwise."""
+    if measure.kind != "event":
+        return None
+    for pattern, partial, rollup in _ADDITIVE:
+        match = pattern.fullmatch(measure.value.strip())
+        if match and "(" not in match.groupdict().get("expr", ""):
+            return partial.format(**match.groupdict()), rollup
+    return None
+
+
+def _source_sql(measure: Measure) -> str:
     if measure.attribution == "institution":
         return (
-            {"institution": f"f.{measure.org}", "institution_type": "f.inst_type", "township": "f.inst_township"},
-            "institutions",
+            f"select f.*, i.inst_type, i.inst_township, i.inst_is_primary_care, i.inst_is_hospital\n"
+            f"        from {{{{ ref('{measure.model}') }}}} as f\n"
+            f"        left join institutions as i on i.org_code = f.{measure.org}"
         )
-    if measure.attribution == "residence":
-        return {"township": "f.township"}, ""
-    return {}, ""
+    return f"select * from {{{{ ref('{measure.model}') }}}}"
 
 
-def _measure_sql(measure: Measure, periods: tuple[str, ...]) -> str:
-    """The measure at every grain it supports, for the periods the indicators reading it ask for."""
-    grains, _ = _grain_columns(measure)
+def _event_join(date: str, periods: tuple[str, ...]) -> str:
+    # Each row's own period starts, then an equality join: a range join (date between start and end) is a
+    # nested loop over every period of a year, for every row.
+    return (
+        f"    {{{{ period_starts({date!r}, {list(periods)!r}, 'k') }}}}\n"
+        f"    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start\n"
+        f"        and ({date}) <= p.period_end"
+    )
+
+
+def _grouped_sql(measure: Measure, value: str, source: str, join: str, where: str, grains: dict[str, str]) -> str:
     period = "p.period_type, p.period_start"
     sets = [f"({period}, {column})" for column in grains.values()] + [f"({period})"]
     whens = "".join(f"when grouping({column}) = 0 then '{grain}' " for grain, column in grains.items())
     grain_type = f"case {whens}else 'county' end" if whens else "'county'"
     grain_code = ", ".join([*grains.values(), f"'{COUNTY_CODE}'"])
-    if measure.attribution == "institution":
-        source = (
-            f"select f.*, i.inst_type, i.inst_township, i.inst_is_primary_care, i.inst_is_hospital\n"
-            f"        from {{{{ ref('{measure.model}') }}}} as f\n"
-            f"        left join institutions as i on i.org_code = f.{measure.org}"
-        )
-    else:
-        source = f"select * from {{{{ ref('{measure.model}') }}}}"
+    return (
+        f"-- {measure.zh}\n"
+        f"select\n"
+        f"    '{measure.code}'::text as measure_code,\n"
+        f"    p.period_type,\n"
+        f"    p.period_start,\n"
+        f"    ({grain_type})::text as grain_type,\n"
+        f"    (coalesce({grain_code}))::text as grain_code,\n"
+        f"    ({value})::numeric as value\n"
+        f"from (\n        {source}\n    ) as f\n"
+        f"{join}{where}\n"
+        f"group by grouping sets ({', '.join(sets)})"
+    )
+
+
+def measure_sql(measure: Measure, periods: tuple[str, ...]) -> str:
+    """The measure at every grain it supports, for the periods the indicators reading it ask for, computed from
+    its mart's rows (the definition; additive measures are computed by roll-up instead, with the same result)."""
     if measure.kind == "event":
-        # Each row's own period starts, then an equality join: a range join (date between start and end) is a
-        # nested loop over every period of a year, for every row.
-        join = (
-            f"    {{{{ period_starts({measure.date!r}, {list(periods)!r}, 'k') }}}}\n"
-            f"    inner join periods as p on p.period_type = k.period_type and p.period_start = k.period_start\n"
-            f"        and ({measure.date}) <= p.period_end"
-        )
+        join = _event_join(measure.date, periods)
     else:
         valid_to = (
             f" and (({measure.valid_to}) is null or ({measure.valid_to}) >= p.period_end)" if measure.valid_to else ""
@@ -240,42 +286,97 @@ def _measure_sql(measure: Measure, periods: tuple[str, ...]) -> str:
             f"        and ({measure.valid_from}) <= p.period_end{valid_to}"
         )
     where = f"\n    where {measure.filter}" if measure.filter else ""
-    return (
-        f"-- {measure.zh}\n"
-        f"select\n"
-        f"    '{measure.code}'::text as measure_code,\n"
-        f"    p.period_type,\n"
-        f"    p.period_start,\n"
-        f"    ({grain_type})::text as grain_type,\n"
-        f"    (coalesce({grain_code}))::text as grain_code,\n"
-        f"    ({measure.value})::numeric as value\n"
-        f"from (\n        {source}\n    ) as f\n"
-        f"{join}{where}\n"
-        f"group by grouping sets ({', '.join(sets)})"
+    return _grouped_sql(measure, measure.value, _source_sql(measure), join, where, _grain_columns(measure))
+
+
+def _rollup_sql(measure: Measure, periods: tuple[str, ...], partials: str) -> str:
+    """An additive measure summed from its per-day-and-place values in ``partials``."""
+    _, rollup = _additive(measure)
+    if measure.attribution == "institution":
+        source = (
+            "select f.*, i.inst_type, i.inst_township\n"
+            f"        from {partials} as f\n"
+            "        left join institutions as i on i.org_code = f.grain_key\n"
+            f"        where f.measure_code = '{measure.code}'"
+        )
+    else:
+        source = f"select * from {partials} where measure_code = '{measure.code}'"
+    return _grouped_sql(
+        measure, rollup, source, _event_join("day", periods), "", _grain_columns(measure, key="f.grain_key")
     )
 
 
-def render_measures_sql(catalog: Catalog) -> str:
+NEWLINE_IN_SOURCE = "\n        "
+
+
+def _partials_sql(measures: list[Measure]) -> str:
+    """One pass over the mart of ``measures`` (additive, same mart, date and place): each one's value per day and
+    place, as rows (measure_code, day, grain_key, value); a day and place none of a measure's rows fall in has no
+    row for it, as a group without rows has none in the direct computation."""
+    first = measures[0]
+    key = {"institution": f"f.{first.org}", "residence": "f.township"}.get(first.attribution, "null::text")
+    columns = []
+    for m in measures:
+        partial, _ = _additive(m)
+        only = f" filter (where {m.filter})" if m.filter else ""
+        columns += [f"{partial}{only} as value_{m.code}", f"count(*){only} as rows_{m.code}"]
+    values = ",\n".join(f"            ('{m.code}', value_{m.code}::numeric, rows_{m.code})" for m in measures)
+    where = (
+        "\n        where " + "\n            or ".join(f"({m.filter})" for m in measures)
+        if all(m.filter for m in measures)
+        else ""
+    )
+    select = ",\n            ".join(columns)
+    return (
+        f"    select m.measure_code, f.day, f.grain_key, m.value\n"
+        f"    from (\n"
+        f"        select ({first.date})::date as day, {key} as grain_key,\n            {select}\n"
+        f"        from (\n            {_source_sql(first).replace(NEWLINE_IN_SOURCE, NEWLINE_IN_SOURCE + '    ')}\n"
+        f"        ) as f{where}\n"
+        f"        group by 1, 2\n"
+        f"    ) as f\n"
+        f"    cross join lateral (values\n{values}\n    ) as m (measure_code, value, row_count)\n"
+        f"    where m.row_count > 0"
+    )
+
+
+def render_measures_sql(catalog: Catalog, roll_up: bool = True) -> str:
+    """The measures model; ``roll_up=False`` computes every measure from its mart's rows (the definition the
+    roll-up is tested against)."""
     periods: dict[str, set[str]] = {}
     for i in catalog.indicators.values():
         if i.supported and i.kind == "scalar":
             for name in (i.numerator, i.denominator):
                 if name:
                     periods.setdefault(name, set()).update(i.periods)
-    unions = "\n\nunion all\n\n".join(
-        _measure_sql(catalog.measures[name], tuple(p for p in PERIODS if p in periods[name]))
-        for name in sorted(periods)
+    passes: dict[tuple, list[Measure]] = {}
+    for name in sorted(periods):
+        m = catalog.measures[name]
+        if roll_up and _additive(m):
+            passes.setdefault((m.model, m.date, m.attribution, m.org), []).append(m)
+    partial_of = {m.code: f"partials_{n}" for n, group in enumerate(passes.values(), start=1) for m in group}
+    partial_ctes = "".join(
+        f"partials_{n} as (\n    -- {group[0].model} by {group[0].date}\n{_partials_sql(group)}\n),\n\n"
+        for n, group in enumerate(passes.values(), start=1)
     )
+
+    def one(name: str) -> str:
+        m, asked = catalog.measures[name], tuple(p for p in PERIODS if p in periods[name])
+        return _rollup_sql(m, asked, partial_of[name]) if name in partial_of else measure_sql(m, asked)
+
+    unions = "\n\nunion all\n\n".join(one(name) for name in sorted(periods))
     return (
         "-- Generated by `./drc indicators` from config/indicators/_measures.yaml — do not edit by hand.\n"
         "-- One row per measure × period × grain member, each computed at its own grain (grouping sets), so\n"
-        "-- distinct counts stay distinct and averages are not summed.\n"
+        "-- distinct counts stay distinct and averages are not summed. Counts and sums are computed once per day\n"
+        "-- and place in one pass over their mart (partials_*) and summed from there to every period and grain.\n"
         "{{ config(materialized='table') }}\n\n"
         "with periods as (\n    select * from {{ ref('int_indicator_periods') }}\n),\n\n"
         "institutions as (\n"
         "    select org_code, org_type as inst_type, township as inst_township,\n"
         "           is_primary_care as inst_is_primary_care, is_hospital as inst_is_hospital\n"
         "    from {{ ref('dim_organization') }}\n),\n\n"
+        f"{partial_ctes}"
         f"measures as (\n\n{unions}\n\n)\n\n"
         "select * from measures\n"
     )

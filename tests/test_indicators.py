@@ -12,7 +12,8 @@ import json
 import sqlalchemy as sa
 
 from core.db import warehouse_engine
-from core.indicators import load_catalog
+from core.dbt import compile_sql
+from core.indicators import load_catalog, render_measures_sql
 from evaluation.indicators import account_encounters, compare_with_truth
 
 
@@ -99,3 +100,19 @@ def test_every_catalog_indicator_has_values_and_rates_follow_their_formula(pipel
     assert scalar == present
     assert not wrong, wrong[:5]
     assert county_rate is not None and 30 < float(county_rate) < 80, "基层诊疗量占比 outside any plausible range"
+
+
+def test_counts_and_sums_rolled_up_from_days_equal_them_computed_from_the_rows(pipeline_done):
+    """int_indicator_measures sums counts and sums from one value per day and place; the same measures computed
+    from every row of their marts (the definition) must give the same rows, grain by grain."""
+    direct = render_measures_sql(load_catalog(), roll_up=False).replace("{{ config(materialized='table') }}", "")
+    compiled = compile_sql(direct)
+    columns = "measure_code, period_type, period_start, grain_type, grain_code, value"
+    with warehouse_engine().connect() as conn:
+        conn.execute(sa.text(f"CREATE TEMP TABLE measures_direct AS SELECT {columns} FROM ({compiled}) AS d"))
+        built = f"SELECT {columns} FROM intermediate.int_indicator_measures"
+        only_built = conn.execute(sa.text(f"{built} EXCEPT ALL SELECT * FROM measures_direct LIMIT 5")).all()
+        only_direct = conn.execute(sa.text(f"SELECT * FROM measures_direct EXCEPT ALL {built} LIMIT 5")).all()
+        rows = conn.execute(sa.text("SELECT count(*) FROM measures_direct")).scalar()
+    assert rows > 1000
+    assert not only_built and not only_direct, f"rolled up only: {only_built}; from the rows only: {only_direct}"
