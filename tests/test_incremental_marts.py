@@ -1,5 +1,6 @@
 """Incremental marts against a whole rebuild, on the shared pipeline's county: a day's corrections reach
-fct_encounter through publish's change log, and the incremental build equals rebuilding the mart whole."""
+fct_encounter and the facts hanging off its encounters through publish's change log, and the incremental build
+equals rebuilding those marts whole."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from core.db import warehouse_engine
 from core.dbt import dbt_build
 from spark_jobs.standardize import silver_path
 
-ENCOUNTER_MODELS = "int_changes__window int_encounters__changed fct_encounter"
+PER_ENCOUNTER_MARTS = (
+    "fct_encounter",
+    "fct_diagnosis",
+    "fct_prescription",
+    "fct_lab_result",
+    "fct_exam_report",
+    "fct_surgery",
+)
+ENCOUNTER_MODELS = " ".join(("int_changes__window", "int_encounters__changed", *PER_ENCOUNTER_MARTS))
 
 
 def _rows(sql: str, **params) -> list[sa.Row]:
@@ -21,31 +30,36 @@ def _rows(sql: str, **params) -> list[sa.Row]:
         return conn.execute(sa.text(sql), params).all()
 
 
-def _differences() -> tuple[int, int]:
-    """(rows only in the incremental build, rows only in a whole rebuild) of fct_encounter."""
+def _differences() -> dict[str, tuple[int, int]]:
+    """Per mart, (rows only in the incremental build, rows only in a whole rebuild), where they differ."""
     with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS public.pytest_fct_encounter_incremental"))
-        conn.execute(
-            sa.text("CREATE TABLE public.pytest_fct_encounter_incremental AS SELECT * FROM marts.fct_encounter")
-        )
-    dbt_build("fct_encounter", full_refresh=True, tests=False)
-    only_incremental, only_whole = _rows(
-        "SELECT (SELECT count(*) FROM (SELECT * FROM public.pytest_fct_encounter_incremental "
-        "EXCEPT ALL SELECT * FROM marts.fct_encounter) a), "
-        "(SELECT count(*) FROM (SELECT * FROM marts.fct_encounter "
-        "EXCEPT ALL SELECT * FROM public.pytest_fct_encounter_incremental) b)"
-    )[0]
-    with warehouse_engine().begin() as conn:
-        conn.execute(sa.text("DROP TABLE public.pytest_fct_encounter_incremental"))
-    return only_incremental, only_whole
+        for mart in PER_ENCOUNTER_MARTS:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS public.pytest_{mart}_incremental"))
+            conn.execute(sa.text(f"CREATE TABLE public.pytest_{mart}_incremental AS SELECT * FROM marts.{mart}"))
+    dbt_build(" ".join(PER_ENCOUNTER_MARTS), full_refresh=True, tests=False)
+    differences = {}
+    for mart in PER_ENCOUNTER_MARTS:
+        incremental = f"public.pytest_{mart}_incremental"
+        only_incremental, only_whole = _rows(
+            f"SELECT (SELECT count(*) FROM (SELECT * FROM {incremental} EXCEPT ALL SELECT * FROM marts.{mart}) a), "
+            f"(SELECT count(*) FROM (SELECT * FROM marts.{mart} EXCEPT ALL SELECT * FROM {incremental}) b)"
+        )[0]
+        if only_incremental or only_whole:
+            differences[mart] = (only_incremental, only_whole)
+        with warehouse_engine().begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {incremental}"))
+    return differences
 
 
 @pytest.mark.runs_last(order=1)  # changes silver (restored at the end): after the tests that read the marts
 def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_build(pipeline_done, spark):
-    """An encounter deleted at the source, a second save of a visit, a fee gone from another visit and a person
-    linked to another resident: the incremental build rebuilds those encounters, the person's and the duplicate's
-    original (its group), nothing else, and fct_encounter equals a whole rebuild row for row."""
-    tables = {name: DeltaTable.forPath(spark, silver_path(name)) for name in ("encounter", "fee", "person")}
+    """An encounter deleted at the source, a second save of a visit, a fee gone from another visit, a lab result gone
+    from a fourth and a person linked to another resident: the incremental build rebuilds those encounters, the
+    person's and the duplicate's original (its group), nothing else, and every per-encounter mart equals a whole
+    rebuild row for row."""
+    tables = {
+        name: DeltaTable.forPath(spark, silver_path(name)) for name in ("encounter", "fee", "person", "lab_result")
+    }
     versions = {name: table.history(1).first()["version"] for name, table in tables.items()}
     encounters, fees = tables["encounter"].toDF(), tables["fee"].toDF()
     charged = encounters.join(
@@ -54,6 +68,7 @@ def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_buil
     deleted, visit, fee_of = charged.orderBy("source_system", "encounter_id").take(3)
     fee = fees.where((F.col("source_system") == fee_of.source_system) & (F.col("encounter_id") == fee_of.encounter_id))
     fee_id = fee.orderBy("fee_id").first().fee_id
+    lab = tables["lab_result"].toDF().where("encounter_id IS NOT NULL").orderBy(F.col("encounter_id").desc()).first()
     moved = tables["person"].toDF().where("master_id IS NOT NULL").orderBy(F.col("local_patient_id").desc()).first()
     try:
         dbt_build(ENCOUNTER_MODELS, tests=False)  # consume whatever earlier tests published: the window starts here
@@ -71,6 +86,9 @@ def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_buil
             .save(silver_path("encounter"))
         )
         tables["fee"].delete((F.col("source_system") == fee_of.source_system) & (F.col("fee_id") == fee_id))
+        tables["lab_result"].delete(
+            (F.col("source_system") == lab.source_system) & (F.col("lab_result_id") == lab.lab_result_id)
+        )
         tables["person"].update(
             (F.col("source_system") == moved.source_system) & (F.col("local_patient_id") == moved.local_patient_id),
             {"master_id": F.lit("M-PYTEST-RELINKED")},
@@ -97,6 +115,7 @@ def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_buil
                 key(visit.source_system, visit.encounter_id),
                 second_save,
                 key(fee_of.source_system, fee_of.encounter_id),
+                key(lab.source_system, lab.encounter_id),
             }
             | persons_encounters
         )
@@ -110,17 +129,20 @@ def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_buil
             "SELECT 1 FROM marts.fct_encounter WHERE encounter_key = :k",
             k=key(deleted.source_system, deleted.encounter_id),
         )
+        assert not _rows(
+            "SELECT 1 FROM marts.fct_lab_result WHERE lab_result_key = :k", k=key(lab.source_system, lab.lab_result_id)
+        )
         assert {
             r[0]
             for r in _rows(
                 "SELECT master_id FROM marts.fct_encounter WHERE encounter_key = ANY(:k)", k=list(persons_encounters)
             )
         } <= {"M-PYTEST-RELINKED"}
-        assert _differences() == (0, 0)
+        assert _differences() == {}
     finally:
         for name, table in tables.items():
             table.restoreToVersion(versions[name])
     assert drc_main(["publish"]) == 0
     dbt_build(ENCOUNTER_MODELS, tests=False)
-    assert _differences() == (0, 0)
+    assert _differences() == {}
     assert not _rows("SELECT 1 FROM marts.fct_encounter WHERE master_id = 'M-PYTEST-RELINKED'")

@@ -14,9 +14,14 @@
         model text primary key, through xid8 not null, built_at timestamptz not null default now());
 {% endmacro %}
 
-{#- the model's window: after (NULL: never built incrementally, so everything changed), through -#}
-{% macro change_window(model_name) -%}
-    (select after, through, rebuild_all from {{ ref('int_changes__window') }} where model = '{{ model_name }}')
+{#- The window of ``models`` (a name or a list; a list: the widest of their windows, so models sharing one set of
+    rebuilt keys each get every change since their own last build): after (NULL: never built incrementally, so
+    everything changed), through, rebuild_all. -#}
+{% macro change_window(models) -%}
+    {%- set names = [models] if models is string else models -%}
+    (select min(after) as after, max(through) as through, bool_or(rebuild_all) as rebuild_all
+     from {{ ref('int_changes__window') }}
+     where model in ({% for m in names %}'{{ m }}'{{ ',' if not loop.last }}{% endfor %}))
 {%- endmacro %}
 
 {#- post-hook: this build consumed its window -#}
@@ -52,12 +57,67 @@
 {%- endmacro %}
 
 {#- The condition choosing the rows an incremental build rebuilds: ``column`` among the keys of ``changed_model``
-    (an int_*__changed table), or every row when that table says rebuild_all or the build is a whole one. -#}
+    (an int_*__changed table), or every row when that table says rebuild_all or the build is a whole one. A row
+    without a key cannot be named by a change, so it is rebuilt every time. -#}
 {% macro in_rebuilt(changed_model, column='encounter_key') -%}
     {%- if is_incremental() -%}
     ({{ column }} in (select encounter_key from {{ ref(changed_model) }} where not rebuild_all)
+        or {{ column }} is null
         or exists (select 1 from {{ ref(changed_model) }} where rebuild_all))
     {%- else -%}
     true
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The config of a mart of rows hanging off an encounter (fct_encounter and its facts): appended, after the rows of
+    the encounters int_encounters__changed names are deleted; the window recorded when it is built. The model also
+    says ``-- depends_on: {{ ref('int_encounters__changed') }}`` (the hooks read it). -#}
+{% macro per_encounter_incremental(post_hook=[]) -%}
+    {{ return({
+        'materialized': 'incremental',
+        'incremental_strategy': 'append',
+        'on_schema_change': 'append_new_columns',
+        'pre_hook': "{% if is_incremental() %}delete from {{ this }} where {{ in_rebuilt('int_encounters__changed') }}{% endif %}",
+        'post_hook': ["{{ record_watermark(this.identifier) }}"] + post_hook,
+    }) }}
+{%- endmacro %}
+
+
+{#- The per-encounter marts: the incremental models that depend on int_encounters__changed. -#}
+{% macro per_encounter_marts() -%}
+    {%- set marts = [] -%}
+    {%- set changed = 'model.' ~ project_name ~ '.int_encounters__changed' -%}
+    {%- if execute -%}
+        {%- for node in graph.nodes.values()
+            if node.resource_type == 'model' and node.config.materialized == 'incremental'
+            and changed in node.depends_on.nodes -%}
+            {%- do marts.append(node.name) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{ return(marts) }}
+{%- endmacro %}
+
+
+{#- Tests on a per-encounter mart check the rows its last build wrote (every row after a whole build): the other
+    rows passed when they were written, and the mart's primary key keeps every key unique across both. This is
+    dbt's own hook for a test's ``where`` config, which still applies. -#}
+{% macro postgres__get_where_subquery(relation) -%}
+    {%- set conditions = [] -%}
+    {%- if config.get('where') -%}
+        {%- do conditions.append('(' ~ config.get('where') ~ ')') -%}
+    {%- endif -%}
+    {%- if relation.schema == 'marts' and relation.identifier in per_encounter_marts() -%}
+        {%- set changed = adapter.get_relation(database=target.database, schema='intermediate', identifier='int_encounters__changed') -%}
+        {%- if changed is not none -%}
+            {%- do conditions.append(
+                '(encounter_key in (select encounter_key from ' ~ changed ~ ') or encounter_key is null'
+                ~ ' or exists (select 1 from ' ~ changed ~ ' where rebuild_all))') -%}
+        {%- endif -%}
+    {%- endif -%}
+    {%- if conditions -%}
+        {% do return('(select * from ' ~ relation ~ ' where ' ~ conditions | join(' and ') ~ ') dbt_subquery') %}
+    {%- else -%}
+        {% do return(relation) %}
     {%- endif -%}
 {%- endmacro %}

@@ -1,14 +1,18 @@
+{{ config(**per_encounter_incremental()) }}
+-- depends_on: {{ ref('int_encounters__changed') }}
 -- 诊断事实: the diagnosis rows of counted encounters only. Diagnoses of cancelled encounters, of duplicate saves
 -- and of encounters not in silver (e.g. cloud_his keeps the diagnoses of a quarantined duplicate visit) are left
 -- out, so a count over this model is a count over real visits.
+-- Incremental (macros/incremental.sql): a build replaces the rows of the encounters int_encounters__changed names.
 with diagnoses as (
     select * from {{ ref('stg_ods__diagnosis') }}
+    where {{ in_rebuilt('int_encounters__changed') }}
 ),
 
 encounters as (
     select encounter_key, org_code, master_id, encounter_class_code, visit_date
     from {{ ref('fct_encounter') }}
-    where is_counted
+    where is_counted and {{ in_rebuilt('int_encounters__changed') }}
 ),
 
 persons as (

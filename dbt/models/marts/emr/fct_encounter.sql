@@ -1,21 +1,14 @@
-{{ config(
-    materialized='incremental',
-    incremental_strategy='append',
-    on_schema_change='append_new_columns',
-    pre_hook="{% if is_incremental() %}delete from {{ this }} where {{ in_rebuilt('int_encounters__changed') }}{% endif %}",
-    post_hook=[
-        "{{ record_watermark('fct_encounter') }}",
-        "create index if not exists fct_encounter_duplicate_group on {{ this }} (org_code, (coalesce(master_id, person_key)))",
-    ],
-) }}
+{{ config(**per_encounter_incremental(post_hook=[
+    "create index if not exists fct_encounter_duplicate_group on {{ this }} (org_code, (coalesce(master_id, person_key)))",
+])) }}
 -- depends_on: {{ ref('int_encounters__changed') }}
 -- 就诊事实: one row per encounter (门诊 100, 急诊 200, 住院 300) of every member system, with the resident's master
 -- id, TCM flag, inpatient dates and outcome, the visit's fees, and the flags every indicator filters on:
 -- is_counted = not cancelled and not a duplicate save (int_encounters__deduplicated). Nothing is dropped.
 -- Calendar dates are Beijing dates (the county's systems all run on Beijing time).
 -- Incremental (macros/incremental.sql): a build replaces the encounters int_encounters__changed names — those
--- the publishes since the last build touched, directly or through their fees, prescriptions, diagnoses or person,
--- and the rest of their duplicate groups — so a corrected or deleted encounter of a published month changes it.
+-- the publishes since the last build touched, directly or through their fees, facts or person, and the rest of
+-- their duplicate groups — so a corrected or deleted encounter of a published month changes it.
 with encounters as (
     {{ deduplicate_encounters(in_rebuilt('int_encounters__changed')) }}
 ),

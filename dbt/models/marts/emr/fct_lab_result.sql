@@ -1,12 +1,17 @@
+{{ config(**per_encounter_incremental()) }}
+-- depends_on: {{ ref('int_encounters__changed') }}
 -- 检验结果事实: one row per lab result of every source, with the encounter it belongs to. All rows are kept;
 -- is_counted says whether that encounter is a counted visit.
+-- Incremental (macros/incremental.sql): a build replaces the rows of the encounters int_encounters__changed names.
 with lab_results as (
     select * from {{ ref('stg_ods__lab_result') }}
+    where {{ in_rebuilt('int_encounters__changed') }}
 ),
 
 encounters as (
     select encounter_key, org_code, master_id, encounter_class_code, visit_date, is_counted
     from {{ ref('fct_encounter') }}
+    where {{ in_rebuilt('int_encounters__changed') }}
 ),
 
 persons as (

@@ -1,13 +1,18 @@
+{{ config(**per_encounter_incremental()) }}
+-- depends_on: {{ ref('int_encounters__changed') }}
 -- 处方事实: one row per prescription (drug order) line of every source, with the encounter it belongs to.
 -- All rows are kept; is_counted says whether that encounter is a counted visit (false when it is cancelled, a
 -- duplicate save, or not in silver), so drug statistics filter on it like every other fact.
+-- Incremental (macros/incremental.sql): a build replaces the rows of the encounters int_encounters__changed names.
 with prescriptions as (
     select * from {{ ref('stg_ods__prescription') }}
+    where {{ in_rebuilt('int_encounters__changed') }}
 ),
 
 encounters as (
     select encounter_key, org_code, master_id, encounter_class_code, visit_date, is_counted
     from {{ ref('fct_encounter') }}
+    where {{ in_rebuilt('int_encounters__changed') }}
 ),
 
 persons as (

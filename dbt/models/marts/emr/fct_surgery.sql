@@ -1,15 +1,20 @@
+{{ config(**per_encounter_incremental()) }}
+-- depends_on: {{ ref('int_encounters__changed') }}
 -- 手术事实: one row per surgery/operation record. Surgeries of an encounter that is not counted (a 作废 admission
 -- keeps its rows in rmyy_his/zyy_his) are left out; a surgery whose encounter has not arrived yet is kept with the
 -- institution and patient of its own row.
 -- 切口愈合等级 (甲/乙/丙/其他) is mapped from rmyy_his YHDJ, zyy_his heal_grade and cloud_his heal_level; the private
 -- hospitals' order API has none. 手术级别 is recorded by no member system today, so surgery_level stays empty.
+-- Incremental (macros/incremental.sql): a build replaces the rows of the encounters int_encounters__changed names.
 with surgeries as (
     select * from {{ ref('stg_ods__surgery') }}
+    where {{ in_rebuilt('int_encounters__changed') }}
 ),
 
 encounters as (
     select encounter_key, org_code, master_id, encounter_class_code, visit_date, admission_date, is_counted
     from {{ ref('fct_encounter') }}
+    where {{ in_rebuilt('int_encounters__changed') }}
 ),
 
 persons as (
