@@ -146,3 +146,20 @@ def test_a_days_corrections_rebuild_only_their_encounters_and_equal_a_whole_buil
     dbt_build(ENCOUNTER_MODELS, tests=False)
     assert _differences() == {}
     assert not _rows("SELECT 1 FROM marts.fct_encounter WHERE master_id = 'M-PYTEST-RELINKED'")
+
+
+def test_a_seed_is_reloaded_only_when_its_file_or_configuration_changed(pipeline_done):
+    """dbt reloads every seed on every build; ours leaves a seed alone while its file and settings are those the
+    warehouse last loaded, and reloads it when they are not."""
+
+    def load_transaction() -> str:
+        return _rows("SELECT min(xmin::text) FROM reference.organizations")[0][0]
+
+    loaded = load_transaction()
+    dbt_build("organizations")
+    assert load_transaction() == loaded, "an unchanged seed was reloaded"
+    with warehouse_engine().begin() as conn:
+        conn.execute(sa.text("UPDATE dbt_meta.seed_checksum SET checksum = 'edited' WHERE seed = 'organizations'"))
+    dbt_build("organizations")
+    assert load_transaction() != loaded, "a seed whose file changed was not reloaded"
+    assert _rows("SELECT checksum <> 'edited' FROM dbt_meta.seed_checksum WHERE seed = 'organizations'") == [(True,)]
