@@ -4,8 +4,9 @@
 -- grouping level. 门急诊 by visit date, 住院 by discharge date (出院者主要诊断). Diagnoses that carry no ICD-10 code
 -- (unmapped local text) are left out of the ranking; the terminology worklist lists them. A category the WHO
 -- table does not know is ranked as a category only. Encounters are counted per institution, day and category
--- first: the levels and periods multiply those counts, not the county's millions of encounters.
-with encounters as (
+-- first, then per month: a month, quarter or year sums its months (a count adds up), so the levels and periods
+-- multiply a few hundred thousand monthly counts, not the county's millions of encounters.
+with daily as (
     select
         org_code,
         case when encounter_class_code = '300' then 'HO25' else 'HO24' end as indicator_code,
@@ -18,45 +19,65 @@ with encounters as (
     group by 1, 2, 3, 4
 ),
 
+periods as (
+    select * from {{ ref('int_indicator_reported_periods') }}
+),
+
+monthly as (
+    -- a period's end is clipped to the last day with data: an event after it is in no period
+    select org_code, indicator_code, date_trunc('month', event_date)::date as event_month, icd_category,
+        sum(cases) as cases
+    from daily
+    where icd_category is not null and event_date <= (select max(period_end) from periods)
+    group by 1, 2, 3, 4
+),
+
+placed as (
+    -- each count in the reported periods it falls in: a day by itself, a month, quarter or year by its months
+    select daily.org_code, daily.indicator_code, periods.period_type, periods.period_start, daily.icd_category,
+        daily.cases
+    from daily
+    inner join periods on periods.indicator_code = daily.indicator_code and periods.period_type = 'day'
+        and periods.period_start = daily.event_date and daily.event_date <= periods.period_end
+    where daily.icd_category is not null
+    union all
+    select monthly.org_code, monthly.indicator_code, periods.period_type, periods.period_start,
+        monthly.icd_category, monthly.cases
+    from monthly
+    {{ period_starts('monthly.event_month', ['month', 'quarter', 'year']) }}
+    inner join periods on periods.indicator_code = monthly.indicator_code
+        and periods.period_type = starts.period_type and periods.period_start = starts.period_start
+),
+
 who as (
     select code, display, level, chapter, block from {{ ref('icd10_who') }}
 ),
 
 grouped as (
-    select encounters.org_code, encounters.indicator_code, encounters.event_date, levels.group_level,
-        levels.group_code, encounters.cases
-    from encounters
-    left join who as category on category.level = 'category' and category.code = encounters.icd_category
+    select placed.org_code, placed.indicator_code, placed.period_type, placed.period_start, levels.group_level,
+        levels.group_code, placed.cases
+    from placed
+    left join who as category on category.level = 'category' and category.code = placed.icd_category
     cross join lateral (
-        values ('category', encounters.icd_category), ('block', category.block), ('chapter', category.chapter)
+        values ('category', placed.icd_category), ('block', category.block), ('chapter', category.chapter)
     ) as levels (group_level, group_code)
-    where encounters.icd_category is not null and levels.group_code is not null
-),
-
-periods as (
-    select * from {{ ref('int_indicator_reported_periods') }}
+    where levels.group_code is not null
 ),
 
 counted as (
     select
-        grouped.indicator_code,
-        periods.period_type,
-        periods.period_start,
-        case when grouping(grouped.org_code) = 0 then 'institution' else 'county' end as grain_type,
-        coalesce(grouped.org_code, '410182') as grain_code,
-        grouped.group_level,
-        grouped.group_code,
-        sum(grouped.cases) as cases
+        indicator_code,
+        period_type,
+        period_start,
+        case when grouping(org_code) = 0 then 'institution' else 'county' end as grain_type,
+        coalesce(org_code, '410182') as grain_code,
+        group_level,
+        group_code,
+        sum(cases) as cases
     from grouped
-    {{ period_starts('grouped.event_date') }}
-    inner join periods on periods.indicator_code = grouped.indicator_code
-        and periods.period_type = starts.period_type and periods.period_start = starts.period_start
-        and grouped.event_date <= periods.period_end
     group by grouping sets (
-        (grouped.indicator_code, periods.period_type, periods.period_start, grouped.group_level,
-         grouped.group_code, grouped.org_code),
-        (grouped.indicator_code, periods.period_type, periods.period_start, grouped.group_level,
-         grouped.group_code)
+        (indicator_code, period_type, period_start, group_level, group_code, org_code),
+        (indicator_code, period_type, period_start, group_level, group_code)
     )
 ),
 
