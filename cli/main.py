@@ -1217,7 +1217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transform", help="dbt build: staging, intermediate, marts with tests, then dbt docs")
     p.add_argument("--select", help="dbt selection")
     p.add_argument(
-        "--full-refresh", action="store_true", help="rebuild the incremental marts whole (after a change to their SQL)"
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the incremental marts whole and reload every seed (after a change to their SQL)",
     )
     p.set_defaults(func=cmd_transform)
 
