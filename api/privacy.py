@@ -1,57 +1,12 @@
 """Masking of personal fields per role (config/access/roles.yaml `masking`), and the check that a masked ID number
-cannot be restored from what is shown beside it.
-
-A mainland ID number is area (6) + birth date (8) + sequence (3, odd for men) + check digit (1). Birth date
-and sex are shown to clinicians, and the county's area code is public knowledge, so a mask that keeps the last
-four characters (the common 4101**********1234 style) gives the whole number back. `masked` therefore keeps
-the area code only: what remains unknown is the sequence number — hundreds of candidates even with the birth
-date and sex in clear.
-"""
+cannot be restored from what is shown beside it (the maskers themselves are shared: core/privacy.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import re
 from typing import Any
 
 from core.access import ApiRole
-
-AREA_DIGITS = 6
-
-
-def mask_id_number(value: str | None) -> str | None:
-    """Keep the area code (6 characters) of a full-length number; hide everything else."""
-    if not value:
-        return value
-    keep = AREA_DIGITS if len(value) >= 15 else 0
-    return value[:keep] + "*" * (len(value) - keep)
-
-
-def mask_phone(value: str | None) -> str | None:
-    """138****1234: enough to tell two numbers apart on the phone with the resident, not to call them."""
-    if not value:
-        return value
-    return value[:3] + "****" + value[-4:] if len(value) >= 11 else "*" * len(value)
-
-
-def mask_address(value: str | None) -> str | None:
-    """Keep the administrative part up to the township (乡/镇/街道); hide village, street and house number."""
-    if not value:
-        return value
-    match = re.match(r"^(.*?(?:街道|镇|乡))", value)
-    return (match.group(1) if match else value[:6]) + "****"
-
-
-def id_number_hash(id_number: str) -> str:
-    """The keyed hash marts.dim_patient_lookup stores (HMAC-SHA256, key DRC_ID_LOOKUP_KEY): an ID-number search
-    compares hashes, so the clear number never reaches SQL, logs or the audit trail."""
-    key = os.environ.get("DRC_ID_LOOKUP_KEY")
-    if not key:
-        raise RuntimeError("DRC_ID_LOOKUP_KEY is not set: start the API through ./drc, which loads .env")
-    return hmac.new(key.encode(), id_number.strip().upper().encode(), hashlib.sha256).hexdigest()
-
+from core.privacy import AREA_DIGITS, mask_address, mask_id_number, mask_phone
 
 MASKERS = {"id_number": mask_id_number, "phone": mask_phone, "address": mask_address}
 

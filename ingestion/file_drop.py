@@ -67,6 +67,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from core.db import warehouse_engine
+from core.privacy import redact_personal
 from core.settings import get_settings
 from ingestion.bronze import (
     TableResult,
@@ -100,12 +101,15 @@ LANDED_COLUMNS = (
 
 
 class FileRejected(Exception):
-    """A file breaks a rule of its table; it goes to quarantine with the rule and the offending lines."""
+    """A file breaks a rule of its table; it goes to quarantine with the rule and the offending lines. The lines
+    name rows by their key and values, so ID and mobile numbers in them are replaced (core.privacy) before the
+    reason reaches the reason file, the file ledger or a log."""
 
     def __init__(self, rule: str, details: list[str] | None = None) -> None:
+        rule = redact_personal(rule)
         super().__init__(rule)
         self.rule = rule
-        self.details = details or []
+        self.details = [redact_personal(line) for line in details or []]
 
 
 # --- configuration ------------------------------------------------------------------------------

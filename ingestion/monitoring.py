@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from core.alerts import Alert, raise_alert, resolve_alerts
 from core.db import apply_ddl, warehouse_engine
+from core.privacy import redact_personal
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS ingest.landed_batch (
@@ -193,12 +194,14 @@ def _secrets() -> list[str]:
 
 
 def mask(text: str | None) -> str | None:
-    """Remove every configured credential (and password=... fragments) from a message."""
+    """Remove every configured credential (and password=... fragments) and every ID or mobile number
+    (core.privacy.redact_personal) from a message before it is stored or logged."""
     if text is None:
         return None
     for secret in _secrets():
         text = text.replace(secret, "***")
-    return re.sub(r"(?i)(password|passwd|pwd|secret|token)(['\"]?\s*[=:]\s*['\"]?)[^\s&'\",;]+", r"\1\2***", text)
+    text = re.sub(r"(?i)(password|passwd|pwd|secret|token)(['\"]?\s*[=:]\s*['\"]?)[^\s&'\",;]+", r"\1\2***", text)
+    return redact_personal(text)
 
 
 def record_batch(record: BatchRecord, arrivals: list[dict]) -> None:

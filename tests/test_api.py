@@ -20,10 +20,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from api.fhir import ID_NUMBER_SYSTEM
-from api.privacy import mask_id_number
 from api.security import ALGORITHM, AUDIENCE, ISSUER, REVOCATION_RECHECK_SECONDS, issue_token, revoke_token
 from core.access import load_api_roles
 from core.db import api_engine, warehouse_engine
+from core.privacy import mask_id_number
 from core.settings import get_settings
 
 BASE = f"http://127.0.0.1:{os.environ.get('DRC_API_PORT', '8000')}"

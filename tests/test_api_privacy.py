@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from api.privacy import apply_masking, id_number_candidates, mask_address, mask_id_number, mask_phone
+from api.privacy import apply_masking, id_number_candidates
 from core.access import MASKED_FIELDS, load_api_roles
 from core.gb11643 import check_char
+from core.privacy import mask_address, mask_id_number, mask_phone
 
 ROLES, USERS = load_api_roles()
 # What every patient-facing response shows in clear beside the masked fields (api/schemas.py Demographics).

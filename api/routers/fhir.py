@@ -15,10 +15,11 @@ from fastapi import APIRouter, Path, Query, Request, status
 
 from api import fhir as resources
 from api.access import limit_id_number_searches, require_patient, require_section, township_scope
-from api.privacy import apply_masking, id_number_hash
+from api.privacy import apply_masking
 from api.records import RECORD_LISTS, demographics, list_records, local_ids, local_ids_of, search_patients
 from api.responses import FhirJSON
 from api.security import ApiError, Audit, Caller, Db
+from core.privacy import id_number_hash
 
 router = APIRouter(tags=["FHIR R4"])
 MAX_EVERYTHING = 500  # per resource type in Patient/$everything

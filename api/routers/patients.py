@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, status
 
 from api.access import limit_id_number_searches, require_patient, require_section, township_scope
-from api.privacy import apply_masking, id_number_hash
+from api.privacy import apply_masking
 from api.records import RECORD_LISTS, list_records, local_ids, patient_overview
 from api.records import search_patients as search
 from api.responses import FastJSON
 from api.schemas import LabTrend, LocalId, Page, PatientSummary, SearchResult
 from api.security import ApiError, Audit, Caller, Db, Principal
+from core.privacy import id_number_hash
 
 router = APIRouter(prefix="/patients", tags=["患者 patients"])
 

@@ -11,8 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from pyspark.sql import functions as F
 
+from core.db import warehouse_engine
+from core.privacy import id_number_hash
 from core.settings import get_settings
 from ingestion.bronze import bronze_path, latest_versions
 from ingestion.file_drop import collect
@@ -142,3 +145,33 @@ def test_a_month_that_would_withdraw_too_many_stops_until_accepted(spark, regist
     assert result.status == "success" and (result.counts or {}).get("deleted") == 7
     assert silver_ids(spark) == sorted(IDS[:3])
     assert not (root / "inbox" / truncated).exists()
+
+
+def test_a_rejected_register_file_names_residents_by_keyed_hash_not_by_id_number(spark, register):
+    """The register's key is the 公民身份号码: a rejection reason names the offending line by its key, so the
+    reason file, the file ledger and the run's error carry the key's keyed hash (the one marts.dim_patient_lookup
+    stores), never the number."""
+    source, root = register
+    name = month_file(root, "202609", IDS[:3])
+    path = root / "inbox" / name
+    rows = list(csv.reader(io.StringIO(path.read_bytes().decode("gbk"))))
+    rows[2][0] = ""  # line 3 (IDS[1]): 姓名 is required
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    path.write_bytes(buffer.getvalue().encode("gbk"))
+    result = collect(spark, source)[0]
+    assert result.rows == 0
+    reason = (root / "quarantine" / f"{name}.reason.txt").read_text(encoding="utf-8")
+    assert "姓名 is required" in reason and "line 3" in reason
+    assert f"hmac:{id_number_hash(IDS[1])[:12]}" in reason
+    with warehouse_engine().connect() as conn:
+        stored = conn.execute(
+            sa.text(
+                "SELECT coalesce(string_agg(reason, ' '), '') FROM ingest.file_ledger "
+                "WHERE source_system = :s AND file_name = :f"
+            ),
+            {"s": SOURCE, "f": name},
+        ).scalar()
+    stored += " " + (result.error or "")
+    for id_number in IDS[:3]:
+        assert id_number not in reason and id_number not in stored, f"{id_number} in clear"
