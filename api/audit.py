@@ -2,8 +2,9 @@
 
 Set-up (`./drc api-setup`, run by `./drc start` as the warehouse owner) creates the tables, a trigger that
 refuses UPDATE, DELETE and TRUNCATE on the access log for everyone, and grants the API's role ``drc_api`` only
-INSERT and SELECT on it (auditors read it through the API). Every request the API answers — allowed, refused
-or failed — leaves one row: who, role, institution, which resident and resources, purpose, result, time.
+INSERT and SELECT on it. Auditors read it through the API, or in the database as ``drc_audit`` (read only).
+Every request the API answers — allowed, refused or failed — leaves one row: who, role, institution, which
+resident and resources, purpose, result, time.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.classification import apply_grants
 from core.db import warehouse_engine
 
 SETUP_SQL = """
@@ -94,9 +96,10 @@ GRANT INSERT, SELECT ON audit.empi_request TO drc_api;
 
 
 def ensure_audit_store() -> None:
-    """Idempotent set-up, as the warehouse owner."""
+    """Idempotent set-up, as the warehouse owner; the auditor's role drc_audit reads it (field classification)."""
     with warehouse_engine().begin() as conn:
         conn.connection.driver_connection.cursor().execute(SETUP_SQL)  # no parameters: '%' stays literal
+        apply_grants(conn)
 
 
 @dataclass

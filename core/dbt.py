@@ -9,6 +9,7 @@ import shutil
 import sqlalchemy as sa
 from dbt.cli.main import dbtRunner
 
+from core.classification import apply_grants, install
 from core.db import warehouse_engine
 from core.indicators import write_generated_files
 from core.settings import CONFIG_DIR, PROJECT_ROOT
@@ -49,12 +50,16 @@ def dbt_build(select: str | None = None, full_refresh: bool = False, tests: bool
     neighbours' relationship tests would see them half rebuilt); ``full_refresh``: incremental marts whole, and
     every seed reloaded."""
     prepare_project()
+    with warehouse_engine().begin() as conn:
+        install(conn)  # the field classification every model's post-hook grants by (core/classification.py)
     checksums = _seed_checksums()
     unchanged = [] if full_refresh else _loaded_seeds(checksums)
     args = ["build" if tests else "run", *(["--select", select] if select else [])]
     result = _invoke(
         [*args, *(["--exclude", *unchanged] if unchanged else []), *(["--full-refresh"] if full_refresh else [])]
     )
+    with warehouse_engine().begin() as conn:
+        apply_grants(conn)  # the same for the governed relations dbt does not build (ingest, ops, audit)
     loaded = {r.node.name for r in result.result.results if r.node.resource_type == "seed" and r.status == "success"}
     _record_seeds({seed: checksums[seed] for seed in loaded if seed in checksums})
 

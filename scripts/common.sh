@@ -74,6 +74,8 @@ export_runtime_env() {
   # The private hospitals' API secret: the simulated vendor derives it from the HIS password (no new secret).
   export DRC_SIM_API_CLIENT_SECRET="${DRC_SIM_API_CLIENT_SECRET:-$(python3 -c 'import hashlib,hmac,os;print(hmac.new(os.environ["DRC_HIS_DB_PASSWORD"].encode(),b"private_api client secret",hashlib.sha256).hexdigest()[:32])')}"
   # Superset's read-only warehouse role drc_bi: its password is derived from the warehouse one (no new secret).
+  # The auditor's read-only role drc_audit (the audit schema only), derived the same way.
+  export DRC_AUDIT_DB_PASSWORD="${DRC_AUDIT_DB_PASSWORD:-$(python3 -c 'import hashlib,hmac,os;print(hmac.new(os.environ["DRC_PG_PASSWORD"].encode(),b"drc_audit auditor role",hashlib.sha256).hexdigest()[:32])')}"
   export DRC_BI_DB_PASSWORD="${DRC_BI_DB_PASSWORD:-$(python3 -c 'import hashlib,hmac,os;print(hmac.new(os.environ["DRC_PG_PASSWORD"].encode(),b"drc_bi read-only role",hashlib.sha256).hexdigest()[:32])')}"
   export TZ=Asia/Shanghai  # every naive time in the county's systems is Beijing time
   export GX_ANALYTICS_ENABLED=False

@@ -50,21 +50,25 @@ CONF
     IFS=: read -r role db pw <<<"$spec"
     pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='$role') THEN
                 CREATE ROLE $role LOGIN; END IF; END\$\$;" >/dev/null
-    pg_psql -c "ALTER ROLE $role WITH LOGIN PASSWORD '$pw'" >/dev/null
+    pg_psql >/dev/null <<<"ALTER ROLE $role WITH LOGIN PASSWORD '$pw'"  # on stdin: no password in ps
     [[ "$(pg_psql -c "SELECT 1 FROM pg_database WHERE datname='$db'")" == 1 ]] ||
       pg_psql -c "CREATE DATABASE $db OWNER $role" >/dev/null
   done
   pg_psql -c "ALTER ROLE drc WITH REPLICATION" >/dev/null
-  # drc_bi: what Superset reads the warehouse as. superset/provision.py grants it the marts, dq and ingest schemas
-  # (no 身份证号, phone or address there); nothing else, so no dashboard or SQL can reach personal data.
-  pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='drc_bi') THEN
-              CREATE ROLE drc_bi LOGIN; END IF; END\$\$;" >/dev/null
-  pg_psql -c "ALTER ROLE drc_bi WITH LOGIN PASSWORD '$DRC_BI_DB_PASSWORD'" >/dev/null
+  # drc_bi: what Superset reads the warehouse as; drc_audit: the auditor's reader. Each may select only the
+  # columns config/access/classification.yaml lets it see (core/classification.py grants them): no 身份证号,
+  # name, phone or address for drc_bi, so no dashboard or SQL can reach them.
+  for spec in "drc_bi:$DRC_BI_DB_PASSWORD" "drc_audit:$DRC_AUDIT_DB_PASSWORD"; do
+    IFS=: read -r role pw <<<"$spec"
+    pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='$role') THEN
+                CREATE ROLE $role LOGIN; END IF; END\$\$;" >/dev/null
+    pg_psql >/dev/null <<<"ALTER ROLE $role WITH LOGIN PASSWORD '$pw'"  # on stdin: no password in ps
+  done
   # drc_api: what the clinical lookup API reads as. dbt grants it the marts it serves; api/audit.py's set-up lets
   # it insert (never update or delete) audit rows. pgcrypto: the keyed hash behind ID-number lookups.
   pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='drc_api') THEN
               CREATE ROLE drc_api LOGIN; END IF; END\$\$;" >/dev/null
-  pg_psql -c "ALTER ROLE drc_api WITH LOGIN PASSWORD '$DRC_API_DB_PASSWORD'" >/dev/null
+  pg_psql >/dev/null <<<"ALTER ROLE drc_api WITH LOGIN PASSWORD '$DRC_API_DB_PASSWORD'"  # on stdin: no password in ps
   pg_psql -d warehouse -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null
   # No JIT in the warehouse: compiling the indicator measures' ≈ 2,000 expressions took 27 s of a 27.2 s query
   # (whatever the data size), and a dashboard's query pays the compile before its first row.
@@ -72,7 +76,7 @@ CONF
   # The simulated member systems on PostgreSQL (each its own database) and the simulator's answer key.
   pg_psql -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='his') THEN
               CREATE ROLE his LOGIN CREATEDB REPLICATION; END IF; END\$\$;" >/dev/null
-  pg_psql -c "ALTER ROLE his WITH LOGIN PASSWORD '$DRC_HIS_DB_PASSWORD'" >/dev/null
+  pg_psql >/dev/null <<<"ALTER ROLE his WITH LOGIN PASSWORD '$DRC_HIS_DB_PASSWORD'"  # on stdin: no password in ps
   for db in zyy_his cloud_his public_health private_his sim_truth; do
     [[ "$(pg_psql -c "SELECT 1 FROM pg_database WHERE datname='$db'")" == 1 ]] ||
       pg_psql -c "CREATE DATABASE $db OWNER his" >/dev/null
@@ -113,11 +117,13 @@ CONF
       --exec /usr/sbin/mariadbd -- --defaults-file="$cnf" --user=mysql
     wait_for MariaDB 60 mariadb-admin --socket="$MARIADB_SOCKET" ping
   fi
-  maria -e "CREATE USER IF NOT EXISTS 'his'@'127.0.0.1' IDENTIFIED BY '$DRC_HIS_DB_PASSWORD';
-            ALTER USER 'his'@'127.0.0.1' IDENTIFIED BY '$DRC_HIS_DB_PASSWORD';
-            GRANT ALL ON *.* TO 'his'@'127.0.0.1' WITH GRANT OPTION;
-            -- binlog CDC (mode mysql_binlog): read the row binlog and its position; explicit so a narrower grant keeps them
-            GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'his'@'127.0.0.1';"
+  maria <<SQL  # on stdin: no password in ps
+CREATE USER IF NOT EXISTS 'his'@'127.0.0.1' IDENTIFIED BY '$DRC_HIS_DB_PASSWORD';
+ALTER USER 'his'@'127.0.0.1' IDENTIFIED BY '$DRC_HIS_DB_PASSWORD';
+GRANT ALL ON *.* TO 'his'@'127.0.0.1' WITH GRANT OPTION;
+-- binlog CDC (mode mysql_binlog): read the row binlog and its position; explicit so a narrower grant keeps them
+GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'his'@'127.0.0.1';
+SQL
 }
 
 # The platform's own collection account for each database source in config/sources (as a hospital's DBA grants

@@ -42,7 +42,6 @@ REQUIRED_ENV = (
     "DRC_SUPERSET_DB_PASSWORD",
     "DRC_SUPERSET_ADMIN_PASSWORD",
 )
-BI_SCHEMAS = ("marts", "reference", "ingest", "ops")
 # The first dashboard (医共体门急诊服务量监测, four charts over fct_daily_outpatient_visits), replaced by the
 # catalog-built ones: removed on provisioning so no analyst lands on it.
 RETIRED = {
@@ -108,33 +107,16 @@ def warehouse_url(user: str, password: str):
 
 
 def grant_bi_role() -> None:
-    """drc_bi may read the marts, the catalog seeds and the collection monitoring, now and after dbt rebuilds
-    them (default privileges). The three EMPI staging views it reads are granted by dbt (their model config)."""
-    from sqlalchemy import create_engine, text
+    """drc_bi may select the columns the field classification lets it see (config/access/classification.yaml),
+    in every relation of its schemas; dbt's post-hooks keep that on every rebuild."""
+    from sqlalchemy import create_engine
+
+    from core.classification import apply_grants
 
     engine = create_engine(warehouse_url("drc", os.environ["DRC_PG_PASSWORD"]))
     try:
         with engine.begin() as conn:
-            for schema in BI_SCHEMAS:
-                conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
-                conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO drc_bi"))
-                conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO drc_bi"))
-                conn.execute(text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO drc_bi"))
-            conn.execute(text("GRANT USAGE ON SCHEMA staging TO drc_bi"))
-            # ... except any table holding 身份证号, phone or address (dim_patient, served by the lookup API)
-            personal = (
-                conn.execute(
-                    text(
-                        "SELECT DISTINCT table_schema || '.' || table_name FROM information_schema.columns "
-                        "WHERE table_schema = ANY(:schemas) AND column_name ~ '(id_number|phone|address)$'"
-                    ),
-                    {"schemas": list(BI_SCHEMAS)},
-                )
-                .scalars()
-                .all()
-            )
-            for table in personal:
-                conn.execute(text(f"REVOKE SELECT ON {table} FROM drc_bi"))
+            apply_grants(conn)
     except Exception as exc:
         fail(
             f"cannot grant the warehouse to drc_bi as drc: {type(exc).__name__}: "
