@@ -33,6 +33,7 @@ class Role:
     zh: str
     dashboards: tuple[str, ...] | None  # None = all dashboards
     rows: str
+    sql_lab: bool = False  # may query the warehouse in SQL Lab (as drc_bi: de-identified columns only)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def load_roles() -> tuple[dict[str, Role], list[User]]:
         if r.get("rows") not in ROW_POLICIES:
             raise ValueError(f"{ROLES_FILE}: role {name}: rows must be one of {ROW_POLICIES}")
         dashboards = None if r.get("dashboards") == "all" else tuple(r.get("dashboards") or ())
-        roles[name] = Role(name, r["zh"], dashboards, r["rows"])
+        roles[name] = Role(name, r["zh"], dashboards, r["rows"], bool(r.get("sql_lab", False)))
         for u in r.get("users") or []:
             if r["rows"] == "own_org" and not u.get("org_code"):
                 raise ValueError(f"{ROLES_FILE}: user {u['login']} of own_org role {name} needs an org_code")

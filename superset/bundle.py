@@ -885,7 +885,7 @@ def database_yaml() -> dict:
         "database_name": DATABASE_NAME,
         "sqlalchemy_uri": "postgresql+psycopg2://drc_bi:XXXXXXXXXX@127.0.0.1:5433/warehouse",
         "cache_timeout": None,
-        "expose_in_sqllab": False,
+        "expose_in_sqllab": True,  # for the roles with sql_lab in roles.yaml only (the others lack SQL Lab)
         "allow_run_async": False,
         "allow_ctas": False,
         "allow_cvas": False,

@@ -244,6 +244,13 @@ def provision_roles(db, security_manager, bundle) -> list[str]:
             if perm is None:
                 fail(f"dataset {name}: Superset has no datasource_access permission for it")
             perms.append(perm)
+        if role.sql_lab:  # SQL Lab on the warehouse, which Superset reads as drc_bi (de-identified columns)
+            warehouse = next(iter(tables.values())).database
+            access = security_manager.find_permission_view_menu("database_access", warehouse.perm)
+            sql_lab = security_manager.find_role("sql_lab")
+            if access is None or sql_lab is None:
+                fail("Superset lacks the sql_lab role or the warehouse's database_access permission (superset init)")
+            perms += [p for p in sql_lab.permissions if p not in perms and p.permission.name != "can_csv"] + [access]
         sm_role.permissions = perms
         for slug in slugs:
             dashboard_roles[slug].append(sm_role)

@@ -26,11 +26,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import create_engine, text
 
 from core.access import load_roles, password
-from superset.bundle import chart_specs, load_dashboards, sections
+from superset.bundle import DATABASE_NAME, chart_specs, load_dashboards, sections
 
 TIMEOUT = 90
 RESULTS = Path(__file__).resolve().parent / "results"
 ANALYST = "wjw_analyst"
+ENGINEER = "sjgcs"  # the data_engineer role: SQL Lab
 INSTITUTION = "410182001"  # 荥阳市人民医院
 INSTITUTION_USER = f"org_{INSTITUTION}"
 # A chart renders "no data" with one of these (Superset's own zh catalog, messages.po, and the en UI); an error
@@ -326,3 +327,30 @@ def test_no_role_can_reach_personal_data(pipeline_done, warehouse):
     finally:
         engine.dispose()
     assert readable == [], f"drc_bi can read personal data in {sorted(set(readable))}"
+
+
+def _sql_lab(api: Api, database_id: int, sql: str) -> requests.Response:
+    """Run a statement in SQL Lab as the API's user (synchronously, with the session's CSRF token)."""
+    token = api.get("/api/v1/security/csrf_token/")
+    return api.session.post(
+        f"{base_url()}/api/v1/sqllab/execute/",
+        json={"database_id": database_id, "sql": sql, "runAsync": False, "schema": "marts"},
+        headers={"X-CSRFToken": token.json()["result"] if token.ok else "", "Referer": base_url()},
+        timeout=120,
+    )
+
+
+def test_sql_lab_is_for_engineers_and_shows_them_no_identifier(pipeline_done):
+    """SQL Lab reads the warehouse as drc_bi: an engineer can query the marts but not select an ID number; an
+    analyst cannot use SQL Lab at all."""
+    engineer = Api(ENGINEER)
+    databases = engineer.get("/api/v1/database/", q="(page_size:100)").json()["result"]
+    (database_id,) = [d["id"] for d in databases if d["database_name"] == DATABASE_NAME]
+    counted = _sql_lab(engineer, database_id, "select count(*) as visits from marts.fct_encounter")
+    assert counted.status_code == 200, counted.text[:300]
+    assert counted.json()["data"][0]["visits"] > 0
+    refused = _sql_lab(engineer, database_id, "select id_number from marts.dim_patient limit 1")
+    assert refused.status_code != 200 and "permission denied" in refused.text, refused.text[:300]
+    analyst = _sql_lab(Api(ANALYST), database_id, "select count(*) from marts.fct_encounter")
+    assert analyst.status_code in (400, 401, 403), analyst.text[:300]
+    assert "visits" not in analyst.text and '"data"' not in analyst.text
