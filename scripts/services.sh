@@ -16,8 +16,21 @@ wait_for() {  # wait_for <what> <seconds> <command...>
   die "$what did not come up within ${secs}s; see $DRC_LOG_DIR"
 }
 
+# The platform's state (lake, archive, inbox, quarantine, logs, service data) is for the platform's own users only:
+# root, which runs the pipeline and the web services, and, through the group xydrc, the databases' service users.
+# Any other local user can neither list nor read anything under it, whatever the modes inside.
+restrict_state() {
+  getent group xydrc >/dev/null || groupadd --system xydrc
+  local user
+  for user in postgres mysql; do
+    if id -u "$user" >/dev/null 2>&1 && ! id -nG "$user" | grep -qw xydrc; then usermod -a -G xydrc "$user"; fi
+  done
+  chgrp xydrc "$DRC_STATE_DIR" && chmod 750 "$DRC_STATE_DIR"
+}
+
 start_postgres() {
   local data="$DRC_STATE_DIR/pg"
+  restrict_state
   if [[ ! -f "$data/PG_VERSION" ]]; then
     log "initialising PostgreSQL 15 cluster in $data (port $DRC_PG_PORT)"
     mkdir -p "$data"; chown postgres:postgres "$data"; chmod 700 "$data"
@@ -84,6 +97,7 @@ CONF
 }
 
 start_mariadb() {
+  restrict_state
   local data="$DRC_STATE_DIR/mariadb" cnf="$DRC_STATE_DIR/mariadb.cnf"
   MARIADB_SOCKET=$(MARIADB_SOCKET_FOR "$DRC_MARIADB_PORT")
   cat >"$cnf" <<CONF
