@@ -63,8 +63,9 @@ def _columns(conn: sa.Connection) -> list[tuple[str, str, str]]:
     return conn.execute(
         sa.text(
             "SELECT c.table_schema, c.table_name, c.column_name FROM information_schema.columns c "
-            "WHERE c.table_schema NOT IN ('pg_catalog', 'information_schema') "
-            "AND c.table_schema NOT LIKE 'pg\\_%' AND c.table_name NOT LIKE '%\\_\\_dbt\\_%'"
+            "WHERE c.table_schema NOT IN ('pg_catalog', 'information_schema', 'public') "
+            "AND c.table_schema NOT LIKE 'pg\\_%' AND c.table_schema NOT LIKE 'scratch%' "
+            "AND c.table_name NOT LIKE '%\\_\\_dbt\\_%' AND c.table_name NOT LIKE 'scratch\\_%'"  # tests' own tables
         )
     ).all()
 
