@@ -7,7 +7,7 @@ import os
 import shutil
 
 import sqlalchemy as sa
-from dbt.cli.main import dbtRunner
+from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 from core.classification import apply_grants, install
 from core.db import warehouse_engine
@@ -23,7 +23,7 @@ SEEDS_FROM_CONFIG = {
 }
 
 
-def _invoke(args: list[str]):
+def _invoke(args: list[str]) -> dbtRunnerResult:
     # The ID-number lookup key reaches dbt's sessions as a setting (dim_patient_lookup), not as SQL text.
     key = os.environ.get("DRC_ID_LOOKUP_KEY")
     if key and "drc.id_lookup_key" not in os.environ.get("PGOPTIONS", ""):
