@@ -163,8 +163,13 @@ def install(conn: sa.Connection) -> None:
 
 
 def apply_grants(conn: sa.Connection) -> int:
-    """Apply the policy to every relation of the governed schemas and relations; returns how many."""
+    """Install the policy and apply it to every governed relation; returns how many."""
     install(conn)
+    return grant_governed(conn)
+
+
+def grant_governed(conn: sa.Connection) -> int:
+    """Apply the installed policy to every relation of the governed schemas and relations; returns how many."""
     policy = load_policy()
     relations = conn.execute(
         sa.text(

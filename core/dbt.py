@@ -9,7 +9,7 @@ import shutil
 import sqlalchemy as sa
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
-from core.classification import apply_grants, install
+from core.classification import grant_governed, install
 from core.db import warehouse_engine
 from core.indicators import write_generated_files
 from core.settings import CONFIG_DIR, PROJECT_ROOT
@@ -59,7 +59,7 @@ def dbt_build(select: str | None = None, full_refresh: bool = False, tests: bool
         [*args, *(["--exclude", *unchanged] if unchanged else []), *(["--full-refresh"] if full_refresh else [])]
     )
     with warehouse_engine().begin() as conn:
-        apply_grants(conn)  # the same for the governed relations dbt does not build (ingest, ops, audit)
+        grant_governed(conn)  # the same for the governed relations dbt does not build (ingest, ops, audit)
     loaded = {r.node.name for r in result.result.results if r.node.resource_type == "seed" and r.status == "success"}
     _record_seeds({seed: checksums[seed] for seed in loaded if seed in checksums})
 

@@ -77,6 +77,13 @@ def test_every_warehouse_column_has_a_class(pipeline_done):
     assert POLICY.unclassified(columns) == [], "add these columns to config/access/classification.yaml"
 
 
+def _assert_refused(conn: sa.Connection, statements: tuple[str, ...]) -> None:
+    for sql in statements:
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            conn.execute(sa.text(sql))
+        conn.rollback()
+
+
 def _engine_as(role: str, password_env: str) -> sa.Engine:
     settings = get_settings()
     url = sa.URL.create(
@@ -113,16 +120,16 @@ def test_as_the_dashboard_role_an_id_number_cannot_be_selected_but_masked_proble
     engine = _engine_as("drc_bi", "DRC_BI_DB_PASSWORD")
     try:
         with engine.connect() as conn:
-            for sql in (
-                "SELECT id_number FROM marts.dim_patient",
-                "SELECT name FROM marts.fct_resident_change",
-                "SELECT value FROM marts.fct_dq_problem",
-                "SELECT * FROM marts.dim_patient",
-                "SELECT raw_payload FROM staging.stg_ods__quarantine",
-            ):
-                with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
-                    conn.execute(sa.text(sql))
-                conn.rollback()
+            _assert_refused(
+                conn,
+                (
+                    "SELECT id_number FROM marts.dim_patient",
+                    "SELECT name FROM marts.fct_resident_change",
+                    "SELECT value FROM marts.fct_dq_problem",
+                    "SELECT * FROM marts.dim_patient",
+                    "SELECT raw_payload FROM staging.stg_ods__quarantine",
+                ),
+            )
             assert conn.execute(sa.text("SELECT count(DISTINCT master_id) FROM marts.dim_patient")).scalar() > 100
             masked = conn.execute(sa.text("SELECT business_key_masked, value_masked FROM marts.fct_dq_problem")).all()
     finally:
@@ -160,16 +167,16 @@ def test_the_auditor_reads_the_audit_trail_only_and_cannot_change_it(pipeline_do
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT count(*) FROM audit.access_log")).scalar()
             conn.execute(sa.text("SELECT count(*) FROM audit.api_token")).scalar()
-            for sql in (
-                "SELECT count(*) FROM marts.dim_patient",
-                "SELECT count(*) FROM ods.person",
-                "INSERT INTO audit.access_log (subject, method, path, action, result, status_code) "
-                "VALUES ('x', 'GET', '/', 'read', 'ok', 200)",
-                "UPDATE audit.access_log SET detail = 'x'",
-                "DELETE FROM audit.api_token",
-            ):
-                with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
-                    conn.execute(sa.text(sql))
-                conn.rollback()
+            _assert_refused(
+                conn,
+                (
+                    "SELECT count(*) FROM marts.dim_patient",
+                    "SELECT count(*) FROM ods.person",
+                    "INSERT INTO audit.access_log (subject, method, path, action, result, status_code) "
+                    "VALUES ('x', 'GET', '/', 'read', 'ok', 200)",
+                    "UPDATE audit.access_log SET detail = 'x'",
+                    "DELETE FROM audit.api_token",
+                ),
+            )
     finally:
         engine.dispose()
