@@ -805,14 +805,20 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     for offset in range((last - first).days + 1):
         day = first + timedelta(days=offset)
         console.print(f"[bold]业务日 business day {day}[/]")
+        day_started = time.monotonic()
         for step, argv in pipeline_commands(day, args.include_open_periods):
-            if run_command(argv):
+            started = time.monotonic()
+            code = run_command(argv)
+            outcome = "" if code == 0 else f" (exit {code})"
+            console.print(f"[dim]  {step}: {time.monotonic() - started:.1f} s{outcome}[/]")
+            if code:
                 failures.append(f"{day} {step}")
                 if step.split(":")[0] not in isolated:
                     raise SystemExit(
                         f"{day}: step {step} failed; the later steps of the day did not run. "
                         f"Fix it, then run ./drc pipeline --from {day} --to {last} again (safe)."
                     )
+        console.print(f"[bold]  {day}: {time.monotonic() - day_started:.0f} s in all[/]")
     if failures:
         raise SystemExit(f"done, but these isolated steps failed: {failures}; see ./drc ingest status and ./drc alerts")
 

@@ -239,11 +239,8 @@ migrate_superset() {
   log "migrating the Superset metadata database"
   {
     "$(superset_bin)" db upgrade &&
-    { "$(superset_bin)" fab list-users 2>/dev/null | grep -q 'username:admin' ||
-      "$(superset_bin)" fab create-admin --username admin --firstname 管理员 --lastname 平台 \
-        --email admin@xydrc.local --password "$DRC_SUPERSET_ADMIN_PASSWORD"; } &&
-    "$(superset_bin)" fab reset-password --username admin --password "$DRC_SUPERSET_ADMIN_PASSWORD" &&
-    "$(superset_bin)" init
+    "$(superset_bin)" init &&
+    "$(venv_dir superset)/bin/python" "$DRC_ROOT/superset/admin.py"  # the password stays in the environment
   } >"$DRC_LOG_DIR/superset-migrate.log" 2>&1 || die "Superset set-up failed: see $DRC_LOG_DIR/superset-migrate.log"
   touch "$marker"
 }

@@ -39,3 +39,29 @@ def test_the_database_service_users_still_reach_their_data():
 def test_the_secrets_file_is_readable_by_its_owner_only():
     mode = (PROJECT_ROOT / ".env").stat().st_mode
     assert not mode & (stat.S_IRWXG | stat.S_IRWXO), f".env is readable beyond its owner: {oct(mode)}"
+
+
+def _secrets() -> dict[str, str]:
+    """Every password, key and secret of .env and those derived from it, as the services received them."""
+    names = ("PASSWORD", "SECRET", "_KEY")
+    return {n: v for n, v in os.environ.items() if n.startswith("DRC_") and any(k in n for k in names) and len(v) >= 8}
+
+
+def test_no_running_process_shows_a_secret_on_its_command_line():
+    """`ps` shows every process's arguments to every local user: a secret must reach a service by its
+    environment, a file or stdin. Checked on everything running now (databases, Airflow, Superset, the API)."""
+    secrets = _secrets()
+    assert {"DRC_PG_PASSWORD", "DRC_SUPERSET_ADMIN_PASSWORD", "DRC_API_DB_PASSWORD"} <= set(secrets)
+    shown = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        program = arguments.split("\0", 1)[0]  # named without its arguments: the report must not repeat the secret
+        shown += [
+            f"{name} on the command line of pid {cmdline.parent.name} ({program})"
+            for name, value in secrets.items()
+            if value in arguments
+        ]
+    assert not shown, shown
