@@ -25,6 +25,16 @@ ID_NUMBER = re.compile(
     rf"(?<![0-9A-Za-z])[1-9]\d{{5}}(?:(?:18|19|20)\d{{2}}{_DAY}\d{{3}}[0-9Xx]|\d{{2}}{_DAY}\d{{3}})(?![0-9A-Za-z])"
 )
 MOBILE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)")
+# The same masking as regular expressions a SQL engine applies (Java syntax, e.g. Spark's regexp_replace): the
+# ID number's area code and the mobile number's first 3 and last 4 digits stay.
+MASKS_FOR_SQL = [
+    (
+        rf"(?<![0-9A-Za-z])([1-9]\d{{5}})(?:18|19|20)\d{{2}}{_DAY}\d{{3}}[0-9Xx](?![0-9A-Za-z])",
+        "[身份证号 $1************]",
+    ),
+    (rf"(?<![0-9A-Za-z])([1-9]\d{{5}})\d{{2}}{_DAY}\d{{3}}(?![0-9A-Za-z])", "[身份证号 $1*********]"),
+    (r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)", "$1****$2"),
+]
 
 
 def mask_id_number(value: str | None) -> str | None:

@@ -24,6 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core import gb11643
+from core.privacy import MASKS_FOR_SQL
 from core.settings import get_settings
 from core.spark import newest_commit, read_delta
 from ingestion.bronze import bronze_path, bronze_version, files_added_since, landed_between, uses_column_mapping
@@ -309,6 +310,15 @@ def with_lookup(
 
 
 # --- validation -------------------------------------------------------------------------------------------
+def redact_personal_col(text: Column) -> Column:
+    """``text`` with ID numbers and mobile numbers masked as core.privacy masks them for display: a parse error
+    quotes the failing value, which may be an ID number sent in the wrong field, and quarantine reasons are read
+    by engineers and stewards, not clinicians."""
+    for pattern, replacement in MASKS_FOR_SQL:
+        text = F.regexp_replace(text, pattern, replacement)
+    return text
+
+
 def rule_checks(entity: str, rules: list[dict[str, Any]]) -> list[tuple[str, Column, Column]]:
     """(rule id, failed?, reason) for the built-in rules and the mapping's own rules."""
     key_missing = F.lit(False)
@@ -320,7 +330,9 @@ def rule_checks(entity: str, rules: list[dict[str, Any]]) -> list[tuple[str, Col
         (
             "STD-PARSE",
             F.size("_parse_errors") > 0,
-            F.concat(F.lit(BUILT_IN_RULES["STD-PARSE"] + "："), F.array_join("_parse_errors", "，")),
+            F.concat(
+                F.lit(BUILT_IN_RULES["STD-PARSE"] + "："), redact_personal_col(F.array_join("_parse_errors", "，"))
+            ),
         ),
         (
             "STD-ORG",

@@ -447,3 +447,24 @@ def test_every_failing_table_is_logged_and_reported_with_its_source(spark, monke
     assert "cloud_his.t_visit" in logged and "public_health.gxy_sf" in logged
     reports = getattr(raised.value, "reports", [])
     assert {(r.source_system, r.bronze_table) for r in reports} >= {("rmyy_his", "MZ_JZJL"), ("cloud_his", "t_patient")}
+
+
+def test_a_parse_error_quoting_an_id_number_or_a_phone_is_masked_in_the_quarantine_reason(spark):
+    """A source that sends the 身份证号 in its birth-date field: the row is quarantined with a reason that names the
+    column and still shows the area code, never the whole number; a mobile number keeps 3 + 4 digits."""
+    entity = "person"
+    keys = standardize.entity_key(entity)
+    org = sorted(standardize.known_organizations())[0]
+    row = {column: "k1" for column in keys} | {
+        "org_code": org,
+        "_parse_errors": ["birth_date=41018219600101001X", "birth_date=410182600101001", "phone=13812345678"],
+    }
+    checked = standardize.with_violations(spark.createDataFrame([row]), entity, [])
+    ((rule_id, reason),) = [(v.rule_id, v.reason) for v in checked.first()["_violations"]]
+    assert rule_id == "STD-PARSE"
+    assert "41018219600101001X" not in reason and "410182600101001" not in reason and "13812345678" not in reason
+    assert "birth_date=[身份证号 410182************]" in reason and "birth_date=[身份证号 410182*********]" in reason
+    assert "phone=138****5678" in reason
+    plain = spark.createDataFrame([("visit 20261105 at 0930, record 12345678901234567890",)], ["t"])
+    untouched = plain.select(standardize.redact_personal_col(F.col("t"))).first()[0]
+    assert untouched == "visit 20261105 at 0930, record 12345678901234567890"  # not every long number is an ID
