@@ -21,18 +21,16 @@ HASH_SHOWN = 12  # hex characters of the keyed hash a message shows: enough to f
 
 _DAY = r"(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
 # GB 11643 shapes: 18 characters (century 18/19/20, check digit 0-9 or X) and the legacy 15 digits, standing alone
-ID_NUMBER = re.compile(
-    rf"(?<![0-9A-Za-z])[1-9]\d{{5}}(?:(?:18|19|20)\d{{2}}{_DAY}\d{{3}}[0-9Xx]|\d{{2}}{_DAY}\d{{3}})(?![0-9A-Za-z])"
-)
+_ALONE_BEFORE, _ALONE_AFTER, _AREA = r"(?<![0-9A-Za-z])", r"(?![0-9A-Za-z])", r"[1-9]\d{5}"
+_REST_18 = rf"(?:18|19|20)\d{{2}}{_DAY}\d{{3}}[0-9Xx]"
+_REST_15 = rf"\d{{2}}{_DAY}\d{{3}}"
+ID_NUMBER = re.compile(rf"{_ALONE_BEFORE}{_AREA}(?:{_REST_18}|{_REST_15}){_ALONE_AFTER}")
 MOBILE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)")
 # The same masking as regular expressions a SQL engine applies (Java syntax, e.g. Spark's regexp_replace): the
 # ID number's area code and the mobile number's first 3 and last 4 digits stay.
 MASKS_FOR_SQL = [
-    (
-        rf"(?<![0-9A-Za-z])([1-9]\d{{5}})(?:18|19|20)\d{{2}}{_DAY}\d{{3}}[0-9Xx](?![0-9A-Za-z])",
-        "[身份证号 $1************]",
-    ),
-    (rf"(?<![0-9A-Za-z])([1-9]\d{{5}})\d{{2}}{_DAY}\d{{3}}(?![0-9A-Za-z])", "[身份证号 $1*********]"),
+    (rf"{_ALONE_BEFORE}({_AREA}){_REST_18}{_ALONE_AFTER}", "[身份证号 $1************]"),
+    (rf"{_ALONE_BEFORE}({_AREA}){_REST_15}{_ALONE_AFTER}", "[身份证号 $1*********]"),
     (r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)", "$1****$2"),
 ]
 
