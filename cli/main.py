@@ -1394,6 +1394,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cli import shared_driver
+
+    argv = sys.argv[1:] if argv is None else argv
+    if shared_driver.wanted(argv):  # an Airflow task: run in the night's long-lived Spark driver
+        code = shared_driver.run_shared(argv)
+        if code is not None:
+            return code
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

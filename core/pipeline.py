@@ -76,6 +76,8 @@ class Pipeline:
     catch_up_steps: tuple[str, ...]
     demo_dag_id: str
     demo_title: str
+    shared_driver_commands: frozenset[str]  # ./drc commands an Airflow task runs in the shared Spark driver
+    shared_driver_idle: timedelta
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -148,4 +150,6 @@ def load_pipeline(path: Path = PIPELINE_FILE) -> Pipeline:
         catch_up_steps=tuple(raw["catch_up"]["steps"]),
         demo_dag_id=raw["demo"]["dag_id"],
         demo_title=raw["demo"]["title"],
+        shared_driver_commands=frozenset(raw["shared_spark_driver"]["commands"]),
+        shared_driver_idle=timedelta(minutes=raw["shared_spark_driver"]["idle_minutes"]),
     )

@@ -107,6 +107,8 @@ def drc_task(
         outlets=outlets or [],
         doc_md=doc_md,
         on_failure_callback=report_failure,
+        env={"DRC_SPARK_DRIVER": "shared"},  # Spark commands run in the night's shared driver (cli/shared_driver.py)
+        append_env=True,
         **retry_args(retry),
     )
     def run(logical_date=None, params=None) -> str:
