@@ -647,6 +647,16 @@ def cmd_indicators(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Rewrite every file generated from a catalog (they are committed; tests fail when one is stale)."""
+    from core.indicators import write_generated_files
+    from core.privacy import MASKING_MACRO, render_masking_macro
+
+    MASKING_MACRO.write_text(render_masking_macro(), encoding="utf-8")
+    for path in [*write_generated_files(), MASKING_MACRO]:
+        console.print(f"  wrote {path}")
+
+
 STATE_ZH = {
     "delivered": "已上报",
     "unchanged": "无变化",
@@ -1219,6 +1229,10 @@ def build_parser() -> argparse.ArgumentParser:
         "indicators",
         help="regenerate the dbt measures model, catalog seed and docs/indicators.md from config/indicators/",
     ).set_defaults(func=cmd_indicators)
+    sub.add_parser(
+        "generate",
+        help="rewrite every file generated from a catalog: indicator model, seed and dictionary, dbt masking macro",
+    ).set_defaults(func=cmd_generate)
 
     p = sub.add_parser("transform", help="dbt build: staging, intermediate, marts with tests, then dbt docs")
     p.add_argument("--select", help="dbt selection")

@@ -16,6 +16,8 @@ import hmac
 import os
 import re
 
+from core.settings import PROJECT_ROOT
+
 AREA_DIGITS = 6
 HASH_SHOWN = 12  # hex characters of the keyed hash a message shows: enough to find the row, not to reverse it
 
@@ -26,13 +28,32 @@ _REST_18 = rf"(?:18|19|20)\d{{2}}{_DAY}\d{{3}}[0-9Xx]"
 _REST_15 = rf"\d{{2}}{_DAY}\d{{3}}"
 ID_NUMBER = re.compile(rf"{_ALONE_BEFORE}{_AREA}(?:{_REST_18}|{_REST_15}){_ALONE_AFTER}")
 MOBILE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)")
-# The same masking as regular expressions a SQL engine applies (Java syntax, e.g. Spark's regexp_replace): the
-# ID number's area code and the mobile number's first 3 and last 4 digits stay.
+# The same masking as regular expressions a SQL engine applies (Java syntax, Spark's regexp_replace): the ID
+# number's area code and the mobile number's first 3 and last 4 digits stay, as mask_id_number and mask_phone keep.
 MASKS_FOR_SQL = [
-    (rf"{_ALONE_BEFORE}({_AREA}){_REST_18}{_ALONE_AFTER}", "[身份证号 $1************]"),
-    (rf"{_ALONE_BEFORE}({_AREA}){_REST_15}{_ALONE_AFTER}", "[身份证号 $1*********]"),
+    (rf"{_ALONE_BEFORE}({_AREA}){_REST_18}{_ALONE_AFTER}", "$1************"),
+    (rf"{_ALONE_BEFORE}({_AREA}){_REST_15}{_ALONE_AFTER}", "$1*********"),
     (r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)", "$1****$2"),
 ]
+MASKING_MACRO = PROJECT_ROOT / "dbt" / "macros" / "privacy.sql"  # render_masking_macro(), by `./drc generate`
+
+
+def render_masking_macro() -> str:
+    """The dbt macro that applies MASKS_FOR_SQL in PostgreSQL (same patterns; groups written \\1, not $1)."""
+    text = "{{ text }}"
+    for pattern, replacement in MASKS_FOR_SQL:
+        if any(mark in pattern for mark in ("{{", "{%", "{#", "'")):
+            raise ValueError(f"a masking pattern cannot be written into a dbt macro as it is: {pattern}")
+        groups = re.sub(r"[$](\d)", r"\\\1", replacement)
+        text = f"regexp_replace({text},\n        '{pattern}', '{groups}', 'g')"
+    return (
+        "{#- GENERATED from core/privacy.py (MASKS_FOR_SQL) by `./drc generate`: edit the masks there, not here.\n"
+        "    Free text with ID numbers (18 or 15 characters, GB 11643) and mobile numbers masked as the platform\n"
+        "    masks them for display. For values that may hold them (a failing value, a source business key). -#}\n"
+        "{% macro mask_personal_text(text) -%}\n"
+        f"    {text}\n"
+        "{%- endmacro %}\n"
+    )
 
 
 def mask_id_number(value: str | None) -> str | None:

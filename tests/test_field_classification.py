@@ -17,7 +17,7 @@ import yaml
 from core.classification import load_policy
 from core.db import warehouse_engine
 from core.dbt import compile_sql
-from core.privacy import mask_id_number, mask_phone
+from core.privacy import MASKING_MACRO, mask_id_number, mask_phone, render_masking_macro
 from core.settings import CONFIG_DIR, PROJECT_ROOT, get_settings
 
 POLICY = load_policy()
@@ -148,6 +148,12 @@ MASKING_CASES = {
     "MZ2027021300012345678": "MZ2027021300012345678",  # a visit number is not an ID number
     "2027-02-13": "2027-02-13",
 }
+
+
+def test_the_dbt_masking_macro_is_generated_from_the_platform_masks():
+    assert MASKING_MACRO.read_text(encoding="utf-8") == render_masking_macro(), (
+        "dbt/macros/privacy.sql is stale: run ./drc generate"
+    )
 
 
 def test_the_marts_mask_id_and_mobile_numbers_in_text_as_the_api_does(pipeline_done):
