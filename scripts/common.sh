@@ -41,6 +41,7 @@ ENV
   # appended once, then kept like the others.
   local name
   for name in DRC_API_DB_PASSWORD DRC_ID_LOOKUP_KEY DRC_AIRFLOW_JWT_SECRET DRC_EXPORT_PSEUDONYM_KEY \
+              DRC_PG_SUPERUSER_PASSWORD DRC_MARIADB_ROOT_PASSWORD \
               $(sed -n 's/^ *password_env: *\([A-Z0-9_]*\).*/\1/p' config/sources/*.yaml | sort -u); do
     grep -q "^$name=" .env || echo "$name=$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')" >> .env
   done

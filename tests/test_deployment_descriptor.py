@@ -25,3 +25,21 @@ def test_compose_file_parses_and_names_every_native_service():
         assert "image" in service or "build" in service, f"service {name} has neither image nor build"
     assert "wal_level=logical" in " ".join(map(str, services["postgres"].get("command", [])))
     assert "binlog_format=ROW" in " ".join(map(str, services["mariadb"].get("command", [])))
+
+
+def test_databases_stay_on_the_compose_network_with_their_own_superuser_passwords():
+    text = (PROJECT_ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    services = yaml.safe_load(text)["services"]
+    for name in ("postgres", "mariadb"):
+        assert "ports" not in services[name], f"{name} is published beyond the compose network"
+        assert "env_file" not in services[name], f"{name} gets every secret in .env"
+    superusers = {
+        "postgres": services["postgres"]["environment"]["POSTGRES_PASSWORD"],
+        "mariadb": services["mariadb"]["environment"]["MARIADB_ROOT_PASSWORD"],
+    }
+    for name, variable in superusers.items():
+        assert text.count(variable) == 1, f"{name}'s superuser password {variable} is used elsewhere too"
+    assert "env_file" not in services["superset"], "Superset gets only its own secrets"
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).count(":") >= 2, f"{name} publishes {port} on every interface"
