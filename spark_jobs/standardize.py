@@ -540,6 +540,7 @@ def _replace_slice(df: DataFrame, path: str, source_system: str, table: str, ent
 def _merge_keys(
     spark: SparkSession,
     df: DataFrame,
+    rows: int,
     touched: DataFrame,
     path: str,
     key_column: str,
@@ -547,17 +548,35 @@ def _merge_keys(
     table: str,
     entity: str | None = None,
 ) -> tuple[int, int]:
-    """Replace the rows of the touched keys by ``df`` in one atomic MERGE: (inserted, deleted)."""
-    scope = f"t.source_system = '{source_system}' AND t.source_table = '{table}'"
+    """Replace the rows of the touched keys by ``df`` (``rows`` rows) in one atomic commit: (inserted, deleted).
+
+    When no touched key has a row yet (a day's new records, most of a day's keys) the commit is an append: a
+    MERGE costs four times the Spark jobs to find nothing to replace. Which case holds is asked of the table
+    itself (one semi-join on the source's partition), so it cannot drift from what the table holds. The append
+    carries the table version the check read as its transaction version: of two runs of one source at once, Delta
+    skips the second's append of the same rows (where two MERGEs would have conflicted).
+    """
+    scope = (F.col("source_system") == source_system) & (F.col("source_table") == table)
     if entity:
-        scope += f" AND t.entity = '{entity}'"
+        scope &= F.col("entity") == entity
+    keys = F.broadcast(touched.select(F.col("source_key").alias(key_column)))
+    checked_version = newest_commit(path)[0]
+    if read_delta(spark, path).where(scope).join(keys, key_column, "left_semi").isEmpty():
+        if rows:
+            app = f"silver.{source_system}.{table}.{entity or 'rows'}"
+            writer = df.write.format("delta").mode("append").option("txnAppId", app)
+            writer.option("txnVersion", checked_version).save(path)
+        return rows, 0
+    condition = f"t.source_system = '{source_system}' AND t.source_table = '{table}'"
+    if entity:
+        condition += f" AND t.entity = '{entity}'"
     changes = touched.select(F.col("source_key").alias("_key"), F.lit("touched").alias("_kind")).unionByName(
         df.select(F.col(key_column).alias("_key"), F.lit("row").alias("_kind"), "*"), allowMissingColumns=True
     )
     (
         DeltaTable.forPath(spark, path)
         .alias("t")
-        .merge(changes.alias("s"), f"{scope} AND t.{key_column} = s._key AND s._kind = 'touched'")
+        .merge(changes.alias("s"), f"{condition} AND t.{key_column} = s._key AND s._kind = 'touched'")
         .whenMatchedDelete()
         .whenNotMatchedInsert(condition="s._kind = 'row'", values={c: f"s.`{c}`" for c in df.columns})
         .execute()
@@ -663,13 +682,11 @@ def standardize_table(
         silver, quarantine = _split(checked, entity, detected_at)
         _replace_slice(silver, silver_path(entity), source_system, table)
         _replace_slice(quarantine, quarantine_path(), source_system, table, entity)
-        written, quarantined = checked.agg(
-            F.sum((F.size("_violations") == 0).cast("int")), F.sum(F.size("_violations"))
-        ).first()
-        written, quarantined = written or 0, quarantined or 0
+        written, quarantined = (
+            n or 0 for n in checked.agg(_count_where(F.size("_violations") == 0), F.sum(F.size("_violations"))).first()
+        )
         checked.unpersist()
         report = TableReport(source_system, entity, table, "full", silver_rows=written, quarantined=quarantined)
-        open_quarantine = quarantined
     else:
         touched = touched.persist()
         keys = touched.count()
@@ -677,20 +694,24 @@ def standardize_table(
         checked = _standardized(rows, spec, source_system, _lookup_rows(spark, source_system, spec, rows))
         checked = checked.persist()
         silver, quarantine = _split(checked, entity, detected_at)
-        inserted, deleted = _merge_keys(spark, silver, touched, silver_path(entity), "source_key", source_system, table)
-        violations = checked.agg(F.sum(F.size("_violations"))).first()[0] or 0
-        open_before = checkpoint.get("quarantine_open")
-        quarantined, resolved = 0, 0
-        if violations or open_before != 0:  # nothing in quarantine before nor now: no MERGE needed
-            quarantined, resolved = _merge_keys(
-                spark, quarantine, touched, quarantine_path(), "record_key", source_system, table, entity
-            )
-        open_quarantine = None if open_before is None else open_before + quarantined - resolved
+        valid, violations = (
+            n or 0 for n in checked.agg(_count_where(F.size("_violations") == 0), F.sum(F.size("_violations"))).first()
+        )
+        inserted, deleted = _merge_keys(
+            spark, silver, valid, touched, silver_path(entity), "source_key", source_system, table
+        )
+        quarantined, _ = _merge_keys(
+            spark, quarantine, violations, touched, quarantine_path(), "record_key", source_system, table, entity
+        )
         checked.unpersist()
         touched.unpersist()
         report = TableReport(source_system, entity, table, "incremental", keys, inserted, deleted, quarantined)
-    state[tag] = {"versions": until, "fingerprint": fingerprint, "quarantine_open": open_quarantine}
+    state[tag] = {"versions": until, "fingerprint": fingerprint}
     return report
+
+
+def _count_where(condition: Column) -> Column:
+    return F.sum(condition.cast("int"))
 
 
 # 2: silver partitioned by source_system, lineage with source_table/source_key.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from core.spark import read_delta
+from core.spark import newest_commit, read_delta
 from ingestion.bronze import bronze_path
 from spark_jobs import standardize
 from spark_jobs.model import mapped_sources, mapping_problems, source_mapping
@@ -277,6 +278,24 @@ def test_incremental_merge_applies_updates_deletes_late_events_and_corrections(s
     assert silver["ZY1"].admitted_at == datetime(2026, 11, 1, 9, 30) and silver["ZY1"].length_of_stay_days == 4
     assert read_delta(spark, quarantine_path()).where("source_system = 'unit_src'").count() == 0
     assert standardize_table(spark, "unit_src", spec, state).mode == "no_change"
+
+    # a day of new records only: appended (no MERGE); re-running it (a run that died before saving its
+    # checkpoint) finds them and replaces them, so nothing lands twice
+    new_rows = [
+        ("5", "P5", "住院", "2026-11-03 08:00:00", "1", "2"),
+        ("6", "P6", "住院", "2026-11-03 09:00:00", "1", "-3"),
+    ]
+    _append_bronze(_admissions(spark, new_rows), "ADM")
+    before_day = copy.deepcopy(state)
+    third = standardize_table(spark, "unit_src", spec, state)
+    assert (third.changed_keys, third.silver_rows, third.removed, third.quarantined) == (2, 1, 0, 1)
+    assert newest_commit(silver_path("encounter"))[1]["operation"] == "WRITE", "new keys are appended"
+    again = standardize_table(spark, "unit_src", spec, before_day)
+    assert (again.silver_rows, again.removed) == (1, 1)
+    silver = read_delta(spark, silver_path("encounter")).where("source_system = 'unit_src'")
+    assert sorted(r.encounter_id for r in silver.collect()) == ["ZY1", "ZY3", "ZY4", "ZY5"]
+    quarantined = read_delta(spark, quarantine_path()).where("source_system = 'unit_src'").collect()
+    assert [(r.record_key, r.rule_id) for r in quarantined] == [("6", "ENC901")]
     assert _other_sources_rows(spark) == others_before
 
 
