@@ -12,6 +12,7 @@ from dbt.cli.main import dbtRunner, dbtRunnerResult
 from core.classification import grant_governed, install
 from core.db import warehouse_engine
 from core.indicators import write_generated_files
+from core.privacy import MASKING_MACRO, render_masking_macro
 from core.settings import CONFIG_DIR, PROJECT_ROOT
 
 DBT_DIR = PROJECT_ROOT / "dbt"
@@ -38,11 +39,12 @@ def _invoke(args: list[str]) -> dbtRunnerResult:
 
 
 def prepare_project() -> None:
-    """Seeds copied from config/ and the files generated from the indicator catalog, so dbt sees the catalog
-    as it is now (an indicator added in config/indicators/ needs no dbt edit)."""
+    """Seeds copied from config/ and the files generated from the indicator catalog and the platform's masking,
+    so dbt sees them as they are now (an indicator added in config/indicators/ needs no dbt edit)."""
     for name, source in SEEDS_FROM_CONFIG.items():
         shutil.copyfile(source, DBT_DIR / "seeds" / name)
     write_generated_files()
+    MASKING_MACRO.write_text(render_masking_macro(), encoding="utf-8")
 
 
 def dbt_build(select: str | None = None, full_refresh: bool = False, tests: bool = True) -> None:
