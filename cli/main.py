@@ -648,12 +648,11 @@ def cmd_indicators(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    """Rewrite every file generated from a catalog (they are committed; tests fail when one is stale)."""
-    from core.indicators import write_generated_files
-    from core.privacy import MASKING_MACRO, render_masking_macro
+    """Rewrite every file generated from a catalog (they are committed; tests fail when one is stale); the same
+    step every dbt run takes first."""
+    from core.dbt import prepare_project
 
-    MASKING_MACRO.write_text(render_masking_macro(), encoding="utf-8")
-    for path in [*write_generated_files(), MASKING_MACRO]:
+    for path in prepare_project():
         console.print(f"  wrote {path}")
 
 

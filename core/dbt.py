@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from pathlib import Path
 
 import sqlalchemy as sa
 from dbt.cli.main import dbtRunner, dbtRunnerResult
@@ -38,13 +39,13 @@ def _invoke(args: list[str]) -> dbtRunnerResult:
     return result
 
 
-def prepare_project() -> None:
+def prepare_project() -> list[Path]:
     """Seeds copied from config/ and the files generated from the indicator catalog and the platform's masking,
     so dbt sees them as they are now (an indicator added in config/indicators/ needs no dbt edit)."""
     for name, source in SEEDS_FROM_CONFIG.items():
         shutil.copyfile(source, DBT_DIR / "seeds" / name)
-    write_generated_files()
     MASKING_MACRO.write_text(render_masking_macro(), encoding="utf-8")
+    return [*write_generated_files(), MASKING_MACRO]
 
 
 def dbt_build(select: str | None = None, full_refresh: bool = False, tests: bool = True) -> None:

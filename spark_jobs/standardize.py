@@ -682,9 +682,7 @@ def standardize_table(
         silver, quarantine = _split(checked, entity, detected_at)
         _replace_slice(silver, silver_path(entity), source_system, table)
         _replace_slice(quarantine, quarantine_path(), source_system, table, entity)
-        written, quarantined = (
-            n or 0 for n in checked.agg(_count_where(F.size("_violations") == 0), F.sum(F.size("_violations"))).first()
-        )
+        written, quarantined = _outcome_counts(checked)
         checked.unpersist()
         report = TableReport(source_system, entity, table, "full", silver_rows=written, quarantined=quarantined)
     else:
@@ -694,9 +692,7 @@ def standardize_table(
         checked = _standardized(rows, spec, source_system, _lookup_rows(spark, source_system, spec, rows))
         checked = checked.persist()
         silver, quarantine = _split(checked, entity, detected_at)
-        valid, violations = (
-            n or 0 for n in checked.agg(_count_where(F.size("_violations") == 0), F.sum(F.size("_violations"))).first()
-        )
+        valid, violations = _outcome_counts(checked)
         inserted, deleted = _merge_keys(
             spark, silver, valid, touched, silver_path(entity), "source_key", source_system, table
         )
@@ -710,8 +706,10 @@ def standardize_table(
     return report
 
 
-def _count_where(condition: Column) -> Column:
-    return F.sum(condition.cast("int"))
+def _outcome_counts(checked: DataFrame) -> tuple[int, int]:
+    """(rows that pass every rule, violations) of a checked batch, in one Spark job."""
+    passed = F.sum((F.size("_violations") == 0).cast("int"))
+    return tuple(n or 0 for n in checked.agg(passed, F.sum(F.size("_violations"))).first())
 
 
 # 2: silver partitioned by source_system, lineage with source_table/source_key.
